@@ -1,0 +1,456 @@
+// Package memstore is an in-memory [store.Store]: the reference
+// implementation of the store contracts, the default for tests and demos.
+//
+// Everything lives in one process and is gone when it exits; use
+// adapters/bunstore for anything that must survive a restart or be shared
+// by several processes.
+package memstore
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/chatbatch/chatbatch/store"
+)
+
+var _ store.Store = (*Store)(nil)
+
+// Options configures a Store. The zero value is ready to use.
+type Options struct {
+	// DirectRoomID names the one-on-one room of two users. It must be
+	// symmetric in its arguments. Defaults to [store.DirectRoomID].
+	DirectRoomID func(a, b string) string
+}
+
+// Store is an in-memory store.Store. It is safe for concurrent use. The
+// zero value is not usable; call New.
+type Store struct {
+	directRoomID func(a, b string) string
+
+	mu   sync.RWMutex
+	apps map[string]*app
+	seq  int64 // insertion order of messages, for stable listing
+}
+
+type app struct {
+	users    map[string]bool
+	rooms    map[string]*room
+	messages map[string]*storedMessage
+	batches  map[string]*batchRecord
+}
+
+type room struct {
+	members []string
+}
+
+type storedMessage struct {
+	msg store.Message
+	seq int64
+}
+
+type batchRecord struct {
+	batch  store.Batch
+	chunks []store.Chunk
+}
+
+// New returns an empty Store. opts may be nil.
+func New(opts *Options) *Store {
+	s := &Store{directRoomID: store.DirectRoomID, apps: map[string]*app{}}
+	if opts != nil && opts.DirectRoomID != nil {
+		s.directRoomID = opts.DirectRoomID
+	}
+	return s
+}
+
+// appLocked returns the app's data, creating it. s.mu must be held for writing.
+func (s *Store) appLocked(id string) *app {
+	a := s.apps[id]
+	if a == nil {
+		a = &app{
+			users:    map[string]bool{},
+			rooms:    map[string]*room{},
+			messages: map[string]*storedMessage{},
+			batches:  map[string]*batchRecord{},
+		}
+		s.apps[id] = a
+	}
+	return a
+}
+
+// readApp returns the app's data or nil. s.mu must be held.
+func (s *Store) readApp(id string) *app { return s.apps[id] }
+
+// AddUsers makes ids users of appID. Existing users are left alone.
+func (s *Store) AddUsers(ctx context.Context, appID string, ids ...string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a := s.appLocked(appID)
+	for _, id := range ids {
+		a.users[id] = true
+	}
+	return nil
+}
+
+// DeleteUser removes a user (their rooms stay).
+func (s *Store) DeleteUser(ctx context.Context, appID, id string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.appLocked(appID).users, id)
+	return nil
+}
+
+// AddRoom creates or replaces room id in appID with the given members.
+// Members need not be users yet.
+func (s *Store) AddRoom(ctx context.Context, appID, id string, members ...string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.appLocked(appID).rooms[id] = &room{members: slices.Clone(members)}
+	return nil
+}
+
+// DeleteRoom removes a room and leaves its messages.
+func (s *Store) DeleteRoom(ctx context.Context, appID, id string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.appLocked(appID).rooms, id)
+	return nil
+}
+
+// UserRooms returns the IDs of the rooms userID is a member of, sorted.
+func (s *Store) UserRooms(ctx context.Context, appID, userID string) ([]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := []string{}
+	if a := s.readApp(appID); a != nil {
+		for id, r := range a.rooms {
+			if slices.Contains(r.members, userID) {
+				out = append(out, id)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// RoomMessages returns up to limit messages of a room, newest first
+// (limit <= 0 means all).
+func (s *Store) RoomMessages(ctx context.Context, appID, roomID string, limit int) ([]store.Message, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var found []*storedMessage
+	if a := s.readApp(appID); a != nil {
+		for _, m := range a.messages {
+			if m.msg.RoomID == roomID {
+				found = append(found, m)
+			}
+		}
+	}
+	slices.SortFunc(found, func(x, y *storedMessage) int {
+		if c := y.msg.CreatedAt.Compare(x.msg.CreatedAt); c != 0 {
+			return c
+		}
+		return cmp.Compare(y.seq, x.seq)
+	})
+	if limit > 0 && len(found) > limit {
+		found = found[:limit]
+	}
+	out := make([]store.Message, len(found))
+	for i, m := range found {
+		out[i] = copyMessage(m.msg)
+	}
+	return out, nil
+}
+
+// MissingUsers implements store.Directory.
+func (s *Store) MissingUsers(ctx context.Context, appID string, ids []string) ([]string, error) {
+	return s.missing(ctx, appID, ids, func(a *app, id string) bool { return a.users[id] })
+}
+
+// MissingRooms implements store.Directory.
+func (s *Store) MissingRooms(ctx context.Context, appID string, ids []string) ([]string, error) {
+	return s.missing(ctx, appID, ids, func(a *app, id string) bool { return a.rooms[id] != nil })
+}
+
+func (s *Store) missing(ctx context.Context, appID string, ids []string, exists func(*app, string) bool) ([]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	a := s.readApp(appID)
+	out := []string{}
+	seen := map[string]bool{}
+	for _, id := range ids {
+		if seen[id] {
+			continue
+		}
+		seen[id] = true
+		if a == nil || !exists(a, id) {
+			out = append(out, id)
+		}
+	}
+	return out, nil
+}
+
+// DirectRoom implements store.Directory.
+func (s *Store) DirectRoom(ctx context.Context, appID, a, b string) (string, error) {
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ap := s.appLocked(appID)
+	for _, u := range []string{a, b} {
+		if !ap.users[u] {
+			return "", fmt.Errorf("memstore: direct room of %q and %q: user %q: %w", a, b, u, store.ErrNotFound)
+		}
+	}
+	id := s.directRoomID(a, b)
+	if ap.rooms[id] == nil {
+		members := []string{a}
+		if b != a {
+			members = append(members, b)
+		}
+		ap.rooms[id] = &room{members: members}
+	}
+	return id, nil
+}
+
+// RoomMembers implements store.Directory.
+func (s *Store) RoomMembers(ctx context.Context, appID string, roomIDs []string) (map[string][]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := map[string][]string{}
+	a := s.readApp(appID)
+	if a == nil {
+		return out, nil
+	}
+	for _, id := range roomIDs {
+		if r := a.rooms[id]; r != nil {
+			out[id] = slices.Clone(r.members)
+		}
+	}
+	return out, nil
+}
+
+// SaveMessages implements store.Messages.
+func (s *Store) SaveMessages(ctx context.Context, appID string, msgs []store.Message) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a := s.appLocked(appID)
+	for _, m := range msgs {
+		if a.messages[m.ID] != nil {
+			continue
+		}
+		s.seq++
+		m = copyMessage(m)
+		m.AppID = appID
+		a.messages[m.ID] = &storedMessage{msg: m, seq: s.seq}
+	}
+	return nil
+}
+
+// CreateBatch implements store.Batches.
+func (s *Store) CreateBatch(ctx context.Context, b *store.Batch, chunks []store.Chunk) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if b.Chunks != len(chunks) {
+		return fmt.Errorf("memstore: create batch %q: Chunks is %d but %d chunks given", b.ID, b.Chunks, len(chunks))
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a := s.appLocked(b.AppID)
+	if a.batches[b.ID] != nil {
+		return fmt.Errorf("memstore: create batch %q: %w", b.ID, store.ErrConflict)
+	}
+	rec := &batchRecord{batch: *b, chunks: make([]store.Chunk, len(chunks))}
+	rec.batch.Payload = slices.Clone(b.Payload)
+	for i, c := range chunks {
+		c = copyChunk(c)
+		c.AppID, c.BatchID, c.No = b.AppID, b.ID, i
+		c.Done, c.Outcomes = false, nil
+		rec.chunks[i] = c
+	}
+	a.batches[b.ID] = rec
+	return nil
+}
+
+// GetBatch implements store.Batches.
+func (s *Store) GetBatch(ctx context.Context, appID, id string) (*store.Batch, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	rec, err := s.batchLocked(appID, id)
+	if err != nil {
+		return nil, err
+	}
+	return copyBatch(&rec.batch), nil
+}
+
+func (s *Store) batchLocked(appID, id string) (*batchRecord, error) {
+	if a := s.readApp(appID); a != nil {
+		if rec := a.batches[id]; rec != nil {
+			return rec, nil
+		}
+	}
+	return nil, fmt.Errorf("memstore: batch %q: %w", id, store.ErrNotFound)
+}
+
+func (s *Store) chunkLocked(ref store.ChunkRef) (*batchRecord, *store.Chunk, error) {
+	rec, err := s.batchLocked(ref.AppID, ref.BatchID)
+	if err != nil {
+		return nil, nil, err
+	}
+	if ref.No < 0 || ref.No >= len(rec.chunks) {
+		return nil, nil, fmt.Errorf("memstore: batch %q chunk %d: %w", ref.BatchID, ref.No, store.ErrNotFound)
+	}
+	return rec, &rec.chunks[ref.No], nil
+}
+
+// LoadChunk implements store.Batches.
+func (s *Store) LoadChunk(ctx context.Context, ref store.ChunkRef) (*store.Chunk, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	_, c, err := s.chunkLocked(ref)
+	if err != nil {
+		return nil, err
+	}
+	out := copyChunk(*c)
+	return &out, nil
+}
+
+// CompleteChunk implements store.Batches.
+func (s *Store) CompleteChunk(ctx context.Context, p *store.CompleteChunkParams) (*store.Batch, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rec, c, err := s.chunkLocked(p.Ref)
+	if err != nil {
+		return nil, err
+	}
+	if c.Done {
+		return nil, fmt.Errorf("memstore: complete batch %q chunk %d: already done: %w", p.Ref.BatchID, p.Ref.No, store.ErrConflict)
+	}
+	if len(p.Outcomes) != len(c.Recipients) {
+		return nil, fmt.Errorf("memstore: complete batch %q chunk %d: %d outcomes for %d recipients", p.Ref.BatchID, p.Ref.No, len(p.Outcomes), len(c.Recipients))
+	}
+	c.Done = true
+	c.Outcomes = slices.Clone(p.Outcomes)
+	b := &rec.batch
+	for _, o := range p.Outcomes {
+		switch o.Status {
+		case store.OutcomeSent:
+			b.Sent++
+		case store.OutcomeFailed:
+			b.Failed++
+		case store.OutcomeCanceled:
+			b.Canceled++
+		}
+	}
+	b.ChunksDone++
+	if b.ChunksDone == b.Chunks {
+		b.FinishedAt = p.At
+	}
+	return copyBatch(b), nil
+}
+
+// PendingChunks implements store.Batches.
+func (s *Store) PendingChunks(ctx context.Context, dueBefore time.Time, limit int) ([]store.ChunkRef, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	type due struct {
+		ref store.ChunkRef
+		at  time.Time
+	}
+	var all []due
+	for _, a := range s.apps {
+		for _, rec := range a.batches {
+			for _, c := range rec.chunks {
+				if !c.Done && !c.NotBefore.After(dueBefore) {
+					all = append(all, due{c.ChunkRef, c.NotBefore})
+				}
+			}
+		}
+	}
+	slices.SortFunc(all, func(x, y due) int {
+		return cmp.Or(x.at.Compare(y.at), cmp.Compare(x.ref.BatchID, y.ref.BatchID), cmp.Compare(x.ref.No, y.ref.No))
+	})
+	if limit >= 0 && len(all) > limit {
+		all = all[:limit]
+	}
+	out := make([]store.ChunkRef, len(all))
+	for i, d := range all {
+		out[i] = d.ref
+	}
+	return out, nil
+}
+
+func copyMessage(m store.Message) store.Message {
+	m.Extra = slices.Clone(m.Extra)
+	if m.Fields != nil {
+		f := make(map[string]json.RawMessage, len(m.Fields))
+		for k, v := range m.Fields {
+			f[k] = slices.Clone(v)
+		}
+		m.Fields = f
+	}
+	return m
+}
+
+func copyBatch(b *store.Batch) *store.Batch {
+	out := *b
+	out.Payload = slices.Clone(b.Payload)
+	return &out
+}
+
+func copyChunk(c store.Chunk) store.Chunk {
+	rs := make([]store.Recipient, len(c.Recipients))
+	for i, r := range c.Recipients {
+		r.Vars = maps.Clone(r.Vars)
+		rs[i] = r
+	}
+	c.Recipients = rs
+	c.Outcomes = slices.Clone(c.Outcomes)
+	return c
+}

@@ -1,0 +1,294 @@
+// Package store defines the storage seams of chatbatch: the host's users and
+// rooms ([Directory]), the messages a batch produces ([Messages]) and the
+// batch bookkeeping itself ([Batches]).
+//
+// The interfaces are deliberately thin: all policy (validation, chunking,
+// retries, rendering) lives in package batch. An implementation only stores
+// and loads. A team that already has users, rooms and messages in its own
+// database implements [Directory] and [Messages] on top of it and uses a
+// chatbatch adapter (memstore, bunstore) only for [Batches].
+//
+// Every method is scoped by an application ID: an implementation must never
+// return or change data of another app. Implementations must be safe for
+// concurrent use by multiple goroutines and processes, must not retry
+// failed operations (return the error; the caller retries), and must not
+// keep references to slices passed in after the call returns.
+//
+// Outsiders may implement these interfaces; they are covered by semantic
+// versioning. Every implementation should pass [storetest.Run] before it
+// is used in production.
+//
+// [storetest.Run]: https://pkg.go.dev/github.com/chatbatch/chatbatch/store/storetest#Run
+package store
+
+import (
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"strings"
+	"time"
+)
+
+// ErrNotFound is returned (wrapped) when the item asked for does not exist
+// in the app. Check it with errors.Is.
+var ErrNotFound = errors.New("store: not found")
+
+// ErrConflict is returned (wrapped) when a write collides with existing
+// state: a batch ID that already exists, or a chunk that was already
+// completed. Check it with errors.Is.
+var ErrConflict = errors.New("store: conflict")
+
+// Store is the whole storage seam. Adapters that keep everything implement
+// it; package batch also accepts the three parts separately.
+type Store interface {
+	Directory
+	Messages
+	Batches
+}
+
+// Directory is the host's view of users and rooms. Package batch uses it
+// to check recipients before a batch is accepted and to find the rooms
+// messages go to.
+type Directory interface {
+	// MissingUsers returns the IDs among ids that are not users of app,
+	// each once, in the order of their first appearance in ids. It returns
+	// an empty slice (not an error) when all exist. ids may contain
+	// duplicates and may be long (up to a batch's MaxRecipients):
+	// implementations should look them up in bulk.
+	MissingUsers(ctx context.Context, app string, ids []string) ([]string, error)
+
+	// MissingRooms is MissingUsers for room IDs.
+	MissingRooms(ctx context.Context, app string, ids []string) ([]string, error)
+
+	// DirectRoom returns the ID of the one-on-one room of users a and b in
+	// app, creating it with both users as members if it does not exist.
+	// The pair is unordered: DirectRoom(a, b) and DirectRoom(b, a) return the
+	// same room. Concurrent calls for one pair must create exactly one room.
+	// It returns ErrNotFound if a or b is not a user of app. a == b is
+	// allowed (a user's room with themself).
+	DirectRoom(ctx context.Context, app, a, b string) (string, error)
+
+	// RoomMembers returns the user IDs of the members of each room in
+	// roomIDs that exists, keyed by room ID; rooms that do not exist are
+	// absent from the map. Member order is unspecified.
+	RoomMembers(ctx context.Context, app string, roomIDs []string) (map[string][]string, error)
+}
+
+// Messages stores the messages a batch produces.
+type Messages interface {
+	// SaveMessages stores msgs in app. It is idempotent on Message.ID: a
+	// message whose ID already exists in app is left unchanged and is not an
+	// error, so a re-run chunk stores nothing twice. Either all new messages
+	// are stored or, on error, the caller may call again with the same
+	// slice. Every msgs[i].AppID equals app.
+	SaveMessages(ctx context.Context, app string, msgs []Message) error
+}
+
+// Batches keeps the bookkeeping of batches: the accepted request, its
+// recipients split into chunks, and each recipient's outcome. The store is
+// the source of truth; the queue only carries references to chunks.
+type Batches interface {
+	// CreateBatch stores b and its chunks in one transaction: afterwards
+	// either all are visible or none is. chunks are numbered 0..len-1 in
+	// order and b.Chunks == len(chunks). It returns ErrConflict if a batch
+	// with b.ID already exists in b.AppID (nothing is changed then).
+	// Counters of b (Sent, Failed, Canceled, ChunksDone) must be zero.
+	CreateBatch(ctx context.Context, b *Batch, chunks []Chunk) error
+
+	// GetBatch returns the batch with its current counters, or ErrNotFound
+	// if no batch with that ID exists in app.
+	GetBatch(ctx context.Context, app, id string) (*Batch, error)
+
+	// LoadChunk returns one chunk with its recipients and, once completed,
+	// its outcomes. It returns ErrNotFound if the batch or the chunk does
+	// not exist in ref.AppID.
+	LoadChunk(ctx context.Context, ref ChunkRef) (*Chunk, error)
+
+	// CompleteChunk records the outcome of every recipient of a pending
+	// chunk, marks it done and adds the outcomes to the batch counters, all
+	// in one transaction. When this makes ChunksDone equal Chunks it sets
+	// the batch's FinishedAt to p.At. It returns the batch as it is after
+	// the update. Exactly one of any number of concurrent calls for one
+	// chunk succeeds; the others get ErrConflict and change nothing. It
+	// returns ErrNotFound if the chunk does not exist.
+	CompleteChunk(ctx context.Context, p *CompleteChunkParams) (*Batch, error)
+
+	// PendingChunks lists, across all apps, up to limit chunks that are not
+	// done and whose NotBefore is at or before dueBefore, oldest NotBefore
+	// first. The sweeper uses it to enqueue chunks whose task was lost.
+	PendingChunks(ctx context.Context, dueBefore time.Time, limit int) ([]ChunkRef, error)
+}
+
+// Message is one message produced by a batch for one recipient.
+type Message struct {
+	// ID is deterministic (batch ID and recipient index), so a re-run
+	// produces the same ID and hosts can deduplicate deliveries.
+	ID string
+	// AppID is the application the message belongs to.
+	AppID string
+	// RoomID is the room the message is posted in.
+	RoomID string
+	// Receiver is the recipient user for one-on-one sends; "" for room sends.
+	Receiver string
+	// Sender is the user ID the message is sent as.
+	Sender string
+	// Type is the request's messageType, such as "text".
+	Type string
+	// Text is the rendered message.
+	Text string
+	// Extra is the rendered extra JSON object, or nil when the request had none.
+	Extra json.RawMessage
+	// Fields holds the request's allow-listed top-level fields as raw JSON, or nil.
+	Fields map[string]json.RawMessage
+	// BatchID is the batch the message was produced by.
+	BatchID string
+	// Index is the recipient's position in the request's paras.
+	Index int
+	// CreatedAt is when the message was produced (UTC).
+	CreatedAt time.Time
+}
+
+// Batch is one accepted batch request and its progress.
+type Batch struct {
+	// ID is the batch ID handed back to the client.
+	ID string
+	// AppID is the application that created the batch.
+	AppID string
+	// Sender is the user ID the messages are sent as.
+	Sender string
+	// Count is the number of recipients (len(paras)).
+	Count int
+	// Chunks is the number of chunks the recipients are split into.
+	Chunks int
+	// Payload is the batch's template and options, encoded by package batch.
+	// Stores keep it byte-exact and never interpret it.
+	Payload []byte
+	// CreatedAt is when the batch was accepted (UTC).
+	CreatedAt time.Time
+	// SendAt is when the batch is scheduled to start; zero means at once.
+	SendAt time.Time
+	// FinishedAt is when the last chunk completed; zero while running.
+	FinishedAt time.Time
+
+	// Counters maintained by the store.
+
+	// Sent is the number of recipients whose message was stored and delivered.
+	Sent int
+	// Failed is the number of recipients recorded as failed.
+	Failed int
+	// Canceled is the number of recipients not processed because the batch was canceled.
+	Canceled int
+	// ChunksDone is the number of completed chunks.
+	ChunksDone int
+}
+
+// Pending is the number of recipients without an outcome yet.
+func (b *Batch) Pending() int { return b.Count - b.Sent - b.Failed - b.Canceled }
+
+// Status derives the batch's state from its counters and times.
+func (b *Batch) Status(now time.Time) Status {
+	switch {
+	case b.ChunksDone >= b.Chunks && b.Canceled > 0:
+		return StatusCanceled
+	case b.ChunksDone >= b.Chunks && b.Failed > 0:
+		return StatusCompletedWithErrors
+	case b.ChunksDone >= b.Chunks:
+		return StatusCompleted
+	case b.ChunksDone > 0:
+		return StatusRunning
+	case !b.SendAt.IsZero() && now.Before(b.SendAt):
+		return StatusScheduled
+	default:
+		return StatusQueued
+	}
+}
+
+// Status is the state of a batch as reported by the API.
+type Status string
+
+// The states of a batch.
+const (
+	StatusScheduled           Status = "scheduled"
+	StatusQueued              Status = "queued"
+	StatusRunning             Status = "running"
+	StatusCompleted           Status = "completed"
+	StatusCompletedWithErrors Status = "completed_with_errors"
+	StatusCanceled            Status = "canceled"
+)
+
+// ChunkRef names one chunk of one batch.
+type ChunkRef struct {
+	AppID   string
+	BatchID string
+	No      int
+}
+
+// Chunk is a slice of a batch's recipients processed as one queue task.
+type Chunk struct {
+	ChunkRef
+	// Start is the para index of Recipients[0].
+	Start int
+	// Recipients are the chunk's paras in request order.
+	Recipients []Recipient
+	// NotBefore is the earliest time the chunk may be processed: the batch's
+	// SendAt, or its CreatedAt when it is not scheduled (UTC).
+	NotBefore time.Time
+	// Done reports whether the chunk has been completed.
+	Done bool
+	// Outcomes has one entry per recipient once Done; nil before.
+	Outcomes []Outcome
+}
+
+// Recipient is one para of the request.
+type Recipient struct {
+	// Receiver is the recipient user ID; "" when only Room is set.
+	Receiver string `json:"receiver,omitempty"`
+	// Room is the room ID; when set it wins over Receiver.
+	Room string `json:"room,omitempty"`
+	// Vars maps a template variable name (without dollars) to its value.
+	Vars map[string]string `json:"vars,omitempty"`
+}
+
+// OutcomeStatus is the result for one recipient.
+type OutcomeStatus string
+
+// The outcomes of a recipient.
+const (
+	OutcomeSent     OutcomeStatus = "sent"
+	OutcomeFailed   OutcomeStatus = "failed"
+	OutcomeCanceled OutcomeStatus = "canceled"
+)
+
+// Outcome is what happened to one recipient.
+type Outcome struct {
+	Status OutcomeStatus `json:"status"`
+	// Room is the room the message went to ("" if it failed before one was found).
+	Room string `json:"room,omitempty"`
+	// MessageID is the ID of the stored message ("" if none was stored).
+	MessageID string `json:"messageID,omitempty"`
+	// Error says why the recipient failed; "" otherwise.
+	Error string `json:"error,omitempty"`
+}
+
+// CompleteChunkParams are the arguments of [Batches.CompleteChunk].
+type CompleteChunkParams struct {
+	Ref ChunkRef
+	// Outcomes has exactly one entry per recipient of the chunk, in order.
+	Outcomes []Outcome
+	// At is the completion time (UTC).
+	At time.Time
+}
+
+// DirectRoomID is the default ID of the one-on-one room of users a and b:
+// IMKit's client scheme, the lower-case hex MD5 of the two user IDs,
+// lower-cased, sorted and joined with "_". It is symmetric in a and b.
+func DirectRoomID(a, b string) string {
+	a, b = strings.ToLower(a), strings.ToLower(b)
+	if b < a {
+		a, b = b, a
+	}
+	sum := md5.Sum([]byte(a + "_" + b))
+	return hex.EncodeToString(sum[:])
+}

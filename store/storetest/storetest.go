@@ -1,0 +1,1000 @@
+// Package storetest is the conformance suite for implementations of the
+// interfaces in package store. Every implementation should pass [Run]
+// before it is used in production:
+//
+//	func TestConformance(t *testing.T) {
+//		storetest.Run(t, func(t *testing.T) store.Store {
+//			return mystore.New(...) // fresh and isolated for each call
+//		}, nil)
+//	}
+//
+// A team that implements only part of the seam (say its own Directory and
+// Messages beside chatbatch's Batches) runs the matching part:
+// [RunDirectory], [RunMessages], [RunBatches].
+//
+// newStore is called once per subtest and must return an empty store that
+// no other subtest sees (a fresh schema, database, table prefix or
+// in-memory instance); subtests run in parallel. Directory and Messages
+// cases also need the store to implement [Inspector], so they can seed
+// users and rooms and read messages back.
+package storetest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chatbatch/chatbatch/store"
+)
+
+// Inspector is what the suite needs beyond the store interfaces: a way to
+// seed users and rooms and to read back what was stored. memstore and
+// bunstore implement it; so can a host's own adapter, usually in a few
+// lines over its existing tables.
+type Inspector interface {
+	// AddUsers makes ids users of app; existing users are left alone.
+	AddUsers(ctx context.Context, app string, ids ...string) error
+	// AddRoom creates room id in app with the given members.
+	AddRoom(ctx context.Context, app, id string, members ...string) error
+	// UserRooms returns the IDs of the rooms user is a member of.
+	UserRooms(ctx context.Context, app, user string) ([]string, error)
+	// RoomMessages returns up to limit messages of a room, newest first;
+	// limit <= 0 means all.
+	RoomMessages(ctx context.Context, app, room string, limit int) ([]store.Message, error)
+}
+
+// Options tunes the suite to an implementation. nil means the defaults.
+type Options struct {
+	// TimePrecision is how much a stored time may differ from the time
+	// written (a database column's resolution). Defaults to 1µs.
+	TimePrecision time.Duration
+}
+
+func (o *Options) precision() time.Duration {
+	if o == nil || o.TimePrecision <= 0 {
+		return time.Microsecond
+	}
+	return o.TimePrecision
+}
+
+// Run runs every case of the suite against stores made by newStore.
+func Run(t *testing.T, newStore func(t *testing.T) store.Store, opts *Options) {
+	t.Run("Directory", func(t *testing.T) {
+		RunDirectory(t, func(t *testing.T) store.Directory { return newStore(t) }, opts)
+	})
+	t.Run("Messages", func(t *testing.T) {
+		RunMessages(t, func(t *testing.T) store.Messages { return newStore(t) }, opts)
+	})
+	t.Run("Batches", func(t *testing.T) {
+		RunBatches(t, func(t *testing.T) store.Batches { return newStore(t) }, opts)
+	})
+}
+
+type testCase[S any] struct {
+	name string
+	fn   func(t *testing.T, s S, opts *Options)
+}
+
+func runCases[S any](t *testing.T, newStore func(t *testing.T) S, opts *Options, cases []testCase[S]) {
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			c.fn(t, newStore(t), opts)
+		})
+	}
+}
+
+func inspector(t *testing.T, s any) Inspector {
+	t.Helper()
+	in, ok := s.(Inspector)
+	if !ok {
+		t.Fatalf("store %T does not implement storetest.Inspector, which the Directory and Messages cases need to seed and read back data", s)
+	}
+	return in
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("unexpected error: %v", err)
+	}
+}
+
+func wantErr(t *testing.T, err, target error, what string) {
+	t.Helper()
+	if !errors.Is(err, target) {
+		t.Fatalf("%s: got error %v, want one matching %v", what, err, target)
+	}
+}
+
+func sameTime(t *testing.T, what string, got, want time.Time, opts *Options) {
+	t.Helper()
+	if want.IsZero() {
+		if !got.IsZero() {
+			t.Errorf("%s = %v, want the zero time", what, got)
+		}
+		return
+	}
+	if got.Location() != time.UTC {
+		t.Errorf("%s = %v is not in UTC", what, got)
+	}
+	if d := got.Sub(want).Abs(); d > opts.precision() {
+		t.Errorf("%s = %v, want %v (±%v)", what, got, want, opts.precision())
+	}
+}
+
+// Test data that exercises encodings: multi-byte UTF-8, emoji, quotes,
+// backslashes, JSON-looking text and dollar signs.
+const (
+	tricky      = "Hi Alice,您的訂單 ORD-001 已出貨! 🚀 \"quoted\" \\ back\\slash $name$ 'single' <b>&amp;</b>\n\ttab ŞĞÜ"
+	trickyExtra = `{"title":"系統公告 🎉","nested":{"q":"\"x\"","bs":"a\\b","nl":"l1\nl2"},"list":[1,2.50,true,null,"$orderId$"],"empty":{}}`
+)
+
+func ctxT(t *testing.T) context.Context { return t.Context() }
+
+// RunDirectory runs the Directory cases. The stores must implement Inspector.
+func RunDirectory(t *testing.T, newStore func(t *testing.T) store.Directory, opts *Options) {
+	runCases(t, newStore, opts, []testCase[store.Directory]{
+		{"MissingUsers", testMissingUsers},
+		{"MissingRooms", testMissingRooms},
+		{"MissingManyIDs", testMissingManyIDs},
+		{"DirectRoom", testDirectRoom},
+		{"DirectRoomWithSelf", testDirectRoomWithSelf},
+		{"DirectRoomMissingUser", testDirectRoomMissingUser},
+		{"DirectRoomConcurrent", testDirectRoomConcurrent},
+		{"RoomMembers", testRoomMembers},
+		{"DirectoryAppIsolation", testDirectoryAppIsolation},
+		{"DirectoryContextCanceled", testDirectoryContextCanceled},
+	})
+}
+
+func testMissingUsers(t *testing.T, s store.Directory, _ *Options) {
+	ctx := ctxT(t)
+	must(t, inspector(t, s).AddUsers(ctx, "app1", "user-a", "user-b", "用戶-c"))
+	got, err := s.MissingUsers(ctx, "app1", []string{"user-a", "ghost", "用戶-c", "ghost", "nobody", "user-b"})
+	must(t, err)
+	if want := []string{"ghost", "nobody"}; !slices.Equal(got, want) {
+		t.Errorf("MissingUsers = %q, want %q (each once, in order of first appearance)", got, want)
+	}
+	got, err = s.MissingUsers(ctx, "app1", []string{"user-a", "user-b"})
+	must(t, err)
+	if len(got) != 0 {
+		t.Errorf("MissingUsers of existing users = %q, want none", got)
+	}
+	got, err = s.MissingUsers(ctx, "app1", nil)
+	must(t, err)
+	if len(got) != 0 {
+		t.Errorf("MissingUsers(nil) = %q, want none", got)
+	}
+	// Case matters: user IDs are compared exactly.
+	got, err = s.MissingUsers(ctx, "app1", []string{"USER-A"})
+	must(t, err)
+	if !slices.Equal(got, []string{"USER-A"}) {
+		t.Errorf("MissingUsers(USER-A) = %q, want [USER-A]: IDs are case-sensitive", got)
+	}
+}
+
+func testMissingRooms(t *testing.T, s store.Directory, _ *Options) {
+	ctx := ctxT(t)
+	in := inspector(t, s)
+	must(t, in.AddUsers(ctx, "app1", "u1"))
+	must(t, in.AddRoom(ctx, "app1", "room-001", "u1"))
+	must(t, in.AddRoom(ctx, "app1", "房間-2", "u1"))
+	got, err := s.MissingRooms(ctx, "app1", []string{"room-404", "room-001", "房間-2", "room-404", "room-x"})
+	must(t, err)
+	if want := []string{"room-404", "room-x"}; !slices.Equal(got, want) {
+		t.Errorf("MissingRooms = %q, want %q", got, want)
+	}
+	// A direct room counts as a room once created.
+	id, err := s.DirectRoom(ctx, "app1", "u1", "u1")
+	must(t, err)
+	got, err = s.MissingRooms(ctx, "app1", []string{id})
+	must(t, err)
+	if len(got) != 0 {
+		t.Errorf("MissingRooms(direct room %q) = %q, want none", id, got)
+	}
+}
+
+func testMissingManyIDs(t *testing.T, s store.Directory, _ *Options) {
+	ctx := ctxT(t)
+	const n = 12000 // beyond any single IN list or bind-parameter limit
+	ids := make([]string, 0, n)
+	for i := range n {
+		ids = append(ids, fmt.Sprintf("user-%05d", i))
+	}
+	must(t, inspector(t, s).AddUsers(ctx, "app1", ids[:n-3]...))
+	query := append(slices.Clone(ids), "user-00001", "user-x")
+	got, err := s.MissingUsers(ctx, "app1", query)
+	must(t, err)
+	if want := append(slices.Clone(ids[n-3:]), "user-x"); !slices.Equal(got, want) {
+		t.Errorf("MissingUsers over %d IDs = %q, want %q", len(query), got, want)
+	}
+}
+
+func testDirectRoom(t *testing.T, s store.Directory, _ *Options) {
+	ctx := ctxT(t)
+	in := inspector(t, s)
+	must(t, in.AddUsers(ctx, "app1", "system", "user-a", "user-b"))
+	ab, err := s.DirectRoom(ctx, "app1", "system", "user-a")
+	must(t, err)
+	if ab == "" {
+		t.Fatal("DirectRoom returned an empty room ID")
+	}
+	ba, err := s.DirectRoom(ctx, "app1", "user-a", "system")
+	must(t, err)
+	if ab != ba {
+		t.Errorf("DirectRoom(system, user-a) = %q but DirectRoom(user-a, system) = %q; the pair is unordered", ab, ba)
+	}
+	other, err := s.DirectRoom(ctx, "app1", "system", "user-b")
+	must(t, err)
+	if other == ab {
+		t.Errorf("two different pairs share room %q", ab)
+	}
+	members, err := s.RoomMembers(ctx, "app1", []string{ab})
+	must(t, err)
+	got := slices.Sorted(slices.Values(members[ab]))
+	if want := []string{"system", "user-a"}; !slices.Equal(got, want) {
+		t.Errorf("members of the direct room = %q, want %q", got, want)
+	}
+	rooms, err := in.UserRooms(ctx, "app1", "user-a")
+	must(t, err)
+	if !slices.Equal(rooms, []string{ab}) {
+		t.Errorf("user-a's rooms = %q, want exactly [%s]", rooms, ab)
+	}
+}
+
+func testDirectRoomWithSelf(t *testing.T, s store.Directory, _ *Options) {
+	ctx := ctxT(t)
+	must(t, inspector(t, s).AddUsers(ctx, "app1", "solo"))
+	id, err := s.DirectRoom(ctx, "app1", "solo", "solo")
+	must(t, err)
+	members, err := s.RoomMembers(ctx, "app1", []string{id})
+	must(t, err)
+	if !slices.Equal(members[id], []string{"solo"}) {
+		t.Errorf("members of a user's room with themself = %q, want [solo]", members[id])
+	}
+}
+
+func testDirectRoomMissingUser(t *testing.T, s store.Directory, _ *Options) {
+	ctx := ctxT(t)
+	in := inspector(t, s)
+	must(t, in.AddUsers(ctx, "app1", "system"))
+	_, err := s.DirectRoom(ctx, "app1", "system", "ghost")
+	wantErr(t, err, store.ErrNotFound, "DirectRoom with a missing receiver")
+	_, err = s.DirectRoom(ctx, "app1", "ghost", "system")
+	wantErr(t, err, store.ErrNotFound, "DirectRoom with a missing sender")
+	rooms, err := in.UserRooms(ctx, "app1", "system")
+	must(t, err)
+	if len(rooms) != 0 {
+		t.Errorf("a failed DirectRoom left rooms behind: %q", rooms)
+	}
+}
+
+func testDirectRoomConcurrent(t *testing.T, s store.Directory, _ *Options) {
+	ctx := ctxT(t)
+	in := inspector(t, s)
+	must(t, in.AddUsers(ctx, "app1", "system", "user-a"))
+	const n = 16
+	ids := make([]string, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			a, b := "system", "user-a"
+			if i%2 == 1 {
+				a, b = b, a
+			}
+			ids[i], errs[i] = s.DirectRoom(ctx, "app1", a, b)
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i := range n {
+		must(t, errs[i])
+		if ids[i] != ids[0] {
+			t.Fatalf("concurrent DirectRoom calls returned %q and %q", ids[0], ids[i])
+		}
+	}
+	for _, u := range []string{"system", "user-a"} {
+		rooms, err := in.UserRooms(ctx, "app1", u)
+		must(t, err)
+		if !slices.Equal(rooms, []string{ids[0]}) {
+			t.Errorf("%s's rooms after %d concurrent DirectRoom calls = %q, want exactly one", u, n, rooms)
+		}
+	}
+	members, err := s.RoomMembers(ctx, "app1", []string{ids[0]})
+	must(t, err)
+	if len(members[ids[0]]) != 2 {
+		t.Errorf("direct room members = %q, want 2 members", members[ids[0]])
+	}
+}
+
+func testRoomMembers(t *testing.T, s store.Directory, _ *Options) {
+	ctx := ctxT(t)
+	in := inspector(t, s)
+	must(t, in.AddUsers(ctx, "app1", "u1", "u2", "u3"))
+	must(t, in.AddRoom(ctx, "app1", "room-1", "u1", "u2", "u3"))
+	must(t, in.AddRoom(ctx, "app1", "room-2", "u3"))
+	must(t, in.AddRoom(ctx, "app1", "room-empty"))
+	got, err := s.RoomMembers(ctx, "app1", []string{"room-1", "room-2", "room-404", "room-empty"})
+	must(t, err)
+	for room, want := range map[string][]string{"room-1": {"u1", "u2", "u3"}, "room-2": {"u3"}} {
+		if g := slices.Sorted(slices.Values(got[room])); !slices.Equal(g, want) {
+			t.Errorf("members of %s = %q, want %q", room, g, want)
+		}
+	}
+	if _, ok := got["room-404"]; ok {
+		t.Error("RoomMembers includes a room that does not exist")
+	}
+	if len(got["room-empty"]) != 0 {
+		t.Errorf("members of an empty room = %q", got["room-empty"])
+	}
+}
+
+func testDirectoryAppIsolation(t *testing.T, s store.Directory, _ *Options) {
+	ctx := ctxT(t)
+	in := inspector(t, s)
+	must(t, in.AddUsers(ctx, "app-a", "user-1", "user-2"))
+	must(t, in.AddRoom(ctx, "app-a", "room-1", "user-1"))
+	missing, err := s.MissingUsers(ctx, "app-b", []string{"user-1"})
+	must(t, err)
+	if !slices.Equal(missing, []string{"user-1"}) {
+		t.Errorf("app-b sees app-a's user: MissingUsers = %q", missing)
+	}
+	missing, err = s.MissingRooms(ctx, "app-b", []string{"room-1"})
+	must(t, err)
+	if !slices.Equal(missing, []string{"room-1"}) {
+		t.Errorf("app-b sees app-a's room: MissingRooms = %q", missing)
+	}
+	members, err := s.RoomMembers(ctx, "app-b", []string{"room-1"})
+	must(t, err)
+	if len(members) != 0 {
+		t.Errorf("app-b sees app-a's room members: %q", members)
+	}
+	_, err = s.DirectRoom(ctx, "app-b", "user-1", "user-2")
+	wantErr(t, err, store.ErrNotFound, "DirectRoom in app-b with app-a's users")
+}
+
+func testDirectoryContextCanceled(t *testing.T, s store.Directory, _ *Options) {
+	must(t, inspector(t, s).AddUsers(ctxT(t), "app1", "u1", "u2"))
+	ctx, cancel := context.WithCancel(ctxT(t))
+	cancel()
+	calls := map[string]func() error{
+		"MissingUsers": func() error { _, err := s.MissingUsers(ctx, "app1", []string{"u1"}); return err },
+		"MissingRooms": func() error { _, err := s.MissingRooms(ctx, "app1", []string{"r1"}); return err },
+		"DirectRoom":   func() error { _, err := s.DirectRoom(ctx, "app1", "u1", "u2"); return err },
+		"RoomMembers":  func() error { _, err := s.RoomMembers(ctx, "app1", []string{"r1"}); return err },
+	}
+	checkCanceled(t, calls)
+}
+
+func checkCanceled(t *testing.T, calls map[string]func() error) {
+	t.Helper()
+	for name, call := range calls {
+		start := time.Now()
+		err := call()
+		if err == nil {
+			t.Errorf("%s with a canceled context returned no error", name)
+		} else if !errors.Is(err, context.Canceled) {
+			t.Errorf("%s with a canceled context returned %v; want an error wrapping context.Canceled", name, err)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("%s with a canceled context took %v", name, d)
+		}
+	}
+}
+
+// RunMessages runs the Messages cases. The stores must implement Inspector.
+func RunMessages(t *testing.T, newStore func(t *testing.T) store.Messages, opts *Options) {
+	runCases(t, newStore, opts, []testCase[store.Messages]{
+		{"SaveRoundTrip", testSaveRoundTrip},
+		{"SaveIdempotent", testSaveIdempotent},
+		{"SaveOverlapping", testSaveOverlapping},
+		{"SaveEmpty", testSaveEmpty},
+		{"SaveLargeAndNonASCII", testSaveLarge},
+		{"SaveManyMessages", testSaveMany},
+		{"SaveConcurrentWriters", testSaveConcurrent},
+		{"MessagesAppIsolation", testMessagesAppIsolation},
+		{"MessagesContextCanceled", testMessagesContextCanceled},
+	})
+}
+
+func sampleMessage(app, id, room string, at time.Time) store.Message {
+	return store.Message{
+		ID: id, AppID: app, RoomID: room, Receiver: "user-a", Sender: "system", Type: "text",
+		Text: "hello " + id, BatchID: "batch-20260410-abc123", Index: 7, CreatedAt: at,
+	}
+}
+
+func roomMessages(t *testing.T, s any, app, room string) []store.Message {
+	t.Helper()
+	msgs, err := inspector(t, s).RoomMessages(ctxT(t), app, room, 0)
+	must(t, err)
+	return msgs
+}
+
+func sameMessage(t *testing.T, got, want store.Message, opts *Options) {
+	t.Helper()
+	sameTime(t, "message "+want.ID+" CreatedAt", got.CreatedAt, want.CreatedAt, opts)
+	got.CreatedAt, want.CreatedAt = time.Time{}, time.Time{}
+	if !bytes.Equal(got.Extra, want.Extra) {
+		t.Errorf("message %s Extra = %q, want byte-exact %q", want.ID, got.Extra, want.Extra)
+	}
+	got.Extra, want.Extra = nil, nil
+	if len(got.Fields) != len(want.Fields) {
+		t.Errorf("message %s Fields = %q, want %q", want.ID, got.Fields, want.Fields)
+	}
+	for k, v := range want.Fields {
+		if !bytes.Equal(got.Fields[k], v) {
+			t.Errorf("message %s Fields[%q] = %q, want byte-exact %q", want.ID, k, got.Fields[k], v)
+		}
+	}
+	got.Fields, want.Fields = nil, nil
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("message round trip:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+func testSaveRoundTrip(t *testing.T, s store.Messages, opts *Options) {
+	ctx := ctxT(t)
+	at := time.Date(2026, 4, 10, 9, 30, 15, 123456000, time.UTC)
+	full := sampleMessage("app1", "batch-20260410-abc123-0", "room-1", at)
+	full.Text = tricky
+	full.Extra = []byte(trickyExtra)
+	full.Fields = map[string]json.RawMessage{"mentions": []byte(`["user-a"]`), "replyTo": []byte(`"m-1"`)}
+	plain := sampleMessage("app1", "batch-20260410-abc123-1", "room-1", at.Add(time.Second))
+	plain.Receiver = ""
+	must(t, s.SaveMessages(ctx, "app1", []store.Message{full, plain}))
+	got := roomMessages(t, s, "app1", "room-1")
+	if len(got) != 2 {
+		t.Fatalf("room has %d messages, want 2", len(got))
+	}
+	// Newest first.
+	sameMessage(t, got[0], plain, opts)
+	sameMessage(t, got[1], full, opts)
+	if got[0].Extra != nil || got[0].Fields != nil {
+		t.Errorf("a message without extra came back with Extra=%q Fields=%q; want nil", got[0].Extra, got[0].Fields)
+	}
+	limited, err := inspector(t, s).RoomMessages(ctx, "app1", "room-1", 1)
+	must(t, err)
+	if len(limited) != 1 || limited[0].ID != plain.ID {
+		t.Errorf("RoomMessages(limit 1) = %d messages, want the newest only", len(limited))
+	}
+}
+
+func testSaveIdempotent(t *testing.T, s store.Messages, opts *Options) {
+	ctx := ctxT(t)
+	at := time.Date(2026, 4, 10, 9, 0, 0, 0, time.UTC)
+	msgs := []store.Message{sampleMessage("app1", "m-0", "room-1", at), sampleMessage("app1", "m-1", "room-1", at)}
+	must(t, s.SaveMessages(ctx, "app1", msgs))
+	again := slices.Clone(msgs)
+	again[0].Text = "changed on the second attempt"
+	must(t, s.SaveMessages(ctx, "app1", again))
+	got := roomMessages(t, s, "app1", "room-1")
+	if len(got) != 2 {
+		t.Fatalf("saving the same 2 IDs twice left %d messages, want 2", len(got))
+	}
+	for _, m := range got {
+		if m.ID == "m-0" && m.Text != msgs[0].Text {
+			t.Errorf("a repeated save changed message m-0 to %q; existing messages must be left unchanged", m.Text)
+		}
+	}
+}
+
+func testSaveOverlapping(t *testing.T, s store.Messages, _ *Options) {
+	ctx := ctxT(t)
+	at := time.Date(2026, 4, 10, 9, 0, 0, 0, time.UTC)
+	m := func(id string) store.Message { return sampleMessage("app1", id, "room-1", at) }
+	must(t, s.SaveMessages(ctx, "app1", []store.Message{m("a"), m("b")}))
+	must(t, s.SaveMessages(ctx, "app1", []store.Message{m("b"), m("c"), m("c")}))
+	got := roomMessages(t, s, "app1", "room-1")
+	ids := make([]string, len(got))
+	for i, g := range got {
+		ids[i] = g.ID
+	}
+	slices.Sort(ids)
+	if !slices.Equal(ids, []string{"a", "b", "c"}) {
+		t.Errorf("after overlapping saves the room holds %q, want [a b c]", ids)
+	}
+}
+
+func testSaveEmpty(t *testing.T, s store.Messages, _ *Options) {
+	must(t, s.SaveMessages(ctxT(t), "app1", nil))
+	must(t, s.SaveMessages(ctxT(t), "app1", []store.Message{}))
+}
+
+func testSaveLarge(t *testing.T, s store.Messages, opts *Options) {
+	ctx := ctxT(t)
+	at := time.Date(2026, 4, 10, 9, 0, 0, 0, time.UTC)
+	big := sampleMessage("app1", "big", "room-大", at)
+	big.Text = strings.Repeat("訂單🚀x\"\\", 8<<10) // ~100 KiB of multi-byte text
+	var extra strings.Builder
+	extra.WriteString(`{"items":[`)
+	for i := range 2000 {
+		if i > 0 {
+			extra.WriteByte(',')
+		}
+		fmt.Fprintf(&extra, `{"n":%d,"s":"項目 %d 🎁 \"q\" \\"}`, i, i)
+	}
+	extra.WriteString(`]}`)
+	big.Extra = []byte(extra.String())
+	big.Sender, big.Receiver, big.Type = "發送者", "接收者-😀", "custom/類型"
+	must(t, s.SaveMessages(ctx, "app1", []store.Message{big}))
+	got := roomMessages(t, s, "app1", "room-大")
+	if len(got) != 1 {
+		t.Fatalf("room has %d messages, want 1", len(got))
+	}
+	if got[0].Text != big.Text {
+		t.Errorf("large text did not round-trip byte-exact (got %d bytes, want %d)", len(got[0].Text), len(big.Text))
+	}
+	sameMessage(t, got[0], big, opts)
+}
+
+func testSaveMany(t *testing.T, s store.Messages, _ *Options) {
+	ctx := ctxT(t)
+	at := time.Date(2026, 4, 10, 9, 0, 0, 0, time.UTC)
+	// More rows than fit one statement under common bind-parameter limits.
+	const n = 5000
+	msgs := make([]store.Message, n)
+	for i := range msgs {
+		msgs[i] = sampleMessage("app1", fmt.Sprintf("m-%05d", i), "room-1", at)
+		msgs[i].Index = i
+		msgs[i].Extra = []byte(`{"i":` + fmt.Sprint(i) + `}`)
+	}
+	must(t, s.SaveMessages(ctx, "app1", msgs))
+	must(t, s.SaveMessages(ctx, "app1", msgs))
+	got := roomMessages(t, s, "app1", "room-1")
+	if len(got) != n {
+		t.Fatalf("room has %d messages, want %d", len(got), n)
+	}
+}
+
+func testSaveConcurrent(t *testing.T, s store.Messages, _ *Options) {
+	ctx := ctxT(t)
+	at := time.Date(2026, 4, 10, 9, 0, 0, 0, time.UTC)
+	const writers, perWriter = 8, 60
+	var wg sync.WaitGroup
+	errs := make([]error, writers)
+	for w := range writers {
+		wg.Go(func() {
+			// Writers overlap: writer w saves IDs [w*30, w*30+60).
+			var msgs []store.Message
+			for i := range perWriter {
+				msgs = append(msgs, sampleMessage("app1", fmt.Sprintf("m-%04d", w*perWriter/2+i), "room-1", at))
+			}
+			for start := 0; start < len(msgs); start += 20 {
+				if err := s.SaveMessages(ctx, "app1", msgs[start:start+20]); err != nil {
+					errs[w] = err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		must(t, err)
+	}
+	got := roomMessages(t, s, "app1", "room-1")
+	want := (writers-1)*perWriter/2 + perWriter
+	seen := map[string]bool{}
+	for _, m := range got {
+		if seen[m.ID] {
+			t.Fatalf("message %s stored twice", m.ID)
+		}
+		seen[m.ID] = true
+	}
+	if len(got) != want {
+		t.Errorf("concurrent overlapping writers stored %d messages, want %d", len(got), want)
+	}
+}
+
+func testMessagesAppIsolation(t *testing.T, s store.Messages, _ *Options) {
+	ctx := ctxT(t)
+	at := time.Date(2026, 4, 10, 9, 0, 0, 0, time.UTC)
+	a := sampleMessage("app-a", "same-id", "room-1", at)
+	b := sampleMessage("app-b", "same-id", "room-1", at)
+	b.Text = "from app b"
+	must(t, s.SaveMessages(ctx, "app-a", []store.Message{a}))
+	must(t, s.SaveMessages(ctx, "app-b", []store.Message{b}))
+	gotA := roomMessages(t, s, "app-a", "room-1")
+	gotB := roomMessages(t, s, "app-b", "room-1")
+	if len(gotA) != 1 || gotA[0].Text != a.Text || gotA[0].AppID != "app-a" {
+		t.Errorf("app-a's room holds %+v", gotA)
+	}
+	if len(gotB) != 1 || gotB[0].Text != b.Text || gotB[0].AppID != "app-b" {
+		t.Errorf("app-b's room holds %+v; message IDs are scoped by app", gotB)
+	}
+}
+
+func testMessagesContextCanceled(t *testing.T, s store.Messages, _ *Options) {
+	ctx, cancel := context.WithCancel(ctxT(t))
+	cancel()
+	checkCanceled(t, map[string]func() error{
+		"SaveMessages": func() error {
+			return s.SaveMessages(ctx, "app1", []store.Message{sampleMessage("app1", "m", "r", time.Now().UTC())})
+		},
+	})
+	if got := roomMessages(t, s, "app1", "r"); len(got) != 0 {
+		t.Errorf("SaveMessages with a canceled context stored %d messages", len(got))
+	}
+}
+
+// RunBatches runs the Batches cases.
+func RunBatches(t *testing.T, newStore func(t *testing.T) store.Batches, opts *Options) {
+	runCases(t, newStore, opts, []testCase[store.Batches]{
+		{"BatchRoundTrip", testBatchRoundTrip},
+		{"BatchMissing", testBatchMissing},
+		{"BatchDuplicateID", testBatchDuplicateID},
+		{"BatchAppIsolation", testBatchAppIsolation},
+		{"CompleteChunkCounters", testCompleteChunkCounters},
+		{"CompleteChunkTwice", testCompleteChunkTwice},
+		{"CompleteChunkConcurrent", testCompleteChunkConcurrent},
+		{"CompleteChunksInParallel", testCompleteChunksInParallel},
+		{"PendingChunks", testPendingChunks},
+		{"LargeBatch", testLargeBatch},
+		{"BatchesContextCanceled", testBatchesContextCanceled},
+	})
+}
+
+// newBatch builds a batch with sizes[i] recipients in chunk i.
+func newBatch(app, id string, created time.Time, sizes ...int) (*store.Batch, []store.Chunk) {
+	b := &store.Batch{
+		ID: id, AppID: app, Sender: "system", Chunks: len(sizes), CreatedAt: created,
+		Payload: []byte(`{"message":"Hi $name$,您的訂單 $orderId$ 已出貨!","messageType":"text"}`),
+	}
+	var chunks []store.Chunk
+	for no, n := range sizes {
+		c := store.Chunk{ChunkRef: store.ChunkRef{AppID: app, BatchID: id, No: no}, Start: b.Count, NotBefore: created}
+		for i := range n {
+			idx := b.Count + i
+			r := store.Recipient{Receiver: fmt.Sprintf("user-%d", idx), Vars: map[string]string{"name": fmt.Sprintf("名字-%d 🚀", idx), "orderId": fmt.Sprintf("ORD-%03d", idx)}}
+			if idx%3 == 2 {
+				r.Room = fmt.Sprintf("room-%d", idx)
+			}
+			c.Recipients = append(c.Recipients, r)
+		}
+		b.Count += n
+		chunks = append(chunks, c)
+	}
+	return b, chunks
+}
+
+func outcomes(statuses ...store.OutcomeStatus) []store.Outcome {
+	out := make([]store.Outcome, len(statuses))
+	for i, st := range statuses {
+		out[i] = store.Outcome{Status: st}
+		switch st {
+		case store.OutcomeSent:
+			out[i].Room, out[i].MessageID = fmt.Sprintf("room-%d", i), fmt.Sprintf("msg-%d", i)
+		case store.OutcomeFailed:
+			out[i].Error = "room 房間 was deleted: \"gone\""
+		}
+	}
+	return out
+}
+
+func testBatchRoundTrip(t *testing.T, s store.Batches, opts *Options) {
+	ctx := ctxT(t)
+	created := time.Date(2026, 4, 10, 9, 30, 15, 123456000, time.UTC)
+	b, chunks := newBatch("app1", "batch-20260410-abc123", created, 3, 2)
+	b.SendAt = created.Add(time.Hour)
+	b.Payload = append(b.Payload, 0x00, 0xff, 0xfe, '\n') // byte-exact, whatever the bytes
+	for i := range chunks {
+		chunks[i].NotBefore = b.SendAt
+	}
+	must(t, s.CreateBatch(ctx, b, chunks))
+
+	got, err := s.GetBatch(ctx, "app1", b.ID)
+	must(t, err)
+	sameTime(t, "CreatedAt", got.CreatedAt, b.CreatedAt, opts)
+	sameTime(t, "SendAt", got.SendAt, b.SendAt, opts)
+	sameTime(t, "FinishedAt", got.FinishedAt, time.Time{}, opts)
+	if !bytes.Equal(got.Payload, b.Payload) {
+		t.Errorf("Payload = %q, want byte-exact %q", got.Payload, b.Payload)
+	}
+	g, w := *got, *b
+	g.CreatedAt, g.SendAt, g.Payload, w.CreatedAt, w.SendAt, w.Payload = time.Time{}, time.Time{}, nil, time.Time{}, time.Time{}, nil
+	if !reflect.DeepEqual(g, w) {
+		t.Errorf("batch round trip:\n got %+v\nwant %+v", g, w)
+	}
+	if got.Pending() != 5 || got.Status(created) != store.StatusScheduled {
+		t.Errorf("new batch: pending %d status %s, want 5 scheduled", got.Pending(), got.Status(created))
+	}
+	for no, want := range chunks {
+		c, err := s.LoadChunk(ctx, store.ChunkRef{AppID: "app1", BatchID: b.ID, No: no})
+		must(t, err)
+		sameTime(t, fmt.Sprintf("chunk %d NotBefore", no), c.NotBefore, want.NotBefore, opts)
+		c.NotBefore, want.NotBefore = time.Time{}, time.Time{}
+		if !reflect.DeepEqual(*c, want) {
+			t.Errorf("chunk %d round trip:\n got %+v\nwant %+v", no, *c, want)
+		}
+	}
+	// A batch that is not scheduled keeps a zero SendAt.
+	b2, chunks2 := newBatch("app1", "batch-20260410-now", created, 1)
+	must(t, s.CreateBatch(ctx, b2, chunks2))
+	got2, err := s.GetBatch(ctx, "app1", b2.ID)
+	must(t, err)
+	sameTime(t, "unscheduled SendAt", got2.SendAt, time.Time{}, opts)
+}
+
+func testBatchMissing(t *testing.T, s store.Batches, _ *Options) {
+	ctx := ctxT(t)
+	_, err := s.GetBatch(ctx, "app1", "batch-nope")
+	wantErr(t, err, store.ErrNotFound, "GetBatch of a missing batch")
+	_, err = s.LoadChunk(ctx, store.ChunkRef{AppID: "app1", BatchID: "batch-nope", No: 0})
+	wantErr(t, err, store.ErrNotFound, "LoadChunk of a missing batch")
+	_, err = s.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: store.ChunkRef{AppID: "app1", BatchID: "batch-nope"}, At: time.Now().UTC()})
+	wantErr(t, err, store.ErrNotFound, "CompleteChunk of a missing batch")
+	b, chunks := newBatch("app1", "batch-1", time.Now().UTC(), 2)
+	must(t, s.CreateBatch(ctx, b, chunks))
+	_, err = s.LoadChunk(ctx, store.ChunkRef{AppID: "app1", BatchID: "batch-1", No: 1})
+	wantErr(t, err, store.ErrNotFound, "LoadChunk of a chunk number past the end")
+	_, err = s.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: store.ChunkRef{AppID: "app1", BatchID: "batch-1", No: 5}, Outcomes: outcomes(store.OutcomeSent), At: time.Now().UTC()})
+	wantErr(t, err, store.ErrNotFound, "CompleteChunk of a chunk number past the end")
+}
+
+func testBatchDuplicateID(t *testing.T, s store.Batches, _ *Options) {
+	ctx := ctxT(t)
+	now := time.Now().UTC()
+	b, chunks := newBatch("app1", "batch-dup", now, 2)
+	must(t, s.CreateBatch(ctx, b, chunks))
+	b2, chunks2 := newBatch("app1", "batch-dup", now, 1, 1, 1)
+	b2.Sender = "someone-else"
+	err := s.CreateBatch(ctx, b2, chunks2)
+	wantErr(t, err, store.ErrConflict, "CreateBatch with an existing ID")
+	got, err := s.GetBatch(ctx, "app1", "batch-dup")
+	must(t, err)
+	if got.Sender != "system" || got.Chunks != 1 || got.Count != 2 {
+		t.Errorf("a refused duplicate changed the batch: %+v", got)
+	}
+	_, err = s.LoadChunk(ctx, store.ChunkRef{AppID: "app1", BatchID: "batch-dup", No: 2})
+	wantErr(t, err, store.ErrNotFound, "a chunk of the refused duplicate")
+}
+
+func testBatchAppIsolation(t *testing.T, s store.Batches, _ *Options) {
+	ctx := ctxT(t)
+	now := time.Now().UTC()
+	b, chunks := newBatch("app-a", "batch-shared-id", now, 2)
+	must(t, s.CreateBatch(ctx, b, chunks))
+	_, err := s.GetBatch(ctx, "app-b", b.ID)
+	wantErr(t, err, store.ErrNotFound, "app-b reading app-a's batch")
+	ref := store.ChunkRef{AppID: "app-b", BatchID: b.ID, No: 0}
+	_, err = s.LoadChunk(ctx, ref)
+	wantErr(t, err, store.ErrNotFound, "app-b loading app-a's chunk")
+	_, err = s.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: ref, Outcomes: outcomes(store.OutcomeSent, store.OutcomeSent), At: now})
+	wantErr(t, err, store.ErrNotFound, "app-b completing app-a's chunk")
+	// Batch IDs are scoped by app: app-b may use the same ID.
+	bb, chunksB := newBatch("app-b", "batch-shared-id", now, 1)
+	must(t, s.CreateBatch(ctx, bb, chunksB))
+	gotA, err := s.GetBatch(ctx, "app-a", b.ID)
+	must(t, err)
+	if gotA.Count != 2 || gotA.ChunksDone != 0 {
+		t.Errorf("app-a's batch changed through app-b: %+v", gotA)
+	}
+}
+
+func testCompleteChunkCounters(t *testing.T, s store.Batches, opts *Options) {
+	ctx := ctxT(t)
+	created := time.Date(2026, 4, 10, 9, 0, 0, 0, time.UTC)
+	b, chunks := newBatch("app1", "batch-counters", created, 3, 2, 1)
+	must(t, s.CreateBatch(ctx, b, chunks))
+	ref := func(no int) store.ChunkRef { return store.ChunkRef{AppID: "app1", BatchID: b.ID, No: no} }
+
+	first := outcomes(store.OutcomeSent, store.OutcomeFailed, store.OutcomeSent)
+	after, err := s.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: ref(1 - 1), Outcomes: first, At: created.Add(time.Minute)})
+	must(t, err)
+	if after.Sent != 2 || after.Failed != 1 || after.ChunksDone != 1 || after.Pending() != 3 || !after.FinishedAt.IsZero() {
+		t.Errorf("after the first chunk: %+v (pending %d)", after, after.Pending())
+	}
+	if st := after.Status(created); st != store.StatusRunning {
+		t.Errorf("status after one of three chunks = %s, want running", st)
+	}
+	c, err := s.LoadChunk(ctx, ref(0))
+	must(t, err)
+	if !c.Done || !reflect.DeepEqual(c.Outcomes, first) {
+		t.Errorf("completed chunk: done=%v outcomes=%+v, want %+v", c.Done, c.Outcomes, first)
+	}
+	c1, err := s.LoadChunk(ctx, ref(1))
+	must(t, err)
+	if c1.Done || c1.Outcomes != nil {
+		t.Errorf("a pending chunk reports done=%v outcomes=%+v", c1.Done, c1.Outcomes)
+	}
+
+	_, err = s.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: ref(2), Outcomes: outcomes(store.OutcomeCanceled), At: created.Add(2 * time.Minute)})
+	must(t, err)
+	finished := created.Add(3 * time.Minute)
+	last, err := s.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: ref(1), Outcomes: outcomes(store.OutcomeSent, store.OutcomeSent), At: finished})
+	must(t, err)
+	if last.Sent != 4 || last.Failed != 1 || last.Canceled != 1 || last.ChunksDone != 3 || last.Pending() != 0 {
+		t.Errorf("after all chunks: %+v", last)
+	}
+	sameTime(t, "FinishedAt", last.FinishedAt, finished, opts)
+	got, err := s.GetBatch(ctx, "app1", b.ID)
+	must(t, err)
+	if got.Sent != last.Sent || got.Failed != last.Failed || got.Canceled != last.Canceled || got.ChunksDone != last.ChunksDone {
+		t.Errorf("GetBatch %+v disagrees with CompleteChunk's result %+v", got, last)
+	}
+	sameTime(t, "FinishedAt from GetBatch", got.FinishedAt, finished, opts)
+}
+
+func testCompleteChunkTwice(t *testing.T, s store.Batches, _ *Options) {
+	ctx := ctxT(t)
+	b, chunks := newBatch("app1", "batch-twice", time.Now().UTC(), 2)
+	must(t, s.CreateBatch(ctx, b, chunks))
+	p := &store.CompleteChunkParams{Ref: store.ChunkRef{AppID: "app1", BatchID: b.ID}, Outcomes: outcomes(store.OutcomeSent, store.OutcomeSent), At: time.Now().UTC()}
+	_, err := s.CompleteChunk(ctx, p)
+	must(t, err)
+	p2 := *p
+	p2.Outcomes = outcomes(store.OutcomeFailed, store.OutcomeFailed)
+	_, err = s.CompleteChunk(ctx, &p2)
+	wantErr(t, err, store.ErrConflict, "completing a chunk a second time")
+	got, err := s.GetBatch(ctx, "app1", b.ID)
+	must(t, err)
+	if got.Sent != 2 || got.Failed != 0 || got.ChunksDone != 1 {
+		t.Errorf("a second completion changed the counters: %+v", got)
+	}
+	c, err := s.LoadChunk(ctx, p.Ref)
+	must(t, err)
+	if c.Outcomes[0].Status != store.OutcomeSent {
+		t.Errorf("a second completion changed the outcomes: %+v", c.Outcomes)
+	}
+}
+
+func testCompleteChunkConcurrent(t *testing.T, s store.Batches, _ *Options) {
+	ctx := ctxT(t)
+	b, chunks := newBatch("app1", "batch-race", time.Now().UTC(), 3)
+	must(t, s.CreateBatch(ctx, b, chunks))
+	const n = 10
+	var ok, conflict atomic.Int32
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for range n {
+		wg.Go(func() {
+			_, err := s.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: store.ChunkRef{AppID: "app1", BatchID: b.ID}, Outcomes: outcomes(store.OutcomeSent, store.OutcomeSent, store.OutcomeFailed), At: time.Now().UTC()})
+			switch {
+			case err == nil:
+				ok.Add(1)
+			case errors.Is(err, store.ErrConflict):
+				conflict.Add(1)
+			default:
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("concurrent CompleteChunk: unexpected error %v", err)
+	}
+	if ok.Load() != 1 || conflict.Load() != n-1 {
+		t.Errorf("%d concurrent completions of one chunk: %d succeeded, %d conflicted; want exactly 1 success", n, ok.Load(), conflict.Load())
+	}
+	got, err := s.GetBatch(ctx, "app1", b.ID)
+	must(t, err)
+	if got.Sent != 2 || got.Failed != 1 || got.ChunksDone != 1 {
+		t.Errorf("counters after concurrent completions: %+v", got)
+	}
+}
+
+func testCompleteChunksInParallel(t *testing.T, s store.Batches, _ *Options) {
+	ctx := ctxT(t)
+	const chunksN = 12
+	sizes := make([]int, chunksN)
+	for i := range sizes {
+		sizes[i] = 4
+	}
+	b, chunks := newBatch("app1", "batch-parallel", time.Now().UTC(), sizes...)
+	must(t, s.CreateBatch(ctx, b, chunks))
+	var finishers atomic.Int32
+	var wg sync.WaitGroup
+	errs := make([]error, chunksN)
+	for no := range chunksN {
+		wg.Go(func() {
+			after, err := s.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: store.ChunkRef{AppID: "app1", BatchID: b.ID, No: no}, Outcomes: outcomes(store.OutcomeSent, store.OutcomeSent, store.OutcomeSent, store.OutcomeFailed), At: time.Now().UTC()})
+			errs[no] = err
+			if err == nil && after.ChunksDone == after.Chunks {
+				finishers.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		must(t, err)
+	}
+	if finishers.Load() != 1 {
+		t.Errorf("%d CompleteChunk calls saw the batch finish; exactly one must", finishers.Load())
+	}
+	got, err := s.GetBatch(ctx, "app1", b.ID)
+	must(t, err)
+	if got.Sent != 3*chunksN || got.Failed != chunksN || got.ChunksDone != chunksN || got.Pending() != 0 || got.FinishedAt.IsZero() {
+		t.Errorf("counters after parallel completion of every chunk: %+v", got)
+	}
+}
+
+func testPendingChunks(t *testing.T, s store.Batches, _ *Options) {
+	ctx := ctxT(t)
+	base := time.Date(2026, 4, 10, 9, 0, 0, 0, time.UTC)
+	early, earlyChunks := newBatch("app-a", "batch-early", base, 1, 1)
+	late, lateChunks := newBatch("app-b", "batch-late", base.Add(10*time.Minute), 1)
+	sched, schedChunks := newBatch("app-a", "batch-sched", base, 1)
+	sched.SendAt = base.Add(time.Hour)
+	schedChunks[0].NotBefore = sched.SendAt
+	for _, c := range []struct {
+		b  *store.Batch
+		cs []store.Chunk
+	}{{early, earlyChunks}, {late, lateChunks}, {sched, schedChunks}} {
+		must(t, s.CreateBatch(ctx, c.b, c.cs))
+	}
+	_, err := s.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: earlyChunks[1].ChunkRef, Outcomes: outcomes(store.OutcomeSent), At: base})
+	must(t, err)
+
+	check := func(dueBefore time.Time, limit int, want ...store.ChunkRef) {
+		t.Helper()
+		got, err := s.PendingChunks(ctx, dueBefore, limit)
+		must(t, err)
+		if len(got) != len(want) || (len(want) > 0 && !reflect.DeepEqual(got, want)) {
+			t.Errorf("PendingChunks(%v, %d) = %+v, want %+v", dueBefore.Format(time.TimeOnly), limit, got, want)
+		}
+	}
+	check(base.Add(-time.Second), 10)
+	check(base, 10, earlyChunks[0].ChunkRef)
+	check(base.Add(30*time.Minute), 10, earlyChunks[0].ChunkRef, lateChunks[0].ChunkRef)
+	check(base.Add(30*time.Minute), 1, earlyChunks[0].ChunkRef)
+	check(base.Add(2*time.Hour), 10, earlyChunks[0].ChunkRef, lateChunks[0].ChunkRef, schedChunks[0].ChunkRef)
+}
+
+func testLargeBatch(t *testing.T, s store.Batches, _ *Options) {
+	ctx := ctxT(t)
+	sizes := make([]int, 20)
+	for i := range sizes {
+		sizes[i] = 500
+	}
+	b, chunks := newBatch("app1", "batch-10k", time.Now().UTC(), sizes...)
+	must(t, s.CreateBatch(ctx, b, chunks))
+	got, err := s.GetBatch(ctx, "app1", b.ID)
+	must(t, err)
+	if got.Count != 10000 || got.Chunks != 20 {
+		t.Fatalf("batch of 10,000 recipients: count %d chunks %d", got.Count, got.Chunks)
+	}
+	last, err := s.LoadChunk(ctx, store.ChunkRef{AppID: "app1", BatchID: b.ID, No: 19})
+	must(t, err)
+	if last.Start != 9500 || len(last.Recipients) != 500 || !reflect.DeepEqual(last.Recipients, chunks[19].Recipients) {
+		t.Errorf("last chunk: start %d, %d recipients; want 9500 and 500 equal to the ones written", last.Start, len(last.Recipients))
+	}
+}
+
+func testBatchesContextCanceled(t *testing.T, s store.Batches, _ *Options) {
+	b, chunks := newBatch("app1", "batch-ctx", time.Now().UTC(), 1)
+	must(t, s.CreateBatch(ctxT(t), b, chunks))
+	ctx, cancel := context.WithCancel(ctxT(t))
+	cancel()
+	b2, chunks2 := newBatch("app1", "batch-ctx-2", time.Now().UTC(), 1)
+	checkCanceled(t, map[string]func() error{
+		"CreateBatch": func() error { return s.CreateBatch(ctx, b2, chunks2) },
+		"GetBatch":    func() error { _, err := s.GetBatch(ctx, "app1", b.ID); return err },
+		"LoadChunk":   func() error { _, err := s.LoadChunk(ctx, chunks[0].ChunkRef); return err },
+		"CompleteChunk": func() error {
+			_, err := s.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: chunks[0].ChunkRef, Outcomes: outcomes(store.OutcomeSent), At: time.Now().UTC()})
+			return err
+		},
+		"PendingChunks": func() error { _, err := s.PendingChunks(ctx, time.Now(), 10); return err },
+	})
+	_, err := s.GetBatch(ctxT(t), "app1", b2.ID)
+	wantErr(t, err, store.ErrNotFound, "a batch created with a canceled context")
+	got, err := s.GetBatch(ctxT(t), "app1", b.ID)
+	must(t, err)
+	if got.ChunksDone != 0 {
+		t.Errorf("CompleteChunk with a canceled context completed the chunk")
+	}
+}
