@@ -1,0 +1,181 @@
+package batch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/chatbatch/chatbatch/delivery"
+	"github.com/chatbatch/chatbatch/store"
+)
+
+// Config configures a Service. Pass it to New; the zero value of every
+// optional field selects the documented default.
+type Config struct {
+	// Store supplies Directory, Messages and Batches for any of those three
+	// fields that is nil. Either Store or all three are required.
+	Store store.Store
+	// Directory looks up the host's users and rooms. Defaults to Store.
+	Directory store.Directory
+	// Messages stores the produced messages. Defaults to Store.
+	Messages store.Messages
+	// Batches keeps batch bookkeeping. Defaults to Store.
+	Batches store.Batches
+
+	// Deliverer hands stored messages to the host's real-time fan-out.
+	// Required; use delivery.Discard{} if clients only read the store.
+	Deliverer delivery.Deliverer
+	// Pusher sends push notifications for requests with "push": true.
+	// Defaults to none: push requests are accepted and no push is sent.
+	Pusher delivery.Pusher
+	// Authenticator maps the IM-API-KEY header to a Principal. Required.
+	Authenticator Authenticator
+
+	// Redis is the Redis that the asynq queue lives in. Required unless
+	// Enqueuer is set and Run is never called.
+	Redis asynq.RedisConnOpt
+	// Enqueuer puts chunk tasks on the queue. Defaults to an asynq.Client
+	// on Redis, created by New and closed by Close.
+	Enqueuer Enqueuer
+	// Queue is the asynq queue the chunk tasks go to. Defaults to "chatbatch".
+	Queue string
+	// Concurrency is how many chunks Run processes at once. Defaults to 10.
+	Concurrency int
+	// ServerConfig tunes the asynq server that Run starts. Its Queues and
+	// Logger are always set by Run, and Concurrency is when Concurrency
+	// above is set. Defaults to asynq's defaults.
+	ServerConfig asynq.Config
+	// MaxRetry is how often a failing chunk is retried before its
+	// remaining recipients are recorded as failed. Defaults to 10 (asynq's
+	// exponential backoff then spans about a day).
+	MaxRetry int
+
+	// ChunkSize is the number of recipients per chunk (one queue task).
+	// Defaults to 500.
+	ChunkSize int
+	// MaxRecipients is the largest number of paras one request may carry;
+	// more is answered with 413 PAYLOAD_TOO_LARGE. Defaults to 10,000.
+	MaxRecipients int
+	// MaxBodyBytes is the largest request body accepted; more is answered
+	// with 413 PAYLOAD_TOO_LARGE. Defaults to 8 MiB.
+	MaxBodyBytes int64
+	// MaxIDLength is the longest user or room ID accepted in a request, in
+	// bytes. Defaults to 255.
+	MaxIDLength int
+
+	// DefaultSender is the user the messages are sent as when a request
+	// names no sender (only admin keys may name one). Defaults to "system".
+	DefaultSender string
+	// ExtraFields allow-lists top-level request fields, beyond the
+	// documented ones, that are copied verbatim (as raw JSON) into every
+	// message's Fields. Other unknown fields are answered with 400.
+	// Defaults to none.
+	ExtraFields []string
+	// StrictVariables makes a template variable with no value for some
+	// recipient an error (400 MISSING_VARIABLE) instead of leaving it as
+	// written. Defaults to false.
+	StrictVariables bool
+
+	// BasePath is the path the handler is mounted at; the handler serves
+	// BasePath itself and BasePath/{batchID}. A request path that does not
+	// start with BasePath is taken as already relative to it (as under
+	// http.StripPrefix). Defaults to "/messages/batch".
+	BasePath string
+
+	// Lease is how long a chunk may stay pending before the sweeper
+	// enqueues it again (its task was lost: an enqueue that failed after
+	// the batch was stored, a flushed Redis). Defaults to 1 minute.
+	Lease time.Duration
+	// SweepInterval is how often Run sweeps. Defaults to 30 seconds.
+	SweepInterval time.Duration
+	// EnqueueTimeout bounds the enqueueing of a batch's tasks while the
+	// client waits; what is not enqueued by then is left to the sweeper.
+	// Defaults to 5 seconds.
+	EnqueueTimeout time.Duration
+
+	// Logger receives the Service's logs. It never receives API keys or
+	// message bodies. Defaults to slog.Default().
+	Logger *slog.Logger
+
+	// Now returns the current time. Defaults to time.Now; tests set it.
+	Now func() time.Time
+}
+
+// Enqueuer puts tasks on the asynq queue. *asynq.Client implements it.
+type Enqueuer interface {
+	EnqueueContext(ctx context.Context, task *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error)
+}
+
+func (c *Config) withDefaults() {
+	if c.Directory == nil && c.Store != nil {
+		c.Directory = c.Store
+	}
+	if c.Messages == nil && c.Store != nil {
+		c.Messages = c.Store
+	}
+	if c.Batches == nil && c.Store != nil {
+		c.Batches = c.Store
+	}
+	c.Queue = cmpOr(c.Queue, "chatbatch")
+	c.Concurrency = cmpOr(c.Concurrency, 10)
+	c.MaxRetry = cmpOr(c.MaxRetry, 10)
+	c.ChunkSize = cmpOr(c.ChunkSize, 500)
+	c.MaxRecipients = cmpOr(c.MaxRecipients, 10_000)
+	c.MaxBodyBytes = cmpOr(c.MaxBodyBytes, 8<<20)
+	c.MaxIDLength = cmpOr(c.MaxIDLength, 255)
+	c.DefaultSender = cmpOr(c.DefaultSender, "system")
+	c.BasePath = cmpOr(c.BasePath, "/messages/batch")
+	c.Lease = cmpOr(c.Lease, time.Minute)
+	c.SweepInterval = cmpOr(c.SweepInterval, 30*time.Second)
+	c.EnqueueTimeout = cmpOr(c.EnqueueTimeout, 5*time.Second)
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	c.ExtraFields = slices.Clone(c.ExtraFields)
+}
+
+// cmpOr is cmp.Or for numbers that must be positive: zero and negative
+// values select the default.
+func cmpOr[T int | int64 | time.Duration | string](v, def T) T {
+	var zero T
+	if v <= zero {
+		return def
+	}
+	return v
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	if c.Directory == nil || c.Messages == nil || c.Batches == nil {
+		errs = append(errs, errors.New("batch: Config.Store is required (or all of Directory, Messages and Batches)"))
+	}
+	if c.Deliverer == nil {
+		errs = append(errs, errors.New("batch: Config.Deliverer is required (use delivery.Discard{} for none)"))
+	}
+	if c.Authenticator == nil {
+		errs = append(errs, errors.New("batch: Config.Authenticator is required"))
+	}
+	if c.Redis == nil && c.Enqueuer == nil {
+		errs = append(errs, errors.New("batch: Config.Redis is required (or Config.Enqueuer)"))
+	}
+	if c.ChunkSize > c.MaxRecipients {
+		errs = append(errs, fmt.Errorf("batch: Config.ChunkSize (%d) exceeds Config.MaxRecipients (%d)", c.ChunkSize, c.MaxRecipients))
+	}
+	if len(c.BasePath) < 2 || c.BasePath[0] != '/' || c.BasePath[len(c.BasePath)-1] == '/' {
+		errs = append(errs, fmt.Errorf("batch: Config.BasePath %q must start with / and not end with /", c.BasePath))
+	}
+	for _, f := range c.ExtraFields {
+		if knownFields[f] {
+			errs = append(errs, fmt.Errorf("batch: Config.ExtraFields: %q is a field of the API itself", f))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,340 @@
+package batch
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/chatbatch/chatbatch/delivery"
+	"github.com/chatbatch/chatbatch/render"
+	"github.com/chatbatch/chatbatch/store"
+)
+
+// Processor returns the asynq handler that processes chunk tasks. Hosts
+// that run their own asynq server register it for TaskPrefix:
+//
+//	mux := asynq.NewServeMux()
+//	mux.Handle(batch.TaskPrefix, svc.Processor())
+//
+// and must list Config.Queue in the server's Queues. Hosts without their
+// own asynq server call Run instead.
+func (s *Service) Processor() asynq.Handler { return asynq.HandlerFunc(s.processTask) }
+
+func (s *Service) processTask(ctx context.Context, t *asynq.Task) error {
+	if t.Type() != TaskChunk {
+		return fmt.Errorf("batch: unknown task type %q: %w", t.Type(), asynq.SkipRetry)
+	}
+	var ct chunkTask
+	if err := json.Unmarshal(t.Payload(), &ct); err != nil || ct.App == "" || ct.Batch == "" {
+		return fmt.Errorf("batch: malformed chunk task payload: %w", asynq.SkipRetry)
+	}
+	return s.ProcessChunk(ctx, store.ChunkRef{AppID: ct.App, BatchID: ct.Batch, No: ct.Chunk})
+}
+
+// finalAttempt reports whether the running task will not be retried if it
+// fails. Outside asynq (a direct call) there is always another attempt.
+func finalAttempt(ctx context.Context) bool {
+	retried, ok1 := asynq.GetRetryCount(ctx)
+	maxRetry, ok2 := asynq.GetMaxRetry(ctx)
+	return ok1 && ok2 && retried >= maxRetry
+}
+
+// chunkRun is the state of one processing attempt of one chunk.
+type chunkRun struct {
+	s        *Service
+	ref      store.ChunkRef
+	batch    *store.Batch
+	chunk    *store.Chunk
+	pl       payload
+	text     *render.Template
+	extra    *render.JSONTemplate // nil when the batch has no extra
+	outcomes []store.Outcome      // Status "" = not decided yet
+}
+
+// ProcessChunk processes one chunk: it resolves each recipient's room,
+// renders and stores the messages, delivers them, pushes if asked, and
+// records every recipient's outcome. It is what Processor runs for a
+// task; it is exported for hosts that move chunks by other means. It is
+// safe to run again for the same chunk, also concurrently: nothing is
+// stored twice and the outcome is recorded once.
+//
+// A recipient that can never succeed (its room or user is gone) is
+// recorded as failed and the rest of the chunk goes on. A transient
+// failure returns an error so the task is retried; on the last attempt
+// the recipients still open are recorded as failed instead.
+func (s *Service) ProcessChunk(ctx context.Context, ref store.ChunkRef) error {
+	start := time.Now()
+	b, err := s.cfg.Batches.GetBatch(ctx, ref.AppID, ref.BatchID)
+	if errors.Is(err, store.ErrNotFound) {
+		s.log.Error("batch: chunk of a batch that does not exist; dropping the task", "app", ref.AppID, "batch", ref.BatchID, "chunk", ref.No)
+		return fmt.Errorf("batch: %w: %w", err, asynq.SkipRetry)
+	}
+	if err != nil {
+		return fmt.Errorf("batch: load batch %s: %w", ref.BatchID, err)
+	}
+	c, err := s.cfg.Batches.LoadChunk(ctx, ref)
+	if errors.Is(err, store.ErrNotFound) {
+		s.log.Error("batch: chunk does not exist; dropping the task", "batch", ref.BatchID, "chunk", ref.No)
+		return fmt.Errorf("batch: %w: %w", err, asynq.SkipRetry)
+	}
+	if err != nil {
+		return fmt.Errorf("batch: load %s chunk %d: %w", ref.BatchID, ref.No, err)
+	}
+	if c.Done {
+		return nil // a duplicate task: another attempt finished it
+	}
+	run := &chunkRun{s: s, ref: ref, batch: b, chunk: c, outcomes: make([]store.Outcome, len(c.Recipients))}
+	if err := run.compile(); err != nil {
+		// Nothing can be sent from a payload we cannot read; retrying will
+		// not change that, so every recipient fails.
+		s.log.Error("batch: unreadable batch payload", "batch", ref.BatchID, "err", err)
+		run.failOpen("the batch could not be read")
+		return run.complete(ctx, start)
+	}
+	if err := run.send(ctx); err != nil {
+		if !finalAttempt(ctx) {
+			s.log.Warn("batch: chunk failed; it will be retried", "batch", ref.BatchID, "chunk", ref.No, "err", err)
+			return err
+		}
+		s.log.Error("batch: chunk failed on its last attempt; recording its open recipients as failed",
+			"batch", ref.BatchID, "chunk", ref.No, "err", err)
+		run.failOpen("gave up after repeated failures: " + err.Error())
+	}
+	return run.complete(ctx, start)
+}
+
+// compile decodes the batch payload and compiles its templates once per chunk.
+func (r *chunkRun) compile() error {
+	if err := json.Unmarshal(r.batch.Payload, &r.pl); err != nil {
+		return err
+	}
+	r.text = render.Compile(r.pl.Message)
+	if len(r.pl.Extra) > 0 {
+		var err error
+		if r.extra, err = render.CompileJSON(r.pl.Extra); err != nil {
+			return fmt.Errorf("compile extra: %w", err)
+		}
+	}
+	return nil
+}
+
+// failOpen records every undecided recipient as failed.
+func (r *chunkRun) failOpen(reason string) {
+	for i := range r.outcomes {
+		if r.outcomes[i].Status == "" {
+			r.outcomes[i] = store.Outcome{Status: store.OutcomeFailed, Room: r.outcomes[i].Room, MessageID: r.outcomes[i].MessageID, Error: reason}
+		}
+	}
+}
+
+func (r *chunkRun) fail(i int, reason string) {
+	r.outcomes[i].Status, r.outcomes[i].Error = store.OutcomeFailed, reason
+}
+
+// messageID is deterministic, so every attempt produces the same IDs.
+func messageID(batchID string, index int) string { return batchID + "-" + strconv.Itoa(index) }
+
+// send does the work of one attempt. It returns an error only for
+// transient failures; permanent ones are recorded in r.outcomes.
+func (r *chunkRun) send(ctx context.Context) error {
+	dir := r.s.cfg.Directory
+	app, sender := r.ref.AppID, r.batch.Sender
+
+	// Rooms named in the request: check they still exist.
+	var rooms []string
+	for _, rc := range r.chunk.Recipients {
+		if rc.Room != "" {
+			rooms = append(rooms, rc.Room)
+		}
+	}
+	gone := map[string]bool{}
+	if len(rooms) > 0 {
+		missing, err := dir.MissingRooms(ctx, app, rooms)
+		if err != nil {
+			return fmt.Errorf("look up rooms: %w", err)
+		}
+		gone = setOf(missing)
+	}
+	for i, rc := range r.chunk.Recipients {
+		switch {
+		case rc.Room != "" && gone[rc.Room]:
+			r.fail(i, fmt.Sprintf("room %q no longer exists", rc.Room))
+		case rc.Room != "":
+			r.outcomes[i].Room = rc.Room
+		default:
+			id, err := dir.DirectRoom(ctx, app, sender, rc.Receiver)
+			if errors.Is(err, store.ErrNotFound) {
+				r.fail(i, fmt.Sprintf("user %q or sender %q no longer exists", rc.Receiver, sender))
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("direct room of %s: %w", rc.Receiver, err)
+			}
+			r.outcomes[i].Room = id
+		}
+	}
+
+	msgs, idx := r.render()
+	if len(msgs) == 0 {
+		return nil
+	}
+	if err := r.s.cfg.Messages.SaveMessages(ctx, app, msgs); err != nil {
+		return fmt.Errorf("save messages: %w", err)
+	}
+	for k, i := range idx {
+		r.outcomes[i].MessageID = msgs[k].ID
+	}
+
+	// Deliver: a permanent failure fails that recipient, a transient one
+	// retries the chunk (delivery is at-least-once, IDs are stable).
+	derr := r.s.cfg.Deliverer.Deliver(ctx, msgs)
+	var retry error
+	delivered := msgs[:0:0]
+	for k, e := range delivery.ItemErrors(derr, len(msgs)) {
+		switch {
+		case e == nil:
+			delivered = append(delivered, msgs[k])
+		case delivery.IsPermanent(e):
+			r.fail(idx[k], "delivery failed: "+e.Error())
+		default:
+			retry = e
+		}
+	}
+	if retry != nil {
+		return fmt.Errorf("deliver: %w", retry)
+	}
+	if err := r.push(ctx, delivered); err != nil {
+		if !finalAttempt(ctx) {
+			return err
+		}
+		// The messages are delivered; a push that keeps failing does not
+		// undo that.
+		r.s.log.Error("batch: push failed on the last attempt", "batch", r.ref.BatchID, "chunk", r.ref.No, "err", err)
+	}
+	for _, i := range idx {
+		if r.outcomes[i].Status == "" {
+			r.outcomes[i].Status = store.OutcomeSent
+		}
+	}
+	return nil
+}
+
+// render builds the message of every recipient still open; idx[k] is the
+// recipient index (within the chunk) of msgs[k].
+func (r *chunkRun) render() ([]store.Message, []int) {
+	now := r.s.cfg.Now().UTC()
+	msgs := make([]store.Message, 0, len(r.chunk.Recipients))
+	idx := make([]int, 0, len(r.chunk.Recipients))
+	for i, rc := range r.chunk.Recipients {
+		if r.outcomes[i].Status != "" {
+			continue
+		}
+		m := store.Message{
+			ID: messageID(r.batch.ID, r.chunk.Start+i), AppID: r.ref.AppID, RoomID: r.outcomes[i].Room,
+			Sender: r.batch.Sender, Type: r.pl.MessageType, Text: r.text.Render(rc.Vars),
+			Fields: r.pl.Fields, BatchID: r.batch.ID, Index: r.chunk.Start + i, CreatedAt: now,
+		}
+		if rc.Room == "" {
+			m.Receiver = rc.Receiver
+		}
+		if r.extra != nil {
+			m.Extra = r.extra.Render(rc.Vars)
+		}
+		msgs = append(msgs, m)
+		idx = append(idx, i)
+	}
+	return msgs, idx
+}
+
+// push notifies the receiver of each one-on-one message and every member
+// but the sender of each room message.
+func (r *chunkRun) push(ctx context.Context, msgs []store.Message) error {
+	if !r.pl.Push || r.s.cfg.Pusher == nil || len(msgs) == 0 {
+		return nil
+	}
+	var roomIDs []string
+	for _, m := range msgs {
+		if m.Receiver == "" {
+			roomIDs = append(roomIDs, m.RoomID)
+		}
+	}
+	members := map[string][]string{}
+	if len(roomIDs) > 0 {
+		var err error
+		if members, err = r.s.cfg.Directory.RoomMembers(ctx, r.ref.AppID, roomIDs); err != nil {
+			return fmt.Errorf("room members: %w", err)
+		}
+	}
+	var ns []delivery.Notification
+	notify := func(m store.Message, user string) {
+		ns = append(ns, delivery.Notification{
+			AppID: m.AppID, UserID: user, MessageID: m.ID, RoomID: m.RoomID, Sender: m.Sender,
+			Type: m.Type, Text: m.Text, Badge: !r.pl.SkipTotalBadge,
+		})
+	}
+	for _, m := range msgs {
+		if m.Receiver != "" {
+			notify(m, m.Receiver)
+			continue
+		}
+		for _, u := range members[m.RoomID] {
+			if u != m.Sender {
+				notify(m, u)
+			}
+		}
+	}
+	err := r.s.cfg.Pusher.Push(ctx, ns)
+	if err == nil {
+		return nil
+	}
+	var retry error
+	for k, e := range delivery.ItemErrors(err, len(ns)) {
+		switch {
+		case e == nil:
+		case delivery.IsPermanent(e):
+			r.s.log.Warn("batch: push failed permanently", "batch", r.ref.BatchID, "message", ns[k].MessageID, "user", ns[k].UserID, "err", e)
+		default:
+			retry = e
+		}
+	}
+	if retry != nil {
+		return fmt.Errorf("push: %w", retry)
+	}
+	return nil
+}
+
+// complete records the outcomes. A conflict means another attempt
+// completed the chunk first, which is success.
+func (r *chunkRun) complete(ctx context.Context, start time.Time) error {
+	after, err := r.s.cfg.Batches.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: r.ref, Outcomes: r.outcomes, At: r.s.cfg.Now().UTC()})
+	if errors.Is(err, store.ErrConflict) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("batch: complete %s chunk %d: %w", r.ref.BatchID, r.ref.No, err)
+	}
+	sent, failed := 0, 0
+	for _, o := range r.outcomes {
+		switch o.Status {
+		case store.OutcomeSent:
+			sent++
+		case store.OutcomeFailed:
+			failed++
+		}
+	}
+	log := r.s.log.With("app", r.ref.AppID, "batch", r.ref.BatchID)
+	log.Debug("batch chunk done", "chunk", r.ref.No, "sent", sent, "failed", failed, "took", time.Since(start))
+	if after.Chunks > 1 && after.ChunksDone < after.Chunks {
+		log.Info("batch progress", "done", after.Count-after.Pending(), "total", after.Count, "chunks_done", after.ChunksDone, "chunks", after.Chunks)
+	}
+	if after.ChunksDone == after.Chunks {
+		log.Info("batch finished", "status", after.Status(r.s.cfg.Now()), "sent", after.Sent, "failed", after.Failed,
+			"canceled", after.Canceled, "took", after.FinishedAt.Sub(after.CreatedAt))
+	}
+	return nil
+}

@@ -1,0 +1,85 @@
+package batch
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/hibiken/asynq"
+)
+
+// Sweep enqueues the chunks that have been pending longer than
+// Config.Lease: their task was lost (an enqueue that failed after the
+// batch was stored, a flushed Redis, a task asynq gave up on). Chunks whose
+// task is still queued are left alone (their task ID is taken). It returns
+// how many chunks it handed to the queue. Run calls it every
+// Config.SweepInterval; hosts with their own asynq server call it
+// periodically themselves.
+func (s *Service) Sweep(ctx context.Context) (int, error) {
+	const page = 1000
+	refs, err := s.cfg.Batches.PendingChunks(ctx, s.cfg.Now().Add(-s.cfg.Lease), page)
+	if err != nil {
+		return 0, fmt.Errorf("batch: sweep: %w", err)
+	}
+	n, err := s.enqueue(ctx, refs, time.Time{})
+	if err != nil {
+		return n, fmt.Errorf("batch: sweep: %w", err)
+	}
+	if n > 0 {
+		s.log.Debug("batch sweep", "pending_chunks", n)
+	}
+	return n, nil
+}
+
+// Run processes chunks with an asynq server on Config.Redis and sweeps
+// every Config.SweepInterval, until ctx is canceled. Then it stops taking
+// tasks, waits for running chunks up to ServerConfig.ShutdownTimeout
+// (asynq returns unfinished ones to the queue) and returns nil. Hosts
+// that run their own asynq server use Processor and Sweep instead.
+func (s *Service) Run(ctx context.Context) error {
+	if s.cfg.Redis == nil {
+		return fmt.Errorf("batch: Run needs Config.Redis")
+	}
+	sc := s.cfg.ServerConfig
+	sc.Concurrency = s.cfg.Concurrency
+	sc.Queues = map[string]int{s.cfg.Queue: 1}
+	sc.Logger = asynqLogger{s.log}
+	if sc.LogLevel == 0 {
+		sc.LogLevel = asynq.WarnLevel
+	}
+	srv := asynq.NewServer(s.cfg.Redis, sc)
+	mux := asynq.NewServeMux()
+	mux.Handle(TaskPrefix, s.Processor())
+	if err := srv.Start(mux); err != nil {
+		return fmt.Errorf("batch: start asynq server: %w", err)
+	}
+	s.log.Info("batch worker started", "queue", s.cfg.Queue, "concurrency", sc.Concurrency)
+
+	tick := time.NewTicker(s.cfg.SweepInterval)
+	defer tick.Stop()
+	for {
+		if _, err := s.Sweep(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("batch: sweep failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			srv.Shutdown()
+			s.log.Info("batch worker stopped")
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// asynqLogger sends asynq's logs to slog.
+type asynqLogger struct{ l *slog.Logger }
+
+func (a asynqLogger) Debug(args ...any) { a.l.Debug("asynq: " + fmt.Sprint(args...)) }
+func (a asynqLogger) Info(args ...any)  { a.l.Info("asynq: " + fmt.Sprint(args...)) }
+func (a asynqLogger) Warn(args ...any)  { a.l.Warn("asynq: " + fmt.Sprint(args...)) }
+func (a asynqLogger) Error(args ...any) { a.l.Error("asynq: " + fmt.Sprint(args...)) }
+
+// Fatal logs at error level. asynq's own code never calls it; exiting the
+// host's process is not a library's call to make.
+func (a asynqLogger) Fatal(args ...any) { a.l.Error("asynq: fatal: " + fmt.Sprint(args...)) }

@@ -1,0 +1,262 @@
+package batch
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"mime"
+	"net/http"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/go-playground/validator/v10"
+	"github.com/hibiken/asynq"
+
+	"github.com/chatbatch/chatbatch/store"
+)
+
+// Service is the batch send pipeline: its HTTP handler accepts batches,
+// its Processor sends them. One Service is safe for concurrent use by any
+// number of requests and tasks. Create it with New.
+type Service struct {
+	cfg         Config
+	log         *slog.Logger
+	validator   *validator.Validate
+	extraFields map[string]bool
+	enqueuer    Enqueuer
+	ownClient   *asynq.Client // created by New, closed by Close
+}
+
+// New returns a Service for cfg. It checks cfg and returns an error naming
+// every field that is missing or wrong. It starts no goroutines; the only
+// resource it may create is an asynq client on Config.Redis (when
+// Config.Enqueuer is nil), which connects lazily and is closed by Close.
+func New(cfg Config) (*Service, error) {
+	cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	s := &Service{
+		cfg:         cfg,
+		log:         cfg.Logger,
+		validator:   newValidator(cfg.MaxIDLength),
+		extraFields: map[string]bool{},
+		enqueuer:    cfg.Enqueuer,
+	}
+	for _, f := range cfg.ExtraFields {
+		s.extraFields[f] = true
+	}
+	if s.enqueuer == nil {
+		s.ownClient = asynq.NewClient(cfg.Redis)
+		s.enqueuer = s.ownClient
+	}
+	return s, nil
+}
+
+// Close releases the asynq client New created, if any. It does not close
+// the Store or anything else the host passed in.
+func (s *Service) Close() error {
+	if s.ownClient != nil {
+		return s.ownClient.Close()
+	}
+	return nil
+}
+
+// Handler returns the HTTP handler of the API. Mount it at Config.BasePath
+// and below, for example with net/http:
+//
+//	mux.Handle("/messages/batch", h)
+//	mux.Handle("/messages/batch/", h)
+//
+// It serves POST BasePath (send a batch) and GET BasePath/{batchID} (the
+// batch's status), and answers everything else with the API's error
+// envelope (405 for other methods, 404 for other paths).
+func (s *Service) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
+
+// Mount registers Handler on mux for Config.BasePath and everything below it.
+func (s *Service) Mount(mux *http.ServeMux) {
+	h := s.Handler()
+	mux.Handle(s.cfg.BasePath, h)
+	mux.Handle(s.cfg.BasePath+"/", h)
+}
+
+func (s *Service) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	defer func() {
+		if v := recover(); v != nil {
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			s.log.Error("batch: handler panic", "panic", v, "stack", string(debug.Stack()))
+			writeError(w, errInternal)
+		}
+	}()
+	rel := strings.TrimPrefix(r.URL.Path, s.cfg.BasePath)
+	if rel == "" || rel == "/" {
+		if r.Method != http.MethodPost {
+			methodNotAllowed(w, r, http.MethodPost)
+			return
+		}
+		s.withPrincipal(w, r, s.handleSend)
+		return
+	}
+	id := strings.TrimPrefix(rel, "/")
+	if id == "" || strings.Contains(id, "/") {
+		writeError(w, newError(http.StatusNotFound, CodeNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
+		return
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		methodNotAllowed(w, r, "GET, HEAD")
+		return
+	}
+	s.withPrincipal(w, r, func(w http.ResponseWriter, r *http.Request, p Principal) {
+		s.handleStatus(w, r, p, id)
+	})
+}
+
+func methodNotAllowed(w http.ResponseWriter, r *http.Request, allow string) {
+	w.Header().Set("Allow", allow)
+	writeError(w, newError(http.StatusMethodNotAllowed, CodeMethodNotAllowed, "method %s is not allowed here; use %s", r.Method, allow))
+}
+
+// withPrincipal authenticates the IM-API-KEY header and calls next.
+func (s *Service) withPrincipal(w http.ResponseWriter, r *http.Request, next func(http.ResponseWriter, *http.Request, Principal)) {
+	key := r.Header.Get("IM-API-KEY")
+	if key == "" {
+		writeError(w, newError(http.StatusUnauthorized, CodeInvalidAPIKey, "the IM-API-KEY header is missing"))
+		return
+	}
+	p, err := s.cfg.Authenticator.Authenticate(r.Context(), key)
+	switch {
+	case errors.Is(err, ErrInvalidAPIKey):
+		writeError(w, newError(http.StatusUnauthorized, CodeInvalidAPIKey, "the IM-API-KEY header is not a valid API key"))
+		return
+	case err != nil:
+		s.log.Error("batch: authenticator failed", "err", err)
+		writeError(w, errUnavailable)
+		return
+	case p.AppID == "":
+		s.log.Error("batch: authenticator returned a principal without an AppID")
+		writeError(w, errInternal)
+		return
+	}
+	next(w, r, p)
+}
+
+// checkContentType accepts application/json with no charset or UTF-8.
+func checkContentType(r *http.Request) *apiError {
+	ct := r.Header.Get("Content-Type")
+	mt, params, err := mime.ParseMediaType(ct)
+	if err == nil && mt == "application/json" {
+		if cs, ok := params["charset"]; !ok || strings.EqualFold(cs, "utf-8") {
+			return nil
+		}
+	}
+	if ct == "" {
+		ct = "none"
+	}
+	return newError(http.StatusUnsupportedMediaType, CodeUnsupportedMediaType,
+		"Content-Type %q is not supported; send application/json; charset=utf-8", ct)
+}
+
+// storeError maps an error of the store to the API: the store is taken as
+// unavailable unless the request was canceled by the client.
+func (s *Service) storeError(ctx context.Context, op string, err error) *apiError {
+	if ctx.Err() != nil {
+		s.log.Info("batch: request canceled by the client", "op", op)
+	} else {
+		s.log.Error("batch: store failed", "op", op, "err", err)
+	}
+	return errUnavailable
+}
+
+// batchStatus is the result of GET /messages/batch/{batchID}.
+type batchStatus struct {
+	BatchID    string       `json:"batchID"`
+	Status     store.Status `json:"status"`
+	Count      int          `json:"count"`
+	Sent       int          `json:"sent"`
+	Failed     int          `json:"failed"`
+	Pending    int          `json:"pending"`
+	Canceled   int          `json:"canceled"`
+	CreatedAt  time.Time    `json:"createdAt"`
+	SendAt     *time.Time   `json:"sendAt,omitempty"`
+	FinishedAt *time.Time   `json:"finishedAt,omitempty"`
+}
+
+func (s *Service) statusOf(b *store.Batch) batchStatus {
+	out := batchStatus{
+		BatchID: b.ID, Status: b.Status(s.cfg.Now()), Count: b.Count, Sent: b.Sent, Failed: b.Failed,
+		Pending: b.Pending(), Canceled: b.Canceled, CreatedAt: b.CreatedAt.UTC(),
+	}
+	if !b.SendAt.IsZero() {
+		t := b.SendAt.UTC()
+		out.SendAt = &t
+	}
+	if !b.FinishedAt.IsZero() {
+		t := b.FinishedAt.UTC()
+		out.FinishedAt = &t
+	}
+	return out
+}
+
+func (s *Service) handleStatus(w http.ResponseWriter, r *http.Request, p Principal, id string) {
+	b, err := s.cfg.Batches.GetBatch(r.Context(), p.AppID, id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		writeError(w, newError(http.StatusNotFound, CodeBatchNotFound, "batch %q does not exist", id))
+	case err != nil:
+		writeError(w, s.storeError(r.Context(), "get batch", err))
+	default:
+		writeOK(w, s.statusOf(b))
+	}
+}
+
+// newBatchID returns "batch-YYYYMMDD-" and 10 random lower-case base32
+// characters (50 bits from crypto/rand).
+func newBatchID(now time.Time) string {
+	return "batch-" + now.UTC().Format("20060102") + "-" + strings.ToLower(rand.Text()[:10])
+}
+
+// TaskPrefix prefixes the type of every asynq task of chatbatch, so one
+// asynq.ServeMux registration routes them all to Processor.
+const TaskPrefix = "chatbatch:"
+
+// TaskChunk is the type of the task that processes one chunk of a batch.
+const TaskChunk = TaskPrefix + "chunk"
+
+// chunkTask is the payload of a TaskChunk task: a reference into the
+// store, never the recipients themselves (the store is the truth).
+type chunkTask struct {
+	App   string `json:"app"`
+	Batch string `json:"batch"`
+	Chunk int    `json:"chunk"`
+}
+
+func (s *Service) newChunkTask(ref store.ChunkRef) (*asynq.Task, []asynq.Option) {
+	payload, _ := json.Marshal(chunkTask{App: ref.AppID, Batch: ref.BatchID, Chunk: ref.No})
+	return asynq.NewTask(TaskChunk, payload), []asynq.Option{
+		asynq.TaskID(fmt.Sprintf("%s:%d", ref.BatchID, ref.No)),
+		asynq.Queue(s.cfg.Queue),
+		asynq.MaxRetry(s.cfg.MaxRetry),
+	}
+}
+
+// enqueue puts one task per chunk on the queue. A chunk whose task ID is
+// already taken is already queued. It stops at the first other error and
+// returns how many chunks are queued.
+func (s *Service) enqueue(ctx context.Context, refs []store.ChunkRef, processAt time.Time) (int, error) {
+	for i, ref := range refs {
+		task, opts := s.newChunkTask(ref)
+		if processAt.After(s.cfg.Now()) {
+			opts = append(opts, asynq.ProcessAt(processAt))
+		}
+		if _, err := s.enqueuer.EnqueueContext(ctx, task, opts...); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+			return i, fmt.Errorf("batch: enqueue %s chunk %d: %w", ref.BatchID, ref.No, err)
+		}
+	}
+	return len(refs), nil
+}
