@@ -120,8 +120,14 @@ type decoder struct {
 func (d *decoder) syntax(err error) *apiError {
 	var se *json.SyntaxError
 	if errors.As(err, &se) {
-		line, col := position(d.body, se.Offset)
-		return bodyError("", "invalid JSON at line %d, column %d: %s", line, col, se.Error())
+		// The streaming decoder's offsets are approximate; a full parse
+		// (only on this error path) points at the offending byte.
+		var full *json.SyntaxError
+		if errors.As(json.Unmarshal(d.body, new(any)), &full) {
+			se = full
+		}
+		line, col := position(d.body, max(se.Offset-1, 0))
+		return bodyError("", "invalid JSON at line %d, column %d: %s", line, col+1, se.Error())
 	}
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 		return bodyError("", "invalid JSON: the body ends before the JSON value does")
@@ -411,7 +417,8 @@ func joinPath(path, sub string) string {
 	return path + "." + sub
 }
 
-// position converts a byte offset to a 1-based line and column (in runes).
+// position converts a byte offset to a 1-based line and the number of
+// runes before it on that line.
 func position(body []byte, offset int64) (line, col int) {
 	if offset > int64(len(body)) {
 		offset = int64(len(body))
@@ -419,7 +426,7 @@ func position(body []byte, offset int64) (line, col int) {
 	before := body[:offset]
 	line = bytes.Count(before, []byte{'\n'}) + 1
 	col = utf8.RuneCount(before[bytes.LastIndexByte(before, '\n')+1:])
-	return line, max(col, 1)
+	return line, col
 }
 
 func invalidUTF8Offset(b []byte) int {

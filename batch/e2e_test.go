@@ -194,4 +194,3 @@ func TestLargeBatchChunks(t *testing.T) {
 		}
 	})
 }
-

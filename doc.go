@@ -1,0 +1,55 @@
+// Package chatbatch gives an existing chat server the Batch Send Messages
+// API: one POST /messages/batch sends a $var$-templated message to
+// thousands of users' one-on-one rooms or to many rooms, asynchronously,
+// with nothing lost and nothing sent twice.
+//
+// chatbatch is a library, not a service. The host keeps its HTTP server,
+// its database, its real-time fan-out and its push provider; chatbatch
+// adds the handler, the queue worker and the bookkeeping between them.
+// This package holds only this overview and runnable examples; the code
+// lives in the packages below.
+//
+// # Packages
+//
+//   - batch: the Service. Its Handler serves the API; its Processor (an
+//     asynq.Handler) sends the batches; Run runs an asynq server and the
+//     sweeper for hosts that have none. All policy lives here.
+//   - store: the storage seams — Directory (the host's users and rooms),
+//     Messages (where produced messages go) and Batches (bookkeeping) —
+//     and store/storetest, the conformance suite for implementations.
+//   - delivery: the Deliverer (real-time fan-out) and Pusher (push
+//     notifications) seams, and delivery/deliverytest with a Recorder fake
+//     and the conformance suite.
+//   - render: the $name$ template compiler for message text and extra JSON.
+//   - adapters/memstore: an in-memory Store for tests and demos.
+//   - adapters/bunstore: the Store on PostgreSQL, MySQL/MariaDB and SQLite.
+//
+// # Lifecycle of a batch
+//
+//  1. POST /messages/batch: the API key (IM-API-KEY) is authenticated,
+//     the body decoded strictly and validated, and every receiver and room
+//     checked in bulk. A request that fails any check stores and enqueues
+//     nothing.
+//  2. The batch and its chunks (ChunkSize recipients each, default 500)
+//     are stored in one transaction, then one asynq task per chunk is
+//     enqueued with the task ID "<batchID>:<chunkNo>". The client gets
+//     {"RC":0,"RM":"OK","result":{"batchID":…,"count":…}}: the batch is
+//     durable from here on.
+//  3. A worker processes each chunk: room wins over receiver, a receiver
+//     gets the one-on-one room with the sender, the message and extra are
+//     rendered per recipient, saved (idempotently, with a message ID
+//     derived from the batch ID and the recipient's index), delivered and,
+//     if asked, pushed. Each recipient's outcome is recorded.
+//  4. GET /messages/batch/{batchID} reports the status and counters.
+//  5. A sweeper re-enqueues chunks that stayed pending too long, so a lost
+//     task (a failed enqueue, a flushed Redis) delays a batch but never
+//     loses it. The store is the truth; Redis is disposable.
+//
+// # Implementing the seams
+//
+// Outsiders may implement store.Directory, store.Messages, store.Batches,
+// delivery.Deliverer and delivery.Pusher; the interfaces are covered by
+// semantic versioning and only grow through new optional interfaces. Run
+// storetest.Run, deliverytest.RunDeliverer or deliverytest.RunPusher
+// against an implementation before using it in production.
+package chatbatch

@@ -1,0 +1,81 @@
+package chatbatch_test
+
+import (
+	"bufio"
+	"bytes"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/chatbatch/chatbatch"
+
+// TestImportRules keeps the layout of DESIGN.md §2 true: render and store
+// import only the standard library; delivery adds store; the conformance
+// suites import only their leaf packages; batch is the only package that
+// imports asynq and validator; adapters import leaf packages and their
+// backend, never batch or another adapter.
+func TestImportRules(t *testing.T) {
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skip("the go command is not on PATH")
+	}
+	out, err := exec.Command("go", "list", "-f", "{{.ImportPath}} {{join .Imports \" \"}}", "./...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	leaf := map[string]bool{module + "/store": true, module + "/delivery": true, module + "/render": true}
+	allowed := map[string][]string{
+		module + "/render":                {},
+		module + "/store":                 {},
+		module + "/delivery":              {module + "/store"},
+		module + "/store/storetest":       {module + "/store"},
+		module + "/delivery/deliverytest": {module + "/store", module + "/delivery"},
+	}
+	checked := 0
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		pkg, imports := fields[0], fields[1:]
+		rel := strings.TrimPrefix(pkg, module)
+		for _, imp := range imports {
+			std := !strings.Contains(strings.SplitN(imp, "/", 2)[0], ".")
+			ours := strings.HasPrefix(imp, module+"/")
+			switch {
+			case std:
+			case strings.HasPrefix(rel, "/cmd/"):
+			case allowed[pkg] != nil:
+				if !contains(allowed[pkg], imp) {
+					t.Errorf("%s imports %s; it may import only the standard library and %v", pkg, imp, allowed[pkg])
+				}
+			case rel == "/batch":
+				if !ours && !strings.HasPrefix(imp, "github.com/hibiken/asynq") && !strings.HasPrefix(imp, "github.com/go-playground/validator/") {
+					t.Errorf("batch imports %s", imp)
+				}
+				if ours && !leaf[imp] {
+					t.Errorf("batch imports %s; it may import only the leaf packages of the module", imp)
+				}
+			case strings.HasPrefix(rel, "/adapters/"):
+				if ours && !leaf[imp] {
+					t.Errorf("adapter %s imports %s; adapters import leaf packages only, never batch or another adapter", pkg, imp)
+				}
+			}
+			if !std && (strings.HasPrefix(imp, "github.com/hibiken/asynq") || strings.HasPrefix(imp, "github.com/go-playground/validator/")) &&
+				rel != "/batch" && !strings.HasPrefix(rel, "/cmd/") {
+				t.Errorf("%s imports %s; only batch may", pkg, imp)
+			}
+		}
+		checked++
+	}
+	if checked < 8 {
+		t.Errorf("go list reported only %d packages", checked)
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
