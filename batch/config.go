@@ -81,6 +81,19 @@ type Config struct {
 	// written. Defaults to false.
 	StrictVariables bool
 
+	// MaxScheduleAhead is how far in the future sendAt may be; later is
+	// answered with 400. Defaults to 30 days.
+	MaxScheduleAhead time.Duration
+
+	// OnBatchDone, when set, is called once per batch when it reaches a
+	// final state (completed, completed_with_errors, canceled), by the
+	// process whose chunk completion or cancel made it final; the store
+	// decides which, so two workers never both call it. It runs on the
+	// worker's goroutine: keep it short, or hand off. A process that
+	// crashes between recording the last chunk and this call does not
+	// call it. Defaults to none.
+	OnBatchDone func(ctx context.Context, s BatchSummary)
+
 	// BasePath is the path the handler is mounted at; the handler serves
 	// BasePath itself and BasePath/{batchID}. A request path that does not
 	// start with BasePath is taken as already relative to it (as under
@@ -133,6 +146,7 @@ func (c *Config) withDefaults() {
 	c.Lease = cmpOr(c.Lease, time.Minute)
 	c.SweepInterval = cmpOr(c.SweepInterval, 30*time.Second)
 	c.EnqueueTimeout = cmpOr(c.EnqueueTimeout, 5*time.Second)
+	c.MaxScheduleAhead = cmpOr(c.MaxScheduleAhead, 30*24*time.Hour)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}

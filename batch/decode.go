@@ -8,7 +8,9 @@ import (
 	"io"
 	"net/http"
 	"reflect"
+	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/go-playground/validator/v10"
@@ -26,6 +28,10 @@ type sendRequest struct {
 	SkipTotalBadge bool            `json:"skipTotalBadge"`
 	Extra          json.RawMessage `json:"extra"`
 	Paras          []para          `json:"paras" validate:"required,min=1,dive"`
+	// SendAt is when to send; zero means now.
+	SendAt time.Time `json:"sendAt"`
+	// StrictVariables asks for strict variable checking for this request.
+	StrictVariables bool `json:"strictVariables"`
 
 	// fields holds allow-listed extra fields, compacted.
 	fields map[string]json.RawMessage
@@ -45,7 +51,7 @@ type para struct {
 // knownFields are the top-level fields of the API.
 var knownFields = map[string]bool{
 	"message": true, "messageType": true, "sender": true, "push": true,
-	"skipTotalBadge": true, "extra": true, "paras": true,
+	"skipTotalBadge": true, "extra": true, "paras": true, "sendAt": true, "strictVariables": true,
 }
 
 // fieldHints suggest the right name for likely mistakes.
@@ -54,6 +60,7 @@ var fieldHints = map[string]string{
 	"text": "message", "msg": "message", "body": "message", "content": "message",
 	"receivers": "paras", "recipients": "paras", "to": "paras", "params": "paras",
 	"from": "sender", "skip_total_badge": "skipTotalBadge",
+	"send_at": "sendAt", "scheduleAt": "sendAt", "scheduledAt": "sendAt", "strict": "strictVariables",
 }
 
 var paraHints = map[string]string{
@@ -203,6 +210,10 @@ func (d *decoder) topField(req *sendRequest, key string, maxRecipients int, extr
 		return nil
 	case "paras":
 		return d.paras(req, maxRecipients)
+	case "sendAt":
+		return d.time(key, &req.SendAt, req.present)
+	case "strictVariables":
+		return d.boolean(key, &req.StrictVariables, req.present)
 	}
 	if extraFields[key] {
 		raw, tmpl, err := d.rawJSON(key)
@@ -261,6 +272,38 @@ func (d *decoder) boolean(path string, dst *bool, present map[string]bool) *apiE
 	}
 	return bodyError(path, "must be true or false, not %s", describe(tok))
 }
+
+// time reads an RFC 3339 string or a number of Unix milliseconds; null
+// leaves *dst zero.
+func (d *decoder) time(path string, dst *time.Time, present map[string]bool) *apiError {
+	tok, err := d.token()
+	if err != nil {
+		return err
+	}
+	switch v := tok.(type) {
+	case nil:
+		return nil
+	case string:
+		t, perr := time.Parse(time.RFC3339Nano, v)
+		if perr != nil {
+			return bodyError(path, "%q is not an RFC 3339 time such as \"2026-04-10T14:00:00+08:00\"", v)
+		}
+		*dst = t.UTC()
+	case json.Number:
+		ms, perr := strconv.ParseInt(v.String(), 10, 64)
+		if perr != nil || ms < 0 || ms > maxUnixMillis {
+			return bodyError(path, "%s is not a time in Unix milliseconds", v)
+		}
+		*dst = time.UnixMilli(ms).UTC()
+	default:
+		return bodyError(path, "must be an RFC 3339 string or Unix milliseconds, not %s", describe(tok))
+	}
+	present[path] = true
+	return nil
+}
+
+// maxUnixMillis is 9999-12-31T23:59:59.999Z.
+const maxUnixMillis = 253402300799999
 
 // rawJSON reads any JSON value and compiles it strictly (duplicate keys
 // and NUL characters at any depth are errors). null returns nil, nil.

@@ -10,42 +10,15 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/chatbatch/chatbatch/batch"
+	"github.com/chatbatch/chatbatch/internal/seed"
 	"github.com/chatbatch/chatbatch/store"
 )
 
-// The three example requests of the API description, as JSON.
+// The three example requests of the API description.
 const (
-	seedBroadcast = `{
-  "messageType": "text",
-  "message": "系統公告:明天將進行例行維護",
-  "push": true,
-  "sender": "system",
-  "paras": [
-    { "receiver": "user-a" },
-    { "receiver": "user-b" },
-    { "receiver": "user-c" }
-  ]
-}`
-	seedTemplate = `{
-  "messageType": "text",
-  "message": "Hi $name$,您的訂單 $orderId$ 已出貨!",
-  "push": true,
-  "sender": "system",
-  "paras": [
-    { "receiver": "user-a", "$name$": "Alice", "$orderId$": "ORD-001" },
-    { "receiver": "user-b", "$name$": "Bob", "$orderId$": "ORD-002" }
-  ]
-}`
-	seedRooms = `{
-  "messageType": "text",
-  "message": "活動提醒:明天 14:00 開始",
-  "sender": "system",
-  "paras": [
-    { "room": "room-001" },
-    { "room": "room-002" },
-    { "room": "room-003" }
-  ]
-}`
+	seedBroadcast = seed.Broadcast
+	seedTemplate  = seed.Template
+	seedRooms     = seed.Rooms
 )
 
 // TestSeedExamples sends the three examples through the handler and lets

@@ -90,7 +90,7 @@ type env struct {
 	cfg batch.Config
 }
 
-func seed(t *testing.T, st *memstore.Store) {
+func seedDirectory(t *testing.T, st *memstore.Store) {
 	t.Helper()
 	ctx := t.Context()
 	for _, app := range []string{testApp, otherApp} {
@@ -132,7 +132,7 @@ func baseConfig(t *testing.T, st store.Store, rec *deliverytest.Recorder) batch.
 func newEnv(t *testing.T, mutate func(*batch.Config)) *env {
 	t.Helper()
 	st := memstore.New(nil)
-	seed(t, st)
+	seedDirectory(t, st)
 	rec := deliverytest.NewRecorder()
 	e := &env{st: st, rec: rec, enq: &recordingEnqueuer{}}
 	e.cfg = baseConfig(t, st, rec)
@@ -151,7 +151,7 @@ func newEnv(t *testing.T, mutate func(*batch.Config)) *env {
 func newQueuedEnv(t *testing.T, redis asynq.RedisConnOpt, mutate func(*batch.Config)) *env {
 	t.Helper()
 	st := memstore.New(nil)
-	seed(t, st)
+	seedDirectory(t, st)
 	rec := deliverytest.NewRecorder()
 	e := &env{st: st, rec: rec}
 	e.cfg = baseConfig(t, st, rec)

@@ -330,9 +330,13 @@ func (r *chunkRun) complete(ctx context.Context, start time.Time) error {
 	log := r.s.log.With("app", r.ref.AppID, "batch", r.ref.BatchID)
 	log.Debug("batch chunk done", "chunk", r.ref.No, "sent", sent, "failed", failed, "took", time.Since(start))
 	if after.Chunks > 1 && after.ChunksDone < after.Chunks {
-		log.Info("batch progress", "done", after.Count-after.Pending(), "total", after.Count, "chunks_done", after.ChunksDone, "chunks", after.Chunks)
+		done := after.Count - after.Pending()
+		rate := float64(done) / max(r.s.cfg.Now().Sub(after.CreatedAt).Seconds(), 0.001)
+		log.Info("batch progress", "done", done, "total", after.Count, "chunks_done", after.ChunksDone, "chunks", after.Chunks,
+			"recipients_per_second", int(rate))
 	}
 	if after.ChunksDone == after.Chunks {
+		defer r.s.batchDone(ctx, after)
 		log.Info("batch finished", "status", after.Status(r.s.cfg.Now()), "sent", after.Sent, "failed", after.Failed,
 			"canceled", after.Canceled, "took", after.FinishedAt.Sub(after.CreatedAt))
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"time"
 
@@ -31,51 +32,98 @@ type sendResult struct {
 	Count   int    `json:"count"`
 }
 
+// sendOptions are the query parameters of POST /messages/batch.
+type sendOptions struct {
+	dryRun       bool
+	previewLimit int
+}
+
+func parseSendOptions(q url.Values) (sendOptions, *apiError) {
+	var o sendOptions
+	if err := queryParams(q, "dryRun", "previewLimit"); err != nil {
+		return o, err
+	}
+	var err *apiError
+	if o.dryRun, err = boolParam(q, "dryRun"); err != nil {
+		return o, err
+	}
+	o.previewLimit, err = intParam(q, "previewLimit", defaultPreviewLimit, 0, maxPreviewLimit)
+	return o, err
+}
+
 func (s *Service) handleSend(w http.ResponseWriter, r *http.Request, p Principal) {
-	if err := checkContentType(r); err != nil {
-		writeError(w, err)
-		return
+	opts, aerr := parseSendOptions(r.URL.Query())
+	if aerr == nil {
+		aerr = checkContentType(r)
 	}
-	body, aerr := readBody(w, r, s.cfg.MaxBodyBytes)
-	if aerr != nil {
-		writeError(w, aerr)
-		return
+	var body []byte
+	if aerr == nil {
+		body, aerr = readBody(w, r, s.cfg.MaxBodyBytes)
 	}
-	req, aerr := decodeSend(body, s.cfg.MaxRecipients, s.extraFields)
+	var req *sendRequest
+	if aerr == nil {
+		req, aerr = decodeSend(body, s.cfg.MaxRecipients, s.extraFields)
+	}
 	if aerr == nil {
 		aerr = s.validate(req)
 	}
+	var result any
+	if aerr == nil {
+		result, aerr = s.accept(r.Context(), p, req, opts)
+	}
 	if aerr != nil {
 		writeError(w, aerr)
 		return
 	}
-	res, aerr := s.accept(r.Context(), p, req)
-	if aerr != nil {
-		writeError(w, aerr)
-		return
-	}
-	writeOK(w, res)
+	writeOK(w, result)
 }
 
-// accept checks a valid request against the directory, stores the batch
-// and enqueues its chunks. Nothing is stored or enqueued unless every
-// check passes; a returned result means the batch is durable.
-func (s *Service) accept(ctx context.Context, p Principal, req *sendRequest) (*sendResult, *apiError) {
-	sender := s.cfg.DefaultSender
+// checked is a request that passed every check.
+type checked struct {
+	sender string
+	sendAt time.Time // zero: now
+}
+
+// check runs every check a request must pass before anything is stored.
+func (s *Service) check(ctx context.Context, p Principal, req *sendRequest) (*checked, *apiError) {
+	c := &checked{sender: s.cfg.DefaultSender}
 	if req.Sender != "" {
 		if !p.Admin {
 			return nil, newError(http.StatusForbidden, CodeInsufficientPermission,
 				"only admin API keys may set sender; omit it to send as %q", s.cfg.DefaultSender)
 		}
-		sender = req.Sender
+		c.sender = req.Sender
 	}
-	if s.cfg.StrictVariables {
+	now := s.cfg.Now().UTC()
+	if req.SendAt.After(now) {
+		if req.SendAt.Sub(now) > s.cfg.MaxScheduleAhead {
+			return nil, bodyError("sendAt", "%s is more than %v ahead; the limit is Config.MaxScheduleAhead",
+				req.SendAt.Format(time.RFC3339), s.cfg.MaxScheduleAhead)
+		}
+		c.sendAt = req.SendAt // a time in the past means now
+	}
+	if s.cfg.StrictVariables || req.StrictVariables {
 		if err := checkVariables(req); err != nil {
 			return nil, err
 		}
 	}
-	if err := s.checkRecipients(ctx, p.AppID, sender, req.Paras); err != nil {
+	if err := s.checkRecipients(ctx, p.AppID, c.sender, req.Paras); err != nil {
 		return nil, err
+	}
+	return c, nil
+}
+
+// accept checks a valid request against the directory, stores the batch
+// and enqueues its chunks. Nothing is stored or enqueued unless every
+// check passes; a returned result means the batch is durable. A dry run
+// stops after the checks and returns a preview.
+func (s *Service) accept(ctx context.Context, p Principal, req *sendRequest, opts sendOptions) (any, *apiError) {
+	c, aerr := s.check(ctx, p, req)
+	if aerr != nil {
+		return nil, aerr
+	}
+	if opts.dryRun {
+		return s.preview(req, c.sender, c.sendAt, opts.previewLimit), nil
 	}
 
 	pl, err := json.Marshal(payload{
@@ -87,8 +135,12 @@ func (s *Service) accept(ctx context.Context, p Principal, req *sendRequest) (*s
 		return nil, errInternal
 	}
 	now := s.cfg.Now().UTC()
-	b := &store.Batch{AppID: p.AppID, Sender: sender, Count: len(req.Paras), Payload: pl, CreatedAt: now}
-	chunks := splitChunks(req.recipients(), s.cfg.ChunkSize, now)
+	b := &store.Batch{AppID: p.AppID, Sender: c.sender, Count: len(req.Paras), Payload: pl, CreatedAt: now, SendAt: c.sendAt}
+	notBefore := now
+	if !c.sendAt.IsZero() {
+		notBefore = c.sendAt
+	}
+	chunks := splitChunks(req.recipients(), s.cfg.ChunkSize, notBefore)
 	b.Chunks = len(chunks)
 	// A batch ID collision is astronomically unlikely, but costs one retry.
 	for attempt := 0; ; attempt++ {
@@ -104,7 +156,12 @@ func (s *Service) accept(ctx context.Context, p Principal, req *sendRequest) (*s
 	if err != nil {
 		return nil, s.storeError(ctx, "create batch", err)
 	}
-	s.log.Info("batch accepted", "app", p.AppID, "batch", b.ID, "recipients", b.Count, "chunks", b.Chunks, "push", req.Push)
+	log := s.log.With("app", p.AppID, "batch", b.ID)
+	if c.sendAt.IsZero() {
+		log.Info("batch accepted", "recipients", b.Count, "chunks", b.Chunks, "push", req.Push)
+	} else {
+		log.Info("batch scheduled", "recipients", b.Count, "chunks", b.Chunks, "push", req.Push, "send_at", c.sendAt)
+	}
 
 	refs := make([]store.ChunkRef, len(chunks))
 	for i, c := range chunks {
@@ -115,9 +172,9 @@ func (s *Service) accept(ctx context.Context, p Principal, req *sendRequest) (*s
 	// canceled request halfway, so it gets its own bounded context.
 	ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.EnqueueTimeout)
 	defer cancel()
-	if n, err := s.enqueue(ectx, refs, time.Time{}); err != nil {
-		s.log.Warn("batch: enqueue failed after the batch was stored; the sweeper will enqueue the rest",
-			"batch", b.ID, "queued", n, "chunks", len(refs), "err", err)
+	if n, err := s.enqueue(ectx, refs, c.sendAt); err != nil {
+		log.Warn("batch: enqueue failed after the batch was stored; the sweeper will enqueue the rest",
+			"queued", n, "chunks", len(refs), "err", err)
 	}
 	return &sendResult{BatchID: b.ID, Count: b.Count}, nil
 }

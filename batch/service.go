@@ -72,9 +72,11 @@ func (s *Service) Close() error {
 //	mux.Handle("/messages/batch", h)
 //	mux.Handle("/messages/batch/", h)
 //
-// It serves POST BasePath (send a batch) and GET BasePath/{batchID} (the
-// batch's status), and answers everything else with the API's error
-// envelope (405 for other methods, 404 for other paths).
+// It serves POST BasePath (send a batch; ?dryRun=true to check and
+// preview only), GET BasePath/{batchID} (the batch's status) and GET
+// BasePath/{batchID}/recipients (per-recipient outcomes), and answers
+// everything else with the API's error envelope (405 for other methods,
+// 404 for other paths).
 func (s *Service) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
 
 // Mount registers Handler on mux for Config.BasePath and everything below it.
@@ -103,18 +105,25 @@ func (s *Service) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		s.withPrincipal(w, r, s.handleSend)
 		return
 	}
-	id := strings.TrimPrefix(rel, "/")
-	if id == "" || strings.Contains(id, "/") {
+	id, sub, _ := strings.Cut(strings.TrimPrefix(rel, "/"), "/")
+	switch {
+	case id == "" || (sub != "" && sub != "recipients"):
 		writeError(w, newError(http.StatusNotFound, CodeNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
-		return
-	}
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+	case sub == "recipients":
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			methodNotAllowed(w, r, "GET, HEAD")
+			return
+		}
+		s.withPrincipal(w, r, func(w http.ResponseWriter, r *http.Request, p Principal) {
+			s.handleRecipients(w, r, p, id)
+		})
+	case r.Method == http.MethodGet || r.Method == http.MethodHead:
+		s.withPrincipal(w, r, func(w http.ResponseWriter, r *http.Request, p Principal) {
+			s.handleStatus(w, r, p, id)
+		})
+	default:
 		methodNotAllowed(w, r, "GET, HEAD")
-		return
 	}
-	s.withPrincipal(w, r, func(w http.ResponseWriter, r *http.Request, p Principal) {
-		s.handleStatus(w, r, p, id)
-	})
 }
 
 func methodNotAllowed(w http.ResponseWriter, r *http.Request, allow string) {
@@ -204,6 +213,10 @@ func (s *Service) statusOf(b *store.Batch) batchStatus {
 }
 
 func (s *Service) handleStatus(w http.ResponseWriter, r *http.Request, p Principal, id string) {
+	if aerr := queryParams(r.URL.Query()); aerr != nil {
+		writeError(w, aerr)
+		return
+	}
 	b, err := s.cfg.Batches.GetBatch(r.Context(), p.AppID, id)
 	switch {
 	case errors.Is(err, store.ErrNotFound):

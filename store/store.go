@@ -292,3 +292,12 @@ func DirectRoomID(a, b string) string {
 	sum := md5.Sum([]byte(a + "_" + b))
 	return hex.EncodeToString(sum[:])
 }
+
+// DirectRoomNamer is implemented by Directories that can name the
+// one-on-one room of two users without creating it. Package batch uses it
+// to show, in a dry run, the room each message would go to; without it
+// the preview names the receiver only.
+type DirectRoomNamer interface {
+	// DirectRoomID returns the ID DirectRoom(app, a, b) uses for the pair.
+	DirectRoomID(a, b string) string
+}

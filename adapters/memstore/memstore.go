@@ -19,7 +19,10 @@ import (
 	"github.com/chatbatch/chatbatch/store"
 )
 
-var _ store.Store = (*Store)(nil)
+var (
+	_ store.Store           = (*Store)(nil)
+	_ store.DirectRoomNamer = (*Store)(nil)
+)
 
 // Options configures a Store. The zero value is ready to use.
 type Options struct {
@@ -454,3 +457,6 @@ func copyChunk(c store.Chunk) store.Chunk {
 	c.Outcomes = slices.Clone(c.Outcomes)
 	return c
 }
+
+// DirectRoomID implements store.DirectRoomNamer.
+func (s *Store) DirectRoomID(a, b string) string { return s.directRoomID(a, b) }
