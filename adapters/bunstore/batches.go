@@ -1,0 +1,286 @@
+package bunstore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"github.com/chatbatch/chatbatch/store"
+)
+
+const (
+	batchColumns     = "app_id, id, sender, count, chunks, payload, created_at, send_at, finished_at, sent, failed, canceled, chunks_done"
+	batchReadColumns = "sender, count, chunks, payload, created_at, send_at, finished_at, sent, failed, canceled, chunks_done"
+	chunkColumns     = "app_id, batch_id, chunk_no, start_index, size, recipients, not_before"
+)
+
+// recipientJSON is how a chunk's recipients are stored: store.Recipient
+// with omitzero instead of omitempty on Vars, so that nil and empty maps
+// come back as they went in. Both types have the same fields, so each
+// converts to the other.
+type recipientJSON struct {
+	Receiver string            `json:"receiver,omitempty"`
+	Room     string            `json:"room,omitempty"`
+	Vars     map[string]string `json:"vars,omitzero"`
+}
+
+// CreateBatch implements store.Batches: the batch row and its chunk rows
+// (multi-row INSERTs) in one transaction. A duplicate batch ID is detected
+// by the primary key's unique violation, so two concurrent creators of one
+// ID cannot both succeed, and is returned as store.ErrConflict.
+func (s *Store) CreateBatch(ctx context.Context, b *store.Batch, chunks []store.Chunk) error {
+	const op = "create batch"
+	if err := begin(ctx, op); err != nil {
+		return err
+	}
+	if b.Chunks != len(chunks) {
+		return fmt.Errorf("bunstore: %s %q: Chunks is %d but %d chunks given", op, b.ID, b.Chunks, len(chunks))
+	}
+	if hasNUL(b.AppID, b.ID, b.Sender) {
+		return fmt.Errorf("bunstore: %s %q: an ID contains a NUL byte", op, b.ID)
+	}
+	if b.CreatedAt.IsZero() {
+		return fmt.Errorf("bunstore: %s %q: CreatedAt is the zero time", op, b.ID)
+	}
+	rows := make([]row, len(chunks))
+	sizes := make([]int, len(chunks))
+	for i := range chunks {
+		c := &chunks[i]
+		if c.NotBefore.IsZero() {
+			return fmt.Errorf("bunstore: %s %q: chunk %d: NotBefore is the zero time", op, b.ID, i)
+		}
+		rs := make([]recipientJSON, len(c.Recipients))
+		for j, r := range c.Recipients {
+			rs[j] = recipientJSON(r)
+		}
+		recipients, err := json.Marshal(rs)
+		if err != nil {
+			return fmt.Errorf("bunstore: %s %q: chunk %d: %w", op, b.ID, i, err)
+		}
+		// The chunk's identity is the batch's and its position, whatever
+		// c.ChunkRef says, as in memstore.
+		rows[i] = row{b.AppID, b.ID, i, c.Start, len(c.Recipients), string(recipients), toDB(c.NotBefore)}
+		sizes[i] = 64 + len(b.AppID) + len(b.ID) + len(recipients)
+	}
+	batchRow := row{b.AppID, b.ID, b.Sender, b.Count, b.Chunks, b.Payload, toDB(b.CreatedAt), toDB(b.SendAt), toDB(b.FinishedAt),
+		b.Sent, b.Failed, b.Canceled, b.ChunksDone}
+	err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+		if _, err := tx.ExecContext(ctx, "INSERT INTO "+s.batches+" ("+batchColumns+") VALUES ?", batchRow); err != nil {
+			if isUniqueViolation(err) {
+				return fmt.Errorf("batch %q exists: %w (%w)", b.ID, store.ErrConflict, err)
+			}
+			return err
+		}
+		for _, st := range s.bulkInserts(s.chunks, chunkColumns, "", rows, sizes) {
+			if _, err := tx.ExecContext(ctx, st.query, st.args...); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return s.fail(ctx, op, err)
+}
+
+// GetBatch implements store.Batches.
+func (s *Store) GetBatch(ctx context.Context, app, id string) (*store.Batch, error) {
+	const op = "get batch"
+	if err := begin(ctx, op); err != nil {
+		return nil, err
+	}
+	b, err := s.readBatch(ctx, s.db, app, id)
+	if err != nil {
+		return nil, s.fail(ctx, op, err)
+	}
+	return b, nil
+}
+
+// readBatch loads one batch through db (the pool or a transaction).
+func (s *Store) readBatch(ctx context.Context, db bun.IConn, app, id string) (*store.Batch, error) {
+	if hasNUL(app, id) {
+		return nil, fmt.Errorf("batch %q: %w", id, store.ErrNotFound)
+	}
+	b := &store.Batch{AppID: app, ID: id}
+	var created, sendAt, finished dbTime
+	err := db.QueryRowContext(ctx, "SELECT "+batchReadColumns+" FROM "+s.batches+" WHERE app_id = ? AND id = ?", app, id).
+		Scan(&b.Sender, &b.Count, &b.Chunks, &b.Payload, &created, &sendAt, &finished, &b.Sent, &b.Failed, &b.Canceled, &b.ChunksDone)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("batch %q: %w", id, store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	b.CreatedAt, b.SendAt, b.FinishedAt = created.t, sendAt.t, finished.t
+	return b, nil
+}
+
+// LoadChunk implements store.Batches.
+func (s *Store) LoadChunk(ctx context.Context, ref store.ChunkRef) (*store.Chunk, error) {
+	const op = "load chunk"
+	if err := begin(ctx, op); err != nil {
+		return nil, err
+	}
+	if hasNUL(ref.AppID, ref.BatchID) {
+		return nil, fmt.Errorf("bunstore: %s: batch %q chunk %d: %w", op, ref.BatchID, ref.No, store.ErrNotFound)
+	}
+	c := &store.Chunk{ChunkRef: ref}
+	var recipients string
+	var outcomes *string
+	var notBefore dbTime
+	err := s.db.QueryRowContext(ctx, "SELECT start_index, recipients, not_before, done, outcomes FROM "+s.chunks+" WHERE app_id = ? AND batch_id = ? AND chunk_no = ?",
+		ref.AppID, ref.BatchID, ref.No).Scan(&c.Start, &recipients, &notBefore, &c.Done, &outcomes)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("bunstore: %s: batch %q chunk %d: %w", op, ref.BatchID, ref.No, store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, s.fail(ctx, op, err)
+	}
+	c.NotBefore = notBefore.t
+	var rs []recipientJSON
+	if err := json.Unmarshal([]byte(recipients), &rs); err != nil {
+		return nil, fmt.Errorf("bunstore: %s: batch %q chunk %d: recipients column: %w", op, ref.BatchID, ref.No, err)
+	}
+	c.Recipients = make([]store.Recipient, len(rs))
+	for i, r := range rs {
+		c.Recipients[i] = store.Recipient(r)
+	}
+	if outcomes != nil {
+		if err := json.Unmarshal([]byte(*outcomes), &c.Outcomes); err != nil {
+			return nil, fmt.Errorf("bunstore: %s: batch %q chunk %d: outcomes column: %w", op, ref.BatchID, ref.No, err)
+		}
+	}
+	return c, nil
+}
+
+// CompleteChunk implements store.Batches in one transaction:
+//
+//  1. UPDATE the chunk to done WHERE it is not done yet. Concurrent
+//     completers of one chunk queue on its row lock (PostgreSQL, MySQL) or
+//     on the database's write lock (SQLite); the first flips it and the
+//     others then match no row. 0 rows: look at the chunk to tell
+//     ErrNotFound from ErrConflict.
+//  2. Add the outcomes to the batch's counters in one UPDATE that reads
+//     the current row under its lock, setting finished_at when this is
+//     the last chunk, and read the batch back in the same transaction: of
+//     the completers of a batch's chunks, exactly one sees ChunksDone ==
+//     Chunks.
+func (s *Store) CompleteChunk(ctx context.Context, p *store.CompleteChunkParams) (*store.Batch, error) {
+	const op = "complete chunk"
+	if err := begin(ctx, op); err != nil {
+		return nil, err
+	}
+	ref := p.Ref
+	if hasNUL(ref.AppID, ref.BatchID) {
+		return nil, fmt.Errorf("bunstore: %s: batch %q chunk %d: %w", op, ref.BatchID, ref.No, store.ErrNotFound)
+	}
+	outcomes, err := json.Marshal(p.Outcomes)
+	if err != nil {
+		return nil, fmt.Errorf("bunstore: %s: %w", op, err)
+	}
+	var sent, failed, canceled int
+	for _, o := range p.Outcomes {
+		switch o.Status {
+		case store.OutcomeSent:
+			sent++
+		case store.OutcomeFailed:
+			failed++
+		case store.OutcomeCanceled:
+			canceled++
+		}
+	}
+	var after *store.Batch
+	err = s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+		res, err := tx.ExecContext(ctx, "UPDATE "+s.chunks+" SET done = "+s.trueLit()+", outcomes = ? WHERE app_id = ? AND batch_id = ? AND chunk_no = ? AND done = "+s.falseLit()+" AND size = ?",
+			string(outcomes), ref.AppID, ref.BatchID, ref.No, len(p.Outcomes))
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return s.whyNotCompleted(ctx, tx, ref, len(p.Outcomes))
+		}
+		// finished_at comes first: MySQL evaluates SET assignments left to
+		// right with the values already assigned, PostgreSQL and SQLite
+		// with the old ones; first, it sees the old chunks_done on all.
+		res, err = tx.ExecContext(ctx, "UPDATE "+s.batches+" SET finished_at = CASE WHEN chunks_done + 1 = chunks THEN ? ELSE finished_at END, "+
+			"sent = sent + ?, failed = failed + ?, canceled = canceled + ?, chunks_done = chunks_done + 1 WHERE app_id = ? AND id = ?",
+			toDB(p.At), sent, failed, canceled, ref.AppID, ref.BatchID)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 0 {
+			return fmt.Errorf("batch %q: %w", ref.BatchID, store.ErrNotFound)
+		}
+		after, err = s.readBatch(ctx, tx, ref.AppID, ref.BatchID)
+		return err
+	})
+	if err != nil {
+		return nil, s.fail(ctx, fmt.Sprintf("%s: batch %q chunk %d", op, ref.BatchID, ref.No), err)
+	}
+	return after, nil
+}
+
+// whyNotCompleted explains an UPDATE of a chunk that matched no row.
+func (s *Store) whyNotCompleted(ctx context.Context, tx bun.Tx, ref store.ChunkRef, outcomes int) error {
+	var done bool
+	var size int
+	err := tx.QueryRowContext(ctx, "SELECT done, size FROM "+s.chunks+" WHERE app_id = ? AND batch_id = ? AND chunk_no = ?",
+		ref.AppID, ref.BatchID, ref.No).Scan(&done, &size)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return store.ErrNotFound
+	case err != nil:
+		return err
+	case done:
+		return fmt.Errorf("already done: %w", store.ErrConflict)
+	case size != outcomes:
+		return fmt.Errorf("%d outcomes for %d recipients", outcomes, size)
+	default:
+		// Not reachable while the row is locked; say so rather than guess.
+		return errors.New("the chunk changed while it was being completed")
+	}
+}
+
+// PendingChunks implements store.Batches, oldest NotBefore first (then by
+// batch ID and chunk number, as memstore). limit < 0 means no limit.
+func (s *Store) PendingChunks(ctx context.Context, dueBefore time.Time, limit int) ([]store.ChunkRef, error) {
+	const op = "pending chunks"
+	if err := begin(ctx, op); err != nil {
+		return nil, err
+	}
+	out := []store.ChunkRef{}
+	if limit == 0 {
+		return out, nil
+	}
+	q := "SELECT app_id, batch_id, chunk_no FROM " + s.chunks + " WHERE done = " + s.falseLit() + " AND not_before <= ? ORDER BY not_before, batch_id, chunk_no, app_id"
+	args := []any{toDB(dueBefore)}
+	if limit > 0 {
+		q += " LIMIT ?"
+		args = append(args, limit)
+	}
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, s.fail(ctx, op, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var r store.ChunkRef
+		if err := rows.Scan(&r.AppID, &r.BatchID, &r.No); err != nil {
+			return nil, s.fail(ctx, op, err)
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.fail(ctx, op, err)
+	}
+	return out, nil
+}

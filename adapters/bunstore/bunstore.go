@@ -1,0 +1,268 @@
+// Package bunstore is a [store.Store] on PostgreSQL, MySQL/MariaDB or SQLite
+// through github.com/uptrace/bun: the adapter for anything that must survive
+// a restart or be shared by several processes.
+//
+// The host owns the connection pool: it opens a *bun.DB (with [Open] or its
+// own code), passes it to [New], calls [Store.Migrate] once at start-up, and
+// closes the *bun.DB when it is done. A Store starts no goroutines, holds no
+// connection of its own and has no Close method, so one pool can serve the
+// host's own queries beside chatbatch's.
+//
+// All tables share a prefix ([Options.TablePrefix], "chatbatch_" by
+// default), so several independent stores can live in one database. A host
+// that already keeps users, rooms and messages in its own tables sets
+// [Options.BookkeepingOnly]: then only the batch and chunk tables are
+// created and the Store is used as batch.Config.Batches only.
+//
+// Writes are bulk (multi-row INSERT statements of at most 500 rows and about
+// 4 MB each) and every multi-statement write runs in one transaction, so a
+// failed call leaves nothing half-written. A canceled context aborts a
+// transaction up to its COMMIT but not the COMMIT itself, so that an error
+// means the write did not happen (barring a connection lost mid-COMMIT).
+// Methods never retry: the caller (package batch) does.
+//
+// bun writes values into the SQL text rather than binding them. That is
+// why strings with NUL bytes are refused (no text column can hold them),
+// and why Migrate refuses a PostgreSQL session without
+// standard_conforming_strings or a MySQL session with NO_BACKSLASH_ESCAPES:
+// both would change how backslashes in the literals are read.
+package bunstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"strings"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect"
+
+	"github.com/chatbatch/chatbatch/store"
+)
+
+var _ store.Store = (*Store)(nil)
+
+// DefaultTablePrefix is the table prefix used when Options.TablePrefix is "".
+const DefaultTablePrefix = "chatbatch_"
+
+// maxPrefixLen keeps the longest derived name (prefix + "room_members_user",
+// plus PostgreSQL's automatic "_pkey" suffixes) under the identifier limits
+// of PostgreSQL (63 bytes) and MySQL (64 bytes).
+const maxPrefixLen = 32
+
+// ErrBookkeepingOnly is returned (wrapped) by the Directory, Messages and
+// Inspector methods of a Store created with Options.BookkeepingOnly: their
+// tables do not exist, because the host provides users, rooms and messages
+// itself and passes its own Directory and Messages to batch.Config.
+var ErrBookkeepingOnly = errors.New("bunstore: the store keeps batch bookkeeping only (Options.BookkeepingOnly); users, rooms and messages are provided by the host's own store.Directory and store.Messages")
+
+// Options configures a Store. nil or the zero value selects the defaults.
+type Options struct {
+	// TablePrefix is prepended to every table and index name. It may hold
+	// ASCII letters, digits and underscores only (it is written into SQL
+	// as is) and at most 32 of them. Defaults to "chatbatch_".
+	TablePrefix string
+
+	// DirectRoomID names the one-on-one room of two users. It must be
+	// symmetric in its arguments. Defaults to [store.DirectRoomID].
+	DirectRoomID func(a, b string) string
+
+	// BookkeepingOnly makes Migrate create only the batch and chunk tables,
+	// for hosts that keep users, rooms and messages in their own tables:
+	// the Directory and Messages methods (and the Inspector helpers) then
+	// return an error wrapping ErrBookkeepingOnly, and the host passes its
+	// own Directory and Messages to batch.Config beside this Store as
+	// Batches. Defaults to false.
+	BookkeepingOnly bool
+}
+
+// Store is a store.Store on a SQL database. It is safe for concurrent use
+// by several goroutines and several processes sharing one database. Create
+// it with New.
+type Store struct {
+	db              *bun.DB
+	kind            dialect.Name
+	prefix          string
+	directRoomID    func(a, b string) string
+	bookkeepingOnly bool
+
+	// Table names, prefixed once here so that queries only concatenate.
+	users, rooms, members, messages, batches, chunks string
+}
+
+// New returns a Store on db, which must use the PostgreSQL (pgdialect),
+// MySQL/MariaDB (mysqldialect) or SQLite (sqlitedialect) dialect. opts may
+// be nil. New runs no query: call Migrate before the first use.
+func New(db *bun.DB, opts *Options) (*Store, error) {
+	if db == nil {
+		return nil, errors.New("bunstore: New: db is nil")
+	}
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	s := &Store{db: db, kind: db.Dialect().Name(), prefix: o.TablePrefix, directRoomID: o.DirectRoomID, bookkeepingOnly: o.BookkeepingOnly}
+	switch s.kind {
+	case dialect.PG, dialect.MySQL, dialect.SQLite:
+	default:
+		return nil, fmt.Errorf("bunstore: New: unsupported dialect %s (want pg, mysql or sqlite)", s.kind)
+	}
+	if s.prefix == "" {
+		s.prefix = DefaultTablePrefix
+	}
+	if err := validPrefix(s.prefix); err != nil {
+		return nil, err
+	}
+	if s.directRoomID == nil {
+		s.directRoomID = store.DirectRoomID
+	}
+	s.users = s.prefix + "users"
+	s.rooms = s.prefix + "rooms"
+	s.members = s.prefix + "room_members"
+	s.messages = s.prefix + "messages"
+	s.batches = s.prefix + "batches"
+	s.chunks = s.prefix + "chunks"
+	return s, nil
+}
+
+// validPrefix accepts only [A-Za-z0-9_]{1,32}: the prefix is concatenated
+// into SQL, so this check is what keeps it from being an injection point.
+func validPrefix(p string) error {
+	if len(p) > maxPrefixLen {
+		return fmt.Errorf("bunstore: Options.TablePrefix %q is longer than %d bytes", p, maxPrefixLen)
+	}
+	for _, r := range p {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_') {
+			return fmt.Errorf("bunstore: Options.TablePrefix %q may hold only ASCII letters, digits and underscores", p)
+		}
+	}
+	return nil
+}
+
+// TablePrefix returns the prefix of the store's tables, for hosts that
+// join them in their own queries or drop them in tests.
+func (s *Store) TablePrefix() string { return s.prefix }
+
+// Tables returns the names of the tables Migrate creates (with the prefix),
+// in an order in which they can be dropped (children before parents).
+func (s *Store) Tables() []string {
+	if s.bookkeepingOnly {
+		return []string{s.chunks, s.batches}
+	}
+	return []string{s.chunks, s.batches, s.messages, s.members, s.rooms, s.users}
+}
+
+// Ping checks that the database answers.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("bunstore: ping: %w", err)
+	}
+	return s.fail(ctx, "ping", s.db.PingContext(ctx))
+}
+
+// fail wraps err with the operation's name. When ctx is done, the result
+// also wraps ctx.Err(): drivers report a canceled query in their own words
+// ("interrupted", "query_canceled", a closed connection), and callers must
+// be able to tell cancellation apart with errors.Is.
+func (s *Store) fail(ctx context.Context, op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+		return fmt.Errorf("bunstore: %s: %w (%w)", op, cerr, err)
+	}
+	return fmt.Errorf("bunstore: %s: %w", op, err)
+}
+
+// begin is the common start of every method: a done context is refused
+// before any query runs.
+func begin(ctx context.Context, op string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("bunstore: %s: %w", op, err)
+	}
+	return nil
+}
+
+// full is begin for the Directory and Messages methods, which need the
+// tables a BookkeepingOnly store does not have.
+func (s *Store) full(ctx context.Context, op string) error {
+	if s.bookkeepingOnly {
+		return fmt.Errorf("bunstore: %s: %w", op, ErrBookkeepingOnly)
+	}
+	return begin(ctx, op)
+}
+
+// isUniqueViolation reports whether err is a duplicate-key error of one of
+// the supported databases.
+func isUniqueViolation(err error) bool {
+	// PostgreSQL: SQLSTATE 23505 (*pgconn.PgError). MySQL/MariaDB: error
+	// 1062 ER_DUP_ENTRY (*mysql.MySQLError). SQLite (modernc): extended
+	// codes 2067 SQLITE_CONSTRAINT_UNIQUE and 1555 _PRIMARYKEY.
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code == "23505"
+	}
+	var myErr *mysql.MySQLError
+	if errors.As(err, &myErr) {
+		return myErr.Number == 1062
+	}
+	var coder interface{ Code() int }
+	if errors.As(err, &coder) && (coder.Code() == 2067 || coder.Code() == 1555) {
+		return true
+	}
+	// The cgo SQLite driver (mattn) reports the same condition only in text.
+	return strings.Contains(err.Error(), "UNIQUE constraint failed")
+}
+
+// hasNUL reports whether any string holds a NUL byte. bun cannot write such
+// strings (PostgreSQL and SQLite would get a syntax error, MySQL would get
+// the byte silently dropped), so writes refuse them and lookups treat such
+// IDs as absent: nothing with a NUL in it was ever stored.
+func hasNUL(ss ...string) bool {
+	for _, s := range ss {
+		if strings.IndexByte(s, 0) >= 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// lockKey derives a stable 63-bit key from the table prefix, for the
+// advisory locks that serialize concurrent migrations of one schema.
+func lockKey(prefix string) int64 {
+	h := fnv.New64a()
+	h.Write([]byte("chatbatch/bunstore migrate " + prefix))
+	return int64(h.Sum64() >> 1)
+}
+
+// inTx runs fn in a transaction on the pool. ctx cancels everything up to
+// COMMIT, but not COMMIT itself: a COMMIT interrupted after the server
+// received it leaves the caller unable to tell whether the transaction
+// happened, and a batch stored while CreateBatch reported an error would
+// later be run by the sweeper. Once fn has succeeded with ctx still live,
+// the outcome is the COMMIT's own.
+func (s *Store) inTx(ctx context.Context, fn func(ctx context.Context, tx bun.Tx) error) error {
+	txCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	stop := context.AfterFunc(ctx, cancel)
+	// txCtx bounds the wait for a connection and BEGIN like ctx does, and
+	// makes database/sql roll back if ctx ends before COMMIT.
+	tx, err := s.db.BeginTx(txCtx, nil)
+	if err != nil {
+		stop()
+		return err
+	}
+	if err := fn(ctx, tx); err != nil {
+		stop()
+		_ = tx.Rollback()
+		return err
+	}
+	if !stop() {
+		_ = tx.Rollback() // already rolled back by database/sql; this only tidies up
+		return ctx.Err()
+	}
+	return tx.Commit()
+}

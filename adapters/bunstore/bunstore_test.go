@@ -1,0 +1,505 @@
+package bunstore_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"github.com/chatbatch/chatbatch/adapters/bunstore"
+	"github.com/chatbatch/chatbatch/store"
+	"github.com/chatbatch/chatbatch/store/storetest"
+)
+
+func TestNewValidatesOptions(t *testing.T) {
+	db := backends[0].get(t)
+	for _, prefix := range []string{"bad-prefix", "x;DROP TABLE users;--", "päfix_", "a b", strings.Repeat("p", 33)} {
+		if _, err := bunstore.New(db, &bunstore.Options{TablePrefix: prefix}); err == nil {
+			t.Errorf("New accepted TablePrefix %q", prefix)
+		}
+	}
+	if _, err := bunstore.New(nil, nil); err == nil {
+		t.Error("New accepted a nil db")
+	}
+	s, err := bunstore.New(db, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.TablePrefix() != bunstore.DefaultTablePrefix || s.Tables()[0] != "chatbatch_chunks" {
+		t.Errorf("default prefix %q, tables %q", s.TablePrefix(), s.Tables())
+	}
+}
+
+// TestMigrate runs Migrate twice in a row, then from 4 goroutines at once
+// on fresh stores sharing one new prefix, as several processes starting
+// together would.
+func TestMigrate(t *testing.T) {
+	forEach(t, func(t *testing.T, _ *backend, db *bun.DB) {
+		ctx := t.Context()
+		s := newStore(t, db, nil) // migrated once
+		if err := s.Migrate(ctx); err != nil {
+			t.Fatalf("second Migrate: %v", err)
+		}
+		prefix := randomPrefix()
+		stores := make([]*bunstore.Store, 4)
+		for i := range stores {
+			var err error
+			if stores[i], err = bunstore.New(db, &bunstore.Options{TablePrefix: prefix}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		dropTables(t, db, stores[0])
+		errs := make([]error, len(stores))
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i, s := range stores {
+			wg.Go(func() {
+				<-start
+				errs[i] = s.Migrate(ctx)
+			})
+		}
+		close(start)
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Errorf("concurrent Migrate %d: %v", i, err)
+			}
+		}
+		for _, table := range stores[0].Tables() {
+			if !tableExists(ctx, db, table) {
+				t.Errorf("table %s missing after concurrent migrations", table)
+			}
+		}
+		// The migrated schema works.
+		if err := stores[1].AddUsers(ctx, "app", "u"); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func TestMigrateCanceled(t *testing.T) {
+	db := backends[0].get(t)
+	s, err := bunstore.New(db, &bunstore.Options{TablePrefix: randomPrefix()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := s.Migrate(ctx); !errors.Is(err, context.Canceled) {
+		t.Errorf("Migrate with a canceled context = %v", err)
+	}
+}
+
+// TestBookkeepingOnly checks that only the batch tables exist, that they
+// pass the Batches suite, and that the other methods say why they fail.
+func TestBookkeepingOnly(t *testing.T) {
+	forEach(t, func(t *testing.T, _ *backend, db *bun.DB) {
+		ctx := t.Context()
+		s := newStore(t, db, &bunstore.Options{BookkeepingOnly: true})
+		p := s.TablePrefix()
+		if got := s.Tables(); !slices.Equal(got, []string{p + "chunks", p + "batches"}) {
+			t.Errorf("Tables() = %q", got)
+		}
+		for _, name := range []string{"users", "rooms", "room_members", "messages"} {
+			if tableExists(ctx, db, p+name) {
+				t.Errorf("BookkeepingOnly created %s%s", p, name)
+			}
+		}
+		for _, name := range []string{"batches", "chunks"} {
+			if !tableExists(ctx, db, p+name) {
+				t.Errorf("BookkeepingOnly did not create %s%s", p, name)
+			}
+		}
+		calls := map[string]func() error{
+			"MissingUsers": func() error { _, err := s.MissingUsers(ctx, "a", []string{"u"}); return err },
+			"MissingRooms": func() error { _, err := s.MissingRooms(ctx, "a", []string{"r"}); return err },
+			"DirectRoom":   func() error { _, err := s.DirectRoom(ctx, "a", "u", "v"); return err },
+			"RoomMembers":  func() error { _, err := s.RoomMembers(ctx, "a", []string{"r"}); return err },
+			"SaveMessages": func() error { return s.SaveMessages(ctx, "a", []store.Message{{ID: "m"}}) },
+			"AddUsers":     func() error { return s.AddUsers(ctx, "a", "u") },
+			"AddRoom":      func() error { return s.AddRoom(ctx, "a", "r") },
+			"DeleteUser":   func() error { return s.DeleteUser(ctx, "a", "u") },
+			"DeleteRoom":   func() error { return s.DeleteRoom(ctx, "a", "r") },
+			"UserRooms":    func() error { _, err := s.UserRooms(ctx, "a", "u"); return err },
+			"RoomMessages": func() error { _, err := s.RoomMessages(ctx, "a", "r", 0); return err },
+		}
+		for name, call := range calls {
+			if err := call(); !errors.Is(err, bunstore.ErrBookkeepingOnly) {
+				t.Errorf("%s on a BookkeepingOnly store = %v, want ErrBookkeepingOnly", name, err)
+			}
+		}
+		storetest.RunBatches(t, func(t *testing.T) store.Batches {
+			return newStore(t, db, &bunstore.Options{BookkeepingOnly: true})
+		}, nil)
+	})
+}
+
+func TestDirectRoomIDScheme(t *testing.T) {
+	forEach(t, func(t *testing.T, _ *backend, db *bun.DB) {
+		ctx := t.Context()
+		s := newStore(t, db, nil)
+		if err := s.AddUsers(ctx, "app", "System", "user-a"); err != nil {
+			t.Fatal(err)
+		}
+		id, err := s.DirectRoom(ctx, "app", "user-a", "System")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if id != "c4c8fcc8e02e576e239f81e9f9a90d21" { // md5("system_user-a")
+			t.Errorf("direct room ID = %q, want IMKit's md5(\"system_user-a\")", id)
+		}
+		custom := newStore(t, db, &bunstore.Options{DirectRoomID: func(a, b string) string {
+			return "dm:" + min(a, b) + ":" + max(a, b)
+		}})
+		if err := custom.AddUsers(ctx, "app", "x", "y"); err != nil {
+			t.Fatal(err)
+		}
+		if id, err := custom.DirectRoom(ctx, "app", "y", "x"); err != nil || id != "dm:x:y" {
+			t.Errorf("DirectRoom with a custom scheme = %q, %v; want dm:x:y", id, err)
+		}
+	})
+}
+
+// TestInspectorHelpers covers the memstore-compatible extras beyond what
+// the suite uses: replacing and deleting rooms, deleting users, and the
+// order of messages saved at the same instant.
+func TestInspectorHelpers(t *testing.T) {
+	forEach(t, func(t *testing.T, _ *backend, db *bun.DB) {
+		ctx := t.Context()
+		s := newStore(t, db, nil)
+		must := func(err error) {
+			t.Helper()
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		must(s.AddUsers(ctx, "app", "u1", "u2", "u1"))
+		must(s.AddRoom(ctx, "app", "r", "u1", "u2"))
+		must(s.AddRoom(ctx, "app", "r", "u2", "ghost", "u2")) // replaces the members
+		members, err := s.RoomMembers(ctx, "app", []string{"r"})
+		must(err)
+		if got := slices.Sorted(slices.Values(members["r"])); !slices.Equal(got, []string{"ghost", "u2"}) {
+			t.Errorf("members after replacing = %q", got)
+		}
+		must(s.AddRoom(ctx, "app", "b-room", "u2"))
+		rooms, err := s.UserRooms(ctx, "app", "u2")
+		must(err)
+		if !slices.Equal(rooms, []string{"b-room", "r"}) {
+			t.Errorf("UserRooms = %q, want sorted [b-room r]", rooms)
+		}
+		must(s.DeleteRoom(ctx, "app", "r"))
+		if missing, _ := s.MissingRooms(ctx, "app", []string{"r"}); len(missing) != 1 {
+			t.Error("DeleteRoom left the room")
+		}
+		rooms, err = s.UserRooms(ctx, "app", "u2")
+		must(err)
+		if !slices.Equal(rooms, []string{"b-room"}) {
+			t.Errorf("UserRooms after DeleteRoom = %q", rooms)
+		}
+		must(s.DeleteUser(ctx, "app", "u1"))
+		if missing, _ := s.MissingUsers(ctx, "app", []string{"u1", "u2"}); !slices.Equal(missing, []string{"u1"}) {
+			t.Errorf("MissingUsers after DeleteUser = %q", missing)
+		}
+		if _, err := s.DirectRoom(ctx, "app", "u1", "u2"); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("DirectRoom with a deleted user = %v", err)
+		}
+
+		// Same CreatedAt: the later save first, within a call and across calls.
+		at := time.Date(2026, 4, 10, 9, 0, 0, 0, time.UTC)
+		msg := func(id string) store.Message {
+			return store.Message{ID: id, AppID: "app", RoomID: "room", Sender: "u2", Type: "text", Text: id, CreatedAt: at}
+		}
+		must(s.SaveMessages(ctx, "app", []store.Message{msg("m-b"), msg("m-a")}))
+		must(s.SaveMessages(ctx, "app", []store.Message{msg("m-0")}))
+		got, err := s.RoomMessages(ctx, "app", "room", 0)
+		must(err)
+		var ids []string
+		for _, m := range got {
+			ids = append(ids, m.ID)
+		}
+		if !slices.Equal(ids, []string{"m-0", "m-a", "m-b"}) {
+			t.Errorf("messages at one instant = %q, want the later save first [m-0 m-a m-b]", ids)
+		}
+	})
+}
+
+// TestValues checks what the suite does not: times in other zones and
+// below a microsecond, empty vs nil Vars and Fields, Fields kept verbatim,
+// NUL bytes refused on write and treated as absent on read, outcome counts
+// checked.
+func TestValues(t *testing.T) {
+	forEach(t, func(t *testing.T, be *backend, db *bun.DB) {
+		ctx := t.Context()
+		s := newStore(t, db, nil)
+		zone := time.FixedZone("UTC+8", 8*3600)
+		at := time.Date(2026, 4, 10, 17, 30, 15, 123456789, zone)
+		m := store.Message{
+			ID: "m", AppID: "app", RoomID: "room", Sender: "s", Type: "text", Text: "t", CreatedAt: at,
+			Extra:  json.RawMessage(`{"a":  "<&>" }`), // neither compacted nor HTML-escaped
+			Fields: map[string]json.RawMessage{"x": json.RawMessage(`[1, "<&>"]`), "é\"": json.RawMessage(`{}`)},
+		}
+		if err := s.SaveMessages(ctx, "app", []store.Message{m}); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.RoomMessages(ctx, "app", "room", 0)
+		if err != nil || len(got) != 1 {
+			t.Fatalf("RoomMessages = %v, %v", got, err)
+		}
+		if want := at.UTC().Truncate(time.Microsecond); !got[0].CreatedAt.Equal(want) || got[0].CreatedAt.Location() != time.UTC {
+			t.Errorf("CreatedAt = %v, want %v in UTC", got[0].CreatedAt, want)
+		}
+		if string(got[0].Extra) != string(m.Extra) || string(got[0].Fields["x"]) != `[1, "<&>"]` || string(got[0].Fields["é\""]) != "{}" {
+			t.Errorf("Extra %q Fields %q, want them verbatim", got[0].Extra, got[0].Fields)
+		}
+		empty := m
+		empty.ID, empty.RoomID, empty.Fields = "m2", "room2", map[string]json.RawMessage{}
+		if err := s.SaveMessages(ctx, "app", []store.Message{empty}); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := s.RoomMessages(ctx, "app", "room2", 0); len(got) != 1 || got[0].Fields == nil || len(got[0].Fields) != 0 {
+			t.Errorf("empty Fields came back as %#v", got)
+		}
+
+		bad := m
+		bad.ID, bad.Text = "nul", "a\x00b"
+		if err := s.SaveMessages(ctx, "app", []store.Message{bad}); err == nil || !strings.Contains(err.Error(), "NUL") {
+			t.Errorf("SaveMessages with a NUL in the text = %v, want an error naming NUL", err)
+		}
+		zero := m
+		zero.ID, zero.CreatedAt = "zero", time.Time{}
+		if err := s.SaveMessages(ctx, "app", []store.Message{zero}); err == nil {
+			t.Error("SaveMessages accepted a zero CreatedAt")
+		}
+		// IDs that need quoting in SQL strings, PostgreSQL arrays and JSON.
+		tricky := []string{"u", `q"uote`, `back\slash`, "{brace}", "com,ma", "it's", " space ", "NULL", "😀", "Ü"}
+		if err := s.AddUsers(ctx, "app", tricky...); err != nil {
+			t.Fatal(err)
+		}
+		if missing, err := s.MissingUsers(ctx, "app", append(tricky, "ü", "null")); err != nil || !slices.Equal(missing, []string{"ü", "null"}) {
+			t.Errorf("MissingUsers over tricky IDs = %q, %v; want [ü null]", missing, err)
+		}
+		// IDs are at most 255 bytes on MySQL (VARBINARY(255)): longer is an
+		// error there, never a silent truncation.
+		long := strings.Repeat("x", 300)
+		err = s.AddUsers(ctx, "app", long)
+		if be.name == "mysql" {
+			if err == nil {
+				t.Error("MySQL accepted a 300-byte user ID")
+			}
+		} else if missing, _ := s.MissingUsers(ctx, "app", []string{long}); err != nil || len(missing) != 0 {
+			t.Errorf("a 300-byte user ID: %v, missing %d", err, len(missing))
+		}
+		if missing, err := s.MissingUsers(ctx, "app", []string{"u\x00", "u"}); err != nil || !slices.Equal(missing, []string{"u\x00"}) {
+			t.Errorf("MissingUsers with a NUL ID = %q, %v", missing, err)
+		}
+		if _, err := s.GetBatch(ctx, "app", "b\x00"); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("GetBatch with a NUL ID = %v", err)
+		}
+
+		b := &store.Batch{ID: "b", AppID: "app", Sender: "s", Count: 3, Chunks: 2, CreatedAt: at}
+		chunks := []store.Chunk{
+			{Recipients: []store.Recipient{{Receiver: "u", Vars: map[string]string{}}, {Room: "r"}}, NotBefore: at},
+			{Start: 2, Recipients: []store.Recipient{{Receiver: "v", Vars: map[string]string{"k": "a\x00b"}}}, NotBefore: at},
+		}
+		if err := s.CreateBatch(ctx, b, chunks); err != nil {
+			t.Fatal(err)
+		}
+		c, err := s.LoadChunk(ctx, store.ChunkRef{AppID: "app", BatchID: "b"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Recipients[0].Vars == nil || c.Recipients[1].Vars != nil {
+			t.Errorf("Vars empty/nil did not round-trip: %#v", c.Recipients)
+		}
+		c1, err := s.LoadChunk(ctx, store.ChunkRef{AppID: "app", BatchID: "b", No: 1})
+		if err != nil || c1.Recipients[0].Vars["k"] != "a\x00b" || c1.Start != 2 {
+			t.Errorf("chunk 1 = %+v, %v", c1, err)
+		}
+		if gb, _ := s.GetBatch(ctx, "app", "b"); gb == nil || gb.Payload != nil {
+			t.Errorf("a nil Payload came back as %v", gb)
+		}
+		_, err = s.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: c.ChunkRef, Outcomes: []store.Outcome{{Status: store.OutcomeSent}}, At: at})
+		if err == nil || errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound) {
+			t.Errorf("CompleteChunk with 1 outcome for 2 recipients = %v, want a plain error", err)
+		}
+		if gb, _ := s.GetBatch(ctx, "app", "b"); gb == nil || gb.ChunksDone != 0 {
+			t.Errorf("a refused CompleteChunk changed the batch: %+v", gb)
+		}
+		if refs, err := s.PendingChunks(ctx, at, -1); err != nil || len(refs) != 2 {
+			t.Errorf("PendingChunks(limit -1) = %v, %v; want both chunks", refs, err)
+		}
+		if refs, err := s.PendingChunks(ctx, at, 0); err != nil || len(refs) != 0 {
+			t.Errorf("PendingChunks(limit 0) = %v, %v; want none", refs, err)
+		}
+	})
+}
+
+// TestLargeSaveSplits saves more than one statement's worth of bytes (4 MB)
+// in one call: several statements, one transaction.
+func TestLargeSaveSplits(t *testing.T) {
+	forEach(t, func(t *testing.T, _ *backend, db *bun.DB) {
+		ctx := t.Context()
+		s := newStore(t, db, nil)
+		text := strings.Repeat("訂單🚀'\\", 25_000) // 300 KB
+		msgs := make([]store.Message, 20)        // 6 MB
+		for i := range msgs {
+			msgs[i] = store.Message{ID: fmt.Sprint("big-", i), AppID: "app", RoomID: "room", Sender: "s", Type: "text", Text: text, Index: i,
+				CreatedAt: time.Date(2026, 4, 10, 9, 0, i, 0, time.UTC)}
+		}
+		if err := s.SaveMessages(ctx, "app", msgs); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.RoomMessages(ctx, "app", "room", 0)
+		if err != nil || len(got) != len(msgs) || got[0].Text != text || got[0].ID != "big-19" {
+			t.Fatalf("RoomMessages: %d messages, %v", len(got), err)
+		}
+	})
+}
+
+// TestClosedDB: every method on a closed pool returns an error, no panic.
+func TestClosedDB(t *testing.T) {
+	ctx := t.Context()
+	db, err := bunstore.Open(ctx, "sqlite::memory:")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := bunstore.New(db, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	now := time.Now().UTC()
+	ref := store.ChunkRef{AppID: "a", BatchID: "b"}
+	calls := map[string]func() error{
+		"Migrate":      func() error { return s.Migrate(ctx) },
+		"Ping":         func() error { return s.Ping(ctx) },
+		"MissingUsers": func() error { _, err := s.MissingUsers(ctx, "a", []string{"u"}); return err },
+		"MissingRooms": func() error { _, err := s.MissingRooms(ctx, "a", []string{"r"}); return err },
+		"DirectRoom":   func() error { _, err := s.DirectRoom(ctx, "a", "u", "v"); return err },
+		"RoomMembers":  func() error { _, err := s.RoomMembers(ctx, "a", []string{"r"}); return err },
+		"SaveMessages": func() error {
+			return s.SaveMessages(ctx, "a", []store.Message{{ID: "m", RoomID: "r", CreatedAt: now}})
+		},
+		"CreateBatch": func() error {
+			return s.CreateBatch(ctx, &store.Batch{ID: "b", AppID: "a", Chunks: 1, CreatedAt: now}, []store.Chunk{{NotBefore: now}})
+		},
+		"GetBatch":  func() error { _, err := s.GetBatch(ctx, "a", "b"); return err },
+		"LoadChunk": func() error { _, err := s.LoadChunk(ctx, ref); return err },
+		"CompleteChunk": func() error {
+			_, err := s.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: ref, At: now})
+			return err
+		},
+		"PendingChunks": func() error { _, err := s.PendingChunks(ctx, now, 10); return err },
+		"AddUsers":      func() error { return s.AddUsers(ctx, "a", "u") },
+		"AddRoom":       func() error { return s.AddRoom(ctx, "a", "r", "u") },
+		"DeleteUser":    func() error { return s.DeleteUser(ctx, "a", "u") },
+		"DeleteRoom":    func() error { return s.DeleteRoom(ctx, "a", "r") },
+		"UserRooms":     func() error { _, err := s.UserRooms(ctx, "a", "u"); return err },
+		"RoomMessages":  func() error { _, err := s.RoomMessages(ctx, "a", "r", 0); return err },
+	}
+	for name, call := range calls {
+		err := call()
+		if err == nil {
+			t.Errorf("%s on a closed database returned no error", name)
+		} else if !strings.HasPrefix(err.Error(), "bunstore: ") {
+			t.Errorf("%s: error %q lacks the package's context", name, err)
+		}
+	}
+}
+
+// TestCanceledMidWrite cancels a multi-statement save while it runs: the
+// error wraps the context's error and nothing is half-written. On the
+// in-memory SQLite backend it also shows that the interrupted connection
+// (which is the database) survives.
+func TestCanceledMidWrite(t *testing.T) {
+	forEach(t, func(t *testing.T, _ *backend, db *bun.DB) {
+		s := newStore(t, db, nil)
+		text := strings.Repeat("x", 2000)
+		for attempt, delay := range []time.Duration{time.Millisecond, 10 * time.Millisecond, 30 * time.Millisecond, 60 * time.Millisecond, 120 * time.Millisecond} {
+			// Fresh IDs and room per attempt: on MySQL the server may still
+			// be rolling back the previous, interrupted attempt, and rows
+			// it holds would make this one wait or deadlock.
+			room := fmt.Sprint("room-", attempt)
+			msgs := make([]store.Message, 3000) // 6 MB: at least two statements
+			for i := range msgs {
+				msgs[i] = store.Message{ID: fmt.Sprintf("m-%d-%d", attempt, i), AppID: "app", RoomID: room, Sender: "s", Type: "text", Text: text, CreatedAt: time.Now().UTC()}
+			}
+			ctx, cancel := context.WithTimeout(t.Context(), delay)
+			err := s.SaveMessages(ctx, "app", msgs)
+			cancel()
+			t.Logf("after %v: %v", delay, err)
+			got, rerr := s.RoomMessages(t.Context(), "app", room, 0)
+			if rerr != nil {
+				t.Fatalf("after a canceled save the store is unusable: %v", rerr)
+			}
+			switch {
+			case err == nil:
+				if len(got) != len(msgs) {
+					t.Fatalf("a successful save stored %d of %d messages", len(got), len(msgs))
+				}
+				return // too fast to be interrupted: nothing more to see
+			case !errors.Is(err, context.DeadlineExceeded):
+				t.Errorf("SaveMessages interrupted after %v = %v, want an error wrapping context.DeadlineExceeded", delay, err)
+			case len(got) != 0:
+				t.Fatalf("an interrupted save left %d of %d messages", len(got), len(msgs))
+			}
+		}
+	})
+}
+
+// TestCreateBatchConcurrentDuplicate: of several concurrent creators of
+// one batch ID exactly one succeeds; the others get ErrConflict.
+func TestCreateBatchConcurrentDuplicate(t *testing.T) {
+	forEach(t, func(t *testing.T, _ *backend, db *bun.DB) {
+		ctx := t.Context()
+		s := newStore(t, db, nil)
+		const n = 8
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i := range n {
+			wg.Go(func() {
+				now := time.Now().UTC()
+				chunks := make([]store.Chunk, 3)
+				for c := range chunks {
+					chunks[c] = store.Chunk{Start: c, Recipients: []store.Recipient{{Receiver: fmt.Sprint("writer-", i)}}, NotBefore: now}
+				}
+				<-start
+				errs[i] = s.CreateBatch(ctx, &store.Batch{ID: "same", AppID: "app", Sender: fmt.Sprint("writer-", i), Count: 3, Chunks: 3, CreatedAt: now}, chunks)
+			})
+		}
+		close(start)
+		wg.Wait()
+		winner := -1
+		for i, err := range errs {
+			switch {
+			case err == nil && winner < 0:
+				winner = i
+			case err == nil:
+				t.Errorf("creators %d and %d both succeeded", winner, i)
+			case !errors.Is(err, store.ErrConflict):
+				t.Errorf("creator %d: %v, want ErrConflict", i, err)
+			}
+		}
+		if winner < 0 {
+			t.Fatal("no creator succeeded")
+		}
+		// Only the winner's chunks exist.
+		for no := range 3 {
+			c, err := s.LoadChunk(ctx, store.ChunkRef{AppID: "app", BatchID: "same", No: no})
+			if err != nil || c.Recipients[0].Receiver != fmt.Sprint("writer-", winner) {
+				t.Errorf("chunk %d = %+v, %v; want writer-%d's", no, c, err, winner)
+			}
+		}
+	})
+}

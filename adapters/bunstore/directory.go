@@ -1,0 +1,362 @@
+package bunstore
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"slices"
+
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect"
+	"github.com/uptrace/bun/dialect/pgdialect"
+	"github.com/uptrace/bun/schema"
+
+	"github.com/chatbatch/chatbatch/store"
+)
+
+// Bulk look-ups send bounded lists: PostgreSQL gets one array per 5,000
+// IDs (= ANY), the others IN lists of 500. bun inlines the values, so what
+// matters is the statement's size, not a bind-parameter limit.
+const (
+	pgLookupBatch = 5000
+	inLookupBatch = 500
+)
+
+// MissingUsers implements store.Directory.
+func (s *Store) MissingUsers(ctx context.Context, app string, ids []string) ([]string, error) {
+	return s.missing(ctx, "missing users", s.users, app, ids)
+}
+
+// MissingRooms implements store.Directory.
+func (s *Store) MissingRooms(ctx context.Context, app string, ids []string) ([]string, error) {
+	return s.missing(ctx, "missing rooms", s.rooms, app, ids)
+}
+
+func (s *Store) missing(ctx context.Context, op, table, app string, ids []string) ([]string, error) {
+	if err := s.full(ctx, op); err != nil {
+		return nil, err
+	}
+	uniq := dedupe(ids)
+	found, err := s.existing(ctx, s.db, table, "id", app, uniq)
+	if err != nil {
+		return nil, s.fail(ctx, op, err)
+	}
+	out := []string{}
+	for _, id := range uniq {
+		if !found[id] {
+			out = append(out, id)
+		}
+	}
+	return out, nil
+}
+
+// dedupe returns ids without repeats, in order of first appearance.
+func dedupe(ids []string) []string {
+	seen := make(map[string]struct{}, len(ids))
+	out := make([]string, 0, len(ids))
+	for _, id := range ids {
+		if _, ok := seen[id]; !ok {
+			seen[id] = struct{}{}
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// existing returns which of ids (distinct) are present in table.col for
+// app, in bounded bulk queries.
+func (s *Store) existing(ctx context.Context, db bun.IConn, table, col, app string, ids []string) (map[string]bool, error) {
+	found := make(map[string]bool, len(ids))
+	ids = slices.DeleteFunc(slices.Clone(ids), func(id string) bool { return hasNUL(id) })
+	if hasNUL(app) {
+		return found, nil
+	}
+	step := inLookupBatch
+	if s.kind == dialect.PG {
+		step = pgLookupBatch
+	}
+	for part := range slices.Chunk(ids, step) {
+		var rows *sql.Rows
+		var err error
+		if s.kind == dialect.PG {
+			rows, err = db.QueryContext(ctx, "SELECT "+col+" FROM "+table+" WHERE app_id = ? AND "+col+" = ANY(?)", app, pgdialect.Array(part))
+		} else {
+			rows, err = db.QueryContext(ctx, "SELECT "+col+" FROM "+table+" WHERE app_id = ? AND "+col+" IN (?)", app, bun.List(part))
+		}
+		if err != nil {
+			return nil, err
+		}
+		err = scanStrings(rows, func(id string) { found[id] = true })
+		if err != nil {
+			return nil, err
+		}
+	}
+	return found, nil
+}
+
+// scanStrings calls fn with each row's single string column and closes rows.
+func scanStrings(rows *sql.Rows, fn func(string)) error {
+	defer rows.Close()
+	for rows.Next() {
+		var v string
+		if err := rows.Scan(&v); err != nil {
+			return err
+		}
+		fn(v)
+	}
+	return rows.Err()
+}
+
+// DirectRoom implements store.Directory. The room's ID comes from
+// Options.DirectRoomID, so concurrent calls for one pair (in any order)
+// compute the same primary key: the first insert wins, the others find the
+// room, and there is never a second room for a pair.
+func (s *Store) DirectRoom(ctx context.Context, app, a, b string) (string, error) {
+	const op = "direct room"
+	if err := s.full(ctx, op); err != nil {
+		return "", err
+	}
+	if hasNUL(app, a, b) {
+		return "", fmt.Errorf("bunstore: %s of %q and %q: %w", op, a, b, store.ErrNotFound)
+	}
+	id := s.directRoomID(a, b)
+	// One round trip answers the common case (both users exist, the room
+	// too) without writing.
+	pair := []string{a, b}
+	if a == b {
+		pair = pair[:1]
+	}
+	var users, rooms int
+	err := s.db.QueryRowContext(ctx,
+		"SELECT (SELECT COUNT(*) FROM "+s.users+" WHERE app_id = ? AND id IN (?)), (SELECT COUNT(*) FROM "+s.rooms+" WHERE app_id = ? AND id = ?)",
+		app, bun.List(pair), app, id).Scan(&users, &rooms)
+	if err != nil {
+		return "", s.fail(ctx, op, err)
+	}
+	if users != len(pair) {
+		found, err := s.existing(ctx, s.db, s.users, "id", app, pair)
+		if err != nil {
+			return "", s.fail(ctx, op, err)
+		}
+		for _, u := range pair {
+			if !found[u] {
+				return "", fmt.Errorf("bunstore: %s of %q and %q: user %q: %w", op, a, b, u, store.ErrNotFound)
+			}
+		}
+		return "", fmt.Errorf("bunstore: %s of %q and %q: %w", op, a, b, store.ErrNotFound)
+	}
+	if rooms > 0 {
+		return id, nil
+	}
+	err = s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+		// A concurrent creator's insert makes ours wait for its commit
+		// (PostgreSQL, MySQL) or runs strictly before or after ours
+		// (SQLite), so 0 rows here means the room and its members exist.
+		res, err := tx.ExecContext(ctx, s.insertIgnore(s.rooms, "app_id, id", "(?, ?)"), app, id)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			return err
+		}
+		values := "(?, ?, ?)"
+		args := []any{app, id, a}
+		if b != a {
+			values += ", (?, ?, ?)"
+			args = append(args, app, id, b)
+		}
+		_, err = tx.ExecContext(ctx, s.insertIgnore(s.members, "app_id, room_id, user_id", values), args...)
+		return err
+	})
+	if err != nil {
+		return "", s.fail(ctx, op, err)
+	}
+	return id, nil
+}
+
+// insertIgnore is an INSERT that skips rows whose key already exists and
+// fails on anything else. On MySQL that is ON DUPLICATE KEY UPDATE with a
+// no-op assignment, not INSERT IGNORE, which would also swallow errors such
+// as truncation. The no-op also leaves RowsAffected at 0 for a duplicate.
+func (s *Store) insertIgnore(table, cols, values string) string {
+	q := "INSERT INTO " + table + " (" + cols + ") VALUES " + values
+	if s.kind == dialect.MySQL {
+		return q + " ON DUPLICATE KEY UPDATE app_id = app_id"
+	}
+	return q + " ON CONFLICT DO NOTHING"
+}
+
+// RoomMembers implements store.Directory. Rooms without members are in the
+// map with an empty list; rooms that do not exist are not.
+func (s *Store) RoomMembers(ctx context.Context, app string, roomIDs []string) (map[string][]string, error) {
+	const op = "room members"
+	if err := s.full(ctx, op); err != nil {
+		return nil, err
+	}
+	out := map[string][]string{}
+	ids := slices.DeleteFunc(dedupe(roomIDs), func(id string) bool { return hasNUL(id) })
+	if hasNUL(app) {
+		return out, nil
+	}
+	for part := range slices.Chunk(ids, inLookupBatch) {
+		rows, err := s.db.QueryContext(ctx,
+			"SELECT r.id, m.user_id FROM "+s.rooms+" r LEFT JOIN "+s.members+" m ON m.app_id = r.app_id AND m.room_id = r.id WHERE r.app_id = ? AND r.id IN (?)",
+			app, bun.List(part))
+		if err != nil {
+			return nil, s.fail(ctx, op, err)
+		}
+		err = func() error {
+			defer rows.Close()
+			for rows.Next() {
+				var room string
+				var user sql.NullString
+				if err := rows.Scan(&room, &user); err != nil {
+					return err
+				}
+				if user.Valid {
+					out[room] = append(out[room], user.String)
+				} else if out[room] == nil {
+					out[room] = []string{}
+				}
+			}
+			return rows.Err()
+		}()
+		if err != nil {
+			return nil, s.fail(ctx, op, err)
+		}
+	}
+	return out, nil
+}
+
+// AddUsers makes ids users of app; existing users are left alone. It is
+// the seeding helper of storetest.Inspector and of demos: hosts with real
+// users use BookkeepingOnly and their own Directory instead.
+func (s *Store) AddUsers(ctx context.Context, app string, ids ...string) error {
+	const op = "add users"
+	if err := s.full(ctx, op); err != nil {
+		return err
+	}
+	if hasNUL(app) || hasNUL(ids...) {
+		return fmt.Errorf("bunstore: %s: an ID contains a NUL byte", op)
+	}
+	ids = dedupe(ids)
+	if len(ids) == 0 {
+		return nil
+	}
+	err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+		for part := range slices.Chunk(ids, maxRowsPerInsert) {
+			if _, err := tx.ExecContext(ctx, s.insertIgnore(s.users, "app_id, id", "?"), bun.List(pairs(app, part))); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return s.fail(ctx, op, err)
+}
+
+// pairs turns ids into (app, id) rows for a VALUES list.
+func pairs(app string, ids []string) []row {
+	out := make([]row, len(ids))
+	for i, id := range ids {
+		out[i] = row{app, id}
+	}
+	return out
+}
+
+// row is a tuple of values that bun writes as "(v1, v2, ...)"; a bun.List
+// of rows is a VALUES list.
+type row []any
+
+// AppendQuery implements schema.QueryAppender.
+func (r row) AppendQuery(gen schema.QueryGen, b []byte) ([]byte, error) {
+	b = append(b, '(')
+	for i, v := range r {
+		if i > 0 {
+			b = append(b, ", "...)
+		}
+		b = gen.Append(b, v)
+	}
+	return append(b, ')'), nil
+}
+
+// DeleteUser removes a user of app. Their rooms and memberships stay, as
+// in memstore; DirectRoom with them then returns store.ErrNotFound.
+func (s *Store) DeleteUser(ctx context.Context, app, id string) error {
+	const op = "delete user"
+	if err := s.full(ctx, op); err != nil {
+		return err
+	}
+	_, err := s.db.ExecContext(ctx, "DELETE FROM "+s.users+" WHERE app_id = ? AND id = ?", app, id)
+	return s.fail(ctx, op, err)
+}
+
+// AddRoom creates room id in app, or replaces its members if it exists.
+// Members need not be users yet.
+func (s *Store) AddRoom(ctx context.Context, app, id string, members ...string) error {
+	const op = "add room"
+	if err := s.full(ctx, op); err != nil {
+		return err
+	}
+	if hasNUL(app, id) || hasNUL(members...) {
+		return fmt.Errorf("bunstore: %s: an ID contains a NUL byte", op)
+	}
+	members = dedupe(members)
+	err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+		if _, err := tx.ExecContext(ctx, s.insertIgnore(s.rooms, "app_id, id", "(?, ?)"), app, id); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, "DELETE FROM "+s.members+" WHERE app_id = ? AND room_id = ?", app, id); err != nil {
+			return err
+		}
+		for part := range slices.Chunk(members, maxRowsPerInsert) {
+			rows := make([]row, len(part))
+			for i, m := range part {
+				rows[i] = row{app, id, m}
+			}
+			if _, err := tx.ExecContext(ctx, "INSERT INTO "+s.members+" (app_id, room_id, user_id) VALUES ?", bun.List(rows)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return s.fail(ctx, op, err)
+}
+
+// DeleteRoom removes a room of app and its memberships; its messages stay.
+func (s *Store) DeleteRoom(ctx context.Context, app, id string) error {
+	const op = "delete room"
+	if err := s.full(ctx, op); err != nil {
+		return err
+	}
+	err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+		// Explicit rather than ON DELETE CASCADE alone: SQLite enforces
+		// foreign keys only on connections that enable them.
+		if _, err := tx.ExecContext(ctx, "DELETE FROM "+s.members+" WHERE app_id = ? AND room_id = ?", app, id); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, "DELETE FROM "+s.rooms+" WHERE app_id = ? AND id = ?", app, id)
+		return err
+	})
+	return s.fail(ctx, op, err)
+}
+
+// UserRooms returns the IDs of the rooms user is a member of in app,
+// sorted bytewise.
+func (s *Store) UserRooms(ctx context.Context, app, user string) ([]string, error) {
+	const op = "user rooms"
+	if err := s.full(ctx, op); err != nil {
+		return nil, err
+	}
+	out := []string{}
+	rows, err := s.db.QueryContext(ctx, "SELECT room_id FROM "+s.members+" WHERE app_id = ? AND user_id = ?", app, user)
+	if err != nil {
+		return nil, s.fail(ctx, op, err)
+	}
+	if err := scanStrings(rows, func(id string) { out = append(out, id) }); err != nil {
+		return nil, s.fail(ctx, op, err)
+	}
+	// Sorted here, not by ORDER BY, so the order is Go's string order on
+	// every database whatever its collation.
+	slices.Sort(out)
+	return out, nil
+}

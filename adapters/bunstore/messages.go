@@ -1,0 +1,215 @@
+package bunstore
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect"
+
+	"github.com/chatbatch/chatbatch/store"
+)
+
+// Bulk inserts are split into statements of at most maxRowsPerInsert rows
+// and about maxStatementBytes of values. bun inlines values into the SQL
+// text, so the statement's size is what meets a limit: MySQL's
+// max_allowed_packet is 16–64 MB by default, and escaping can at most
+// double the estimate below.
+const (
+	maxRowsPerInsert  = 500
+	maxStatementBytes = 4 << 20
+)
+
+const messageColumns = "app_id, id, room_id, receiver, sender, type, text, extra, fields, batch_id, idx, created_at"
+
+// SaveMessages implements store.Messages with multi-row INSERTs that skip
+// IDs already stored (ON CONFLICT DO NOTHING; on MySQL ON DUPLICATE KEY
+// UPDATE with a no-op). Repeated IDs within msgs are reduced to their first
+// occurrence first: PostgreSQL refuses to meet one key twice in a statement.
+// When msgs needs several statements they run in one transaction, so a
+// failed call stores nothing.
+func (s *Store) SaveMessages(ctx context.Context, app string, msgs []store.Message) error {
+	const op = "save messages"
+	if err := s.full(ctx, op); err != nil {
+		return err
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	seen := make(map[string]struct{}, len(msgs))
+	rows := make([]row, 0, len(msgs))
+	sizes := make([]int, 0, len(msgs))
+	for i := range msgs {
+		m := &msgs[i]
+		if _, dup := seen[m.ID]; dup {
+			continue
+		}
+		seen[m.ID] = struct{}{}
+		r, size, err := messageRow(app, m)
+		if err != nil {
+			return fmt.Errorf("bunstore: %s: message %q: %w", op, m.ID, err)
+		}
+		rows = append(rows, r)
+		sizes = append(sizes, size)
+	}
+	stmts := s.bulkInserts(s.messages, messageColumns, "(app_id, id)", rows, sizes)
+	var err error
+	if len(stmts) == 1 {
+		_, err = s.db.ExecContext(ctx, stmts[0].query, stmts[0].args...)
+	} else {
+		err = s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+			for _, st := range stmts {
+				if _, err := tx.ExecContext(ctx, st.query, st.args...); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	return s.fail(ctx, op, err)
+}
+
+// messageRow turns m into the values of messageColumns and an estimate of
+// their size in SQL.
+func messageRow(app string, m *store.Message) (row, int, error) {
+	if hasNUL(app, m.ID, m.RoomID, m.Receiver, m.Sender, m.Type, m.Text, m.BatchID) || bytes.IndexByte(m.Extra, 0) >= 0 {
+		return nil, 0, errors.New("contains a NUL byte, which the database's text columns cannot hold")
+	}
+	if m.CreatedAt.IsZero() {
+		return nil, 0, errors.New("CreatedAt is the zero time")
+	}
+	extra := nullString{}
+	if m.Extra != nil {
+		extra = someString(string(m.Extra))
+	}
+	fields, err := encodeFields(m.Fields)
+	if err != nil {
+		return nil, 0, err
+	}
+	size := 64 + len(app) + len(m.ID) + len(m.RoomID) + len(m.Receiver) + len(m.Sender) + len(m.Type) + len(m.Text) + len(m.Extra) + len(fields.s) + len(m.BatchID)
+	return row{app, m.ID, m.RoomID, m.Receiver, m.Sender, m.Type, m.Text, extra, fields, m.BatchID, m.Index, toDB(m.CreatedAt)}, size, nil
+}
+
+// encodeFields writes Fields as one JSON object with its values verbatim
+// (json.Marshal would compact them and escape <, > and &), keys sorted.
+// nil is NULL, so that nil and empty come back as they went in.
+func encodeFields(f map[string]json.RawMessage) (nullString, error) {
+	if f == nil {
+		return nullString{}, nil
+	}
+	var b strings.Builder
+	b.WriteByte('{')
+	for i, k := range slices.Sorted(maps.Keys(f)) {
+		v := f[k]
+		if !json.Valid(v) {
+			return nullString{}, fmt.Errorf("Fields[%q] is not valid JSON", k)
+		}
+		if bytes.IndexByte(v, 0) >= 0 || strings.IndexByte(k, 0) >= 0 {
+			return nullString{}, errors.New("Fields contain a NUL byte")
+		}
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		key, _ := json.Marshal(k)
+		b.Write(key)
+		b.WriteByte(':')
+		b.Write(v)
+	}
+	b.WriteByte('}')
+	return someString(b.String()), nil
+}
+
+func decodeFields(s *string) (map[string]json.RawMessage, error) {
+	if s == nil {
+		return nil, nil
+	}
+	f := map[string]json.RawMessage{}
+	if err := json.Unmarshal([]byte(*s), &f); err != nil {
+		return nil, fmt.Errorf("fields column: %w", err)
+	}
+	return f, nil
+}
+
+// statement is one SQL statement with its bun arguments.
+type statement struct {
+	query string
+	args  []any
+}
+
+// bulkInserts splits rows into multi-row INSERT statements under the row
+// and size limits. conflictKey, when not empty, makes rows whose key
+// already exists be skipped.
+func (s *Store) bulkInserts(table, cols, conflictKey string, rows []row, sizes []int) []statement {
+	query := "INSERT INTO " + table + " (" + cols + ") VALUES ?"
+	if conflictKey != "" {
+		if s.kind == dialect.MySQL {
+			// Not INSERT IGNORE: that also turns errors such as a too
+			// long value into warnings.
+			query += " ON DUPLICATE KEY UPDATE app_id = app_id"
+		} else {
+			query += " ON CONFLICT " + conflictKey + " DO NOTHING"
+		}
+	}
+	var stmts []statement
+	start, bytes := 0, 0
+	for i := range rows {
+		if i > start && (i-start == maxRowsPerInsert || bytes+sizes[i] > maxStatementBytes) {
+			stmts = append(stmts, statement{query, []any{bun.List(rows[start:i])}})
+			start, bytes = i, 0
+		}
+		bytes += sizes[i]
+	}
+	if start < len(rows) {
+		stmts = append(stmts, statement{query, []any{bun.List(rows[start:])}})
+	}
+	return stmts
+}
+
+// RoomMessages returns up to limit messages of room in app, newest first
+// (by CreatedAt, then the later save first); limit <= 0 means all. It is
+// the read-back helper of storetest.Inspector and of the reference server.
+func (s *Store) RoomMessages(ctx context.Context, app, room string, limit int) ([]store.Message, error) {
+	const op = "room messages"
+	if err := s.full(ctx, op); err != nil {
+		return nil, err
+	}
+	q := "SELECT id, receiver, sender, type, text, extra, fields, batch_id, idx, created_at FROM " + s.messages +
+		" WHERE app_id = ? AND room_id = ? ORDER BY created_at DESC, seq DESC"
+	args := []any{app, room}
+	if limit > 0 {
+		q += " LIMIT ?"
+		args = append(args, limit)
+	}
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, s.fail(ctx, op, err)
+	}
+	defer rows.Close()
+	out := []store.Message{}
+	for rows.Next() {
+		m := store.Message{AppID: app, RoomID: room}
+		var extra, fields *string
+		var created dbTime
+		if err := rows.Scan(&m.ID, &m.Receiver, &m.Sender, &m.Type, &m.Text, &extra, &fields, &m.BatchID, &m.Index, &created); err != nil {
+			return nil, s.fail(ctx, op, err)
+		}
+		if extra != nil {
+			m.Extra = json.RawMessage(*extra)
+		}
+		if m.Fields, err = decodeFields(fields); err != nil {
+			return nil, s.fail(ctx, op, err)
+		}
+		m.CreatedAt = created.t
+		out = append(out, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.fail(ctx, op, err)
+	}
+	return out, nil
+}
