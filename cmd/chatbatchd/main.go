@@ -1,0 +1,187 @@
+// Command chatbatchd is a small but real chat server that embeds chatbatch
+// the way a host's backend would: its own users, rooms and messages in a
+// SQL database (adapters/bunstore), chatbatch's POST /messages/batch on
+// top, messages fanned out live to browsers over Server-Sent Events, and
+// a web page to watch them arrive.
+//
+//	go run ./cmd/chatbatchd -demo
+//
+// starts it with nothing installed: SQLite in a file and an in-process
+// Redis. Run chatbatchd -h for every flag.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+}
+
+// options are the parsed flags.
+type options struct {
+	addr        string
+	db          string
+	redis       string
+	api         bool
+	worker      bool
+	concurrency int
+	demo        bool
+	push        string
+	logFormat   string
+	app         string
+	queue       string
+	apiKey      string
+}
+
+// usageError is a bad flag or environment value: exit code 2.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
+
+const usageHead = `chatbatchd: a reference chat server embedding chatbatch's Batch Send Messages API.
+
+Usage: chatbatchd [flags]
+
+Every flag can also be set with the environment variable in brackets; a
+flag on the command line wins. The API key comes from IM_API_KEY.
+
+Flags:
+`
+
+// parseFlags reads flags and their environment variables.
+func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("chatbatchd", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	envStr := func(name, def string) string {
+		if v := getenv(name); v != "" {
+			return v
+		}
+		return def
+	}
+	var envErr error
+	envBool := func(name string, def bool) bool {
+		v := getenv(name)
+		if v == "" {
+			return def
+		}
+		b, err := strconv.ParseBool(v)
+		if err != nil && envErr == nil {
+			envErr = usagef("%s=%q: not a boolean", name, v)
+		}
+		return b
+	}
+	envInt := func(name string, def int) int {
+		v := getenv(name)
+		if v == "" {
+			return def
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil && envErr == nil {
+			envErr = usagef("%s=%q: not a number", name, v)
+		}
+		return n
+	}
+	fs.StringVar(&o.addr, "addr", envStr("CHATBATCHD_ADDR", "127.0.0.1:8080"), "listen address [CHATBATCHD_ADDR]")
+	fs.StringVar(&o.db, "db", envStr("CHATBATCHD_DB", "sqlite:chatbatch.db"), "database: sqlite:PATH, sqlite::memory:, postgres://… or mysql://… [CHATBATCHD_DB]")
+	fs.StringVar(&o.redis, "redis", envStr("CHATBATCHD_REDIS", ""), "Redis for the queue: redis://host:port/db; empty runs an in-process Redis, for development only [CHATBATCHD_REDIS]")
+	fs.BoolVar(&o.api, "api", envBool("CHATBATCHD_API", true), "serve the HTTP API and the web page [CHATBATCHD_API]")
+	fs.BoolVar(&o.worker, "worker", envBool("CHATBATCHD_WORKER", true), "run the queue worker and the sweeper [CHATBATCHD_WORKER]")
+	fs.IntVar(&o.concurrency, "concurrency", envInt("CHATBATCHD_CONCURRENCY", 10), "chunks the worker processes at once [CHATBATCHD_CONCURRENCY]")
+	fs.BoolVar(&o.demo, "demo", envBool("CHATBATCHD_DEMO", false), "seed demo users and rooms; API key demo-key unless IM_API_KEY is set [CHATBATCHD_DEMO]")
+	fs.StringVar(&o.push, "push", envStr("CHATBATCHD_PUSH", "log"), "push notifications: log (write a log line per notification) or none [CHATBATCHD_PUSH]")
+	fs.StringVar(&o.logFormat, "log-format", envStr("CHATBATCHD_LOG_FORMAT", "text"), "log format: text or json [CHATBATCHD_LOG_FORMAT]")
+	fs.StringVar(&o.queue, "queue", envStr("CHATBATCHD_QUEUE", "chatbatch"), "asynq queue; processes that share a Redis and a database use the same one [CHATBATCHD_QUEUE]")
+	fs.StringVar(&o.app, "app", envStr("CHATBATCHD_APP", "demo"), "the application ID the API key belongs to [CHATBATCHD_APP]")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stderr, usageHead)
+			fs.SetOutput(stderr)
+			fs.PrintDefaults()
+			return nil, flag.ErrHelp
+		}
+		return nil, usagef("%v (run chatbatchd -h for the flags)", err)
+	}
+	if envErr != nil {
+		return nil, envErr
+	}
+	if fs.NArg() > 0 {
+		return nil, usagef("unexpected argument %q (run chatbatchd -h for the flags)", fs.Arg(0))
+	}
+	switch {
+	case !o.api && !o.worker:
+		return nil, usagef("-api=false and -worker=false: nothing to run")
+	case o.concurrency < 1:
+		return nil, usagef("-concurrency: must be at least 1, not %d", o.concurrency)
+	case o.push != "log" && o.push != "none":
+		return nil, usagef("-push: %q is not log or none", o.push)
+	case o.logFormat != "text" && o.logFormat != "json":
+		return nil, usagef("-log-format: %q is not text or json", o.logFormat)
+	case o.app == "":
+		return nil, usagef("-app: must not be empty")
+	case o.queue == "":
+		return nil, usagef("-queue: must not be empty")
+	}
+	o.apiKey = getenv("IM_API_KEY")
+	if o.apiKey == "" && o.api {
+		if !o.demo {
+			return nil, usagef("IM_API_KEY is not set (or run with -demo to use demo-key)")
+		}
+		o.apiKey = "demo-key"
+	}
+	return o, nil
+}
+
+func newLogger(format string, w io.Writer) *slog.Logger {
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, nil))
+	}
+	return slog.New(slog.NewTextHandler(w, nil))
+}
+
+// run is main without os.Exit, for tests: 0 on a clean stop, 1 on a
+// failure while running, 2 on bad flags or a dependency that cannot be
+// reached at start.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	o, err := parseFlags(args, getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "chatbatchd: %v\n", err)
+		return 2
+	}
+	log := newLogger(o.logFormat, stderr)
+	srv, err := start(ctx, o, log, stdout)
+	if err != nil {
+		fmt.Fprintf(stderr, "chatbatchd: %v\n", err)
+		var ue *usageError
+		if errors.As(err, &ue) {
+			return 2
+		}
+		return 1
+	}
+	if err := srv.wait(ctx); err != nil {
+		log.Error("chatbatchd stopped with an error", "err", err)
+		return 1
+	}
+	return 0
+}
+
+// shutdownTimeout bounds the graceful stop.
+const shutdownTimeout = 15 * time.Second

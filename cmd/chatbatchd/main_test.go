@@ -1,0 +1,478 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/chatbatch/chatbatch/internal/seed"
+	"github.com/chatbatch/chatbatch/store"
+)
+
+// binary is the chatbatchd built once for the whole test run.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "chatbatchd-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "chatbatchd")
+	build := exec.Command("go", "build", "-o", binary, ".")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building chatbatchd:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// proc is one chatbatchd process under test.
+type proc struct {
+	cmd    *exec.Cmd
+	url    string // base URL; "" for a worker-only process
+	stderr *syncBuffer
+	done   chan struct{}
+	exit   int
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startProc runs chatbatchd with args in dir and waits until it listens
+// (or, with -api=false, until it logs that the worker started). It is
+// stopped with SIGTERM when the test ends, and must exit 0.
+func startProc(t *testing.T, dir string, env []string, args ...string) *proc {
+	t.Helper()
+	p := &proc{stderr: &syncBuffer{}, done: make(chan struct{})}
+	p.cmd = exec.Command(binary, args...)
+	p.cmd.Dir = dir
+	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Stderr = p.stderr
+	stdout, err := p.cmd.StdoutPipe()
+	must(t, err)
+	must(t, p.cmd.Start())
+	ready := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if u, ok := strings.CutPrefix(sc.Text(), "chatbatchd listening on "); ok {
+				ready <- u
+			}
+		}
+	}()
+	go func() {
+		_ = p.cmd.Wait()
+		p.exit = p.cmd.ProcessState.ExitCode()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		p.stop(t)
+		if p.exit != 0 {
+			t.Errorf("chatbatchd %v exited with %d\n%s", args, p.exit, p.stderr)
+		}
+	})
+	api := !slices.Contains(args, "-api=false")
+	deadline := time.After(60 * time.Second)
+	for {
+		select {
+		case u := <-ready:
+			p.url = u
+			return p
+		case <-p.done:
+			t.Fatalf("chatbatchd %v exited with %d before it was ready:\n%s", args, p.exit, p.stderr)
+		case <-deadline:
+			t.Fatalf("chatbatchd %v not ready after 60 s:\n%s", args, p.stderr)
+		case <-time.After(50 * time.Millisecond):
+			if !api && strings.Contains(p.stderr.String(), "batch worker started") {
+				return p
+			}
+		}
+	}
+}
+
+func (p *proc) stop(t *testing.T) {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		t.Errorf("chatbatchd did not stop within 30 s of SIGTERM")
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+type envelope struct {
+	RC     int             `json:"RC"`
+	RM     string          `json:"RM"`
+	Result json.RawMessage `json:"result"`
+	Error  *struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+func call(t *testing.T, method, u, key, body string) (int, envelope) {
+	t.Helper()
+	req, err := http.NewRequest(method, u, strings.NewReader(body))
+	must(t, err)
+	if key != "" {
+		req.Header.Set("IM-API-KEY", key)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json; charset=utf-8")
+	}
+	res, err := http.DefaultClient.Do(req)
+	must(t, err)
+	defer res.Body.Close()
+	raw, err := io.ReadAll(res.Body)
+	must(t, err)
+	var env envelope
+	if err := json.Unmarshal(raw, &env); err != nil {
+		t.Fatalf("%s %s: %d %s", method, u, res.StatusCode, raw)
+	}
+	return res.StatusCode, env
+}
+
+// sendAndWait posts a batch and waits until it is finished.
+func sendAndWait(t *testing.T, base, key, body string) string {
+	t.Helper()
+	status, env := call(t, http.MethodPost, base+"/messages/batch", key, body)
+	if status != 200 || env.RC != 0 {
+		t.Fatalf("POST /messages/batch = %d %+v", status, env)
+	}
+	var res struct{ BatchID string }
+	must(t, json.Unmarshal(env.Result, &res))
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		_, env := call(t, http.MethodGet, base+"/messages/batch/"+res.BatchID, key, "")
+		var st struct {
+			Status       string
+			Sent, Failed int
+		}
+		must(t, json.Unmarshal(env.Result, &st))
+		if st.Status == "completed" {
+			return res.BatchID
+		}
+		if st.Status == "completed_with_errors" || time.Now().After(deadline) {
+			t.Fatalf("batch %s: %+v", res.BatchID, st)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+type roomMessage struct {
+	ID, Room, Sender, Message, MessageType, BatchID string
+	CreatedAt                                       time.Time
+}
+
+func roomMessages(t *testing.T, base, key, room string) []roomMessage {
+	t.Helper()
+	status, env := call(t, http.MethodGet, base+"/rooms/"+url.PathEscape(room)+"/messages?limit=10", key, "")
+	if status != 200 {
+		t.Fatalf("GET /rooms/%s/messages = %d %+v", room, status, env)
+	}
+	var res struct{ Messages []roomMessage }
+	must(t, json.Unmarshal(env.Result, &res))
+	return res.Messages
+}
+
+// checkSeedExamples sends the three examples of the API description and
+// reads the results back through the host's own endpoints.
+func checkSeedExamples(t *testing.T, api, key string) {
+	t.Helper()
+	direct := func(u string) string { return store.DirectRoomID("system", u) }
+	b1 := sendAndWait(t, api, key, seed.Broadcast)
+	b2 := sendAndWait(t, api, key, seed.Template)
+	b3 := sendAndWait(t, api, key, seed.Rooms)
+	texts := func(room, batch string) []string {
+		var out []string
+		for _, m := range roomMessages(t, api, key, room) {
+			if m.BatchID == batch {
+				out = append(out, m.Message)
+				if m.Sender != "system" || m.MessageType != "text" || m.Room != room {
+					t.Errorf("message %+v", m)
+				}
+			}
+		}
+		return out
+	}
+	for _, u := range []string{"user-a", "user-b", "user-c"} {
+		if got := texts(direct(u), b1); !slices.Equal(got, []string{"系統公告:明天將進行例行維護"}) {
+			t.Errorf("%s got %q from the broadcast", u, got)
+		}
+	}
+	if got := texts(direct("user-a"), b2); !slices.Equal(got, []string{"Hi Alice,您的訂單 ORD-001 已出貨!"}) {
+		t.Errorf("user-a got %q from the template example", got)
+	}
+	if got := texts(direct("user-b"), b2); !slices.Equal(got, []string{"Hi Bob,您的訂單 ORD-002 已出貨!"}) {
+		t.Errorf("user-b got %q from the template example", got)
+	}
+	for _, room := range []string{"room-001", "room-002", "room-003"} {
+		if got := texts(room, b3); !slices.Equal(got, []string{"活動提醒:明天 14:00 開始"}) {
+			t.Errorf("%s got %q", room, got)
+		}
+	}
+	// Newest first.
+	msgs := roomMessages(t, api, key, direct("user-a"))
+	if len(msgs) != 2 || msgs[0].BatchID != b2 {
+		t.Errorf("user-a's room, newest first: %+v", msgs)
+	}
+}
+
+func unique(prefix string) string { return prefix + strings.ToLower(rand.Text()[:8]) }
+
+func TestEmbeddedDefaults(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	// As a newcomer runs it: only -demo (and a free port).
+	p := startProc(t, dir, []string{"IM_API_KEY="}, "-demo", "-addr", "127.0.0.1:0")
+	checkSeedExamples(t, p.url, "demo-key")
+	if _, err := os.Stat(filepath.Join(dir, "chatbatch.db")); err != nil {
+		t.Errorf("the default SQLite file is missing: %v", err)
+	}
+	logs := p.stderr.String()
+	for _, want := range []string{"in-process Redis", "for development only", "batch accepted", "batch finished"} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("the log lacks %q", want)
+		}
+	}
+	checkHealth(t, p.url)
+	p.stop(t)
+	logs = p.stderr.String()
+	if !strings.Contains(logs, "chatbatchd stopped") {
+		t.Errorf("no clean stop in the log:\n%s", logs)
+	}
+	// Never the API key, never a message body.
+	for _, secret := range []string{"demo-key", "Alice", "ORD-001", "系統公告", "活動提醒"} {
+		if strings.Contains(logs, secret) {
+			t.Errorf("the log contains %q", secret)
+		}
+	}
+}
+
+func checkHealth(t *testing.T, base string) {
+	t.Helper()
+	for _, path := range []string{"/healthz", "/readyz"} {
+		if status, env := call(t, http.MethodGet, base+path, "", ""); status != 200 || env.RC != 0 {
+			t.Errorf("GET %s = %d %+v", path, status, env)
+		}
+	}
+	res, err := http.Get(base + "/")
+	must(t, err)
+	page, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || !strings.Contains(string(page), "chatbatchd") {
+		t.Errorf("GET / = %d", res.StatusCode)
+	}
+	if status, env := call(t, http.MethodGet, base+"/users/user-a/rooms", "wrong", ""); status != 401 || env.Error == nil || env.Error.Code != "INVALID_API_KEY" {
+		t.Errorf("a host endpoint with a wrong key = %d %+v", status, env)
+	}
+}
+
+func TestJSONLogs(t *testing.T) {
+	t.Parallel()
+	p := startProc(t, t.TempDir(), []string{"IM_API_KEY=s3cret-key-for-test"}, "-demo", "-addr", "127.0.0.1:0", "-db", "sqlite::memory:", "-log-format", "json")
+	sendAndWait(t, p.url, "s3cret-key-for-test", seed.Template)
+	p.stop(t)
+	lines := strings.Split(strings.TrimSpace(p.stderr.String()), "\n")
+	found := map[string]bool{}
+	for _, l := range lines {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(l), &rec); err != nil {
+			t.Fatalf("a log line is not JSON: %q", l)
+		}
+		found[fmt.Sprint(rec["msg"])] = true
+		if strings.Contains(l, "s3cret") || strings.Contains(l, "Alice") {
+			t.Errorf("the log leaks the key or a body: %s", l)
+		}
+	}
+	for _, want := range []string{"batch accepted", "batch finished", "chatbatchd stopped"} {
+		if !found[want] {
+			t.Errorf("no %q log line", want)
+		}
+	}
+}
+
+// externalServices returns the PostgreSQL and Redis of the test variables
+// with a fresh database, or skips.
+func externalServices(t *testing.T) (db, redisURL string) {
+	t.Helper()
+	pg, rd := os.Getenv("CHATBATCH_TEST_POSTGRES"), os.Getenv("CHATBATCH_TEST_REDIS")
+	if pg == "" || rd == "" {
+		t.Skip("set CHATBATCH_TEST_POSTGRES and CHATBATCH_TEST_REDIS to run chatbatchd against PostgreSQL and Redis")
+	}
+	admin, err := sql.Open("pgx", pg)
+	must(t, err)
+	defer admin.Close()
+	name := unique("chatbatchd_")
+	if _, err := admin.Exec("CREATE DATABASE " + name); err != nil {
+		t.Fatalf("creating a test database: %v", err)
+	}
+	t.Cleanup(func() {
+		a, err := sql.Open("pgx", pg)
+		if err == nil {
+			_, _ = a.Exec("DROP DATABASE IF EXISTS " + name + " WITH (FORCE)")
+			a.Close()
+		}
+	})
+	u, err := url.Parse(pg)
+	must(t, err)
+	u.Path = "/" + name
+	if !strings.Contains(rd, "://") {
+		rd = "redis://" + rd
+	}
+	return u.String(), rd
+}
+
+func TestPostgresAndRedis(t *testing.T) {
+	t.Parallel()
+	db, rd := externalServices(t)
+	p := startProc(t, t.TempDir(), []string{"IM_API_KEY=k"}, "-demo", "-addr", "127.0.0.1:0", "-db", db, "-redis", rd,
+		"-queue", unique("q"), "-app", unique("app"))
+	checkSeedExamples(t, p.url, "k")
+	checkHealth(t, p.url)
+}
+
+// TestSplitProcesses runs an API-only and a worker-only process on one
+// PostgreSQL and one Redis: the batch accepted by one is sent by the other.
+func TestSplitProcesses(t *testing.T) {
+	t.Parallel()
+	db, rd := externalServices(t)
+	common := []string{"-db", db, "-redis", rd, "-queue", unique("q"), "-app", unique("app")}
+	api := startProc(t, t.TempDir(), []string{"IM_API_KEY=k"}, append([]string{"-demo", "-worker=false", "-addr", "127.0.0.1:0"}, common...)...)
+	worker := startProc(t, t.TempDir(), []string{"IM_API_KEY="}, append([]string{"-api=false"}, common...)...)
+	checkSeedExamples(t, api.url, "k")
+	if !strings.Contains(worker.stderr.String(), "batch finished") {
+		t.Errorf("the worker process did not log the batches it sent")
+	}
+	if strings.Contains(api.stderr.String(), "batch worker started") {
+		t.Errorf("the API-only process ran a worker")
+	}
+}
+
+func TestBadStart(t *testing.T) {
+	t.Parallel()
+	closed := closedPort(t)
+	cases := []struct {
+		name string
+		args []string
+		env  []string
+		want string
+	}{
+		{"unknown flag", []string{"-demo", "-colour"}, nil, "flag provided but not defined: -colour"},
+		{"extra argument", []string{"-demo", "serve"}, nil, `unexpected argument "serve"`},
+		{"unparsable -db", []string{"-demo", "-db", "oracle://x"}, nil, "-db:"},
+		{"unparsable -redis", []string{"-demo", "-redis", "http://127.0.0.1:6379"}, nil, "-redis:"},
+		{"unreachable -redis", []string{"-demo", "-redis", "redis://" + closed}, nil, "-redis: cannot reach"},
+		{"unreachable -db", []string{"-demo", "-db", "postgres://postgres@" + closed + "/test?sslmode=disable&connect_timeout=3"}, nil, "-db:"},
+		{"bad -concurrency", []string{"-demo", "-concurrency", "0"}, nil, "-concurrency"},
+		{"bad -push", []string{"-demo", "-push", "fcm"}, nil, "-push"},
+		{"no API key", []string{}, []string{"IM_API_KEY="}, "IM_API_KEY is not set"},
+		{"bad env", []string{"-demo"}, []string{"CHATBATCHD_WORKER=maybe"}, "CHATBATCHD_WORKER"},
+		{"nothing to run", []string{"-demo", "-api=false", "-worker=false"}, nil, "nothing to run"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			cmd := exec.Command(binary, append([]string{"-addr", "127.0.0.1:0"}, c.args...)...)
+			cmd.Dir = dir
+			cmd.Env = append(append(os.Environ(), "IM_API_KEY=k"), c.env...)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			done := make(chan error, 1)
+			must(t, cmd.Start())
+			go func() { done <- cmd.Wait() }()
+			select {
+			case <-done:
+			case <-ctx.Done():
+				_ = cmd.Process.Kill()
+				t.Fatalf("chatbatchd %v did not exit", c.args)
+			}
+			if code := cmd.ProcessState.ExitCode(); code != 2 {
+				t.Errorf("exit code %d, want 2\n%s", code, stderr.String())
+			}
+			lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+			last := lines[len(lines)-1]
+			if !strings.HasPrefix(last, "chatbatchd: ") || !strings.Contains(last, c.want) {
+				t.Errorf("stderr ends with %q, want a chatbatchd: line containing %q", last, c.want)
+			}
+			if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+				t.Errorf("a failed start wrote %d files into the working directory", len(entries))
+			}
+		})
+	}
+}
+
+func closedPort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+func TestHelp(t *testing.T) {
+	t.Parallel()
+	out, err := exec.Command(binary, "-h").CombinedOutput()
+	if err != nil {
+		t.Fatalf("chatbatchd -h: %v", err)
+	}
+	for _, want := range []string{"-addr", "CHATBATCHD_ADDR", "-db", "-redis", "-api", "-worker", "-concurrency", "-demo", "-push", "-log-format", "IM_API_KEY"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("-h does not mention %s", want)
+		}
+	}
+}

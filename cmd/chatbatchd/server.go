@@ -1,0 +1,380 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+	"github.com/uptrace/bun"
+
+	"github.com/chatbatch/chatbatch/adapters/bunstore"
+	"github.com/chatbatch/chatbatch/batch"
+	"github.com/chatbatch/chatbatch/delivery"
+	"github.com/chatbatch/chatbatch/store"
+)
+
+// server is one running chatbatchd process.
+type server struct {
+	o    *options
+	log  *slog.Logger
+	mini *miniredis.Miniredis // nil with -redis
+	rdb  redis.UniversalClient
+	db   *bun.DB
+	st   *bunstore.Store
+	svc  *batch.Service
+	auth batch.Authenticator
+	hub  *hub
+
+	httpSrv    *http.Server
+	httpErr    chan error
+	stopWorker context.CancelFunc
+	workerDone chan error
+	stopSub    context.CancelFunc
+	subDone    chan struct{}
+}
+
+// demoUsers and demoRooms make the API description's examples work verbatim.
+var (
+	demoUsers = []string{"system", "user-a", "user-b", "user-c"}
+	demoRooms = map[string][]string{
+		"room-001": {"user-a", "user-b"},
+		"room-002": {"user-a", "user-c"},
+		"room-003": {"user-a", "user-b", "user-c"},
+	}
+)
+
+// start acquires every resource in an order that writes nothing until
+// the flags are known to be good: listen, reach Redis, then open the
+// database. On error it releases what it took.
+func start(ctx context.Context, o *options, log *slog.Logger, stdout io.Writer) (_ *server, err error) {
+	s := &server{o: o, log: log}
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+
+	var ln net.Listener
+	if o.api {
+		if ln, err = net.Listen("tcp", o.addr); err != nil {
+			return nil, usagef("-addr: %v", err)
+		}
+		defer func() {
+			if err != nil {
+				ln.Close()
+			}
+		}()
+	}
+
+	var redisOpt asynq.RedisConnOpt
+	if o.redis == "" {
+		s.mini = miniredis.NewMiniRedis()
+		if err := s.mini.StartAddr("127.0.0.1:0"); err != nil {
+			return nil, fmt.Errorf("in-process Redis: %w", err)
+		}
+		log.Warn("using an in-process Redis (miniredis): this default is for development only; pass -redis redis://host:port for production")
+		redisOpt = asynq.RedisClientOpt{Addr: s.mini.Addr()}
+	} else if redisOpt, err = asynq.ParseRedisURI(o.redis); err != nil {
+		return nil, usagef("-redis: %v", err)
+	}
+	s.rdb = redisOpt.MakeRedisClient().(redis.UniversalClient)
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := s.rdb.Ping(pctx).Err(); err != nil {
+		return nil, usagef("-redis: cannot reach %s: %v", o.redis, err)
+	}
+
+	if s.db, err = bunstore.Open(pctx, o.db); err != nil {
+		return nil, usagef("-db: %v", err)
+	}
+	if s.st, err = bunstore.New(s.db, nil); err != nil {
+		return nil, usagef("-db: %v", err)
+	}
+	if err := s.st.Migrate(ctx); err != nil {
+		return nil, fmt.Errorf("-db: migrate: %w", err)
+	}
+	if o.demo {
+		if err := s.seed(ctx); err != nil {
+			return nil, fmt.Errorf("seeding demo data: %w", err)
+		}
+	}
+
+	s.auth = batch.NewStaticKeys(map[string]batch.Principal{o.apiKey: {AppID: o.app, Admin: true}})
+	var pusher delivery.Pusher
+	if o.push == "log" {
+		pusher = logPusher{log}
+	}
+	s.svc, err = batch.New(batch.Config{
+		Store:         s.st,
+		Deliverer:     &publisher{rdb: s.rdb, dir: s.st, channel: eventsChannel(o.app)},
+		Pusher:        pusher,
+		Authenticator: s.auth,
+		Redis:         redisOpt,
+		Queue:         o.queue,
+		Concurrency:   o.concurrency,
+		ServerConfig:  asynq.Config{ShutdownTimeout: 10 * time.Second},
+		Logger:        log,
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	if o.worker {
+		wctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+		s.stopWorker, s.workerDone = stop, make(chan error, 1)
+		go func() { s.workerDone <- s.svc.Run(wctx) }()
+	}
+	if o.api {
+		s.hub = newHub()
+		sctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+		s.stopSub, s.subDone = stop, make(chan struct{})
+		go func() {
+			defer close(s.subDone)
+			s.hub.subscribe(sctx, s.rdb, eventsChannel(o.app), log)
+		}()
+		s.httpSrv = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second}
+		s.httpErr = make(chan error, 1)
+		go func() { s.httpErr <- s.httpSrv.Serve(ln) }()
+		fmt.Fprintf(stdout, "chatbatchd listening on http://%s\n", ln.Addr())
+		if o.demo {
+			fmt.Fprintf(stdout, "demo API key: %s (set IM_API_KEY to choose your own)\n", o.apiKey)
+		}
+	}
+	log.Info("chatbatchd started", "api", o.api, "worker", o.worker, "db", dbKind(o.db), "redis", redisKind(o.redis), "app", o.app)
+	return s, nil
+}
+
+func (s *server) seed(ctx context.Context) error {
+	if err := s.st.AddUsers(ctx, s.o.app, demoUsers...); err != nil {
+		return err
+	}
+	for room, members := range demoRooms {
+		if err := s.st.AddRoom(ctx, s.o.app, room, members...); err != nil {
+			return err
+		}
+	}
+	s.log.Info("demo data seeded", "users", len(demoUsers), "rooms", len(demoRooms))
+	return nil
+}
+
+// wait runs until ctx is canceled or the HTTP server fails, then stops
+// gracefully: no new requests, SSE streams closed, in-flight chunks
+// finished or returned to the queue, pools closed.
+func (s *server) wait(ctx context.Context) error {
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-s.httpErr:
+	}
+	s.log.Info("chatbatchd stopping")
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	if s.httpSrv != nil {
+		s.hub.close()
+		if err := s.httpSrv.Shutdown(sctx); err != nil {
+			s.log.Warn("http shutdown", "err", err)
+		}
+	}
+	s.close()
+	s.log.Info("chatbatchd stopped")
+	if errors.Is(serveErr, http.ErrServerClosed) {
+		serveErr = nil
+	}
+	return serveErr
+}
+
+// close releases everything start acquired, in reverse order.
+func (s *server) close() {
+	if s.stopWorker != nil {
+		s.stopWorker()
+		if err := <-s.workerDone; err != nil {
+			s.log.Error("worker", "err", err)
+		}
+	}
+	if s.stopSub != nil {
+		s.stopSub()
+		<-s.subDone
+	}
+	if s.svc != nil {
+		_ = s.svc.Close()
+	}
+	if s.db != nil {
+		_ = s.db.Close()
+	}
+	if s.rdb != nil {
+		_ = s.rdb.Close()
+	}
+	if s.mini != nil {
+		s.mini.Close()
+	}
+}
+
+func (s *server) routes() http.Handler {
+	mux := http.NewServeMux()
+	s.svc.Mount(mux)
+	mux.HandleFunc("GET /rooms/{roomID}/messages", s.authed(s.roomMessages))
+	mux.HandleFunc("GET /users/{userID}/rooms", s.authed(s.userRooms))
+	mux.HandleFunc("GET /events", s.authed(s.events))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeResult(w, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", s.ready)
+	web := webHandler()
+	for _, path := range []string{"/{$}", "/index.html", "/app.js", "/style.css"} {
+		mux.Handle("GET "+path, web)
+	}
+	return mux
+}
+
+// authed checks the API key, from the IM-API-KEY header or, for
+// EventSource (which cannot set headers), the key query parameter.
+func (s *server) authed(next func(http.ResponseWriter, *http.Request, string)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		key := r.Header.Get("IM-API-KEY")
+		if key == "" {
+			key = r.URL.Query().Get("key")
+		}
+		p, err := s.auth.Authenticate(r.Context(), key)
+		if err != nil {
+			writeErr(w, http.StatusUnauthorized, "INVALID_API_KEY", "the IM-API-KEY header (or key parameter) is missing or not a valid API key")
+			return
+		}
+		next(w, r, p.AppID)
+	}
+}
+
+// messageJSON is a message as the host's own endpoints and the live
+// stream show it.
+type messageJSON struct {
+	ID          string          `json:"id"`
+	Room        string          `json:"room"`
+	Sender      string          `json:"sender"`
+	Receiver    string          `json:"receiver,omitempty"`
+	Message     string          `json:"message"`
+	MessageType string          `json:"messageType"`
+	Extra       json.RawMessage `json:"extra,omitempty"`
+	BatchID     string          `json:"batchID,omitempty"`
+	CreatedAt   time.Time       `json:"createdAt"`
+}
+
+func toJSON(m store.Message) messageJSON {
+	return messageJSON{
+		ID: m.ID, Room: m.RoomID, Sender: m.Sender, Receiver: m.Receiver, Message: m.Text,
+		MessageType: m.Type, Extra: m.Extra, BatchID: m.BatchID, CreatedAt: m.CreatedAt.UTC(),
+	}
+}
+
+func (s *server) roomMessages(w http.ResponseWriter, r *http.Request, app string) {
+	limit := 50
+	for k := range r.URL.Query() {
+		if k != "limit" && k != "key" {
+			writeErr(w, http.StatusBadRequest, "INVALID_PARAMETER", fmt.Sprintf("unknown query parameter %q", k))
+			return
+		}
+	}
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			writeErr(w, http.StatusBadRequest, "INVALID_PARAMETER", fmt.Sprintf("limit: %q is not a positive number", v))
+			return
+		}
+		limit = min(n, 500)
+	}
+	msgs, err := s.st.RoomMessages(r.Context(), app, r.PathValue("roomID"), limit)
+	if err != nil {
+		s.log.Error("room messages", "err", err)
+		writeErr(w, http.StatusServiceUnavailable, "UNAVAILABLE", "the database is unavailable")
+		return
+	}
+	out := make([]messageJSON, len(msgs))
+	for i, m := range msgs {
+		out[i] = toJSON(m)
+	}
+	writeResult(w, map[string]any{"room": r.PathValue("roomID"), "messages": out})
+}
+
+func (s *server) userRooms(w http.ResponseWriter, r *http.Request, app string) {
+	rooms, err := s.st.UserRooms(r.Context(), app, r.PathValue("userID"))
+	if err != nil {
+		s.log.Error("user rooms", "err", err)
+		writeErr(w, http.StatusServiceUnavailable, "UNAVAILABLE", "the database is unavailable")
+		return
+	}
+	writeResult(w, map[string]any{"user": r.PathValue("userID"), "rooms": rooms})
+}
+
+func (s *server) ready(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	checks := map[string]string{"store": "ok", "redis": "ok"}
+	status := http.StatusOK
+	if err := s.st.Ping(ctx); err != nil {
+		checks["store"], status = err.Error(), http.StatusServiceUnavailable
+	}
+	if err := s.rdb.Ping(ctx).Err(); err != nil {
+		checks["redis"], status = err.Error(), http.StatusServiceUnavailable
+	}
+	if status != http.StatusOK {
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		w.WriteHeader(status)
+		_ = json.NewEncoder(w).Encode(map[string]any{"RC": status, "RM": http.StatusText(status), "error": map[string]any{
+			"code": "UNAVAILABLE", "message": "not ready", "details": []any{checks},
+		}})
+		return
+	}
+	writeResult(w, map[string]any{"status": "ready", "checks": checks})
+}
+
+func writeResult(w http.ResponseWriter, result any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	_ = json.NewEncoder(w).Encode(map[string]any{"RC": 0, "RM": "OK", "result": result})
+}
+
+func writeErr(w http.ResponseWriter, status int, code, msg string) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{"RC": status, "RM": http.StatusText(status),
+		"error": map[string]any{"code": code, "message": msg, "details": []any{}}})
+}
+
+// logPusher is the default Pusher: one log line per push call, and one
+// per notification at debug level. It never logs message bodies.
+type logPusher struct{ log *slog.Logger }
+
+func (p logPusher) Push(ctx context.Context, ns []delivery.Notification) error {
+	if len(ns) == 0 {
+		return ctx.Err()
+	}
+	p.log.Info("push notifications", "count", len(ns), "first_user", ns[0].UserID, "first_message", ns[0].MessageID)
+	for _, n := range ns {
+		p.log.Debug("push", "user", n.UserID, "message", n.MessageID, "room", n.RoomID, "badge", n.Badge)
+	}
+	return ctx.Err()
+}
+
+func dbKind(dsn string) string {
+	for i := range dsn {
+		if dsn[i] == ':' {
+			return dsn[:i]
+		}
+	}
+	return "mysql"
+}
+
+func redisKind(u string) string {
+	if u == "" {
+		return "in-process"
+	}
+	return "external"
+}
