@@ -81,6 +81,11 @@ type Config struct {
 	// written. Defaults to false.
 	StrictVariables bool
 
+	// IdempotencyTTL is how long an Idempotency-Key is remembered: a
+	// request repeated with the same key within it gets the first
+	// response. Defaults to 24 hours.
+	IdempotencyTTL time.Duration
+
 	// MaxScheduleAhead is how far in the future sendAt may be; later is
 	// answered with 400. Defaults to 30 days.
 	MaxScheduleAhead time.Duration
@@ -147,6 +152,7 @@ func (c *Config) withDefaults() {
 	c.SweepInterval = cmpOr(c.SweepInterval, 30*time.Second)
 	c.EnqueueTimeout = cmpOr(c.EnqueueTimeout, 5*time.Second)
 	c.MaxScheduleAhead = cmpOr(c.MaxScheduleAhead, 30*24*time.Hour)
+	c.IdempotencyTTL = cmpOr(c.IdempotencyTTL, 24*time.Hour)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}

@@ -20,6 +20,9 @@ const (
 	CodeBatchNotFound          = "BATCH_NOT_FOUND"          // 404
 	CodeNotFound               = "NOT_FOUND"                // 404
 	CodeMethodNotAllowed       = "METHOD_NOT_ALLOWED"       // 405
+	CodeIdempotencyInProgress  = "IDEMPOTENCY_IN_PROGRESS"  // 409
+	CodeBatchFinished          = "BATCH_FINISHED"           // 409
+	CodeIdempotencyKeyReused   = "IDEMPOTENCY_KEY_REUSED"   // 422
 	CodePayloadTooLarge        = "PAYLOAD_TOO_LARGE"        // 413
 	CodeUnsupportedMediaType   = "UNSUPPORTED_MEDIA_TYPE"   // 415
 	CodeInternal               = "INTERNAL_ERROR"           // 500

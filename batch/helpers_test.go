@@ -249,6 +249,20 @@ type response struct {
 	raw string
 }
 
+// doWith posts a JSON body with extra headers.
+func (e *env) doWith(t *testing.T, method, path, key string, body io.Reader, headers map[string]string) *response {
+	t.Helper()
+	req := httptest.NewRequest(method, path, body)
+	req.Header.Set("IM-API-KEY", key)
+	req.Header.Set("Content-Type", jsonCT)
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	w := httptest.NewRecorder()
+	e.svc.Handler().ServeHTTP(w, req)
+	return decodeResponse(t, w.Result())
+}
+
 func (e *env) do(t *testing.T, method, path, key, contentType string, body io.Reader) *response {
 	t.Helper()
 	req := httptest.NewRequest(method, path, body)
@@ -323,14 +337,14 @@ func accepted(t *testing.T, r *response) sendResult {
 	return res
 }
 
-// waitFinished polls the batch status until it is final.
+// waitFinished polls the batch status until it is finished (a canceled
+// batch is "canceled" at once, but finished only when its last chunk is).
 func (e *env) waitFinished(t *testing.T, key, id string) batchStatus {
 	t.Helper()
 	deadline := time.Now().Add(waitLimit)
 	for {
 		_, st := e.status(t, key, id)
-		switch st.Status {
-		case "completed", "completed_with_errors", "canceled":
+		if st.FinishedAt != nil {
 			return st
 		}
 		if time.Now().After(deadline) {

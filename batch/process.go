@@ -77,7 +77,10 @@ func (s *Service) ProcessChunk(ctx context.Context, ref store.ChunkRef) error {
 	if err != nil {
 		return fmt.Errorf("batch: load batch %s: %w", ref.BatchID, err)
 	}
-	c, err := s.cfg.Batches.LoadChunk(ctx, ref)
+	// Starting the chunk is what keeps a cancel from canceling it: from
+	// here on it is this worker's to finish. A chunk the cancel got first
+	// comes back done.
+	c, err := s.cfg.Batches.StartChunk(ctx, ref, s.cfg.Now().UTC())
 	if errors.Is(err, store.ErrNotFound) {
 		s.log.Error("batch: chunk does not exist; dropping the task", "batch", ref.BatchID, "chunk", ref.No)
 		return fmt.Errorf("batch: %w: %w", err, asynq.SkipRetry)
@@ -89,6 +92,14 @@ func (s *Service) ProcessChunk(ctx context.Context, ref store.ChunkRef) error {
 		return nil // a duplicate task: another attempt finished it
 	}
 	run := &chunkRun{s: s, ref: ref, batch: b, chunk: c, outcomes: make([]store.Outcome, len(c.Recipients))}
+	if !b.CanceledAt.IsZero() {
+		// Started by an earlier attempt that failed before the cancel: a
+		// retry does not send what the client asked to stop.
+		for i := range run.outcomes {
+			run.outcomes[i].Status = store.OutcomeCanceled
+		}
+		return run.complete(ctx, start)
+	}
 	if err := run.compile(); err != nil {
 		// Nothing can be sent from a payload we cannot read; retrying will
 		// not change that, so every recipient fails.

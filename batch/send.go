@@ -52,6 +52,7 @@ func parseSendOptions(q url.Values) (sendOptions, *apiError) {
 }
 
 func (s *Service) handleSend(w http.ResponseWriter, r *http.Request, p Principal) {
+	ctx := r.Context()
 	opts, aerr := parseSendOptions(r.URL.Query())
 	if aerr == nil {
 		aerr = checkContentType(r)
@@ -59,6 +60,16 @@ func (s *Service) handleSend(w http.ResponseWriter, r *http.Request, p Principal
 	var body []byte
 	if aerr == nil {
 		body, aerr = readBody(w, r, s.cfg.MaxBodyBytes)
+	}
+	// A dry run stores nothing, so it has nothing to make idempotent.
+	var idem *idempotency
+	if aerr == nil && len(r.Header.Values("Idempotency-Key")) > 0 && !opts.dryRun {
+		var replay *sendResult
+		idem, aerr, replay = s.claim(ctx, w, p, r.Header.Get("Idempotency-Key"), body)
+		if replay != nil {
+			writeOK(w, replay)
+			return
+		}
 	}
 	var req *sendRequest
 	if aerr == nil {
@@ -69,9 +80,10 @@ func (s *Service) handleSend(w http.ResponseWriter, r *http.Request, p Principal
 	}
 	var result any
 	if aerr == nil {
-		result, aerr = s.accept(r.Context(), p, req, opts)
+		result, aerr = s.accept(ctx, w, p, req, opts, idem)
 	}
 	if aerr != nil {
+		s.release(ctx, idem)
 		writeError(w, aerr)
 		return
 	}
@@ -117,7 +129,7 @@ func (s *Service) check(ctx context.Context, p Principal, req *sendRequest) (*ch
 // and enqueues its chunks. Nothing is stored or enqueued unless every
 // check passes; a returned result means the batch is durable. A dry run
 // stops after the checks and returns a preview.
-func (s *Service) accept(ctx context.Context, p Principal, req *sendRequest, opts sendOptions) (any, *apiError) {
+func (s *Service) accept(ctx context.Context, w http.ResponseWriter, p Principal, req *sendRequest, opts sendOptions, idem *idempotency) (any, *apiError) {
 	c, aerr := s.check(ctx, p, req)
 	if aerr != nil {
 		return nil, aerr
@@ -136,6 +148,9 @@ func (s *Service) accept(ctx context.Context, p Principal, req *sendRequest, opt
 	}
 	now := s.cfg.Now().UTC()
 	b := &store.Batch{AppID: p.AppID, Sender: c.sender, Count: len(req.Paras), Payload: pl, CreatedAt: now, SendAt: c.sendAt}
+	if idem != nil {
+		b.IdempotencyKey = idem.key
+	}
 	notBefore := now
 	if !c.sendAt.IsZero() {
 		notBefore = c.sendAt
@@ -151,6 +166,11 @@ func (s *Service) accept(ctx context.Context, p Principal, req *sendRequest, opt
 		err = s.cfg.Batches.CreateBatch(ctx, b, chunks)
 		if !errors.Is(err, store.ErrConflict) || attempt == 2 {
 			break
+		}
+		if idem != nil {
+			if res := s.replayAfterConflict(ctx, w, idem); res != nil {
+				return res, nil
+			}
 		}
 	}
 	if err != nil {

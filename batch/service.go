@@ -74,7 +74,8 @@ func (s *Service) Close() error {
 //
 // It serves POST BasePath (send a batch; ?dryRun=true to check and
 // preview only), GET BasePath/{batchID} (the batch's status) and GET
-// BasePath/{batchID}/recipients (per-recipient outcomes), and answers
+// BasePath/{batchID}/recipients (per-recipient outcomes) and DELETE
+// BasePath/{batchID} (cancel the batch), and answers
 // everything else with the API's error envelope (405 for other methods,
 // 404 for other paths).
 func (s *Service) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
@@ -121,8 +122,12 @@ func (s *Service) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		s.withPrincipal(w, r, func(w http.ResponseWriter, r *http.Request, p Principal) {
 			s.handleStatus(w, r, p, id)
 		})
+	case r.Method == http.MethodDelete:
+		s.withPrincipal(w, r, func(w http.ResponseWriter, r *http.Request, p Principal) {
+			s.handleCancel(w, r, p, id)
+		})
 	default:
-		methodNotAllowed(w, r, "GET, HEAD")
+		methodNotAllowed(w, r, "GET, HEAD, DELETE")
 	}
 }
 
@@ -194,6 +199,7 @@ type batchStatus struct {
 	CreatedAt  time.Time    `json:"createdAt"`
 	SendAt     *time.Time   `json:"sendAt,omitempty"`
 	FinishedAt *time.Time   `json:"finishedAt,omitempty"`
+	CanceledAt *time.Time   `json:"canceledAt,omitempty"`
 }
 
 func (s *Service) statusOf(b *store.Batch) batchStatus {
@@ -208,6 +214,10 @@ func (s *Service) statusOf(b *store.Batch) batchStatus {
 	if !b.FinishedAt.IsZero() {
 		t := b.FinishedAt.UTC()
 		out.FinishedAt = &t
+	}
+	if !b.CanceledAt.IsZero() {
+		t := b.CanceledAt.UTC()
+		out.CanceledAt = &t
 	}
 	return out
 }
@@ -226,6 +236,37 @@ func (s *Service) handleStatus(w http.ResponseWriter, r *http.Request, p Princip
 	default:
 		writeOK(w, s.statusOf(b))
 	}
+}
+
+// handleCancel stops a batch: chunks not started are not processed (their
+// recipients end canceled), a chunk in progress finishes.
+func (s *Service) handleCancel(w http.ResponseWriter, r *http.Request, p Principal, id string) {
+	if aerr := queryParams(r.URL.Query()); aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	b, err := s.cfg.Batches.CancelBatch(r.Context(), p.AppID, id, s.cfg.Now().UTC())
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		writeError(w, newError(http.StatusNotFound, CodeBatchNotFound, "batch %q does not exist", id))
+		return
+	case errors.Is(err, store.ErrConflict):
+		st := "finished"
+		if cur, gerr := s.cfg.Batches.GetBatch(r.Context(), p.AppID, id); gerr == nil {
+			st = string(cur.Status(s.cfg.Now()))
+		}
+		writeError(w, newError(http.StatusConflict, CodeBatchFinished, "batch %q already finished (%s); there is nothing left to cancel", id, st))
+		return
+	case err != nil:
+		writeError(w, s.storeError(r.Context(), "cancel batch", err))
+		return
+	}
+	s.log.Info("batch canceled", "app", p.AppID, "batch", id, "canceled", b.Canceled, "pending", b.Pending())
+	if b.ChunksDone == b.Chunks {
+		// This cancel finished the batch (no chunk was in progress).
+		s.batchDone(context.WithoutCancel(r.Context()), b)
+	}
+	writeOK(w, s.statusOf(b))
 }
 
 // newBatchID returns "batch-YYYYMMDD-" and 10 random lower-case base32

@@ -95,6 +95,10 @@ type Batches interface {
 	// order and b.Chunks == len(chunks). It returns ErrConflict if a batch
 	// with b.ID already exists in b.AppID (nothing is changed then).
 	// Counters of b (Sent, Failed, Canceled, ChunksDone) must be zero.
+	// In a store that implements IdempotencyKeys, a non-empty
+	// b.IdempotencyKey completes that key's in-progress record in the
+	// same transaction; if the record is missing or already done,
+	// CreateBatch returns ErrConflict and stores nothing.
 	CreateBatch(ctx context.Context, b *Batch, chunks []Chunk) error
 
 	// GetBatch returns the batch with its current counters, or ErrNotFound
@@ -106,6 +110,14 @@ type Batches interface {
 	// not exist in ref.AppID.
 	LoadChunk(ctx context.Context, ref ChunkRef) (*Chunk, error)
 
+	// StartChunk is LoadChunk for the worker about to process the chunk:
+	// if the chunk is not done and has no StartedAt yet, it sets StartedAt
+	// to at first, atomically with respect to CancelBatch, so a chunk is
+	// either started (and CancelBatch leaves it to finish) or canceled
+	// (and returned Done), never both. A started or done chunk is returned
+	// unchanged. It returns ErrNotFound like LoadChunk.
+	StartChunk(ctx context.Context, ref ChunkRef, at time.Time) (*Chunk, error)
+
 	// CompleteChunk records the outcome of every recipient of a pending
 	// chunk, marks it done and adds the outcomes to the batch counters, all
 	// in one transaction. When this makes ChunksDone equal Chunks it sets
@@ -114,6 +126,17 @@ type Batches interface {
 	// chunk succeeds; the others get ErrConflict and change nothing. It
 	// returns ErrNotFound if the chunk does not exist.
 	CompleteChunk(ctx context.Context, p *CompleteChunkParams) (*Batch, error)
+
+	// CancelBatch cancels a batch in one transaction: it sets CanceledAt
+	// to at (if not set yet) and completes every chunk that is neither done
+	// nor started with an OutcomeCanceled for each of its recipients,
+	// adding them to Canceled and ChunksDone (and setting FinishedAt to at
+	// if that finishes the batch). Started chunks are left to finish. It
+	// returns the batch after the update. It returns ErrConflict, changing
+	// nothing, if the batch was already finished (ChunksDone == Chunks),
+	// and ErrNotFound if it does not exist in app. Canceling a batch that
+	// is canceled but not finished is not an error.
+	CancelBatch(ctx context.Context, app, id string, at time.Time) (*Batch, error)
 
 	// PendingChunks lists, across all apps, up to limit chunks that are not
 	// done and whose NotBefore is at or before dueBefore, oldest NotBefore
@@ -171,6 +194,12 @@ type Batch struct {
 	SendAt time.Time
 	// FinishedAt is when the last chunk completed; zero while running.
 	FinishedAt time.Time
+	// CanceledAt is when the batch was canceled; zero if it was not.
+	CanceledAt time.Time
+	// IdempotencyKey, when set at CreateBatch, is the Idempotency-Key the
+	// batch was created under; see IdempotencyKeys. Stores that do not
+	// implement IdempotencyKeys ignore it.
+	IdempotencyKey string
 
 	// Counters maintained by the store.
 
@@ -190,7 +219,7 @@ func (b *Batch) Pending() int { return b.Count - b.Sent - b.Failed - b.Canceled 
 // Status derives the batch's state from its counters and times.
 func (b *Batch) Status(now time.Time) Status {
 	switch {
-	case b.ChunksDone >= b.Chunks && b.Canceled > 0:
+	case !b.CanceledAt.IsZero():
 		return StatusCanceled
 	case b.ChunksDone >= b.Chunks && b.Failed > 0:
 		return StatusCompletedWithErrors
@@ -235,6 +264,8 @@ type Chunk struct {
 	// NotBefore is the earliest time the chunk may be processed: the batch's
 	// SendAt, or its CreatedAt when it is not scheduled (UTC).
 	NotBefore time.Time
+	// StartedAt is when a worker first started the chunk; zero before.
+	StartedAt time.Time
 	// Done reports whether the chunk has been completed.
 	Done bool
 	// Outcomes has one entry per recipient once Done; nil before.
@@ -300,4 +331,52 @@ func DirectRoomID(a, b string) string {
 type DirectRoomNamer interface {
 	// DirectRoomID returns the ID DirectRoom(app, a, b) uses for the pair.
 	DirectRoomID(a, b string) string
+}
+
+// IdempotencyKeys is implemented by Batches stores that support the
+// Idempotency-Key header: a client that retries a request with the same
+// key gets the first request's batch instead of a second one. Records are
+// scoped by app. The store of Batches must implement it for the header to
+// be accepted.
+//
+// The flow of one request: ClaimIdempotencyKey (in progress), then
+// CreateBatch with Batch.IdempotencyKey set, which completes the record
+// with the batch's ID and Count in the batch's own transaction, so a
+// batch and its key record exist together or not at all; or, if the
+// request fails before, ReleaseIdempotencyKey.
+type IdempotencyKeys interface {
+	// ClaimIdempotencyKey stores rec (with an empty BatchID: in progress)
+	// if rec.AppID has no live record for rec.Key, and returns nil, nil.
+	// A record is live until its ExpiresAt; an in-progress record created
+	// before staleBefore belongs to a request that died and is replaced
+	// too. Otherwise it changes nothing and returns the live record, in
+	// progress or done, with ErrConflict. Of concurrent claims of one key,
+	// exactly one succeeds.
+	ClaimIdempotencyKey(ctx context.Context, rec *IdempotencyRecord, staleBefore time.Time) (*IdempotencyRecord, error)
+
+	// ReleaseIdempotencyKey deletes app's record of key if it is still in
+	// progress, so the request can be retried with the same key. A done
+	// record is kept; a missing one is not an error.
+	ReleaseIdempotencyKey(ctx context.Context, app, key string) error
+
+	// DeleteExpiredIdempotencyKeys deletes, across apps, up to limit
+	// records whose ExpiresAt is before before, and returns how many it
+	// deleted.
+	DeleteExpiredIdempotencyKeys(ctx context.Context, before time.Time, limit int) (int, error)
+}
+
+// IdempotencyRecord is what a store keeps for one Idempotency-Key.
+type IdempotencyRecord struct {
+	AppID string
+	Key   string
+	// RequestHash identifies the request body; a different body under the
+	// same key is refused.
+	RequestHash string
+	// BatchID and Count are the accepted batch; BatchID is "" while the
+	// request is in progress.
+	BatchID string
+	Count   int
+	// CreatedAt is when the key was claimed; ExpiresAt when it may be reused.
+	CreatedAt time.Time
+	ExpiresAt time.Time
 }

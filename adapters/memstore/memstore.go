@@ -22,6 +22,7 @@ import (
 var (
 	_ store.Store           = (*Store)(nil)
 	_ store.DirectRoomNamer = (*Store)(nil)
+	_ store.IdempotencyKeys = (*Store)(nil)
 )
 
 // Options configures a Store. The zero value is ready to use.
@@ -46,6 +47,7 @@ type app struct {
 	rooms    map[string]*room
 	messages map[string]*storedMessage
 	batches  map[string]*batchRecord
+	keys     map[string]*store.IdempotencyRecord
 }
 
 type room struct {
@@ -80,6 +82,7 @@ func (s *Store) appLocked(id string) *app {
 			rooms:    map[string]*room{},
 			messages: map[string]*storedMessage{},
 			batches:  map[string]*batchRecord{},
+			keys:     map[string]*store.IdempotencyRecord{},
 		}
 		s.apps[id] = a
 	}
@@ -297,6 +300,13 @@ func (s *Store) CreateBatch(ctx context.Context, b *store.Batch, chunks []store.
 	if a.batches[b.ID] != nil {
 		return fmt.Errorf("memstore: create batch %q: %w", b.ID, store.ErrConflict)
 	}
+	var key *store.IdempotencyRecord
+	if b.IdempotencyKey != "" {
+		if key = a.keys[b.IdempotencyKey]; key == nil || key.BatchID != "" {
+			return fmt.Errorf("memstore: create batch %q: idempotency key is not claimed or already used: %w", b.ID, store.ErrConflict)
+		}
+		key.BatchID, key.Count = b.ID, b.Count
+	}
 	rec := &batchRecord{batch: *b, chunks: make([]store.Chunk, len(chunks))}
 	rec.batch.Payload = slices.Clone(b.Payload)
 	for i, c := range chunks {
@@ -356,6 +366,115 @@ func (s *Store) LoadChunk(ctx context.Context, ref store.ChunkRef) (*store.Chunk
 	}
 	out := copyChunk(*c)
 	return &out, nil
+}
+
+// StartChunk implements store.Batches.
+func (s *Store) StartChunk(ctx context.Context, ref store.ChunkRef, at time.Time) (*store.Chunk, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, c, err := s.chunkLocked(ref)
+	if err != nil {
+		return nil, err
+	}
+	if !c.Done && c.StartedAt.IsZero() {
+		c.StartedAt = at
+	}
+	out := copyChunk(*c)
+	return &out, nil
+}
+
+// CancelBatch implements store.Batches.
+func (s *Store) CancelBatch(ctx context.Context, appID, id string, at time.Time) (*store.Batch, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rec, err := s.batchLocked(appID, id)
+	if err != nil {
+		return nil, err
+	}
+	b := &rec.batch
+	if b.ChunksDone == b.Chunks {
+		return nil, fmt.Errorf("memstore: cancel batch %q: already finished: %w", id, store.ErrConflict)
+	}
+	if b.CanceledAt.IsZero() {
+		b.CanceledAt = at
+	}
+	for i := range rec.chunks {
+		c := &rec.chunks[i]
+		if c.Done || !c.StartedAt.IsZero() {
+			continue
+		}
+		c.Done = true
+		c.Outcomes = make([]store.Outcome, len(c.Recipients))
+		for j := range c.Outcomes {
+			c.Outcomes[j].Status = store.OutcomeCanceled
+		}
+		b.Canceled += len(c.Recipients)
+		b.ChunksDone++
+	}
+	if b.ChunksDone == b.Chunks {
+		b.FinishedAt = at
+	}
+	return copyBatch(b), nil
+}
+
+// ClaimIdempotencyKey implements store.IdempotencyKeys.
+func (s *Store) ClaimIdempotencyKey(ctx context.Context, rec *store.IdempotencyRecord, staleBefore time.Time) (*store.IdempotencyRecord, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a := s.appLocked(rec.AppID)
+	if old := a.keys[rec.Key]; old != nil {
+		live := old.ExpiresAt.After(rec.CreatedAt) && (old.BatchID != "" || !old.CreatedAt.Before(staleBefore))
+		if live {
+			out := *old
+			return &out, fmt.Errorf("memstore: idempotency key %q: %w", rec.Key, store.ErrConflict)
+		}
+	}
+	r := *rec
+	r.BatchID, r.Count = "", 0
+	a.keys[rec.Key] = &r
+	return nil, nil
+}
+
+// ReleaseIdempotencyKey implements store.IdempotencyKeys.
+func (s *Store) ReleaseIdempotencyKey(ctx context.Context, appID, key string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a := s.appLocked(appID)
+	if r := a.keys[key]; r != nil && r.BatchID == "" {
+		delete(a.keys, key)
+	}
+	return nil
+}
+
+// DeleteExpiredIdempotencyKeys implements store.IdempotencyKeys.
+func (s *Store) DeleteExpiredIdempotencyKeys(ctx context.Context, before time.Time, limit int) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, a := range s.apps {
+		for k, r := range a.keys {
+			if n < limit && r.ExpiresAt.Before(before) {
+				delete(a.keys, k)
+				n++
+			}
+		}
+	}
+	return n, nil
 }
 
 // CompleteChunk implements store.Batches.

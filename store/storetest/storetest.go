@@ -642,6 +642,14 @@ func RunBatches(t *testing.T, newStore func(t *testing.T) store.Batches, opts *O
 		{"CompleteChunkConcurrent", testCompleteChunkConcurrent},
 		{"CompleteChunksInParallel", testCompleteChunksInParallel},
 		{"PendingChunks", testPendingChunks},
+		{"StartChunk", testStartChunk},
+		{"CancelBatch", testCancelBatch},
+		{"CancelFinishedBatch", testCancelFinished},
+		{"CancelRacesStart", testCancelRacesStart},
+		{"CancelAppIsolation", testCancelAppIsolation},
+		{"IdempotencyKeys", testIdempotencyKeys},
+		{"IdempotencyKeyConcurrentClaims", testIdempotencyConcurrent},
+		{"IdempotencyKeyExpiry", testIdempotencyExpiry},
 		{"LargeBatch", testLargeBatch},
 		{"BatchesContextCanceled", testBatchesContextCanceled},
 	})
@@ -989,6 +997,8 @@ func testBatchesContextCanceled(t *testing.T, s store.Batches, _ *Options) {
 			return err
 		},
 		"PendingChunks": func() error { _, err := s.PendingChunks(ctx, time.Now(), 10); return err },
+		"StartChunk":    func() error { _, err := s.StartChunk(ctx, chunks[0].ChunkRef, time.Now().UTC()); return err },
+		"CancelBatch":   func() error { _, err := s.CancelBatch(ctx, "app1", b.ID, time.Now().UTC()); return err },
 	})
 	_, err := s.GetBatch(ctxT(t), "app1", b2.ID)
 	wantErr(t, err, store.ErrNotFound, "a batch created with a canceled context")
@@ -996,5 +1006,325 @@ func testBatchesContextCanceled(t *testing.T, s store.Batches, _ *Options) {
 	must(t, err)
 	if got.ChunksDone != 0 {
 		t.Errorf("CompleteChunk with a canceled context completed the chunk")
+	}
+}
+
+func testStartChunk(t *testing.T, s store.Batches, opts *Options) {
+	ctx := ctxT(t)
+	created := time.Date(2026, 4, 10, 9, 0, 0, 0, time.UTC)
+	b, chunks := newBatch("app1", "batch-start", created, 2, 1)
+	must(t, s.CreateBatch(ctx, b, chunks))
+	ref := chunks[0].ChunkRef
+	first := created.Add(time.Second)
+	c, err := s.StartChunk(ctx, ref, first)
+	must(t, err)
+	sameTime(t, "StartedAt", c.StartedAt, first, opts)
+	if c.Done || len(c.Recipients) != 2 || !reflect.DeepEqual(c.Recipients, chunks[0].Recipients) {
+		t.Errorf("started chunk %+v", c)
+	}
+	again, err := s.StartChunk(ctx, ref, first.Add(time.Minute))
+	must(t, err)
+	sameTime(t, "StartedAt after a second start", again.StartedAt, first, opts)
+	loaded, err := s.LoadChunk(ctx, ref)
+	must(t, err)
+	sameTime(t, "StartedAt from LoadChunk", loaded.StartedAt, first, opts)
+	other, err := s.LoadChunk(ctx, chunks[1].ChunkRef)
+	must(t, err)
+	sameTime(t, "StartedAt of a chunk never started", other.StartedAt, time.Time{}, opts)
+
+	_, err = s.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: ref, Outcomes: outcomes(store.OutcomeSent, store.OutcomeSent), At: first})
+	must(t, err)
+	done, err := s.StartChunk(ctx, ref, first.Add(time.Hour))
+	must(t, err)
+	if !done.Done || len(done.Outcomes) != 2 {
+		t.Errorf("StartChunk of a done chunk = %+v, want it done with its outcomes", done)
+	}
+	_, err = s.StartChunk(ctx, store.ChunkRef{AppID: "app1", BatchID: b.ID, No: 7}, first)
+	wantErr(t, err, store.ErrNotFound, "StartChunk past the end")
+	_, err = s.StartChunk(ctx, store.ChunkRef{AppID: "app2", BatchID: b.ID}, first)
+	wantErr(t, err, store.ErrNotFound, "StartChunk of another app's batch")
+}
+
+func testCancelBatch(t *testing.T, s store.Batches, opts *Options) {
+	ctx := ctxT(t)
+	created := time.Date(2026, 4, 10, 9, 0, 0, 0, time.UTC)
+	b, chunks := newBatch("app1", "batch-cancel", created, 2, 3, 2, 1)
+	must(t, s.CreateBatch(ctx, b, chunks))
+	// Chunk 0 is done, chunk 1 is in progress, chunks 2 and 3 never started.
+	_, err := s.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: chunks[0].ChunkRef, Outcomes: outcomes(store.OutcomeSent, store.OutcomeFailed), At: created})
+	must(t, err)
+	_, err = s.StartChunk(ctx, chunks[1].ChunkRef, created)
+	must(t, err)
+
+	at := created.Add(time.Minute)
+	after, err := s.CancelBatch(ctx, "app1", b.ID, at)
+	must(t, err)
+	sameTime(t, "CanceledAt", after.CanceledAt, at, opts)
+	if after.Canceled != 3 || after.Sent != 1 || after.Failed != 1 || after.ChunksDone != 3 || after.Pending() != 3 || !after.FinishedAt.IsZero() {
+		t.Errorf("after cancel: %+v (pending %d); want chunks 2 and 3 canceled, chunk 1 left to finish", after, after.Pending())
+	}
+	if st := after.Status(at); st != store.StatusCanceled {
+		t.Errorf("status after cancel = %s", st)
+	}
+	for _, no := range []int{2, 3} {
+		c, err := s.LoadChunk(ctx, chunks[no].ChunkRef)
+		must(t, err)
+		if !c.Done || len(c.Outcomes) != len(c.Recipients) {
+			t.Fatalf("canceled chunk %d: done=%v outcomes=%d", no, c.Done, len(c.Outcomes))
+		}
+		for _, o := range c.Outcomes {
+			if o.Status != store.OutcomeCanceled {
+				t.Errorf("chunk %d outcome %+v, want canceled", no, o)
+			}
+		}
+	}
+	in, err := s.LoadChunk(ctx, chunks[1].ChunkRef)
+	must(t, err)
+	if in.Done {
+		t.Error("cancel completed a chunk that was in progress")
+	}
+	// Canceling again while the chunk in progress runs changes nothing.
+	again, err := s.CancelBatch(ctx, "app1", b.ID, at.Add(time.Minute))
+	must(t, err)
+	sameTime(t, "CanceledAt after a second cancel", again.CanceledAt, at, opts)
+	if again.Canceled != 3 || again.ChunksDone != 3 {
+		t.Errorf("a second cancel changed the counters: %+v", again)
+	}
+	// The chunk in progress finishes; it finishes the batch.
+	end := at.Add(2 * time.Minute)
+	last, err := s.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: chunks[1].ChunkRef, Outcomes: outcomes(store.OutcomeSent, store.OutcomeSent, store.OutcomeSent), At: end})
+	must(t, err)
+	if last.ChunksDone != 4 || last.Sent != 4 || last.Canceled != 3 || last.Pending() != 0 || last.Status(end) != store.StatusCanceled {
+		t.Errorf("after the last chunk: %+v", last)
+	}
+	sameTime(t, "FinishedAt", last.FinishedAt, end, opts)
+	refs, err := s.PendingChunks(ctx, end.Add(time.Hour), 10)
+	must(t, err)
+	if len(refs) != 0 {
+		t.Errorf("a canceled batch has pending chunks: %+v", refs)
+	}
+}
+
+func testCancelFinished(t *testing.T, s store.Batches, _ *Options) {
+	ctx := ctxT(t)
+	now := time.Now().UTC()
+	b, chunks := newBatch("app1", "batch-finished", now, 1)
+	must(t, s.CreateBatch(ctx, b, chunks))
+	_, err := s.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: chunks[0].ChunkRef, Outcomes: outcomes(store.OutcomeSent), At: now})
+	must(t, err)
+	_, err = s.CancelBatch(ctx, "app1", b.ID, now)
+	wantErr(t, err, store.ErrConflict, "canceling a finished batch")
+	got, err := s.GetBatch(ctx, "app1", b.ID)
+	must(t, err)
+	if !got.CanceledAt.IsZero() || got.Status(now) != store.StatusCompleted {
+		t.Errorf("a refused cancel changed the batch: %+v", got)
+	}
+	// A batch whose every chunk was canceled is finished by the cancel.
+	b2, chunks2 := newBatch("app1", "batch-all-canceled", now, 2, 2)
+	must(t, s.CreateBatch(ctx, b2, chunks2))
+	after, err := s.CancelBatch(ctx, "app1", b2.ID, now)
+	must(t, err)
+	if after.ChunksDone != 2 || after.Canceled != 4 || after.FinishedAt.IsZero() {
+		t.Errorf("canceling a batch nothing started: %+v", after)
+	}
+	_, err = s.CancelBatch(ctx, "app1", b2.ID, now)
+	wantErr(t, err, store.ErrConflict, "canceling a batch a cancel already finished")
+	_, err = s.CancelBatch(ctx, "app1", "batch-nope", now)
+	wantErr(t, err, store.ErrNotFound, "canceling a missing batch")
+}
+
+// testCancelRacesStart cancels while workers start chunks: every chunk
+// ends either started (and not canceled) or canceled (and never started).
+func testCancelRacesStart(t *testing.T, s store.Batches, _ *Options) {
+	ctx := ctxT(t)
+	const n = 10
+	sizes := make([]int, n)
+	for i := range sizes {
+		sizes[i] = 2
+	}
+	now := time.Now().UTC()
+	b, chunks := newBatch("app1", "batch-race-cancel", now, sizes...)
+	must(t, s.CreateBatch(ctx, b, chunks))
+	started := make([]bool, n)
+	var wg sync.WaitGroup
+	for no := range n {
+		wg.Go(func() {
+			c, err := s.StartChunk(ctx, chunks[no].ChunkRef, now)
+			if err != nil {
+				t.Errorf("StartChunk: %v", err)
+				return
+			}
+			started[no] = !c.Done
+		})
+	}
+	var canceled *store.Batch
+	wg.Go(func() {
+		var err error
+		if canceled, err = s.CancelBatch(ctx, "app1", b.ID, now); err != nil {
+			t.Errorf("CancelBatch: %v", err)
+		}
+	})
+	wg.Wait()
+	if canceled == nil {
+		return
+	}
+	nStarted := 0
+	for no := range n {
+		c, err := s.LoadChunk(ctx, chunks[no].ChunkRef)
+		must(t, err)
+		if started[no] == c.Done {
+			t.Errorf("chunk %d: started by a worker=%v, done by the cancel=%v; exactly one must hold", no, started[no], c.Done)
+		}
+		if started[no] {
+			nStarted++
+		}
+	}
+	if canceled.Canceled != 2*(n-nStarted) {
+		t.Errorf("cancel counted %d canceled recipients; %d chunks were not started", canceled.Canceled, n-nStarted)
+	}
+}
+
+func testCancelAppIsolation(t *testing.T, s store.Batches, _ *Options) {
+	ctx := ctxT(t)
+	now := time.Now().UTC()
+	b, chunks := newBatch("app-a", "batch-iso-cancel", now, 1)
+	must(t, s.CreateBatch(ctx, b, chunks))
+	_, err := s.CancelBatch(ctx, "app-b", b.ID, now)
+	wantErr(t, err, store.ErrNotFound, "app-b canceling app-a's batch")
+	got, err := s.GetBatch(ctx, "app-a", b.ID)
+	must(t, err)
+	if !got.CanceledAt.IsZero() || got.ChunksDone != 0 {
+		t.Errorf("app-b's cancel changed app-a's batch: %+v", got)
+	}
+}
+
+func idempotencyKeys(t *testing.T, s store.Batches) store.IdempotencyKeys {
+	t.Helper()
+	k, ok := s.(store.IdempotencyKeys)
+	if !ok {
+		t.Skipf("%T does not implement store.IdempotencyKeys; the Idempotency-Key header is refused with it", s)
+	}
+	return k
+}
+
+func keyRecord(app, key, hash string, at time.Time) *store.IdempotencyRecord {
+	return &store.IdempotencyRecord{AppID: app, Key: key, RequestHash: hash, CreatedAt: at, ExpiresAt: at.Add(24 * time.Hour)}
+}
+
+func testIdempotencyKeys(t *testing.T, s store.Batches, opts *Options) {
+	k := idempotencyKeys(t, s)
+	ctx := ctxT(t)
+	now := time.Date(2026, 4, 10, 9, 0, 0, 0, time.UTC)
+	stale := now.Add(-time.Minute)
+	const key = "order-42 retry/\"quoted\" ключ 🔑"
+
+	existing, err := k.ClaimIdempotencyKey(ctx, keyRecord("app1", key, "hash-1", now), stale)
+	must(t, err)
+	if existing != nil {
+		t.Fatalf("first claim returned an existing record %+v", existing)
+	}
+	existing, err = k.ClaimIdempotencyKey(ctx, keyRecord("app1", key, "hash-2", now.Add(time.Second)), stale)
+	wantErr(t, err, store.ErrConflict, "claiming a key in progress")
+	if existing == nil || existing.RequestHash != "hash-1" || existing.BatchID != "" {
+		t.Fatalf("the in-progress record = %+v", existing)
+	}
+	// Another app has its own keys.
+	other, err := k.ClaimIdempotencyKey(ctx, keyRecord("app2", key, "hash-x", now), stale)
+	must(t, err)
+	if other != nil {
+		t.Errorf("app2's claim saw app1's record %+v", other)
+	}
+
+	b, chunks := newBatch("app1", "batch-idem", now, 2)
+	b.IdempotencyKey = key
+	must(t, s.CreateBatch(ctx, b, chunks))
+	existing, err = k.ClaimIdempotencyKey(ctx, keyRecord("app1", key, "hash-1", now.Add(time.Hour)), now.Add(time.Hour))
+	wantErr(t, err, store.ErrConflict, "claiming a used key")
+	if existing == nil || existing.BatchID != b.ID || existing.Count != 2 || existing.RequestHash != "hash-1" {
+		t.Fatalf("the done record = %+v, want batch %s with count 2", existing, b.ID)
+	}
+	sameTime(t, "record CreatedAt", existing.CreatedAt, now, opts)
+	sameTime(t, "record ExpiresAt", existing.ExpiresAt, now.Add(24*time.Hour), opts)
+	// Releasing a done record keeps it.
+	must(t, k.ReleaseIdempotencyKey(ctx, "app1", key))
+	if _, err := k.ClaimIdempotencyKey(ctx, keyRecord("app1", key, "hash-1", now.Add(2*time.Hour)), now); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("a released done record was deleted: claim = %v", err)
+	}
+	// A second batch under a used key is refused, and nothing is stored.
+	b2, chunks2 := newBatch("app1", "batch-idem-2", now, 1)
+	b2.IdempotencyKey = key
+	wantErr(t, s.CreateBatch(ctx, b2, chunks2), store.ErrConflict, "CreateBatch under a used key")
+	_, err = s.GetBatch(ctx, "app1", b2.ID)
+	wantErr(t, err, store.ErrNotFound, "the batch of a refused CreateBatch")
+	// Under a key never claimed, too.
+	b3, chunks3 := newBatch("app1", "batch-idem-3", now, 1)
+	b3.IdempotencyKey = "never-claimed"
+	wantErr(t, s.CreateBatch(ctx, b3, chunks3), store.ErrConflict, "CreateBatch under an unclaimed key")
+
+	// Releasing an in-progress record frees the key.
+	must(t, k.ReleaseIdempotencyKey(ctx, "app2", key))
+	if existing, err := k.ClaimIdempotencyKey(ctx, keyRecord("app2", key, "hash-y", now), stale); err != nil || existing != nil {
+		t.Errorf("claim after release = %+v, %v", existing, err)
+	}
+	must(t, k.ReleaseIdempotencyKey(ctx, "app2", "missing-key"))
+}
+
+func testIdempotencyConcurrent(t *testing.T, s store.Batches, _ *Options) {
+	k := idempotencyKeys(t, s)
+	ctx := ctxT(t)
+	now := time.Now().UTC()
+	const n = 20
+	var wins, conflicts atomic.Int32
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			existing, err := k.ClaimIdempotencyKey(ctx, keyRecord("app1", "same-key", fmt.Sprint("h", i), now), now.Add(-time.Minute))
+			switch {
+			case err == nil && existing == nil:
+				wins.Add(1)
+			case errors.Is(err, store.ErrConflict) && existing != nil:
+				conflicts.Add(1)
+			default:
+				t.Errorf("claim %d: %+v, %v", i, existing, err)
+			}
+		})
+	}
+	wg.Wait()
+	if wins.Load() != 1 || conflicts.Load() != n-1 {
+		t.Errorf("%d concurrent claims of one key: %d won, %d conflicted; want exactly one winner", n, wins.Load(), conflicts.Load())
+	}
+}
+
+func testIdempotencyExpiry(t *testing.T, s store.Batches, _ *Options) {
+	k := idempotencyKeys(t, s)
+	ctx := ctxT(t)
+	now := time.Date(2026, 4, 10, 9, 0, 0, 0, time.UTC)
+	// An in-progress record older than the stale limit is replaced.
+	_, err := k.ClaimIdempotencyKey(ctx, keyRecord("app1", "stale", "h1", now), now.Add(-time.Minute))
+	must(t, err)
+	later := now.Add(5 * time.Minute)
+	if existing, err := k.ClaimIdempotencyKey(ctx, keyRecord("app1", "stale", "h2", later), later.Add(-time.Minute)); err != nil || existing != nil {
+		t.Errorf("claiming over a stale in-progress record = %+v, %v", existing, err)
+	}
+	// A done record lives until it expires, then is replaced.
+	_, err = k.ClaimIdempotencyKey(ctx, keyRecord("app1", "done", "h1", now), now)
+	must(t, err)
+	b, chunks := newBatch("app1", "batch-expiry", now, 1)
+	b.IdempotencyKey = "done"
+	must(t, s.CreateBatch(ctx, b, chunks))
+	dayLater := now.Add(24*time.Hour + time.Second)
+	if existing, err := k.ClaimIdempotencyKey(ctx, keyRecord("app1", "done", "h2", dayLater), dayLater); err != nil || existing != nil {
+		t.Errorf("claiming an expired key = %+v, %v", existing, err)
+	}
+	// Pruning: only records that expired.
+	_, err = k.ClaimIdempotencyKey(ctx, keyRecord("app1", "old", "h", now.Add(-48*time.Hour)), now.Add(-48*time.Hour))
+	must(t, err)
+	n, err := k.DeleteExpiredIdempotencyKeys(ctx, now, 100)
+	must(t, err)
+	if n != 1 {
+		t.Errorf("DeleteExpiredIdempotencyKeys deleted %d records, want 1", n)
+	}
+	if _, err := k.ClaimIdempotencyKey(ctx, keyRecord("app1", "stale", "h3", later), later.Add(-time.Minute)); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("pruning deleted a live record: claim = %v", err)
 	}
 }
