@@ -24,6 +24,7 @@ import (
 	"github.com/chatbatch/chatbatch/batch"
 	"github.com/chatbatch/chatbatch/delivery/deliverytest"
 	"github.com/chatbatch/chatbatch/store"
+	"github.com/chatbatch/chatbatch/store/storetest"
 )
 
 const (
@@ -80,17 +81,27 @@ func (e *recordingEnqueuer) all() []enqueued {
 	return append([]enqueued(nil), e.tasks...)
 }
 
-// env is one Service over memstore and a Recorder, seeded with the users
-// and rooms of the seed examples.
+// testStore is what the tests need of a store: the seams, the suite's
+// Inspector, deletions and idempotency keys. memstore and bunstore have it.
+type testStore interface {
+	store.Store
+	store.IdempotencyKeys
+	storetest.Inspector
+	DeleteRoom(ctx context.Context, app, id string) error
+	DeleteUser(ctx context.Context, app, id string) error
+}
+
+// env is one Service over a store (memstore unless the test says) and a
+// Recorder, seeded with the users and rooms of the seed examples.
 type env struct {
 	svc *batch.Service
-	st  *memstore.Store
+	st  testStore
 	rec *deliverytest.Recorder
 	enq *recordingEnqueuer // nil when the env uses Redis
 	cfg batch.Config
 }
 
-func seedDirectory(t *testing.T, st *memstore.Store) {
+func seedDirectory(t *testing.T, st testStore) {
 	t.Helper()
 	ctx := t.Context()
 	for _, app := range []string{testApp, otherApp} {
@@ -128,10 +139,15 @@ func baseConfig(t *testing.T, st store.Store, rec *deliverytest.Recorder) batch.
 	}
 }
 
-// newEnv returns a Service whose tasks are recorded, not queued.
+// newEnv returns a Service on memstore whose tasks are recorded, not queued.
 func newEnv(t *testing.T, mutate func(*batch.Config)) *env {
 	t.Helper()
-	st := memstore.New(nil)
+	return newEnvOn(t, memstore.New(nil), mutate)
+}
+
+// newEnvOn is newEnv on the given store.
+func newEnvOn(t *testing.T, st testStore, mutate func(*batch.Config)) *env {
+	t.Helper()
 	seedDirectory(t, st)
 	rec := deliverytest.NewRecorder()
 	e := &env{st: st, rec: rec, enq: &recordingEnqueuer{}}
@@ -150,7 +166,12 @@ func newEnv(t *testing.T, mutate func(*batch.Config)) *env {
 // with Run until the test ends. Each env has its own queue.
 func newQueuedEnv(t *testing.T, redis asynq.RedisConnOpt, mutate func(*batch.Config)) *env {
 	t.Helper()
-	st := memstore.New(nil)
+	return newQueuedEnvOn(t, memstore.New(nil), redis, mutate)
+}
+
+// newQueuedEnvOn is newQueuedEnv on the given store.
+func newQueuedEnvOn(t *testing.T, st testStore, redis asynq.RedisConnOpt, mutate func(*batch.Config)) *env {
+	t.Helper()
 	seedDirectory(t, st)
 	rec := deliverytest.NewRecorder()
 	e := &env{st: st, rec: rec}
@@ -364,7 +385,7 @@ func (e *env) processAll(t *testing.T) {
 	}
 }
 
-func roomMessages(t *testing.T, st *memstore.Store, app, room string) []store.Message {
+func roomMessages(t *testing.T, st testStore, app, room string) []store.Message {
 	t.Helper()
 	msgs, err := st.RoomMessages(t.Context(), app, room, 0)
 	must(t, err)

@@ -9,13 +9,14 @@ import (
 	"time"
 
 	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect"
 
 	"github.com/chatbatch/chatbatch/store"
 )
 
 const (
 	batchColumns     = "app_id, id, sender, count, chunks, payload, created_at, send_at, finished_at, sent, failed, canceled, chunks_done"
-	batchReadColumns = "sender, count, chunks, payload, created_at, send_at, finished_at, sent, failed, canceled, chunks_done"
+	batchReadColumns = "sender, count, chunks, payload, created_at, send_at, finished_at, canceled_at, sent, failed, canceled, chunks_done"
 	chunkColumns     = "app_id, batch_id, chunk_no, start_index, size, recipients, not_before"
 )
 
@@ -81,6 +82,9 @@ func (s *Store) CreateBatch(ctx context.Context, b *store.Batch, chunks []store.
 				return err
 			}
 		}
+		if b.IdempotencyKey != "" {
+			return s.completeKey(ctx, tx, b)
+		}
 		return nil
 	})
 	return s.fail(ctx, op, err)
@@ -105,16 +109,16 @@ func (s *Store) readBatch(ctx context.Context, db bun.IConn, app, id string) (*s
 		return nil, fmt.Errorf("batch %q: %w", id, store.ErrNotFound)
 	}
 	b := &store.Batch{AppID: app, ID: id}
-	var created, sendAt, finished dbTime
+	var created, sendAt, finished, canceled dbTime
 	err := db.QueryRowContext(ctx, "SELECT "+batchReadColumns+" FROM "+s.batches+" WHERE app_id = ? AND id = ?", app, id).
-		Scan(&b.Sender, &b.Count, &b.Chunks, &b.Payload, &created, &sendAt, &finished, &b.Sent, &b.Failed, &b.Canceled, &b.ChunksDone)
+		Scan(&b.Sender, &b.Count, &b.Chunks, &b.Payload, &created, &sendAt, &finished, &canceled, &b.Sent, &b.Failed, &b.Canceled, &b.ChunksDone)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("batch %q: %w", id, store.ErrNotFound)
 	}
 	if err != nil {
 		return nil, err
 	}
-	b.CreatedAt, b.SendAt, b.FinishedAt = created.t, sendAt.t, finished.t
+	b.CreatedAt, b.SendAt, b.FinishedAt, b.CanceledAt = created.t, sendAt.t, finished.t, canceled.t
 	return b, nil
 }
 
@@ -124,25 +128,57 @@ func (s *Store) LoadChunk(ctx context.Context, ref store.ChunkRef) (*store.Chunk
 	if err := begin(ctx, op); err != nil {
 		return nil, err
 	}
+	c, err := s.readChunk(ctx, s.db, ref)
+	if err != nil {
+		return nil, s.fail(ctx, fmt.Sprintf("%s: batch %q chunk %d", op, ref.BatchID, ref.No), err)
+	}
+	return c, nil
+}
+
+// StartChunk implements store.Batches. The UPDATE sets started_at only on
+// a chunk that is neither done nor started; CancelBatch's UPDATE of the
+// same row has the same condition, so whichever commits first wins the row
+// and the other's condition no longer holds.
+func (s *Store) StartChunk(ctx context.Context, ref store.ChunkRef, at time.Time) (*store.Chunk, error) {
+	const op = "start chunk"
+	if err := begin(ctx, op); err != nil {
+		return nil, err
+	}
+	if !hasNUL(ref.AppID, ref.BatchID) {
+		_, err := s.db.ExecContext(ctx, "UPDATE "+s.chunks+" SET started_at = ? WHERE app_id = ? AND batch_id = ? AND chunk_no = ? AND done = "+s.falseLit()+" AND started_at IS NULL",
+			toDB(at), ref.AppID, ref.BatchID, ref.No)
+		if err != nil {
+			return nil, s.fail(ctx, op, err)
+		}
+	}
+	c, err := s.readChunk(ctx, s.db, ref)
+	if err != nil {
+		return nil, s.fail(ctx, fmt.Sprintf("%s: batch %q chunk %d", op, ref.BatchID, ref.No), err)
+	}
+	return c, nil
+}
+
+// readChunk loads one chunk through db (the pool or a transaction).
+func (s *Store) readChunk(ctx context.Context, db bun.IConn, ref store.ChunkRef) (*store.Chunk, error) {
 	if hasNUL(ref.AppID, ref.BatchID) {
-		return nil, fmt.Errorf("bunstore: %s: batch %q chunk %d: %w", op, ref.BatchID, ref.No, store.ErrNotFound)
+		return nil, store.ErrNotFound
 	}
 	c := &store.Chunk{ChunkRef: ref}
 	var recipients string
 	var outcomes *string
-	var notBefore dbTime
-	err := s.db.QueryRowContext(ctx, "SELECT start_index, recipients, not_before, done, outcomes FROM "+s.chunks+" WHERE app_id = ? AND batch_id = ? AND chunk_no = ?",
-		ref.AppID, ref.BatchID, ref.No).Scan(&c.Start, &recipients, &notBefore, &c.Done, &outcomes)
+	var notBefore, started dbTime
+	err := db.QueryRowContext(ctx, "SELECT start_index, recipients, not_before, started_at, done, outcomes FROM "+s.chunks+" WHERE app_id = ? AND batch_id = ? AND chunk_no = ?",
+		ref.AppID, ref.BatchID, ref.No).Scan(&c.Start, &recipients, &notBefore, &started, &c.Done, &outcomes)
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("bunstore: %s: batch %q chunk %d: %w", op, ref.BatchID, ref.No, store.ErrNotFound)
+		return nil, store.ErrNotFound
 	}
 	if err != nil {
-		return nil, s.fail(ctx, op, err)
+		return nil, err
 	}
-	c.NotBefore = notBefore.t
+	c.NotBefore, c.StartedAt = notBefore.t, started.t
 	var rs []recipientJSON
 	if err := json.Unmarshal([]byte(recipients), &rs); err != nil {
-		return nil, fmt.Errorf("bunstore: %s: batch %q chunk %d: recipients column: %w", op, ref.BatchID, ref.No, err)
+		return nil, fmt.Errorf("recipients column: %w", err)
 	}
 	c.Recipients = make([]store.Recipient, len(rs))
 	for i, r := range rs {
@@ -150,10 +186,90 @@ func (s *Store) LoadChunk(ctx context.Context, ref store.ChunkRef) (*store.Chunk
 	}
 	if outcomes != nil {
 		if err := json.Unmarshal([]byte(*outcomes), &c.Outcomes); err != nil {
-			return nil, fmt.Errorf("bunstore: %s: batch %q chunk %d: outcomes column: %w", op, ref.BatchID, ref.No, err)
+			return nil, fmt.Errorf("outcomes column: %w", err)
 		}
 	}
 	return c, nil
+}
+
+// CancelBatch implements store.Batches in one transaction. It takes the
+// row locks in the order CompleteChunk does — chunks, then the batch — so
+// the two cannot deadlock:
+//
+//  1. Lock the chunks that are neither done nor started and complete each
+//     with canceled outcomes. StartChunk's UPDATE has the same condition,
+//     so a chunk is either started or canceled.
+//  2. Update the batch's counters and canceled_at, unless it is finished
+//     (chunks_done = chunks), and read it back.
+//
+// A call that canceled no chunk on a finished batch changed nothing: that
+// is the ErrConflict of canceling a finished batch.
+func (s *Store) CancelBatch(ctx context.Context, app, id string, at time.Time) (*store.Batch, error) {
+	const op = "cancel batch"
+	if err := begin(ctx, op); err != nil {
+		return nil, err
+	}
+	if hasNUL(app, id) {
+		return nil, fmt.Errorf("bunstore: %s %q: %w", op, id, store.ErrNotFound)
+	}
+	forUpdate := " FOR UPDATE"
+	if s.kind == dialect.SQLite {
+		forUpdate = "" // the transaction holds SQLite's write lock already
+	}
+	var after *store.Batch
+	err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+		type open struct{ no, size int }
+		var chunks []open
+		rows, err := tx.QueryContext(ctx, "SELECT chunk_no, size FROM "+s.chunks+" WHERE app_id = ? AND batch_id = ? AND done = "+s.falseLit()+" AND started_at IS NULL ORDER BY chunk_no"+forUpdate, app, id)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var c open
+			if err := rows.Scan(&c.no, &c.size); err != nil {
+				rows.Close()
+				return err
+			}
+			chunks = append(chunks, c)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		canceled := 0
+		for _, c := range chunks {
+			outcomes := make([]store.Outcome, c.size)
+			for i := range outcomes {
+				outcomes[i].Status = store.OutcomeCanceled
+			}
+			js, err := json.Marshal(outcomes)
+			if err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, "UPDATE "+s.chunks+" SET done = "+s.trueLit()+", outcomes = ? WHERE app_id = ? AND batch_id = ? AND chunk_no = ?",
+				string(js), app, id, c.no); err != nil {
+				return err
+			}
+			canceled += c.size
+		}
+		// finished_at first: MySQL assigns left to right with new values.
+		if _, err := tx.ExecContext(ctx, "UPDATE "+s.batches+" SET finished_at = CASE WHEN chunks_done + ? = chunks THEN ? ELSE finished_at END, "+
+			"canceled_at = COALESCE(canceled_at, ?), canceled = canceled + ?, chunks_done = chunks_done + ? WHERE app_id = ? AND id = ? AND chunks_done < chunks",
+			len(chunks), toDB(at), toDB(at), canceled, len(chunks), app, id); err != nil {
+			return err
+		}
+		if after, err = s.readBatch(ctx, tx, app, id); err != nil {
+			return err
+		}
+		if len(chunks) == 0 && (after.ChunksDone == after.Chunks || after.CanceledAt.IsZero()) {
+			return fmt.Errorf("batch %q already finished: %w", id, store.ErrConflict)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, s.fail(ctx, op, err)
+	}
+	return after, nil
 }
 
 // CompleteChunk implements store.Batches in one transaction:

@@ -11,8 +11,8 @@
 // All tables share a prefix ([Options.TablePrefix], "chatbatch_" by
 // default), so several independent stores can live in one database. A host
 // that already keeps users, rooms and messages in its own tables sets
-// [Options.BookkeepingOnly]: then only the batch and chunk tables are
-// created and the Store is used as batch.Config.Batches only.
+// [Options.BookkeepingOnly]: then only the batch, chunk and idempotency-key
+// tables are created and the Store is used as batch.Config.Batches only.
 //
 // Writes are bulk (multi-row INSERT statements of at most 500 rows and about
 // 4 MB each) and every multi-statement write runs in one transaction, so a
@@ -43,13 +43,18 @@ import (
 	"github.com/chatbatch/chatbatch/store"
 )
 
-var _ store.Store = (*Store)(nil)
+var (
+	_ store.Store           = (*Store)(nil)
+	_ store.IdempotencyKeys = (*Store)(nil)
+	_ store.DirectRoomNamer = (*Store)(nil)
+)
 
 // DefaultTablePrefix is the table prefix used when Options.TablePrefix is "".
 const DefaultTablePrefix = "chatbatch_"
 
-// maxPrefixLen keeps the longest derived name (prefix + "room_members_user",
-// plus PostgreSQL's automatic "_pkey" suffixes) under the identifier limits
+// maxPrefixLen keeps the longest derived name (prefix +
+// "idempotency_keys_expiry", or a table name plus PostgreSQL's automatic
+// "_pkey" suffix) under the identifier limits
 // of PostgreSQL (63 bytes) and MySQL (64 bytes).
 const maxPrefixLen = 32
 
@@ -70,8 +75,9 @@ type Options struct {
 	// symmetric in its arguments. Defaults to [store.DirectRoomID].
 	DirectRoomID func(a, b string) string
 
-	// BookkeepingOnly makes Migrate create only the batch and chunk tables,
-	// for hosts that keep users, rooms and messages in their own tables:
+	// BookkeepingOnly makes Migrate create only the batch, chunk and
+	// idempotency-key tables, for hosts that keep users, rooms and
+	// messages in their own tables:
 	// the Directory and Messages methods (and the Inspector helpers) then
 	// return an error wrapping ErrBookkeepingOnly, and the host passes its
 	// own Directory and Messages to batch.Config beside this Store as
@@ -90,7 +96,7 @@ type Store struct {
 	bookkeepingOnly bool
 
 	// Table names, prefixed once here so that queries only concatenate.
-	users, rooms, members, messages, batches, chunks string
+	users, rooms, members, messages, batches, chunks, keys string
 }
 
 // New returns a Store on db, which must use the PostgreSQL (pgdialect),
@@ -125,6 +131,7 @@ func New(db *bun.DB, opts *Options) (*Store, error) {
 	s.messages = s.prefix + "messages"
 	s.batches = s.prefix + "batches"
 	s.chunks = s.prefix + "chunks"
+	s.keys = s.prefix + "idempotency_keys"
 	return s, nil
 }
 
@@ -150,9 +157,9 @@ func (s *Store) TablePrefix() string { return s.prefix }
 // in an order in which they can be dropped (children before parents).
 func (s *Store) Tables() []string {
 	if s.bookkeepingOnly {
-		return []string{s.chunks, s.batches}
+		return []string{s.keys, s.chunks, s.batches}
 	}
-	return []string{s.chunks, s.batches, s.messages, s.members, s.rooms, s.users}
+	return []string{s.keys, s.chunks, s.batches, s.messages, s.members, s.rooms, s.users}
 }
 
 // Ping checks that the database answers.

@@ -32,7 +32,7 @@ func TestNewValidatesOptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.TablePrefix() != bunstore.DefaultTablePrefix || s.Tables()[0] != "chatbatch_chunks" {
+	if s.TablePrefix() != bunstore.DefaultTablePrefix || s.Tables()[0] != "chatbatch_idempotency_keys" {
 		t.Errorf("default prefix %q, tables %q", s.TablePrefix(), s.Tables())
 	}
 }
@@ -104,7 +104,7 @@ func TestBookkeepingOnly(t *testing.T) {
 		ctx := t.Context()
 		s := newStore(t, db, &bunstore.Options{BookkeepingOnly: true})
 		p := s.TablePrefix()
-		if got := s.Tables(); !slices.Equal(got, []string{p + "chunks", p + "batches"}) {
+		if got := s.Tables(); !slices.Equal(got, []string{p + "idempotency_keys", p + "chunks", p + "batches"}) {
 			t.Errorf("Tables() = %q", got)
 		}
 		for _, name := range []string{"users", "rooms", "room_members", "messages"} {
@@ -112,7 +112,7 @@ func TestBookkeepingOnly(t *testing.T) {
 				t.Errorf("BookkeepingOnly created %s%s", p, name)
 			}
 		}
-		for _, name := range []string{"batches", "chunks"} {
+		for _, name := range []string{"batches", "chunks", "idempotency_keys"} {
 			if !tableExists(ctx, db, p+name) {
 				t.Errorf("BookkeepingOnly did not create %s%s", p, name)
 			}

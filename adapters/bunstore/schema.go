@@ -177,6 +177,7 @@ func (s *Store) tableDefs() []tableDef {
 			"created_at " + ct.time + " NOT NULL",
 			"send_at " + ct.time + " NULL",
 			"finished_at " + ct.time + " NULL",
+			"canceled_at " + ct.time + " NULL",
 			"sent " + ct.integer + " NOT NULL DEFAULT 0",
 			"failed " + ct.integer + " NOT NULL DEFAULT 0",
 			"canceled " + ct.integer + " NOT NULL DEFAULT 0",
@@ -193,11 +194,25 @@ func (s *Store) tableDefs() []tableDef {
 			"size " + ct.integer + " NOT NULL",
 			"recipients " + ct.json + " NOT NULL",
 			"not_before " + ct.time + " NOT NULL",
+			"started_at " + ct.time + " NULL",
 			"done " + ct.boolean + " NOT NULL DEFAULT " + s.falseLit(),
 			"outcomes " + ct.json + " NULL",
 			"PRIMARY KEY (app_id, batch_id, chunk_no)",
 			"FOREIGN KEY (app_id, batch_id) REFERENCES " + p + "batches (app_id, id) ON DELETE CASCADE",
 		}, indexes: []indexDef{pending}},
+		// Idempotency-Key records (store.IdempotencyKeys). No foreign key
+		// to batches: a record exists before its batch does. "key" is a
+		// reserved word in MySQL, hence idem_key.
+		tableDef{name: "idempotency_keys", cols: []string{
+			"app_id " + ct.id + " NOT NULL",
+			"idem_key " + ct.id + " NOT NULL",
+			"request_hash " + ct.id + " NOT NULL",
+			"batch_id " + ct.id + " NULL",
+			"count " + ct.integer + " NOT NULL DEFAULT 0",
+			"created_at " + ct.time + " NOT NULL",
+			"expires_at " + ct.time + " NOT NULL",
+			"PRIMARY KEY (app_id, idem_key)",
+		}, indexes: []indexDef{{name: "idempotency_keys_expiry", cols: "expires_at"}}},
 	)
 	return defs
 }

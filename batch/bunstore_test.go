@@ -1,0 +1,238 @@
+package batch_test
+
+import (
+	"context"
+	"crypto/rand"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/hibiken/asynq"
+	"github.com/uptrace/bun"
+
+	"github.com/chatbatch/chatbatch/adapters/bunstore"
+	"github.com/chatbatch/chatbatch/batch"
+	"github.com/chatbatch/chatbatch/internal/seed"
+	"github.com/chatbatch/chatbatch/store"
+)
+
+// The end-to-end tests run on bunstore too: SQLite always, PostgreSQL and
+// MariaDB/MySQL when CHATBATCH_TEST_POSTGRES / CHATBATCH_TEST_MYSQL are
+// set. Server databases are opened once per test binary; each test gets
+// its own tables through a random prefix.
+
+type sqlBackend struct {
+	name, env string
+	once      sync.Once
+	db        *bun.DB
+	err       error
+}
+
+var sqlBackends = []*sqlBackend{
+	{name: "sqlite"},
+	{name: "postgres", env: "CHATBATCH_TEST_POSTGRES"},
+	{name: "mysql", env: "CHATBATCH_TEST_MYSQL"},
+}
+
+// newBunstore returns a migrated bunstore on backend b, isolated for t.
+func (b *sqlBackend) newBunstore(t *testing.T) *bunstore.Store {
+	t.Helper()
+	var db *bun.DB
+	if b.env == "" {
+		var err error
+		// A file (not :memory:) so that several connections and two
+		// services can share it, as processes would.
+		db, err = bunstore.Open(t.Context(), "sqlite:"+filepath.Join(t.TempDir(), "chatbatch.db"))
+		must(t, err)
+		t.Cleanup(func() { db.Close() })
+	} else {
+		dsn := os.Getenv(b.env)
+		if dsn == "" {
+			t.Skipf("set %s to run this test on %s", b.env, b.name)
+		}
+		b.once.Do(func() { b.db, b.err = bunstore.Open(context.Background(), dsn) })
+		if b.err != nil {
+			t.Fatalf("%s=%s: %v", b.env, dsn, b.err)
+		}
+		db = b.db
+	}
+	st, err := bunstore.New(db, &bunstore.Options{TablePrefix: "t" + strings.ToLower(rand.Text()[:10]) + "_"})
+	must(t, err)
+	must(t, st.Migrate(t.Context()))
+	t.Cleanup(func() {
+		for _, table := range st.Tables() {
+			_, _ = db.ExecContext(context.Background(), "DROP TABLE IF EXISTS "+table)
+		}
+	})
+	return st
+}
+
+// onBunstore runs fn once per SQL backend.
+func onBunstore(t *testing.T, fn func(t *testing.T, newStore func(t *testing.T) *bunstore.Store)) {
+	for _, b := range sqlBackends {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			fn(t, b.newBunstore)
+		})
+	}
+}
+
+// redisForBunstore is the real Redis when CHATBATCH_TEST_REDIS is set, the
+// in-process one otherwise.
+func redisForBunstore(t *testing.T) asynq.RedisConnOpt {
+	if os.Getenv("CHATBATCH_TEST_REDIS") != "" {
+		return realRedis(t)
+	}
+	return miniRedis(t)
+}
+
+// TestSeedExamplesOnBunstore is TestSeedExamples with bunstore as the store.
+func TestSeedExamplesOnBunstore(t *testing.T) {
+	t.Parallel()
+	onBunstore(t, func(t *testing.T, newStore func(t *testing.T) *bunstore.Store) {
+		e := newQueuedEnvOn(t, newStore(t), redisForBunstore(t), nil)
+		direct := func(u string) string { return store.DirectRoomID("system", u) }
+		b1 := accepted(t, e.post(t, adminKey, seed.Broadcast))
+		b2 := accepted(t, e.post(t, adminKey, seed.Template))
+		b3 := accepted(t, e.post(t, adminKey, seed.Rooms))
+		for _, id := range []string{b1.BatchID, b2.BatchID, b3.BatchID} {
+			if st := e.waitFinished(t, adminKey, id); st.Status != "completed" {
+				t.Errorf("batch %s: %+v", id, st)
+			}
+		}
+		texts := func(room, batchID string) []string {
+			var out []string
+			for _, m := range roomMessages(t, e.st, testApp, room) {
+				if m.BatchID == batchID {
+					out = append(out, m.Text)
+				}
+			}
+			return out
+		}
+		for u, want := range map[string]string{"user-a": "Hi Alice,您的訂單 ORD-001 已出貨!", "user-b": "Hi Bob,您的訂單 ORD-002 已出貨!"} {
+			if got := texts(direct(u), b2.BatchID); len(got) != 1 || got[0] != want {
+				t.Errorf("%s got %q, want %q", u, got, want)
+			}
+		}
+		for _, u := range []string{"user-a", "user-b", "user-c"} {
+			if got := texts(direct(u), b1.BatchID); len(got) != 1 || got[0] != "系統公告:明天將進行例行維護" {
+				t.Errorf("%s got %q from the broadcast", u, got)
+			}
+		}
+		for _, room := range []string{"room-001", "room-002", "room-003"} {
+			if got := texts(room, b3.BatchID); len(got) != 1 || got[0] != "活動提醒:明天 14:00 開始" {
+				t.Errorf("%s got %q", room, got)
+			}
+		}
+		if n := len(e.rec.Notifications()); n != 5 {
+			t.Errorf("%d notifications, want 5 (3 + 2 receivers; the rooms example does not push)", n)
+		}
+		_, page := e.recipients(t, b1.BatchID, "?status=sent")
+		if page.Total != 3 || len(page.Recipients) != 3 || page.Recipients[2].Room != direct("user-c") {
+			t.Errorf("recipients of the broadcast: %+v", page)
+		}
+	})
+}
+
+// TestIdempotencyConcurrentOnBunstore sends fifty identical requests with
+// one key at once against each database: exactly one batch.
+func TestIdempotencyConcurrentOnBunstore(t *testing.T) {
+	t.Parallel()
+	onBunstore(t, func(t *testing.T, newStore func(t *testing.T) *bunstore.Store) {
+		e := newEnvOn(t, newStore(t), nil)
+		const n = 50
+		results := make([]*response, n)
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i := range n {
+			wg.Go(func() {
+				<-start
+				results[i] = e.doWith(t, http.MethodPost, "/messages/batch", adminKey, strings.NewReader(seed.Template), map[string]string{"Idempotency-Key": "blast-2026-11"})
+			})
+		}
+		close(start)
+		wg.Wait()
+		checkOneBatch(t, results, len(e.enq.all()))
+		// Afterwards every retry gets the batch.
+		r := e.doWith(t, http.MethodPost, "/messages/batch", adminKey, strings.NewReader(seed.Template), map[string]string{"Idempotency-Key": "blast-2026-11"})
+		if r.status != 200 || r.header.Get("Idempotent-Replayed") != "true" {
+			t.Errorf("a retry after the blast = %d %s", r.status, r.raw)
+		}
+	})
+}
+
+// TestOnBatchDoneOnceOnBunstore runs two services (two worker processes)
+// on one database and one Redis: each batch's callback fires once.
+func TestOnBatchDoneOnceOnBunstore(t *testing.T) {
+	t.Parallel()
+	onBunstore(t, func(t *testing.T, newStore func(t *testing.T) *bunstore.Store) {
+		var mu sync.Mutex
+		calls := map[string]int{}
+		var byWorker [2]atomic.Int32
+		onDone := func(w int) func(context.Context, batch.BatchSummary) {
+			return func(_ context.Context, s batch.BatchSummary) {
+				byWorker[w].Add(1)
+				mu.Lock()
+				calls[s.BatchID]++
+				mu.Unlock()
+			}
+		}
+		e := newQueuedEnvOn(t, newStore(t), redisForBunstore(t), func(c *batch.Config) {
+			c.ChunkSize = 1
+			c.Concurrency = 4
+			c.OnBatchDone = onDone(0)
+		})
+		second := e.cfg
+		second.OnBatchDone = onDone(1)
+		startService(t, second)
+		var ids []string
+		for range 4 {
+			ids = append(ids, accepted(t, e.post(t, adminKey, eightRecipients)).BatchID)
+		}
+		for _, id := range ids {
+			if st := e.waitFinished(t, adminKey, id); st.Sent != 8 {
+				t.Errorf("batch %s: %+v", id, st)
+			}
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for _, id := range ids {
+			if calls[id] != 1 {
+				t.Errorf("OnBatchDone for %s ran %d times, want once", id, calls[id])
+			}
+		}
+		t.Logf("callbacks by worker: %d, %d", byWorker[0].Load(), byWorker[1].Load())
+	})
+}
+
+// TestCancelOnBunstore cancels a running batch on each database.
+func TestCancelOnBunstore(t *testing.T) {
+	t.Parallel()
+	onBunstore(t, func(t *testing.T, newStore func(t *testing.T) *bunstore.Store) {
+		e := newQueuedEnvOn(t, newStore(t), redisForBunstore(t), func(c *batch.Config) { c.ChunkSize = 1; c.Concurrency = 1 })
+		started := make(chan struct{}, 100)
+		e.rec.DeliverHook = func(context.Context, []store.Message) error {
+			started <- struct{}{}
+			return nil
+		}
+		res := accepted(t, e.post(t, adminKey, eightRecipients))
+		<-started
+		if r, _ := e.cancel(t, adminKey, res.BatchID); r.status != 200 {
+			t.Fatalf("cancel = %d %s", r.status, r.raw)
+		}
+		st := e.waitFinished(t, adminKey, res.BatchID)
+		if st.Status != "canceled" || st.Sent+st.Canceled != 8 || st.Pending != 0 {
+			t.Errorf("final %+v", st)
+		}
+		if n := len(e.rec.Messages()); n != st.Sent {
+			t.Errorf("%d messages delivered, %d recorded sent", n, st.Sent)
+		}
+		if r, _ := e.cancel(t, adminKey, res.BatchID); r.status != 409 {
+			t.Errorf("second cancel = %d %s", r.status, r.raw)
+		}
+	})
+}
