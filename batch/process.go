@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -114,7 +115,10 @@ func (s *Service) ProcessChunk(ctx context.Context, ref store.ChunkRef) error {
 		}
 		s.log.Error("batch: chunk failed on its last attempt; recording its open recipients as failed",
 			"batch", ref.BatchID, "chunk", ref.No, "err", err)
-		run.failOpen("gave up after repeated failures: " + err.Error())
+		// The outcome is shown to API clients: name the step, not the
+		// internals (addresses, driver messages) the log has.
+		step, _, _ := strings.Cut(err.Error(), ":")
+		run.failOpen("gave up after repeated failures (" + step + "); the server log has the cause")
 	}
 	return run.complete(ctx, start)
 }
