@@ -187,6 +187,10 @@ func (r *chunkRun) send(ctx context.Context) error {
 				r.fail(i, fmt.Sprintf("user %q or sender %q no longer exists", rc.Receiver, sender))
 				continue
 			}
+			if errors.Is(err, store.ErrConflict) {
+				r.fail(i, fmt.Sprintf("the one-on-one room of %q and %q has the ID of another pair's room (user IDs that differ only in case?); the store needs a case-preserving DirectRoomID", sender, rc.Receiver))
+				continue
+			}
 			if err != nil {
 				return fmt.Errorf("direct room of %s: %w", rc.Receiver, err)
 			}

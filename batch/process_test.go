@@ -383,3 +383,26 @@ func TestConcurrentRequests(t *testing.T) {
 		t.Errorf("%d messages, want %d", got, 2*n)
 	}
 }
+
+// TestDirectRoomCollision: with the default (case-folding) room IDs, user
+// IDs that differ only in case cannot share a room; the second fails
+// instead of reading the first one's messages.
+func TestDirectRoomCollision(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	must(t, e.st.AddUsers(t.Context(), testApp, "Ann", "ann"))
+	res := accepted(t, e.post(t, adminKey, `{"message":"for $who$","messageType":"text","paras":[{"receiver":"Ann","$who$":"Ann"},{"receiver":"ann","$who$":"ann"}]}`))
+	e.processAll(t)
+	_, st := e.status(t, adminKey, res.BatchID)
+	if st.Sent != 1 || st.Failed != 1 {
+		t.Errorf("status %+v, want Ann sent and ann failed", st)
+	}
+	msgs := roomMessages(t, e.st, testApp, store.DirectRoomID("system", "Ann"))
+	if len(msgs) != 1 || msgs[0].Text != "for Ann" {
+		t.Errorf("Ann's room holds %+v", msgs)
+	}
+	_, page := e.recipients(t, res.BatchID, "?status=failed")
+	if len(page.Recipients) != 1 || !strings.Contains(page.Recipients[0].Error, "differ only in case") {
+		t.Errorf("failed recipients %+v", page)
+	}
+}

@@ -67,7 +67,10 @@ type Directory interface {
 	// The pair is unordered: DirectRoom(a, b) and DirectRoom(b, a) return the
 	// same room. Concurrent calls for one pair must create exactly one room.
 	// It returns ErrNotFound if a or b is not a user of app. a == b is
-	// allowed (a user's room with themself).
+	// allowed (a user's room with themself). If a room with the pair's ID
+	// exists but a and b are not both members of it, it belongs to another
+	// pair whose IDs give the same room ID (the default scheme lower-cases
+	// user IDs): DirectRoom returns ErrConflict rather than that room.
 	DirectRoom(ctx context.Context, app, a, b string) (string, error)
 
 	// RoomMembers returns the user IDs of the members of each room in
@@ -315,6 +318,10 @@ type CompleteChunkParams struct {
 // DirectRoomID is the default ID of the one-on-one room of users a and b:
 // IMKit's client scheme, the lower-case hex MD5 of the two user IDs,
 // lower-cased, sorted and joined with "_". It is symmetric in a and b.
+// Because it lower-cases, user IDs that differ only in case share a room
+// ID; hosts whose user IDs are case-sensitive should supply their own
+// scheme to the store (memstore.Options.DirectRoomID,
+// bunstore.Options.DirectRoomID).
 func DirectRoomID(a, b string) string {
 	a, b = strings.ToLower(a), strings.ToLower(b)
 	if b < a {

@@ -126,10 +126,11 @@ func (s *Store) DirectRoom(ctx context.Context, app, a, b string) (string, error
 	if a == b {
 		pair = pair[:1]
 	}
-	var users, rooms int
+	var users, rooms, members int
 	err := s.db.QueryRowContext(ctx,
-		"SELECT (SELECT COUNT(*) FROM "+s.users+" WHERE app_id = ? AND id IN (?)), (SELECT COUNT(*) FROM "+s.rooms+" WHERE app_id = ? AND id = ?)",
-		app, bun.List(pair), app, id).Scan(&users, &rooms)
+		"SELECT (SELECT COUNT(*) FROM "+s.users+" WHERE app_id = ? AND id IN (?)), (SELECT COUNT(*) FROM "+s.rooms+" WHERE app_id = ? AND id = ?), "+
+			"(SELECT COUNT(*) FROM "+s.members+" WHERE app_id = ? AND room_id = ? AND user_id IN (?))",
+		app, bun.List(pair), app, id, app, id, bun.List(pair)).Scan(&users, &rooms, &members)
 	if err != nil {
 		return "", s.fail(ctx, op, err)
 	}
@@ -146,7 +147,7 @@ func (s *Store) DirectRoom(ctx context.Context, app, a, b string) (string, error
 		return "", fmt.Errorf("bunstore: %s of %q and %q: %w", op, a, b, store.ErrNotFound)
 	}
 	if rooms > 0 {
-		return id, nil
+		return s.checkPairRoom(id, a, b, members == len(pair))
 	}
 	err = s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
 		// A concurrent creator's insert makes ours wait for its commit
@@ -170,6 +171,24 @@ func (s *Store) DirectRoom(ctx context.Context, app, a, b string) (string, error
 	})
 	if err != nil {
 		return "", s.fail(ctx, op, err)
+	}
+	// A concurrent creator may have created the room first: for the same
+	// pair that is the room; for a pair whose IDs map to the same room ID,
+	// it is not.
+	if err := s.db.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+s.members+" WHERE app_id = ? AND room_id = ? AND user_id IN (?)",
+		app, id, bun.List(pair)).Scan(&members); err != nil {
+		return "", s.fail(ctx, op, err)
+	}
+	return s.checkPairRoom(id, a, b, members == len(pair))
+}
+
+// checkPairRoom refuses a room that exists under the pair's ID without the
+// pair as members: it belongs to another pair whose IDs give the same room
+// ID (with the default scheme, user IDs that differ only in case). Sending
+// into it would show one user's messages to another.
+func (s *Store) checkPairRoom(id, a, b string, pairAreMembers bool) (string, error) {
+	if !pairAreMembers {
+		return "", fmt.Errorf("bunstore: direct room of %q and %q: room %q exists for other members: %w", a, b, id, store.ErrConflict)
 	}
 	return id, nil
 }

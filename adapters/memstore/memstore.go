@@ -236,12 +236,19 @@ func (s *Store) DirectRoom(ctx context.Context, appID, a, b string) (string, err
 		}
 	}
 	id := s.directRoomID(a, b)
-	if ap.rooms[id] == nil {
+	r := ap.rooms[id]
+	if r == nil {
 		members := []string{a}
 		if b != a {
 			members = append(members, b)
 		}
 		ap.rooms[id] = &room{members: members}
+		return id, nil
+	}
+	if !slices.Contains(r.members, a) || !slices.Contains(r.members, b) {
+		// Another pair's room under the same ID (the default scheme lower-
+		// cases user IDs): sending into it would leak messages.
+		return "", fmt.Errorf("memstore: direct room of %q and %q: room %q exists for other members: %w", a, b, id, store.ErrConflict)
 	}
 	return id, nil
 }
@@ -281,6 +288,7 @@ func (s *Store) SaveMessages(ctx context.Context, appID string, msgs []store.Mes
 		s.seq++
 		m = copyMessage(m)
 		m.AppID = appID
+		m.CreatedAt = m.CreatedAt.UTC()
 		a.messages[m.ID] = &storedMessage{msg: m, seq: s.seq}
 	}
 	return nil
@@ -309,10 +317,12 @@ func (s *Store) CreateBatch(ctx context.Context, b *store.Batch, chunks []store.
 	}
 	rec := &batchRecord{batch: *b, chunks: make([]store.Chunk, len(chunks))}
 	rec.batch.Payload = slices.Clone(b.Payload)
+	rec.batch.CreatedAt, rec.batch.SendAt = utc(b.CreatedAt), utc(b.SendAt)
 	for i, c := range chunks {
 		c = copyChunk(c)
 		c.AppID, c.BatchID, c.No = b.AppID, b.ID, i
 		c.Done, c.Outcomes = false, nil
+		c.NotBefore = utc(c.NotBefore)
 		rec.chunks[i] = c
 	}
 	a.batches[b.ID] = rec
@@ -380,7 +390,7 @@ func (s *Store) StartChunk(ctx context.Context, ref store.ChunkRef, at time.Time
 		return nil, err
 	}
 	if !c.Done && c.StartedAt.IsZero() {
-		c.StartedAt = at
+		c.StartedAt = utc(at)
 	}
 	out := copyChunk(*c)
 	return &out, nil
@@ -402,7 +412,7 @@ func (s *Store) CancelBatch(ctx context.Context, appID, id string, at time.Time)
 		return nil, fmt.Errorf("memstore: cancel batch %q: already finished: %w", id, store.ErrConflict)
 	}
 	if b.CanceledAt.IsZero() {
-		b.CanceledAt = at
+		b.CanceledAt = utc(at)
 	}
 	for i := range rec.chunks {
 		c := &rec.chunks[i]
@@ -418,7 +428,7 @@ func (s *Store) CancelBatch(ctx context.Context, appID, id string, at time.Time)
 		b.ChunksDone++
 	}
 	if b.ChunksDone == b.Chunks {
-		b.FinishedAt = at
+		b.FinishedAt = utc(at)
 	}
 	return copyBatch(b), nil
 }
@@ -440,6 +450,7 @@ func (s *Store) ClaimIdempotencyKey(ctx context.Context, rec *store.IdempotencyR
 	}
 	r := *rec
 	r.BatchID, r.Count = "", 0
+	r.CreatedAt, r.ExpiresAt = utc(r.CreatedAt), utc(r.ExpiresAt)
 	a.keys[rec.Key] = &r
 	return nil, nil
 }
@@ -509,7 +520,7 @@ func (s *Store) CompleteChunk(ctx context.Context, p *store.CompleteChunkParams)
 	}
 	b.ChunksDone++
 	if b.ChunksDone == b.Chunks {
-		b.FinishedAt = p.At
+		b.FinishedAt = utc(p.At)
 	}
 	return copyBatch(b), nil
 }
@@ -546,6 +557,14 @@ func (s *Store) PendingChunks(ctx context.Context, dueBefore time.Time, limit in
 		out[i] = d.ref
 	}
 	return out, nil
+}
+
+// utc is t in UTC; the zero time stays zero.
+func utc(t time.Time) time.Time {
+	if t.IsZero() {
+		return t
+	}
+	return t.UTC()
 }
 
 func copyMessage(m store.Message) store.Message {

@@ -154,6 +154,9 @@ func RunDirectory(t *testing.T, newStore func(t *testing.T) store.Directory, opt
 		{"RoomMembers", testRoomMembers},
 		{"DirectoryAppIsolation", testDirectoryAppIsolation},
 		{"DirectoryContextCanceled", testDirectoryContextCanceled},
+		{"TrickyIDs", testTrickyIDs},
+		{"DirectRoomCaseCollision", testDirectRoomCaseCollision},
+		{"AddRoomReplacesMembers", testAddRoomReplaces},
 	})
 }
 
@@ -407,6 +410,8 @@ func RunMessages(t *testing.T, newStore func(t *testing.T) store.Messages, opts 
 		{"SaveConcurrentWriters", testSaveConcurrent},
 		{"MessagesAppIsolation", testMessagesAppIsolation},
 		{"MessagesContextCanceled", testMessagesContextCanceled},
+		{"SameCreatedAtOrder", testSameCreatedAtOrder},
+		{"NonUTCTimes", testNonUTCTimes},
 	})
 }
 
@@ -636,6 +641,7 @@ func RunBatches(t *testing.T, newStore func(t *testing.T) store.Batches, opts *O
 		{"BatchRoundTrip", testBatchRoundTrip},
 		{"BatchMissing", testBatchMissing},
 		{"BatchDuplicateID", testBatchDuplicateID},
+		{"BatchDuplicateIDConcurrent", testBatchDuplicateIDConcurrent},
 		{"BatchAppIsolation", testBatchAppIsolation},
 		{"CompleteChunkCounters", testCompleteChunkCounters},
 		{"CompleteChunkTwice", testCompleteChunkTwice},
@@ -1326,5 +1332,151 @@ func testIdempotencyExpiry(t *testing.T, s store.Batches, _ *Options) {
 	}
 	if _, err := k.ClaimIdempotencyKey(ctx, keyRecord("app1", "stale", "h3", later), later.Add(-time.Minute)); !errors.Is(err, store.ErrConflict) {
 		t.Errorf("pruning deleted a live record: claim = %v", err)
+	}
+}
+
+// trickyIDs are IDs that break naive SQL or array-literal building.
+var trickyIDs = []string{`it's`, `say "hi"`, `back\slash`, `{a,b}`, `a,b`, `NULL`, `null`, ` padded `, `用戶-🚀`, `%_wild*`, `semi;colon--`}
+
+func testTrickyIDs(t *testing.T, s store.Directory, _ *Options) {
+	ctx := ctxT(t)
+	in := inspector(t, s)
+	must(t, in.AddUsers(ctx, "app1", append([]string{"system"}, trickyIDs...)...))
+	for _, id := range trickyIDs {
+		must(t, in.AddRoom(ctx, "app1", "room "+id, id))
+	}
+	missing, err := s.MissingUsers(ctx, "app1", append(slices.Clone(trickyIDs), `it`, `NUL`))
+	must(t, err)
+	if !slices.Equal(missing, []string{"it", "NUL"}) {
+		t.Errorf("MissingUsers over tricky IDs = %q, want [it NUL]", missing)
+	}
+	rooms := make([]string, len(trickyIDs))
+	for i, id := range trickyIDs {
+		rooms[i] = "room " + id
+	}
+	missing, err = s.MissingRooms(ctx, "app1", rooms)
+	must(t, err)
+	if len(missing) != 0 {
+		t.Errorf("MissingRooms over tricky IDs = %q", missing)
+	}
+	members, err := s.RoomMembers(ctx, "app1", rooms)
+	must(t, err)
+	for i, id := range trickyIDs {
+		if !slices.Equal(members[rooms[i]], []string{id}) {
+			t.Errorf("members of %q = %q, want [%q]", rooms[i], members[rooms[i]], id)
+		}
+		room, err := s.DirectRoom(ctx, "app1", "system", id)
+		if errors.Is(err, store.ErrConflict) {
+			continue // a room-ID scheme that folds case: "NULL" took it first
+		}
+		must(t, err)
+		got, err := in.UserRooms(ctx, "app1", id)
+		must(t, err)
+		if !slices.Contains(got, room) || len(got) != 2 {
+			t.Errorf("%q's rooms = %q, want its own room and the direct room %q", id, got, room)
+		}
+	}
+}
+
+// testDirectRoomCaseCollision: user IDs that differ only in case never
+// share a one-on-one room, whatever the room-ID scheme.
+func testDirectRoomCaseCollision(t *testing.T, s store.Directory, _ *Options) {
+	ctx := ctxT(t)
+	in := inspector(t, s)
+	must(t, in.AddUsers(ctx, "app1", "system", "Ann", "ann"))
+	upper, err := s.DirectRoom(ctx, "app1", "system", "Ann")
+	must(t, err)
+	lower, err := s.DirectRoom(ctx, "app1", "system", "ann")
+	switch {
+	case errors.Is(err, store.ErrConflict):
+	case err != nil:
+		t.Fatalf("DirectRoom(system, ann): %v", err)
+	case lower == upper:
+		t.Errorf("users Ann and ann share the room %q with system; messages to one would reach the other", upper)
+	}
+	members, err := s.RoomMembers(ctx, "app1", []string{upper})
+	must(t, err)
+	if slices.Contains(members[upper], "ann") {
+		t.Errorf("ann was added to Ann's room: %q", members[upper])
+	}
+}
+
+func testAddRoomReplaces(t *testing.T, s store.Directory, _ *Options) {
+	ctx := ctxT(t)
+	in := inspector(t, s)
+	must(t, in.AddUsers(ctx, "app1", "u1", "u2", "u3"))
+	must(t, in.AddRoom(ctx, "app1", "room-1", "u1", "u2"))
+	must(t, in.AddRoom(ctx, "app1", "room-1", "u2", "u3"))
+	members, err := s.RoomMembers(ctx, "app1", []string{"room-1"})
+	must(t, err)
+	if got := slices.Sorted(slices.Values(members["room-1"])); !slices.Equal(got, []string{"u2", "u3"}) {
+		t.Errorf("members after AddRoom replaced them = %q, want [u2 u3]", got)
+	}
+	rooms, err := in.UserRooms(ctx, "app1", "u1")
+	must(t, err)
+	if len(rooms) != 0 {
+		t.Errorf("u1 is still in %q after AddRoom replaced the members", rooms)
+	}
+}
+
+func testSameCreatedAtOrder(t *testing.T, s store.Messages, _ *Options) {
+	ctx := ctxT(t)
+	at := time.Date(2026, 4, 10, 9, 0, 0, 0, time.UTC)
+	// Saved in this order, all at the same time: newest first means the
+	// later save first.
+	for _, id := range []string{"m-b", "m-a", "m-c"} {
+		must(t, s.SaveMessages(ctx, "app1", []store.Message{sampleMessage("app1", id, "room-1", at)}))
+	}
+	got := roomMessages(t, s, "app1", "room-1")
+	var ids []string
+	for _, m := range got {
+		ids = append(ids, m.ID)
+	}
+	if !slices.Equal(ids, []string{"m-c", "m-a", "m-b"}) {
+		t.Errorf("messages with equal CreatedAt come back as %q, want the later save first: [m-c m-a m-b]", ids)
+	}
+}
+
+func testNonUTCTimes(t *testing.T, s store.Messages, opts *Options) {
+	ctx := ctxT(t)
+	taipei := time.FixedZone("UTC+8", 8*3600)
+	at := time.Date(2026, 4, 10, 17, 30, 15, 123456789, taipei) // 09:30:15.123456789Z
+	must(t, s.SaveMessages(ctx, "app1", []store.Message{sampleMessage("app1", "m-tz", "room-1", at)}))
+	got := roomMessages(t, s, "app1", "room-1")
+	if len(got) != 1 {
+		t.Fatalf("%d messages", len(got))
+	}
+	sameTime(t, "CreatedAt given in UTC+8 with nanoseconds", got[0].CreatedAt, at.UTC(), opts)
+}
+
+func testBatchDuplicateIDConcurrent(t *testing.T, s store.Batches, _ *Options) {
+	ctx := ctxT(t)
+	const n = 8
+	var ok, conflict atomic.Int32
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			b, chunks := newBatch("app1", "batch-same-id", time.Now().UTC(), 1+i%3, 2)
+			err := s.CreateBatch(ctx, b, chunks)
+			switch {
+			case err == nil:
+				ok.Add(1)
+			case errors.Is(err, store.ErrConflict):
+				conflict.Add(1)
+			default:
+				t.Errorf("CreateBatch: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if ok.Load() != 1 || conflict.Load() != n-1 {
+		t.Errorf("%d concurrent creators of one batch ID: %d succeeded, %d conflicted; want exactly one", n, ok.Load(), conflict.Load())
+	}
+	got, err := s.GetBatch(ctx, "app1", "batch-same-id")
+	must(t, err)
+	c, err := s.LoadChunk(ctx, store.ChunkRef{AppID: "app1", BatchID: got.ID, No: 0})
+	must(t, err)
+	if got.Chunks != 2 || got.Count != len(c.Recipients)+2 {
+		t.Errorf("the surviving batch mixes writers: %+v with chunk 0 of %d recipients", got, len(c.Recipients))
 	}
 }
