@@ -3,6 +3,7 @@ package batch_test
 import (
 	"context"
 	"crypto/rand"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -39,7 +40,7 @@ var sqlBackends = []*sqlBackend{
 }
 
 // newBunstore returns a migrated bunstore on backend b, isolated for t.
-func (b *sqlBackend) newBunstore(t *testing.T) *bunstore.Store {
+func (b *sqlBackend) newBunstore(t testing.TB) *bunstore.Store {
 	t.Helper()
 	var db *bun.DB
 	if b.env == "" {
@@ -76,7 +77,7 @@ func onBunstore(t *testing.T, fn func(t *testing.T, newStore func(t *testing.T) 
 	for _, b := range sqlBackends {
 		t.Run(b.name, func(t *testing.T) {
 			t.Parallel()
-			fn(t, b.newBunstore)
+			fn(t, func(t *testing.T) *bunstore.Store { return b.newBunstore(t) })
 		})
 	}
 }
@@ -235,4 +236,68 @@ func TestCancelOnBunstore(t *testing.T) {
 			t.Errorf("second cancel = %d %s", r.status, r.raw)
 		}
 	})
+}
+
+// BenchmarkProcessChunk measures the worker side of one chunk of 500
+// one-on-one recipients on each database: resolving rooms, rendering,
+// saving, delivering to a Recorder and recording outcomes. "new-rooms"
+// sends to users who have no room with the sender yet (each room is
+// created); "existing-rooms" sends to the same users again.
+//
+//	CHATBATCH_TEST_POSTGRES=… CHATBATCH_TEST_MYSQL=… go test -run='^$' -bench=ProcessChunk -benchtime=10x ./batch/
+func BenchmarkProcessChunk(b *testing.B) {
+	for _, be := range sqlBackends {
+		b.Run(be.name, func(b *testing.B) {
+			for _, mode := range []string{"new-rooms", "existing-rooms"} {
+				b.Run(mode, func(b *testing.B) {
+					st := be.newBunstore(b)
+					e := newEnvOn(b, st, nil)
+					const n = 500
+					body := func(round int) string {
+						users := make([]string, n)
+						var paras strings.Builder
+						for i := range users {
+							users[i] = fmt.Sprintf("bench-%d-%d", round, i)
+							if i > 0 {
+								paras.WriteByte(',')
+							}
+							fmt.Fprintf(&paras, `{"receiver":%q,"$n$":%d}`, users[i], i)
+						}
+						if err := st.AddUsers(b.Context(), testApp, users...); err != nil {
+							b.Fatal(err)
+						}
+						return `{"message":"Hi #$n$, your order shipped","messageType":"text","paras":[` + paras.String() + `]}`
+					}
+					existing := body(0)
+					if mode == "existing-rooms" {
+						// Create the rooms before the clock starts.
+						if r := e.post(b, adminKey, existing); r.status != 200 {
+							b.Fatalf("POST = %d %s", r.status, r.raw)
+						}
+						tasks := e.enq.all()
+						if err := e.svc.Processor().ProcessTask(b.Context(), tasks[len(tasks)-1].task); err != nil {
+							b.Fatal(err)
+						}
+					}
+					for i := 0; b.Loop(); i++ {
+						b.StopTimer()
+						req := existing
+						if mode == "new-rooms" {
+							req = body(i + 1)
+						}
+						r := e.post(b, adminKey, req)
+						tasks := e.enq.all()
+						b.StartTimer()
+						if r.status != 200 {
+							b.Fatalf("POST = %d %s", r.status, r.raw)
+						}
+						if err := e.svc.Processor().ProcessTask(b.Context(), tasks[len(tasks)-1].task); err != nil {
+							b.Fatal(err)
+						}
+					}
+					b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "recipients/s")
+				})
+			}
+		})
+	}
 }

@@ -101,7 +101,7 @@ type env struct {
 	cfg batch.Config
 }
 
-func seedDirectory(t *testing.T, st testStore) {
+func seedDirectory(t testing.TB, st testStore) {
 	t.Helper()
 	ctx := t.Context()
 	for _, app := range []string{testApp, otherApp} {
@@ -112,7 +112,7 @@ func seedDirectory(t *testing.T, st testStore) {
 	}
 }
 
-func must(t *testing.T, err error) {
+func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
@@ -120,14 +120,14 @@ func must(t *testing.T, err error) {
 }
 
 // quietLogger discards logs unless -v is given.
-func quietLogger(t *testing.T) *slog.Logger {
+func quietLogger(t testing.TB) *slog.Logger {
 	if testing.Verbose() {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	return slog.New(slog.DiscardHandler)
 }
 
-func baseConfig(t *testing.T, st store.Store, rec *deliverytest.Recorder) batch.Config {
+func baseConfig(t testing.TB, st store.Store, rec *deliverytest.Recorder) batch.Config {
 	return batch.Config{
 		Store: st, Deliverer: rec, Pusher: rec,
 		Authenticator: batch.NewStaticKeys(map[string]batch.Principal{
@@ -140,13 +140,13 @@ func baseConfig(t *testing.T, st store.Store, rec *deliverytest.Recorder) batch.
 }
 
 // newEnv returns a Service on memstore whose tasks are recorded, not queued.
-func newEnv(t *testing.T, mutate func(*batch.Config)) *env {
+func newEnv(t testing.TB, mutate func(*batch.Config)) *env {
 	t.Helper()
 	return newEnvOn(t, memstore.New(nil), mutate)
 }
 
 // newEnvOn is newEnv on the given store.
-func newEnvOn(t *testing.T, st testStore, mutate func(*batch.Config)) *env {
+func newEnvOn(t testing.TB, st testStore, mutate func(*batch.Config)) *env {
 	t.Helper()
 	seedDirectory(t, st)
 	rec := deliverytest.NewRecorder()
@@ -164,13 +164,13 @@ func newEnvOn(t *testing.T, st testStore, mutate func(*batch.Config)) *env {
 
 // newQueuedEnv returns a Service on a real asynq server over redis, run
 // with Run until the test ends. Each env has its own queue.
-func newQueuedEnv(t *testing.T, redis asynq.RedisConnOpt, mutate func(*batch.Config)) *env {
+func newQueuedEnv(t testing.TB, redis asynq.RedisConnOpt, mutate func(*batch.Config)) *env {
 	t.Helper()
 	return newQueuedEnvOn(t, memstore.New(nil), redis, mutate)
 }
 
 // newQueuedEnvOn is newQueuedEnv on the given store.
-func newQueuedEnvOn(t *testing.T, st testStore, redis asynq.RedisConnOpt, mutate func(*batch.Config)) *env {
+func newQueuedEnvOn(t testing.TB, st testStore, redis asynq.RedisConnOpt, mutate func(*batch.Config)) *env {
 	t.Helper()
 	seedDirectory(t, st)
 	rec := deliverytest.NewRecorder()
@@ -197,7 +197,7 @@ func fastServer() asynq.Config {
 }
 
 // startService creates a Service for cfg and runs it until the test ends.
-func startService(t *testing.T, cfg batch.Config) *batch.Service {
+func startService(t testing.TB, cfg batch.Config) *batch.Service {
 	t.Helper()
 	svc, err := batch.New(cfg)
 	must(t, err)
@@ -218,7 +218,7 @@ func startService(t *testing.T, cfg batch.Config) *batch.Service {
 }
 
 // miniRedis starts an in-process Redis for the test.
-func miniRedis(t *testing.T) asynq.RedisConnOpt {
+func miniRedis(t testing.TB) asynq.RedisConnOpt {
 	t.Helper()
 	m := miniredis.RunT(t)
 	return asynq.RedisClientOpt{Addr: m.Addr()}
@@ -226,7 +226,7 @@ func miniRedis(t *testing.T) asynq.RedisConnOpt {
 
 // realRedis returns the Redis of CHATBATCH_TEST_REDIS ("host:port" or a
 // redis:// URL) or skips the test.
-func realRedis(t *testing.T) asynq.RedisConnOpt {
+func realRedis(t testing.TB) asynq.RedisConnOpt {
 	t.Helper()
 	addr := os.Getenv("CHATBATCH_TEST_REDIS")
 	if addr == "" {
@@ -271,7 +271,7 @@ type response struct {
 }
 
 // doWith posts a JSON body with extra headers.
-func (e *env) doWith(t *testing.T, method, path, key string, body io.Reader, headers map[string]string) *response {
+func (e *env) doWith(t testing.TB, method, path, key string, body io.Reader, headers map[string]string) *response {
 	t.Helper()
 	req := httptest.NewRequest(method, path, body)
 	req.Header.Set("IM-API-KEY", key)
@@ -284,7 +284,7 @@ func (e *env) doWith(t *testing.T, method, path, key string, body io.Reader, hea
 	return decodeResponse(t, w.Result())
 }
 
-func (e *env) do(t *testing.T, method, path, key, contentType string, body io.Reader) *response {
+func (e *env) do(t testing.TB, method, path, key, contentType string, body io.Reader) *response {
 	t.Helper()
 	req := httptest.NewRequest(method, path, body)
 	if key != "" {
@@ -298,7 +298,7 @@ func (e *env) do(t *testing.T, method, path, key, contentType string, body io.Re
 	return decodeResponse(t, w.Result())
 }
 
-func decodeResponse(t *testing.T, res *http.Response) *response {
+func decodeResponse(t testing.TB, res *http.Response) *response {
 	t.Helper()
 	raw, err := io.ReadAll(res.Body)
 	must(t, err)
@@ -315,12 +315,12 @@ func decodeResponse(t *testing.T, res *http.Response) *response {
 	return r
 }
 
-func (e *env) post(t *testing.T, key, body string) *response {
+func (e *env) post(t testing.TB, key, body string) *response {
 	t.Helper()
 	return e.do(t, http.MethodPost, "/messages/batch", key, jsonCT, strings.NewReader(body))
 }
 
-func (e *env) status(t *testing.T, key, id string) (*response, batchStatus) {
+func (e *env) status(t testing.TB, key, id string) (*response, batchStatus) {
 	t.Helper()
 	r := e.do(t, http.MethodGet, "/messages/batch/"+id, key, "", nil)
 	var st batchStatus
@@ -348,7 +348,7 @@ type sendResult struct {
 }
 
 // accepted asserts a 200 and returns its result.
-func accepted(t *testing.T, r *response) sendResult {
+func accepted(t testing.TB, r *response) sendResult {
 	t.Helper()
 	if r.status != http.StatusOK || r.RC != 0 || r.RM != "OK" {
 		t.Fatalf("want 200 RC 0 RM OK, got %d: %s", r.status, r.raw)
@@ -360,7 +360,7 @@ func accepted(t *testing.T, r *response) sendResult {
 
 // waitFinished polls the batch status until it is finished (a canceled
 // batch is "canceled" at once, but finished only when its last chunk is).
-func (e *env) waitFinished(t *testing.T, key, id string) batchStatus {
+func (e *env) waitFinished(t testing.TB, key, id string) batchStatus {
 	t.Helper()
 	deadline := time.Now().Add(waitLimit)
 	for {
@@ -376,7 +376,7 @@ func (e *env) waitFinished(t *testing.T, key, id string) batchStatus {
 }
 
 // processAll runs every recorded task through the Processor, as a worker would.
-func (e *env) processAll(t *testing.T) {
+func (e *env) processAll(t testing.TB) {
 	t.Helper()
 	for _, q := range e.enq.all() {
 		if err := e.svc.Processor().ProcessTask(t.Context(), q.task); err != nil {
@@ -385,7 +385,7 @@ func (e *env) processAll(t *testing.T) {
 	}
 }
 
-func roomMessages(t *testing.T, st testStore, app, room string) []store.Message {
+func roomMessages(t testing.TB, st testStore, app, room string) []store.Message {
 	t.Helper()
 	msgs, err := st.RoomMessages(t.Context(), app, room, 0)
 	must(t, err)
@@ -450,7 +450,7 @@ func (f *failingStore) CompleteChunk(ctx context.Context, p *store.CompleteChunk
 }
 
 // jsonBody marshals v.
-func jsonBody(t *testing.T, v any) string {
+func jsonBody(t testing.TB, v any) string {
 	t.Helper()
 	b, err := json.Marshal(v)
 	must(t, err)

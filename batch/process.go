@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -158,7 +159,7 @@ func messageID(batchID string, index int) string { return batchID + "-" + strcon
 // transient failures; permanent ones are recorded in r.outcomes.
 func (r *chunkRun) send(ctx context.Context) error {
 	dir := r.s.cfg.Directory
-	app, sender := r.ref.AppID, r.batch.Sender
+	app := r.ref.AppID
 
 	// Rooms named in the request: check they still exist.
 	var rooms []string
@@ -175,6 +176,7 @@ func (r *chunkRun) send(ctx context.Context) error {
 		}
 		gone = setOf(missing)
 	}
+	var direct []int // recipients that go to a one-on-one room
 	for i, rc := range r.chunk.Recipients {
 		switch {
 		case rc.Room != "" && gone[rc.Room]:
@@ -182,20 +184,11 @@ func (r *chunkRun) send(ctx context.Context) error {
 		case rc.Room != "":
 			r.outcomes[i].Room = rc.Room
 		default:
-			id, err := dir.DirectRoom(ctx, app, sender, rc.Receiver)
-			if errors.Is(err, store.ErrNotFound) {
-				r.fail(i, fmt.Sprintf("user %q or sender %q no longer exists", rc.Receiver, sender))
-				continue
-			}
-			if errors.Is(err, store.ErrConflict) {
-				r.fail(i, fmt.Sprintf("the one-on-one room of %q and %q has the ID of another pair's room (user IDs that differ only in case?); the store needs a case-preserving DirectRoomID", sender, rc.Receiver))
-				continue
-			}
-			if err != nil {
-				return fmt.Errorf("direct room of %s: %w", rc.Receiver, err)
-			}
-			r.outcomes[i].Room = id
+			direct = append(direct, i)
 		}
+	}
+	if err := r.resolveDirectRooms(ctx, direct); err != nil {
+		return err
 	}
 
 	msgs, idx := r.render()
@@ -241,6 +234,101 @@ func (r *chunkRun) send(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// resolveDirectRooms finds the one-on-one room of the sender with each
+// receiver in direct (recipient indexes). Users are checked in one bulk
+// look-up; when the Directory can name rooms (store.DirectRoomNamer) and
+// create them in bulk (store.DirectRoomCreator), rooms are found and
+// created in a few bulk calls too. DirectRoom, a round trip each, is left
+// for what those cannot settle.
+func (r *chunkRun) resolveDirectRooms(ctx context.Context, direct []int) error {
+	if len(direct) == 0 {
+		return nil
+	}
+	dir := r.s.cfg.Directory
+	app, sender := r.ref.AppID, r.batch.Sender
+	users := []string{sender}
+	for _, i := range direct {
+		users = append(users, r.chunk.Recipients[i].Receiver)
+	}
+	missing, err := dir.MissingUsers(ctx, app, users)
+	if err != nil {
+		return fmt.Errorf("look up users: %w", err)
+	}
+	gone := setOf(missing)
+	var open []int // recipients whose users exist
+	for _, i := range direct {
+		receiver := r.chunk.Recipients[i].Receiver
+		if gone[sender] || gone[receiver] {
+			r.fail(i, fmt.Sprintf("user %q or sender %q no longer exists", receiver, sender))
+			continue
+		}
+		open = append(open, i)
+	}
+	if namer, ok := dir.(store.DirectRoomNamer); ok {
+		if open, err = r.bulkDirectRooms(ctx, namer, open); err != nil {
+			return err
+		}
+	}
+	for _, i := range open {
+		receiver := r.chunk.Recipients[i].Receiver
+		id, err := dir.DirectRoom(ctx, app, sender, receiver)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			r.fail(i, fmt.Sprintf("user %q or sender %q no longer exists", receiver, sender))
+		case errors.Is(err, store.ErrConflict):
+			r.fail(i, fmt.Sprintf("the one-on-one room of %q and %q has the ID of another pair's room (user IDs that differ only in case?); the store needs a case-preserving DirectRoomID", sender, receiver))
+		case err != nil:
+			return fmt.Errorf("direct room of %s: %w", receiver, err)
+		default:
+			r.outcomes[i].Room = id
+		}
+	}
+	return nil
+}
+
+// bulkDirectRooms resolves, in bulk, the rooms of the recipients in open
+// that exist with both users as members: first those that exist already,
+// then, if the Directory can (store.DirectRoomCreator), those it creates
+// in one call. It returns the recipients left for DirectRoom: rooms it
+// could not create, or that exist for another pair.
+func (r *chunkRun) bulkDirectRooms(ctx context.Context, namer store.DirectRoomNamer, open []int) ([]int, error) {
+	dir := r.s.cfg.Directory
+	app, sender := r.ref.AppID, r.batch.Sender
+	resolve := func(open []int) ([]int, error) {
+		ids := make([]string, len(open))
+		for k, i := range open {
+			ids[k] = namer.DirectRoomID(sender, r.chunk.Recipients[i].Receiver)
+		}
+		members, err := dir.RoomMembers(ctx, app, ids)
+		if err != nil {
+			return nil, fmt.Errorf("look up one-on-one rooms: %w", err)
+		}
+		var left []int
+		for k, i := range open {
+			m := members[ids[k]]
+			if slices.Contains(m, sender) && slices.Contains(m, r.chunk.Recipients[i].Receiver) {
+				r.outcomes[i].Room = ids[k]
+			} else {
+				left = append(left, i)
+			}
+		}
+		return left, nil
+	}
+	left, err := resolve(open)
+	creator, ok := dir.(store.DirectRoomCreator)
+	if err != nil || len(left) == 0 || !ok {
+		return left, err
+	}
+	receivers := make([]string, len(left))
+	for k, i := range left {
+		receivers[k] = r.chunk.Recipients[i].Receiver
+	}
+	if err := creator.CreateDirectRooms(ctx, app, sender, receivers); err != nil {
+		return nil, fmt.Errorf("create one-on-one rooms: %w", err)
+	}
+	return resolve(left)
 }
 
 // render builds the message of every recipient still open; idx[k] is the

@@ -387,3 +387,18 @@ type IdempotencyRecord struct {
 	CreatedAt time.Time
 	ExpiresAt time.Time
 }
+
+// DirectRoomCreator is implemented by Directories that can create many
+// one-on-one rooms in one call. The batch processor uses it, when present,
+// for the rooms a chunk needs that do not exist yet, instead of one
+// DirectRoom call per receiver.
+type DirectRoomCreator interface {
+	// CreateDirectRooms makes sure a room with the ID DirectRoom would use
+	// for the pair (a, b) exists for each b in bs, creating the missing
+	// ones with a and b as members, in bulk. Existing rooms are left as
+	// they are (the caller checks their members). The users are not
+	// checked: the caller has just looked them up. It is idempotent and
+	// safe under concurrency with itself and DirectRoom: a pair never gets
+	// two rooms.
+	CreateDirectRooms(ctx context.Context, app, a string, bs []string) error
+}

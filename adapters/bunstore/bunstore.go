@@ -44,9 +44,10 @@ import (
 )
 
 var (
-	_ store.Store           = (*Store)(nil)
-	_ store.IdempotencyKeys = (*Store)(nil)
-	_ store.DirectRoomNamer = (*Store)(nil)
+	_ store.Store             = (*Store)(nil)
+	_ store.IdempotencyKeys   = (*Store)(nil)
+	_ store.DirectRoomNamer   = (*Store)(nil)
+	_ store.DirectRoomCreator = (*Store)(nil)
 )
 
 // DefaultTablePrefix is the table prefix used when Options.TablePrefix is "".

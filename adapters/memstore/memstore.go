@@ -20,9 +20,10 @@ import (
 )
 
 var (
-	_ store.Store           = (*Store)(nil)
-	_ store.DirectRoomNamer = (*Store)(nil)
-	_ store.IdempotencyKeys = (*Store)(nil)
+	_ store.Store             = (*Store)(nil)
+	_ store.DirectRoomNamer   = (*Store)(nil)
+	_ store.IdempotencyKeys   = (*Store)(nil)
+	_ store.DirectRoomCreator = (*Store)(nil)
 )
 
 // Options configures a Store. The zero value is ready to use.
@@ -251,6 +252,26 @@ func (s *Store) DirectRoom(ctx context.Context, appID, a, b string) (string, err
 		return "", fmt.Errorf("memstore: direct room of %q and %q: room %q exists for other members: %w", a, b, id, store.ErrConflict)
 	}
 	return id, nil
+}
+
+// CreateDirectRooms implements store.DirectRoomCreator.
+func (s *Store) CreateDirectRooms(ctx context.Context, appID, a string, bs []string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ap := s.appLocked(appID)
+	for _, b := range bs {
+		if id := s.directRoomID(a, b); ap.rooms[id] == nil {
+			members := []string{a}
+			if b != a {
+				members = append(members, b)
+			}
+			ap.rooms[id] = &room{members: members}
+		}
+	}
+	return nil
 }
 
 // RoomMembers implements store.Directory.

@@ -156,6 +156,8 @@ func RunDirectory(t *testing.T, newStore func(t *testing.T) store.Directory, opt
 		{"DirectoryContextCanceled", testDirectoryContextCanceled},
 		{"TrickyIDs", testTrickyIDs},
 		{"DirectRoomCaseCollision", testDirectRoomCaseCollision},
+		{"CreateDirectRooms", testCreateDirectRooms},
+		{"CreateDirectRoomsConcurrent", testCreateDirectRoomsConcurrent},
 		{"AddRoomReplacesMembers", testAddRoomReplaces},
 	})
 }
@@ -1478,5 +1480,101 @@ func testBatchDuplicateIDConcurrent(t *testing.T, s store.Batches, _ *Options) {
 	must(t, err)
 	if got.Chunks != 2 || got.Count != len(c.Recipients)+2 {
 		t.Errorf("the surviving batch mixes writers: %+v with chunk 0 of %d recipients", got, len(c.Recipients))
+	}
+}
+
+func directRoomCreator(t *testing.T, s store.Directory) (store.DirectRoomCreator, store.DirectRoomNamer) {
+	t.Helper()
+	c, ok1 := s.(store.DirectRoomCreator)
+	n, ok2 := s.(store.DirectRoomNamer)
+	if !ok1 || !ok2 {
+		t.Skipf("%T does not implement store.DirectRoomCreator and store.DirectRoomNamer", s)
+	}
+	return c, n
+}
+
+func testCreateDirectRooms(t *testing.T, s store.Directory, _ *Options) {
+	c, namer := directRoomCreator(t, s)
+	ctx := ctxT(t)
+	in := inspector(t, s)
+	must(t, in.AddUsers(ctx, "app1", "system", "u1", "u2", "u3", "Ann", "ann"))
+	existing, err := s.DirectRoom(ctx, "app1", "system", "u1")
+	must(t, err)
+	annRoom, err := s.DirectRoom(ctx, "app1", "system", "Ann")
+	must(t, err)
+	must(t, c.CreateDirectRooms(ctx, "app1", "system", []string{"u1", "u2", "u3", "u2", "ann", "system"}))
+	must(t, c.CreateDirectRooms(ctx, "app1", "system", []string{"u2", "u3"})) // idempotent
+	for _, u := range []string{"u1", "u2", "u3"} {
+		id := namer.DirectRoomID("system", u)
+		if u == "u1" && id != existing {
+			t.Errorf("DirectRoomID(system, u1) = %q but DirectRoom made %q", id, existing)
+		}
+		got, err := s.DirectRoom(ctx, "app1", "system", u)
+		must(t, err)
+		if got != id {
+			t.Errorf("after CreateDirectRooms, DirectRoom(system, %s) = %q, want %q", u, got, id)
+		}
+		members, err := s.RoomMembers(ctx, "app1", []string{id})
+		must(t, err)
+		if m := slices.Sorted(slices.Values(members[id])); !slices.Equal(m, []string{"system", u}) {
+			t.Errorf("members of the room of system and %s = %q", u, m)
+		}
+		rooms, err := in.UserRooms(ctx, "app1", u)
+		must(t, err)
+		if len(rooms) != 1 {
+			t.Errorf("%s has rooms %q, want exactly one", u, rooms)
+		}
+	}
+	self := namer.DirectRoomID("system", "system")
+	members, err := s.RoomMembers(ctx, "app1", []string{self, annRoom})
+	must(t, err)
+	if !slices.Equal(members[self], []string{"system"}) {
+		t.Errorf("members of system's room with itself = %q", members[self])
+	}
+	// A room that exists (here another pair's, under a case-folding
+	// scheme) is left as it is.
+	if slices.Contains(members[annRoom], "ann") {
+		t.Errorf("CreateDirectRooms added ann to Ann's room: %q", members[annRoom])
+	}
+	must(t, c.CreateDirectRooms(ctx, "app1", "system", nil))
+}
+
+func testCreateDirectRoomsConcurrent(t *testing.T, s store.Directory, _ *Options) {
+	c, _ := directRoomCreator(t, s)
+	ctx := ctxT(t)
+	in := inspector(t, s)
+	users := []string{"system"}
+	for i := range 40 {
+		users = append(users, fmt.Sprintf("user-%02d", i))
+	}
+	must(t, in.AddUsers(ctx, "app1", users...))
+	var wg sync.WaitGroup
+	for w := range 6 {
+		wg.Go(func() {
+			if w%2 == 0 {
+				if err := c.CreateDirectRooms(ctx, "app1", "system", users[1+w:]); err != nil {
+					t.Errorf("CreateDirectRooms: %v", err)
+				}
+				return
+			}
+			for _, u := range users[1+w*5:] {
+				if _, err := s.DirectRoom(ctx, "app1", "system", u); err != nil {
+					t.Errorf("DirectRoom: %v", err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for _, u := range users[1:] {
+		rooms, err := in.UserRooms(ctx, "app1", u)
+		must(t, err)
+		if len(rooms) != 1 {
+			t.Fatalf("%s has rooms %q after concurrent creation, want exactly one", u, rooms)
+		}
+		members, err := s.RoomMembers(ctx, "app1", rooms)
+		must(t, err)
+		if len(members[rooms[0]]) != 2 {
+			t.Errorf("room %s has members %q, want system and %s once each", rooms[0], members[rooms[0]], u)
+		}
 	}
 }
