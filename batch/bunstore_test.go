@@ -215,14 +215,17 @@ func TestCancelOnBunstore(t *testing.T) {
 	t.Parallel()
 	onBunstore(t, func(t *testing.T, newStore func(t *testing.T) *bunstore.Store) {
 		e := newQueuedEnvOn(t, newStore(t), redisForBunstore(t), func(c *batch.Config) { c.ChunkSize = 1; c.Concurrency = 1 })
-		started := make(chan struct{}, 100)
+		started, release := make(chan struct{}), make(chan struct{})
+		var once sync.Once
 		e.rec.DeliverHook = func(context.Context, []store.Message) error {
-			started <- struct{}{}
+			once.Do(func() { close(started); <-release }) // hold the first chunk until the cancel
 			return nil
 		}
 		res := accepted(t, e.post(t, adminKey, eightRecipients))
 		<-started
-		if r, _ := e.cancel(t, adminKey, res.BatchID); r.status != 200 {
+		r, _ := e.cancel(t, adminKey, res.BatchID)
+		close(release)
+		if r.status != 200 {
 			t.Fatalf("cancel = %d %s", r.status, r.raw)
 		}
 		st := e.waitFinished(t, adminKey, res.BatchID)

@@ -165,15 +165,16 @@ func TestCancelStopsRetries(t *testing.T) {
 func TestCancelWhileRunning(t *testing.T) {
 	t.Parallel()
 	e := newQueuedEnv(t, miniRedis(t), func(c *batch.Config) { c.ChunkSize = 1; c.Concurrency = 1 })
-	started := make(chan struct{}, 100)
+	started, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
 	e.rec.DeliverHook = func(context.Context, []store.Message) error {
-		started <- struct{}{}
-		time.Sleep(30 * time.Millisecond)
+		once.Do(func() { close(started); <-release }) // hold the first chunk until the cancel
 		return nil
 	}
 	res := accepted(t, e.post(t, adminKey, eightRecipients))
 	<-started
 	r, _ := e.cancel(t, adminKey, res.BatchID)
+	close(release)
 	if r.status != 200 {
 		t.Fatalf("cancel = %d %s", r.status, r.raw)
 	}

@@ -513,7 +513,7 @@ func TestKillWorker(t *testing.T) {
 	api := startProc(t, dir, []string{"IM_API_KEY=k"}, append([]string{"-demo", "-worker=false", "-addr", "127.0.0.1:0"}, common...)...)
 	victim := startProc(t, dir, []string{"IM_API_KEY="}, append([]string{"-api=false", "-concurrency", "1"}, common...)...)
 
-	const n = 6000 // 12 chunks
+	const n = 10000 // 20 chunks: time to kill the worker half-way
 	status, env := call(t, http.MethodPost, api.url+"/messages/batch", "k", bigBatch(n))
 	if status != 200 {
 		t.Fatalf("POST = %d %+v", status, env)
