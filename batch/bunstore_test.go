@@ -214,30 +214,7 @@ func TestOnBatchDoneOnceOnBunstore(t *testing.T) {
 func TestCancelOnBunstore(t *testing.T) {
 	t.Parallel()
 	onBunstore(t, func(t *testing.T, newStore func(t *testing.T) *bunstore.Store) {
-		e := newQueuedEnvOn(t, newStore(t), redisForBunstore(t), func(c *batch.Config) { c.ChunkSize = 1; c.Concurrency = 1 })
-		started, release := make(chan struct{}), make(chan struct{})
-		var once sync.Once
-		e.rec.DeliverHook = func(context.Context, []store.Message) error {
-			once.Do(func() { close(started); <-release }) // hold the first chunk until the cancel
-			return nil
-		}
-		res := accepted(t, e.post(t, adminKey, eightRecipients))
-		<-started
-		r, _ := e.cancel(t, adminKey, res.BatchID)
-		close(release)
-		if r.status != 200 {
-			t.Fatalf("cancel = %d %s", r.status, r.raw)
-		}
-		st := e.waitFinished(t, adminKey, res.BatchID)
-		if st.Status != "canceled" || st.Sent+st.Canceled != 8 || st.Pending != 0 {
-			t.Errorf("final %+v", st)
-		}
-		if n := len(e.rec.Messages()); n != st.Sent {
-			t.Errorf("%d messages delivered, %d recorded sent", n, st.Sent)
-		}
-		if r, _ := e.cancel(t, adminKey, res.BatchID); r.status != 409 {
-			t.Errorf("second cancel = %d %s", r.status, r.raw)
-		}
+		cancelWhileRunning(t, newQueuedEnvOn(t, newStore(t), redisForBunstore(t), func(c *batch.Config) { c.ChunkSize = 1; c.Concurrency = 1 }))
 	})
 }
 

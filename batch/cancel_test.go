@@ -165,10 +165,18 @@ func TestCancelStopsRetries(t *testing.T) {
 func TestCancelWhileRunning(t *testing.T) {
 	t.Parallel()
 	e := newQueuedEnv(t, miniRedis(t), func(c *batch.Config) { c.ChunkSize = 1; c.Concurrency = 1 })
+	cancelWhileRunning(t, e)
+}
+
+// cancelWhileRunning sends eight recipients, one chunk each, holds the
+// first chunk in delivery, cancels, lets it go and checks the end: some
+// sent, the rest canceled, none pending, and the deliveries match.
+func cancelWhileRunning(t *testing.T, e *env) {
+	t.Helper()
 	started, release := make(chan struct{}), make(chan struct{})
 	var once sync.Once
 	e.rec.DeliverHook = func(context.Context, []store.Message) error {
-		once.Do(func() { close(started); <-release }) // hold the first chunk until the cancel
+		once.Do(func() { close(started); <-release })
 		return nil
 	}
 	res := accepted(t, e.post(t, adminKey, eightRecipients))
@@ -184,6 +192,9 @@ func TestCancelWhileRunning(t *testing.T) {
 	}
 	if n := len(e.rec.Messages()); n != st.Sent {
 		t.Errorf("%d messages delivered, %d recorded sent", n, st.Sent)
+	}
+	if r, _ := e.cancel(t, adminKey, res.BatchID); r.status != 409 {
+		t.Errorf("second cancel = %d %s", r.status, r.raw)
 	}
 }
 
