@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hibiken/asynq"
-
 	"github.com/chatbatch/chatbatch/batch"
 	"github.com/chatbatch/chatbatch/store"
 )
@@ -319,5 +317,3 @@ func checkOneBatch(t *testing.T, results []*response, tasks int) {
 	}
 	t.Logf("%d answered with the batch, %d told it was in progress", len(results)-inProgress, inProgress)
 }
-
-var _ = asynq.TaskIDOpt

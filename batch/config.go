@@ -139,20 +139,20 @@ func (c *Config) withDefaults() {
 	if c.Batches == nil && c.Store != nil {
 		c.Batches = c.Store
 	}
-	c.Queue = cmpOr(c.Queue, "chatbatch")
-	c.Concurrency = cmpOr(c.Concurrency, 10)
-	c.MaxRetry = cmpOr(c.MaxRetry, 10)
-	c.ChunkSize = cmpOr(c.ChunkSize, 500)
-	c.MaxRecipients = cmpOr(c.MaxRecipients, 10_000)
-	c.MaxBodyBytes = cmpOr(c.MaxBodyBytes, 8<<20)
-	c.MaxIDLength = cmpOr(c.MaxIDLength, 255)
-	c.DefaultSender = cmpOr(c.DefaultSender, "system")
-	c.BasePath = cmpOr(c.BasePath, "/messages/batch")
-	c.Lease = cmpOr(c.Lease, time.Minute)
-	c.SweepInterval = cmpOr(c.SweepInterval, 30*time.Second)
-	c.EnqueueTimeout = cmpOr(c.EnqueueTimeout, 5*time.Second)
-	c.MaxScheduleAhead = cmpOr(c.MaxScheduleAhead, 30*24*time.Hour)
-	c.IdempotencyTTL = cmpOr(c.IdempotencyTTL, 24*time.Hour)
+	c.Queue = orDefault(c.Queue, "chatbatch")
+	c.Concurrency = orDefault(c.Concurrency, 10)
+	c.MaxRetry = orDefault(c.MaxRetry, 10)
+	c.ChunkSize = orDefault(c.ChunkSize, 500)
+	c.MaxRecipients = orDefault(c.MaxRecipients, 10_000)
+	c.MaxBodyBytes = orDefault(c.MaxBodyBytes, 8<<20)
+	c.MaxIDLength = orDefault(c.MaxIDLength, 255)
+	c.DefaultSender = orDefault(c.DefaultSender, "system")
+	c.BasePath = orDefault(c.BasePath, "/messages/batch")
+	c.Lease = orDefault(c.Lease, time.Minute)
+	c.SweepInterval = orDefault(c.SweepInterval, 30*time.Second)
+	c.EnqueueTimeout = orDefault(c.EnqueueTimeout, 5*time.Second)
+	c.MaxScheduleAhead = orDefault(c.MaxScheduleAhead, 30*24*time.Hour)
+	c.IdempotencyTTL = orDefault(c.IdempotencyTTL, 24*time.Hour)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -162,9 +162,9 @@ func (c *Config) withDefaults() {
 	c.ExtraFields = slices.Clone(c.ExtraFields)
 }
 
-// cmpOr is cmp.Or for numbers that must be positive: zero and negative
-// values select the default.
-func cmpOr[T int | int64 | time.Duration | string](v, def T) T {
+// orDefault returns def when v is unset: zero or negative (or ""). Unlike
+// cmp.Or it takes a negative number as unset too.
+func orDefault[T int | int64 | time.Duration | string](v, def T) T {
 	var zero T
 	if v <= zero {
 		return def

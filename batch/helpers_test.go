@@ -1,7 +1,6 @@
 package batch_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -456,5 +455,3 @@ func jsonBody(t testing.TB, v any) string {
 	must(t, err)
 	return string(b)
 }
-
-var _ = bytes.NewReader

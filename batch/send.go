@@ -246,19 +246,16 @@ func (s *Service) checkRecipients(ctx context.Context, app, sender string, paras
 	if senderMissing {
 		details = append(details, Detail{Field: "sender", Value: sender, Reason: "no such user"})
 	}
-	receivers := 0
+	receivers, roomsMissing := 0, 0
 	for i, p := range paras {
 		switch {
 		case p.Room != "" && noRoom[p.Room]:
+			roomsMissing++
 			details = append(details, Detail{Index: index(i), Field: fmt.Sprintf("paras[%d].room", i), Value: p.Room, Reason: "no such room"})
 		case p.Room == "" && noUser[p.Receiver]:
 			receivers++
 			details = append(details, Detail{Index: index(i), Field: fmt.Sprintf("paras[%d].receiver", i), Value: p.Receiver, Reason: "no such user"})
 		}
-	}
-	roomsMissing := len(details) - receivers
-	if senderMissing {
-		roomsMissing--
 	}
 	if senderMissing || receivers > 0 {
 		msg := fmt.Sprintf("%d receivers do not exist", receivers)
