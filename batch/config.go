@@ -46,9 +46,18 @@ type Config struct {
 	Queue string
 	// Concurrency is how many chunks Run processes at once. Defaults to 10.
 	Concurrency int
+	// TaskCheckInterval is how long Run's idle asynq server waits before
+	// it looks for new tasks again once the queue is empty (asynq sleeps
+	// between half and one and a half times it). It bounds how soon a
+	// batch accepted while the workers are idle starts: asynq's own
+	// default of 1 s halves the rate of a single 10,000-recipient batch.
+	// An idle server polls Redis about 1/TaskCheckInterval times a
+	// second. ServerConfig.TaskCheckInterval, when set, wins. Defaults
+	// to 50 ms.
+	TaskCheckInterval time.Duration
 	// ServerConfig tunes the asynq server that Run starts. Its Queues and
-	// Logger are always set by Run, and Concurrency is when Concurrency
-	// above is set. Defaults to asynq's defaults.
+	// Logger are always set by Run, and Concurrency and TaskCheckInterval
+	// are when the fields above are set. Defaults to asynq's defaults.
 	ServerConfig asynq.Config
 	// MaxRetry is how often a failing chunk is retried before its
 	// remaining recipients are recorded as failed. Defaults to 10 (asynq's
@@ -141,6 +150,7 @@ func (c *Config) withDefaults() {
 	}
 	c.Queue = orDefault(c.Queue, "chatbatch")
 	c.Concurrency = orDefault(c.Concurrency, 10)
+	c.TaskCheckInterval = orDefault(c.TaskCheckInterval, 50*time.Millisecond)
 	c.MaxRetry = orDefault(c.MaxRetry, 10)
 	c.ChunkSize = orDefault(c.ChunkSize, 500)
 	c.MaxRecipients = orDefault(c.MaxRecipients, 10_000)

@@ -51,6 +51,9 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	sc := s.cfg.ServerConfig
 	sc.Concurrency = s.cfg.Concurrency
+	if sc.TaskCheckInterval <= 0 {
+		sc.TaskCheckInterval = s.cfg.TaskCheckInterval
+	}
 	sc.Queues = map[string]int{s.cfg.Queue: 1}
 	sc.Logger = asynqLogger{s.log}
 	if sc.LogLevel == 0 {

@@ -38,6 +38,7 @@ type options struct {
 	api         bool
 	worker      bool
 	concurrency int
+	pollEvery   time.Duration
 	demo        bool
 	push        string
 	logFormat   string
@@ -97,12 +98,24 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*o
 		}
 		return n
 	}
+	envDuration := func(name string, def time.Duration) time.Duration {
+		v := getenv(name)
+		if v == "" {
+			return def
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil && envErr == nil {
+			envErr = usagef("%s=%q: not a duration such as 50ms", name, v)
+		}
+		return d
+	}
 	fs.StringVar(&o.addr, "addr", envStr("CHATBATCHD_ADDR", "127.0.0.1:8080"), "listen address [CHATBATCHD_ADDR]")
 	fs.StringVar(&o.db, "db", envStr("CHATBATCHD_DB", "sqlite:chatbatch.db"), "database: sqlite:PATH, sqlite::memory:, postgres://… or mysql://… [CHATBATCHD_DB]")
 	fs.StringVar(&o.redis, "redis", envStr("CHATBATCHD_REDIS", ""), "Redis for the queue: redis://host:port/db; empty runs an in-process Redis, for development only [CHATBATCHD_REDIS]")
 	fs.BoolVar(&o.api, "api", envBool("CHATBATCHD_API", true), "serve the HTTP API and the web page [CHATBATCHD_API]")
 	fs.BoolVar(&o.worker, "worker", envBool("CHATBATCHD_WORKER", true), "run the queue worker and the sweeper [CHATBATCHD_WORKER]")
 	fs.IntVar(&o.concurrency, "concurrency", envInt("CHATBATCHD_CONCURRENCY", 10), "chunks the worker processes at once [CHATBATCHD_CONCURRENCY]")
+	fs.DurationVar(&o.pollEvery, "task-check-interval", envDuration("CHATBATCHD_TASK_CHECK_INTERVAL", 50*time.Millisecond), "how often an idle worker looks for new chunks; shorter starts batches sooner and polls Redis more [CHATBATCHD_TASK_CHECK_INTERVAL]")
 	fs.BoolVar(&o.demo, "demo", envBool("CHATBATCHD_DEMO", false), "seed demo users and rooms; API key demo-key unless IM_API_KEY is set [CHATBATCHD_DEMO]")
 	fs.StringVar(&o.push, "push", envStr("CHATBATCHD_PUSH", "log"), "push notifications: log (write a log line per notification) or none [CHATBATCHD_PUSH]")
 	fs.StringVar(&o.logFormat, "log-format", envStr("CHATBATCHD_LOG_FORMAT", "text"), "log format: text or json [CHATBATCHD_LOG_FORMAT]")
@@ -128,6 +141,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*o
 		return nil, usagef("-api=false and -worker=false: nothing to run")
 	case o.concurrency < 1:
 		return nil, usagef("-concurrency: must be at least 1, not %d", o.concurrency)
+	case o.pollEvery < time.Millisecond:
+		return nil, usagef("-task-check-interval: must be at least 1ms, not %v", o.pollEvery)
 	case o.push != "log" && o.push != "none":
 		return nil, usagef("-push: %q is not log or none", o.push)
 	case o.logFormat != "text" && o.logFormat != "json":

@@ -115,15 +115,16 @@ func start(ctx context.Context, o *options, log *slog.Logger, stdout io.Writer) 
 		pusher = logPusher{log}
 	}
 	s.svc, err = batch.New(batch.Config{
-		Store:         s.st,
-		Deliverer:     &publisher{rdb: s.rdb, dir: s.st, channel: eventsChannel(o.app)},
-		Pusher:        pusher,
-		Authenticator: s.auth,
-		Redis:         redisOpt,
-		Queue:         o.queue,
-		Concurrency:   o.concurrency,
-		ServerConfig:  asynq.Config{ShutdownTimeout: 10 * time.Second},
-		Logger:        log,
+		Store:             s.st,
+		Deliverer:         &publisher{rdb: s.rdb, dir: s.st, channel: eventsChannel(o.app)},
+		Pusher:            pusher,
+		Authenticator:     s.auth,
+		Redis:             redisOpt,
+		Queue:             o.queue,
+		Concurrency:       o.concurrency,
+		TaskCheckInterval: o.pollEvery,
+		ServerConfig:      asynq.Config{ShutdownTimeout: 10 * time.Second},
+		Logger:            log,
 	})
 	if err != nil {
 		return nil, err
