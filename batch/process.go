@@ -71,24 +71,16 @@ type chunkRun struct {
 // the recipients still open are recorded as failed instead.
 func (s *Service) ProcessChunk(ctx context.Context, ref store.ChunkRef) error {
 	start := time.Now()
-	b, err := s.cfg.Batches.GetBatch(ctx, ref.AppID, ref.BatchID)
+	// Starting the chunk is what keeps a cancel from canceling it: from
+	// here on it is this worker's to finish. A chunk the cancel got first
+	// comes back done.
+	b, c, err := s.cfg.Batches.StartChunk(ctx, ref, s.cfg.Now().UTC())
 	if errors.Is(err, store.ErrNotFound) {
 		s.log.Error("batch: chunk of a batch that does not exist; dropping the task", "app", ref.AppID, "batch", ref.BatchID, "chunk", ref.No)
 		return fmt.Errorf("batch: %w: %w", err, asynq.SkipRetry)
 	}
 	if err != nil {
-		return fmt.Errorf("batch: load batch %s: %w", ref.BatchID, err)
-	}
-	// Starting the chunk is what keeps a cancel from canceling it: from
-	// here on it is this worker's to finish. A chunk the cancel got first
-	// comes back done.
-	c, err := s.cfg.Batches.StartChunk(ctx, ref, s.cfg.Now().UTC())
-	if errors.Is(err, store.ErrNotFound) {
-		s.log.Error("batch: chunk does not exist; dropping the task", "batch", ref.BatchID, "chunk", ref.No)
-		return fmt.Errorf("batch: %w: %w", err, asynq.SkipRetry)
-	}
-	if err != nil {
-		return fmt.Errorf("batch: load %s chunk %d: %w", ref.BatchID, ref.No, err)
+		return fmt.Errorf("batch: start %s chunk %d: %w", ref.BatchID, ref.No, err)
 	}
 	if c.Done {
 		return nil // a duplicate task: another attempt finished it
@@ -237,17 +229,37 @@ func (r *chunkRun) send(ctx context.Context) error {
 }
 
 // resolveDirectRooms finds the one-on-one room of the sender with each
-// receiver in direct (recipient indexes). Users are checked in one bulk
-// look-up; when the Directory can name rooms (store.DirectRoomNamer) and
-// create them in bulk (store.DirectRoomCreator), rooms are found and
-// created in a few bulk calls too. DirectRoom, a round trip each, is left
-// for what those cannot settle.
+// receiver in direct (recipient indexes), creating the missing ones. A
+// Directory that resolves rooms in bulk (store.DirectRoomResolver) does
+// it all in one call. Otherwise users are checked in one bulk look-up,
+// rooms that exist are found in another when the Directory can name them
+// (store.DirectRoomNamer), and DirectRoom, a round trip each, is left for
+// the rest.
 func (r *chunkRun) resolveDirectRooms(ctx context.Context, direct []int) error {
 	if len(direct) == 0 {
 		return nil
 	}
 	dir := r.s.cfg.Directory
 	app, sender := r.ref.AppID, r.batch.Sender
+	if resolver, ok := dir.(store.DirectRoomResolver); ok {
+		receivers := make([]string, len(direct))
+		for k, i := range direct {
+			receivers[k] = r.chunk.Recipients[i].Receiver
+		}
+		rooms, err := resolver.DirectRooms(ctx, app, sender, receivers)
+		if err != nil {
+			return fmt.Errorf("one-on-one rooms: %w", err)
+		}
+		if len(rooms) != len(direct) {
+			return fmt.Errorf("one-on-one rooms: the directory returned %d results for %d receivers", len(rooms), len(direct))
+		}
+		for k, i := range direct {
+			if err := r.directRoomResult(i, rooms[k].Room, rooms[k].Err); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	users := []string{sender}
 	for _, i := range direct {
 		users = append(users, r.chunk.Recipients[i].Receiver)
@@ -267,68 +279,61 @@ func (r *chunkRun) resolveDirectRooms(ctx context.Context, direct []int) error {
 		open = append(open, i)
 	}
 	if namer, ok := dir.(store.DirectRoomNamer); ok {
-		if open, err = r.bulkDirectRooms(ctx, namer, open); err != nil {
+		if open, err = r.existingDirectRooms(ctx, namer, open); err != nil {
 			return err
 		}
 	}
 	for _, i := range open {
-		receiver := r.chunk.Recipients[i].Receiver
-		id, err := dir.DirectRoom(ctx, app, sender, receiver)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			r.fail(i, fmt.Sprintf("user %q or sender %q no longer exists", receiver, sender))
-		case errors.Is(err, store.ErrConflict):
-			r.fail(i, fmt.Sprintf("the one-on-one room of %q and %q has the ID of another pair's room (user IDs that differ only in case?); the store needs a case-preserving DirectRoomID", sender, receiver))
-		case err != nil:
-			return fmt.Errorf("direct room of %s: %w", receiver, err)
-		default:
-			r.outcomes[i].Room = id
+		id, err := dir.DirectRoom(ctx, app, sender, r.chunk.Recipients[i].Receiver)
+		if err := r.directRoomResult(i, id, err); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-// bulkDirectRooms resolves, in bulk, the rooms of the recipients in open
-// that exist with both users as members: first those that exist already,
-// then, if the Directory can (store.DirectRoomCreator), those it creates
-// in one call. It returns the recipients left for DirectRoom: rooms it
-// could not create, or that exist for another pair.
-func (r *chunkRun) bulkDirectRooms(ctx context.Context, namer store.DirectRoomNamer, open []int) ([]int, error) {
-	dir := r.s.cfg.Directory
-	app, sender := r.ref.AppID, r.batch.Sender
-	resolve := func(open []int) ([]int, error) {
-		ids := make([]string, len(open))
-		for k, i := range open {
-			ids[k] = namer.DirectRoomID(sender, r.chunk.Recipients[i].Receiver)
+// directRoomResult records recipient i's one-on-one room, or why it has
+// none. It returns the errors that are not the recipient's (transient).
+func (r *chunkRun) directRoomResult(i int, room string, err error) error {
+	sender, receiver := r.batch.Sender, r.chunk.Recipients[i].Receiver
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		r.fail(i, fmt.Sprintf("user %q or sender %q no longer exists", receiver, sender))
+	case errors.Is(err, store.ErrConflict):
+		r.fail(i, fmt.Sprintf("the one-on-one room of %q and %q has the ID of another pair's room (user IDs that differ only in case?); the store needs a case-preserving DirectRoomID", sender, receiver))
+	case err != nil:
+		return fmt.Errorf("direct room of %s: %w", receiver, err)
+	case room == "":
+		return fmt.Errorf("direct room of %s: the directory returned no room and no error", receiver)
+	default:
+		r.outcomes[i].Room = room
+	}
+	return nil
+}
+
+// existingDirectRooms finds, in one look-up, the rooms of the recipients
+// in open that exist with both users as members, and returns the
+// recipients left for DirectRoom.
+func (r *chunkRun) existingDirectRooms(ctx context.Context, namer store.DirectRoomNamer, open []int) ([]int, error) {
+	sender := r.batch.Sender
+	ids := make([]string, len(open))
+	for k, i := range open {
+		ids[k] = namer.DirectRoomID(sender, r.chunk.Recipients[i].Receiver)
+	}
+	members, err := r.s.cfg.Directory.RoomMembers(ctx, r.ref.AppID, ids)
+	if err != nil {
+		return nil, fmt.Errorf("look up one-on-one rooms: %w", err)
+	}
+	var left []int
+	for k, i := range open {
+		m := members[ids[k]]
+		if slices.Contains(m, sender) && slices.Contains(m, r.chunk.Recipients[i].Receiver) {
+			r.outcomes[i].Room = ids[k]
+		} else {
+			left = append(left, i)
 		}
-		members, err := dir.RoomMembers(ctx, app, ids)
-		if err != nil {
-			return nil, fmt.Errorf("look up one-on-one rooms: %w", err)
-		}
-		var left []int
-		for k, i := range open {
-			m := members[ids[k]]
-			if slices.Contains(m, sender) && slices.Contains(m, r.chunk.Recipients[i].Receiver) {
-				r.outcomes[i].Room = ids[k]
-			} else {
-				left = append(left, i)
-			}
-		}
-		return left, nil
 	}
-	left, err := resolve(open)
-	creator, ok := dir.(store.DirectRoomCreator)
-	if err != nil || len(left) == 0 || !ok {
-		return left, err
-	}
-	receivers := make([]string, len(left))
-	for k, i := range left {
-		receivers[k] = r.chunk.Recipients[i].Receiver
-	}
-	if err := creator.CreateDirectRooms(ctx, app, sender, receivers); err != nil {
-		return nil, fmt.Errorf("create one-on-one rooms: %w", err)
-	}
-	return resolve(left)
+	return left, nil
 }
 
 // render builds the message of every recipient still open; idx[k] is the

@@ -113,13 +113,15 @@ type Batches interface {
 	// not exist in ref.AppID.
 	LoadChunk(ctx context.Context, ref ChunkRef) (*Chunk, error)
 
-	// StartChunk is LoadChunk for the worker about to process the chunk:
-	// if the chunk is not done and has no StartedAt yet, it sets StartedAt
-	// to at first, atomically with respect to CancelBatch, so a chunk is
-	// either started (and CancelBatch leaves it to finish) or canceled
-	// (and returned Done), never both. A started or done chunk is returned
-	// unchanged. It returns ErrNotFound like LoadChunk.
-	StartChunk(ctx context.Context, ref ChunkRef, at time.Time) (*Chunk, error)
+	// StartChunk is LoadChunk for the worker about to process the chunk,
+	// and returns the chunk's batch (as GetBatch would) beside it: the
+	// worker needs both, and a store can read them in one round trip.
+	// If the chunk is not done and has no StartedAt yet, StartChunk sets
+	// StartedAt to at first, atomically with respect to CancelBatch, so a
+	// chunk is either started (and CancelBatch leaves it to finish) or
+	// canceled (and returned Done), never both. A started or done chunk
+	// is returned unchanged. It returns ErrNotFound like LoadChunk.
+	StartChunk(ctx context.Context, ref ChunkRef, at time.Time) (*Batch, *Chunk, error)
 
 	// CompleteChunk records the outcome of every recipient of a pending
 	// chunk, marks it done and adds the outcomes to the batch counters, all
@@ -388,17 +390,33 @@ type IdempotencyRecord struct {
 	ExpiresAt time.Time
 }
 
-// DirectRoomCreator is implemented by Directories that can create many
-// one-on-one rooms in one call. The batch processor uses it, when present,
-// for the rooms a chunk needs that do not exist yet, instead of one
-// DirectRoom call per receiver.
-type DirectRoomCreator interface {
-	// CreateDirectRooms makes sure a room with the ID DirectRoom would use
-	// for the pair (a, b) exists for each b in bs, creating the missing
-	// ones with a and b as members, in bulk. Existing rooms are left as
-	// they are (the caller checks their members). The users are not
-	// checked: the caller has just looked them up. It is idempotent and
-	// safe under concurrency with itself and DirectRoom: a pair never gets
-	// two rooms.
-	CreateDirectRooms(ctx context.Context, app, a string, bs []string) error
+// DirectRoomResolver is implemented by Directories that can find or
+// create the one-on-one rooms of one user with many others in one call.
+// The batch processor uses it, when present, for every chunk of
+// one-on-one recipients instead of a user look-up, a room look-up and
+// DirectRoom calls for the rooms that do not exist yet: a store on a
+// database answers it in a round trip or two.
+type DirectRoomResolver interface {
+	// DirectRooms is DirectRoom(ctx, app, a, bs[i]) for every i, in bulk.
+	// It returns one result per element of bs, in order: the room of a
+	// and bs[i] (created, with both as members, if the pair has none), or
+	// the error DirectRoom would return for that pair: ErrNotFound if a
+	// or bs[i] is not a user of app, ErrConflict if a room exists under
+	// the pair's ID without both as members. bs may hold duplicates and
+	// a itself. The returned error is for a failure of the call as a
+	// whole (then nothing may have been created, or some rooms were: the
+	// call is idempotent, and the caller calls again). It is safe under
+	// concurrency with itself and DirectRoom: a pair never gets two
+	// rooms, and a room never gets the members of two pairs.
+	DirectRooms(ctx context.Context, app, a string, bs []string) ([]DirectRoomResult, error)
+}
+
+// DirectRoomResult is the outcome of one pair of
+// [DirectRoomResolver.DirectRooms].
+type DirectRoomResult struct {
+	// Room is the ID of the pair's one-on-one room; "" when Err is set.
+	Room string
+	// Err is nil, or wraps ErrNotFound or ErrConflict as DirectRoom's
+	// error for the pair would.
+	Err error
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -19,16 +20,6 @@ const (
 	batchReadColumns = "sender, count, chunks, payload, created_at, send_at, finished_at, canceled_at, sent, failed, canceled, chunks_done"
 	chunkColumns     = "app_id, batch_id, chunk_no, start_index, size, recipients, not_before"
 )
-
-// recipientJSON is how a chunk's recipients are stored: store.Recipient
-// with omitzero instead of omitempty on Vars, so that nil and empty maps
-// come back as they went in. Both types have the same fields, so each
-// converts to the other.
-type recipientJSON struct {
-	Receiver string            `json:"receiver,omitempty"`
-	Room     string            `json:"room,omitempty"`
-	Vars     map[string]string `json:"vars,omitzero"`
-}
 
 // CreateBatch implements store.Batches: the batch row and its chunk rows
 // (multi-row INSERTs) in one transaction. A duplicate batch ID is detected
@@ -48,25 +39,12 @@ func (s *Store) CreateBatch(ctx context.Context, b *store.Batch, chunks []store.
 	if b.CreatedAt.IsZero() {
 		return fmt.Errorf("bunstore: %s %q: CreatedAt is the zero time", op, b.ID)
 	}
-	rows := make([]row, len(chunks))
-	sizes := make([]int, len(chunks))
+	recipients := make([]string, len(chunks))
 	for i := range chunks {
-		c := &chunks[i]
-		if c.NotBefore.IsZero() {
+		if chunks[i].NotBefore.IsZero() {
 			return fmt.Errorf("bunstore: %s %q: chunk %d: NotBefore is the zero time", op, b.ID, i)
 		}
-		rs := make([]recipientJSON, len(c.Recipients))
-		for j, r := range c.Recipients {
-			rs[j] = recipientJSON(r)
-		}
-		recipients, err := json.Marshal(rs)
-		if err != nil {
-			return fmt.Errorf("bunstore: %s %q: chunk %d: %w", op, b.ID, i, err)
-		}
-		// The chunk's identity is the batch's and its position, whatever
-		// c.ChunkRef says, as in memstore.
-		rows[i] = row{b.AppID, b.ID, i, c.Start, len(c.Recipients), string(recipients), toDB(c.NotBefore)}
-		sizes[i] = 64 + len(b.AppID) + len(b.ID) + len(recipients)
+		recipients[i] = encodeRecipients(chunks[i].Recipients)
 	}
 	batchRow := row{b.AppID, b.ID, b.Sender, b.Count, b.Chunks, b.Payload, toDB(b.CreatedAt), toDB(b.SendAt), toDB(b.FinishedAt),
 		b.Sent, b.Failed, b.Canceled, b.ChunksDone}
@@ -77,9 +55,23 @@ func (s *Store) CreateBatch(ctx context.Context, b *store.Batch, chunks []store.
 			}
 			return err
 		}
-		for _, st := range s.bulkInserts(s.chunks, chunkColumns, "", rows, sizes) {
-			if _, err := tx.ExecContext(ctx, st.query, st.args...); err != nil {
+		if s.pgx {
+			if err := s.pgInsertChunks(ctx, tx, b, chunks, recipients); err != nil {
 				return err
+			}
+		} else {
+			rows := make([]row, len(chunks))
+			sizes := make([]int, len(chunks))
+			for i, c := range chunks {
+				// The chunk's identity is the batch's and its position,
+				// whatever c.ChunkRef says, as in memstore.
+				rows[i] = row{b.AppID, b.ID, i, c.Start, len(c.Recipients), recipients[i], toDB(c.NotBefore)}
+				sizes[i] = 64 + len(b.AppID) + len(b.ID) + len(recipients[i])
+			}
+			for _, st := range s.bulkInserts(s.chunks, chunkColumns, "", rows, sizes) {
+				if _, err := tx.ExecContext(ctx, st.query, st.args...); err != nil {
+					return err
+				}
 			}
 		}
 		if b.IdempotencyKey != "" {
@@ -108,18 +100,65 @@ func (s *Store) readBatch(ctx context.Context, db bun.IConn, app, id string) (*s
 	if hasNUL(app, id) {
 		return nil, fmt.Errorf("batch %q: %w", id, store.ErrNotFound)
 	}
-	b := &store.Batch{AppID: app, ID: id}
-	var created, sendAt, finished, canceled dbTime
-	err := db.QueryRowContext(ctx, "SELECT "+batchReadColumns+" FROM "+s.batches+" WHERE app_id = ? AND id = ?", app, id).
-		Scan(&b.Sender, &b.Count, &b.Chunks, &b.Payload, &created, &sendAt, &finished, &canceled, &b.Sent, &b.Failed, &b.Canceled, &b.ChunksDone)
+	bs := newBatchScan(app, id)
+	err := db.QueryRowContext(ctx, "SELECT "+batchReadColumns+" FROM "+s.batches+" WHERE app_id = ? AND id = ?", app, id).Scan(bs.dest()...)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("batch %q: %w", id, store.ErrNotFound)
 	}
 	if err != nil {
 		return nil, err
 	}
-	b.CreatedAt, b.SendAt, b.FinishedAt, b.CanceledAt = created.t, sendAt.t, finished.t, canceled.t
-	return b, nil
+	return bs.batch(), nil
+}
+
+// batchScan receives the batchReadColumns of one row.
+type batchScan struct {
+	b                                 store.Batch
+	created, sendAt, finished, cancel dbTime
+}
+
+func newBatchScan(app, id string) *batchScan {
+	return &batchScan{b: store.Batch{AppID: app, ID: id}}
+}
+
+// dest returns the scan destinations of batchReadColumns, in order.
+func (x *batchScan) dest() []any {
+	b := &x.b
+	return []any{&b.Sender, &b.Count, &b.Chunks, &b.Payload, &x.created, &x.sendAt, &x.finished, &x.cancel, &b.Sent, &b.Failed, &b.Canceled, &b.ChunksDone}
+}
+
+func (x *batchScan) batch() *store.Batch {
+	x.b.CreatedAt, x.b.SendAt, x.b.FinishedAt, x.b.CanceledAt = x.created.t, x.sendAt.t, x.finished.t, x.cancel.t
+	return &x.b
+}
+
+// chunkScan receives a chunk's columns.
+type chunkScan struct {
+	c                  store.Chunk
+	recipients         string
+	outcomes           *string
+	notBefore, started dbTime
+}
+
+// dest returns the scan destinations of start_index, recipients,
+// not_before, started_at, done and outcomes.
+func (x *chunkScan) dest() []any {
+	return []any{&x.c.Start, &x.recipients, &x.notBefore, &x.started, &x.c.Done, &x.outcomes}
+}
+
+func (x *chunkScan) chunk() (*store.Chunk, error) {
+	c := &x.c
+	c.NotBefore, c.StartedAt = x.notBefore.t, x.started.t
+	var err error
+	if c.Recipients, err = decodeRecipients(x.recipients); err != nil {
+		return nil, fmt.Errorf("recipients column: %w", err)
+	}
+	if x.outcomes != nil {
+		if err := json.Unmarshal([]byte(*x.outcomes), &c.Outcomes); err != nil {
+			return nil, fmt.Errorf("outcomes column: %w", err)
+		}
+	}
+	return c, nil
 }
 
 // LoadChunk implements store.Batches.
@@ -138,24 +177,59 @@ func (s *Store) LoadChunk(ctx context.Context, ref store.ChunkRef) (*store.Chunk
 // StartChunk implements store.Batches. The UPDATE sets started_at only on
 // a chunk that is neither done nor started; CancelBatch's UPDATE of the
 // same row has the same condition, so whichever commits first wins the row
-// and the other's condition no longer holds.
-func (s *Store) StartChunk(ctx context.Context, ref store.ChunkRef, at time.Time) (*store.Chunk, error) {
+// and the other's condition no longer holds. On PostgreSQL (pgx) the
+// UPDATE returns the chunk joined with its batch: one round trip.
+// Otherwise, and when the UPDATE matched no row (a chunk started or done
+// before), a SELECT of the chunk and its batch follows.
+func (s *Store) StartChunk(ctx context.Context, ref store.ChunkRef, at time.Time) (*store.Batch, *store.Chunk, error) {
 	const op = "start chunk"
 	if err := begin(ctx, op); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if !hasNUL(ref.AppID, ref.BatchID) {
+	if hasNUL(ref.AppID, ref.BatchID) {
+		return nil, nil, fmt.Errorf("bunstore: %s: batch %q chunk %d: %w", op, ref.BatchID, ref.No, store.ErrNotFound)
+	}
+	if s.pgx {
+		b, c, err := s.pgStartChunk(ctx, ref, at)
+		if err != nil || c != nil {
+			return b, c, s.fail(ctx, fmt.Sprintf("%s: batch %q chunk %d", op, ref.BatchID, ref.No), err)
+		}
+	} else {
 		_, err := s.db.ExecContext(ctx, "UPDATE "+s.chunks+" SET started_at = ? WHERE app_id = ? AND batch_id = ? AND chunk_no = ? AND done = "+s.falseLit()+" AND started_at IS NULL",
 			toDB(at), ref.AppID, ref.BatchID, ref.No)
 		if err != nil {
-			return nil, s.fail(ctx, op, err)
+			return nil, nil, s.fail(ctx, op, err)
 		}
 	}
-	c, err := s.readChunk(ctx, s.db, ref)
+	b, c, err := s.readStarted(ctx, ref)
 	if err != nil {
-		return nil, s.fail(ctx, fmt.Sprintf("%s: batch %q chunk %d", op, ref.BatchID, ref.No), err)
+		return nil, nil, s.fail(ctx, fmt.Sprintf("%s: batch %q chunk %d", op, ref.BatchID, ref.No), err)
 	}
-	return c, nil
+	return b, c, nil
+}
+
+// readStarted loads a chunk and its batch in one query.
+func (s *Store) readStarted(ctx context.Context, ref store.ChunkRef) (*store.Batch, *store.Chunk, error) {
+	bs, cs := newBatchScan(ref.AppID, ref.BatchID), &chunkScan{c: store.Chunk{ChunkRef: ref}}
+	err := s.db.QueryRowContext(ctx, "SELECT c.start_index, c.recipients, c.not_before, c.started_at, c.done, c.outcomes, "+prefixed("b.", batchReadColumns)+
+		" FROM "+s.chunks+" c JOIN "+s.batches+" b ON b.app_id = c.app_id AND b.id = c.batch_id WHERE c.app_id = ? AND c.batch_id = ? AND c.chunk_no = ?",
+		ref.AppID, ref.BatchID, ref.No).Scan(append(cs.dest(), bs.dest()...)...)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil, store.ErrNotFound
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := cs.chunk()
+	if err != nil {
+		return nil, nil, err
+	}
+	return bs.batch(), c, nil
+}
+
+// prefixed qualifies each of a comma-separated list of columns.
+func prefixed(qualifier, cols string) string {
+	return qualifier + strings.ReplaceAll(cols, ", ", ", "+qualifier)
 }
 
 // readChunk loads one chunk through db (the pool or a transaction).
@@ -163,33 +237,16 @@ func (s *Store) readChunk(ctx context.Context, db bun.IConn, ref store.ChunkRef)
 	if hasNUL(ref.AppID, ref.BatchID) {
 		return nil, store.ErrNotFound
 	}
-	c := &store.Chunk{ChunkRef: ref}
-	var recipients string
-	var outcomes *string
-	var notBefore, started dbTime
+	cs := &chunkScan{c: store.Chunk{ChunkRef: ref}}
 	err := db.QueryRowContext(ctx, "SELECT start_index, recipients, not_before, started_at, done, outcomes FROM "+s.chunks+" WHERE app_id = ? AND batch_id = ? AND chunk_no = ?",
-		ref.AppID, ref.BatchID, ref.No).Scan(&c.Start, &recipients, &notBefore, &started, &c.Done, &outcomes)
+		ref.AppID, ref.BatchID, ref.No).Scan(cs.dest()...)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, store.ErrNotFound
 	}
 	if err != nil {
 		return nil, err
 	}
-	c.NotBefore, c.StartedAt = notBefore.t, started.t
-	var rs []recipientJSON
-	if err := json.Unmarshal([]byte(recipients), &rs); err != nil {
-		return nil, fmt.Errorf("recipients column: %w", err)
-	}
-	c.Recipients = make([]store.Recipient, len(rs))
-	for i, r := range rs {
-		c.Recipients[i] = store.Recipient(r)
-	}
-	if outcomes != nil {
-		if err := json.Unmarshal([]byte(*outcomes), &c.Outcomes); err != nil {
-			return nil, fmt.Errorf("outcomes column: %w", err)
-		}
-	}
-	return c, nil
+	return cs.chunk()
 }
 
 // CancelBatch implements store.Batches in one transaction. It takes the
@@ -284,6 +341,12 @@ func (s *Store) CancelBatch(ctx context.Context, app, id string, at time.Time) (
 //     the last chunk, and read the batch back in the same transaction: of
 //     the completers of a batch's chunks, exactly one sees ChunksDone ==
 //     Chunks.
+//
+// On PostgreSQL (pgx) both UPDATEs are one statement (the chunk's in a
+// WITH clause, the batch's conditional on it) that returns the batch:
+// one round trip, and the batch row is locked only for that statement's
+// commit, so workers finishing chunks of one batch barely wait for each
+// other.
 func (s *Store) CompleteChunk(ctx context.Context, p *store.CompleteChunkParams) (*store.Batch, error) {
 	const op = "complete chunk"
 	if err := begin(ctx, op); err != nil {
@@ -307,6 +370,13 @@ func (s *Store) CompleteChunk(ctx context.Context, p *store.CompleteChunkParams)
 		case store.OutcomeCanceled:
 			canceled++
 		}
+	}
+	if s.pgx {
+		after, err := s.pgCompleteChunk(ctx, p, string(outcomes), sent, failed, canceled)
+		if err != nil {
+			return nil, s.fail(ctx, fmt.Sprintf("%s: batch %q chunk %d", op, ref.BatchID, ref.No), err)
+		}
+		return after, nil
 	}
 	var after *store.Batch
 	err = s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
@@ -346,7 +416,7 @@ func (s *Store) CompleteChunk(ctx context.Context, p *store.CompleteChunkParams)
 }
 
 // whyNotCompleted explains an UPDATE of a chunk that matched no row.
-func (s *Store) whyNotCompleted(ctx context.Context, tx bun.Tx, ref store.ChunkRef, outcomes int) error {
+func (s *Store) whyNotCompleted(ctx context.Context, tx bun.IConn, ref store.ChunkRef, outcomes int) error {
 	var done bool
 	var size int
 	err := tx.QueryRowContext(ctx, "SELECT done, size FROM "+s.chunks+" WHERE app_id = ? AND batch_id = ? AND chunk_no = ?",

@@ -37,6 +37,7 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect"
 
@@ -44,10 +45,10 @@ import (
 )
 
 var (
-	_ store.Store             = (*Store)(nil)
-	_ store.IdempotencyKeys   = (*Store)(nil)
-	_ store.DirectRoomNamer   = (*Store)(nil)
-	_ store.DirectRoomCreator = (*Store)(nil)
+	_ store.Store              = (*Store)(nil)
+	_ store.IdempotencyKeys    = (*Store)(nil)
+	_ store.DirectRoomNamer    = (*Store)(nil)
+	_ store.DirectRoomResolver = (*Store)(nil)
 )
 
 // DefaultTablePrefix is the table prefix used when Options.TablePrefix is "".
@@ -95,6 +96,10 @@ type Store struct {
 	prefix          string
 	directRoomID    func(a, b string) string
 	bookkeepingOnly bool
+	// pgx is set on PostgreSQL through pgx's database/sql driver: the
+	// store then uses its own statements with bind parameters (pg.go).
+	pgx bool
+	pg  pgStatements
 
 	// Table names, prefixed once here so that queries only concatenate.
 	users, rooms, members, messages, batches, chunks, keys string
@@ -133,6 +138,10 @@ func New(db *bun.DB, opts *Options) (*Store, error) {
 	s.batches = s.prefix + "batches"
 	s.chunks = s.prefix + "chunks"
 	s.keys = s.prefix + "idempotency_keys"
+	if _, ok := db.DB.Driver().(*stdlib.Driver); ok && s.kind == dialect.PG {
+		s.pgx = true
+		s.preparePG()
+	}
 	return s, nil
 }
 

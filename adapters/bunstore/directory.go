@@ -3,8 +3,10 @@ package bunstore
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect"
@@ -70,6 +72,11 @@ func (s *Store) existing(ctx context.Context, db bun.IConn, table, col, app stri
 	ids = slices.DeleteFunc(slices.Clone(ids), func(id string) bool { return hasNUL(id) })
 	if hasNUL(app) {
 		return found, nil
+	}
+	if s.pgx && db == bun.IConn(s.db) {
+		if _, ok := s.pg.existing[table+"."+col]; ok {
+			return s.pgExisting(ctx, table, col, app, ids)
+		}
 	}
 	step := inLookupBatch
 	if s.kind == dialect.PG {
@@ -182,44 +189,159 @@ func (s *Store) DirectRoom(ctx context.Context, app, a, b string) (string, error
 	return s.checkPairRoom(id, a, b, members == len(pair))
 }
 
-// CreateDirectRooms implements store.DirectRoomCreator in one transaction:
-// the rooms as multi-row inserts that skip existing IDs, then members for
-// the rooms that have none — the ones this call created. A concurrent
-// creator of the same room makes the insert wait for its commit
-// (PostgreSQL, MySQL) or runs strictly before or after (SQLite), so its
-// members are seen and not added twice.
-func (s *Store) CreateDirectRooms(ctx context.Context, app, a string, bs []string) error {
-	const op = "create direct rooms"
+// DirectRooms implements store.DirectRoomResolver in rounds. Each round
+// looks every pair still open up at once (is the receiver a user, does
+// the pair's room exist, with whom) and creates the rooms that do not
+// exist: on PostgreSQL (pgx) all in one statement, elsewhere as one
+// look-up and, if rooms are missing, one transaction. A round settles
+// every pair whose room exists or was created by it; a room created by a
+// concurrent caller, or a room ID two receivers share (IDs that differ
+// only in case), is settled by the next round. What three rounds leave
+// open (rooms that keep changing under us) DirectRoom settles one pair at
+// a time. Rooms are inserted in ID order, so that concurrent callers
+// never wait for each other's rooms in a cycle.
+func (s *Store) DirectRooms(ctx context.Context, app, a string, bs []string) ([]store.DirectRoomResult, error) {
+	const op = "direct rooms"
 	if err := s.full(ctx, op); err != nil {
+		return nil, err
+	}
+	byB := make(map[string]*pairState, len(bs))
+	var open []*pairState
+	for _, b := range bs {
+		if byB[b] != nil {
+			continue
+		}
+		p := &pairState{b: b}
+		byB[b] = p
+		if hasNUL(app, a, b) {
+			p.fail(a, store.ErrNotFound)
+			continue
+		}
+		p.room = s.directRoomID(a, b)
+		open = append(open, p)
+	}
+	for round := 0; round < 3 && len(open) > 0; round++ {
+		claimed := make(map[string]bool, len(open))
+		for _, p := range open {
+			p.mayCreate = !claimed[p.room]
+			claimed[p.room] = true
+		}
+		var err error
+		if s.pgx {
+			err = s.pgDirectRoomRound(ctx, app, a, open)
+		} else {
+			err = s.directRoomRound(ctx, app, a, open)
+		}
+		if err != nil {
+			return nil, s.fail(ctx, op, err)
+		}
+		open = slices.DeleteFunc(open, func(p *pairState) bool { return p.done })
+	}
+	for _, p := range open {
+		room, err := s.DirectRoom(ctx, app, a, p.b)
+		if err != nil && !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrConflict) {
+			return nil, err
+		}
+		p.res = store.DirectRoomResult{Room: room, Err: err}
+	}
+	out := make([]store.DirectRoomResult, len(bs))
+	for i, b := range bs {
+		out[i] = byB[b].res
+	}
+	return out, nil
+}
+
+// pairState is one distinct receiver of a DirectRooms call.
+type pairState struct {
+	b, room   string
+	mayCreate bool // the one pair of this round allowed to create room
+	done      bool
+	res       store.DirectRoomResult
+}
+
+// pairLookup is what one round of DirectRooms learned about a pair.
+type pairLookup struct {
+	senderOK, userOK bool
+	roomOK           bool // the room exists
+	members          int  // how many of the pair are members of it
+	created          bool // this round created it, with the pair as members
+}
+
+// settle records what l says about p, unless it says to look again.
+func (p *pairState) settle(a string, l pairLookup) {
+	pairSize := 2
+	if p.b == a {
+		pairSize = 1
+	}
+	switch {
+	case !l.senderOK || !l.userOK:
+		p.fail(a, store.ErrNotFound)
+	case l.created || (l.roomOK && l.members == pairSize):
+		p.done, p.res = true, store.DirectRoomResult{Room: p.room}
+	case l.roomOK:
+		p.fail(a, store.ErrConflict)
+	}
+}
+
+func (p *pairState) fail(a string, err error) {
+	what := "user " + fmt.Sprintf("%q or %q", a, p.b)
+	if errors.Is(err, store.ErrConflict) {
+		what = fmt.Sprintf("room %q exists for other members", p.room)
+	}
+	p.done, p.res = true, store.DirectRoomResult{Err: fmt.Errorf("bunstore: direct room of %q and %q: %s: %w", a, p.b, what, err)}
+}
+
+// directRoomRound is one round of DirectRooms on MySQL and SQLite: one
+// look-up of the users and rooms, then, if rooms are missing, one
+// transaction that creates them: the rooms as multi-row inserts that skip
+// existing IDs, then members for the rooms that have none — the ones this
+// call created. A concurrent creator of the same room makes the insert
+// wait for its commit (MySQL) or runs strictly before or after (SQLite),
+// so its members are seen and none are added to its room.
+func (s *Store) directRoomRound(ctx context.Context, app, a string, pairs []*pairState) error {
+	users := make([]string, 0, len(pairs)+1)
+	rooms := make([]string, 0, len(pairs))
+	users = append(users, a)
+	for _, p := range pairs {
+		users = append(users, p.b)
+		rooms = append(rooms, p.room)
+	}
+	found, err := s.existing(ctx, s.db, s.users, "id", app, dedupe(users))
+	if err != nil {
 		return err
 	}
-	if hasNUL(app, a) {
-		return fmt.Errorf("bunstore: %s: an ID contains a NUL byte", op)
+	members, err := s.roomMembers(ctx, app, dedupe(rooms))
+	if err != nil {
+		return err
 	}
-	pairs := map[string][]string{} // room ID → members
-	var ids []string
-	for _, b := range dedupe(bs) {
-		if hasNUL(b) {
+	var create []*pairState
+	for _, p := range pairs {
+		l := pairLookup{senderOK: found[a], userOK: found[p.b]}
+		if m, ok := members[p.room]; ok {
+			l.roomOK = true
+			for _, u := range m {
+				if u == a || u == p.b {
+					l.members++
+				}
+			}
+		}
+		if l.senderOK && l.userOK && !l.roomOK && p.mayCreate {
+			create = append(create, p)
 			continue
 		}
-		id := s.directRoomID(a, b)
-		if _, dup := pairs[id]; dup {
-			continue
-		}
-		pairs[id] = []string{a}
-		if b != a {
-			pairs[id] = append(pairs[id], b)
-		}
-		ids = append(ids, id)
+		p.settle(a, l)
 	}
-	if len(ids) == 0 {
+	if len(create) == 0 {
 		return nil
 	}
-	err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
-		rooms := make([]row, len(ids))
-		sizes := make([]int, len(ids))
-		for i, id := range ids {
-			rooms[i], sizes[i] = row{app, id}, 16+len(app)+len(id)
+	slices.SortFunc(create, func(x, y *pairState) int { return strings.Compare(x.room, y.room) })
+	var created map[string]bool
+	err = s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+		rooms := make([]row, len(create))
+		sizes := make([]int, len(create))
+		ids := make([]string, len(create))
+		for i, p := range create {
+			rooms[i], sizes[i], ids[i] = row{app, p.room}, 16+len(app)+len(p.room), p.room
 		}
 		for _, st := range s.bulkInserts(s.rooms, "app_id, id", "(app_id, id)", rooms, sizes) {
 			if _, err := tx.ExecContext(ctx, st.query, st.args...); err != nil {
@@ -230,25 +352,35 @@ func (s *Store) CreateDirectRooms(ctx context.Context, app, a string, bs []strin
 		if err != nil {
 			return err
 		}
-		var members []row
+		var rows []row
 		var msizes []int
-		for _, id := range ids {
-			if withMembers[id] {
+		created = map[string]bool{}
+		for _, p := range create {
+			if withMembers[p.room] {
 				continue
 			}
-			for _, u := range pairs[id] {
-				members = append(members, row{app, id, u})
-				msizes = append(msizes, 16+len(app)+len(id)+len(u))
+			created[p.room] = true
+			for _, u := range dedupe([]string{a, p.b}) {
+				rows = append(rows, row{app, p.room, u})
+				msizes = append(msizes, 16+len(app)+len(p.room)+len(u))
 			}
 		}
-		for _, st := range s.bulkInserts(s.members, "app_id, room_id, user_id", "(app_id, room_id, user_id)", members, msizes) {
+		for _, st := range s.bulkInserts(s.members, "app_id, room_id, user_id", "(app_id, room_id, user_id)", rows, msizes) {
 			if _, err := tx.ExecContext(ctx, st.query, st.args...); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
-	return s.fail(ctx, op, err)
+	if err != nil {
+		return err
+	}
+	for _, p := range create {
+		if created[p.room] {
+			p.settle(a, pairLookup{senderOK: true, userOK: true, created: true})
+		}
+	}
+	return nil
 }
 
 // checkPairRoom refuses a room that exists under the pair's ID without the
@@ -281,6 +413,15 @@ func (s *Store) RoomMembers(ctx context.Context, app string, roomIDs []string) (
 	if err := s.full(ctx, op); err != nil {
 		return nil, err
 	}
+	out, err := s.roomMembers(ctx, app, roomIDs)
+	if err != nil {
+		return nil, s.fail(ctx, op, err)
+	}
+	return out, nil
+}
+
+// roomMembers is RoomMembers without its checks and error wrapping.
+func (s *Store) roomMembers(ctx context.Context, app string, roomIDs []string) (map[string][]string, error) {
 	out := map[string][]string{}
 	ids := slices.DeleteFunc(dedupe(roomIDs), func(id string) bool { return hasNUL(id) })
 	if hasNUL(app) {
@@ -304,7 +445,7 @@ func (s *Store) RoomMembers(ctx context.Context, app string, roomIDs []string) (
 		}
 		rows, err := s.db.QueryContext(ctx, q, args...)
 		if err != nil {
-			return nil, s.fail(ctx, op, err)
+			return nil, err
 		}
 		err = func() error {
 			defer rows.Close()
@@ -323,7 +464,7 @@ func (s *Store) RoomMembers(ctx context.Context, app string, roomIDs []string) (
 			return rows.Err()
 		}()
 		if err != nil {
-			return nil, s.fail(ctx, op, err)
+			return nil, err
 		}
 	}
 	return out, nil

@@ -31,9 +31,9 @@ const messageColumns = "app_id, id, room_id, receiver, sender, type, text, extra
 // SaveMessages implements store.Messages with multi-row INSERTs that skip
 // IDs already stored (ON CONFLICT DO NOTHING; on MySQL ON DUPLICATE KEY
 // UPDATE with a no-op). Repeated IDs within msgs are reduced to their first
-// occurrence first: PostgreSQL refuses to meet one key twice in a statement.
-// When msgs needs several statements they run in one transaction, so a
-// failed call stores nothing.
+// occurrence first. When msgs needs several statements they run in one
+// transaction, so a failed call stores nothing. On PostgreSQL (pgx) it is
+// always one statement, the columns bound as arrays.
 func (s *Store) SaveMessages(ctx context.Context, app string, msgs []store.Message) error {
 	const op = "save messages"
 	if err := s.full(ctx, op); err != nil {
@@ -43,20 +43,29 @@ func (s *Store) SaveMessages(ctx context.Context, app string, msgs []store.Messa
 		return nil
 	}
 	seen := make(map[string]struct{}, len(msgs))
-	rows := make([]row, 0, len(msgs))
-	sizes := make([]int, 0, len(msgs))
+	distinct := make([]store.Message, 0, len(msgs))
+	fields := make([]nullString, 0, len(msgs))
 	for i := range msgs {
 		m := &msgs[i]
 		if _, dup := seen[m.ID]; dup {
 			continue
 		}
 		seen[m.ID] = struct{}{}
-		r, size, err := messageRow(app, m)
+		f, err := checkMessage(app, m)
 		if err != nil {
 			return fmt.Errorf("bunstore: %s: message %q: %w", op, m.ID, err)
 		}
-		rows = append(rows, r)
-		sizes = append(sizes, size)
+		distinct = append(distinct, *m)
+		fields = append(fields, f)
+	}
+	if s.pgx {
+		// One statement, however many messages: no transaction needed.
+		return s.fail(ctx, op, s.pgSaveMessages(ctx, app, distinct, fields))
+	}
+	rows := make([]row, len(distinct))
+	sizes := make([]int, len(distinct))
+	for i := range distinct {
+		rows[i], sizes[i] = messageRow(app, &distinct[i], fields[i])
 	}
 	stmts := s.bulkInserts(s.messages, messageColumns, "(app_id, id)", rows, sizes)
 	var err error
@@ -75,25 +84,27 @@ func (s *Store) SaveMessages(ctx context.Context, app string, msgs []store.Messa
 	return s.fail(ctx, op, err)
 }
 
-// messageRow turns m into the values of messageColumns and an estimate of
-// their size in SQL.
-func messageRow(app string, m *store.Message) (row, int, error) {
+// checkMessage refuses what the database cannot store as given and
+// returns m's Fields encoded.
+func checkMessage(app string, m *store.Message) (nullString, error) {
 	if hasNUL(app, m.ID, m.RoomID, m.Receiver, m.Sender, m.Type, m.Text, m.BatchID) || bytes.IndexByte(m.Extra, 0) >= 0 {
-		return nil, 0, errors.New("contains a NUL byte, which the database's text columns cannot hold")
+		return nullString{}, errors.New("contains a NUL byte, which the database's text columns cannot hold")
 	}
 	if m.CreatedAt.IsZero() {
-		return nil, 0, errors.New("CreatedAt is the zero time")
+		return nullString{}, errors.New("CreatedAt is the zero time")
 	}
+	return encodeFields(m.Fields)
+}
+
+// messageRow turns m (checked, with its Fields encoded) into the values
+// of messageColumns and an estimate of their size in SQL.
+func messageRow(app string, m *store.Message, fields nullString) (row, int) {
 	extra := nullString{}
 	if m.Extra != nil {
 		extra = someString(string(m.Extra))
 	}
-	fields, err := encodeFields(m.Fields)
-	if err != nil {
-		return nil, 0, err
-	}
 	size := 64 + len(app) + len(m.ID) + len(m.RoomID) + len(m.Receiver) + len(m.Sender) + len(m.Type) + len(m.Text) + len(m.Extra) + len(fields.s) + len(m.BatchID)
-	return row{app, m.ID, m.RoomID, m.Receiver, m.Sender, m.Type, m.Text, extra, fields, m.BatchID, m.Index, toDB(m.CreatedAt)}, size, nil
+	return row{app, m.ID, m.RoomID, m.Receiver, m.Sender, m.Type, m.Text, extra, fields, m.BatchID, m.Index, toDB(m.CreatedAt)}, size
 }
 
 // encodeFields writes Fields as one JSON object with its values verbatim

@@ -23,7 +23,7 @@ var (
 	_ store.Store             = (*Store)(nil)
 	_ store.DirectRoomNamer   = (*Store)(nil)
 	_ store.IdempotencyKeys   = (*Store)(nil)
-	_ store.DirectRoomCreator = (*Store)(nil)
+	_ store.DirectRoomResolver = (*Store)(nil)
 )
 
 // Options configures a Store. The zero value is ready to use.
@@ -230,7 +230,11 @@ func (s *Store) DirectRoom(ctx context.Context, appID, a, b string) (string, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ap := s.appLocked(appID)
+	return s.directRoomLocked(s.appLocked(appID), a, b)
+}
+
+// directRoomLocked is DirectRoom with s.mu held for writing.
+func (s *Store) directRoomLocked(ap *app, a, b string) (string, error) {
 	for _, u := range []string{a, b} {
 		if !ap.users[u] {
 			return "", fmt.Errorf("memstore: direct room of %q and %q: user %q: %w", a, b, u, store.ErrNotFound)
@@ -254,24 +258,20 @@ func (s *Store) DirectRoom(ctx context.Context, appID, a, b string) (string, err
 	return id, nil
 }
 
-// CreateDirectRooms implements store.DirectRoomCreator.
-func (s *Store) CreateDirectRooms(ctx context.Context, appID, a string, bs []string) error {
+// DirectRooms implements store.DirectRoomResolver: DirectRoom for each
+// pair, under one lock.
+func (s *Store) DirectRooms(ctx context.Context, appID, a string, bs []string) ([]store.DirectRoomResult, error) {
 	if err := ctx.Err(); err != nil {
-		return err
+		return nil, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ap := s.appLocked(appID)
-	for _, b := range bs {
-		if id := s.directRoomID(a, b); ap.rooms[id] == nil {
-			members := []string{a}
-			if b != a {
-				members = append(members, b)
-			}
-			ap.rooms[id] = &room{members: members}
-		}
+	out := make([]store.DirectRoomResult, len(bs))
+	for i, b := range bs {
+		out[i].Room, out[i].Err = s.directRoomLocked(ap, a, b)
 	}
-	return nil
+	return out, nil
 }
 
 // RoomMembers implements store.Directory.
@@ -400,21 +400,21 @@ func (s *Store) LoadChunk(ctx context.Context, ref store.ChunkRef) (*store.Chunk
 }
 
 // StartChunk implements store.Batches.
-func (s *Store) StartChunk(ctx context.Context, ref store.ChunkRef, at time.Time) (*store.Chunk, error) {
+func (s *Store) StartChunk(ctx context.Context, ref store.ChunkRef, at time.Time) (*store.Batch, *store.Chunk, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	_, c, err := s.chunkLocked(ref)
+	rec, c, err := s.chunkLocked(ref)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if !c.Done && c.StartedAt.IsZero() {
 		c.StartedAt = utc(at)
 	}
 	out := copyChunk(*c)
-	return &out, nil
+	return copyBatch(&rec.batch), &out, nil
 }
 
 // CancelBatch implements store.Batches.

@@ -156,8 +156,9 @@ func RunDirectory(t *testing.T, newStore func(t *testing.T) store.Directory, opt
 		{"DirectoryContextCanceled", testDirectoryContextCanceled},
 		{"TrickyIDs", testTrickyIDs},
 		{"DirectRoomCaseCollision", testDirectRoomCaseCollision},
-		{"CreateDirectRooms", testCreateDirectRooms},
-		{"CreateDirectRoomsConcurrent", testCreateDirectRoomsConcurrent},
+		{"DirectRooms", testDirectRooms},
+		{"DirectRoomsConcurrent", testDirectRoomsConcurrent},
+		{"DirectRoomsMany", testDirectRoomsMany},
 		{"AddRoomReplacesMembers", testAddRoomReplaces},
 	})
 }
@@ -1005,7 +1006,7 @@ func testBatchesContextCanceled(t *testing.T, s store.Batches, _ *Options) {
 			return err
 		},
 		"PendingChunks": func() error { _, err := s.PendingChunks(ctx, time.Now(), 10); return err },
-		"StartChunk":    func() error { _, err := s.StartChunk(ctx, chunks[0].ChunkRef, time.Now().UTC()); return err },
+		"StartChunk":    func() error { _, _, err := s.StartChunk(ctx, chunks[0].ChunkRef, time.Now().UTC()); return err },
 		"CancelBatch":   func() error { _, err := s.CancelBatch(ctx, "app1", b.ID, time.Now().UTC()); return err },
 	})
 	_, err := s.GetBatch(ctxT(t), "app1", b2.ID)
@@ -1021,18 +1022,30 @@ func testStartChunk(t *testing.T, s store.Batches, opts *Options) {
 	ctx := ctxT(t)
 	created := time.Date(2026, 4, 10, 9, 0, 0, 0, time.UTC)
 	b, chunks := newBatch("app1", "batch-start", created, 2, 1)
+	b.Payload = append(b.Payload, 0x00, 0xff, '\n') // byte-exact, whatever the bytes
 	must(t, s.CreateBatch(ctx, b, chunks))
 	ref := chunks[0].ChunkRef
 	first := created.Add(time.Second)
-	c, err := s.StartChunk(ctx, ref, first)
+	gotBatch, c, err := s.StartChunk(ctx, ref, first)
 	must(t, err)
 	sameTime(t, "StartedAt", c.StartedAt, first, opts)
-	if c.Done || len(c.Recipients) != 2 || !reflect.DeepEqual(c.Recipients, chunks[0].Recipients) {
+	if c.Done || len(c.Recipients) != 2 || !reflect.DeepEqual(c.Recipients, chunks[0].Recipients) || c.Start != 0 {
 		t.Errorf("started chunk %+v", c)
 	}
-	again, err := s.StartChunk(ctx, ref, first.Add(time.Minute))
+	sameTime(t, "NotBefore of the started chunk", c.NotBefore, created, opts)
+	if gotBatch == nil || gotBatch.ID != b.ID || gotBatch.AppID != "app1" || gotBatch.Sender != b.Sender || gotBatch.Count != 3 ||
+		gotBatch.Chunks != 2 || gotBatch.ChunksDone != 0 || !bytes.Equal(gotBatch.Payload, b.Payload) {
+		t.Errorf("StartChunk's batch = %+v, want the batch as stored", gotBatch)
+	} else {
+		sameTime(t, "CreatedAt of StartChunk's batch", gotBatch.CreatedAt, created, opts)
+		sameTime(t, "CanceledAt of StartChunk's batch", gotBatch.CanceledAt, time.Time{}, opts)
+	}
+	_, again, err := s.StartChunk(ctx, ref, first.Add(time.Minute))
 	must(t, err)
 	sameTime(t, "StartedAt after a second start", again.StartedAt, first, opts)
+	if again.Done || !reflect.DeepEqual(again.Recipients, chunks[0].Recipients) {
+		t.Errorf("chunk started twice %+v", again)
+	}
 	loaded, err := s.LoadChunk(ctx, ref)
 	must(t, err)
 	sameTime(t, "StartedAt from LoadChunk", loaded.StartedAt, first, opts)
@@ -1040,17 +1053,31 @@ func testStartChunk(t *testing.T, s store.Batches, opts *Options) {
 	must(t, err)
 	sameTime(t, "StartedAt of a chunk never started", other.StartedAt, time.Time{}, opts)
 
-	_, err = s.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: ref, Outcomes: outcomes(store.OutcomeSent, store.OutcomeSent), At: first})
+	_, err = s.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: ref, Outcomes: outcomes(store.OutcomeSent, store.OutcomeFailed), At: first})
 	must(t, err)
-	done, err := s.StartChunk(ctx, ref, first.Add(time.Hour))
+	afterDone, done, err := s.StartChunk(ctx, ref, first.Add(time.Hour))
 	must(t, err)
 	if !done.Done || len(done.Outcomes) != 2 {
 		t.Errorf("StartChunk of a done chunk = %+v, want it done with its outcomes", done)
 	}
-	_, err = s.StartChunk(ctx, store.ChunkRef{AppID: "app1", BatchID: b.ID, No: 7}, first)
+	if afterDone.ChunksDone != 1 || afterDone.Sent != 1 || afterDone.Failed != 1 {
+		t.Errorf("StartChunk's batch after a chunk completed = %+v, want its counters", afterDone)
+	}
+	// The second chunk after a cancel: done (canceled), and its batch says so.
+	_, err = s.CancelBatch(ctx, "app1", b.ID, first.Add(2*time.Hour))
+	must(t, err)
+	canceledBatch, canceled, err := s.StartChunk(ctx, chunks[1].ChunkRef, first.Add(3*time.Hour))
+	must(t, err)
+	if !canceled.Done || !canceled.StartedAt.IsZero() || len(canceled.Outcomes) != 1 || canceled.Outcomes[0].Status != store.OutcomeCanceled {
+		t.Errorf("StartChunk of a canceled chunk = %+v, want it done, never started, its recipient canceled", canceled)
+	}
+	sameTime(t, "CanceledAt of StartChunk's batch after a cancel", canceledBatch.CanceledAt, first.Add(2*time.Hour), opts)
+	_, _, err = s.StartChunk(ctx, store.ChunkRef{AppID: "app1", BatchID: b.ID, No: 7}, first)
 	wantErr(t, err, store.ErrNotFound, "StartChunk past the end")
-	_, err = s.StartChunk(ctx, store.ChunkRef{AppID: "app2", BatchID: b.ID}, first)
+	_, _, err = s.StartChunk(ctx, store.ChunkRef{AppID: "app2", BatchID: b.ID}, first)
 	wantErr(t, err, store.ErrNotFound, "StartChunk of another app's batch")
+	_, _, err = s.StartChunk(ctx, store.ChunkRef{AppID: "app1", BatchID: "batch-nope"}, first)
+	wantErr(t, err, store.ErrNotFound, "StartChunk of a missing batch")
 }
 
 func testCancelBatch(t *testing.T, s store.Batches, opts *Options) {
@@ -1061,7 +1088,7 @@ func testCancelBatch(t *testing.T, s store.Batches, opts *Options) {
 	// Chunk 0 is done, chunk 1 is in progress, chunks 2 and 3 never started.
 	_, err := s.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: chunks[0].ChunkRef, Outcomes: outcomes(store.OutcomeSent, store.OutcomeFailed), At: created})
 	must(t, err)
-	_, err = s.StartChunk(ctx, chunks[1].ChunkRef, created)
+	_, _, err = s.StartChunk(ctx, chunks[1].ChunkRef, created)
 	must(t, err)
 
 	at := created.Add(time.Minute)
@@ -1157,7 +1184,7 @@ func testCancelRacesStart(t *testing.T, s store.Batches, _ *Options) {
 	var wg sync.WaitGroup
 	for no := range n {
 		wg.Go(func() {
-			c, err := s.StartChunk(ctx, chunks[no].ChunkRef, now)
+			_, c, err := s.StartChunk(ctx, chunks[no].ChunkRef, now)
 			if err != nil {
 				t.Errorf("StartChunk: %v", err)
 				return
@@ -1483,64 +1510,172 @@ func testBatchDuplicateIDConcurrent(t *testing.T, s store.Batches, _ *Options) {
 	}
 }
 
-func directRoomCreator(t *testing.T, s store.Directory) (store.DirectRoomCreator, store.DirectRoomNamer) {
+func directRoomResolver(t *testing.T, s store.Directory) store.DirectRoomResolver {
 	t.Helper()
-	c, ok1 := s.(store.DirectRoomCreator)
-	n, ok2 := s.(store.DirectRoomNamer)
-	if !ok1 || !ok2 {
-		t.Skipf("%T does not implement store.DirectRoomCreator and store.DirectRoomNamer", s)
+	r, ok := s.(store.DirectRoomResolver)
+	if !ok {
+		t.Skipf("%T does not implement store.DirectRoomResolver", s)
 	}
-	return c, n
+	return r
 }
 
-func testCreateDirectRooms(t *testing.T, s store.Directory, _ *Options) {
-	c, namer := directRoomCreator(t, s)
+// checkPairRoom checks that room is the one room of a and b: it has
+// exactly them as members, and each of them has exactly one room.
+func checkPairRoom(t *testing.T, s store.Directory, app, a, b, room string) {
+	t.Helper()
+	ctx := ctxT(t)
+	members, err := s.RoomMembers(ctx, app, []string{room})
+	must(t, err)
+	want := []string{a, b}
+	if a == b {
+		want = want[:1]
+	}
+	slices.Sort(want)
+	if m := slices.Sorted(slices.Values(members[room])); !slices.Equal(m, want) {
+		t.Errorf("members of the room %q of %s and %s = %q, want %q", room, a, b, m, want)
+	}
+	if a != b {
+		rooms, err := inspector(t, s).UserRooms(ctx, app, b)
+		must(t, err)
+		if len(rooms) != 1 || rooms[0] != room {
+			t.Errorf("%s has rooms %q, want exactly %q", b, rooms, room)
+		}
+	}
+}
+
+func testDirectRooms(t *testing.T, s store.Directory, _ *Options) {
+	r := directRoomResolver(t, s)
 	ctx := ctxT(t)
 	in := inspector(t, s)
-	must(t, in.AddUsers(ctx, "app1", "system", "u1", "u2", "u3", "Ann", "ann"))
+	must(t, in.AddUsers(ctx, "app1", "system", "u1", "u2", "u3", "Ann", "ann", "Bob", "bob"))
+	must(t, in.AddUsers(ctx, "app2", "system", "ghost-elsewhere"))
 	existing, err := s.DirectRoom(ctx, "app1", "system", "u1")
 	must(t, err)
 	annRoom, err := s.DirectRoom(ctx, "app1", "system", "Ann")
 	must(t, err)
-	must(t, c.CreateDirectRooms(ctx, "app1", "system", []string{"u1", "u2", "u3", "u2", "ann", "system"}))
-	must(t, c.CreateDirectRooms(ctx, "app1", "system", []string{"u2", "u3"})) // idempotent
-	for _, u := range []string{"u1", "u2", "u3"} {
-		id := namer.DirectRoomID("system", u)
-		if u == "u1" && id != existing {
-			t.Errorf("DirectRoomID(system, u1) = %q but DirectRoom made %q", id, existing)
-		}
-		got, err := s.DirectRoom(ctx, "app1", "system", u)
-		must(t, err)
-		if got != id {
-			t.Errorf("after CreateDirectRooms, DirectRoom(system, %s) = %q, want %q", u, got, id)
-		}
-		members, err := s.RoomMembers(ctx, "app1", []string{id})
-		must(t, err)
-		if m := slices.Sorted(slices.Values(members[id])); !slices.Equal(m, []string{"system", u}) {
-			t.Errorf("members of the room of system and %s = %q", u, m)
-		}
-		rooms, err := in.UserRooms(ctx, "app1", u)
-		must(t, err)
-		if len(rooms) != 1 {
-			t.Errorf("%s has rooms %q, want exactly one", u, rooms)
-		}
-	}
-	self := namer.DirectRoomID("system", "system")
-	members, err := s.RoomMembers(ctx, "app1", []string{self, annRoom})
+	bs := []string{"u1", "u2", "ghost", "u3", "u2", "ann", "system", "ghost-elsewhere", "Bob", "bob"}
+	got, err := r.DirectRooms(ctx, "app1", "system", bs)
 	must(t, err)
-	if !slices.Equal(members[self], []string{"system"}) {
-		t.Errorf("members of system's room with itself = %q", members[self])
+	if len(got) != len(bs) {
+		t.Fatalf("DirectRooms returned %d results for %d receivers", len(got), len(bs))
 	}
-	// A room that exists (here another pair's, under a case-folding
-	// scheme) is left as it is.
+	// Each result is what DirectRoom says for the pair, now that the rooms exist.
+	for i, b := range bs {
+		want, werr := s.DirectRoom(ctx, "app1", "system", b)
+		switch {
+		case werr != nil && errors.Is(werr, store.ErrNotFound):
+			wantErr(t, got[i].Err, store.ErrNotFound, fmt.Sprintf("DirectRooms result %d (%s)", i, b))
+		case werr != nil && errors.Is(werr, store.ErrConflict):
+			wantErr(t, got[i].Err, store.ErrConflict, fmt.Sprintf("DirectRooms result %d (%s)", i, b))
+		case werr != nil:
+			t.Fatalf("DirectRoom(system, %s): %v", b, werr)
+		case got[i].Err != nil || got[i].Room != want:
+			t.Errorf("DirectRooms result %d (%s) = %+v, want room %q", i, b, got[i], want)
+		}
+		if got[i].Err != nil && got[i].Room != "" {
+			t.Errorf("DirectRooms result %d (%s) = %+v: a failed pair has no room", i, b, got[i])
+		}
+	}
+	if got[0].Room != existing {
+		t.Errorf("the existing room of system and u1 is %q, DirectRooms said %q", existing, got[0].Room)
+	}
+	for i, b := range []string{"ghost", "ghost-elsewhere"} {
+		wantErr(t, got[2+5*i].Err, store.ErrNotFound, "DirectRooms for "+b)
+	}
+	for _, u := range []string{"u1", "u2", "u3", "Bob"} {
+		checkPairRoom(t, s, "app1", "system", u, got[slices.Index(bs, u)].Room)
+	}
+	checkPairRoom(t, s, "app1", "system", "system", got[6].Room)
+	// Ann's room is Ann's: ann, whose ID differs only in case, is not let
+	// in (a conflict under a case-folding scheme, a room of her own under
+	// a case-preserving one).
+	members, err := s.RoomMembers(ctx, "app1", []string{annRoom})
+	must(t, err)
 	if slices.Contains(members[annRoom], "ann") {
-		t.Errorf("CreateDirectRooms added ann to Ann's room: %q", members[annRoom])
+		t.Errorf("DirectRooms added ann to Ann's room: %q", members[annRoom])
 	}
-	must(t, c.CreateDirectRooms(ctx, "app1", "system", nil))
+	if got[5].Err == nil && got[5].Room == annRoom {
+		t.Errorf("DirectRooms gave ann Ann's room %q", annRoom)
+	}
+	// Bob and bob in one call: never one room for both.
+	if got[8].Err == nil && got[9].Err == nil && got[8].Room == got[9].Room {
+		t.Errorf("Bob and bob share room %q", got[8].Room)
+	}
+	// Idempotent, and nothing for an empty list.
+	again, err := r.DirectRooms(ctx, "app1", "system", bs)
+	must(t, err)
+	for i := range bs {
+		if again[i].Room != got[i].Room || (again[i].Err == nil) != (got[i].Err == nil) {
+			t.Errorf("second DirectRooms result %d = %+v, first %+v", i, again[i], got[i])
+		}
+	}
+	none, err := r.DirectRooms(ctx, "app1", "system", nil)
+	must(t, err)
+	if len(none) != 0 {
+		t.Errorf("DirectRooms of no receivers = %+v", none)
+	}
+	// A sender who is not a user: every pair is ErrNotFound, no room made.
+	lost, err := r.DirectRooms(ctx, "app1", "nobody", []string{"u1", "u2"})
+	must(t, err)
+	for i := range lost {
+		wantErr(t, lost[i].Err, store.ErrNotFound, "DirectRooms from a sender who is not a user")
+	}
+	rooms, err := in.UserRooms(ctx, "app1", "u2")
+	must(t, err)
+	if len(rooms) != 1 {
+		t.Errorf("u2 has rooms %q after DirectRooms from a missing sender", rooms)
+	}
+	// The other app saw nothing.
+	other, err := r.DirectRooms(ctx, "app2", "system", []string{"u1"})
+	must(t, err)
+	wantErr(t, other[0].Err, store.ErrNotFound, "DirectRooms for a user of another app")
 }
 
-func testCreateDirectRoomsConcurrent(t *testing.T, s store.Directory, _ *Options) {
-	c, _ := directRoomCreator(t, s)
+// testDirectRoomsMany resolves a chunk-sized list in which some rooms
+// exist, some must be created and some receivers do not exist.
+func testDirectRoomsMany(t *testing.T, s store.Directory, _ *Options) {
+	r := directRoomResolver(t, s)
+	ctx := ctxT(t)
+	in := inspector(t, s)
+	const n = 1200
+	var users, bs []string
+	for i := range n {
+		u := fmt.Sprintf("user-%04d", i)
+		bs = append(bs, u)
+		if i%10 != 7 {
+			users = append(users, u)
+		}
+	}
+	must(t, in.AddUsers(ctx, "app1", append(users, "system")...))
+	for i := 0; i < n; i += 3 {
+		if i%10 != 7 {
+			_, err := s.DirectRoom(ctx, "app1", "system", bs[i])
+			must(t, err)
+		}
+	}
+	got, err := r.DirectRooms(ctx, "app1", "system", bs)
+	must(t, err)
+	for i, b := range bs {
+		if i%10 == 7 {
+			wantErr(t, got[i].Err, store.ErrNotFound, "DirectRooms for "+b)
+			continue
+		}
+		if got[i].Err != nil {
+			t.Fatalf("DirectRooms for %s: %v", b, got[i].Err)
+		}
+		if i%97 == 0 {
+			checkPairRoom(t, s, "app1", "system", b, got[i].Room)
+		}
+	}
+	members, err := s.RoomMembers(ctx, "app1", []string{got[1].Room, got[3].Room})
+	must(t, err)
+	if len(members[got[1].Room]) != 2 || len(members[got[3].Room]) != 2 {
+		t.Errorf("members %q", members)
+	}
+}
+
+func testDirectRoomsConcurrent(t *testing.T, s store.Directory, _ *Options) {
+	r := directRoomResolver(t, s)
 	ctx := ctxT(t)
 	in := inspector(t, s)
 	users := []string{"system"}
@@ -1548,13 +1683,16 @@ func testCreateDirectRoomsConcurrent(t *testing.T, s store.Directory, _ *Options
 		users = append(users, fmt.Sprintf("user-%02d", i))
 	}
 	must(t, in.AddUsers(ctx, "app1", users...))
+	results := make([][]store.DirectRoomResult, 6)
 	var wg sync.WaitGroup
 	for w := range 6 {
 		wg.Go(func() {
 			if w%2 == 0 {
-				if err := c.CreateDirectRooms(ctx, "app1", "system", users[1+w:]); err != nil {
-					t.Errorf("CreateDirectRooms: %v", err)
+				res, err := r.DirectRooms(ctx, "app1", "system", users[1+w:])
+				if err != nil {
+					t.Errorf("DirectRooms: %v", err)
 				}
+				results[w] = res
 				return
 			}
 			for _, u := range users[1+w*5:] {
@@ -1575,6 +1713,16 @@ func testCreateDirectRoomsConcurrent(t *testing.T, s store.Directory, _ *Options
 		must(t, err)
 		if len(members[rooms[0]]) != 2 {
 			t.Errorf("room %s has members %q, want system and %s once each", rooms[0], members[rooms[0]], u)
+		}
+	}
+	for w, res := range results {
+		for i, rr := range res {
+			u := users[1+w+i]
+			rooms, err := in.UserRooms(ctx, "app1", u)
+			must(t, err)
+			if rr.Err != nil || len(rooms) != 1 || rr.Room != rooms[0] {
+				t.Errorf("concurrent DirectRooms for %s = %+v; the user's rooms are %q", u, rr, rooms)
+			}
 		}
 	}
 }

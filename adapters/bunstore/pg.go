@@ -1,0 +1,204 @@
+package bunstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"github.com/chatbatch/chatbatch/store"
+)
+
+// PostgreSQL through pgx (github.com/jackc/pgx/v5/stdlib, which Open
+// uses) gets its own statements for the worker's hot path and the bulk
+// writes: bind parameters instead of values inlined into SQL text, whole
+// columns passed as arrays and expanded with unnest (so 500 rows are 12
+// parameters, not 150 KB of SQL to parse), and data-modifying WITH
+// clauses that do in one round trip what takes a transaction of several
+// statements elsewhere. They go to database/sql directly, bypassing bun's
+// query formatting. Other drivers (lib/pq, bun's pgdriver) take the
+// portable path.
+//
+// The look-ups probe the primary keys once per ID through scalar
+// subqueries rather than joining the ID list to the tables: a join's plan
+// depends on table statistics, and on a table whose statistics are
+// missing or stale (a fresh deployment that bulk-loaded its users before
+// autovacuum ran) PostgreSQL may hash the whole table for a few hundred
+// IDs. A scalar subquery is never turned into a join or a hashed subplan,
+// so the plan is index probes whatever the statistics say.
+type pgStatements struct {
+	startChunk, completeChunk, saveMessages, insertChunks string
+	directRooms                                           string
+	existing                                              map[string]string // by table + "." + column
+}
+
+func (s *Store) preparePG() {
+	q := &s.pg
+	q.startChunk = "WITH s AS (UPDATE " + s.chunks + " SET started_at = $4" +
+		" WHERE app_id = $1 AND batch_id = $2 AND chunk_no = $3 AND done = FALSE AND started_at IS NULL" +
+		" RETURNING start_index, recipients, not_before, started_at)" +
+		" SELECT s.start_index, s.recipients, s.not_before, s.started_at, " + prefixed("b.", batchReadColumns) +
+		" FROM s JOIN " + s.batches + " b ON b.app_id = $1 AND b.id = $2"
+	// finished_at first, as in the portable CompleteChunk.
+	q.completeChunk = "WITH c AS (UPDATE " + s.chunks + " SET done = TRUE, outcomes = $4" +
+		" WHERE app_id = $1 AND batch_id = $2 AND chunk_no = $3 AND done = FALSE AND size = $5 RETURNING 1)" +
+		" UPDATE " + s.batches + " SET finished_at = CASE WHEN chunks_done + 1 = chunks THEN $6 ELSE finished_at END," +
+		" sent = sent + $7, failed = failed + $8, canceled = canceled + $9, chunks_done = chunks_done + 1" +
+		" WHERE app_id = $1 AND id = $2 AND EXISTS (SELECT 1 FROM c)" +
+		" RETURNING " + batchReadColumns
+	q.saveMessages = "INSERT INTO " + s.messages + " (" + messageColumns + ")" +
+		" SELECT $1, u.id, u.room_id, u.receiver, u.sender, u.type, u.text, u.extra, u.fields, u.batch_id, u.idx, u.created_at" +
+		" FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::int4[], $12::timestamptz[])" +
+		" WITH ORDINALITY AS u(id, room_id, receiver, sender, type, text, extra, fields, batch_id, idx, created_at, ord)" +
+		" ORDER BY u.ord ON CONFLICT (app_id, id) DO NOTHING"
+	q.insertChunks = "INSERT INTO " + s.chunks + " (" + chunkColumns + ")" +
+		" SELECT $1, $2, u.no, u.start, u.size, u.recipients, u.not_before" +
+		" FROM unnest($3::int4[], $4::int4[], $5::int4[], $6::text[], $7::timestamptz[]) AS u(no, start, size, recipients, not_before)"
+	// One round of DirectRooms: for each receiver ($3) with the pair's
+	// room ID ($4), whether the receiver is a user, how many of the pair
+	// are members of that room, and whether the room exists; rooms that
+	// do not exist are created, with the pair as members, for the
+	// receivers allowed to ($5: one per room ID), in room ID order so
+	// that concurrent creators never wait for each other in a cycle.
+	// The room itself is looked up only when the pair are not both its
+	// members (members reference rooms: if they are, it exists).
+	q.directRooms = "WITH q AS (SELECT q.*, CASE WHEN q.members = q.pair_size THEN 1" +
+		" ELSE (SELECT 1 FROM " + s.rooms + " r WHERE r.app_id = $1 AND r.id = q.room) END AS room_ok" +
+		" FROM (SELECT q.ord, q.b, q.room, q.may_create, CASE WHEN q.b = $2 THEN 1 ELSE 2 END AS pair_size," +
+		" (SELECT 1 FROM " + s.users + " u WHERE u.app_id = $1 AND u.id = q.b) AS user_ok," +
+		" (SELECT count(*) FROM " + s.members + " m WHERE m.app_id = $1 AND m.room_id = q.room AND m.user_id IN ($2, q.b)) AS members" +
+		// OFFSET 0 keeps the inner query from being merged into the outer
+		// one, which would compute members again inside the CASE.
+		" FROM unnest($3::text[], $4::text[], $5::bool[]) WITH ORDINALITY AS q(b, room, may_create, ord) OFFSET 0) q)," +
+		" a AS (SELECT (SELECT 1 FROM " + s.users + " WHERE app_id = $1 AND id = $2) AS ok)," +
+		" created AS (INSERT INTO " + s.rooms + " (app_id, id)" +
+		" SELECT $1, q.room FROM q, a WHERE a.ok IS NOT NULL AND q.may_create AND q.user_ok IS NOT NULL AND q.room_ok IS NULL" +
+		" ORDER BY q.room ON CONFLICT DO NOTHING RETURNING id)," +
+		" joined AS (INSERT INTO " + s.members + " (app_id, room_id, user_id)" +
+		" SELECT $1, c.id, v.u FROM created c JOIN q ON q.room = c.id AND q.may_create" +
+		" CROSS JOIN LATERAL (SELECT $2::text AS u UNION SELECT q.b) v ORDER BY c.id, v.u ON CONFLICT DO NOTHING)" +
+		" SELECT q.ord, (SELECT ok FROM a) IS NOT NULL, q.user_ok IS NOT NULL, q.members, q.room_ok IS NOT NULL, c.id IS NOT NULL" +
+		" FROM q LEFT JOIN created c ON c.id = q.room AND q.may_create"
+	q.existing = map[string]string{}
+	for _, t := range []struct{ table, col string }{{s.users, "id"}, {s.rooms, "id"}} {
+		q.existing[t.table+"."+t.col] = "SELECT q.id FROM unnest($2::text[]) AS q(id)" +
+			" WHERE (SELECT 1 FROM " + t.table + " t WHERE t.app_id = $1 AND t." + t.col + " = q.id LIMIT 1) IS NOT NULL"
+	}
+}
+
+// pgStartChunk is StartChunk's one round trip: it returns nil, nil, nil
+// when the chunk was not started by this call (missing, started or done
+// before), for the caller to read it.
+func (s *Store) pgStartChunk(ctx context.Context, ref store.ChunkRef, at time.Time) (*store.Batch, *store.Chunk, error) {
+	bs, cs := newBatchScan(ref.AppID, ref.BatchID), &chunkScan{c: store.Chunk{ChunkRef: ref}}
+	dest := append([]any{&cs.c.Start, &cs.recipients, &cs.notBefore, &cs.started}, bs.dest()...)
+	err := s.db.DB.QueryRowContext(ctx, s.pg.startChunk, ref.AppID, ref.BatchID, ref.No, pgTime(at)).Scan(dest...)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := cs.chunk()
+	if err != nil {
+		return nil, nil, err
+	}
+	return bs.batch(), c, nil
+}
+
+// pgCompleteChunk is CompleteChunk in one statement.
+func (s *Store) pgCompleteChunk(ctx context.Context, p *store.CompleteChunkParams, outcomes string, sent, failed, canceled int) (*store.Batch, error) {
+	ref := p.Ref
+	bs := newBatchScan(ref.AppID, ref.BatchID)
+	err := s.db.DB.QueryRowContext(ctx, s.pg.completeChunk, ref.AppID, ref.BatchID, ref.No, outcomes, len(p.Outcomes), pgTime(p.At), sent, failed, canceled).
+		Scan(bs.dest()...)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, s.whyNotCompleted(ctx, s.db, ref, len(p.Outcomes))
+	}
+	if err != nil {
+		return nil, err
+	}
+	return bs.batch(), nil
+}
+
+// pgTime is a time as the store keeps it (UTC, microseconds), for pgx.
+func pgTime(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
+
+// pgSaveMessages writes msgs (distinct IDs, checked) in one statement.
+func (s *Store) pgSaveMessages(ctx context.Context, app string, msgs []store.Message, fields []nullString) error {
+	n := len(msgs)
+	ids, rooms, receivers, senders, types, texts, batchIDs := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	extras, fs := make([]*string, n), make([]*string, n)
+	idx, created := make([]int32, n), make([]time.Time, n)
+	for i := range msgs {
+		m := &msgs[i]
+		ids[i], rooms[i], receivers[i], senders[i], types[i], texts[i], batchIDs[i] = m.ID, m.RoomID, m.Receiver, m.Sender, m.Type, m.Text, m.BatchID
+		if m.Extra != nil {
+			e := string(m.Extra)
+			extras[i] = &e
+		}
+		if fields[i].valid {
+			fs[i] = &fields[i].s
+		}
+		idx[i], created[i] = int32(m.Index), pgTime(m.CreatedAt)
+	}
+	_, err := s.db.DB.ExecContext(ctx, s.pg.saveMessages, app, ids, rooms, receivers, senders, types, texts, extras, fs, batchIDs, idx, created)
+	return err
+}
+
+// pgExisting is existing for PostgreSQL: one statement with the IDs as an
+// array, probing the primary key once per ID.
+func (s *Store) pgExisting(ctx context.Context, table, col, app string, ids []string) (map[string]bool, error) {
+	q, ok := s.pg.existing[table+"."+col]
+	if !ok {
+		return nil, fmt.Errorf("no look-up prepared for %s.%s", table, col)
+	}
+	found := make(map[string]bool, len(ids))
+	rows, err := s.db.DB.QueryContext(ctx, q, app, ids)
+	if err != nil {
+		return nil, err
+	}
+	return found, scanStrings(rows, func(id string) { found[id] = true })
+}
+
+// pgDirectRoomRound runs one round of DirectRooms in one statement.
+func (s *Store) pgDirectRoomRound(ctx context.Context, app, a string, pairs []*pairState) error {
+	bs, rooms, mayCreate := make([]string, len(pairs)), make([]string, len(pairs)), make([]bool, len(pairs))
+	for i, p := range pairs {
+		bs[i], rooms[i], mayCreate[i] = p.b, p.room, p.mayCreate
+	}
+	rows, err := s.db.DB.QueryContext(ctx, s.pg.directRooms, app, a, bs, rooms, mayCreate)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var ord int
+		var l pairLookup
+		if err := rows.Scan(&ord, &l.senderOK, &l.userOK, &l.members, &l.roomOK, &l.created); err != nil {
+			return err
+		}
+		if ord < 1 || ord > len(pairs) {
+			return fmt.Errorf("direct rooms: row %d of %d", ord, len(pairs))
+		}
+		pairs[ord-1].settle(a, l)
+	}
+	return rows.Err()
+}
+
+// pgInsertChunks writes a new batch's chunk rows in one statement;
+// recipients[i] is chunks[i]'s encoded recipients. As in the portable
+// path, a chunk's identity is the batch's and its position.
+func (s *Store) pgInsertChunks(ctx context.Context, tx bun.Tx, b *store.Batch, chunks []store.Chunk, recipients []string) error {
+	n := len(chunks)
+	nos, starts, sizes, notBefore := make([]int32, n), make([]int32, n), make([]int32, n), make([]time.Time, n)
+	for i := range chunks {
+		c := &chunks[i]
+		nos[i], starts[i], sizes[i], notBefore[i] = int32(i), int32(c.Start), int32(len(c.Recipients)), pgTime(c.NotBefore)
+	}
+	_, err := tx.Tx.ExecContext(ctx, s.pg.insertChunks, b.AppID, b.ID, nos, starts, sizes, recipients, notBefore)
+	return err
+}
