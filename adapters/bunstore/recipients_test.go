@@ -1,0 +1,146 @@
+package bunstore
+
+import (
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/chatbatch/chatbatch/store"
+)
+
+func TestRecipientsRoundTrip(t *testing.T) {
+	cases := map[string][]store.Recipient{
+		"none":  {},
+		"empty": {{}},
+		"seed": {
+			{Receiver: "user-a", Vars: map[string]string{"name": "Alice", "orderId": "ORD-001"}},
+			{Receiver: "user-b", Vars: map[string]string{"name": "Bob"}},
+			{Room: "room-001"},
+			{Receiver: "user-c", Room: "room-002", Vars: map[string]string{}},
+		},
+		"tricky": {
+			{Receiver: "12:34", Room: "~2;", Vars: map[string]string{"-": "-", "n:m": "", "名字": "🚀 \"q\" \\ \n", "": "empty name"}},
+			{Receiver: strings.Repeat("x", 300), Vars: map[string]string{"0": "9:abcdefghi"}},
+		},
+	}
+	for name, rs := range cases {
+		t.Run(name, func(t *testing.T) {
+			enc := encodeRecipients(rs)
+			if !strings.HasPrefix(enc, recipientsV2) {
+				t.Fatalf("encoded as %q, want the compact form", enc)
+			}
+			got, err := decodeRecipients(enc)
+			if err != nil {
+				t.Fatalf("decode %q: %v", enc, err)
+			}
+			if len(rs) == 0 && len(got) == 0 {
+				return
+			}
+			if !reflect.DeepEqual(got, rs) {
+				t.Errorf("round trip of %q:\n got %#v\nwant %#v", enc, got, rs)
+			}
+			if again := encodeRecipients(got); again != enc {
+				t.Errorf("not deterministic: %q then %q", enc, again)
+			}
+		})
+	}
+}
+
+func TestRecipientsExample(t *testing.T) {
+	// The form documented on recipientsV2.
+	rs := []store.Recipient{
+		{Receiver: "user-a", Vars: map[string]string{"name": "Alice", "orderId": "ORD-001"}},
+		{Room: "room-001"},
+	}
+	want := "~2;2;4:name7:orderId;2;m6:user-a0:5:Alice7:ORD-001n0:8:room-001--"
+	if got := encodeRecipients(rs); got != want {
+		t.Errorf("encodeRecipients = %q, want %q", got, want)
+	}
+}
+
+func TestRecipientsNotPlainTextFallBackToJSON(t *testing.T) {
+	for _, rs := range [][]store.Recipient{
+		{{Receiver: "u", Vars: map[string]string{"k": "a\x00b"}}},
+		{{Receiver: "u\x00"}},
+		{{Room: "r", Vars: map[string]string{"k\x00": "v"}}},
+		{{Receiver: "\xff"}},
+	} {
+		enc := encodeRecipients(rs)
+		if !strings.HasPrefix(enc, "[") || strings.IndexByte(enc, 0) >= 0 {
+			t.Errorf("%q encoded as %q, want JSON without NUL bytes", rs, enc)
+		}
+		got, err := decodeRecipients(enc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.IndexByte(rs[0].Receiver, 0xff) < 0 && !reflect.DeepEqual(got, rs) {
+			t.Errorf("round trip of %q: got %q", rs, got)
+		}
+	}
+}
+
+func TestRecipientsLegacyJSON(t *testing.T) {
+	// What versions before the compact form stored.
+	legacy := `[{"receiver":"user-a","vars":{"name":"Alice"}},{"room":"room-001"},{"receiver":"user-b","vars":{}}]`
+	got, err := decodeRecipients(legacy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []store.Recipient{{Receiver: "user-a", Vars: map[string]string{"name": "Alice"}}, {Room: "room-001"}, {Receiver: "user-b", Vars: map[string]string{}}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("legacy decode = %#v", got)
+	}
+}
+
+func TestRecipientsMalformed(t *testing.T) {
+	for _, s := range []string{
+		"~2;", "~2;x;", "~2;1;", "~2;1;4:name;", "~2;1;4:name;1;", "~2;1;4:name;1;m1:a", "~2;1;4:name;1;m1:a0:",
+		"~2;1;4:name;1;n1:a0:1:v", // a value for a recipient without Vars
+		"~2;0;;1;x1:a0:", "~2;0;;1;m9:a0:", "~2;0;;1;m1:a0:trailing", "~2;0;;2;m1:a0:",
+		"~2;0;;9999999999;", "~2;0;;-1;", "~2;1;99:name;0;",
+	} {
+		if got, err := decodeRecipients(s); err == nil {
+			t.Errorf("decodeRecipients(%q) = %#v, want an error", s, got)
+		}
+	}
+}
+
+func FuzzRecipients(f *testing.F) {
+	f.Add("user-a", "", "name", "Alice", true)
+	f.Add("", "room-1", "", "", false)
+	f.Add("1:2", "~2;", "-", "-", true)
+	f.Fuzz(func(t *testing.T, receiver, room, name, value string, withVars bool) {
+		rs := []store.Recipient{{Receiver: receiver, Room: room}, {Receiver: room, Room: receiver}}
+		if withVars {
+			rs[0].Vars = map[string]string{name: value}
+			rs[1].Vars = map[string]string{}
+		}
+		enc := encodeRecipients(rs)
+		got, err := decodeRecipients(enc)
+		if err != nil {
+			t.Fatalf("decode %q: %v", enc, err)
+		}
+		if plainText(receiver) && plainText(room) && plainText(name) && plainText(value) {
+			if !reflect.DeepEqual(got, rs) {
+				t.Fatalf("round trip of %q: got %#v, want %#v", enc, got, rs)
+			}
+		} else {
+			// JSON: invalid UTF-8 becomes U+FFFD, as it always did.
+			js, _ := json.Marshal(rs)
+			var want []store.Recipient
+			if err := json.Unmarshal(js, &want); err != nil {
+				t.Fatal(err)
+			}
+			if want[1].Vars == nil && withVars {
+				want[1].Vars = map[string]string{}
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("JSON round trip: %#v, want %#v", got, want)
+			}
+		}
+		// Decoding anything never panics.
+		_, _ = decodeRecipients(recipientsV2 + fmt.Sprint(len(name)) + ";" + value)
+	})
+}
