@@ -429,6 +429,8 @@ func TestBadStart(t *testing.T) {
 		{"unreachable -redis", []string{"-demo", "-redis", "redis://" + closed}, nil, "-redis: cannot reach"},
 		{"unreachable -db", []string{"-demo", "-db", "postgres://postgres@" + closed + "/test?sslmode=disable&connect_timeout=3"}, nil, "-db:"},
 		{"bad -concurrency", []string{"-demo", "-concurrency", "0"}, nil, "-concurrency"},
+		{"bad -task-check-interval", []string{"-demo", "-task-check-interval", "0s"}, nil, "-task-check-interval: must be at least 1ms"},
+		{"bad task check env", []string{"-demo"}, []string{"CHATBATCHD_TASK_CHECK_INTERVAL=fast"}, "CHATBATCHD_TASK_CHECK_INTERVAL"},
 		{"bad -push", []string{"-demo", "-push", "fcm"}, nil, "-push"},
 		{"no API key", []string{}, []string{"IM_API_KEY="}, "IM_API_KEY is not set"},
 		{"bad env", []string{"-demo"}, []string{"CHATBATCHD_WORKER=maybe"}, "CHATBATCHD_WORKER"},
@@ -484,7 +486,7 @@ func TestHelp(t *testing.T) {
 	if err != nil {
 		t.Fatalf("chatbatchd -h: %v", err)
 	}
-	for _, want := range []string{"-addr", "CHATBATCHD_ADDR", "-db", "-redis", "-api", "-worker", "-concurrency", "-demo", "-push", "-log-format", "IM_API_KEY"} {
+	for _, want := range []string{"-addr", "CHATBATCHD_ADDR", "-db", "-redis", "-api", "-worker", "-concurrency", "-task-check-interval", "-demo", "-push", "-log-format", "IM_API_KEY"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("-h does not mention %s", want)
 		}
