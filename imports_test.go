@@ -13,8 +13,9 @@ const module = "github.com/chatbatch/chatbatch"
 // TestImportRules keeps the layout of DESIGN.md §2 true: render and store
 // import only the standard library; delivery adds store; the conformance
 // suites import only their leaf packages; batch is the only package that
-// imports asynq and validator; adapters import leaf packages and their
-// backend, never batch or another adapter.
+// imports asynq and validator, and besides them it imports only jsontext
+// (request decoding); adapters import leaf packages and their backend,
+// never batch or another adapter.
 func TestImportRules(t *testing.T) {
 	if _, err := exec.LookPath("go"); err != nil {
 		t.Skip("the go command is not on PATH")
@@ -48,7 +49,8 @@ func TestImportRules(t *testing.T) {
 					t.Errorf("%s imports %s; it may import only the standard library and %v", pkg, imp, allowed[pkg])
 				}
 			case rel == "/batch":
-				if !ours && !strings.HasPrefix(imp, "github.com/hibiken/asynq") && !strings.HasPrefix(imp, "github.com/go-playground/validator/") {
+				if !ours && !strings.HasPrefix(imp, "github.com/hibiken/asynq") && !strings.HasPrefix(imp, "github.com/go-playground/validator/") &&
+					imp != "github.com/go-json-experiment/json/jsontext" {
 					t.Errorf("batch imports %s", imp)
 				}
 				if ours && !leaf[imp] {

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/uptrace/bun"
@@ -199,6 +200,19 @@ func TestOnBatchDoneOnceOnBunstore(t *testing.T) {
 				t.Errorf("batch %s: %+v", id, st)
 			}
 		}
+		// The callback runs after the last chunk is recorded, so a batch
+		// can look finished a moment before it comes.
+		waitUntil(t, func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, id := range ids {
+				if calls[id] == 0 {
+					return false
+				}
+			}
+			return true
+		})
+		time.Sleep(100 * time.Millisecond) // a duplicate call would come right after the first
 		mu.Lock()
 		defer mu.Unlock()
 		for _, id := range ids {

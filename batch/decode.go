@@ -8,11 +8,14 @@ import (
 	"io"
 	"net/http"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf16"
 	"unicode/utf8"
 
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/go-playground/validator/v10"
 
 	"github.com/chatbatch/chatbatch/render"
@@ -27,7 +30,10 @@ type sendRequest struct {
 	Push           bool            `json:"push"`
 	SkipTotalBadge bool            `json:"skipTotalBadge"`
 	Extra          json.RawMessage `json:"extra"`
-	Paras          []para          `json:"paras" validate:"required,min=1,dive"`
+	// Paras are the recipients, para i as recipient i. Each para's own
+	// rules (receiver or room, valid IDs) are checked by validate in plain
+	// code: validator's dive over 10,000 paras cost more than decoding them.
+	Paras []store.Recipient `json:"paras" validate:"required,min=1"`
 	// SendAt is when to send; zero means now.
 	SendAt time.Time `json:"sendAt"`
 	// StrictVariables asks for strict variable checking for this request.
@@ -39,13 +45,6 @@ type sendRequest struct {
 	extra *render.JSONTemplate
 	// present records which top-level keys the body had (null counts as absent).
 	present map[string]bool
-}
-
-// para is one recipient of the request.
-type para struct {
-	Receiver string `json:"receiver" validate:"required_without=Room,omitempty,chatid"`
-	Room     string `json:"room" validate:"required_without=Receiver,omitempty,chatid"`
-	Vars     map[string]string
 }
 
 // knownFields are the top-level fields of the API.
@@ -99,6 +98,10 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, *api
 // decodeSend parses body strictly: one JSON object, valid UTF-8, no NUL,
 // no duplicate keys, no unknown fields, no trailing data, every value of
 // the documented type. It stops at the first problem.
+//
+// It reads the body with jsontext's streaming decoder, which allocates
+// nothing per token; strings become Go strings only where they are kept.
+// The paras' own rules (receiver or room, valid IDs) are left to validate.
 func decodeSend(body []byte, maxRecipients int, extraFields map[string]bool) (*sendRequest, *apiError) {
 	if i := bytes.IndexByte(body, 0); i >= 0 {
 		return nil, bodyError("", "the body contains a NUL byte at offset %d", i)
@@ -106,83 +109,206 @@ func decodeSend(body []byte, maxRecipients int, extraFields map[string]bool) (*s
 	if !utf8.Valid(body) {
 		return nil, bodyError("", "the body is not valid UTF-8 (first bad byte at offset %d)", invalidUTF8Offset(body))
 	}
-	d := &decoder{dec: json.NewDecoder(bytes.NewReader(body)), body: body}
-	d.dec.UseNumber()
+	d := &decoder{
+		// A bytes.Buffer is read in place, without a copy.
+		dec: jsontext.NewDecoder(bytes.NewBuffer(body),
+			// Both are the defaults; they are part of the contract, so
+			// they are spelled out. Raw invalid UTF-8 never gets this far,
+			// so AllowInvalidUTF8(false) refuses escaped unpaired
+			// surrogates ("\ud800"), which cannot be represented in UTF-8.
+			jsontext.AllowDuplicateNames(false), jsontext.AllowInvalidUTF8(false)),
+		body: body,
+	}
 	req := &sendRequest{present: map[string]bool{}}
-	if err := d.object("", func(key string) *apiError { return d.topField(req, key, maxRecipients, extraFields) }); err != nil {
+	if err := d.top(req, maxRecipients, extraFields); err != nil {
 		return nil, err
 	}
-	if _, err := d.dec.Token(); err != io.EOF {
-		return nil, bodyError("", "unexpected data after the JSON object at offset %d", d.dec.InputOffset())
+	if _, err := d.dec.ReadToken(); err != io.EOF {
+		return nil, bodyError("", "unexpected data after the JSON object at offset %d", trailingOffset(body))
 	}
 	return req, nil
 }
 
+// decoder reads one request body. Paths for error messages ("paras[12].receiver")
+// are built only when there is an error.
 type decoder struct {
-	dec  *json.Decoder
+	dec  *jsontext.Decoder
 	body []byte
+	// buf holds the unescaped text of the last string read, when it had
+	// escapes; strings without escapes are read in place.
+	buf []byte
+	// vars interns the variable keys of paras: "$name$" → "name". The same
+	// few keys repeat in every para; each is allocated once.
+	vars map[string]string
+	// nvars is the number of variables of the last para, to size the next
+	// one's map.
+	nvars int
 }
 
-// syntax turns a decoding error into an INVALID_BODY naming the position.
-func (d *decoder) syntax(err error) *apiError {
-	var se *json.SyntaxError
-	if errors.As(err, &se) {
-		// The streaming decoder's offsets are approximate; a full parse
-		// (only on this error path) points at the offending byte.
-		var full *json.SyntaxError
-		if errors.As(json.Unmarshal(d.body, new(any)), &full) {
-			se = full
+// maxInternedVars bounds decoder.vars; keys past it are allocated per use.
+const maxInternedVars = 256
+
+// next reads the next token. For a string it returns the unescaped text,
+// for a number its literal text; both are valid until the next read. For
+// other kinds it returns nil: literals need no text, and '{' and '['
+// are only the start of their value.
+//
+// Every value is read completely before its kind is judged, as
+// encoding/json's Decoder.Token did, so that a malformed value is a syntax
+// error rather than a type error.
+func (d *decoder) next() (jsontext.Kind, []byte, error) {
+	switch k := d.dec.PeekKind(); k {
+	case '"':
+		v, err := d.dec.ReadValue()
+		if err != nil {
+			return 0, nil, err
 		}
-		line, col := position(d.body, max(se.Offset-1, 0))
-		return bodyError("", "invalid JSON at line %d, column %d: %s", line, col+1, se.Error())
+		s := v[1 : len(v)-1]
+		if bytes.IndexByte(s, '\\') >= 0 {
+			if d.buf, err = jsontext.AppendUnquote(d.buf[:0], v); err != nil {
+				return 0, nil, err // unreachable: the decoder checked v
+			}
+			s = d.buf
+		}
+		return k, s, nil
+	case '0':
+		v, err := d.dec.ReadValue()
+		if err != nil {
+			return 0, nil, err
+		}
+		return k, v, nil
+	default: // literals, delimiters, and errors PeekKind holds back
+		tok, err := d.dec.ReadToken()
+		if err != nil {
+			return 0, nil, err
+		}
+		return tok.Kind(), nil, nil
 	}
+}
+
+// key reads an object key; the text is valid until the next read. Like
+// encoding/json's Decoder.Token, it refuses at once what does not start
+// as a string, even where the body ends before jsontext could say what it
+// is ("{n").
+func (d *decoder) key() ([]byte, error) {
+	if k := d.dec.PeekKind(); k != '"' && k != 0 {
+		return nil, errNotKey
+	}
+	_, b, err := d.next()
+	return b, err
+}
+
+var errNotKey = errors.New("an object key must be a string")
+
+// more reports whether the object or array being read has another member,
+// exactly as encoding/json's Decoder.More did: the next byte that is not
+// white space is neither '}' nor ']' (a ',' counts as more; the read that
+// follows checks it).
+func (d *decoder) more() bool {
+	for _, c := range d.dec.UnreadBuffer() {
+		switch c {
+		case ' ', '\t', '\n', '\r':
+		case '}', ']':
+			return false
+		default:
+			return true
+		}
+	}
+	return false
+}
+
+// fail turns an error of the jsontext decoder into an INVALID_BODY. path is
+// where the read happened: the value's path, or for a key (isKey) the
+// object's path.
+func (d *decoder) fail(err error, path string, isKey bool) *apiError {
+	var se *jsontext.SyntacticError
+	if errors.As(err, &se) {
+		if se.Err == jsontext.ErrDuplicateName {
+			key := se.JSONPointer.LastToken()
+			return bodyError(join(path, key), "duplicate key %q", key)
+		}
+		if unpairedSurrogateAt(d.body, se.ByteOffset) {
+			if isKey {
+				return bodyError(path, "a key contains an unpaired UTF-16 surrogate escape")
+			}
+			return bodyError(path, "contains an unpaired UTF-16 surrogate escape")
+		}
+	}
+	return syntaxError(d.body, err)
+}
+
+// syntaxError reports err, a syntax error or an early end of body, the way
+// encoding/json would: a full parse of the body (only on this error path)
+// names the line and column of the offending byte, in encoding/json's words.
+func syntaxError(body []byte, err error) *apiError {
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 		return bodyError("", "invalid JSON: the body ends before the JSON value does")
+	}
+	var se *json.SyntaxError
+	if errors.As(json.Unmarshal(body, new(any)), &se) {
+		line, col := position(body, max(se.Offset-1, 0))
+		return bodyError("", "invalid JSON at line %d, column %d: %s", line, col+1, se.Error())
 	}
 	return bodyError("", "invalid JSON: %v", err)
 }
 
-func (d *decoder) token() (json.Token, *apiError) {
-	tok, err := d.dec.Token()
-	if err != nil {
-		return nil, d.syntax(err)
+// unpairedSurrogateAt reports whether body has, at off, a \u escape of a
+// UTF-16 surrogate that does not start a valid pair: what jsontext refuses
+// as invalid UTF-8 and encoding/json turned into U+FFFD.
+func unpairedSurrogateAt(body []byte, off int64) bool {
+	r1, ok := hexEscape(body, off)
+	if !ok || !utf16.IsSurrogate(r1) {
+		return false
 	}
-	return tok, nil
+	r2, ok := hexEscape(body, off+6)
+	return !ok || utf16.DecodeRune(r1, r2) == utf8.RuneError
 }
 
-// object reads a JSON object, calling field for each key with the decoder
-// positioned before the value. Duplicate keys are an error.
-func (d *decoder) object(path string, field func(key string) *apiError) *apiError {
-	tok, err := d.token()
+// hexEscape decodes the \uXXXX escape at body[off:].
+func hexEscape(body []byte, off int64) (rune, bool) {
+	if off < 0 || off+6 > int64(len(body)) || body[off] != '\\' || body[off+1] != 'u' {
+		return 0, false
+	}
+	v, err := strconv.ParseUint(string(body[off+2:off+6]), 16, 16)
+	return rune(v), err == nil
+}
+
+// trailingOffset returns the offset that encoding/json's Decoder reported
+// after the token following the top-level object, which today's messages
+// name; it runs only on that error path.
+func trailingOffset(body []byte) int64 {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	var raw json.RawMessage
+	if dec.Decode(&raw) == nil {
+		_, _ = dec.Token()
+	}
+	return dec.InputOffset()
+}
+
+func (d *decoder) top(req *sendRequest, maxRecipients int, extraFields map[string]bool) *apiError {
+	k, _, err := d.next()
 	if err != nil {
-		return err
+		return d.fail(err, "", false)
 	}
-	if tok != json.Delim('{') {
-		if path == "" {
-			return bodyError("", "the body must be a JSON object, not %s", describe(tok))
-		}
-		return bodyError(path, "must be an object, not %s", describe(tok))
+	if k != '{' {
+		return bodyError("", "the body must be a JSON object, not %s", describe(k))
 	}
-	seen := map[string]bool{}
-	for d.dec.More() {
-		tok, err := d.token()
+	for d.more() {
+		b, err := d.key()
 		if err != nil {
-			return err
+			return d.fail(err, "", true)
 		}
-		key := tok.(string) // the decoder guarantees object keys are strings
-		if seen[key] {
-			return bodyError(join(path, key), "duplicate key %q", key)
+		if bytes.IndexByte(b, 0) >= 0 {
+			return bodyError("", "a key contains a NUL character")
 		}
-		seen[key] = true
-		if strings.IndexByte(key, 0) >= 0 {
-			return bodyError(path, "a key contains a NUL character")
-		}
-		if err := field(key); err != nil {
+		if err := d.topField(req, string(b), maxRecipients, extraFields); err != nil {
 			return err
 		}
 	}
-	_, err = d.token() // the closing brace
-	return err
+	if _, err := d.dec.ReadToken(); err != nil { // the closing brace
+		return d.fail(err, "", false)
+	}
+	return nil
 }
 
 func (d *decoder) topField(req *sendRequest, key string, maxRecipients int, extraFields map[string]bool) *apiError {
@@ -198,12 +324,12 @@ func (d *decoder) topField(req *sendRequest, key string, maxRecipients int, extr
 	case "skipTotalBadge":
 		return d.boolean(key, &req.SkipTotalBadge, req.present)
 	case "extra":
-		raw, tmpl, err := d.rawJSON(key)
-		if err != nil || raw == nil {
+		tmpl, kind, err := d.rawJSON(key)
+		if err != nil || tmpl == nil {
 			return err
 		}
-		if raw[0] != '{' {
-			return bodyError(key, "must be a JSON object, not %s", describeRaw(raw))
+		if kind != '{' {
+			return bodyError(key, "must be a JSON object, not %s", describe(kind))
 		}
 		req.Extra, req.extra = tmpl.Compact(), tmpl
 		req.present[key] = true
@@ -216,8 +342,8 @@ func (d *decoder) topField(req *sendRequest, key string, maxRecipients int, extr
 		return d.boolean(key, &req.StrictVariables, req.present)
 	}
 	if extraFields[key] {
-		raw, tmpl, err := d.rawJSON(key)
-		if err != nil || raw == nil {
+		tmpl, _, err := d.rawJSON(key)
+		if err != nil || tmpl == nil {
 			return err
 		}
 		if req.fields == nil {
@@ -237,66 +363,64 @@ func (d *decoder) topField(req *sendRequest, key string, maxRecipients int, extr
 
 // str reads a string value; null leaves *dst unset.
 func (d *decoder) str(path string, dst *string, present map[string]bool) *apiError {
-	tok, err := d.token()
+	k, b, err := d.next()
 	if err != nil {
-		return err
+		return d.fail(err, path, false)
 	}
-	switch v := tok.(type) {
-	case nil:
+	switch k {
+	case 'n':
 		return nil
-	case string:
-		if strings.IndexByte(v, 0) >= 0 {
+	case '"':
+		if bytes.IndexByte(b, 0) >= 0 {
 			return bodyError(path, "contains a NUL character")
 		}
-		*dst = v
-		if present != nil {
-			present[path] = true
-		}
-		return nil
-	}
-	return bodyError(path, "must be a string, not %s", describe(tok))
-}
-
-func (d *decoder) boolean(path string, dst *bool, present map[string]bool) *apiError {
-	tok, err := d.token()
-	if err != nil {
-		return err
-	}
-	switch v := tok.(type) {
-	case nil:
-		return nil
-	case bool:
-		*dst = v
+		*dst = string(b)
 		present[path] = true
 		return nil
 	}
-	return bodyError(path, "must be true or false, not %s", describe(tok))
+	return bodyError(path, "must be a string, not %s", describe(k))
+}
+
+func (d *decoder) boolean(path string, dst *bool, present map[string]bool) *apiError {
+	k, _, err := d.next()
+	if err != nil {
+		return d.fail(err, path, false)
+	}
+	switch k {
+	case 'n':
+		return nil
+	case 't', 'f':
+		*dst = k == 't'
+		present[path] = true
+		return nil
+	}
+	return bodyError(path, "must be true or false, not %s", describe(k))
 }
 
 // time reads an RFC 3339 string or a number of Unix milliseconds; null
 // leaves *dst zero.
 func (d *decoder) time(path string, dst *time.Time, present map[string]bool) *apiError {
-	tok, err := d.token()
+	k, b, err := d.next()
 	if err != nil {
-		return err
+		return d.fail(err, path, false)
 	}
-	switch v := tok.(type) {
-	case nil:
+	switch k {
+	case 'n':
 		return nil
-	case string:
-		t, perr := time.Parse(time.RFC3339Nano, v)
+	case '"':
+		t, perr := time.Parse(time.RFC3339Nano, string(b))
 		if perr != nil {
-			return bodyError(path, "%q is not an RFC 3339 time such as \"2026-04-10T14:00:00+08:00\"", v)
+			return bodyError(path, "%q is not an RFC 3339 time such as \"2026-04-10T14:00:00+08:00\"", b)
 		}
 		*dst = t.UTC()
-	case json.Number:
-		ms, perr := strconv.ParseInt(v.String(), 10, 64)
+	case '0':
+		ms, perr := strconv.ParseInt(string(b), 10, 64)
 		if perr != nil || ms < 0 || ms > maxUnixMillis {
-			return bodyError(path, "%s is not a time in Unix milliseconds", v)
+			return bodyError(path, "%s is not a time in Unix milliseconds", b)
 		}
 		*dst = time.UnixMilli(ms).UTC()
 	default:
-		return bodyError(path, "must be an RFC 3339 string or Unix milliseconds, not %s", describe(tok))
+		return bodyError(path, "must be an RFC 3339 string or Unix milliseconds, not %s", describe(k))
 	}
 	present[path] = true
 	return nil
@@ -306,75 +430,180 @@ func (d *decoder) time(path string, dst *time.Time, present map[string]bool) *ap
 const maxUnixMillis = 253402300799999
 
 // rawJSON reads any JSON value and compiles it strictly (duplicate keys
-// and NUL characters at any depth are errors). null returns nil, nil.
-func (d *decoder) rawJSON(path string) (json.RawMessage, *render.JSONTemplate, *apiError) {
-	var raw json.RawMessage
-	if err := d.dec.Decode(&raw); err != nil {
-		return nil, nil, d.syntax(err)
-	}
-	if string(raw) == "null" {
-		return nil, nil, nil
-	}
-	tmpl, err := render.CompileJSON(raw)
+// and NUL characters at any depth are errors). null returns nil, 0, nil.
+// kind is the value's kind.
+func (d *decoder) rawJSON(path string) (*render.JSONTemplate, jsontext.Kind, *apiError) {
+	start := d.dec.InputOffset() // just after the key
+	raw, err := d.dec.ReadValue()
 	if err != nil {
-		var je *render.JSONError
-		if errors.As(err, &je) {
-			return nil, nil, bodyError(joinPath(path, je.Path), "%s", je.Reason)
-		}
-		return nil, nil, bodyError(path, "%v", err)
+		return nil, 0, d.rawFail(start, path, err)
 	}
-	return raw, tmpl, nil
+	if raw.Kind() == 'n' {
+		return nil, 0, nil
+	}
+	tmpl, cerr := render.CompileJSON(raw)
+	if cerr != nil {
+		return nil, 0, compileError(path, cerr)
+	}
+	return tmpl, raw.Kind(), nil
+}
+
+func compileError(path string, err error) *apiError {
+	var je *render.JSONError
+	if errors.As(err, &je) {
+		return bodyError(joinPath(path, je.Path), "%s", je.Reason)
+	}
+	return bodyError(path, "%v", err)
+}
+
+// rawFail reports why the value after the key that ends at start could not
+// be read, as today: encoding/json reads the value first (a syntax error
+// wins), then render.CompileJSON names the place of what jsontext refused
+// (a duplicate key or an unpaired surrogate at any depth). It runs only on
+// this error path.
+func (d *decoder) rawFail(start int64, path string, err error) *apiError {
+	rest := d.body[start:]
+	rest = rest[len(rest)-len(bytes.TrimLeft(rest, " \t\r\n")):]
+	if len(rest) == 0 || rest[0] != ':' {
+		return syntaxError(d.body, err)
+	}
+	var raw json.RawMessage
+	if jerr := json.NewDecoder(bytes.NewReader(rest[1:])).Decode(&raw); jerr != nil {
+		return syntaxError(d.body, jerr)
+	}
+	if _, cerr := render.CompileJSON(raw); cerr != nil {
+		return compileError(path, cerr)
+	}
+	return d.fail(err, path, false)
 }
 
 func (d *decoder) paras(req *sendRequest, maxRecipients int) *apiError {
-	tok, err := d.token()
+	k, _, err := d.next()
 	if err != nil {
-		return err
+		return d.fail(err, "paras", false)
 	}
-	if tok == nil {
+	if k == 'n' {
 		return nil
 	}
-	if tok != json.Delim('[') {
-		return bodyError("paras", "must be an array of recipient objects, not %s", describe(tok))
+	if k != '[' {
+		return bodyError("paras", "must be an array of recipient objects, not %s", describe(k))
 	}
 	req.present["paras"] = true
-	req.Paras = []para{}
-	for d.dec.More() {
+	req.Paras = []store.Recipient{}
+	start := d.dec.InputOffset()
+	for d.more() {
 		i := len(req.Paras)
 		if i == maxRecipients {
 			return newError(http.StatusRequestEntityTooLarge, CodePayloadTooLarge,
 				"paras has more than %d recipients, the most one request may carry; split it into several requests", maxRecipients)
 		}
-		path := fmt.Sprintf("paras[%d]", i)
-		var p para
-		err := d.object(path, func(key string) *apiError {
-			switch key {
-			case "receiver":
-				return d.str(path+".receiver", &p.Receiver, nil)
-			case "room":
-				return d.str(path+".room", &p.Room, nil)
-			}
-			name, ok := render.ParseVarKey(key)
-			if !ok {
-				return unknownParaKey(path, key)
-			}
-			v, err := d.varValue(path + "." + key)
-			if err != nil {
-				return err
-			}
-			if p.Vars == nil {
-				p.Vars = map[string]string{}
-			}
-			p.Vars[name] = v
-			return nil
-		})
-		if err != nil {
+		if i == 1 {
+			req.Paras = slices.Grow(req.Paras, d.estimateParas(start, maxRecipients)-1)
+		}
+		req.Paras = append(req.Paras, store.Recipient{})
+		if err := d.para(i, &req.Paras[i]); err != nil {
 			return err
 		}
-		req.Paras = append(req.Paras, p)
 	}
-	_, err = d.token() // the closing bracket
-	return err
+	if _, err := d.dec.ReadToken(); err != nil { // the closing bracket
+		return d.fail(err, "paras", false)
+	}
+	return nil
+}
+
+// estimateParas guesses how many paras the array has, from the size of
+// the first one (which started at start) and the bytes left, so that the
+// recipients are allocated once instead of doubling 14 times for 10,000.
+// Paras of one request are alike; a wrong guess costs a copy or some
+// capacity. The guess is at most maxRecipients, and at most what the bytes
+// left can hold of the smallest valid para (`,{"room":"r"}`, 13 bytes), so
+// that a small first para cannot make a short body allocate much.
+func (d *decoder) estimateParas(start int64, maxRecipients int) int {
+	end := d.dec.InputOffset()
+	left := int64(len(d.body)) - end
+	n := 1 + left/max(end-start, 1)
+	return int(min(n+n/64+1, 1+left/13, int64(maxRecipients)))
+}
+
+// paraPath is the path of para i.
+func paraPath(i int) string { return "paras[" + strconv.Itoa(i) + "]" }
+
+// para reads para i into p.
+func (d *decoder) para(i int, p *store.Recipient) *apiError {
+	k, _, err := d.next()
+	if err != nil {
+		return d.fail(err, paraPath(i), false)
+	}
+	if k != '{' {
+		return bodyError(paraPath(i), "must be an object, not %s", describe(k))
+	}
+	for d.more() {
+		key, err := d.key()
+		if err != nil {
+			return d.fail(err, paraPath(i), true)
+		}
+		if bytes.IndexByte(key, 0) >= 0 {
+			return bodyError(paraPath(i), "a key contains a NUL character")
+		}
+		switch string(key) {
+		case "receiver":
+			if err := d.id(&p.Receiver, i, "receiver"); err != nil {
+				return err
+			}
+			continue
+		case "room":
+			if err := d.id(&p.Room, i, "room"); err != nil {
+				return err
+			}
+			continue
+		}
+		// key is overwritten by the next read: resolve it first.
+		name, ok := d.vars[string(key)]
+		if !ok {
+			k := string(key)
+			if name, ok = render.ParseVarKey(k); !ok {
+				return unknownParaKey(paraPath(i), k)
+			}
+			if d.vars == nil {
+				d.vars = map[string]string{}
+			}
+			if len(d.vars) < maxInternedVars {
+				d.vars[k] = name
+			}
+		}
+		v, aerr := d.varValue(i, name)
+		if aerr != nil {
+			return aerr
+		}
+		if p.Vars == nil {
+			p.Vars = make(map[string]string, d.nvars)
+		}
+		p.Vars[name] = v
+	}
+	if _, err := d.dec.ReadToken(); err != nil { // the closing brace
+		return d.fail(err, paraPath(i), false)
+	}
+	d.nvars = len(p.Vars)
+	return nil
+}
+
+// id reads the receiver or room of para i; null leaves *dst unset.
+func (d *decoder) id(dst *string, i int, field string) *apiError {
+	k, b, err := d.next()
+	if err != nil {
+		return d.fail(err, paraPath(i)+"."+field, false)
+	}
+	switch k {
+	case 'n':
+		return nil
+	case '"':
+		if bytes.IndexByte(b, 0) >= 0 {
+			return bodyError(paraPath(i)+"."+field, "contains a NUL character")
+		}
+		*dst = string(b)
+		return nil
+	}
+	return bodyError(paraPath(i)+"."+field, "must be a string, not %s", describe(k))
 }
 
 func unknownParaKey(path, key string) *apiError {
@@ -388,59 +617,46 @@ func unknownParaKey(path, key string) *apiError {
 	return bodyError(path, "unknown key %q; a recipient has \"receiver\", \"room\" and template variables such as \"$name$\" (letters, digits, _, - and . between dollar signs)", key)
 }
 
-// varValue reads a template variable's value: a string, number or
-// boolean, rendered as its JSON text.
-func (d *decoder) varValue(path string) (string, *apiError) {
-	tok, err := d.token()
+// varValue reads the value of variable name in para i: a string, number
+// or boolean, rendered as its JSON text.
+func (d *decoder) varValue(i int, name string) (string, *apiError) {
+	k, b, err := d.next()
 	if err != nil {
-		return "", err
+		return "", d.fail(err, paraPath(i)+".$"+name+"$", false)
 	}
-	switch v := tok.(type) {
-	case string:
-		if strings.IndexByte(v, 0) >= 0 {
-			return "", bodyError(path, "contains a NUL character")
+	switch k {
+	case '"':
+		if bytes.IndexByte(b, 0) >= 0 {
+			return "", bodyError(paraPath(i)+".$"+name+"$", "contains a NUL character")
 		}
-		return v, nil
-	case json.Number:
-		return v.String(), nil
-	case bool:
-		if v {
-			return "true", nil
-		}
+		return string(b), nil
+	case '0':
+		return string(b), nil
+	case 't':
+		return "true", nil
+	case 'f':
 		return "false", nil
 	}
-	return "", bodyError(path, "must be a string, number or boolean, not %s", describe(tok))
+	return "", bodyError(paraPath(i)+".$"+name+"$", "must be a string, number or boolean, not %s", describe(k))
 }
 
-func describe(tok json.Token) string {
-	switch v := tok.(type) {
-	case nil:
+// describe names a kind of JSON value for error messages.
+func describe(k jsontext.Kind) string {
+	switch k {
+	case 'n':
 		return "null"
-	case string:
-		return "a string"
-	case json.Number:
-		return "a number"
-	case bool:
-		return "a boolean"
-	case json.Delim:
-		if v == '{' {
-			return "an object"
-		}
-		return "an array"
-	}
-	return fmt.Sprintf("%T", tok)
-}
-
-func describeRaw(raw json.RawMessage) string {
-	switch raw[0] {
 	case '"':
 		return "a string"
-	case '[':
-		return "an array"
+	case '0':
+		return "a number"
 	case 't', 'f':
 		return "a boolean"
+	case '{':
+		return "an object"
+	case '[':
+		return "an array"
 	}
-	return "a number"
+	return k.String()
 }
 
 func join(path, key string) string {
@@ -495,10 +711,15 @@ func newValidator(maxIDLength int) *validator.Validate {
 		return name
 	})
 	_ = v.RegisterValidation("chatid", func(fl validator.FieldLevel) bool {
-		s := fl.Field().String()
-		return len(s) <= maxIDLength && strings.TrimSpace(s) == s && !strings.ContainsFunc(s, isControl)
+		return validID(fl.Field().String(), maxIDLength)
 	})
 	return v
+}
+
+// validID is the "chatid" rule for user and room IDs: at most maxLen
+// bytes, no leading or trailing white space, no control characters.
+func validID(s string, maxLen int) bool {
+	return len(s) <= maxLen && strings.TrimSpace(s) == s && !strings.ContainsFunc(s, isControl)
 }
 
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
@@ -506,57 +727,66 @@ func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
 // validate checks the decoded request and translates validator errors to
 // API errors: MISSING_PARAMETER for what is absent or empty, INVALID_BODY
 // for what is malformed. Validator types never leave this function.
+//
+// validator checks the top-level fields; each para is checked here in
+// plain code, in one pass, with the details validator's dive gave: a para
+// with neither receiver nor room (MISSING_PARAMETER, field "paras[i]"),
+// then per para its receiver and its room if either breaks "chatid".
 func (s *Service) validate(req *sendRequest) *apiError {
-	err := s.validator.Struct(req)
-	if err == nil {
-		return nil
-	}
-	var verrs validator.ValidationErrors
-	if !errors.As(err, &verrs) {
-		s.log.Error("batch: validating a request failed", "err", err)
-		return errInternal
-	}
-	missing := false
 	var details []Detail
-	seenPara := map[string]bool{}
-	for _, fe := range verrs {
-		field := fe.Namespace()
-		if _, rest, ok := strings.Cut(field, "."); ok {
-			field = rest
+	missing := false
+	if err := s.validator.Struct(req); err != nil {
+		var verrs validator.ValidationErrors
+		if !errors.As(err, &verrs) {
+			s.log.Error("batch: validating a request failed", "err", err)
+			return errInternal
 		}
-		d := Detail{Field: field}
-		if i := paraIndex(field); i >= 0 {
-			d.Index = index(i)
-		}
-		switch fe.Tag() {
-		case "required":
-			missing = true
-			d.Reason = "is required"
-			if req.present[field] {
-				d.Reason = "must not be empty"
+		for _, fe := range verrs {
+			field := fe.Namespace()
+			if _, rest, ok := strings.Cut(field, "."); ok {
+				field = rest
 			}
-			if field == "paras" && req.present[field] {
+			d := Detail{Field: field}
+			switch fe.Tag() {
+			case "required":
+				missing = true
+				d.Reason = "is required"
+				if req.present[field] {
+					d.Reason = "must not be empty"
+				}
+				if field == "paras" && req.present[field] {
+					d.Reason = "must contain at least one recipient"
+				}
+			case "min":
+				missing = true
 				d.Reason = "must contain at least one recipient"
+			case "max":
+				d.Reason = fmt.Sprintf("must be at most %s bytes long", fe.Param())
+			case "chatid":
+				d.Reason = s.idReason()
+			default:
+				d.Reason = "is invalid (" + fe.Tag() + ")"
 			}
-		case "min":
-			missing = true
-			d.Reason = "must contain at least one recipient"
-		case "required_without":
-			missing = true
-			paraPath, _, _ := strings.Cut(field, ".")
-			if seenPara[paraPath] {
-				continue
-			}
-			seenPara[paraPath] = true
-			d.Field, d.Reason = paraPath, `needs a "receiver" or a "room"`
-		case "max":
-			d.Reason = fmt.Sprintf("must be at most %s bytes long", fe.Param())
-		case "chatid":
-			d.Reason = fmt.Sprintf("must be at most %d bytes long, with no control characters and no leading or trailing spaces", s.cfg.MaxIDLength)
-		default:
-			d.Reason = "is invalid (" + fe.Tag() + ")"
+			details = append(details, d)
 		}
-		details = append(details, d)
+	}
+	maxLen := s.cfg.MaxIDLength
+	for i := range req.Paras {
+		p := &req.Paras[i]
+		if p.Receiver == "" && p.Room == "" {
+			missing = true
+			details = append(details, Detail{Index: index(i), Field: paraPath(i), Reason: `needs a "receiver" or a "room"`})
+			continue
+		}
+		if p.Receiver != "" && !validID(p.Receiver, maxLen) {
+			details = append(details, Detail{Index: index(i), Field: paraPath(i) + ".receiver", Reason: s.idReason()})
+		}
+		if p.Room != "" && !validID(p.Room, maxLen) {
+			details = append(details, Detail{Index: index(i), Field: paraPath(i) + ".room", Reason: s.idReason()})
+		}
+	}
+	if len(details) == 0 {
+		return nil
 	}
 	code := CodeInvalidBody
 	if missing {
@@ -570,20 +800,11 @@ func (s *Service) validate(req *sendRequest) *apiError {
 	return newError(http.StatusBadRequest, code, "%s", msg).with(details...)
 }
 
-// paraIndex returns i for a field path "paras[i]…", or -1.
-func paraIndex(field string) int {
-	var i int
-	if _, err := fmt.Sscanf(field, "paras[%d]", &i); err != nil {
-		return -1
-	}
-	return i
+// idReason is the reason given for an ID that breaks the "chatid" rule.
+func (s *Service) idReason() string {
+	return fmt.Sprintf("must be at most %d bytes long, with no control characters and no leading or trailing spaces", s.cfg.MaxIDLength)
 }
 
-// recipients converts paras to store recipients; para i becomes recipient i.
-func (req *sendRequest) recipients() []store.Recipient {
-	out := make([]store.Recipient, len(req.Paras))
-	for i, p := range req.Paras {
-		out[i] = store.Recipient{Receiver: p.Receiver, Room: p.Room, Vars: p.Vars}
-	}
-	return out
-}
+// recipients returns the paras as store recipients, para i as recipient i.
+// The decoder builds them in place, so this is not a copy.
+func (req *sendRequest) recipients() []store.Recipient { return req.Paras }

@@ -374,6 +374,18 @@ func (e *env) waitFinished(t testing.TB, key, id string) batchStatus {
 	}
 }
 
+// waitUntil polls cond until it holds, failing t after waitLimit.
+func waitUntil(t testing.TB, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met after %v", waitLimit)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // processAll runs every recorded task through the Processor, as a worker would.
 func (e *env) processAll(t testing.TB) {
 	t.Helper()

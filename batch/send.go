@@ -216,7 +216,7 @@ func splitChunks(rs []store.Recipient, size int, notBefore time.Time) []store.Ch
 
 // checkRecipients looks up every receiver (of paras without a room), every
 // room and the sender in bulk, and reports all that do not exist.
-func (s *Service) checkRecipients(ctx context.Context, app, sender string, paras []para) *apiError {
+func (s *Service) checkRecipients(ctx context.Context, app, sender string, paras []store.Recipient) *apiError {
 	users := []string{sender}
 	var rooms []string
 	for _, p := range paras {

@@ -1,0 +1,436 @@
+package batch
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/go-playground/validator/v10"
+
+	"github.com/chatbatch/chatbatch/internal/seed"
+)
+
+// Limits of the differential tests: small, so that the fuzzer reaches them.
+const (
+	fuzzMaxRecipients = 3
+	fuzzExtraField    = "meta"
+)
+
+// decodeSeeds are the seed corpus: the API description's examples, the
+// bodies of errors_test.go, and edges of the decoder.
+var decodeSeeds = []string{
+	seed.Broadcast, seed.Template, seed.Rooms,
+	// errors_test.go
+	`{"message":"hi $name$","messageType":"text","paras":[{"receiver":"user-a","$name$":"A"}]}`,
+	`{"message":"m","messageType":"text","sender":"user-b","paras":[{"receiver":"user-a"}]}`,
+	"message=hi",
+	"",
+	`{"message": hi}`,
+	`{"message":"hi"`,
+	`[1,2]`,
+	`{"message":"hi $name$","messageType":"text","paras":[{"receiver":"user-a","$name$":"A"}]}{"x":1}`,
+	"{\"message\":\"a\x00\"}",
+	`{"message":"a\u0000b","messageType":"text","paras":[{"receiver":"user-a"}]}`,
+	`{"message":"m","messageType":"text","paras":[{"receiver":"user-a","$v$":"\u0000"}]}`,
+	`{"message":"m","messageType":"text","extra":{"a":["\u0000"]},"paras":[{"receiver":"user-a"}]}`,
+	"{\"message\":\"caf\xe9\",\"messageType\":\"text\",\"paras\":[{\"receiver\":\"user-a\"}]}",
+	`{"message":"a","message":"b","messageType":"text","paras":[{"receiver":"user-a"}]}`,
+	`{"message":"a","messageType":"text","paras":[{"receiver":"user-a","receiver":"user-b"}]}`,
+	`{"message":"a","messageType":"text","extra":{"x":{"y":1,"y":2}},"paras":[{"receiver":"user-a"}]}`,
+	`{"message":5,"messageType":"text","paras":[{"receiver":"user-a"}]}`,
+	`{"message":"m","messageType":"text","push":"yes","paras":[{"receiver":"user-a"}]}`,
+	`{"message":"m","messageType":"text","extra":[1],"paras":[{"receiver":"user-a"}]}`,
+	`{"message":"m","messageType":"text","extra":"{}","paras":[{"receiver":"user-a"}]}`,
+	`{"message":"m","messageType":"text","paras":{"receiver":"user-a"}}`,
+	`{"message":"m","messageType":"text","paras":["user-a"]}`,
+	`{"message":"m","messageType":"text","paras":[{"receiver":1}]}`,
+	`{"message":"m","messageType":"text","paras":[{"receiver":"user-a","$x$":null}]}`,
+	`{"message":"m","messageType":"text","paras":[{"receiver":"user-a","$x$":{"a":1}}]}`,
+	`{"message":"m","messageType":"text","color":"red","paras":[{"receiver":"user-a"}]}`,
+	`{"message":"m","type":"text","paras":[{"receiver":"user-a"}]}`,
+	`{"message":"m","messageType":"text","$name$":"x","paras":[{"receiver":"user-a"}]}`,
+	`{"message":"m","messageType":"text","paras":[{"receiver":"user-a"},{"receiver":"user-b"},{"receiver":"user-c"},{"receiver":"user-a","name":"x"}]}`,
+	`{"message":"m","messageType":"text","paras":[{"userId":"user-a"}]}`,
+	`{"message":"m","messageType":"text","paras":[{"receiver":"` + strings.Repeat("u", 256) + `"}]}`,
+	`{"message":"m","messageType":"text","paras":[{"room":"room\n1"}]}`,
+	`{"message":"m","messageType":"` + strings.Repeat("t", 65) + `","paras":[{"receiver":"user-a"}]}`,
+	`{"messageType":"text","paras":[{"receiver":"user-a"}]}`,
+	`{"message":"","messageType":"text","paras":[{"receiver":"user-a"}]}`,
+	`{"message":null,"messageType":"text","paras":[{"receiver":"user-a"}]}`,
+	`{"message":"m","paras":[{"receiver":"user-a"}]}`,
+	`{"message":"m","messageType":"text"}`,
+	`{"message":"m","messageType":"text","paras":[]}`,
+	`{"message":"m","messageType":"text","paras":[{"receiver":"user-a"},{"$x$":"1"}]}`,
+	`{}`,
+	`{"message":"m","messageType":"text","paras":[{"room":"room-001"},{"room":"room-404"},{"receiver":"ghost","room":"room-002"}]}`,
+	`{"message":"m","messageType":"text","paras":[{"receiver":"user-a"},{"receiver":"user-b"},{"receiver":"user-c"},{"receiver":"user-d"}]}`,
+	// edges
+	`{"message":"Hi $name$","messageType":"text","strictVariables":true,"push":null,"sendAt":1775800800000,"skipTotalBadge":false,"paras":[{"receiver":"user-a","$name$":1.5e3,"$ok$":true,"$no$":false}]}`,
+	`{"message":"m","messageType":"text","sendAt":"2026-04-10T14:00:00+08:00","meta":{"a":[1,"$x$"]},"extra":null,"paras":[{"room":"r","receiver":null}]}`,
+	`{"mess\u0061ge":"\u00e9\ud83d\ude00","messageType":"t\/x","paras":[{"\u0024x\u0024":"\"\\","receiver":"a"}]}`,
+	`{"message":"m","messageType":"text","paras":[{"receiver":"a"},]}`,
+	`{"message":"m","messageType":"text","paras":[{"receiver":"a"},{"receiver":"b"},{"receiver":"c"},]}`,
+	`{"message":"\ud800","messageType":"text","paras":[{"receiver":"a"}]}`,
+	`{"message":"m","messageType":"text","extra":{"a":"\udc00"},"paras":[{"receiver":"a"}]}`,
+	`{"message":"m","messageType":"text","extra":{"a":1,"a":2,` + "\n" + `"b":}},"paras":[{"receiver":"a"}]}`,
+	`{n`, `{"a":1,1`, `{"push":12`, `{"push":-}`, `{"message":"m"} x`, `{"message":"m"}  `, "  \n ", `"str"`, `5x`,
+	`{"message":"","messageType":"` + strings.Repeat("t", 65) + `","sender":" bad","paras":[{"receiver":"user-a"},{"$x$":"1"},{"receiver":"u\u0001","room":" r"},{}]}`,
+}
+
+// outcome is what decoding and validating a body produced, in a form both
+// decoders can be compared in.
+type outcome struct {
+	Status  int
+	Code    string
+	Message string
+	Details string // JSON
+	Request string // JSON of the accepted request
+}
+
+// decodedRequest is the comparable content of an accepted request.
+type decodedRequest struct {
+	Message, MessageType, Sender string
+	Push, SkipTotalBadge         bool
+	Extra                        string
+	Fields                       map[string]string
+	Paras                        []map[string]any
+	SendAt                       string
+	StrictVariables              bool
+	Present                      map[string]bool
+}
+
+func errOutcome(e *apiError) outcome {
+	d, _ := json.Marshal(e.details)
+	return outcome{Status: e.status, Code: e.code, Message: e.message, Details: string(d)}
+}
+
+func reqOutcome(r decodedRequest) outcome {
+	b, err := json.Marshal(r)
+	if err != nil {
+		panic(err)
+	}
+	return outcome{Request: string(b)}
+}
+
+func fieldsOf(m map[string]json.RawMessage) map[string]string {
+	out := map[string]string{}
+	for k, v := range m {
+		out[k] = string(v)
+	}
+	return out
+}
+
+// newOutcome runs decodeSend and validate as handleSend does.
+func newOutcome(s *Service, body []byte) outcome {
+	req, aerr := decodeSend(body, fuzzMaxRecipients, s.extraFields)
+	if aerr == nil {
+		aerr = s.validate(req)
+	}
+	if aerr != nil {
+		return errOutcome(aerr)
+	}
+	r := decodedRequest{Message: req.Message, MessageType: req.MessageType, Sender: req.Sender, Push: req.Push,
+		SkipTotalBadge: req.SkipTotalBadge, Extra: string(req.Extra), Fields: fieldsOf(req.fields),
+		SendAt: req.SendAt.String(), StrictVariables: req.StrictVariables, Present: req.present}
+	for _, p := range req.recipients() {
+		r.Paras = append(r.Paras, map[string]any{"receiver": p.Receiver, "room": p.Room, "vars": p.Vars})
+	}
+	return reqOutcome(r)
+}
+
+// legacyValidator is the old validator for the default MaxIDLength, which
+// testService keeps.
+var legacyValidator = sync.OnceValue(func() *validator.Validate { return legacyNewValidator(255) })
+
+// oldOutcome runs the decoder and validator of before the rewrite.
+func oldOutcome(s *Service, body []byte) outcome {
+	req, aerr := legacyDecodeSend(body, fuzzMaxRecipients, s.extraFields)
+	if aerr == nil {
+		aerr = legacyValidate(s, legacyValidator(), req)
+	}
+	if aerr != nil {
+		return errOutcome(aerr)
+	}
+	r := decodedRequest{Message: req.Message, MessageType: req.MessageType, Sender: req.Sender, Push: req.Push,
+		SkipTotalBadge: req.SkipTotalBadge, Extra: string(req.Extra), Fields: fieldsOf(req.fields),
+		SendAt: req.SendAt.String(), StrictVariables: req.StrictVariables, Present: req.present}
+	for _, p := range req.Paras {
+		r.Paras = append(r.Paras, map[string]any{"receiver": p.Receiver, "room": p.Room, "vars": p.Vars})
+	}
+	return reqOutcome(r)
+}
+
+// sameAsLegacy reports how the new decoder's outcome differs from the old
+// one's, or "" when they agree. The one accepted difference: an escaped
+// unpaired UTF-16 surrogate ("\ud800") outside extra, which encoding/json
+// turned into U+FFFD and jsontext refuses.
+func sameAsLegacy(s *Service, body []byte) string {
+	got, want := newOutcome(s, body), oldOutcome(s, body)
+	if got == want {
+		return ""
+	}
+	if strings.HasSuffix(got.Message, "contains an unpaired UTF-16 surrogate escape") && hasUnpairedSurrogate(body) {
+		return ""
+	}
+	return fmt.Sprintf("new: %+v\nold: %+v", got, want)
+}
+
+// hasUnpairedSurrogate reports whether body has an escape of an unpaired
+// UTF-16 surrogate somewhere.
+func hasUnpairedSurrogate(body []byte) bool {
+	for i := range body {
+		if unpairedSurrogateAt(body, int64(i)) {
+			return true
+		}
+	}
+	return false
+}
+
+func TestDecodeMatchesLegacy(t *testing.T) {
+	s := testService(t, fuzzExtraField)
+	for _, body := range decodeSeeds {
+		if diff := sameAsLegacy(s, []byte(body)); diff != "" {
+			t.Errorf("body %q:\n%s", body, diff)
+		}
+	}
+	// Nesting: CompileJSON's limit (64) and encoding/json's and jsontext's (10,000).
+	for _, depth := range []int{64, 65, 10_000, 10_001} {
+		for _, field := range []string{"extra", fuzzExtraField} {
+			value := strings.Repeat(`{"a":`, depth) + "1" + strings.Repeat("}", depth)
+			body := `{"message":"m","messageType":"text","` + field + `":` + value + `,"paras":[{"receiver":"a"}]}`
+			if diff := sameAsLegacy(s, []byte(body)); diff != "" {
+				t.Errorf("%s nested %d deep:\n%s", field, depth, diff)
+			}
+		}
+		body := `{"message":"m","messageType":"text","paras":[{"receiver":"a","$x$":` + strings.Repeat("[", depth) + strings.Repeat("]", depth) + `}]}`
+		if diff := sameAsLegacy(s, []byte(body)); diff != "" {
+			t.Errorf("variable nested %d deep:\n%s", depth, diff)
+		}
+	}
+
+	// The benchmark's body, with the default limit.
+	body := benchBody(10_000)
+	req, aerr := decodeSend(body, s.cfg.MaxRecipients, s.extraFields)
+	old, oerr := legacyDecodeSend(body, s.cfg.MaxRecipients, s.extraFields)
+	if aerr != nil || oerr != nil {
+		t.Fatalf("bench body: %v / %v", aerr, oerr)
+	}
+	if len(req.Paras) != len(old.Paras) {
+		t.Fatalf("bench body: %d paras, want %d", len(req.Paras), len(old.Paras))
+	}
+	for i, p := range req.Paras {
+		o := old.Paras[i]
+		if p.Receiver != o.Receiver || p.Room != o.Room || !maps.Equal(p.Vars, o.Vars) {
+			t.Fatalf("bench body: para %d = %+v, want %+v", i, p, o)
+		}
+	}
+	if string(req.Extra) != string(old.Extra) || req.Message != old.Message {
+		t.Errorf("bench body: extra %s message %q, want %s %q", req.Extra, req.Message, old.Extra, old.Message)
+	}
+}
+
+// TestDecodeSurrogates pins the one deliberate change of the jsontext
+// decoder: an escaped unpaired surrogate is refused everywhere, not only in
+// extra, instead of becoming U+FFFD.
+func TestDecodeSurrogates(t *testing.T) {
+	s := testService(t)
+	for body, want := range map[string]string{
+		`{"message":"a\ud800b","messageType":"text","paras":[{"receiver":"a"}]}`:                   "message: contains an unpaired UTF-16 surrogate escape",
+		`{"message":"m","messageType":"text","paras":[{"receiver":"a","$x$":"\udc00"}]}`:           "paras[0].$x$: contains an unpaired UTF-16 surrogate escape",
+		`{"message":"m","messageType":"text","paras":[{"receiver":"a","\ud83d\ud83d":1}]}`:         "paras[0]: a key contains an unpaired UTF-16 surrogate escape",
+		`{"message":"m","messageType":"text","extra":{"a":["\ud83d"]},"paras":[{"receiver":"a"}]}`: "extra.a[0]: contains an unpaired UTF-16 surrogate escape",
+		`{"message":"\ud83d\ude00","messageType":"text","paras":[{"receiver":"a"}]}`:               "",
+	} {
+		_, aerr := decodeSend([]byte(body), 10, s.extraFields)
+		switch {
+		case want == "" && aerr != nil:
+			t.Errorf("%s: %v", body, aerr)
+		case want != "" && (aerr == nil || aerr.message != want || aerr.code != CodeInvalidBody):
+			t.Errorf("%s: %v, want %q", body, aerr, want)
+		}
+	}
+}
+
+// TestValidateSeveralProblems pins the combined answer for a body with
+// problems at the top level and in several paras: validator's details for
+// the top-level fields first, then per para in order its missing receiver
+// and room, or its bad receiver, then its bad room.
+func TestValidateSeveralProblems(t *testing.T) {
+	s := testService(t)
+	idReason := "must be at most 255 bytes long, with no control characters and no leading or trailing spaces"
+	for _, c := range []struct {
+		body, code, msg string
+		details         []Detail
+	}{{
+		body: `{"message":"","messageType":"` + strings.Repeat("t", 65) + `","sender":" bad","paras":[{"receiver":"user-a"},{"$x$":"1"},{"receiver":"u\u0001","room":" r"},{"receiver":null,"room":""}]}`,
+		code: CodeMissingParameter,
+		msg:  "message must not be empty (and 6 more problems; see details)",
+		details: []Detail{
+			{Field: "message", Reason: "must not be empty"},
+			{Field: "messageType", Reason: "must be at most 64 bytes long"},
+			{Field: "sender", Reason: idReason},
+			{Index: index(1), Field: "paras[1]", Reason: `needs a "receiver" or a "room"`},
+			{Index: index(2), Field: "paras[2].receiver", Reason: idReason},
+			{Index: index(2), Field: "paras[2].room", Reason: idReason},
+			{Index: index(3), Field: "paras[3]", Reason: `needs a "receiver" or a "room"`},
+		},
+	}, {
+		body: `{"messageType":"text","paras":[{"room":"r\u007f"},{"receiver":"` + strings.Repeat("u", 256) + `","room":"ok"}]}`,
+		code: CodeMissingParameter,
+		msg:  "message is required (and 2 more problems; see details)",
+		details: []Detail{
+			{Field: "message", Reason: "is required"},
+			{Index: index(0), Field: "paras[0].room", Reason: idReason},
+			{Index: index(1), Field: "paras[1].receiver", Reason: idReason},
+		},
+	}, {
+		body: `{"message":"m","messageType":"text","paras":[{"receiver":"a\u00a0"},{"room":"\u2003r"},{"receiver":"ok"}]}`,
+		code: CodeInvalidBody,
+		msg:  "paras[0].receiver " + idReason + " (and 1 more problems; see details)",
+		details: []Detail{
+			{Index: index(0), Field: "paras[0].receiver", Reason: idReason},
+			{Index: index(1), Field: "paras[1].room", Reason: idReason},
+		},
+	}} {
+		req, aerr := decodeSend([]byte(c.body), 10, nil)
+		if aerr != nil {
+			t.Fatalf("decode: %v", aerr)
+		}
+		aerr = s.validate(req)
+		if aerr == nil {
+			t.Fatalf("%s: accepted", c.body)
+		}
+		if aerr.status != 400 || aerr.code != c.code || aerr.message != c.msg || !reflect.DeepEqual(aerr.details, c.details) {
+			t.Errorf("%s:\ngot  %d %s %q %+v\nwant 400 %s %q %+v", c.body, aerr.status, aerr.code, aerr.message, aerr.details, c.code, c.msg, c.details)
+		}
+		if diff := sameAsLegacy(s, []byte(c.body)); diff != "" {
+			t.Errorf("differs from the old validator:\n%s", diff)
+		}
+	}
+}
+
+// hasDuplicateKeys reports whether some object in the valid JSON body has
+// the same key twice, comparing keys unescaped.
+func hasDuplicateKeys(body []byte) bool {
+	type frame struct {
+		keys    map[string]bool // nil for an array
+		wantKey bool
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	var stack []*frame
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			return false
+		}
+		if err != nil {
+			panic(err)
+		}
+		if n := len(stack); n > 0 && stack[n-1].keys != nil && stack[n-1].wantKey {
+			if d, ok := tok.(json.Delim); ok && d == '}' {
+				stack = stack[:n-1]
+				if n > 1 && stack[n-2].keys != nil {
+					stack[n-2].wantKey = true
+				}
+				continue
+			}
+			key := tok.(string)
+			if stack[n-1].keys[key] {
+				return true
+			}
+			stack[n-1].keys[key], stack[n-1].wantKey = true, false
+			continue
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, &frame{keys: map[string]bool{}, wantKey: true})
+			continue
+		case json.Delim('['):
+			stack = append(stack, &frame{})
+			continue
+		case json.Delim(']'):
+			stack = stack[:len(stack)-1]
+		}
+		if n := len(stack); n > 0 && stack[n-1].keys != nil {
+			stack[n-1].wantKey = true
+		}
+	}
+}
+
+// varText is how encoding/json's view of a variable value renders.
+func varText(v any) (string, bool) {
+	switch v := v.(type) {
+	case string:
+		return v, true
+	case json.Number:
+		return v.String(), true
+	case bool:
+		return fmt.Sprint(v), true
+	}
+	return "", false
+}
+
+// FuzzDecodeSend checks decodeSend against encoding/json and against the
+// decoder it replaced: it never panics; what it accepts is valid JSON with
+// no duplicate keys and means what json.Unmarshal says it means; what
+// encoding/json finds invalid it refuses; and decoding plus validation
+// answer exactly what the old decoder and validator answered.
+func FuzzDecodeSend(f *testing.F) {
+	for _, s := range decodeSeeds {
+		f.Add([]byte(s))
+	}
+	s := testService(f, fuzzExtraField)
+	f.Fuzz(func(t *testing.T, body []byte) {
+		req, aerr := decodeSend(body, fuzzMaxRecipients, s.extraFields)
+		if !json.Valid(body) {
+			if aerr == nil {
+				t.Fatalf("accepted invalid JSON %q", body)
+			}
+		}
+		if aerr == nil {
+			if hasDuplicateKeys(body) {
+				t.Fatalf("accepted duplicate keys in %q", body)
+			}
+			var m map[string]any
+			dec := json.NewDecoder(bytes.NewReader(body))
+			dec.UseNumber()
+			if err := dec.Decode(&m); err != nil {
+				t.Fatalf("accepted %q, which encoding/json refuses: %v", body, err)
+			}
+			str := func(v any) string { s, _ := v.(string); return s }
+			if req.Message != str(m["message"]) || req.MessageType != str(m["messageType"]) {
+				t.Fatalf("message %q type %q, encoding/json says %q %q", req.Message, req.MessageType, m["message"], m["messageType"])
+			}
+			paras, _ := m["paras"].([]any)
+			if len(req.Paras) != len(paras) || (req.Paras == nil) != (m["paras"] == nil) {
+				t.Fatalf("%d paras, encoding/json says %v", len(req.Paras), m["paras"])
+			}
+			for i, p := range req.Paras {
+				pm := paras[i].(map[string]any)
+				vars := map[string]string{}
+				for k, v := range pm {
+					if k == "receiver" || k == "room" {
+						continue
+					}
+					text, ok := varText(v)
+					if !ok {
+						t.Fatalf("para %d: accepted %s = %v", i, k, v)
+					}
+					vars[strings.Trim(k, "$")] = text
+				}
+				if p.Receiver != str(pm["receiver"]) || p.Room != str(pm["room"]) || !maps.Equal(p.Vars, vars) || (p.Vars == nil) != (len(vars) == 0) {
+					t.Fatalf("para %d = %+v, encoding/json says %v", i, p, pm)
+				}
+			}
+		}
+		if diff := sameAsLegacy(s, body); diff != "" {
+			t.Fatalf("body %q:\n%s", body, diff)
+		}
+	})
+}
