@@ -1,10 +1,13 @@
 package batch
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -12,6 +15,7 @@ import (
 
 	"github.com/chatbatch/chatbatch/adapters/memstore"
 	"github.com/chatbatch/chatbatch/delivery"
+	"github.com/chatbatch/chatbatch/store"
 )
 
 // benchNames are the names the generated bodies cycle through.
@@ -105,5 +109,61 @@ func BenchmarkDecode(b *testing.B) {
 			}
 		}
 		mbps(b)
+	})
+}
+
+// droppedBatches is memstore with a CreateBatch that keeps nothing, so
+// that a benchmark can accept batch after batch without memory growing.
+type droppedBatches struct{ *memstore.Store }
+
+func (droppedBatches) CreateBatch(context.Context, *store.Batch, []store.Chunk) error { return nil }
+
+// BenchmarkAccept is BenchmarkDecode for the whole accept path: a POST of
+// the 10,000-recipient body through the handler (authentication, reading
+// the body, decoding, validation, the recipient look-ups on an in-memory
+// directory, cutting chunks, encoding the payload, enqueueing with a
+// no-op enqueuer), beside json.Unmarshal of the same bytes. What a
+// database adds is measured by the store's own benchmarks.
+func BenchmarkAccept(b *testing.B) {
+	const n = 10_000
+	body := benchBody(n)
+	b.Run("unmarshal", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var v unmarshalTarget
+			if err := json.Unmarshal(body, &v); err != nil || len(v.Paras) != n {
+				b.Fatal(err, len(v.Paras))
+			}
+		}
+	})
+	b.Run("accept", func(b *testing.B) {
+		dir := memstore.New(nil)
+		users := []string{"system"}
+		for i := range n {
+			users = append(users, fmt.Sprintf("user-%06d", i))
+		}
+		if err := dir.AddUsers(b.Context(), "app", users...); err != nil {
+			b.Fatal(err)
+		}
+		s, err := New(Config{
+			Directory: dir, Messages: dir, Batches: droppedBatches{dir}, Deliverer: delivery.Discard{},
+			Authenticator: NewStaticKeys(map[string]Principal{"key": {AppID: "app", Admin: true}}),
+			Enqueuer:      nopEnqueuer{}, Logger: slog.New(slog.DiscardHandler),
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		h := s.Handler()
+		b.ReportAllocs()
+		for b.Loop() {
+			r := httptest.NewRequest(http.MethodPost, "/messages/batch", bytes.NewReader(body))
+			r.Header.Set("IM-API-KEY", "key")
+			r.Header.Set("Content-Type", "application/json")
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, r)
+			if w.Code != http.StatusOK {
+				b.Fatalf("POST = %d %s", w.Code, w.Body)
+			}
+		}
 	})
 }
