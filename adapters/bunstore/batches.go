@@ -3,7 +3,6 @@ package bunstore
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -154,7 +153,7 @@ func (x *chunkScan) chunk() (*store.Chunk, error) {
 		return nil, fmt.Errorf("recipients column: %w", err)
 	}
 	if x.outcomes != nil {
-		if err := json.Unmarshal([]byte(*x.outcomes), &c.Outcomes); err != nil {
+		if c.Outcomes, err = decodeOutcomes(*x.outcomes); err != nil {
 			return nil, fmt.Errorf("outcomes column: %w", err)
 		}
 	}
@@ -299,12 +298,8 @@ func (s *Store) CancelBatch(ctx context.Context, app, id string, at time.Time) (
 			for i := range outcomes {
 				outcomes[i].Status = store.OutcomeCanceled
 			}
-			js, err := json.Marshal(outcomes)
-			if err != nil {
-				return err
-			}
 			if _, err := tx.ExecContext(ctx, "UPDATE "+s.chunks+" SET done = "+s.trueLit()+", outcomes = ? WHERE app_id = ? AND batch_id = ? AND chunk_no = ?",
-				string(js), app, id, c.no); err != nil {
+				encodeOutcomes(outcomes), app, id, c.no); err != nil {
 				return err
 			}
 			canceled += c.size
@@ -356,10 +351,7 @@ func (s *Store) CompleteChunk(ctx context.Context, p *store.CompleteChunkParams)
 	if hasNUL(ref.AppID, ref.BatchID) {
 		return nil, fmt.Errorf("bunstore: %s: batch %q chunk %d: %w", op, ref.BatchID, ref.No, store.ErrNotFound)
 	}
-	outcomes, err := json.Marshal(p.Outcomes)
-	if err != nil {
-		return nil, fmt.Errorf("bunstore: %s: %w", op, err)
-	}
+	outcomes := encodeOutcomes(p.Outcomes)
 	var sent, failed, canceled int
 	for _, o := range p.Outcomes {
 		switch o.Status {
@@ -372,16 +364,16 @@ func (s *Store) CompleteChunk(ctx context.Context, p *store.CompleteChunkParams)
 		}
 	}
 	if s.pgx {
-		after, err := s.pgCompleteChunk(ctx, p, string(outcomes), sent, failed, canceled)
+		after, err := s.pgCompleteChunk(ctx, p, outcomes, sent, failed, canceled)
 		if err != nil {
 			return nil, s.fail(ctx, fmt.Sprintf("%s: batch %q chunk %d", op, ref.BatchID, ref.No), err)
 		}
 		return after, nil
 	}
 	var after *store.Batch
-	err = s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+	err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
 		res, err := tx.ExecContext(ctx, "UPDATE "+s.chunks+" SET done = "+s.trueLit()+", outcomes = ? WHERE app_id = ? AND batch_id = ? AND chunk_no = ? AND done = "+s.falseLit()+" AND size = ?",
-			string(outcomes), ref.AppID, ref.BatchID, ref.No, len(p.Outcomes))
+			outcomes, ref.AppID, ref.BatchID, ref.No, len(p.Outcomes))
 		if err != nil {
 			return err
 		}

@@ -144,3 +144,65 @@ func FuzzRecipients(f *testing.F) {
 		_, _ = decodeRecipients(recipientsV2 + fmt.Sprint(len(name)) + ";" + value)
 	})
 }
+
+func TestOutcomesRoundTrip(t *testing.T) {
+	cases := map[string][]store.Outcome{
+		"none": {},
+		"chunk": {
+			{Status: store.OutcomeSent, Room: "c4c8fcc8e02e576e239f81e9f9a90d21", MessageID: "batch-20261130-abc-0"},
+			{Status: store.OutcomeSent, Room: "room-001", MessageID: "batch-20261130-abc-1"},
+			{Status: store.OutcomeFailed, Error: "room \"room-003\" no longer exists"},
+			{Status: store.OutcomeSent, Room: "r", MessageID: "batch-20261130-abc-10"},
+			{Status: store.OutcomeCanceled},
+			{Status: store.OutcomeSent, Room: "r", MessageID: "other-ID"},
+		},
+		"tricky": {
+			{Status: "weird:status", Room: "1:2", MessageID: "名字-1", Error: "+;~2;"},
+			{Status: store.OutcomeSent, MessageID: "名前-2"}, // shares a partial character with the previous ID
+			{Status: "", MessageID: ""},
+		},
+	}
+	for name, os := range cases {
+		t.Run(name, func(t *testing.T) {
+			enc := encodeOutcomes(os)
+			if !strings.HasPrefix(enc, outcomesV2) {
+				t.Fatalf("encoded as %q, want the compact form", enc)
+			}
+			got, err := decodeOutcomes(enc)
+			if err != nil {
+				t.Fatalf("decode %q: %v", enc, err)
+			}
+			if len(os) == 0 && len(got) == 0 {
+				return
+			}
+			if !reflect.DeepEqual(got, os) {
+				t.Errorf("round trip of %q:\n got %#v\nwant %#v", enc, got, os)
+			}
+		})
+	}
+	// The documented example.
+	ex := []store.Outcome{
+		{Status: store.OutcomeSent, Room: "c4c8fcc8e02e576e239f81e9f9a90d21", MessageID: "batch-20261130-0"},
+		{Status: store.OutcomeFailed, Error: "room was deleted"},
+	}
+	if got, want := encodeOutcomes(ex), "~2;2;s32:c4c8fcc8e02e576e239f81e9f9a90d210+16:batch-20261130-00:f0:0+0:16:room was deleted"; got != want {
+		t.Errorf("encodeOutcomes = %q, want %q", got, want)
+	}
+	// Earlier versions' JSON, and the fallback for text a column cannot hold.
+	legacy := `[{"status":"sent","room":"r","messageID":"m"},{"status":"failed","error":"e"}]`
+	got, err := decodeOutcomes(legacy)
+	if err != nil || !reflect.DeepEqual(got, []store.Outcome{{Status: store.OutcomeSent, Room: "r", MessageID: "m"}, {Status: store.OutcomeFailed, Error: "e"}}) {
+		t.Errorf("legacy outcomes = %#v, %v", got, err)
+	}
+	nul := []store.Outcome{{Status: store.OutcomeFailed, Error: "a\x00b"}}
+	if enc := encodeOutcomes(nul); !strings.HasPrefix(enc, "[") || strings.IndexByte(enc, 0) >= 0 {
+		t.Errorf("an error with a NUL byte encoded as %q", enc)
+	} else if got, err := decodeOutcomes(enc); err != nil || !reflect.DeepEqual(got, nul) {
+		t.Errorf("round trip with NUL = %#v, %v", got, err)
+	}
+	for _, bad := range []string{"~2;", "~2;1;", "~2;1;q0:0+0:0:", "~2;1;s0:5+0:0:", "~2;1;s0:0+0:0:x", "~2;2;s0:0+0:0:"} {
+		if got, err := decodeOutcomes(bad); err == nil {
+			t.Errorf("decodeOutcomes(%q) = %#v, want an error", bad, got)
+		}
+	}
+}
