@@ -306,11 +306,7 @@ func (s *Store) directRoomRound(ctx context.Context, app, a string, pairs []*pai
 		users = append(users, p.b)
 		rooms = append(rooms, p.room)
 	}
-	found, err := s.existing(ctx, s.db, s.users, "id", app, dedupe(users))
-	if err != nil {
-		return err
-	}
-	members, err := s.roomMembers(ctx, app, dedupe(rooms))
+	found, members, err := s.lookupPairs(ctx, app, dedupe(users), dedupe(rooms))
 	if err != nil {
 		return err
 	}
@@ -468,6 +464,45 @@ func (s *Store) roomMembers(ctx context.Context, app string, roomIDs []string) (
 		}
 	}
 	return out, nil
+}
+
+// lookupPairs answers, in one query, which of users exist and which of
+// rooms exist with which members (MySQL and SQLite; the lists are a
+// chunk's, so they are sent whole).
+func (s *Store) lookupPairs(ctx context.Context, app string, users, rooms []string) (map[string]bool, map[string][]string, error) {
+	found := make(map[string]bool, len(users))
+	members := make(map[string][]string, len(rooms))
+	users = slices.DeleteFunc(users, func(id string) bool { return hasNUL(id) })
+	rooms = slices.DeleteFunc(rooms, func(id string) bool { return hasNUL(id) })
+	if hasNUL(app) || len(users)+len(rooms) == 0 {
+		return found, members, nil
+	}
+	// Both halves are never empty lists: IN () is a syntax error.
+	users, rooms = append(users, ""), append(rooms, "")
+	rows, err := s.db.QueryContext(ctx, "SELECT 0, id, id FROM "+s.users+" WHERE app_id = ? AND id IN (?)"+
+		" UNION ALL SELECT 1, r.id, m.user_id FROM "+s.rooms+" r LEFT JOIN "+s.members+" m ON m.app_id = r.app_id AND m.room_id = r.id"+
+		" WHERE r.app_id = ? AND r.id IN (?)", app, bun.List(users), app, bun.List(rooms))
+	if err != nil {
+		return nil, nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var kind int
+		var id string
+		var member sql.NullString
+		if err := rows.Scan(&kind, &id, &member); err != nil {
+			return nil, nil, err
+		}
+		switch {
+		case kind == 0:
+			found[id] = true
+		case member.Valid:
+			members[id] = append(members[id], member.String)
+		case members[id] == nil:
+			members[id] = []string{}
+		}
+	}
+	return found, members, rows.Err()
 }
 
 // AddUsers makes ids users of app; existing users are left alone. It is
