@@ -20,9 +20,9 @@ import (
 )
 
 var (
-	_ store.Store             = (*Store)(nil)
-	_ store.DirectRoomNamer   = (*Store)(nil)
-	_ store.IdempotencyKeys   = (*Store)(nil)
+	_ store.Store              = (*Store)(nil)
+	_ store.DirectRoomNamer    = (*Store)(nil)
+	_ store.IdempotencyKeys    = (*Store)(nil)
 	_ store.DirectRoomResolver = (*Store)(nil)
 )
 
