@@ -1,0 +1,246 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/chatbatch/chatbatch/store"
+)
+
+// baselineBatch is one request's worth of rows written by a baseline.
+type baselineBatch struct {
+	id    string
+	paras []para
+}
+
+// baselineID looks like a chatbatch batch ID (same length), so that both
+// write keys of the same size.
+func baselineID() string {
+	return "basel-" + time.Now().UTC().Format("20060102") + "-" + strings.ToLower(rand.Text()[:10])
+}
+
+func baselineBatches(p plan) []baselineBatch {
+	bbs := make([]baselineBatch, p.requests)
+	for k := range bbs {
+		bbs[k] = baselineBatch{id: baselineID(), paras: p.gen(k)}
+	}
+	return bbs
+}
+
+func countsOf(bbs []baselineBatch) (map[string]int, int) {
+	m := map[string]int{}
+	total := 0
+	for _, b := range bbs {
+		m[b.id] = len(b.paras)
+		total += len(b.paras)
+	}
+	return m, total
+}
+
+// unit is 500 recipients of one batch: what one chunk (and one baseline
+// statement) covers.
+const unit = 500
+
+// baselineRows are the rows a baseline writes for bbs: messages and, for
+// receivers without rooms (withRooms), the rooms and their members, in
+// units of 500 recipients.
+type unitRows struct {
+	rooms, members, messages [][]any
+}
+
+func (h *harness) baselineRows(bbs []baselineBatch, withRooms bool) []unitRows {
+	at := time.Now()
+	var units []unitRows
+	for _, b := range bbs {
+		for lo := 0; lo < len(b.paras); lo += unit {
+			hi := min(lo+unit, len(b.paras))
+			var u unitRows
+			for i := lo; i < hi; i++ {
+				p := b.paras[i]
+				u.messages = append(u.messages, messageRow(h.d, b.id, i, p, at))
+				if withRooms {
+					room := store.DirectRoomID(sender, p.receiver)
+					u.rooms = append(u.rooms, []any{appID, room})
+					u.members = append(u.members, []any{appID, room, sender}, []any{appID, room, p.receiver})
+				}
+			}
+			units = append(units, u)
+		}
+	}
+	return units
+}
+
+var (
+	roomCols   = []string{"app_id", "id"}
+	memberCols = []string{"app_id", "room_id", "user_id"}
+)
+
+// runPlain is the plain INSERT baseline: 500-row multi-row INSERTs with
+// bind parameters through database/sql, on h.conc goroutines, into the
+// baseline tables (same schema and indexes as chatbatch's). It returns
+// recipients per second.
+func (h *harness) runPlain(ctx context.Context, bbs []baselineBatch, withRooms bool) (float64, error) {
+	units := h.baselineRows(bbs, withRooms)
+	var jobs []job
+	for _, u := range units {
+		var j job
+		j = append(j, h.d.insertStatements(h.baseTable("rooms"), roomCols, u.rooms, unit)...)
+		j = append(j, h.d.insertStatements(h.baseTable("room_members"), memberCols, u.members, 2*unit)...)
+		j = append(j, h.d.insertStatements(h.baseTable("messages"), messageColumnList, u.messages, unit)...)
+		jobs = append(jobs, j)
+	}
+	counts, total := countsOf(bbs)
+	start := time.Now()
+	if err := h.d.runJobs(ctx, jobs, h.conc); err != nil {
+		return 0, fmt.Errorf("plain INSERT: %w", err)
+	}
+	elapsed := time.Since(start)
+	if err := h.verifyBaseline(ctx, counts); err != nil {
+		return 0, fmt.Errorf("plain INSERT: %w", err)
+	}
+	return float64(total) / elapsed.Seconds(), nil
+}
+
+// runCopy is the pgx CopyFrom baseline (PostgreSQL): the same rows split
+// over h.streams connections, each copying its share — the ceiling when
+// h.streams suits the server (on 2 cores, 2 streams beat 10 by ~2×).
+func (h *harness) runCopy(ctx context.Context, bbs []baselineBatch, withRooms bool) (float64, error) {
+	units := h.baselineRows(bbs, withRooms)
+	jobs := make([]copyJob, min(h.streams, len(units)))
+	for i := range jobs {
+		jobs[i] = copyJob{
+			{table: h.baseTable("rooms"), cols: roomCols},
+			{table: h.baseTable("room_members"), cols: memberCols},
+			{table: h.baseTable("messages"), cols: messageColumnList},
+		}
+	}
+	for i, u := range units {
+		j := jobs[i%len(jobs)]
+		j[0].rows = append(j[0].rows, u.rooms...)
+		j[1].rows = append(j[1].rows, u.members...)
+		j[2].rows = append(j[2].rows, u.messages...)
+	}
+	conns, closeAll, err := h.d.pgConns(ctx, len(jobs))
+	if err != nil {
+		return 0, err
+	}
+	defer closeAll()
+	counts, total := countsOf(bbs)
+	start := time.Now()
+	if err := runCopies(ctx, conns, jobs); err != nil {
+		return 0, fmt.Errorf("pgx CopyFrom: %w", err)
+	}
+	elapsed := time.Since(start)
+	if err := h.verifyBaseline(ctx, counts); err != nil {
+		return 0, fmt.Errorf("pgx CopyFrom: %w", err)
+	}
+	return float64(total) / elapsed.Seconds(), nil
+}
+
+// naiveTask is the payload of the naive design's task: one recipient.
+type naiveTask struct {
+	Batch    string `json:"b"`
+	Index    int    `json:"i"`
+	Receiver string `json:"r,omitempty"`
+	Room     string `json:"m,omitempty"`
+	N        int    `json:"n"`
+}
+
+// workerWarmup is how long a freshly started asynq server is given before
+// a measurement that needs a running worker starts.
+const workerWarmup = 300 * time.Millisecond
+
+// runNaive is the naive design, end to end: one asynq task per recipient
+// (same Redis, its own queue, h.conc workers, the same 50 ms idle poll as
+// chatbatch's worker), each rendering its message and INSERTing its one
+// row with bind parameters. The clock runs from the first enqueue to the
+// last row stored.
+func (h *harness) runNaive(ctx context.Context, bbs []baselineBatch) (float64, error) {
+	queue := h.queue + "_naive"
+	defer h.redis.deleteQueue(queue)
+	query := "INSERT INTO " + h.baseTable("messages") + " (" + messageColumns + ") VALUES " + h.d.placeholders(1, len(messageColumnList))
+	counts, total := countsOf(bbs)
+	var done, failed atomic.Int64
+	finished := make(chan struct{})
+	handler := asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+		var nt naiveTask
+		if err := json.Unmarshal(t.Payload(), &nt); err != nil {
+			return fmt.Errorf("%v: %w", err, asynq.SkipRetry)
+		}
+		row := messageRow(h.d, nt.Batch, nt.Index, para{receiver: nt.Receiver, room: nt.Room, n: nt.N}, time.Now())
+		if _, err := h.d.sql.ExecContext(ctx, query, row...); err != nil {
+			failed.Add(1)
+			return err
+		}
+		if done.Add(1) == int64(total) {
+			close(finished)
+		}
+		return nil
+	})
+	srv := asynq.NewServer(h.redis.opt, asynq.Config{
+		Concurrency:       h.conc,
+		Queues:            map[string]int{queue: 1},
+		TaskCheckInterval: 50 * time.Millisecond,
+		Logger:            nopLogger{},
+		LogLevel:          asynq.FatalLevel,
+	})
+	if err := srv.Start(handler); err != nil {
+		return 0, fmt.Errorf("naive: start asynq server: %w", err)
+	}
+	defer srv.Shutdown()
+	client := asynq.NewClient(h.redis.opt)
+	defer client.Close()
+	var tasks []*asynq.Task
+	for _, b := range bbs {
+		for i, p := range b.paras {
+			payload, _ := json.Marshal(naiveTask{Batch: b.id, Index: i, Receiver: p.receiver, Room: p.room, N: p.n})
+			tasks = append(tasks, asynq.NewTask("naive:message", payload, asynq.Queue(queue), asynq.MaxRetry(3)))
+		}
+	}
+	time.Sleep(workerWarmup)
+
+	start := time.Now()
+	var wg sync.WaitGroup
+	var enqErr atomic.Value
+	per := (len(tasks) + h.conc - 1) / h.conc
+	for lo := 0; lo < len(tasks); lo += per {
+		part := tasks[lo:min(lo+per, len(tasks))]
+		wg.Go(func() {
+			for _, t := range part {
+				if _, err := client.EnqueueContext(ctx, t); err != nil {
+					enqErr.CompareAndSwap(nil, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err, _ := enqErr.Load().(error); err != nil {
+		return 0, fmt.Errorf("naive: enqueue: %w", err)
+	}
+	stall := time.NewTimer(stallTimeout)
+	defer stall.Stop()
+	select {
+	case <-finished:
+	case <-stall.C:
+		return 0, fmt.Errorf("naive: %d of %d rows stored after %v (%d INSERTs failed)", done.Load(), total, stallTimeout, failed.Load())
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	elapsed := time.Since(start)
+	if err := h.verifyBaseline(ctx, counts); err != nil {
+		return 0, fmt.Errorf("naive: %w", err)
+	}
+	if n := failed.Load(); n > 0 {
+		return 0, fmt.Errorf("naive: %d INSERTs failed", n)
+	}
+	return float64(total) / elapsed.Seconds(), nil
+}

@@ -1,0 +1,275 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The tests run the benchmark with tiny settings and check what it
+// reports and that every run was verified — never the speed, which the
+// machine decides.
+
+func runBench(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code = run(t.Context(), args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+// checkReport asserts exit status 0, a table row for every scenario in
+// want on each database in dbs, and the verification line.
+func checkReport(t *testing.T, code int, stdout, stderr string, dbs []string, want []string) {
+	t.Helper()
+	if code != 0 {
+		t.Fatalf("exit status %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	if !strings.Contains(stdout, "All runs verified") {
+		t.Errorf("no verification line in:\n%s", stdout)
+	}
+	if !strings.Contains(stdout, "| scenario | db | chatbatch msgs/s | baseline msgs/s | ratio | target | |") {
+		t.Errorf("no table header in:\n%s", stdout)
+	}
+	rows := map[string]bool{} // scenario + db
+	for _, line := range strings.Split(stdout, "\n") {
+		if !strings.HasPrefix(line, "| `") {
+			continue
+		}
+		cells := strings.Split(line, " | ")
+		name, _, _ := strings.Cut(strings.TrimPrefix(cells[0], "| `"), "`")
+		rows[name+"/"+cells[1]] = true
+		rows[name] = true
+	}
+	for _, s := range want {
+		if s == "stats" || s == "memory" {
+			if !rows[s] {
+				t.Errorf("no row for scenario %s in:\n%s", s, stdout)
+			}
+			continue
+		}
+		for _, db := range dbs {
+			if !rows[s+"/"+db] {
+				t.Errorf("no row for scenario %s on %s in:\n%s", s, db, stdout)
+			}
+		}
+	}
+}
+
+var allScenarios = []string{"worker-a", "worker-b", "worker-c", "e2e-10x", "e2e-a", "e2e-b", "naive", "latency", "stats", "memory"}
+
+// TestRunSQLiteMiniredis runs every scenario on SQLite and the in-process
+// Redis, with profiles.
+func TestRunSQLiteMiniredis(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cpu, mem := filepath.Join(dir, "cpu"), filepath.Join(dir, "mem")
+	code, stdout, stderr := runBench(t, "-redis=mem", "-runs=2", "-recipients=300", "-backlog=900",
+		"-memory-sizes=300,900", "-concurrency=4", "-scenarios=all", "-cpuprofile="+cpu, "-memprofile="+mem)
+	checkReport(t, code, stdout, stderr, []string{"sqlite"}, allScenarios)
+	if !strings.Contains(stdout, "chatbatch-bench -redis=mem -runs=2") {
+		t.Errorf("the command line is not at the top:\n%s", stdout)
+	}
+	if !strings.Contains(stderr, "WARNING: -redis=mem") {
+		t.Errorf("no warning about miniredis in stderr:\n%s", stderr)
+	}
+	if !strings.Contains(stdout, "skipped: PostgreSQL only") {
+		t.Errorf("the stats scenario does not say it needs PostgreSQL:\n%s", stdout)
+	}
+	for _, f := range []string{cpu + ".sqlite.worker-a.1", cpu + ".sqlite.e2e-b.2", mem + ".sqlite.worker-c.1", mem + ".sqlite.worker-c.1.before"} {
+		if st, err := os.Stat(f); err != nil || st.Size() == 0 {
+			t.Errorf("profile %s: %v", f, err)
+		}
+	}
+	if _, err := os.Stat(cpu + ".sqlite.worker-a.1.before"); err == nil {
+		t.Errorf("a CPU profile has a .before file")
+	}
+}
+
+// TestRunServices runs the benchmark against the real services named by
+// the CHATBATCH_TEST_* variables: each database on the real Redis if
+// CHATBATCH_TEST_REDIS is set (the in-process one otherwise), and SQLite
+// on the real Redis.
+func TestRunServices(t *testing.T) {
+	t.Parallel()
+	redisAddr := os.Getenv("CHATBATCH_TEST_REDIS")
+	redisArg := "-redis=mem"
+	if redisAddr != "" {
+		redisArg = "-redis=" + redisAddr
+	}
+	tiny := []string{"-runs=1", "-recipients=300", "-backlog=600", "-memory-sizes=300,600", "-concurrency=4"}
+	cases := []struct {
+		name, env string
+		args      func(v string) []string
+		dbs       []string
+	}{
+		{"postgres", "CHATBATCH_TEST_POSTGRES", func(v string) []string { return []string{"-postgres=" + v, "-sqlite=false", "-scenarios=all"} }, []string{"postgres"}},
+		{"mysql", "CHATBATCH_TEST_MYSQL", func(v string) []string { return []string{"-mysql=" + v, "-sqlite=false"} }, []string{"mysql", "mariadb"}},
+		{"redis", "CHATBATCH_TEST_REDIS", func(string) []string { return nil }, []string{"sqlite"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			v := os.Getenv(c.env)
+			if v == "" {
+				t.Skipf("set %s to run the benchmark on %s", c.env, c.name)
+			}
+			t.Parallel()
+			args := append(append([]string{redisArg}, tiny...), c.args(v)...)
+			code, stdout, stderr := runBench(t, args...)
+			want := []string{"worker-a", "worker-b", "worker-c", "e2e-10x", "e2e-a", "e2e-b", "naive", "latency"}
+			if c.name == "postgres" {
+				want = append(want, "stats", "memory")
+				if !strings.Contains(stdout, "pgx CopyFrom, 4 streams (ceiling) | postgres") {
+					t.Errorf("no pgx CopyFrom rows:\n%s", stdout)
+				}
+			}
+			db := c.dbs[0]
+			for _, d := range c.dbs {
+				if strings.Contains(stdout, "| "+d+" |") {
+					db = d
+				}
+			}
+			checkReport(t, code, stdout, stderr, []string{db}, want)
+			if strings.Contains(stdout, "| sqlite |") && c.name != "redis" {
+				t.Errorf("-sqlite=false still ran SQLite:\n%s", stdout)
+			}
+		})
+	}
+}
+
+func TestFlagErrors(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-nope"}, "flag provided but not defined: -nope"},
+		{[]string{"-runs=0"}, "-runs must be at least 1"},
+		{[]string{"-recipients=10001"}, "-recipients must be between 1 and 10000"},
+		{[]string{"-recipients=0"}, "-recipients must be between 1 and 10000"},
+		{[]string{"-backlog=-5"}, "-backlog must be at least 1"},
+		{[]string{"-concurrency=0"}, "-concurrency must be at least 1"},
+		{[]string{"-scenarios=worker-a,warp"}, `unknown scenario "warp"`},
+		{[]string{"-scenarios=,"}, "-scenarios is empty"},
+		{[]string{"-memory-sizes=10,x"}, `-memory-sizes: "x" is not a positive number`},
+		{[]string{"-sqlite=false"}, "no database"},
+		{[]string{"-redis="}, "-redis is empty"},
+		{[]string{"-redis=redis://[::1"}, "-redis:"},
+		{[]string{"extra"}, `unexpected argument "extra"`},
+		{[]string{"-runs=x"}, `invalid value "x" for flag -runs`},
+		{[]string{"-copy-streams=-1"}, "-copy-streams must not be negative"},
+	} {
+		code, stdout, stderr := runBench(t, c.args...)
+		if code != 2 || !strings.Contains(stderr, c.want) || stdout != "" {
+			t.Errorf("%q: exit %d, stderr %q, stdout %q; want exit 2 and %q", c.args, code, stderr, stdout, c.want)
+		}
+	}
+	code, _, stderr := runBench(t, "-h")
+	if code != 0 || !strings.Contains(stderr, "Usage: chatbatch-bench [flags]") || !strings.Contains(stderr, "-scenarios") {
+		t.Errorf("-h: exit %d, %q", code, stderr)
+	}
+}
+
+func TestRedisUnreachable(t *testing.T) {
+	t.Parallel()
+	code, _, stderr := runBench(t, "-redis=127.0.0.1:1", "-runs=1")
+	if code != 1 || !strings.Contains(stderr, "redis 127.0.0.1:1") {
+		t.Errorf("exit %d, %q; want 1 naming the Redis", code, stderr)
+	}
+}
+
+func TestQuickDefaults(t *testing.T) {
+	o, err := parseFlags([]string{"-quick", "-runs=2"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.runs != 2 || o.recipients != 1000 || o.backlog != 5000 || o.has("stats") || !o.has("memory") || len(o.memorySizes) != 2 || o.copyStreams != 10 {
+		t.Errorf("-quick -runs=2 = %+v", o)
+	}
+	o, err = parseFlags([]string{"-quick", "-scenarios=stats"}, &bytes.Buffer{})
+	if err != nil || !o.has("stats") {
+		t.Errorf("-quick -scenarios=stats: %v %+v", err, o)
+	}
+}
+
+// TestVerificationCatches checks that verification fails for batches and
+// baseline rows that are not all there.
+func TestVerificationCatches(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	r, err := openRedis(ctx, "mem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.close()
+	d, err := openDatabase(ctx, "sqlite", "sqlite:"+filepath.Join(t.TempDir(), "v.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.close()
+	h, err := newHarness(ctx, d, r, 2, "v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.close(context.Background(), false)
+	if err := h.seedPoolA(ctx, 10); err != nil {
+		t.Fatal(err)
+	}
+	bbs := baselineBatches(splitPlan(10, 10, paraFor("worker-a", "", 0)))
+	if _, err := h.runPlain(ctx, bbs, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.verifyBaseline(ctx, map[string]int{bbs[0].id: 11}); err == nil || !strings.Contains(err.Error(), "10 rows (10 distinct IDs), want 11") {
+		t.Errorf("verifyBaseline with one row missing = %v", err)
+	}
+	// A batch accepted but never run is not completed.
+	bs, err := h.acceptPlan(ctx, splitPlan(3, 3, paraFor("worker-a", "", 0)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.verify(ctx, bs); err == nil || !strings.Contains(err.Error(), "status queued") {
+		t.Errorf("verify of a batch not run = %v", err)
+	}
+	h.startWorker()
+	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if _, err := h.waitDone(wctx, bs); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.verify(ctx, bs); err != nil {
+		t.Fatal(err)
+	}
+	// A message deleted afterwards is caught.
+	if _, err := d.sql.ExecContext(ctx, "DELETE FROM "+h.table("messages")+" WHERE id = ?", bs[0].id+"-1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.verify(ctx, bs); err == nil || !strings.Contains(err.Error(), "2 messages stored (2 distinct IDs), want 3") {
+		t.Errorf("verify with a message missing = %v", err)
+	}
+}
+
+func TestCommandLineRedactsPasswords(t *testing.T) {
+	got := commandLine([]string{"-postgres", "postgres://u:secret@db:5432/x?sslmode=disable", "-mysql=root:pw@tcp(127.0.0.1:3306)/test", "-runs", "1"})
+	if strings.Contains(got, "secret") || strings.Contains(got, ":pw@") {
+		t.Errorf("password in %s", got)
+	}
+	want := "chatbatch-bench -postgres 'postgres://u:xxxxx@db:5432/x?sslmode=disable' '-mysql=root:xxxxx@tcp(127.0.0.1:3306)/test' -runs 1"
+	if got != want {
+		t.Errorf("commandLine =\n%s\nwant\n%s", got, want)
+	}
+}
+
+func TestSpread(t *testing.T) {
+	if got := spread([]float64{3000, 1000, 2000.4}, fmtRate); got != "2,000 (1,000–3,000)" {
+		t.Errorf("spread = %q", got)
+	}
+	if got := spread([]float64{0.5}, fmtRatio); got != "0.50×" {
+		t.Errorf("spread of one = %q", got)
+	}
+	if got := median([]float64{4, 1, 3, 2}); got != 2.5 {
+		t.Errorf("median = %v", got)
+	}
+}

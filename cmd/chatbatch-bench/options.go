@@ -1,0 +1,188 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// scenarioInfo describes one value of -scenarios.
+type scenarioInfo struct {
+	name, desc string
+}
+
+// scenarios lists every scenario in the order they run and print.
+var scenarios = []scenarioInfo{
+	{"worker-a", "1 worker rate, receivers whose one-on-one rooms exist (a): backlog accepted with the worker stopped, then first chunk started → last chunk done"},
+	{"worker-b", "1 worker rate, receivers without rooms (b): the worker creates every room; the baseline writes rooms + members + messages"},
+	{"worker-c", "1 worker rate, room paras (c), rooms of 2 members"},
+	{"e2e-10x", "2 end to end, 10 concurrent requests (a): first POST → every batch completed"},
+	{"e2e-a", "2 end to end, one request (a)"},
+	{"e2e-b", "2 end to end, one request (b)"},
+	{"naive", "3 chatbatch end to end, one request (a), vs one asynq task per recipient each doing one INSERT"},
+	{"latency", "4 start latency of one batch: first chunk's started_at − the client's 200 response"},
+	{"stats", "5 worker rate (a) on never-analyzed tables (autovacuum off) vs the same after ANALYZE; PostgreSQL only"},
+	{"memory", "6 worker heap (max HeapInuse while running) at growing backlogs, and Redis memory per queued batch"},
+}
+
+func scenarioNames() []string {
+	var names []string
+	for _, s := range scenarios {
+		names = append(names, s.name)
+	}
+	return names
+}
+
+// options are the parsed flags.
+type options struct {
+	postgres, mysql string
+	sqlite          bool
+	redis           string
+	concurrency     int
+	recipients      int
+	backlog         int
+	runs            int
+	scenarios       map[string]bool
+	quick, strict   bool
+	cpuprofile      string
+	memprofile      string
+	memorySizes     []int
+	keep            bool
+	copyStreams     int
+	sqliteDSN       string
+}
+
+func (o *options) has(s string) bool { return o.scenarios[s] }
+
+// usageError is a bad flag: exit status 2.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
+
+const maxRecipients = 10_000 // batch.Config.MaxRecipients' default
+
+const usageHead = `chatbatch-bench: chatbatch's end-to-end throughput beside baselines, in one process.
+
+Usage: chatbatch-bench [flags]
+
+Each database given is benchmarked in turn (SQLite, in a temporary file,
+unless -sqlite=false). Every scenario repeats -runs times; each repetition
+runs the baselines and chatbatch back to back, alternating their order, and
+the table shows medians with min–max.
+
+Flags:
+`
+
+// parseFlags parses args. Flags not given take -quick's defaults when
+// -quick is set.
+func parseFlags(args []string, stderr io.Writer) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("chatbatch-bench", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&o.postgres, "postgres", "", "PostgreSQL `DSN` (postgres://…); empty: not benchmarked")
+	fs.StringVar(&o.mysql, "mysql", "", "MySQL/MariaDB `DSN` (user:pass@tcp(host:3306)/db or mysql://…); empty: not benchmarked")
+	fs.BoolVar(&o.sqlite, "sqlite", true, "benchmark SQLite (a file in a temporary directory, WAL)")
+	fs.StringVar(&o.redis, "redis", "127.0.0.1:6379", "Redis `address` (host:port or redis://…); \"mem\": an in-process miniredis (numbers not comparable)")
+	fs.IntVar(&o.concurrency, "concurrency", 10, "worker concurrency (chunks at once), and goroutines of every baseline")
+	fs.IntVar(&o.recipients, "recipients", maxRecipients, "recipients per request (at most 10000)")
+	fs.IntVar(&o.backlog, "backlog", 100_000, "recipients accepted before the worker starts, in the worker-rate and stats scenarios")
+	fs.IntVar(&o.runs, "runs", 3, "repetitions of each scenario")
+	scen := fs.String("scenarios", "", "comma-separated `list` of scenarios (default all): "+strings.Join(scenarioNames(), ", "))
+	fs.BoolVar(&o.quick, "quick", false, "a short run (under a minute): -runs 1 -recipients 1000 -backlog 5000 -memory-sizes 5000,20000, no stats scenario")
+	fs.BoolVar(&o.strict, "strict", false, "exit with status 3 when a target is missed")
+	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of each chatbatch run to `file` (one file per run, named file.DB.SCENARIO.RUN)")
+	fs.StringVar(&o.memprofile, "memprofile", "", "write heap profiles before and after each chatbatch run to `file`.DB.SCENARIO.RUN[.before] (compare with pprof -base)")
+	sizes := fs.String("memory-sizes", "10000,100000,1000000", "backlogs (recipients) of the memory scenario; the last is compared with the first")
+	fs.IntVar(&o.copyStreams, "copy-streams", 0, "connections of the pgx CopyFrom baseline (default: -concurrency)")
+	fs.BoolVar(&o.keep, "keep", false, "keep the tables and queues afterwards (for inspection)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stderr, usageHead)
+			fs.SetOutput(stderr)
+			fs.PrintDefaults()
+			return nil, err
+		}
+		return nil, usagef("%v (run chatbatch-bench -h for the flags)", err)
+	}
+	if fs.NArg() > 0 {
+		return nil, usagef("unexpected argument %q (run chatbatch-bench -h for the flags)", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if o.quick {
+		if !set["runs"] {
+			o.runs = 1
+		}
+		if !set["recipients"] {
+			o.recipients = 1000
+		}
+		if !set["backlog"] {
+			o.backlog = 5000
+		}
+		if !set["memory-sizes"] {
+			*sizes = "5000,20000"
+		}
+	}
+	switch {
+	case o.concurrency < 1:
+		return nil, usagef("-concurrency must be at least 1, not %d", o.concurrency)
+	case o.recipients < 1 || o.recipients > maxRecipients:
+		return nil, usagef("-recipients must be between 1 and %d (the API's limit per request), not %d", maxRecipients, o.recipients)
+	case o.backlog < 1:
+		return nil, usagef("-backlog must be at least 1, not %d", o.backlog)
+	case o.copyStreams < 0:
+		return nil, usagef("-copy-streams must not be negative, not %d", o.copyStreams)
+	case o.runs < 1:
+		return nil, usagef("-runs must be at least 1, not %d", o.runs)
+	case o.redis == "":
+		return nil, usagef("-redis is empty; give host:port, redis://… or mem")
+	case o.postgres == "" && o.mysql == "" && !o.sqlite:
+		return nil, usagef("no database: give -postgres, -mysql, or leave -sqlite on")
+	}
+	if o.copyStreams == 0 {
+		o.copyStreams = o.concurrency
+	}
+	o.scenarios = map[string]bool{}
+	if *scen == "" {
+		for _, s := range scenarios {
+			if s.name == "stats" && o.quick {
+				continue
+			}
+			o.scenarios[s.name] = true
+		}
+	} else {
+		for _, s := range strings.Split(*scen, ",") {
+			s = strings.TrimSpace(s)
+			if s == "" {
+				continue
+			}
+			if s == "all" {
+				for _, n := range scenarioNames() {
+					o.scenarios[n] = true
+				}
+				continue
+			}
+			if !slices.Contains(scenarioNames(), s) {
+				return nil, usagef("-scenarios: unknown scenario %q; known: %s", s, strings.Join(scenarioNames(), ", "))
+			}
+			o.scenarios[s] = true
+		}
+		if len(o.scenarios) == 0 {
+			return nil, usagef("-scenarios is empty")
+		}
+	}
+	for _, f := range strings.Split(*sizes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return nil, usagef("-memory-sizes: %q is not a positive number", f)
+		}
+		o.memorySizes = append(o.memorySizes, n)
+	}
+	return o, nil
+}
