@@ -21,9 +21,20 @@
 // means the write did not happen (barring a connection lost mid-COMMIT).
 // Methods never retry: the caller (package batch) does.
 //
-// bun writes values into the SQL text rather than binding them. That is
-// why strings with NUL bytes are refused (no text column can hold them),
-// and why Migrate refuses a PostgreSQL session without
+// On PostgreSQL through pgx (what [Open] uses) the worker's path is four
+// statements per chunk, each with bind parameters and whole columns bound
+// as arrays: start the chunk and read its batch, find or create the
+// one-on-one rooms, save the messages, record the outcomes and counters.
+// Their look-ups probe primary keys once per ID, so they plan the same
+// with or without table statistics (a fresh deployment that bulk-loaded
+// its users before autovacuum analyzed them is as fast as an analyzed
+// one); the store never runs ANALYZE itself. A chunk's recipients and
+// outcomes are stored in a compact text form (see chunkcodec.go), not
+// JSON.
+//
+// Elsewhere bun writes values into the SQL text rather than binding them.
+// That is why strings with NUL bytes are refused (no text column can hold
+// them), and why Migrate refuses a PostgreSQL session without
 // standard_conforming_strings or a MySQL session with NO_BACKSLASH_ESCAPES:
 // both would change how backslashes in the literals are read.
 package bunstore

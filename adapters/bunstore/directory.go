@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect"
@@ -70,35 +71,88 @@ func dedupe(ids []string) []string {
 func (s *Store) existing(ctx context.Context, db bun.IConn, table, col, app string, ids []string) (map[string]bool, error) {
 	found := make(map[string]bool, len(ids))
 	ids = slices.DeleteFunc(slices.Clone(ids), func(id string) bool { return hasNUL(id) })
-	if hasNUL(app) {
+	if hasNUL(app) || len(ids) == 0 {
 		return found, nil
 	}
-	if s.pgx && db == bun.IConn(s.db) {
-		if _, ok := s.pg.existing[table+"."+col]; ok {
-			return s.pgExisting(ctx, table, col, app, ids)
-		}
-	}
+	onPool := db == bun.IConn(s.db)
+	var lookup func(part []string) (*sql.Rows, error)
 	step := inLookupBatch
-	if s.kind == dialect.PG {
+	switch {
+	case s.pgx && onPool && s.pg.existing[table+"."+col] != "":
+		q := s.pg.existing[table+"."+col]
+		lookup = func(part []string) (*sql.Rows, error) { return s.db.DB.QueryContext(ctx, q, app, part) }
 		step = pgLookupBatch
+	case s.kind == dialect.PG:
+		lookup = func(part []string) (*sql.Rows, error) {
+			return db.QueryContext(ctx, "SELECT t."+col+" FROM unnest(?::text[]) AS q(id) JOIN "+table+" t ON t.app_id = ? AND t."+col+" = q.id", pgdialect.Array(part), app)
+		}
+		step = pgLookupBatch
+	default:
+		lookup = func(part []string) (*sql.Rows, error) {
+			return db.QueryContext(ctx, "SELECT "+col+" FROM "+table+" WHERE app_id = ? AND "+col+" IN (?)", app, bun.List(part))
+		}
 	}
-	for part := range slices.Chunk(ids, step) {
-		var rows *sql.Rows
-		var err error
-		if s.kind == dialect.PG {
-			rows, err = db.QueryContext(ctx, "SELECT t."+col+" FROM unnest(?::text[]) AS q(id) JOIN "+table+" t ON t.app_id = ? AND t."+col+" = q.id", pgdialect.Array(part), app)
-		} else {
-			rows, err = db.QueryContext(ctx, "SELECT "+col+" FROM "+table+" WHERE app_id = ? AND "+col+" IN (?)", app, bun.List(part))
-		}
+	parallel := 1
+	if onPool && len(ids) >= 2*parallelLookupMin {
+		// A request's 10,000 receivers are looked up while the client
+		// waits: on the pool, in a few parts at once, so that the
+		// database uses more than one core for them.
+		parallel = min(maxParallelLookups, len(ids)/parallelLookupMin)
+		step = min(step, (len(ids)+parallel-1)/parallel)
+	}
+	var mu sync.Mutex
+	err := forEachPart(slices.Collect(slices.Chunk(ids, step)), parallel, func(part []string) error {
+		rows, err := lookup(part)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		err = scanStrings(rows, func(id string) { found[id] = true })
-		if err != nil {
-			return nil, err
+		var got []string
+		if err := scanStrings(rows, func(id string) { got = append(got, id) }); err != nil {
+			return err
 		}
+		mu.Lock()
+		defer mu.Unlock()
+		for _, id := range got {
+			found[id] = true
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return found, nil
+}
+
+// Large look-ups on the pool run in up to maxParallelLookups parts at
+// once, each of at least parallelLookupMin IDs.
+const (
+	maxParallelLookups = 4
+	parallelLookupMin  = 1000
+)
+
+// forEachPart calls fn for each part, up to parallel at once, and returns
+// the first error.
+func forEachPart(parts [][]string, parallel int, fn func(part []string) error) error {
+	if parallel <= 1 || len(parts) <= 1 {
+		for _, p := range parts {
+			if err := fn(p); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	sem := make(chan struct{}, parallel)
+	errs := make([]error, len(parts))
+	var wg sync.WaitGroup
+	for i, p := range parts {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			errs[i] = fn(p)
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // scanStrings calls fn with each row's single string column and closes rows.

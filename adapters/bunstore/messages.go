@@ -33,7 +33,8 @@ const messageColumns = "app_id, id, room_id, receiver, sender, type, text, extra
 // UPDATE with a no-op). Repeated IDs within msgs are reduced to their first
 // occurrence first. When msgs needs several statements they run in one
 // transaction, so a failed call stores nothing. On PostgreSQL (pgx) it is
-// always one statement, the columns bound as arrays.
+// always one statement, the columns bound as arrays. The first attempt
+// assumes the IDs are new (see saveMessages).
 func (s *Store) SaveMessages(ctx context.Context, app string, msgs []store.Message) error {
 	const op = "save messages"
 	if err := s.full(ctx, op); err != nil {
@@ -58,30 +59,47 @@ func (s *Store) SaveMessages(ctx context.Context, app string, msgs []store.Messa
 		distinct = append(distinct, *m)
 		fields = append(fields, f)
 	}
-	if s.pgx {
-		// One statement, however many messages: no transaction needed.
-		return s.fail(ctx, op, s.pgSaveMessages(ctx, app, distinct, fields))
-	}
-	rows := make([]row, len(distinct))
-	sizes := make([]int, len(distinct))
-	for i := range distinct {
-		rows[i], sizes[i] = messageRow(app, &distinct[i], fields[i])
-	}
-	stmts := s.bulkInserts(s.messages, messageColumns, "(app_id, id)", rows, sizes)
-	var err error
-	if len(stmts) == 1 {
-		_, err = s.db.ExecContext(ctx, stmts[0].query, stmts[0].args...)
-	} else {
-		err = s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
-			for _, st := range stmts {
-				if _, err := tx.ExecContext(ctx, st.query, st.args...); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
+	// New messages are the rule and a re-run chunk the exception, so the
+	// first attempt is a plain INSERT, which costs the database less than
+	// one that handles conflicts; only if it meets a stored ID is the
+	// write repeated skipping stored IDs.
+	err := s.saveMessages(ctx, app, distinct, fields, false)
+	if err != nil && isUniqueViolation(err) && ctx.Err() == nil {
+		err = s.saveMessages(ctx, app, distinct, fields, true)
 	}
 	return s.fail(ctx, op, err)
+}
+
+// saveMessages writes msgs (distinct IDs, checked) in one statement, or
+// in one transaction of several; skipStored makes it skip IDs already
+// stored instead of failing on them.
+func (s *Store) saveMessages(ctx context.Context, app string, msgs []store.Message, fields []nullString, skipStored bool) error {
+	if s.pgx {
+		// One statement, however many messages: no transaction needed.
+		return s.pgSaveMessages(ctx, app, msgs, fields, skipStored)
+	}
+	rows := make([]row, len(msgs))
+	sizes := make([]int, len(msgs))
+	for i := range msgs {
+		rows[i], sizes[i] = messageRow(app, &msgs[i], fields[i])
+	}
+	conflictKey := ""
+	if skipStored {
+		conflictKey = "(app_id, id)"
+	}
+	stmts := s.bulkInserts(s.messages, messageColumns, conflictKey, rows, sizes)
+	if len(stmts) == 1 {
+		_, err := s.db.ExecContext(ctx, stmts[0].query, stmts[0].args...)
+		return err
+	}
+	return s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+		for _, st := range stmts {
+			if _, err := tx.ExecContext(ctx, st.query, st.args...); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // checkMessage refuses what the database cannot store as given and

@@ -30,9 +30,10 @@ import (
 // IDs. A scalar subquery is never turned into a join or a hashed subplan,
 // so the plan is index probes whatever the statistics say.
 type pgStatements struct {
-	startChunk, completeChunk, saveMessages, insertChunks string
-	directRooms                                           string
-	existing                                              map[string]string // by table + "." + column
+	startChunk, completeChunk, insertChunks string
+	saveMessages, saveNewMessages           string
+	directRooms                             string
+	existing                                map[string]string // by table + "." + column
 }
 
 func (s *Store) preparePG() {
@@ -53,7 +54,9 @@ func (s *Store) preparePG() {
 		" SELECT $1, u.id, u.room_id, u.receiver, u.sender, u.type, u.text, u.extra, u.fields, u.batch_id, u.idx, u.created_at" +
 		" FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::int4[], $12::timestamptz[])" +
 		" WITH ORDINALITY AS u(id, room_id, receiver, sender, type, text, extra, fields, batch_id, idx, created_at, ord)" +
-		" ORDER BY u.ord ON CONFLICT (app_id, id) DO NOTHING"
+		" ORDER BY u.ord"
+	q.saveNewMessages = q.saveMessages
+	q.saveMessages += " ON CONFLICT (app_id, id) DO NOTHING"
 	q.insertChunks = "INSERT INTO " + s.chunks + " (" + chunkColumns + ")" +
 		" SELECT $1, $2, u.no, u.start, u.size, u.recipients, u.not_before" +
 		" FROM unnest($3::int4[], $4::int4[], $5::int4[], $6::text[], $7::timestamptz[]) AS u(no, start, size, recipients, not_before)"
@@ -127,8 +130,9 @@ func (s *Store) pgCompleteChunk(ctx context.Context, p *store.CompleteChunkParam
 // pgTime is a time as the store keeps it (UTC, microseconds), for pgx.
 func pgTime(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
 
-// pgSaveMessages writes msgs (distinct IDs, checked) in one statement.
-func (s *Store) pgSaveMessages(ctx context.Context, app string, msgs []store.Message, fields []nullString) error {
+// pgSaveMessages writes msgs (distinct IDs, checked) in one statement;
+// skipStored makes it skip IDs already stored instead of failing on them.
+func (s *Store) pgSaveMessages(ctx context.Context, app string, msgs []store.Message, fields []nullString, skipStored bool) error {
 	n := len(msgs)
 	ids, rooms, receivers, senders, types, texts, batchIDs := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	extras, fs := make([]*string, n), make([]*string, n)
@@ -145,23 +149,12 @@ func (s *Store) pgSaveMessages(ctx context.Context, app string, msgs []store.Mes
 		}
 		idx[i], created[i] = int32(m.Index), pgTime(m.CreatedAt)
 	}
-	_, err := s.db.DB.ExecContext(ctx, s.pg.saveMessages, app, ids, rooms, receivers, senders, types, texts, extras, fs, batchIDs, idx, created)
+	q := s.pg.saveNewMessages
+	if skipStored {
+		q = s.pg.saveMessages
+	}
+	_, err := s.db.DB.ExecContext(ctx, q, app, ids, rooms, receivers, senders, types, texts, extras, fs, batchIDs, idx, created)
 	return err
-}
-
-// pgExisting is existing for PostgreSQL: one statement with the IDs as an
-// array, probing the primary key once per ID.
-func (s *Store) pgExisting(ctx context.Context, table, col, app string, ids []string) (map[string]bool, error) {
-	q, ok := s.pg.existing[table+"."+col]
-	if !ok {
-		return nil, fmt.Errorf("no look-up prepared for %s.%s", table, col)
-	}
-	found := make(map[string]bool, len(ids))
-	rows, err := s.db.DB.QueryContext(ctx, q, app, ids)
-	if err != nil {
-		return nil, err
-	}
-	return found, scanStrings(rows, func(id string) { found[id] = true })
 }
 
 // pgDirectRoomRound runs one round of DirectRooms in one statement.
