@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -520,9 +521,11 @@ func (s *Store) roomMembers(ctx context.Context, app string, roomIDs []string) (
 	return out, nil
 }
 
-// lookupPairs answers, in one query, which of users exist and which of
-// rooms exist with which members (MySQL and SQLite; the lists are a
-// chunk's, so they are sent whole).
+// lookupPairs answers which of users exist and which of rooms exist with
+// which members (MySQL and SQLite; the lists are a chunk's, so they are
+// sent whole). One query reads the users and the rooms' members from the
+// members' primary key; the rooms themselves are read only for the IDs
+// that have no members (a room about to be created, usually).
 func (s *Store) lookupPairs(ctx context.Context, app string, users, rooms []string) (map[string]bool, map[string][]string, error) {
 	found := make(map[string]bool, len(users))
 	members := make(map[string][]string, len(rooms))
@@ -531,32 +534,49 @@ func (s *Store) lookupPairs(ctx context.Context, app string, users, rooms []stri
 	if hasNUL(app) || len(users)+len(rooms) == 0 {
 		return found, members, nil
 	}
-	// Both halves are never empty lists: IN () is a syntax error.
+	// Neither list is ever empty: IN () is a syntax error.
 	users, rooms = append(users, ""), append(rooms, "")
 	rows, err := s.db.QueryContext(ctx, "SELECT 0, id, id FROM "+s.users+" WHERE app_id = ? AND id IN (?)"+
-		" UNION ALL SELECT 1, r.id, m.user_id FROM "+s.rooms+" r LEFT JOIN "+s.members+" m ON m.app_id = r.app_id AND m.room_id = r.id"+
-		" WHERE r.app_id = ? AND r.id IN (?)", app, bun.List(users), app, bun.List(rooms))
+		" UNION ALL SELECT 1, room_id, user_id FROM "+s.members+" WHERE app_id = ? AND room_id IN (?)",
+		app, bun.List(users), app, bun.List(rooms))
 	if err != nil {
 		return nil, nil, err
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var kind int
-		var id string
-		var member sql.NullString
-		if err := rows.Scan(&kind, &id, &member); err != nil {
-			return nil, nil, err
+	err = func() error {
+		defer rows.Close()
+		for rows.Next() {
+			var kind int
+			var id, member string
+			if err := rows.Scan(&kind, &id, &member); err != nil {
+				return err
+			}
+			if kind == 0 {
+				found[id] = true
+			} else {
+				members[id] = append(members[id], member)
+			}
 		}
-		switch {
-		case kind == 0:
-			found[id] = true
-		case member.Valid:
-			members[id] = append(members[id], member.String)
-		case members[id] == nil:
-			members[id] = []string{}
+		return rows.Err()
+	}()
+	if err != nil {
+		return nil, nil, err
+	}
+	var empty []string
+	for _, r := range rooms[:len(rooms)-1] {
+		if members[r] == nil {
+			empty = append(empty, r)
 		}
 	}
-	return found, members, rows.Err()
+	if len(empty) > 0 {
+		// The room and its members in one statement: a room created since
+		// the first query comes with its members.
+		more, err := s.roomMembers(ctx, app, empty)
+		if err != nil {
+			return nil, nil, err
+		}
+		maps.Copy(members, more)
+	}
+	return found, members, nil
 }
 
 // AddUsers makes ids users of app; existing users are left alone. It is
