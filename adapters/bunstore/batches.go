@@ -210,13 +210,19 @@ func (s *Store) StartChunk(ctx context.Context, ref store.ChunkRef, at time.Time
 // readStarted loads a chunk and its batch in one query.
 func (s *Store) readStarted(ctx context.Context, ref store.ChunkRef) (*store.Batch, *store.Chunk, error) {
 	bs, cs := newBatchScan(ref.AppID, ref.BatchID), &chunkScan{c: store.Chunk{ChunkRef: ref}}
-	err := s.db.QueryRowContext(ctx, "SELECT c.start_index, c.recipients, c.not_before, c.started_at, c.done, c.outcomes, "+prefixed("b.", batchReadColumns)+
+	b, c, err := scanStarted(s.db.QueryRowContext(ctx, "SELECT c.start_index, c.recipients, c.not_before, c.started_at, c.done, c.outcomes, "+prefixed("b.", batchReadColumns)+
 		" FROM "+s.chunks+" c JOIN "+s.batches+" b ON b.app_id = c.app_id AND b.id = c.batch_id WHERE c.app_id = ? AND c.batch_id = ? AND c.chunk_no = ?",
-		ref.AppID, ref.BatchID, ref.No).Scan(append(cs.dest(), bs.dest()...)...)
+		ref.AppID, ref.BatchID, ref.No), bs, cs, append(cs.dest(), bs.dest()...))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil, store.ErrNotFound
 	}
-	if err != nil {
+	return b, c, err
+}
+
+// scanStarted scans row into dest, the destinations of bs and cs, and
+// returns the batch and the chunk.
+func scanStarted(row *sql.Row, bs *batchScan, cs *chunkScan, dest []any) (*store.Batch, *store.Chunk, error) {
+	if err := row.Scan(dest...); err != nil {
 		return nil, nil, err
 	}
 	c, err := cs.chunk()

@@ -98,18 +98,11 @@ func (s *Store) preparePG() {
 func (s *Store) pgStartChunk(ctx context.Context, ref store.ChunkRef, at time.Time) (*store.Batch, *store.Chunk, error) {
 	bs, cs := newBatchScan(ref.AppID, ref.BatchID), &chunkScan{c: store.Chunk{ChunkRef: ref}}
 	dest := append([]any{&cs.c.Start, &cs.recipients, &cs.notBefore, &cs.started}, bs.dest()...)
-	err := s.db.DB.QueryRowContext(ctx, s.pg.startChunk, ref.AppID, ref.BatchID, ref.No, pgTime(at)).Scan(dest...)
+	b, c, err := scanStarted(s.db.DB.QueryRowContext(ctx, s.pg.startChunk, ref.AppID, ref.BatchID, ref.No, pgTime(at)), bs, cs, dest)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil, nil
 	}
-	if err != nil {
-		return nil, nil, err
-	}
-	c, err := cs.chunk()
-	if err != nil {
-		return nil, nil, err
-	}
-	return bs.batch(), c, nil
+	return b, c, err
 }
 
 // pgCompleteChunk is CompleteChunk in one statement.

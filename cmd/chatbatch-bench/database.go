@@ -49,6 +49,16 @@ func openDatabase(ctx context.Context, name, dsn string) (*database, error) {
 
 func (d *database) close() { d.bun.Close() }
 
+// analyze updates the planner statistics of table.
+func (d *database) analyze(ctx context.Context, table string) error {
+	q := "ANALYZE " + table
+	if d.name == "mysql" {
+		q = "ANALYZE TABLE " + table
+	}
+	_, err := d.sql.ExecContext(ctx, q)
+	return err
+}
+
 // label names the database in the table: the server's own name for MySQL
 // (MariaDB or MySQL).
 func (d *database) label() string {
