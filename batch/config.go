@@ -60,8 +60,12 @@ type Config struct {
 	// are when the fields above are set. Defaults to asynq's defaults.
 	ServerConfig asynq.Config
 	// MaxRetry is how often a failing chunk is retried before its
-	// remaining recipients are recorded as failed. Defaults to 10 (asynq's
-	// exponential backoff then spans about a day).
+	// remaining recipients are recorded as failed: the attempt that finds
+	// asynq's retries used up, or the chunk started more than MaxRetry
+	// times in all (the store counts), records them. Defaults to 10
+	// (asynq's exponential backoff then spans about a day). A failure to
+	// record anything (the store itself is down) is retried until the
+	// store answers: then the chunk ends within one attempt.
 	MaxRetry int
 
 	// ChunkSize is the number of recipients per chunk (one queue task).
@@ -99,13 +103,16 @@ type Config struct {
 	// answered with 400. Defaults to 30 days.
 	MaxScheduleAhead time.Duration
 
-	// OnBatchDone, when set, is called once per batch when it reaches a
-	// final state (completed, completed_with_errors, canceled), by the
-	// process whose chunk completion or cancel made it final; the store
-	// decides which, so two workers never both call it. It runs on the
-	// worker's goroutine: keep it short, or hand off. A process that
-	// crashes between recording the last chunk and this call does not
-	// call it. Defaults to none.
+	// OnBatchDone, when set, is called when a batch reaches a final state
+	// (completed, completed_with_errors, canceled), by the process whose
+	// chunk completion or cancel made it final. It runs on the worker's
+	// (or the cancel request's) goroutine: keep it short, or hand off.
+	// With a store that implements store.DoneNotifications (memstore and
+	// bunstore do) the call is made at least once: the process claims it
+	// in the store first, and if it dies before recording the call as
+	// made, a Sweep makes it (Config.Lease after the batch finished). It
+	// is made exactly once unless a process dies between the call and
+	// the record. Other stores call it at most once. Defaults to none.
 	OnBatchDone func(ctx context.Context, s BatchSummary)
 
 	// BasePath is the path the handler is mounted at; the handler serves
@@ -114,12 +121,27 @@ type Config struct {
 	// http.StripPrefix). Defaults to "/messages/batch".
 	BasePath string
 
-	// Lease is how long a chunk may stay pending before the sweeper
-	// enqueues it again (its task was lost: an enqueue that failed after
-	// the batch was stored, a flushed Redis). Defaults to 1 minute.
+	// Lease is how long the store takes a chunk's worker for alive
+	// without hearing from it: a worker renews the lease of the chunk it
+	// processes every Lease/3, and a Sweep hands the chunk to the queue
+	// again once it ran out (the worker died). It is also how long a due
+	// chunk may wait without being started before a Sweep makes sure its
+	// task is in the queue (an enqueue that failed after the batch was
+	// stored, a flushed Redis). With SweepInterval it bounds recovery: a
+	// chunk resumes within Lease + SweepInterval of its worker dying or
+	// its task being lost, once a worker runs. Defaults to 10 seconds.
 	Lease time.Duration
-	// SweepInterval is how often Run sweeps. Defaults to 30 seconds.
+	// SweepInterval is how often Run sweeps (see Sweep). A sweep is a few
+	// queries of the store and, for every overdue chunk, an enqueue
+	// attempt in Redis. Defaults to 2 seconds.
 	SweepInterval time.Duration
+	// StoreTimeout bounds the waits of one API request on the store (and
+	// the Authenticator), counted from when its body has been read, and
+	// each store call of a worker. A database that does not answer (a
+	// network partition that drops packets) then gives 503 UNAVAILABLE
+	// with Retry-After within it instead of a request that hangs.
+	// Defaults to 5 seconds.
+	StoreTimeout time.Duration
 	// EnqueueTimeout bounds the enqueueing of a batch's tasks while the
 	// client waits; what is not enqueued by then is left to the sweeper.
 	// Defaults to 5 seconds.
@@ -158,9 +180,10 @@ func (c *Config) withDefaults() {
 	c.MaxIDLength = orDefault(c.MaxIDLength, 255)
 	c.DefaultSender = orDefault(c.DefaultSender, "system")
 	c.BasePath = orDefault(c.BasePath, "/messages/batch")
-	c.Lease = orDefault(c.Lease, time.Minute)
-	c.SweepInterval = orDefault(c.SweepInterval, 30*time.Second)
+	c.Lease = orDefault(c.Lease, 10*time.Second)
+	c.SweepInterval = orDefault(c.SweepInterval, 2*time.Second)
 	c.EnqueueTimeout = orDefault(c.EnqueueTimeout, 5*time.Second)
+	c.StoreTimeout = orDefault(c.StoreTimeout, 5*time.Second)
 	c.MaxScheduleAhead = orDefault(c.MaxScheduleAhead, 30*24*time.Hour)
 	c.IdempotencyTTL = orDefault(c.IdempotencyTTL, 24*time.Hour)
 	if c.Logger == nil {

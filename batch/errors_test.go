@@ -3,12 +3,14 @@ package batch_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chatbatch/chatbatch/batch"
+	"github.com/chatbatch/chatbatch/store"
 )
 
 const validBody = `{"message":"hi $name$","messageType":"text","paras":[{"receiver":"user-a","$name$":"A"}]}`
@@ -88,7 +90,7 @@ func (e *env) assertNothingHappened(t *testing.T) {
 	if tasks := e.enq.all(); len(tasks) != 0 {
 		t.Errorf("a failed request enqueued %d tasks", len(tasks))
 	}
-	pending, err := e.st.PendingChunks(context.Background(), time.Now().Add(time.Hour), 10)
+	pending, err := e.st.PendingChunks(context.Background(), &store.PendingChunksParams{DueBefore: time.Now().Add(time.Hour), LeaseExpiredBefore: time.Now(), Limit: 10})
 	must(t, err)
 	if len(pending) != 0 {
 		t.Errorf("a failed request stored a batch: %+v", pending)
@@ -113,6 +115,10 @@ func TestErrorCodes(t *testing.T) {
 		// 404 paths and batches
 		{name: "unknown sub-path", method: "GET", path: "/messages/batch/a/b/c", status: 404, code: "NOT_FOUND"},
 		{name: "unknown batch", method: "GET", path: "/messages/batch/batch-20260101-nope", status: 404, code: "BATCH_NOT_FOUND", msg: `batch "batch-20260101-nope" does not exist`},
+		{name: "NUL in a batch ID", method: "GET", path: "/messages/batch/a%00b", status: 404, code: "BATCH_NOT_FOUND"},
+		{name: "invalid UTF-8 in a batch ID", method: "GET", path: "/messages/batch/batch-%FF", status: 404, code: "BATCH_NOT_FOUND"},
+		{name: "NUL in a batch ID, recipients", method: "GET", path: "/messages/batch/%00/recipients", status: 404, code: "BATCH_NOT_FOUND"},
+		{name: "NUL in a batch ID, cancel", method: "DELETE", path: "/messages/batch/%00", status: 404, code: "BATCH_NOT_FOUND"},
 		// 415
 		{name: "text/plain", contentType: "text/plain", body: validBody, status: 415, code: "UNSUPPORTED_MEDIA_TYPE", msg: "application/json"},
 		{name: "no content type", contentType: "-", body: validBody, status: 415, code: "UNSUPPORTED_MEDIA_TYPE"},
@@ -267,6 +273,73 @@ func TestStoreDown(t *testing.T) {
 		})
 		errCase{body: validBody, status: 503, code: "UNAVAILABLE"}.run(t, e)
 	})
+}
+
+// hangingStore is a store whose database stopped answering (a network
+// partition that drops packets): the named methods wait until their
+// context ends.
+type hangingStore struct {
+	store.Store
+	hang map[string]bool
+}
+
+func (h *hangingStore) wait(ctx context.Context, method string) error {
+	if !h.hang[method] {
+		return nil
+	}
+	<-ctx.Done()
+	return fmt.Errorf("%s: read tcp: i/o timeout: %w", method, ctx.Err())
+}
+
+func (h *hangingStore) MissingUsers(ctx context.Context, app string, ids []string) ([]string, error) {
+	if err := h.wait(ctx, "MissingUsers"); err != nil {
+		return nil, err
+	}
+	return h.Store.MissingUsers(ctx, app, ids)
+}
+
+func (h *hangingStore) GetBatch(ctx context.Context, app, id string) (*store.Batch, error) {
+	if err := h.wait(ctx, "GetBatch"); err != nil {
+		return nil, err
+	}
+	return h.Store.GetBatch(ctx, app, id)
+}
+
+func (h *hangingStore) CancelBatch(ctx context.Context, app, id string, at time.Time) (*store.Batch, error) {
+	if err := h.wait(ctx, "CancelBatch"); err != nil {
+		return nil, err
+	}
+	return h.Store.CancelBatch(ctx, app, id, at)
+}
+
+// TestStoreHangs: a database that does not answer gives 503 with
+// Retry-After within Config.StoreTimeout, for POST, GET and DELETE.
+func TestStoreHangs(t *testing.T) {
+	t.Parallel()
+	const timeout = 200 * time.Millisecond
+	e := newEnv(t, func(c *batch.Config) {
+		c.Store = &hangingStore{Store: c.Store, hang: map[string]bool{"MissingUsers": true, "GetBatch": true, "CancelBatch": true}}
+		c.StoreTimeout = timeout
+	})
+	for _, c := range []errCase{
+		{name: "POST", body: validBody},
+		{name: "GET", method: "GET", path: "/messages/batch/batch-x"},
+		{name: "DELETE", method: "DELETE", path: "/messages/batch/batch-x"},
+	} {
+		c.status, c.code, c.msg = 503, "UNAVAILABLE", "retry later"
+		start := time.Now()
+		r := c.run(t, e)
+		if took := time.Since(start); took < timeout || took > timeout+2*time.Second {
+			t.Errorf("%s answered after %v, want just after the store timeout (%v)", c.name, took, timeout)
+		}
+		if r.header.Get("Retry-After") == "" {
+			t.Errorf("%s: 503 without Retry-After", c.name)
+		}
+		if strings.Contains(r.raw, "i/o timeout") {
+			t.Errorf("%s: the response leaks the internal error: %s", c.name, r.raw)
+		}
+	}
+	e.assertNothingHappened(t)
 }
 
 func TestInternalError(t *testing.T) {

@@ -453,6 +453,13 @@ func (f *failingStore) SaveMessages(ctx context.Context, app string, msgs []stor
 	return f.Store.SaveMessages(ctx, app, msgs)
 }
 
+func (f *failingStore) StartChunk(ctx context.Context, p *store.StartChunkParams) (*store.Batch, *store.Chunk, error) {
+	if err := f.check("StartChunk"); err != nil {
+		return nil, nil, err
+	}
+	return f.Store.StartChunk(ctx, p)
+}
+
 func (f *failingStore) CompleteChunk(ctx context.Context, p *store.CompleteChunkParams) (*store.Batch, error) {
 	if err := f.check("CompleteChunk"); err != nil {
 		return nil, err

@@ -90,7 +90,11 @@ func (s *Service) release(ctx context.Context, idem *idempotency) {
 	if idem == nil || !idem.claimed {
 		return
 	}
-	if err := idem.keys.ReleaseIdempotencyKey(context.WithoutCancel(ctx), idem.app, idem.key); err != nil {
+	// Released even when the request was canceled or ran out of time,
+	// within a bound of its own.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.StoreTimeout)
+	defer cancel()
+	if err := idem.keys.ReleaseIdempotencyKey(ctx, idem.app, idem.key); err != nil {
 		s.log.Warn("batch: releasing an idempotency key failed; it frees itself after a while", "app", idem.app, "err", err)
 	}
 }

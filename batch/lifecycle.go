@@ -35,19 +35,6 @@ func summaryOf(b *store.Batch, now time.Time) BatchSummary {
 	}
 }
 
-// batchDone runs Config.OnBatchDone for b, which just became final.
-func (s *Service) batchDone(ctx context.Context, b *store.Batch) {
-	if s.cfg.OnBatchDone == nil {
-		return
-	}
-	defer func() {
-		if v := recover(); v != nil {
-			s.log.Error("batch: OnBatchDone panicked", "batch", b.ID, "panic", v)
-		}
-	}()
-	s.cfg.OnBatchDone(ctx, summaryOf(b, s.cfg.Now()))
-}
-
 // queryParams checks that q has only the allowed keys, each once.
 func queryParams(q url.Values, allowed ...string) *apiError {
 	for k, v := range q {
@@ -151,7 +138,7 @@ func (s *Service) handleRecipients(w http.ResponseWriter, r *http.Request, p Pri
 				page, err := s.recipients(r.Context(), p.AppID, id, offset, limit, status)
 				switch {
 				case errors.Is(err, store.ErrNotFound):
-					aerr = newError(http.StatusNotFound, CodeBatchNotFound, "batch %q does not exist", id)
+					aerr = errBatchNotFound(id)
 				case err != nil:
 					aerr = s.storeError(r.Context(), "list recipients", err)
 				default:

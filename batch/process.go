@@ -38,9 +38,14 @@ func (s *Service) processTask(ctx context.Context, t *asynq.Task) error {
 	return s.ProcessChunk(ctx, store.ChunkRef{AppID: ct.App, BatchID: ct.Batch, No: ct.Chunk})
 }
 
-// finalAttempt reports whether the running task will not be retried if it
-// fails. Outside asynq (a direct call) there is always another attempt.
-func finalAttempt(ctx context.Context) bool {
+// finalAttempt reports whether a failure of this attempt at chunk c is
+// the last one allowed: asynq will not retry the task, or the chunk has
+// been attempted more than Config.MaxRetry times in all (tasks the sweeper
+// enqueued again start asynq's count afresh; the store's does not).
+func (s *Service) finalAttempt(ctx context.Context, c *store.Chunk) bool {
+	if c.Attempts > s.cfg.MaxRetry {
+		return true
+	}
 	retried, ok1 := asynq.GetRetryCount(ctx)
 	maxRetry, ok2 := asynq.GetMaxRetry(ctx)
 	return ok1 && ok2 && retried >= maxRetry
@@ -69,22 +74,41 @@ type chunkRun struct {
 // recorded as failed and the rest of the chunk goes on. A transient
 // failure returns an error so the task is retried; on the last attempt
 // the recipients still open are recorded as failed instead.
-func (s *Service) ProcessChunk(ctx context.Context, ref store.ChunkRef) error {
+func (s *Service) ProcessChunk(ctx context.Context, ref store.ChunkRef) (err error) {
 	start := time.Now()
+	log := s.log.With("app", ref.AppID, "batch", ref.BatchID, "chunk", ref.No)
+	if n, ok := asynq.GetRetryCount(ctx); ok {
+		log = log.With("task_retry", n)
+	}
 	// Starting the chunk is what keeps a cancel from canceling it: from
-	// here on it is this worker's to finish. A chunk the cancel got first
-	// comes back done.
-	b, c, err := s.cfg.Batches.StartChunk(ctx, ref, s.cfg.Now().UTC())
+	// here on it is this worker's to finish, for as long as it renews the
+	// lease. A chunk the cancel got first comes back done.
+	now := s.cfg.Now().UTC()
+	var b *store.Batch
+	var c *store.Chunk
+	err = s.storeCall(ctx, func(ctx context.Context) (err error) {
+		b, c, err = s.cfg.Batches.StartChunk(ctx, &store.StartChunkParams{Ref: ref, At: now, LeaseUntil: now.Add(s.cfg.Lease)})
+		return err
+	})
 	if errors.Is(err, store.ErrNotFound) {
-		s.log.Error("batch: chunk of a batch that does not exist; dropping the task", "app", ref.AppID, "batch", ref.BatchID, "chunk", ref.No)
+		log.Error("batch: chunk of a batch that does not exist; dropping the task")
 		return fmt.Errorf("batch: %w: %w", err, asynq.SkipRetry)
 	}
 	if err != nil {
+		log.Warn("batch: chunk attempt failed: the chunk could not be started", "err", err)
 		return fmt.Errorf("batch: start %s chunk %d: %w", ref.BatchID, ref.No, err)
 	}
 	if c.Done {
 		return nil // a duplicate task: another attempt finished it
 	}
+	log = log.With("attempt", c.Attempts)
+	stop := s.leaseKeeper(ctx, ref)
+	defer stop()
+	defer func() {
+		if err != nil {
+			log.Warn("batch: chunk attempt failed", "err", err)
+		}
+	}()
 	run := &chunkRun{s: s, ref: ref, batch: b, chunk: c, outcomes: make([]store.Outcome, len(c.Recipients))}
 	if !b.CanceledAt.IsZero() {
 		// Started by an earlier attempt that failed before the cancel: a
@@ -97,23 +121,37 @@ func (s *Service) ProcessChunk(ctx context.Context, ref store.ChunkRef) error {
 	if err := run.compile(); err != nil {
 		// Nothing can be sent from a payload we cannot read; retrying will
 		// not change that, so every recipient fails.
-		s.log.Error("batch: unreadable batch payload", "batch", ref.BatchID, "err", err)
+		log.Error("batch: unreadable batch payload", "err", err)
 		run.failOpen("the batch could not be read")
 		return run.complete(ctx, start)
 	}
 	if err := run.send(ctx); err != nil {
-		if !finalAttempt(ctx) {
-			s.log.Warn("batch: chunk failed; it will be retried", "batch", ref.BatchID, "chunk", ref.No, "err", err)
+		if !s.finalAttempt(ctx, c) {
 			return err
 		}
-		s.log.Error("batch: chunk failed on its last attempt; recording its open recipients as failed",
-			"batch", ref.BatchID, "chunk", ref.No, "err", err)
+		log.Error("batch: chunk failed on its last attempt; recording its open recipients as failed", "err", err)
 		// The outcome is shown to API clients: name the step, not the
 		// internals (addresses, driver messages) the log has.
 		step, _, _ := strings.Cut(err.Error(), ":")
 		run.failOpen("gave up after repeated failures (" + step + "); the server log has the cause")
 	}
 	return run.complete(ctx, start)
+}
+
+// storeCall runs one store call of a worker within Config.StoreTimeout:
+// a database that stops answering fails the attempt instead of holding
+// the worker.
+func (s *Service) storeCall(ctx context.Context, f func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
+	defer cancel()
+	return f(ctx)
+}
+
+// bounded is storeCall for a call with a result.
+func bounded[T any](ctx context.Context, d time.Duration, f func(context.Context) (T, error)) (T, error) {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	return f(ctx)
 }
 
 // compile decodes the batch payload and compiles its templates once per chunk.
@@ -162,7 +200,7 @@ func (r *chunkRun) send(ctx context.Context) error {
 	}
 	gone := map[string]bool{}
 	if len(rooms) > 0 {
-		missing, err := dir.MissingRooms(ctx, app, rooms)
+		missing, err := bounded(ctx, r.s.cfg.StoreTimeout, func(ctx context.Context) ([]string, error) { return dir.MissingRooms(ctx, app, rooms) })
 		if err != nil {
 			return fmt.Errorf("look up rooms: %w", err)
 		}
@@ -187,7 +225,7 @@ func (r *chunkRun) send(ctx context.Context) error {
 	if len(msgs) == 0 {
 		return nil
 	}
-	if err := r.s.cfg.Messages.SaveMessages(ctx, app, msgs); err != nil {
+	if err := r.s.storeCall(ctx, func(ctx context.Context) error { return r.s.cfg.Messages.SaveMessages(ctx, app, msgs) }); err != nil {
 		return fmt.Errorf("save messages: %w", err)
 	}
 	for k, i := range idx {
@@ -213,7 +251,7 @@ func (r *chunkRun) send(ctx context.Context) error {
 		return fmt.Errorf("deliver: %w", retry)
 	}
 	if err := r.push(ctx, delivered); err != nil {
-		if !finalAttempt(ctx) {
+		if !r.s.finalAttempt(ctx, r.chunk) {
 			return err
 		}
 		// The messages are delivered; a push that keeps failing does not
@@ -246,7 +284,9 @@ func (r *chunkRun) resolveDirectRooms(ctx context.Context, direct []int) error {
 		for k, i := range direct {
 			receivers[k] = r.chunk.Recipients[i].Receiver
 		}
-		rooms, err := resolver.DirectRooms(ctx, app, sender, receivers)
+		rooms, err := bounded(ctx, r.s.cfg.StoreTimeout, func(ctx context.Context) ([]store.DirectRoomResult, error) {
+			return resolver.DirectRooms(ctx, app, sender, receivers)
+		})
 		if err != nil {
 			return fmt.Errorf("one-on-one rooms: %w", err)
 		}
@@ -264,7 +304,7 @@ func (r *chunkRun) resolveDirectRooms(ctx context.Context, direct []int) error {
 	for _, i := range direct {
 		users = append(users, r.chunk.Recipients[i].Receiver)
 	}
-	missing, err := dir.MissingUsers(ctx, app, users)
+	missing, err := bounded(ctx, r.s.cfg.StoreTimeout, func(ctx context.Context) ([]string, error) { return dir.MissingUsers(ctx, app, users) })
 	if err != nil {
 		return fmt.Errorf("look up users: %w", err)
 	}
@@ -284,7 +324,9 @@ func (r *chunkRun) resolveDirectRooms(ctx context.Context, direct []int) error {
 		}
 	}
 	for _, i := range open {
-		id, err := dir.DirectRoom(ctx, app, sender, r.chunk.Recipients[i].Receiver)
+		id, err := bounded(ctx, r.s.cfg.StoreTimeout, func(ctx context.Context) (string, error) {
+			return dir.DirectRoom(ctx, app, sender, r.chunk.Recipients[i].Receiver)
+		})
 		if err := r.directRoomResult(i, id, err); err != nil {
 			return err
 		}
@@ -320,7 +362,9 @@ func (r *chunkRun) existingDirectRooms(ctx context.Context, namer store.DirectRo
 	for k, i := range open {
 		ids[k] = namer.DirectRoomID(sender, r.chunk.Recipients[i].Receiver)
 	}
-	members, err := r.s.cfg.Directory.RoomMembers(ctx, r.ref.AppID, ids)
+	members, err := bounded(ctx, r.s.cfg.StoreTimeout, func(ctx context.Context) (map[string][]string, error) {
+		return r.s.cfg.Directory.RoomMembers(ctx, r.ref.AppID, ids)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("look up one-on-one rooms: %w", err)
 	}
@@ -378,7 +422,9 @@ func (r *chunkRun) push(ctx context.Context, msgs []store.Message) error {
 	members := map[string][]string{}
 	if len(roomIDs) > 0 {
 		var err error
-		if members, err = r.s.cfg.Directory.RoomMembers(ctx, r.ref.AppID, roomIDs); err != nil {
+		if members, err = bounded(ctx, r.s.cfg.StoreTimeout, func(ctx context.Context) (map[string][]string, error) {
+			return r.s.cfg.Directory.RoomMembers(ctx, r.ref.AppID, roomIDs)
+		}); err != nil {
 			return fmt.Errorf("room members: %w", err)
 		}
 	}
@@ -423,7 +469,9 @@ func (r *chunkRun) push(ctx context.Context, msgs []store.Message) error {
 // complete records the outcomes. A conflict means another attempt
 // completed the chunk first, which is success.
 func (r *chunkRun) complete(ctx context.Context, start time.Time) error {
-	after, err := r.s.cfg.Batches.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: r.ref, Outcomes: r.outcomes, At: r.s.cfg.Now().UTC()})
+	after, err := bounded(ctx, r.s.cfg.StoreTimeout, func(ctx context.Context) (*store.Batch, error) {
+		return r.s.cfg.Batches.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: r.ref, Outcomes: r.outcomes, At: r.s.cfg.Now().UTC()})
+	})
 	if errors.Is(err, store.ErrConflict) {
 		return nil
 	}

@@ -7,38 +7,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
-
-	"github.com/chatbatch/chatbatch/store"
 )
-
-// Sweep enqueues the chunks that have been pending longer than
-// Config.Lease: their task was lost (an enqueue that failed after the
-// batch was stored, a flushed Redis, a task asynq gave up on). Chunks whose
-// task is still queued are left alone (their task ID is taken). It also
-// forgets expired idempotency keys. It returns how many chunks it handed
-// to the queue. Run calls it every
-// Config.SweepInterval; hosts with their own asynq server call it
-// periodically themselves.
-func (s *Service) Sweep(ctx context.Context) (int, error) {
-	const page = 1000
-	refs, err := s.cfg.Batches.PendingChunks(ctx, s.cfg.Now().Add(-s.cfg.Lease), page)
-	if err != nil {
-		return 0, fmt.Errorf("batch: sweep: %w", err)
-	}
-	n, err := s.enqueue(ctx, refs, time.Time{})
-	if err != nil {
-		return n, fmt.Errorf("batch: sweep: %w", err)
-	}
-	if n > 0 {
-		s.log.Debug("batch sweep", "pending_chunks", n)
-	}
-	if keys, ok := s.cfg.Batches.(store.IdempotencyKeys); ok {
-		if _, err := keys.DeleteExpiredIdempotencyKeys(ctx, s.cfg.Now().UTC(), page); err != nil {
-			return n, fmt.Errorf("batch: sweep idempotency keys: %w", err)
-		}
-	}
-	return n, nil
-}
 
 // Run processes chunks with an asynq server on Config.Redis and sweeps
 // every Config.SweepInterval, until ctx is canceled. Then it stops taking

@@ -61,6 +61,10 @@ func (s *Service) handleSend(w http.ResponseWriter, r *http.Request, p Principal
 	if aerr == nil {
 		body, aerr = readBody(w, r, s.cfg.MaxBodyBytes)
 	}
+	// From here on the request waits only for the store and the queue:
+	// bound that, so a database that does not answer gives a 503.
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
+	defer cancel()
 	// A dry run stores nothing, so it has nothing to make idempotent.
 	var idem *idempotency
 	if aerr == nil && len(r.Header.Values("Idempotency-Key")) > 0 && !opts.dryRun {

@@ -10,8 +10,10 @@ import (
 	"mime"
 	"net/http"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-playground/validator/v10"
 	"github.com/hibiken/asynq"
@@ -29,12 +31,14 @@ type Service struct {
 	extraFields map[string]bool
 	enqueuer    Enqueuer
 	ownClient   *asynq.Client // created by New, closed by Close
+	inspector   inspector     // on Config.Redis; nil without it
 }
 
 // New returns a Service for cfg. It checks cfg and returns an error naming
 // every field that is missing or wrong. It starts no goroutines; the only
-// resource it may create is an asynq client on Config.Redis (when
-// Config.Enqueuer is nil), which connects lazily and is closed by Close.
+// resources it may create are an asynq client (when Config.Enqueuer is
+// nil) and an asynq inspector on Config.Redis, which connect lazily and
+// are closed by Close.
 func New(cfg Config) (*Service, error) {
 	cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
@@ -54,16 +58,23 @@ func New(cfg Config) (*Service, error) {
 		s.ownClient = asynq.NewClient(cfg.Redis)
 		s.enqueuer = s.ownClient
 	}
+	if cfg.Redis != nil {
+		s.inspector = asynq.NewInspector(cfg.Redis)
+	}
 	return s, nil
 }
 
-// Close releases the asynq client New created, if any. It does not close
-// the Store or anything else the host passed in.
+// Close releases the asynq client and inspector New created, if any. It
+// does not close the Store or anything else the host passed in.
 func (s *Service) Close() error {
+	var errs []error
 	if s.ownClient != nil {
-		return s.ownClient.Close()
+		errs = append(errs, s.ownClient.Close())
 	}
-	return nil
+	if s.inspector != nil {
+		errs = append(errs, s.inspector.Close())
+	}
+	return errors.Join(errs...)
 }
 
 // Handler returns the HTTP handler of the API. Mount it at Config.BasePath
@@ -107,9 +118,17 @@ func (s *Service) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id, sub, _ := strings.Cut(strings.TrimPrefix(rel, "/"), "/")
+	// The store work of these requests starts at once: bound it all.
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.StoreTimeout)
+	defer cancel()
+	r = r.WithContext(ctx)
 	switch {
 	case id == "" || (sub != "" && sub != "recipients"):
 		writeError(w, newError(http.StatusNotFound, CodeNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
+	case !plausibleID(id):
+		// No batch ID holds a NUL or invalid UTF-8 (batch IDs are ours);
+		// asking the store would only provoke a driver error.
+		writeError(w, errBatchNotFound(id))
 	case sub == "recipients":
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			methodNotAllowed(w, r, "GET, HEAD")
@@ -143,14 +162,15 @@ func (s *Service) withPrincipal(w http.ResponseWriter, r *http.Request, next fun
 		writeError(w, newError(http.StatusUnauthorized, CodeInvalidAPIKey, "the IM-API-KEY header is missing"))
 		return
 	}
-	p, err := s.cfg.Authenticator.Authenticate(r.Context(), key)
+	actx, cancel := context.WithTimeout(r.Context(), s.cfg.StoreTimeout)
+	p, err := s.cfg.Authenticator.Authenticate(actx, key)
+	cancel()
 	switch {
 	case errors.Is(err, ErrInvalidAPIKey):
 		writeError(w, newError(http.StatusUnauthorized, CodeInvalidAPIKey, "the IM-API-KEY header is not a valid API key"))
 		return
 	case err != nil:
-		s.log.Error("batch: authenticator failed", "err", err)
-		writeError(w, errUnavailable)
+		writeError(w, s.storeError(r.Context(), "authenticate", err))
 		return
 	case p.AppID == "":
 		s.log.Error("batch: authenticator returned a principal without an AppID")
@@ -176,15 +196,30 @@ func checkContentType(r *http.Request) *apiError {
 		"Content-Type %q is not supported; send application/json; charset=utf-8", ct)
 }
 
-// storeError maps an error of the store to the API: the store is taken as
-// unavailable unless the request was canceled by the client.
+// storeError maps an error of the store (or the authenticator) to the
+// API: 503 UNAVAILABLE with Retry-After. ctx is the request's context: a
+// request the client canceled is logged as such, one that ran out of
+// Config.StoreTimeout as a store that did not answer.
 func (s *Service) storeError(ctx context.Context, op string, err error) *apiError {
-	if ctx.Err() != nil {
+	switch {
+	case errors.Is(ctx.Err(), context.Canceled):
 		s.log.Info("batch: request canceled by the client", "op", op)
-	} else {
+	case errors.Is(ctx.Err(), context.DeadlineExceeded) || errors.Is(err, context.DeadlineExceeded):
+		s.log.Error("batch: the store did not answer within Config.StoreTimeout", "op", op, "timeout", s.cfg.StoreTimeout, "err", err)
+	default:
 		s.log.Error("batch: store failed", "op", op, "err", err)
 	}
 	return errUnavailable
+}
+
+// plausibleID reports whether id could name something we stored: every
+// ID the API accepts is valid UTF-8 without NUL.
+func plausibleID(id string) bool {
+	return utf8.ValidString(id) && strings.IndexByte(id, 0) < 0
+}
+
+func errBatchNotFound(id string) *apiError {
+	return newError(http.StatusNotFound, CodeBatchNotFound, "batch %q does not exist", id)
 }
 
 // batchStatus is the result of GET /messages/batch/{batchID}.
@@ -230,7 +265,7 @@ func (s *Service) handleStatus(w http.ResponseWriter, r *http.Request, p Princip
 	b, err := s.cfg.Batches.GetBatch(r.Context(), p.AppID, id)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		writeError(w, newError(http.StatusNotFound, CodeBatchNotFound, "batch %q does not exist", id))
+		writeError(w, errBatchNotFound(id))
 	case err != nil:
 		writeError(w, s.storeError(r.Context(), "get batch", err))
 	default:
@@ -248,7 +283,7 @@ func (s *Service) handleCancel(w http.ResponseWriter, r *http.Request, p Princip
 	b, err := s.cfg.Batches.CancelBatch(r.Context(), p.AppID, id, s.cfg.Now().UTC())
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		writeError(w, newError(http.StatusNotFound, CodeBatchNotFound, "batch %q does not exist", id))
+		writeError(w, errBatchNotFound(id))
 		return
 	case errors.Is(err, store.ErrConflict):
 		st := "finished"
@@ -290,13 +325,22 @@ type chunkTask struct {
 	Chunk int    `json:"chunk"`
 }
 
-func (s *Service) newChunkTask(ref store.ChunkRef) (*asynq.Task, []asynq.Option) {
+// chunkTaskID is the asynq task ID of a chunk's task: one task per chunk
+// is queued at a time, however often the chunk is enqueued.
+func chunkTaskID(ref store.ChunkRef) string { return ref.BatchID + ":" + strconv.Itoa(ref.No) }
+
+// enqueueTask puts a task for ref with task ID id on the queue, to run at
+// processAt (zero or past: now). A taken ID is asynq.ErrTaskIDConflict.
+func (s *Service) enqueueTask(ctx context.Context, ref store.ChunkRef, id string, processAt time.Time) error {
 	payload, _ := json.Marshal(chunkTask{App: ref.AppID, Batch: ref.BatchID, Chunk: ref.No})
-	return asynq.NewTask(TaskChunk, payload), []asynq.Option{
-		asynq.TaskID(fmt.Sprintf("%s:%d", ref.BatchID, ref.No)),
-		asynq.Queue(s.cfg.Queue),
-		asynq.MaxRetry(s.cfg.MaxRetry),
+	opts := []asynq.Option{asynq.TaskID(id), asynq.Queue(s.cfg.Queue), asynq.MaxRetry(s.cfg.MaxRetry)}
+	if processAt.After(s.cfg.Now()) {
+		opts = append(opts, asynq.ProcessAt(processAt))
 	}
+	if _, err := s.enqueuer.EnqueueContext(ctx, asynq.NewTask(TaskChunk, payload), opts...); err != nil {
+		return fmt.Errorf("batch: enqueue %s chunk %d: %w", ref.BatchID, ref.No, err)
+	}
+	return nil
 }
 
 // enqueue puts one task per chunk on the queue. A chunk whose task ID is
@@ -304,12 +348,8 @@ func (s *Service) newChunkTask(ref store.ChunkRef) (*asynq.Task, []asynq.Option)
 // returns how many chunks are queued.
 func (s *Service) enqueue(ctx context.Context, refs []store.ChunkRef, processAt time.Time) (int, error) {
 	for i, ref := range refs {
-		task, opts := s.newChunkTask(ref)
-		if processAt.After(s.cfg.Now()) {
-			opts = append(opts, asynq.ProcessAt(processAt))
-		}
-		if _, err := s.enqueuer.EnqueueContext(ctx, task, opts...); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
-			return i, fmt.Errorf("batch: enqueue %s chunk %d: %w", ref.BatchID, ref.No, err)
+		if err := s.enqueueTask(ctx, ref, chunkTaskID(ref), processAt); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+			return i, err
 		}
 	}
 	return len(refs), nil

@@ -116,12 +116,19 @@ type Batches interface {
 	// StartChunk is LoadChunk for the worker about to process the chunk,
 	// and returns the chunk's batch (as GetBatch would) beside it: the
 	// worker needs both, and a store can read them in one round trip.
-	// If the chunk is not done and has no StartedAt yet, StartChunk sets
-	// StartedAt to at first, atomically with respect to CancelBatch, so a
-	// chunk is either started (and CancelBatch leaves it to finish) or
-	// canceled (and returned Done), never both. A started or done chunk
-	// is returned unchanged. It returns ErrNotFound like LoadChunk.
-	StartChunk(ctx context.Context, ref ChunkRef, at time.Time) (*Batch, *Chunk, error)
+	// If the chunk is not done, StartChunk first, atomically with
+	// respect to CancelBatch, sets StartedAt to p.At unless it is set
+	// already, adds one to Attempts and sets LeaseUntil to
+	// p.LeaseUntil: a chunk is either started (and CancelBatch leaves it
+	// to finish) or canceled (and returned Done), never both. A done
+	// chunk is returned unchanged. It returns ErrNotFound like LoadChunk.
+	StartChunk(ctx context.Context, p *StartChunkParams) (*Batch, *Chunk, error)
+
+	// RenewChunkLease sets the LeaseUntil of a chunk that is not done to
+	// p.Until: the worker processing it is alive. A done chunk is left
+	// unchanged, which is not an error. It returns ErrNotFound if the
+	// chunk does not exist.
+	RenewChunkLease(ctx context.Context, p *RenewChunkLeaseParams) error
 
 	// CompleteChunk records the outcome of every recipient of a pending
 	// chunk, marks it done and adds the outcomes to the batch counters, all
@@ -143,10 +150,43 @@ type Batches interface {
 	// is canceled but not finished is not an error.
 	CancelBatch(ctx context.Context, app, id string, at time.Time) (*Batch, error)
 
-	// PendingChunks lists, across all apps, up to limit chunks that are not
-	// done and whose NotBefore is at or before dueBefore, oldest NotBefore
-	// first. The sweeper uses it to enqueue chunks whose task was lost.
-	PendingChunks(ctx context.Context, dueBefore time.Time, limit int) ([]ChunkRef, error)
+	// PendingChunks lists, across all apps, up to p.Limit chunks that are
+	// not done and either not started with NotBefore at or before
+	// p.DueBefore, or started with LeaseUntil before p.LeaseExpiredBefore
+	// (or never set), oldest NotBefore first (then by batch and chunk
+	// number). The chunks come without Recipients and Outcomes. The
+	// sweeper uses it to find chunks whose task was lost or whose worker
+	// died.
+	PendingChunks(ctx context.Context, p *PendingChunksParams) ([]Chunk, error)
+}
+
+// StartChunkParams are the arguments of [Batches.StartChunk].
+type StartChunkParams struct {
+	Ref ChunkRef
+	// At is the time the chunk is started (UTC).
+	At time.Time
+	// LeaseUntil is how long the chunk is the starting worker's: until
+	// then the sweeper takes the worker for alive (UTC).
+	LeaseUntil time.Time
+}
+
+// RenewChunkLeaseParams are the arguments of [Batches.RenewChunkLease].
+type RenewChunkLeaseParams struct {
+	Ref ChunkRef
+	// Until is the new LeaseUntil (UTC).
+	Until time.Time
+}
+
+// PendingChunksParams are the arguments of [Batches.PendingChunks].
+type PendingChunksParams struct {
+	// DueBefore selects the chunks not started yet that were due at or
+	// before it.
+	DueBefore time.Time
+	// LeaseExpiredBefore selects the started chunks whose lease ended
+	// before it.
+	LeaseExpiredBefore time.Time
+	// Limit is the most chunks returned.
+	Limit int
 }
 
 // Message is one message produced by a batch for one recipient.
@@ -201,6 +241,10 @@ type Batch struct {
 	FinishedAt time.Time
 	// CanceledAt is when the batch was canceled; zero if it was not.
 	CanceledAt time.Time
+	// NotifiedAt is when the batch's end was reported (see
+	// DoneNotifications); zero before, and in stores that do not
+	// implement DoneNotifications.
+	NotifiedAt time.Time
 	// IdempotencyKey, when set at CreateBatch, is the Idempotency-Key the
 	// batch was created under; see IdempotencyKeys. Stores that do not
 	// implement IdempotencyKeys ignore it.
@@ -271,6 +315,13 @@ type Chunk struct {
 	NotBefore time.Time
 	// StartedAt is when a worker first started the chunk; zero before.
 	StartedAt time.Time
+	// Attempts counts the StartChunk calls that found the chunk not done:
+	// how often a worker has begun to process it.
+	Attempts int
+	// LeaseUntil is when the last worker to start or renew the chunk is
+	// taken for dead if the chunk is not done by then; zero before the
+	// chunk is started.
+	LeaseUntil time.Time
 	// Done reports whether the chunk has been completed.
 	Done bool
 	// Outcomes has one entry per recipient once Done; nil before.
@@ -419,4 +470,42 @@ type DirectRoomResult struct {
 	// Err is nil, or wraps ErrNotFound or ErrConflict as DirectRoom's
 	// error for the pair would.
 	Err error
+}
+
+// DoneNotifications is implemented by Batches stores that keep track of
+// which finished batches have been reported to the host (the OnBatchDone
+// callback of package batch), so that the report is made at least once
+// even when the process that finished a batch dies before making it, and
+// exactly once when nothing dies. A report is claimed for a while, made,
+// then marked done; a claim that ran out without the mark is taken over.
+type DoneNotifications interface {
+	// ClaimDoneNotifications claims, across apps (or only the batch
+	// p.AppID/p.BatchID when p.BatchID is set), up to p.Limit batches
+	// that are finished (ChunksDone == Chunks) at or before
+	// p.FinishedBefore, have no NotifiedAt and are not claimed, or only
+	// by a claim that ended before p.At. Each is claimed until p.Until
+	// and returned as GetBatch would. Of concurrent claims of one batch
+	// exactly one gets it.
+	ClaimDoneNotifications(ctx context.Context, p *ClaimDoneNotificationsParams) ([]*Batch, error)
+
+	// MarkDoneNotified sets the batch's NotifiedAt to at: the report was
+	// made. Marking a batch marked already changes nothing. It returns
+	// ErrNotFound if the batch does not exist in app.
+	MarkDoneNotified(ctx context.Context, app, id string, at time.Time) error
+}
+
+// ClaimDoneNotificationsParams are the arguments of
+// [DoneNotifications.ClaimDoneNotifications].
+type ClaimDoneNotificationsParams struct {
+	// AppID and BatchID, when BatchID is set, restrict the claim to that
+	// batch.
+	AppID, BatchID string
+	// FinishedBefore selects the batches whose FinishedAt is at or before it.
+	FinishedBefore time.Time
+	// At is now: claims that ended before it are taken over.
+	At time.Time
+	// Until is when the new claims end (UTC).
+	Until time.Time
+	// Limit is the most batches claimed.
+	Limit int
 }

@@ -16,8 +16,9 @@ import (
 
 const (
 	batchColumns     = "app_id, id, sender, count, chunks, payload, created_at, send_at, finished_at, sent, failed, canceled, chunks_done"
-	batchReadColumns = "sender, count, chunks, payload, created_at, send_at, finished_at, canceled_at, sent, failed, canceled, chunks_done"
+	batchReadColumns = "sender, count, chunks, payload, created_at, send_at, finished_at, canceled_at, sent, failed, canceled, chunks_done, notified_at"
 	chunkColumns     = "app_id, batch_id, chunk_no, start_index, size, recipients, not_before"
+	chunkReadColumns = "start_index, recipients, not_before, started_at, attempts, lease_until, done, outcomes"
 )
 
 // CreateBatch implements store.Batches: the batch row and its chunk rows
@@ -32,8 +33,8 @@ func (s *Store) CreateBatch(ctx context.Context, b *store.Batch, chunks []store.
 	if b.Chunks != len(chunks) {
 		return fmt.Errorf("bunstore: %s %q: Chunks is %d but %d chunks given", op, b.ID, b.Chunks, len(chunks))
 	}
-	if hasNUL(b.AppID, b.ID, b.Sender) {
-		return fmt.Errorf("bunstore: %s %q: an ID contains a NUL byte", op, b.ID)
+	if unstorable(b.AppID, b.ID, b.Sender) {
+		return fmt.Errorf("bunstore: %s %q: an ID contains a NUL byte or invalid UTF-8", op, b.ID)
 	}
 	if b.CreatedAt.IsZero() {
 		return fmt.Errorf("bunstore: %s %q: CreatedAt is the zero time", op, b.ID)
@@ -96,7 +97,7 @@ func (s *Store) GetBatch(ctx context.Context, app, id string) (*store.Batch, err
 
 // readBatch loads one batch through db (the pool or a transaction).
 func (s *Store) readBatch(ctx context.Context, db bun.IConn, app, id string) (*store.Batch, error) {
-	if hasNUL(app, id) {
+	if unstorable(app, id) {
 		return nil, fmt.Errorf("batch %q: %w", id, store.ErrNotFound)
 	}
 	bs := newBatchScan(app, id)
@@ -112,8 +113,8 @@ func (s *Store) readBatch(ctx context.Context, db bun.IConn, app, id string) (*s
 
 // batchScan receives the batchReadColumns of one row.
 type batchScan struct {
-	b                                 store.Batch
-	created, sendAt, finished, cancel dbTime
+	b                                           store.Batch
+	created, sendAt, finished, cancel, notified dbTime
 }
 
 func newBatchScan(app, id string) *batchScan {
@@ -123,31 +124,30 @@ func newBatchScan(app, id string) *batchScan {
 // dest returns the scan destinations of batchReadColumns, in order.
 func (x *batchScan) dest() []any {
 	b := &x.b
-	return []any{&b.Sender, &b.Count, &b.Chunks, &b.Payload, &x.created, &x.sendAt, &x.finished, &x.cancel, &b.Sent, &b.Failed, &b.Canceled, &b.ChunksDone}
+	return []any{&b.Sender, &b.Count, &b.Chunks, &b.Payload, &x.created, &x.sendAt, &x.finished, &x.cancel, &b.Sent, &b.Failed, &b.Canceled, &b.ChunksDone, &x.notified}
 }
 
 func (x *batchScan) batch() *store.Batch {
-	x.b.CreatedAt, x.b.SendAt, x.b.FinishedAt, x.b.CanceledAt = x.created.t, x.sendAt.t, x.finished.t, x.cancel.t
+	x.b.CreatedAt, x.b.SendAt, x.b.FinishedAt, x.b.CanceledAt, x.b.NotifiedAt = x.created.t, x.sendAt.t, x.finished.t, x.cancel.t, x.notified.t
 	return &x.b
 }
 
 // chunkScan receives a chunk's columns.
 type chunkScan struct {
-	c                  store.Chunk
-	recipients         string
-	outcomes           *string
-	notBefore, started dbTime
+	c                         store.Chunk
+	recipients                string
+	outcomes                  *string
+	notBefore, started, lease dbTime
 }
 
-// dest returns the scan destinations of start_index, recipients,
-// not_before, started_at, done and outcomes.
+// dest returns the scan destinations of chunkReadColumns, in order.
 func (x *chunkScan) dest() []any {
-	return []any{&x.c.Start, &x.recipients, &x.notBefore, &x.started, &x.c.Done, &x.outcomes}
+	return []any{&x.c.Start, &x.recipients, &x.notBefore, &x.started, &x.c.Attempts, &x.lease, &x.c.Done, &x.outcomes}
 }
 
 func (x *chunkScan) chunk() (*store.Chunk, error) {
 	c := &x.c
-	c.NotBefore, c.StartedAt = x.notBefore.t, x.started.t
+	c.NotBefore, c.StartedAt, c.LeaseUntil = x.notBefore.t, x.started.t, x.lease.t
 	var err error
 	if c.Recipients, err = decodeRecipients(x.recipients); err != nil {
 		return nil, fmt.Errorf("recipients column: %w", err)
@@ -173,29 +173,31 @@ func (s *Store) LoadChunk(ctx context.Context, ref store.ChunkRef) (*store.Chunk
 	return c, nil
 }
 
-// StartChunk implements store.Batches. The UPDATE sets started_at only on
-// a chunk that is neither done nor started; CancelBatch's UPDATE of the
-// same row has the same condition, so whichever commits first wins the row
-// and the other's condition no longer holds. On PostgreSQL (pgx) the
-// UPDATE returns the chunk joined with its batch: one round trip.
-// Otherwise, and when the UPDATE matched no row (a chunk started or done
-// before), a SELECT of the chunk and its batch follows.
-func (s *Store) StartChunk(ctx context.Context, ref store.ChunkRef, at time.Time) (*store.Batch, *store.Chunk, error) {
+// StartChunk implements store.Batches. The UPDATE starts a chunk only if
+// it is not done; CancelBatch's UPDATE of the same row requires it to be
+// neither done nor started, so whichever commits first wins the row and
+// the other's condition no longer holds. On PostgreSQL (pgx) the UPDATE
+// returns the chunk joined with its batch: one round trip. Otherwise, and
+// when the UPDATE matched no row (a chunk done before), a SELECT of the
+// chunk and its batch follows.
+func (s *Store) StartChunk(ctx context.Context, p *store.StartChunkParams) (*store.Batch, *store.Chunk, error) {
 	const op = "start chunk"
 	if err := begin(ctx, op); err != nil {
 		return nil, nil, err
 	}
-	if hasNUL(ref.AppID, ref.BatchID) {
+	ref := p.Ref
+	if unstorable(ref.AppID, ref.BatchID) {
 		return nil, nil, fmt.Errorf("bunstore: %s: batch %q chunk %d: %w", op, ref.BatchID, ref.No, store.ErrNotFound)
 	}
 	if s.pgx {
-		b, c, err := s.pgStartChunk(ctx, ref, at)
+		b, c, err := s.pgStartChunk(ctx, p)
 		if err != nil || c != nil {
 			return b, c, s.fail(ctx, fmt.Sprintf("%s: batch %q chunk %d", op, ref.BatchID, ref.No), err)
 		}
 	} else {
-		_, err := s.db.ExecContext(ctx, "UPDATE "+s.chunks+" SET started_at = ? WHERE app_id = ? AND batch_id = ? AND chunk_no = ? AND done = "+s.falseLit()+" AND started_at IS NULL",
-			toDB(at), ref.AppID, ref.BatchID, ref.No)
+		_, err := s.db.ExecContext(ctx, "UPDATE "+s.chunks+" SET started_at = COALESCE(started_at, ?), attempts = attempts + 1, lease_until = ?"+
+			" WHERE app_id = ? AND batch_id = ? AND chunk_no = ? AND done = "+s.falseLit(),
+			toDB(p.At), toDB(p.LeaseUntil), ref.AppID, ref.BatchID, ref.No)
 		if err != nil {
 			return nil, nil, s.fail(ctx, op, err)
 		}
@@ -207,10 +209,38 @@ func (s *Store) StartChunk(ctx context.Context, ref store.ChunkRef, at time.Time
 	return b, c, nil
 }
 
+// RenewChunkLease implements store.Batches.
+func (s *Store) RenewChunkLease(ctx context.Context, p *store.RenewChunkLeaseParams) error {
+	const op = "renew chunk lease"
+	if err := begin(ctx, op); err != nil {
+		return err
+	}
+	ref := p.Ref
+	if unstorable(ref.AppID, ref.BatchID) {
+		return fmt.Errorf("bunstore: %s: batch %q chunk %d: %w", op, ref.BatchID, ref.No, store.ErrNotFound)
+	}
+	res, err := s.db.ExecContext(ctx, "UPDATE "+s.chunks+" SET lease_until = ? WHERE app_id = ? AND batch_id = ? AND chunk_no = ? AND done = "+s.falseLit(),
+		toDB(p.Until), ref.AppID, ref.BatchID, ref.No)
+	if err == nil {
+		var n int64
+		if n, err = res.RowsAffected(); err == nil && n == 0 {
+			// Done (fine) or missing: tell them apart. MySQL counts only
+			// changed rows, so an equal lease lands here too.
+			var done bool
+			err = s.db.QueryRowContext(ctx, "SELECT done FROM "+s.chunks+" WHERE app_id = ? AND batch_id = ? AND chunk_no = ?",
+				ref.AppID, ref.BatchID, ref.No).Scan(&done)
+			if errors.Is(err, sql.ErrNoRows) {
+				err = store.ErrNotFound
+			}
+		}
+	}
+	return s.fail(ctx, fmt.Sprintf("%s: batch %q chunk %d", op, ref.BatchID, ref.No), err)
+}
+
 // readStarted loads a chunk and its batch in one query.
 func (s *Store) readStarted(ctx context.Context, ref store.ChunkRef) (*store.Batch, *store.Chunk, error) {
 	bs, cs := newBatchScan(ref.AppID, ref.BatchID), &chunkScan{c: store.Chunk{ChunkRef: ref}}
-	b, c, err := scanStarted(s.db.QueryRowContext(ctx, "SELECT c.start_index, c.recipients, c.not_before, c.started_at, c.done, c.outcomes, "+prefixed("b.", batchReadColumns)+
+	b, c, err := scanStarted(s.db.QueryRowContext(ctx, "SELECT "+prefixed("c.", chunkReadColumns)+", "+prefixed("b.", batchReadColumns)+
 		" FROM "+s.chunks+" c JOIN "+s.batches+" b ON b.app_id = c.app_id AND b.id = c.batch_id WHERE c.app_id = ? AND c.batch_id = ? AND c.chunk_no = ?",
 		ref.AppID, ref.BatchID, ref.No), bs, cs, append(cs.dest(), bs.dest()...))
 	if errors.Is(err, sql.ErrNoRows) {
@@ -239,11 +269,11 @@ func prefixed(qualifier, cols string) string {
 
 // readChunk loads one chunk through db (the pool or a transaction).
 func (s *Store) readChunk(ctx context.Context, db bun.IConn, ref store.ChunkRef) (*store.Chunk, error) {
-	if hasNUL(ref.AppID, ref.BatchID) {
+	if unstorable(ref.AppID, ref.BatchID) {
 		return nil, store.ErrNotFound
 	}
 	cs := &chunkScan{c: store.Chunk{ChunkRef: ref}}
-	err := db.QueryRowContext(ctx, "SELECT start_index, recipients, not_before, started_at, done, outcomes FROM "+s.chunks+" WHERE app_id = ? AND batch_id = ? AND chunk_no = ?",
+	err := db.QueryRowContext(ctx, "SELECT "+chunkReadColumns+" FROM "+s.chunks+" WHERE app_id = ? AND batch_id = ? AND chunk_no = ?",
 		ref.AppID, ref.BatchID, ref.No).Scan(cs.dest()...)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, store.ErrNotFound
@@ -271,7 +301,7 @@ func (s *Store) CancelBatch(ctx context.Context, app, id string, at time.Time) (
 	if err := begin(ctx, op); err != nil {
 		return nil, err
 	}
-	if hasNUL(app, id) {
+	if unstorable(app, id) {
 		return nil, fmt.Errorf("bunstore: %s %q: %w", op, id, store.ErrNotFound)
 	}
 	forUpdate := " FOR UPDATE"
@@ -354,7 +384,7 @@ func (s *Store) CompleteChunk(ctx context.Context, p *store.CompleteChunkParams)
 		return nil, err
 	}
 	ref := p.Ref
-	if hasNUL(ref.AppID, ref.BatchID) {
+	if unstorable(ref.AppID, ref.BatchID) {
 		return nil, fmt.Errorf("bunstore: %s: batch %q chunk %d: %w", op, ref.BatchID, ref.No, store.ErrNotFound)
 	}
 	outcomes := encodeOutcomes(p.Outcomes)
@@ -435,21 +465,23 @@ func (s *Store) whyNotCompleted(ctx context.Context, tx bun.IConn, ref store.Chu
 }
 
 // PendingChunks implements store.Batches, oldest NotBefore first (then by
-// batch ID and chunk number, as memstore). limit < 0 means no limit.
-func (s *Store) PendingChunks(ctx context.Context, dueBefore time.Time, limit int) ([]store.ChunkRef, error) {
+// batch ID and chunk number, as memstore). Limit < 0 means no limit.
+func (s *Store) PendingChunks(ctx context.Context, p *store.PendingChunksParams) ([]store.Chunk, error) {
 	const op = "pending chunks"
 	if err := begin(ctx, op); err != nil {
 		return nil, err
 	}
-	out := []store.ChunkRef{}
-	if limit == 0 {
+	out := []store.Chunk{}
+	if p.Limit == 0 {
 		return out, nil
 	}
-	q := "SELECT app_id, batch_id, chunk_no FROM " + s.chunks + " WHERE done = " + s.falseLit() + " AND not_before <= ? ORDER BY not_before, batch_id, chunk_no, app_id"
-	args := []any{toDB(dueBefore)}
-	if limit > 0 {
+	q := "SELECT app_id, batch_id, chunk_no, start_index, not_before, started_at, attempts, lease_until FROM " + s.chunks +
+		" WHERE done = " + s.falseLit() + " AND ((started_at IS NULL AND not_before <= ?) OR (started_at IS NOT NULL AND (lease_until IS NULL OR lease_until < ?)))" +
+		" ORDER BY not_before, batch_id, chunk_no, app_id"
+	args := []any{toDB(p.DueBefore), toDB(p.LeaseExpiredBefore)}
+	if p.Limit > 0 {
 		q += " LIMIT ?"
-		args = append(args, limit)
+		args = append(args, p.Limit)
 	}
 	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
@@ -457,14 +489,98 @@ func (s *Store) PendingChunks(ctx context.Context, dueBefore time.Time, limit in
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var r store.ChunkRef
-		if err := rows.Scan(&r.AppID, &r.BatchID, &r.No); err != nil {
+		var c store.Chunk
+		var notBefore, started, lease dbTime
+		if err := rows.Scan(&c.AppID, &c.BatchID, &c.No, &c.Start, &notBefore, &started, &c.Attempts, &lease); err != nil {
 			return nil, s.fail(ctx, op, err)
 		}
-		out = append(out, r)
+		c.NotBefore, c.StartedAt, c.LeaseUntil = notBefore.t, started.t, lease.t
+		out = append(out, c)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, s.fail(ctx, op, err)
 	}
 	return out, nil
+}
+
+// ClaimDoneNotifications implements store.DoneNotifications: the
+// candidates are read, then each is claimed by an UPDATE whose condition
+// repeats the query's, so of concurrent claimers exactly one changes the
+// row.
+func (s *Store) ClaimDoneNotifications(ctx context.Context, p *store.ClaimDoneNotificationsParams) ([]*store.Batch, error) {
+	const op = "claim done notifications"
+	if err := begin(ctx, op); err != nil {
+		return nil, err
+	}
+	out := []*store.Batch{}
+	if p.Limit == 0 || (p.BatchID != "" && unstorable(p.AppID, p.BatchID)) {
+		return out, nil
+	}
+	const open = " notified_at IS NULL AND finished_at IS NOT NULL AND finished_at <= ? AND (notify_until IS NULL OR notify_until < ?)"
+	var refs []store.ChunkRef // AppID and BatchID only
+	if p.BatchID != "" {
+		refs = []store.ChunkRef{{AppID: p.AppID, BatchID: p.BatchID}}
+	} else {
+		q := "SELECT app_id, id FROM " + s.batches + " WHERE" + open + " ORDER BY finished_at, id, app_id"
+		args := []any{toDB(p.FinishedBefore), toDB(p.At)}
+		if p.Limit > 0 {
+			q += " LIMIT ?"
+			args = append(args, p.Limit)
+		}
+		rows, err := s.db.QueryContext(ctx, q, args...)
+		if err != nil {
+			return nil, s.fail(ctx, op, err)
+		}
+		for rows.Next() {
+			var r store.ChunkRef
+			if err := rows.Scan(&r.AppID, &r.BatchID); err != nil {
+				rows.Close()
+				return nil, s.fail(ctx, op, err)
+			}
+			refs = append(refs, r)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, s.fail(ctx, op, err)
+		}
+	}
+	for _, r := range refs {
+		res, err := s.db.ExecContext(ctx, "UPDATE "+s.batches+" SET notify_until = ? WHERE app_id = ? AND id = ? AND"+open,
+			toDB(p.Until), r.AppID, r.BatchID, toDB(p.FinishedBefore), toDB(p.At))
+		if err != nil {
+			return nil, s.fail(ctx, op, err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return nil, s.fail(ctx, op, err)
+		} else if n == 0 {
+			continue // another claimer was first, or not finished yet
+		}
+		b, err := s.readBatch(ctx, s.db, r.AppID, r.BatchID)
+		if err != nil {
+			return nil, s.fail(ctx, op, err)
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}
+
+// MarkDoneNotified implements store.DoneNotifications.
+func (s *Store) MarkDoneNotified(ctx context.Context, app, id string, at time.Time) error {
+	const op = "mark done notified"
+	if err := begin(ctx, op); err != nil {
+		return err
+	}
+	if unstorable(app, id) {
+		return fmt.Errorf("bunstore: %s %q: %w", op, id, store.ErrNotFound)
+	}
+	res, err := s.db.ExecContext(ctx, "UPDATE "+s.batches+" SET notified_at = COALESCE(notified_at, ?) WHERE app_id = ? AND id = ?", toDB(at), app, id)
+	if err == nil {
+		var n int64
+		if n, err = res.RowsAffected(); err == nil && n == 0 {
+			// MySQL counts changed rows only: an already marked batch
+			// lands here too.
+			_, err = s.readBatch(ctx, s.db, app, id)
+		}
+	}
+	return s.fail(ctx, op, err)
 }

@@ -45,6 +45,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -113,7 +114,7 @@ type Store struct {
 	pg  pgStatements
 
 	// Table names, prefixed once here so that queries only concatenate.
-	users, rooms, members, messages, batches, chunks, keys string
+	users, rooms, members, messages, batches, chunks, keys, migrations string
 }
 
 // New returns a Store on db, which must use the PostgreSQL (pgdialect),
@@ -149,6 +150,7 @@ func New(db *bun.DB, opts *Options) (*Store, error) {
 	s.batches = s.prefix + "batches"
 	s.chunks = s.prefix + "chunks"
 	s.keys = s.prefix + "idempotency_keys"
+	s.migrations = s.prefix + "schema_migrations"
 	if _, ok := db.DB.Driver().(*stdlib.Driver); ok && s.kind == dialect.PG {
 		s.pgx = true
 		s.preparePG()
@@ -178,9 +180,9 @@ func (s *Store) TablePrefix() string { return s.prefix }
 // in an order in which they can be dropped (children before parents).
 func (s *Store) Tables() []string {
 	if s.bookkeepingOnly {
-		return []string{s.keys, s.chunks, s.batches}
+		return []string{s.migrations, s.keys, s.chunks, s.batches}
 	}
-	return []string{s.keys, s.chunks, s.batches, s.messages, s.members, s.rooms, s.users}
+	return []string{s.migrations, s.keys, s.chunks, s.batches, s.messages, s.members, s.rooms, s.users}
 }
 
 // Ping checks that the database answers.
@@ -245,13 +247,15 @@ func isUniqueViolation(err error) bool {
 	return strings.Contains(err.Error(), "UNIQUE constraint failed")
 }
 
-// hasNUL reports whether any string holds a NUL byte. bun cannot write such
-// strings (PostgreSQL and SQLite would get a syntax error, MySQL would get
-// the byte silently dropped), so writes refuse them and lookups treat such
-// IDs as absent: nothing with a NUL in it was ever stored.
-func hasNUL(ss ...string) bool {
+// unstorable reports whether any string holds a NUL byte or is not valid
+// UTF-8. bun cannot write a NUL (PostgreSQL and SQLite would get a syntax
+// error, MySQL would get the byte silently dropped) and PostgreSQL refuses
+// invalid UTF-8 with an error that would read as an outage, so writes
+// refuse such strings and lookups treat such IDs as absent: nothing like
+// that was ever stored.
+func unstorable(ss ...string) bool {
 	for _, s := range ss {
-		if strings.IndexByte(s, 0) >= 0 {
+		if strings.IndexByte(s, 0) >= 0 || !utf8.ValidString(s) {
 			return true
 		}
 	}

@@ -71,8 +71,8 @@ func dedupe(ids []string) []string {
 // app, in bounded bulk queries.
 func (s *Store) existing(ctx context.Context, db bun.IConn, table, col, app string, ids []string) (map[string]bool, error) {
 	found := make(map[string]bool, len(ids))
-	ids = slices.DeleteFunc(slices.Clone(ids), func(id string) bool { return hasNUL(id) })
-	if hasNUL(app) || len(ids) == 0 {
+	ids = slices.DeleteFunc(slices.Clone(ids), func(id string) bool { return unstorable(id) })
+	if unstorable(app) || len(ids) == 0 {
 		return found, nil
 	}
 	onPool := db == bun.IConn(s.db)
@@ -178,7 +178,7 @@ func (s *Store) DirectRoom(ctx context.Context, app, a, b string) (string, error
 	if err := s.full(ctx, op); err != nil {
 		return "", err
 	}
-	if hasNUL(app, a, b) {
+	if unstorable(app, a, b) {
 		return "", fmt.Errorf("bunstore: %s of %q and %q: %w", op, a, b, store.ErrNotFound)
 	}
 	id := s.directRoomID(a, b)
@@ -268,7 +268,7 @@ func (s *Store) DirectRooms(ctx context.Context, app, a string, bs []string) ([]
 		}
 		p := &pairState{b: b}
 		byB[b] = p
-		if hasNUL(app, a, b) {
+		if unstorable(app, a, b) {
 			p.fail(a, store.ErrNotFound)
 			continue
 		}
@@ -474,8 +474,8 @@ func (s *Store) RoomMembers(ctx context.Context, app string, roomIDs []string) (
 // roomMembers is RoomMembers without its checks and error wrapping.
 func (s *Store) roomMembers(ctx context.Context, app string, roomIDs []string) (map[string][]string, error) {
 	out := map[string][]string{}
-	ids := slices.DeleteFunc(dedupe(roomIDs), func(id string) bool { return hasNUL(id) })
-	if hasNUL(app) {
+	ids := slices.DeleteFunc(dedupe(roomIDs), func(id string) bool { return unstorable(id) })
+	if unstorable(app) {
 		return out, nil
 	}
 	step, match := inLookupBatch, func(part []string) any { return bun.List(part) }
@@ -529,9 +529,9 @@ func (s *Store) roomMembers(ctx context.Context, app string, roomIDs []string) (
 func (s *Store) lookupPairs(ctx context.Context, app string, users, rooms []string) (map[string]bool, map[string][]string, error) {
 	found := make(map[string]bool, len(users))
 	members := make(map[string][]string, len(rooms))
-	users = slices.DeleteFunc(users, func(id string) bool { return hasNUL(id) })
-	rooms = slices.DeleteFunc(rooms, func(id string) bool { return hasNUL(id) })
-	if hasNUL(app) || len(users)+len(rooms) == 0 {
+	users = slices.DeleteFunc(users, func(id string) bool { return unstorable(id) })
+	rooms = slices.DeleteFunc(rooms, func(id string) bool { return unstorable(id) })
+	if unstorable(app) || len(users)+len(rooms) == 0 {
 		return found, members, nil
 	}
 	// Neither list is ever empty: IN () is a syntax error.
@@ -587,8 +587,8 @@ func (s *Store) AddUsers(ctx context.Context, app string, ids ...string) error {
 	if err := s.full(ctx, op); err != nil {
 		return err
 	}
-	if hasNUL(app) || hasNUL(ids...) {
-		return fmt.Errorf("bunstore: %s: an ID contains a NUL byte", op)
+	if unstorable(app) || unstorable(ids...) {
+		return fmt.Errorf("bunstore: %s: an ID contains a NUL byte or invalid UTF-8", op)
 	}
 	ids = dedupe(ids)
 	if len(ids) == 0 {
@@ -648,8 +648,8 @@ func (s *Store) AddRoom(ctx context.Context, app, id string, members ...string) 
 	if err := s.full(ctx, op); err != nil {
 		return err
 	}
-	if hasNUL(app, id) || hasNUL(members...) {
-		return fmt.Errorf("bunstore: %s: an ID contains a NUL byte", op)
+	if unstorable(app, id) || unstorable(members...) {
+		return fmt.Errorf("bunstore: %s: an ID contains a NUL byte or invalid UTF-8", op)
 	}
 	members = dedupe(members)
 	err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
@@ -699,6 +699,9 @@ func (s *Store) UserRooms(ctx context.Context, app, user string) ([]string, erro
 		return nil, err
 	}
 	out := []string{}
+	if unstorable(app, user) {
+		return out, nil // no such user was ever stored
+	}
 	rows, err := s.db.QueryContext(ctx, "SELECT room_id FROM "+s.members+" WHERE app_id = ? AND user_id = ?", app, user)
 	if err != nil {
 		return nil, s.fail(ctx, op, err)

@@ -28,8 +28,8 @@ func (s *Store) ClaimIdempotencyKey(ctx context.Context, rec *store.IdempotencyR
 	if err := begin(ctx, op); err != nil {
 		return nil, err
 	}
-	if hasNUL(rec.AppID, rec.Key, rec.RequestHash) {
-		return nil, fmt.Errorf("bunstore: %s: a value contains a NUL byte", op)
+	if unstorable(rec.AppID, rec.Key, rec.RequestHash) {
+		return nil, fmt.Errorf("bunstore: %s: a value contains a NUL byte or invalid UTF-8", op)
 	}
 	var existing *store.IdempotencyRecord
 	err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
@@ -86,8 +86,8 @@ func (s *Store) readKey(ctx context.Context, db bun.IConn, app, key string, lock
 // completeKey records b as the batch of its idempotency key, inside
 // CreateBatch's transaction: the key must be claimed and not used yet.
 func (s *Store) completeKey(ctx context.Context, tx bun.Tx, b *store.Batch) error {
-	if hasNUL(b.IdempotencyKey) {
-		return fmt.Errorf("idempotency key contains a NUL byte: %w", store.ErrConflict)
+	if unstorable(b.IdempotencyKey) {
+		return fmt.Errorf("idempotency key contains a NUL byte or invalid UTF-8: %w", store.ErrConflict)
 	}
 	res, err := tx.ExecContext(ctx, "UPDATE "+s.keys+" SET batch_id = ?, count = ? WHERE app_id = ? AND idem_key = ? AND batch_id IS NULL",
 		b.ID, b.Count, b.AppID, b.IdempotencyKey)
@@ -108,7 +108,7 @@ func (s *Store) ReleaseIdempotencyKey(ctx context.Context, app, key string) erro
 	if err := begin(ctx, op); err != nil {
 		return err
 	}
-	if hasNUL(app, key) {
+	if unstorable(app, key) {
 		return nil
 	}
 	_, err := s.db.ExecContext(ctx, "DELETE FROM "+s.keys+" WHERE app_id = ? AND idem_key = ? AND batch_id IS NULL", app, key)

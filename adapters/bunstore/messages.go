@@ -105,8 +105,8 @@ func (s *Store) saveMessages(ctx context.Context, app string, msgs []store.Messa
 // checkMessage refuses what the database cannot store as given and
 // returns m's Fields encoded.
 func checkMessage(app string, m *store.Message) (nullString, error) {
-	if hasNUL(app, m.ID, m.RoomID, m.Receiver, m.Sender, m.Type, m.Text, m.BatchID) || bytes.IndexByte(m.Extra, 0) >= 0 {
-		return nullString{}, errors.New("contains a NUL byte, which the database's text columns cannot hold")
+	if unstorable(app, m.ID, m.RoomID, m.Receiver, m.Sender, m.Type, m.Text, m.BatchID) || bytes.IndexByte(m.Extra, 0) >= 0 {
+		return nullString{}, errors.New("contains a NUL byte or invalid UTF-8, which the database's text columns cannot hold")
 	}
 	if m.CreatedAt.IsZero() {
 		return nullString{}, errors.New("CreatedAt is the zero time")
@@ -207,6 +207,9 @@ func (s *Store) RoomMessages(ctx context.Context, app, room string, limit int) (
 	const op = "room messages"
 	if err := s.full(ctx, op); err != nil {
 		return nil, err
+	}
+	if unstorable(app, room) {
+		return []store.Message{}, nil // no such room was ever stored
 	}
 	q := "SELECT id, receiver, sender, type, text, extra, fields, batch_id, idx, created_at FROM " + s.messages +
 		" WHERE app_id = ? AND room_id = ? ORDER BY created_at DESC, seq DESC"

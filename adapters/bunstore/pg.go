@@ -38,10 +38,10 @@ type pgStatements struct {
 
 func (s *Store) preparePG() {
 	q := &s.pg
-	q.startChunk = "WITH s AS (UPDATE " + s.chunks + " SET started_at = $4" +
-		" WHERE app_id = $1 AND batch_id = $2 AND chunk_no = $3 AND done = FALSE AND started_at IS NULL" +
-		" RETURNING start_index, recipients, not_before, started_at)" +
-		" SELECT s.start_index, s.recipients, s.not_before, s.started_at, " + prefixed("b.", batchReadColumns) +
+	q.startChunk = "WITH s AS (UPDATE " + s.chunks + " SET started_at = COALESCE(started_at, $4), attempts = attempts + 1, lease_until = $5" +
+		" WHERE app_id = $1 AND batch_id = $2 AND chunk_no = $3 AND done = FALSE" +
+		" RETURNING " + chunkReadColumns + ")" +
+		" SELECT " + prefixed("s.", chunkReadColumns) + ", " + prefixed("b.", batchReadColumns) +
 		" FROM s JOIN " + s.batches + " b ON b.app_id = $1 AND b.id = $2"
 	// finished_at first, as in the portable CompleteChunk.
 	q.completeChunk = "WITH c AS (UPDATE " + s.chunks + " SET done = TRUE, outcomes = $4" +
@@ -93,12 +93,13 @@ func (s *Store) preparePG() {
 }
 
 // pgStartChunk is StartChunk's one round trip: it returns nil, nil, nil
-// when the chunk was not started by this call (missing, started or done
-// before), for the caller to read it.
-func (s *Store) pgStartChunk(ctx context.Context, ref store.ChunkRef, at time.Time) (*store.Batch, *store.Chunk, error) {
+// when the chunk was not started by this call (missing or done before),
+// for the caller to read it.
+func (s *Store) pgStartChunk(ctx context.Context, p *store.StartChunkParams) (*store.Batch, *store.Chunk, error) {
+	ref := p.Ref
 	bs, cs := newBatchScan(ref.AppID, ref.BatchID), &chunkScan{c: store.Chunk{ChunkRef: ref}}
-	dest := append([]any{&cs.c.Start, &cs.recipients, &cs.notBefore, &cs.started}, bs.dest()...)
-	b, c, err := scanStarted(s.db.DB.QueryRowContext(ctx, s.pg.startChunk, ref.AppID, ref.BatchID, ref.No, pgTime(at)), bs, cs, dest)
+	dest := append(cs.dest(), bs.dest()...)
+	b, c, err := scanStarted(s.db.DB.QueryRowContext(ctx, s.pg.startChunk, ref.AppID, ref.BatchID, ref.No, pgTime(p.At), pgNullTime(p.LeaseUntil)), bs, cs, dest)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil, nil
 	}
@@ -122,6 +123,15 @@ func (s *Store) pgCompleteChunk(ctx context.Context, p *store.CompleteChunkParam
 
 // pgTime is a time as the store keeps it (UTC, microseconds), for pgx.
 func pgTime(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
+
+// pgNullTime is pgTime, with the zero time as NULL.
+func pgNullTime(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	u := pgTime(t)
+	return &u
+}
 
 // pgSaveMessages writes msgs (distinct IDs, checked) in one statement;
 // skipStored makes it skip IDs already stored instead of failing on them.

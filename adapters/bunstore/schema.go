@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect"
@@ -79,7 +80,9 @@ type indexDef struct {
 	name, cols, where string
 }
 
-// ddl returns the statements that create the schema, each idempotent.
+// ddl returns the statements that create the schema of version 1 (as the
+// first release created it; later versions are migrations), each
+// idempotent.
 //
 // MySQL (unlike MariaDB) has no CREATE INDEX IF NOT EXISTS, so there the
 // secondary indexes are declared inside CREATE TABLE; PostgreSQL and SQLite
@@ -217,13 +220,17 @@ func (s *Store) tableDefs() []tableDef {
 	return defs
 }
 
-// Migrate creates the store's tables and indexes if they do not exist. It
-// is idempotent and safe to run from several processes at once: on
-// PostgreSQL the statements run in one transaction under an advisory lock
-// (concurrent CREATE TABLE IF NOT EXISTS can otherwise fail on pg_type's
-// unique index), on MySQL/MariaDB under a GET_LOCK named after the prefix
-// (DDL cannot be transactional there), on SQLite in one transaction.
-// Existing tables are not altered.
+// Migrate brings the store's schema to the version this package needs:
+// it creates the tables of version 1 if they do not exist, then applies
+// each later version the database has not had yet, in order, recording
+// it in the schema_migrations table (so a database created by an earlier
+// release is upgraded in place, its data kept). It is idempotent and safe
+// to run from several processes at once: on PostgreSQL the statements run
+// in one transaction under an advisory lock (concurrent CREATE TABLE IF
+// NOT EXISTS can otherwise fail on pg_type's unique index), on
+// MySQL/MariaDB under a GET_LOCK named after the prefix (DDL cannot be
+// transactional there, so each step also checks what exists), on SQLite
+// in one transaction.
 func (s *Store) Migrate(ctx context.Context) error {
 	if err := begin(ctx, "migrate"); err != nil {
 		return err
@@ -255,12 +262,140 @@ func (s *Store) Migrate(ctx context.Context) error {
 }
 
 func (s *Store) execAll(ctx context.Context, db bun.IConn) error {
+	if err := s.createV1(ctx, db); err != nil {
+		return err
+	}
+	return s.upgrade(ctx, db)
+}
+
+// createV1 creates the tables of schema version 1 that do not exist.
+func (s *Store) createV1(ctx context.Context, db bun.IConn) error {
 	for _, stmt := range s.ddl() {
 		if _, err := db.ExecContext(ctx, stmt); err != nil {
 			return fmt.Errorf("%s: %w", firstLine(stmt), err)
 		}
 	}
 	return nil
+}
+
+// SchemaVersion is the schema version this package's Migrate produces.
+const SchemaVersion = 2
+
+// migration is one schema version after the first: its steps run in
+// order, each one idempotent (it checks what exists), so that a step
+// that ran before a crash on MySQL, where DDL commits at once, is not
+// run again.
+type migration struct {
+	version int
+	name    string
+	steps   []func(ctx context.Context, db bun.IConn) error
+}
+
+func (s *Store) migrationList() []migration {
+	ct := types[s.kind]
+	unnotified := "CREATE INDEX IF NOT EXISTS " + s.prefix + "batches_unnotified ON " + s.batches + " (finished_at) WHERE notified_at IS NULL"
+	if s.kind == dialect.MySQL {
+		unnotified = "CREATE INDEX " + s.prefix + "batches_unnotified ON " + s.batches + " (notified_at, finished_at)"
+	}
+	return []migration{{
+		version: 2,
+		name:    "chunk attempts and leases; batch done notifications",
+		steps: []func(context.Context, bun.IConn) error{
+			s.addColumn(s.chunks, "attempts", ct.integer+" NOT NULL DEFAULT 0"),
+			s.addColumn(s.chunks, "lease_until", ct.time+" NULL"),
+			s.addColumn(s.batches, "notified_at", ct.time+" NULL"),
+			s.addColumn(s.batches, "notify_until", ct.time+" NULL"),
+			// Batches that finished before the upgrade were reported, as
+			// far as anyone can tell; do not report them again.
+			s.exec("UPDATE " + s.batches + " SET notified_at = finished_at WHERE finished_at IS NOT NULL AND notified_at IS NULL"),
+			s.ensureIndex(s.prefix+"batches_unnotified", s.batches, unnotified),
+		},
+	}}
+}
+
+// upgrade applies the migrations the database has not had, in order.
+func (s *Store) upgrade(ctx context.Context, db bun.IConn) error {
+	ct := types[s.kind]
+	if _, err := db.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS "+s.migrations+" (version "+ct.integer+" NOT NULL PRIMARY KEY, name "+ct.text+" NOT NULL, applied_at "+ct.time+" NOT NULL)"+ct.tableSuffix); err != nil {
+		return fmt.Errorf("create %s: %w", s.migrations, err)
+	}
+	applied := map[int]bool{}
+	rows, err := db.QueryContext(ctx, "SELECT version FROM "+s.migrations)
+	if err != nil {
+		return err
+	}
+	if err := scanInts(rows, func(v int) { applied[v] = true }); err != nil {
+		return err
+	}
+	for _, m := range s.migrationList() {
+		if applied[m.version] {
+			continue
+		}
+		for i, step := range m.steps {
+			if err := step(ctx, db); err != nil {
+				return fmt.Errorf("migration %d (%s), step %d: %w", m.version, m.name, i+1, err)
+			}
+		}
+		if _, err := db.ExecContext(ctx, "INSERT INTO "+s.migrations+" (version, name, applied_at) VALUES (?, ?, ?)", m.version, m.name, toDB(time.Now())); err != nil {
+			return fmt.Errorf("record migration %d: %w", m.version, err)
+		}
+	}
+	return nil
+}
+
+func scanInts(rows *sql.Rows, f func(int)) error {
+	defer rows.Close()
+	for rows.Next() {
+		var v int
+		if err := rows.Scan(&v); err != nil {
+			return err
+		}
+		f(v)
+	}
+	return rows.Err()
+}
+
+func (s *Store) exec(query string) func(context.Context, bun.IConn) error {
+	return func(ctx context.Context, db bun.IConn) error {
+		_, err := db.ExecContext(ctx, query)
+		return err
+	}
+}
+
+// addColumn adds a column unless the table has it.
+func (s *Store) addColumn(table, column, def string) func(context.Context, bun.IConn) error {
+	return func(ctx context.Context, db bun.IConn) error {
+		var n int
+		var err error
+		switch s.kind {
+		case dialect.PG:
+			err = db.QueryRowContext(ctx, "SELECT count(*) FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = lower(?) AND column_name = ?", table, column).Scan(&n)
+		case dialect.MySQL:
+			err = db.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND COLUMN_NAME = ?", table, column).Scan(&n)
+		default:
+			err = db.QueryRowContext(ctx, "SELECT COUNT(*) FROM pragma_table_info(?) WHERE name = ?", table, column).Scan(&n)
+		}
+		if err != nil || n > 0 {
+			return err
+		}
+		_, err = db.ExecContext(ctx, "ALTER TABLE "+table+" ADD COLUMN "+column+" "+def)
+		return err
+	}
+}
+
+// ensureIndex runs create unless the index exists (MySQL has no CREATE
+// INDEX IF NOT EXISTS; the others' statements say it themselves).
+func (s *Store) ensureIndex(name, table, create string) func(context.Context, bun.IConn) error {
+	return func(ctx context.Context, db bun.IConn) error {
+		if s.kind == dialect.MySQL {
+			var n int
+			if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND INDEX_NAME = ?", table, name).Scan(&n); err != nil || n > 0 {
+				return err
+			}
+		}
+		_, err := db.ExecContext(ctx, create)
+		return err
+	}
 }
 
 func (s *Store) migrateMySQL(ctx context.Context) (err error) {

@@ -63,6 +63,9 @@ type storedMessage struct {
 type batchRecord struct {
 	batch  store.Batch
 	chunks []store.Chunk
+	// claimedUntil is the end of the claim on reporting the batch's end
+	// (store.DoneNotifications).
+	claimedUntil time.Time
 }
 
 // New returns an empty Store. opts may be nil.
@@ -400,21 +403,42 @@ func (s *Store) LoadChunk(ctx context.Context, ref store.ChunkRef) (*store.Chunk
 }
 
 // StartChunk implements store.Batches.
-func (s *Store) StartChunk(ctx context.Context, ref store.ChunkRef, at time.Time) (*store.Batch, *store.Chunk, error) {
+func (s *Store) StartChunk(ctx context.Context, p *store.StartChunkParams) (*store.Batch, *store.Chunk, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, nil, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	rec, c, err := s.chunkLocked(ref)
+	rec, c, err := s.chunkLocked(p.Ref)
 	if err != nil {
 		return nil, nil, err
 	}
-	if !c.Done && c.StartedAt.IsZero() {
-		c.StartedAt = utc(at)
+	if !c.Done {
+		if c.StartedAt.IsZero() {
+			c.StartedAt = utc(p.At)
+		}
+		c.Attempts++
+		c.LeaseUntil = utc(p.LeaseUntil)
 	}
 	out := copyChunk(*c)
 	return copyBatch(&rec.batch), &out, nil
+}
+
+// RenewChunkLease implements store.Batches.
+func (s *Store) RenewChunkLease(ctx context.Context, p *store.RenewChunkLeaseParams) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, c, err := s.chunkLocked(p.Ref)
+	if err != nil {
+		return err
+	}
+	if !c.Done {
+		c.LeaseUntil = utc(p.Until)
+	}
+	return nil
 }
 
 // CancelBatch implements store.Batches.
@@ -547,37 +571,90 @@ func (s *Store) CompleteChunk(ctx context.Context, p *store.CompleteChunkParams)
 }
 
 // PendingChunks implements store.Batches.
-func (s *Store) PendingChunks(ctx context.Context, dueBefore time.Time, limit int) ([]store.ChunkRef, error) {
+func (s *Store) PendingChunks(ctx context.Context, p *store.PendingChunksParams) ([]store.Chunk, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	type due struct {
-		ref store.ChunkRef
-		at  time.Time
-	}
-	var all []due
+	var all []store.Chunk
 	for _, a := range s.apps {
 		for _, rec := range a.batches {
 			for _, c := range rec.chunks {
-				if !c.Done && !c.NotBefore.After(dueBefore) {
-					all = append(all, due{c.ChunkRef, c.NotBefore})
+				if c.Done {
+					continue
+				}
+				if (c.StartedAt.IsZero() && !c.NotBefore.After(p.DueBefore)) ||
+					(!c.StartedAt.IsZero() && c.LeaseUntil.Before(p.LeaseExpiredBefore)) {
+					c.Recipients, c.Outcomes = nil, nil
+					all = append(all, c)
 				}
 			}
 		}
 	}
-	slices.SortFunc(all, func(x, y due) int {
-		return cmp.Or(x.at.Compare(y.at), cmp.Compare(x.ref.BatchID, y.ref.BatchID), cmp.Compare(x.ref.No, y.ref.No))
+	slices.SortFunc(all, func(x, y store.Chunk) int {
+		return cmp.Or(x.NotBefore.Compare(y.NotBefore), cmp.Compare(x.BatchID, y.BatchID), cmp.Compare(x.No, y.No))
 	})
-	if limit >= 0 && len(all) > limit {
-		all = all[:limit]
+	if p.Limit >= 0 && len(all) > p.Limit {
+		all = all[:p.Limit]
 	}
-	out := make([]store.ChunkRef, len(all))
-	for i, d := range all {
-		out[i] = d.ref
+	return all, nil
+}
+
+// ClaimDoneNotifications implements store.DoneNotifications.
+func (s *Store) ClaimDoneNotifications(ctx context.Context, p *store.ClaimDoneNotificationsParams) ([]*store.Batch, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var recs []*batchRecord
+	claimable := func(rec *batchRecord) bool {
+		b := &rec.batch
+		return b.ChunksDone == b.Chunks && b.NotifiedAt.IsZero() && !b.FinishedAt.After(p.FinishedBefore) && rec.claimedUntil.Before(p.At)
+	}
+	if p.BatchID != "" {
+		if rec, err := s.batchLocked(p.AppID, p.BatchID); err == nil && claimable(rec) {
+			recs = append(recs, rec)
+		}
+	} else {
+		for _, a := range s.apps {
+			for _, rec := range a.batches {
+				if claimable(rec) {
+					recs = append(recs, rec)
+				}
+			}
+		}
+		slices.SortFunc(recs, func(x, y *batchRecord) int {
+			return cmp.Or(x.batch.FinishedAt.Compare(y.batch.FinishedAt), cmp.Compare(x.batch.ID, y.batch.ID))
+		})
+	}
+	if p.Limit >= 0 && len(recs) > p.Limit {
+		recs = recs[:p.Limit]
+	}
+	out := make([]*store.Batch, len(recs))
+	for i, rec := range recs {
+		rec.claimedUntil = utc(p.Until)
+		out[i] = copyBatch(&rec.batch)
 	}
 	return out, nil
+}
+
+// MarkDoneNotified implements store.DoneNotifications.
+func (s *Store) MarkDoneNotified(ctx context.Context, appID, id string, at time.Time) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rec, err := s.batchLocked(appID, id)
+	if err != nil {
+		return err
+	}
+	if rec.batch.NotifiedAt.IsZero() {
+		rec.batch.NotifiedAt = utc(at)
+	}
+	return nil
 }
 
 // utc is t in UTC; the zero time stays zero.

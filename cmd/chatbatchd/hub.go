@@ -162,6 +162,14 @@ func (s *server) events(w http.ResponseWriter, r *http.Request, _ string) {
 		writeErr(w, http.StatusInternalServerError, "INTERNAL_ERROR", "streaming is not supported")
 		return
 	}
+	if !s.checkID(w, "user", user) {
+		return
+	}
+	// The stream outlives -write-timeout: each write gets a deadline of
+	// its own instead, so a client that stops reading is still cut off.
+	rc := http.NewResponseController(w)
+	extend := func() { _ = rc.SetWriteDeadline(time.Now().Add(s.o.writeTimeout)) }
+	extend()
 	c := s.hub.add(user)
 	defer s.hub.remove(user, c)
 	h := w.Header()
@@ -179,8 +187,10 @@ func (s *server) events(w http.ResponseWriter, r *http.Request, _ string) {
 		case <-s.hub.closed:
 			return
 		case <-ping.C:
+			extend()
 			fmt.Fprint(w, ": ping\n\n")
 		case data := <-c:
+			extend()
 			fmt.Fprintf(w, "event: message\ndata: %s\n\n", data)
 		}
 		flusher.Flush()

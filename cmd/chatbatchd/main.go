@@ -45,6 +45,12 @@ type options struct {
 	app         string
 	queue       string
 	apiKey      string
+
+	readTimeout    time.Duration
+	writeTimeout   time.Duration
+	idleTimeout    time.Duration
+	maxHeaderBytes int
+	storeTimeout   time.Duration
 }
 
 // usageError is a bad flag or environment value: exit code 2.
@@ -121,6 +127,11 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*o
 	fs.StringVar(&o.logFormat, "log-format", envStr("CHATBATCHD_LOG_FORMAT", "text"), "log format: text or json [CHATBATCHD_LOG_FORMAT]")
 	fs.StringVar(&o.queue, "queue", envStr("CHATBATCHD_QUEUE", "chatbatch"), "asynq queue; processes that share a Redis and a database use the same one [CHATBATCHD_QUEUE]")
 	fs.StringVar(&o.app, "app", envStr("CHATBATCHD_APP", "demo"), "the application ID the API key belongs to [CHATBATCHD_APP]")
+	fs.DurationVar(&o.readTimeout, "read-timeout", envDuration("CHATBATCHD_READ_TIMEOUT", 30*time.Second), "longest time to read a request, body included [CHATBATCHD_READ_TIMEOUT]")
+	fs.DurationVar(&o.writeTimeout, "write-timeout", envDuration("CHATBATCHD_WRITE_TIMEOUT", 30*time.Second), "longest time to handle a request and write its response (the live stream /events is exempt) [CHATBATCHD_WRITE_TIMEOUT]")
+	fs.DurationVar(&o.idleTimeout, "idle-timeout", envDuration("CHATBATCHD_IDLE_TIMEOUT", 2*time.Minute), "how long an idle keep-alive connection stays open [CHATBATCHD_IDLE_TIMEOUT]")
+	fs.IntVar(&o.maxHeaderBytes, "max-header-bytes", envInt("CHATBATCHD_MAX_HEADER_BYTES", 64<<10), "largest request header accepted, in bytes [CHATBATCHD_MAX_HEADER_BYTES]")
+	fs.DurationVar(&o.storeTimeout, "store-timeout", envDuration("CHATBATCHD_STORE_TIMEOUT", 5*time.Second), "longest wait of a request (and of each worker call) on the database; past it a request gets 503 with Retry-After [CHATBATCHD_STORE_TIMEOUT]")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stderr, usageHead)
@@ -143,6 +154,10 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*o
 		return nil, usagef("-concurrency: must be at least 1, not %d", o.concurrency)
 	case o.pollEvery < time.Millisecond:
 		return nil, usagef("-task-check-interval: must be at least 1ms, not %v", o.pollEvery)
+	case o.readTimeout <= 0 || o.writeTimeout <= 0 || o.idleTimeout <= 0 || o.storeTimeout <= 0:
+		return nil, usagef("-read-timeout, -write-timeout, -idle-timeout and -store-timeout must be positive")
+	case o.maxHeaderBytes < 1024:
+		return nil, usagef("-max-header-bytes: must be at least 1024, not %d", o.maxHeaderBytes)
 	case o.push != "log" && o.push != "none":
 		return nil, usagef("-push: %q is not log or none", o.push)
 	case o.logFormat != "text" && o.logFormat != "json":

@@ -287,6 +287,7 @@ func TestEmbeddedDefaults(t *testing.T) {
 		}
 	}
 	checkHealth(t, p.url)
+	checkBadIDs(t, p.url, "demo-key")
 	p.stop(t)
 	logs = p.stderr.String()
 	if !strings.Contains(logs, "chatbatchd stopped") {
@@ -316,6 +317,33 @@ func checkHealth(t *testing.T, base string) {
 	}
 	if status, env := call(t, http.MethodGet, base+"/users/user-a/rooms", "wrong", ""); status != 401 || env.Error == nil || env.Error.Code != "INVALID_API_KEY" {
 		t.Errorf("a host endpoint with a wrong key = %d %+v", status, env)
+	}
+}
+
+// checkBadIDs asks for IDs no user, room or batch can have (a NUL byte,
+// invalid UTF-8): client errors in the envelope, never 503.
+func checkBadIDs(t *testing.T, base, key string) {
+	t.Helper()
+	for _, c := range []struct {
+		path, code string
+		status     int
+	}{
+		{"/rooms/%00/messages", "INVALID_PARAMETER", 400},
+		{"/rooms/a%FFb/messages", "INVALID_PARAMETER", 400},
+		{"/users/%00/rooms", "INVALID_PARAMETER", 400},
+		{"/users/%C3%28/rooms", "INVALID_PARAMETER", 400},
+		{"/events?user=%00", "INVALID_PARAMETER", 400},
+		{"/messages/batch/%00", "BATCH_NOT_FOUND", 404},
+		{"/messages/batch/batch-%FF", "BATCH_NOT_FOUND", 404},
+		{"/messages/batch/%00/recipients", "BATCH_NOT_FOUND", 404},
+	} {
+		status, env := call(t, http.MethodGet, base+c.path, key, "")
+		if status != c.status || env.Error == nil || env.Error.Code != c.code {
+			t.Errorf("GET %s = %d %+v, want %d %s", c.path, status, env, c.status, c.code)
+		}
+	}
+	if status, env := call(t, http.MethodDelete, base+"/messages/batch/%00", key, ""); status != 404 || env.Error == nil || env.Error.Code != "BATCH_NOT_FOUND" {
+		t.Errorf("DELETE /messages/batch/%%00 = %d %+v, want 404 BATCH_NOT_FOUND", status, env)
 	}
 }
 
@@ -432,6 +460,9 @@ func TestBadStart(t *testing.T) {
 		{"bad -task-check-interval", []string{"-demo", "-task-check-interval", "0s"}, nil, "-task-check-interval: must be at least 1ms"},
 		{"bad task check env", []string{"-demo"}, []string{"CHATBATCHD_TASK_CHECK_INTERVAL=fast"}, "CHATBATCHD_TASK_CHECK_INTERVAL"},
 		{"bad -push", []string{"-demo", "-push", "fcm"}, nil, "-push"},
+		{"bad -write-timeout", []string{"-demo", "-write-timeout", "0s"}, nil, "must be positive"},
+		{"bad -max-header-bytes", []string{"-demo", "-max-header-bytes", "10"}, nil, "-max-header-bytes: must be at least 1024"},
+		{"bad store timeout env", []string{"-demo"}, []string{"CHATBATCHD_STORE_TIMEOUT=soon"}, "CHATBATCHD_STORE_TIMEOUT"},
 		{"no API key", []string{}, []string{"IM_API_KEY="}, "IM_API_KEY is not set"},
 		{"bad env", []string{"-demo"}, []string{"CHATBATCHD_WORKER=maybe"}, "CHATBATCHD_WORKER"},
 		{"nothing to run", []string{"-demo", "-api=false", "-worker=false"}, nil, "nothing to run"},
@@ -486,7 +517,8 @@ func TestHelp(t *testing.T) {
 	if err != nil {
 		t.Fatalf("chatbatchd -h: %v", err)
 	}
-	for _, want := range []string{"-addr", "CHATBATCHD_ADDR", "-db", "-redis", "-api", "-worker", "-concurrency", "-task-check-interval", "-demo", "-push", "-log-format", "IM_API_KEY"} {
+	for _, want := range []string{"-addr", "CHATBATCHD_ADDR", "-db", "-redis", "-api", "-worker", "-concurrency", "-task-check-interval", "-demo", "-push", "-log-format",
+		"-store-timeout", "-read-timeout", "-write-timeout", "-idle-timeout", "-max-header-bytes", "IM_API_KEY"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("-h does not mention %s", want)
 		}
@@ -495,13 +527,14 @@ func TestHelp(t *testing.T) {
 
 // TestKillWorker kills a worker process (SIGKILL) in the middle of a
 // batch, starts another, and checks that the batch completes with exactly
-// one message per recipient: nothing lost, nothing stored twice. The
-// chunk the killed worker held comes back only when asynq's recoverer
-// finds its lease expired, so this test takes one to two minutes.
+// one message per recipient: nothing lost, nothing stored twice, and
+// soon: the chunk the killed worker held is taken over by the new
+// worker's sweep once its lease (10 s) has run out, not when asynq's
+// recoverer gets to it a minute or two later.
 func TestKillWorker(t *testing.T) {
 	t.Parallel()
 	if testing.Short() {
-		t.Skip("-short: the worker-kill test waits one to two minutes for asynq's recoverer")
+		t.Skip("-short: the worker-kill test waits for a chunk lease to run out")
 	}
 	rd := os.Getenv("CHATBATCH_TEST_REDIS")
 	if rd == "" {
@@ -542,7 +575,8 @@ func TestKillWorker(t *testing.T) {
 	}
 	t.Logf("killed the worker with %d sent, %d pending", mid.Sent, mid.Pending)
 
-	startProc(t, dir, []string{"IM_API_KEY="}, append([]string{"-api=false"}, common...)...)
+	restarted := time.Now()
+	heir := startProc(t, dir, []string{"IM_API_KEY="}, append([]string{"-api=false"}, common...)...)
 	deadline = time.Now().Add(150 * time.Second)
 	var st struct {
 		Status                string
@@ -558,6 +592,13 @@ func TestKillWorker(t *testing.T) {
 	}
 	if st.Status != "completed" || st.Sent != n {
 		t.Fatalf("after restarting the worker: %+v, want all %d sent", st, n)
+	}
+	// The lease (10 s) plus a sweep (2 s) plus the rest of the batch.
+	took := time.Since(restarted)
+	t.Logf("the batch completed %v after the new worker started (taken over from the dead worker: %v)",
+		took.Round(100*time.Millisecond), strings.Contains(heir.stderr.String(), "held by a worker that is gone"))
+	if took > 30*time.Second {
+		t.Errorf("the batch completed %v after the new worker started, want within 30 s", took)
 	}
 	// Exactly one stored message per recipient: every index once.
 	db, err := bunstore.Open(t.Context(), "sqlite:"+filepath.Join(dir, "chat.db"))

@@ -10,7 +10,9 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/hibiken/asynq"
@@ -124,6 +126,7 @@ func start(ctx context.Context, o *options, log *slog.Logger, stdout io.Writer) 
 		Concurrency:       o.concurrency,
 		TaskCheckInterval: o.pollEvery,
 		ServerConfig:      asynq.Config{ShutdownTimeout: 10 * time.Second},
+		StoreTimeout:      o.storeTimeout,
 		Logger:            log,
 	})
 	if err != nil {
@@ -143,7 +146,14 @@ func start(ctx context.Context, o *options, log *slog.Logger, stdout io.Writer) 
 			defer close(s.subDone)
 			s.hub.subscribe(sctx, s.rdb, eventsChannel(o.app), log)
 		}()
-		s.httpSrv = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second}
+		s.httpSrv = &http.Server{
+			Handler:           s.routes(),
+			ReadHeaderTimeout: min(10*time.Second, o.readTimeout),
+			ReadTimeout:       o.readTimeout,
+			WriteTimeout:      o.writeTimeout,
+			IdleTimeout:       o.idleTimeout,
+			MaxHeaderBytes:    o.maxHeaderBytes,
+		}
 		s.httpErr = make(chan error, 1)
 		go func() { s.httpErr <- s.httpSrv.Serve(ln) }()
 		fmt.Fprintf(stdout, "chatbatchd listening on http://%s\n", ln.Addr())
@@ -291,27 +301,62 @@ func (s *server) roomMessages(w http.ResponseWriter, r *http.Request, app string
 		}
 		limit = min(n, 500)
 	}
-	msgs, err := s.st.RoomMessages(r.Context(), app, r.PathValue("roomID"), limit)
+	room := r.PathValue("roomID")
+	if !s.checkID(w, "roomID", room) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.o.storeTimeout)
+	defer cancel()
+	msgs, err := s.st.RoomMessages(ctx, app, room, limit)
 	if err != nil {
-		s.log.Error("room messages", "err", err)
-		writeErr(w, http.StatusServiceUnavailable, "UNAVAILABLE", "the database is unavailable")
+		s.storeErr(w, r, "room messages", err)
 		return
 	}
 	out := make([]messageJSON, len(msgs))
 	for i, m := range msgs {
 		out[i] = toJSON(m)
 	}
-	writeResult(w, map[string]any{"room": r.PathValue("roomID"), "messages": out})
+	writeResult(w, map[string]any{"room": room, "messages": out})
 }
 
 func (s *server) userRooms(w http.ResponseWriter, r *http.Request, app string) {
-	rooms, err := s.st.UserRooms(r.Context(), app, r.PathValue("userID"))
-	if err != nil {
-		s.log.Error("user rooms", "err", err)
-		writeErr(w, http.StatusServiceUnavailable, "UNAVAILABLE", "the database is unavailable")
+	user := r.PathValue("userID")
+	if !s.checkID(w, "userID", user) {
 		return
 	}
-	writeResult(w, map[string]any{"user": r.PathValue("userID"), "rooms": rooms})
+	ctx, cancel := context.WithTimeout(r.Context(), s.o.storeTimeout)
+	defer cancel()
+	rooms, err := s.st.UserRooms(ctx, app, user)
+	if err != nil {
+		s.storeErr(w, r, "user rooms", err)
+		return
+	}
+	writeResult(w, map[string]any{"user": user, "rooms": rooms})
+}
+
+// checkID answers 400 for a path ID that no user or room can have: one
+// with a NUL byte or invalid UTF-8 (the API refuses those in requests).
+func (s *server) checkID(w http.ResponseWriter, name, id string) bool {
+	if utf8.ValidString(id) && !strings.ContainsRune(id, 0) {
+		return true
+	}
+	writeErr(w, http.StatusBadRequest, "INVALID_PARAMETER", name+" contains a NUL byte or invalid UTF-8")
+	return false
+}
+
+// storeErr answers a store error: 404 for what does not exist, 503 with
+// Retry-After for a database that failed or did not answer in time.
+func (s *server) storeErr(w http.ResponseWriter, r *http.Request, op string, err error) {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		writeErr(w, http.StatusNotFound, "NOT_FOUND", op+": not found")
+	case errors.Is(r.Context().Err(), context.Canceled):
+		s.log.Info("request canceled by the client", "op", op)
+	default:
+		s.log.Error("the database failed", "op", op, "err", err)
+		w.Header().Set("Retry-After", "5")
+		writeErr(w, http.StatusServiceUnavailable, "UNAVAILABLE", "the database is unavailable; retry later")
+	}
 }
 
 func (s *server) ready(w http.ResponseWriter, r *http.Request) {

@@ -659,6 +659,8 @@ func RunBatches(t *testing.T, newStore func(t *testing.T) store.Batches, opts *O
 		{"IdempotencyKeys", testIdempotencyKeys},
 		{"IdempotencyKeyConcurrentClaims", testIdempotencyConcurrent},
 		{"IdempotencyKeyExpiry", testIdempotencyExpiry},
+		{"DoneNotifications", testDoneNotifications},
+		{"DoneNotificationsConcurrent", testDoneNotificationsConcurrent},
 		{"LargeBatch", testLargeBatch},
 		{"BatchesContextCanceled", testBatchesContextCanceled},
 	})
@@ -939,6 +941,24 @@ func testCompleteChunksInParallel(t *testing.T, s store.Batches, _ *Options) {
 	}
 }
 
+// startParams starts ref at at with a lease of a minute.
+func startParams(ref store.ChunkRef, at time.Time) *store.StartChunkParams {
+	return &store.StartChunkParams{Ref: ref, At: at, LeaseUntil: at.Add(time.Minute)}
+}
+
+// pendingParams asks for the chunks due at t and the leases ended before t.
+func pendingParams(t time.Time, limit int) *store.PendingChunksParams {
+	return &store.PendingChunksParams{DueBefore: t, LeaseExpiredBefore: t, Limit: limit}
+}
+
+func refsOf(cs []store.Chunk) []store.ChunkRef {
+	out := make([]store.ChunkRef, len(cs))
+	for i, c := range cs {
+		out[i] = c.ChunkRef
+	}
+	return out
+}
+
 func testPendingChunks(t *testing.T, s store.Batches, _ *Options) {
 	ctx := ctxT(t)
 	base := time.Date(2026, 4, 10, 9, 0, 0, 0, time.UTC)
@@ -956,19 +976,54 @@ func testPendingChunks(t *testing.T, s store.Batches, _ *Options) {
 	_, err := s.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: earlyChunks[1].ChunkRef, Outcomes: outcomes(store.OutcomeSent), At: base})
 	must(t, err)
 
-	check := func(dueBefore time.Time, limit int, want ...store.ChunkRef) {
+	check := func(p *store.PendingChunksParams, want ...store.ChunkRef) {
 		t.Helper()
-		got, err := s.PendingChunks(ctx, dueBefore, limit)
+		got, err := s.PendingChunks(ctx, p)
 		must(t, err)
-		if len(got) != len(want) || (len(want) > 0 && !reflect.DeepEqual(got, want)) {
-			t.Errorf("PendingChunks(%v, %d) = %+v, want %+v", dueBefore.Format(time.TimeOnly), limit, got, want)
+		if !slices.Equal(refsOf(got), want) {
+			t.Errorf("PendingChunks(due %v, lease ended %v, limit %d) = %+v, want %+v",
+				p.DueBefore.Format(time.TimeOnly), p.LeaseExpiredBefore.Format(time.TimeOnly), p.Limit, refsOf(got), want)
+		}
+		for _, c := range got {
+			if c.Recipients != nil || c.Outcomes != nil || c.Done {
+				t.Errorf("PendingChunks returned %+v; want the chunk without recipients and outcomes, not done", c)
+			}
 		}
 	}
-	check(base.Add(-time.Second), 10)
-	check(base, 10, earlyChunks[0].ChunkRef)
-	check(base.Add(30*time.Minute), 10, earlyChunks[0].ChunkRef, lateChunks[0].ChunkRef)
-	check(base.Add(30*time.Minute), 1, earlyChunks[0].ChunkRef)
-	check(base.Add(2*time.Hour), 10, earlyChunks[0].ChunkRef, lateChunks[0].ChunkRef, schedChunks[0].ChunkRef)
+	check(pendingParams(base.Add(-time.Second), 10))
+	check(pendingParams(base, 10), earlyChunks[0].ChunkRef)
+	check(pendingParams(base.Add(30*time.Minute), 10), earlyChunks[0].ChunkRef, lateChunks[0].ChunkRef)
+	check(pendingParams(base.Add(30*time.Minute), 1), earlyChunks[0].ChunkRef)
+	check(pendingParams(base.Add(2*time.Hour), 10), earlyChunks[0].ChunkRef, lateChunks[0].ChunkRef, schedChunks[0].ChunkRef)
+
+	// A started chunk is pending only once its lease has run out,
+	// whatever DueBefore says; renewing the lease takes it out again.
+	startAt := base.Add(time.Minute)
+	_, c, err := s.StartChunk(ctx, &store.StartChunkParams{Ref: earlyChunks[0].ChunkRef, At: startAt, LeaseUntil: startAt.Add(10 * time.Second)})
+	must(t, err)
+	if c.Attempts != 1 {
+		t.Errorf("Attempts after the first start = %d, want 1", c.Attempts)
+	}
+	check(&store.PendingChunksParams{DueBefore: base.Add(30 * time.Minute), LeaseExpiredBefore: startAt.Add(10 * time.Second), Limit: 10}, lateChunks[0].ChunkRef)
+	check(&store.PendingChunksParams{DueBefore: base.Add(30 * time.Minute), LeaseExpiredBefore: startAt.Add(11 * time.Second), Limit: 10},
+		earlyChunks[0].ChunkRef, lateChunks[0].ChunkRef)
+	got, err := s.PendingChunks(ctx, &store.PendingChunksParams{DueBefore: base, LeaseExpiredBefore: startAt.Add(time.Hour), Limit: 10})
+	must(t, err)
+	if len(got) != 1 || got[0].Attempts != 1 || got[0].StartedAt.IsZero() || got[0].LeaseUntil.IsZero() || got[0].Start != 0 {
+		t.Errorf("PendingChunks of a started chunk whose lease ran out = %+v, want it with Attempts 1, StartedAt and LeaseUntil", got)
+	}
+	must(t, s.RenewChunkLease(ctx, &store.RenewChunkLeaseParams{Ref: earlyChunks[0].ChunkRef, Until: startAt.Add(time.Hour)}))
+	check(&store.PendingChunksParams{DueBefore: base.Add(30 * time.Minute), LeaseExpiredBefore: startAt.Add(59 * time.Minute), Limit: 10}, lateChunks[0].ChunkRef)
+	loaded, err := s.LoadChunk(ctx, earlyChunks[0].ChunkRef)
+	must(t, err)
+	if loaded.LeaseUntil.Sub(startAt.Add(time.Hour)).Abs() > time.Second || loaded.Attempts != 1 {
+		t.Errorf("LoadChunk after RenewChunkLease: LeaseUntil %v, Attempts %d; want %v and 1", loaded.LeaseUntil, loaded.Attempts, startAt.Add(time.Hour))
+	}
+	// Renewing a done chunk is not an error and changes nothing; a
+	// missing chunk is ErrNotFound.
+	must(t, s.RenewChunkLease(ctx, &store.RenewChunkLeaseParams{Ref: earlyChunks[1].ChunkRef, Until: startAt}))
+	wantErr(t, s.RenewChunkLease(ctx, &store.RenewChunkLeaseParams{Ref: store.ChunkRef{AppID: "app-a", BatchID: "batch-early", No: 9}, Until: startAt}), store.ErrNotFound, "RenewChunkLease of a missing chunk")
+	wantErr(t, s.RenewChunkLease(ctx, &store.RenewChunkLeaseParams{Ref: store.ChunkRef{AppID: "app-b", BatchID: "batch-early"}, Until: startAt}), store.ErrNotFound, "RenewChunkLease of another app's chunk")
 }
 
 func testLargeBatch(t *testing.T, s store.Batches, _ *Options) {
@@ -1005,9 +1060,15 @@ func testBatchesContextCanceled(t *testing.T, s store.Batches, _ *Options) {
 			_, err := s.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: chunks[0].ChunkRef, Outcomes: outcomes(store.OutcomeSent), At: time.Now().UTC()})
 			return err
 		},
-		"PendingChunks": func() error { _, err := s.PendingChunks(ctx, time.Now(), 10); return err },
-		"StartChunk":    func() error { _, _, err := s.StartChunk(ctx, chunks[0].ChunkRef, time.Now().UTC()); return err },
-		"CancelBatch":   func() error { _, err := s.CancelBatch(ctx, "app1", b.ID, time.Now().UTC()); return err },
+		"PendingChunks": func() error { _, err := s.PendingChunks(ctx, pendingParams(time.Now(), 10)); return err },
+		"RenewChunkLease": func() error {
+			return s.RenewChunkLease(ctx, &store.RenewChunkLeaseParams{Ref: chunks[0].ChunkRef, Until: time.Now().UTC()})
+		},
+		"StartChunk": func() error {
+			_, _, err := s.StartChunk(ctx, startParams(chunks[0].ChunkRef, time.Now().UTC()))
+			return err
+		},
+		"CancelBatch": func() error { _, err := s.CancelBatch(ctx, "app1", b.ID, time.Now().UTC()); return err },
 	})
 	_, err := s.GetBatch(ctxT(t), "app1", b2.ID)
 	wantErr(t, err, store.ErrNotFound, "a batch created with a canceled context")
@@ -1026,7 +1087,7 @@ func testStartChunk(t *testing.T, s store.Batches, opts *Options) {
 	must(t, s.CreateBatch(ctx, b, chunks))
 	ref := chunks[0].ChunkRef
 	first := created.Add(time.Second)
-	gotBatch, c, err := s.StartChunk(ctx, ref, first)
+	gotBatch, c, err := s.StartChunk(ctx, startParams(ref, first))
 	must(t, err)
 	sameTime(t, "StartedAt", c.StartedAt, first, opts)
 	if c.Done || len(c.Recipients) != 2 || !reflect.DeepEqual(c.Recipients, chunks[0].Recipients) || c.Start != 0 {
@@ -1040,9 +1101,17 @@ func testStartChunk(t *testing.T, s store.Batches, opts *Options) {
 		sameTime(t, "CreatedAt of StartChunk's batch", gotBatch.CreatedAt, created, opts)
 		sameTime(t, "CanceledAt of StartChunk's batch", gotBatch.CanceledAt, time.Time{}, opts)
 	}
-	_, again, err := s.StartChunk(ctx, ref, first.Add(time.Minute))
+	if c.Attempts != 1 {
+		t.Errorf("Attempts after the first start = %d, want 1", c.Attempts)
+	}
+	sameTime(t, "LeaseUntil after the first start", c.LeaseUntil, first.Add(time.Minute), opts)
+	_, again, err := s.StartChunk(ctx, startParams(ref, first.Add(time.Minute)))
 	must(t, err)
 	sameTime(t, "StartedAt after a second start", again.StartedAt, first, opts)
+	sameTime(t, "LeaseUntil after a second start", again.LeaseUntil, first.Add(2*time.Minute), opts)
+	if again.Attempts != 2 {
+		t.Errorf("Attempts after the second start = %d, want 2", again.Attempts)
+	}
 	if again.Done || !reflect.DeepEqual(again.Recipients, chunks[0].Recipients) {
 		t.Errorf("chunk started twice %+v", again)
 	}
@@ -1055,10 +1124,10 @@ func testStartChunk(t *testing.T, s store.Batches, opts *Options) {
 
 	_, err = s.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: ref, Outcomes: outcomes(store.OutcomeSent, store.OutcomeFailed), At: first})
 	must(t, err)
-	afterDone, done, err := s.StartChunk(ctx, ref, first.Add(time.Hour))
+	afterDone, done, err := s.StartChunk(ctx, startParams(ref, first.Add(time.Hour)))
 	must(t, err)
-	if !done.Done || len(done.Outcomes) != 2 {
-		t.Errorf("StartChunk of a done chunk = %+v, want it done with its outcomes", done)
+	if !done.Done || len(done.Outcomes) != 2 || done.Attempts != 2 {
+		t.Errorf("StartChunk of a done chunk = %+v, want it done with its outcomes, Attempts unchanged (2)", done)
 	}
 	if afterDone.ChunksDone != 1 || afterDone.Sent != 1 || afterDone.Failed != 1 {
 		t.Errorf("StartChunk's batch after a chunk completed = %+v, want its counters", afterDone)
@@ -1066,17 +1135,17 @@ func testStartChunk(t *testing.T, s store.Batches, opts *Options) {
 	// The second chunk after a cancel: done (canceled), and its batch says so.
 	_, err = s.CancelBatch(ctx, "app1", b.ID, first.Add(2*time.Hour))
 	must(t, err)
-	canceledBatch, canceled, err := s.StartChunk(ctx, chunks[1].ChunkRef, first.Add(3*time.Hour))
+	canceledBatch, canceled, err := s.StartChunk(ctx, startParams(chunks[1].ChunkRef, first.Add(3*time.Hour)))
 	must(t, err)
 	if !canceled.Done || !canceled.StartedAt.IsZero() || len(canceled.Outcomes) != 1 || canceled.Outcomes[0].Status != store.OutcomeCanceled {
 		t.Errorf("StartChunk of a canceled chunk = %+v, want it done, never started, its recipient canceled", canceled)
 	}
 	sameTime(t, "CanceledAt of StartChunk's batch after a cancel", canceledBatch.CanceledAt, first.Add(2*time.Hour), opts)
-	_, _, err = s.StartChunk(ctx, store.ChunkRef{AppID: "app1", BatchID: b.ID, No: 7}, first)
+	_, _, err = s.StartChunk(ctx, startParams(store.ChunkRef{AppID: "app1", BatchID: b.ID, No: 7}, first))
 	wantErr(t, err, store.ErrNotFound, "StartChunk past the end")
-	_, _, err = s.StartChunk(ctx, store.ChunkRef{AppID: "app2", BatchID: b.ID}, first)
+	_, _, err = s.StartChunk(ctx, startParams(store.ChunkRef{AppID: "app2", BatchID: b.ID}, first))
 	wantErr(t, err, store.ErrNotFound, "StartChunk of another app's batch")
-	_, _, err = s.StartChunk(ctx, store.ChunkRef{AppID: "app1", BatchID: "batch-nope"}, first)
+	_, _, err = s.StartChunk(ctx, startParams(store.ChunkRef{AppID: "app1", BatchID: "batch-nope"}, first))
 	wantErr(t, err, store.ErrNotFound, "StartChunk of a missing batch")
 }
 
@@ -1088,7 +1157,7 @@ func testCancelBatch(t *testing.T, s store.Batches, opts *Options) {
 	// Chunk 0 is done, chunk 1 is in progress, chunks 2 and 3 never started.
 	_, err := s.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: chunks[0].ChunkRef, Outcomes: outcomes(store.OutcomeSent, store.OutcomeFailed), At: created})
 	must(t, err)
-	_, _, err = s.StartChunk(ctx, chunks[1].ChunkRef, created)
+	_, _, err = s.StartChunk(ctx, startParams(chunks[1].ChunkRef, created))
 	must(t, err)
 
 	at := created.Add(time.Minute)
@@ -1133,7 +1202,7 @@ func testCancelBatch(t *testing.T, s store.Batches, opts *Options) {
 		t.Errorf("after the last chunk: %+v", last)
 	}
 	sameTime(t, "FinishedAt", last.FinishedAt, end, opts)
-	refs, err := s.PendingChunks(ctx, end.Add(time.Hour), 10)
+	refs, err := s.PendingChunks(ctx, pendingParams(end.Add(time.Hour), 10))
 	must(t, err)
 	if len(refs) != 0 {
 		t.Errorf("a canceled batch has pending chunks: %+v", refs)
@@ -1184,7 +1253,7 @@ func testCancelRacesStart(t *testing.T, s store.Batches, _ *Options) {
 	var wg sync.WaitGroup
 	for no := range n {
 		wg.Go(func() {
-			_, c, err := s.StartChunk(ctx, chunks[no].ChunkRef, now)
+			_, c, err := s.StartChunk(ctx, startParams(chunks[no].ChunkRef, now))
 			if err != nil {
 				t.Errorf("StartChunk: %v", err)
 				return
@@ -1230,6 +1299,120 @@ func testCancelAppIsolation(t *testing.T, s store.Batches, _ *Options) {
 	must(t, err)
 	if !got.CanceledAt.IsZero() || got.ChunksDone != 0 {
 		t.Errorf("app-b's cancel changed app-a's batch: %+v", got)
+	}
+}
+
+func doneNotifications(t *testing.T, s store.Batches) store.DoneNotifications {
+	t.Helper()
+	dn, ok := s.(store.DoneNotifications)
+	if !ok {
+		t.Skipf("%T does not implement store.DoneNotifications; OnBatchDone is then called at most once", s)
+	}
+	return dn
+}
+
+func claimedIDs(bs []*store.Batch) []string {
+	out := make([]string, len(bs))
+	for i, b := range bs {
+		out[i] = b.AppID + "/" + b.ID
+	}
+	return out
+}
+
+func testDoneNotifications(t *testing.T, s store.Batches, opts *Options) {
+	dn := doneNotifications(t, s)
+	ctx := ctxT(t)
+	base := time.Date(2026, 4, 10, 9, 0, 0, 0, time.UTC)
+	finish := func(app, id string, at time.Time) {
+		t.Helper()
+		b, chunks := newBatch(app, id, base, 1)
+		must(t, s.CreateBatch(ctx, b, chunks))
+		if at.IsZero() {
+			return
+		}
+		_, err := s.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: chunks[0].ChunkRef, Outcomes: outcomes(store.OutcomeSent), At: at})
+		must(t, err)
+	}
+	finish("app1", "batch-b", base.Add(2*time.Minute))
+	finish("app2", "batch-a", base.Add(time.Minute))
+	finish("app1", "batch-running", time.Time{})
+	claim := func(p store.ClaimDoneNotificationsParams, want ...string) []*store.Batch {
+		t.Helper()
+		got, err := dn.ClaimDoneNotifications(ctx, &p)
+		must(t, err)
+		if !slices.Equal(claimedIDs(got), want) && !(len(got) == 0 && len(want) == 0) {
+			t.Errorf("ClaimDoneNotifications(%+v) = %q, want %q", p, claimedIDs(got), want)
+		}
+		return got
+	}
+	now := base.Add(time.Hour)
+	// Only finished batches, finished at or before FinishedBefore, oldest first.
+	claim(store.ClaimDoneNotificationsParams{FinishedBefore: base, At: now, Until: now.Add(time.Minute), Limit: 10})
+	got := claim(store.ClaimDoneNotificationsParams{FinishedBefore: base.Add(90 * time.Second), At: now, Until: now.Add(time.Minute), Limit: 10}, "app2/batch-a")
+	if len(got) == 1 && (got[0].ChunksDone != 1 || got[0].Sent != 1 || !got[0].NotifiedAt.IsZero()) {
+		t.Errorf("claimed batch %+v, want it as GetBatch returns it, not notified yet", got[0])
+	}
+	// A live claim is not claimed again; another batch is.
+	claim(store.ClaimDoneNotificationsParams{FinishedBefore: now, At: now.Add(30 * time.Second), Until: now.Add(time.Hour), Limit: 10}, "app1/batch-b")
+	claim(store.ClaimDoneNotificationsParams{FinishedBefore: now, At: now.Add(59 * time.Second), Until: now.Add(time.Hour), Limit: 10})
+	// An ended claim without a mark is taken over (the claimer died).
+	claim(store.ClaimDoneNotificationsParams{FinishedBefore: now, At: now.Add(61 * time.Second), Until: now.Add(2 * time.Minute), Limit: 10}, "app2/batch-a")
+	// Marked batches are never claimed again.
+	must(t, dn.MarkDoneNotified(ctx, "app2", "batch-a", now.Add(62*time.Second)))
+	must(t, dn.MarkDoneNotified(ctx, "app2", "batch-a", now.Add(63*time.Second))) // again: no change, no error
+	b, err := s.GetBatch(ctx, "app2", "batch-a")
+	must(t, err)
+	sameTime(t, "NotifiedAt", b.NotifiedAt, now.Add(62*time.Second), opts)
+	claim(store.ClaimDoneNotificationsParams{FinishedBefore: now, At: now.Add(time.Hour + time.Second), Until: now.Add(2 * time.Hour), Limit: 10}, "app1/batch-b")
+	must(t, dn.MarkDoneNotified(ctx, "app1", "batch-b", now))
+	claim(store.ClaimDoneNotificationsParams{FinishedBefore: now.Add(time.Hour), At: now.Add(10 * time.Hour), Until: now.Add(11 * time.Hour), Limit: 10})
+	wantErr(t, dn.MarkDoneNotified(ctx, "app1", "batch-a", now), store.ErrNotFound, "MarkDoneNotified of another app's batch")
+
+	// One batch by ID: only that one, only if finished and unclaimed.
+	finish("app1", "batch-c", base.Add(3*time.Minute))
+	finish("app1", "batch-d", base.Add(3*time.Minute))
+	claim(store.ClaimDoneNotificationsParams{AppID: "app1", BatchID: "batch-running", FinishedBefore: now, At: now, Until: now.Add(time.Minute), Limit: 1})
+	claim(store.ClaimDoneNotificationsParams{AppID: "app2", BatchID: "batch-c", FinishedBefore: now, At: now, Until: now.Add(time.Minute), Limit: 1})
+	claim(store.ClaimDoneNotificationsParams{AppID: "app1", BatchID: "batch-c", FinishedBefore: now, At: now, Until: now.Add(time.Minute), Limit: 1}, "app1/batch-c")
+	claim(store.ClaimDoneNotificationsParams{AppID: "app1", BatchID: "batch-c", FinishedBefore: now, At: now, Until: now.Add(time.Minute), Limit: 1})
+	claim(store.ClaimDoneNotificationsParams{FinishedBefore: now, At: now, Until: now.Add(time.Minute), Limit: 10}, "app1/batch-d")
+	// A canceled batch that the cancel finished is claimable too.
+	cb, cchunks := newBatch("app1", "batch-canceled", base, 1)
+	must(t, s.CreateBatch(ctx, cb, cchunks))
+	_, err = s.CancelBatch(ctx, "app1", cb.ID, base.Add(4*time.Minute))
+	must(t, err)
+	claim(store.ClaimDoneNotificationsParams{FinishedBefore: now, At: now, Until: now.Add(time.Minute), Limit: 10}, "app1/batch-canceled")
+}
+
+// testDoneNotificationsConcurrent claims one batch from many goroutines
+// at once: exactly one gets it.
+func testDoneNotificationsConcurrent(t *testing.T, s store.Batches, _ *Options) {
+	dn := doneNotifications(t, s)
+	ctx := ctxT(t)
+	now := time.Now().UTC()
+	b, chunks := newBatch("app1", "batch-claim-race", now, 1)
+	must(t, s.CreateBatch(ctx, b, chunks))
+	_, err := s.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: chunks[0].ChunkRef, Outcomes: outcomes(store.OutcomeSent), At: now})
+	must(t, err)
+	var claims atomic.Int32
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			p := &store.ClaimDoneNotificationsParams{FinishedBefore: now, At: now, Until: now.Add(time.Minute), Limit: 10}
+			if i%2 == 0 {
+				p.AppID, p.BatchID = "app1", b.ID
+			}
+			got, err := dn.ClaimDoneNotifications(ctx, p)
+			if err != nil {
+				t.Errorf("ClaimDoneNotifications: %v", err)
+				return
+			}
+			claims.Add(int32(len(got)))
+		})
+	}
+	wg.Wait()
+	if claims.Load() != 1 {
+		t.Errorf("%d concurrent claims of one batch succeeded, want exactly 1", claims.Load())
 	}
 }
 

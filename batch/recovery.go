@@ -1,0 +1,284 @@
+package batch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/chatbatch/chatbatch/store"
+)
+
+// Recovery. The store is the truth and the queue is disposable: a chunk
+// that is not done is owned by a worker only while its lease in the store
+// holds (StartChunk takes it, the worker renews it every Lease/3), and a
+// chunk not started yet is expected to have a task in the queue. Sweep,
+// run every SweepInterval, looks for the chunks for which neither holds
+// and hands them to the queue again; processing is idempotent (message
+// IDs are deterministic, SaveMessages skips stored IDs, CompleteChunk
+// succeeds once), so the price of a needless re-run is a repeated
+// delivery of one chunk, never a second message.
+
+// inspector is what Sweep needs of asynq's Inspector: the state of the
+// task that carries a chunk.
+type inspector interface {
+	GetTaskInfo(queue, id string) (*asynq.TaskInfo, error)
+	DeleteTask(queue, id string) error
+	Close() error
+}
+
+// sweepPage is how many chunks and finished batches one Sweep handles.
+const sweepPage = 1000
+
+// SweepReport says what one Sweep did.
+type SweepReport struct {
+	// Enqueued is the number of chunks handed to the queue: their task
+	// was lost, never made, archived by asynq, or held by a dead worker.
+	Enqueued int
+	// Queued is the number of overdue chunks whose task is still waiting
+	// in the queue (pending, scheduled or retrying): left alone.
+	Queued int
+	// Reported is the number of finished batches whose OnBatchDone call
+	// had not been made (or not recorded) and now was.
+	Reported int
+}
+
+// Sweep repairs what the queue lost or gave up on, and returns how many
+// chunks it handed to the queue. Run calls it every Config.SweepInterval;
+// hosts with their own asynq server call it that often themselves.
+//
+// It looks at every chunk that is not done and either not started
+// Config.Lease after it was due, or started with a lease that ran out (its
+// worker died, or its attempt failed). It enqueues the chunk's task
+// again; if that task ID is taken, it asks asynq (with Config.Redis) what
+// the task is doing: an archived task (asynq gave up) is deleted and the
+// chunk enqueued again, a task held by a dead worker gets a second task
+// beside it, and a task still waiting or retrying is left alone. Without
+// Config.Redis (an Enqueuer only) taken IDs are left alone. It also
+// reports finished batches whose Config.OnBatchDone call was not made (see
+// there) and forgets expired idempotency keys.
+func (s *Service) Sweep(ctx context.Context) (int, error) {
+	r, err := s.sweep(ctx)
+	return r.Enqueued, err
+}
+
+func (s *Service) sweep(ctx context.Context) (SweepReport, error) {
+	var r SweepReport
+	now := s.cfg.Now().UTC()
+	cctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
+	chunks, err := s.cfg.Batches.PendingChunks(cctx, &store.PendingChunksParams{
+		DueBefore: now.Add(-s.cfg.Lease), LeaseExpiredBefore: now, Limit: sweepPage,
+	})
+	cancel()
+	if err != nil {
+		return r, fmt.Errorf("batch: sweep: %w", err)
+	}
+	for _, c := range chunks {
+		queued, err := s.requeue(ctx, c)
+		if err != nil {
+			return r, fmt.Errorf("batch: sweep: %w", err)
+		}
+		if queued {
+			r.Enqueued++
+		} else {
+			r.Queued++
+		}
+	}
+	if r.Reported, err = s.reportDone(ctx, now); err != nil {
+		return r, fmt.Errorf("batch: sweep: %w", err)
+	}
+	if keys, ok := s.cfg.Batches.(store.IdempotencyKeys); ok {
+		kctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
+		_, err := keys.DeleteExpiredIdempotencyKeys(kctx, now, sweepPage)
+		cancel()
+		if err != nil {
+			return r, fmt.Errorf("batch: sweep idempotency keys: %w", err)
+		}
+	}
+	if r.Enqueued > 0 || r.Reported > 0 {
+		s.log.Info("batch sweep", "enqueued", r.Enqueued, "still_queued", r.Queued, "reported", r.Reported)
+	} else if r.Queued > 0 {
+		s.log.Debug("batch sweep", "still_queued", r.Queued)
+	}
+	return r, nil
+}
+
+// requeue hands chunk c, which the sweep found overdue, to the queue
+// unless its task is still waiting there. It reports whether it enqueued.
+func (s *Service) requeue(ctx context.Context, c store.Chunk) (bool, error) {
+	log := s.log.With("app", c.AppID, "batch", c.BatchID, "chunk", c.No, "attempts", c.Attempts)
+	why := "its task was lost (never enqueued, or Redis lost it)"
+	if !c.StartedAt.IsZero() {
+		why = "its worker stopped renewing its lease"
+	}
+	id := chunkTaskID(c.ChunkRef)
+	err := s.enqueueTask(ctx, c.ChunkRef, id, time.Time{})
+	if err == nil {
+		log.Info("batch: sweep re-enqueued a chunk", "reason", why)
+		return true, nil
+	}
+	if !errors.Is(err, asynq.ErrTaskIDConflict) {
+		return false, err
+	}
+	if s.inspector == nil {
+		log.Debug("batch: sweep left a chunk whose task ID is taken (no Config.Redis to look at the task)")
+		return false, nil
+	}
+	info, err := s.inspector.GetTaskInfo(s.cfg.Queue, id)
+	if errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound) {
+		return false, nil // it finished or went away in between: the next sweep sees
+	}
+	if err != nil {
+		return false, fmt.Errorf("look at task %s: %w", id, err)
+	}
+	switch info.State {
+	case asynq.TaskStateArchived, asynq.TaskStateCompleted:
+		// asynq gave up on it (its retries ran out while the store
+		// failed), yet the chunk is not done: start over.
+		if err := s.inspector.DeleteTask(s.cfg.Queue, id); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
+			return false, fmt.Errorf("delete archived task %s: %w", id, err)
+		}
+		if err := s.enqueueTask(ctx, c.ChunkRef, id, time.Time{}); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+			return false, err
+		}
+		log.Warn("batch: sweep re-enqueued a chunk whose task asynq had archived", "last_error", info.LastErr)
+		return true, nil
+	case asynq.TaskStateActive:
+		// A worker holds the task, but the chunk's lease ran out (or it
+		// never started it): the worker is gone, and asynq would hand the
+		// task on only when its own lease and recoverer get to it, a
+		// minute or more later. A second task, named after the attempt
+		// so that one sweep's task is not added again by the next, does
+		// it now; the orphan, when asynq recovers it, finds the chunk
+		// done.
+		dup := id + ":r" + strconv.Itoa(c.Attempts)
+		err := s.enqueueTask(ctx, c.ChunkRef, dup, time.Time{})
+		if errors.Is(err, asynq.ErrTaskIDConflict) {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		log.Warn("batch: sweep re-enqueued a chunk held by a worker that is gone", "reason", why, "task", dup)
+		return true, nil
+	default:
+		// Pending (a backlog), scheduled or retrying (after a failed
+		// attempt, with asynq's backoff): it will run.
+		return false, nil
+	}
+}
+
+// leaseKeeper renews the lease of the chunk a worker processes every
+// Config.Lease/3 until stop is called, so that the sweeper takes the
+// worker for alive. A renewal that fails is logged; the sweep may then
+// start a second run of the chunk, which is safe.
+func (s *Service) leaseKeeper(ctx context.Context, ref store.ChunkRef) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(max(s.cfg.Lease/3, time.Millisecond))
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			rctx, rcancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
+			err := s.cfg.Batches.RenewChunkLease(rctx, &store.RenewChunkLeaseParams{Ref: ref, Until: s.cfg.Now().UTC().Add(s.cfg.Lease)})
+			rcancel()
+			if err != nil && ctx.Err() == nil {
+				s.log.Warn("batch: renewing a chunk's lease failed", "app", ref.AppID, "batch", ref.BatchID, "chunk", ref.No, "err", err)
+			}
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
+}
+
+// batchDone reports b, which the caller's chunk completion or cancel just
+// made final, through Config.OnBatchDone. With a store that implements
+// store.DoneNotifications it first claims the report, so that of the
+// processes that see the batch final exactly one reports it, and marks it
+// made afterwards; a process that dies in between leaves the report to a
+// later Sweep.
+func (s *Service) batchDone(ctx context.Context, b *store.Batch) {
+	if s.cfg.OnBatchDone == nil {
+		return // Sweep marks the batch reported
+	}
+	dn, ok := s.cfg.Batches.(store.DoneNotifications)
+	if !ok {
+		s.callOnBatchDone(ctx, b)
+		return
+	}
+	now := s.cfg.Now().UTC()
+	cctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
+	claimed, err := dn.ClaimDoneNotifications(cctx, &store.ClaimDoneNotificationsParams{
+		AppID: b.AppID, BatchID: b.ID, FinishedBefore: now, At: now, Until: now.Add(s.cfg.Lease), Limit: 1,
+	})
+	cancel()
+	if err != nil {
+		s.log.Warn("batch: claiming the report of a finished batch failed; the sweeper reports it", "app", b.AppID, "batch", b.ID, "err", err)
+		return
+	}
+	for _, c := range claimed {
+		s.report(ctx, dn, c)
+	}
+}
+
+// reportDone claims and reports the finished batches whose report is
+// missing: their finisher died before reporting, or they finished while
+// no OnBatchDone was configured (then they are only marked).
+func (s *Service) reportDone(ctx context.Context, now time.Time) (int, error) {
+	dn, ok := s.cfg.Batches.(store.DoneNotifications)
+	if !ok {
+		return 0, nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
+	claimed, err := dn.ClaimDoneNotifications(cctx, &store.ClaimDoneNotificationsParams{
+		// Lease: the finisher's own report goes first.
+		FinishedBefore: now.Add(-s.cfg.Lease), At: now, Until: now.Add(s.cfg.Lease), Limit: sweepPage,
+	})
+	cancel()
+	if err != nil {
+		return 0, fmt.Errorf("claim unreported batches: %w", err)
+	}
+	for _, b := range claimed {
+		if s.cfg.OnBatchDone != nil {
+			s.log.Info("batch: reporting a finished batch whose report was not made", "app", b.AppID, "batch", b.ID)
+		}
+		s.report(ctx, dn, b)
+	}
+	if s.cfg.OnBatchDone == nil {
+		return 0, nil
+	}
+	return len(claimed), nil
+}
+
+// report calls OnBatchDone for a claimed batch and marks it reported.
+func (s *Service) report(ctx context.Context, dn store.DoneNotifications, b *store.Batch) {
+	s.callOnBatchDone(ctx, b)
+	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.StoreTimeout)
+	defer cancel()
+	if err := dn.MarkDoneNotified(mctx, b.AppID, b.ID, s.cfg.Now().UTC()); err != nil {
+		s.log.Warn("batch: recording that a finished batch was reported failed; it may be reported again", "app", b.AppID, "batch", b.ID, "err", err)
+	}
+}
+
+func (s *Service) callOnBatchDone(ctx context.Context, b *store.Batch) {
+	if s.cfg.OnBatchDone == nil {
+		return
+	}
+	defer func() {
+		if v := recover(); v != nil {
+			s.log.Error("batch: OnBatchDone panicked", "batch", b.ID, "panic", v)
+		}
+	}()
+	s.cfg.OnBatchDone(ctx, summaryOf(b, s.cfg.Now()))
+}
