@@ -147,15 +147,31 @@ func (s *Service) requeue(ctx context.Context, c store.Chunk) (bool, error) {
 		log.Warn("batch: sweep re-enqueued a chunk whose task asynq had archived", "last_error", info.LastErr)
 		return true, nil
 	case asynq.TaskStateActive:
-		// A worker holds the task, but the chunk's lease ran out (or it
-		// never started it): the worker is gone, and asynq would hand the
-		// task on only when its own lease and recoverer get to it, a
-		// minute or more later. A second task, named after the attempt
-		// so that one sweep's task is not added again by the next, does
-		// it now; the orphan, when asynq recovers it, finds the chunk
-		// done.
-		dup := id + ":r" + strconv.Itoa(c.Attempts)
-		err := s.enqueueTask(ctx, c.ChunkRef, dup, time.Time{})
+		// A worker holds the task. If the chunk is started and its lease
+		// ran out, the worker is gone, and asynq would hand the task on
+		// only when its own lease and recoverer get to it, a minute or
+		// more later. A second task, named after the attempt so that one
+		// sweep's task is not added again by the next, does it now; the
+		// orphan, when asynq recovers it, finds the chunk done. A chunk
+		// not started is being started right now (the window between
+		// asynq handing out a task and StartChunk), or its worker died in
+		// that window, which asynq's recoverer repairs: left alone, so
+		// that a busy backlog gets no second tasks. So is a chunk that
+		// another worker started or finished since the sweep listed it.
+		if c.StartedAt.IsZero() {
+			return false, nil
+		}
+		cctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
+		cur, err := s.cfg.Batches.LoadChunk(cctx, c.ChunkRef)
+		cancel()
+		if err != nil {
+			return false, fmt.Errorf("reload %s chunk %d: %w", c.BatchID, c.No, err)
+		}
+		if cur.Done || !cur.LeaseUntil.Before(s.cfg.Now()) {
+			return false, nil
+		}
+		dup := id + ":r" + strconv.Itoa(cur.Attempts)
+		err = s.enqueueTask(ctx, c.ChunkRef, dup, time.Time{})
 		if errors.Is(err, asynq.ErrTaskIDConflict) {
 			return false, nil
 		}

@@ -214,7 +214,7 @@ func (b *bench) runDatabase(ctx context.Context, d *database, primary bool) (err
 	}()
 	poolA := max(o.backlog, 10*o.recipients)
 	needA := false
-	for _, s := range []string{"worker-a", "worker-c", "e2e-10x", "e2e-a", "naive", "latency", "memory"} {
+	for _, s := range []string{"worker-a", "worker-c", "e2e-10x", "e2e-a", "naive", "latency", "memory", "load"} {
 		needA = needA || o.has(s)
 	}
 	seedStart := time.Now()
@@ -323,6 +323,11 @@ func (b *bench) runDatabase(ctx context.Context, d *database, primary bool) (err
 	if o.has("memory") && primary {
 		if err := b.memory(ctx, h, poolA); err != nil {
 			return fmt.Errorf("memory: %w", err)
+		}
+	}
+	if o.has("load") && primary {
+		if err := b.load(ctx, h, poolA); err != nil {
+			return fmt.Errorf("load: %w", err)
 		}
 	}
 	return nil

@@ -59,7 +59,10 @@ func checkReport(t *testing.T, code int, stdout, stderr string, dbs []string, wa
 	}
 }
 
-var allScenarios = []string{"worker-a", "worker-b", "worker-c", "e2e-10x", "e2e-a", "e2e-b", "naive", "latency", "stats", "memory"}
+var allScenarios = []string{"worker-a", "worker-b", "worker-c", "e2e-10x", "e2e-a", "e2e-b", "naive", "latency", "stats", "memory", "load"}
+
+// tinyLoad keeps the load scenario short in tests.
+var tinyLoad = []string{"-load-clients=2", "-load-recipients=50", "-load-duration=500ms"}
 
 // TestRunSQLiteMiniredis runs every scenario on SQLite and the in-process
 // Redis, with profiles.
@@ -67,8 +70,8 @@ func TestRunSQLiteMiniredis(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	cpu, mem := filepath.Join(dir, "cpu"), filepath.Join(dir, "mem")
-	code, stdout, stderr := runBench(t, "-redis=mem", "-runs=2", "-recipients=300", "-backlog=900",
-		"-memory-sizes=300,900", "-concurrency=4", "-scenarios=all", "-cpuprofile="+cpu, "-memprofile="+mem)
+	code, stdout, stderr := runBench(t, append([]string{"-redis=mem", "-runs=2", "-recipients=300", "-backlog=900",
+		"-memory-sizes=300,900", "-concurrency=4", "-scenarios=all", "-cpuprofile=" + cpu, "-memprofile=" + mem}, tinyLoad...)...)
 	checkReport(t, code, stdout, stderr, []string{"sqlite"}, allScenarios)
 	if !strings.Contains(stdout, "chatbatch-bench -redis=mem -runs=2") {
 		t.Errorf("the command line is not at the top:\n%s", stdout)
@@ -100,7 +103,7 @@ func TestRunServices(t *testing.T) {
 	if redisAddr != "" {
 		redisArg = "-redis=" + redisAddr
 	}
-	tiny := []string{"-runs=1", "-recipients=300", "-backlog=600", "-memory-sizes=300,600", "-concurrency=4"}
+	tiny := append([]string{"-runs=1", "-recipients=300", "-backlog=600", "-memory-sizes=300,600", "-concurrency=4"}, tinyLoad...)
 	cases := []struct {
 		name, env string
 		args      func(v string) []string
@@ -121,7 +124,7 @@ func TestRunServices(t *testing.T) {
 			code, stdout, stderr := runBench(t, args...)
 			want := []string{"worker-a", "worker-b", "worker-c", "e2e-10x", "e2e-a", "e2e-b", "naive", "latency"}
 			if c.name == "postgres" {
-				want = append(want, "stats", "memory")
+				want = append(want, "stats", "memory", "load")
 				if !strings.Contains(stdout, "pgx CopyFrom, 4 streams (ceiling) | postgres") {
 					t.Errorf("no pgx CopyFrom rows:\n%s", stdout)
 				}

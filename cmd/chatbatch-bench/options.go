@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // scenarioInfo describes one value of -scenarios.
@@ -27,6 +28,7 @@ var scenarios = []scenarioInfo{
 	{"latency", "4 start latency of one batch: first chunk's started_at − the client's 200 response"},
 	{"stats", "5 worker rate (a) on never-analyzed tables (autovacuum off) vs the same after ANALYZE; PostgreSQL only"},
 	{"memory", "6 worker heap (max HeapInuse while running) at growing backlogs, and Redis memory per queued batch"},
+	{"load", "8 accept latency under load: -load-clients clients posting -load-recipients batches back to back for -load-duration while the worker runs; every batch verified; first database only"},
 }
 
 func scenarioNames() []string {
@@ -54,6 +56,9 @@ type options struct {
 	keep            bool
 	copyStreams     int
 	sqliteDSN       string
+	loadClients     int
+	loadRecipients  int
+	loadDuration    time.Duration
 }
 
 func (o *options) has(s string) bool { return o.scenarios[s] }
@@ -94,13 +99,16 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.backlog, "backlog", 100_000, "recipients accepted before the worker starts, in the worker-rate and stats scenarios")
 	fs.IntVar(&o.runs, "runs", 3, "repetitions of each scenario")
 	scen := fs.String("scenarios", "", "comma-separated `list` of scenarios (default all): "+strings.Join(scenarioNames(), ", "))
-	fs.BoolVar(&o.quick, "quick", false, "a short run (under a minute): -runs 1 -recipients 1000 -backlog 5000 -memory-sizes 5000,20000, no stats scenario")
+	fs.BoolVar(&o.quick, "quick", false, "a short run (under a minute): -runs 1 -recipients 1000 -backlog 5000 -memory-sizes 5000,20000 -load-clients 4 -load-recipients 100 -load-duration 2s, no stats scenario")
 	fs.BoolVar(&o.strict, "strict", false, "exit with status 3 when a target is missed")
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of each chatbatch run to `file` (one file per run, named file.DB.SCENARIO.RUN)")
 	fs.StringVar(&o.memprofile, "memprofile", "", "write heap profiles before and after each chatbatch run to `file`.DB.SCENARIO.RUN[.before] (compare with pprof -base)")
 	sizes := fs.String("memory-sizes", "10000,100000,1000000", "backlogs (recipients) of the memory scenario; the last is compared with the first")
 	fs.IntVar(&o.copyStreams, "copy-streams", 0, "connections of the pgx CopyFrom baseline (default: -concurrency)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the tables and queues afterwards (for inspection)")
+	fs.IntVar(&o.loadClients, "load-clients", 32, "clients of the load scenario")
+	fs.IntVar(&o.loadRecipients, "load-recipients", 1000, "recipients per batch in the load scenario")
+	fs.DurationVar(&o.loadDuration, "load-duration", 60*time.Second, "how long the load scenario's clients post")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stderr, usageHead)
@@ -128,6 +136,15 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		if !set["memory-sizes"] {
 			*sizes = "5000,20000"
 		}
+		if !set["load-duration"] {
+			o.loadDuration = 2 * time.Second
+		}
+		if !set["load-clients"] {
+			o.loadClients = 4
+		}
+		if !set["load-recipients"] {
+			o.loadRecipients = 100
+		}
 	}
 	switch {
 	case o.concurrency < 1:
@@ -140,6 +157,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, usagef("-copy-streams must not be negative, not %d", o.copyStreams)
 	case o.runs < 1:
 		return nil, usagef("-runs must be at least 1, not %d", o.runs)
+	case o.loadClients < 1 || o.loadRecipients < 1 || o.loadRecipients > maxRecipients || o.loadDuration <= 0:
+		return nil, usagef("-load-clients, -load-recipients (1–%d) and -load-duration must be positive", maxRecipients)
 	case o.redis == "":
 		return nil, usagef("-redis is empty; give host:port, redis://… or mem")
 	case o.postgres == "" && o.mysql == "" && !o.sqlite:

@@ -51,6 +51,9 @@ type options struct {
 	idleTimeout    time.Duration
 	maxHeaderBytes int
 	storeTimeout   time.Duration
+	lease          time.Duration
+	sweepInterval  time.Duration
+	maxRetry       int
 }
 
 // usageError is a bad flag or environment value: exit code 2.
@@ -132,6 +135,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*o
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", envDuration("CHATBATCHD_IDLE_TIMEOUT", 2*time.Minute), "how long an idle keep-alive connection stays open [CHATBATCHD_IDLE_TIMEOUT]")
 	fs.IntVar(&o.maxHeaderBytes, "max-header-bytes", envInt("CHATBATCHD_MAX_HEADER_BYTES", 64<<10), "largest request header accepted, in bytes [CHATBATCHD_MAX_HEADER_BYTES]")
 	fs.DurationVar(&o.storeTimeout, "store-timeout", envDuration("CHATBATCHD_STORE_TIMEOUT", 5*time.Second), "longest wait of a request (and of each worker call) on the database; past it a request gets 503 with Retry-After [CHATBATCHD_STORE_TIMEOUT]")
+	fs.DurationVar(&o.lease, "lease", envDuration("CHATBATCHD_LEASE", 10*time.Second), "a worker's hold on the chunk it processes; a chunk whose worker died is taken over after it [CHATBATCHD_LEASE]")
+	fs.DurationVar(&o.sweepInterval, "sweep-interval", envDuration("CHATBATCHD_SWEEP_INTERVAL", 2*time.Second), "how often the worker sweeps for lost, archived and abandoned chunks [CHATBATCHD_SWEEP_INTERVAL]")
+	fs.IntVar(&o.maxRetry, "max-retry", envInt("CHATBATCHD_MAX_RETRY", 10), "retries of a failing chunk before its open recipients are failed [CHATBATCHD_MAX_RETRY]")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stderr, usageHead)
@@ -156,6 +162,10 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*o
 		return nil, usagef("-task-check-interval: must be at least 1ms, not %v", o.pollEvery)
 	case o.readTimeout <= 0 || o.writeTimeout <= 0 || o.idleTimeout <= 0 || o.storeTimeout <= 0:
 		return nil, usagef("-read-timeout, -write-timeout, -idle-timeout and -store-timeout must be positive")
+	case o.lease < 10*time.Millisecond || o.sweepInterval < time.Millisecond:
+		return nil, usagef("-lease (at least 10ms) and -sweep-interval (at least 1ms) are too short")
+	case o.maxRetry < 1:
+		return nil, usagef("-max-retry: must be at least 1, not %d", o.maxRetry)
 	case o.maxHeaderBytes < 1024:
 		return nil, usagef("-max-header-bytes: must be at least 1024, not %d", o.maxHeaderBytes)
 	case o.push != "log" && o.push != "none":

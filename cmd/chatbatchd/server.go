@@ -127,6 +127,9 @@ func start(ctx context.Context, o *options, log *slog.Logger, stdout io.Writer) 
 		TaskCheckInterval: o.pollEvery,
 		ServerConfig:      asynq.Config{ShutdownTimeout: 10 * time.Second},
 		StoreTimeout:      o.storeTimeout,
+		Lease:             o.lease,
+		SweepInterval:     o.sweepInterval,
+		MaxRetry:          o.maxRetry,
 		Logger:            log,
 	})
 	if err != nil {
