@@ -124,12 +124,15 @@ type Config struct {
 	// Lease is how long the store takes a chunk's worker for alive
 	// without hearing from it: a worker renews the lease of the chunk it
 	// processes every Lease/3, and a Sweep hands the chunk to the queue
-	// again once it ran out (the worker died). It is also how long a due
-	// chunk may wait without being started before a Sweep makes sure its
-	// task is in the queue (an enqueue that failed after the batch was
-	// stored, a flushed Redis). With SweepInterval it bounds recovery: a
-	// chunk resumes within Lease + SweepInterval of its worker dying or
-	// its task being lost, once a worker runs. Defaults to 10 seconds.
+	// again once it ran out (the worker died). A due chunk not started
+	// within Lease/2 gets its task checked by a Sweep (an enqueue that
+	// failed after the batch was stored, a flushed Redis, a worker that
+	// died between taking the task and starting the chunk). With
+	// SweepInterval it bounds recovery: a chunk resumes within about
+	// Lease + SweepInterval of its worker dying or its task being lost,
+	// once a worker runs. Keep it above 2 × StoreTimeout, or a chunk
+	// whose start waits on a slow store may be run a second time (which
+	// is safe, only wasteful). Defaults to 10 seconds.
 	Lease time.Duration
 	// SweepInterval is how often Run sweeps (see Sweep). A sweep is a few
 	// queries of the store and, for every overdue chunk, an enqueue

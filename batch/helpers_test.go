@@ -198,8 +198,28 @@ func fastServer() asynq.Config {
 // startService creates a Service for cfg and runs it until the test ends.
 func startService(t testing.TB, cfg batch.Config) *batch.Service {
 	t.Helper()
+	svc, _ := newService(t, cfg)
+	run(t, svc)
+	return svc
+}
+
+// newService creates a Service for cfg (not running), closed and its
+// queue deleted when the test ends.
+func newService(t testing.TB, cfg batch.Config) (*batch.Service, *env) {
+	t.Helper()
 	svc, err := batch.New(cfg)
 	must(t, err)
+	t.Cleanup(func() {
+		must(t, svc.Close())
+		insp := asynq.NewInspector(cfg.Redis)
+		_ = insp.DeleteQueue(cfg.Queue, true)
+		_ = insp.Close()
+	})
+	return svc, &env{svc: svc, cfg: cfg}
+}
+
+// run runs svc until the test ends.
+func run(t testing.TB, svc *batch.Service) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- svc.Run(ctx) }()
@@ -208,12 +228,7 @@ func startService(t testing.TB, cfg batch.Config) *batch.Service {
 		if err := <-done; err != nil {
 			t.Errorf("Run: %v", err)
 		}
-		must(t, svc.Close())
-		insp := asynq.NewInspector(cfg.Redis)
-		_ = insp.DeleteQueue(cfg.Queue, true)
-		_ = insp.Close()
 	})
-	return svc
 }
 
 // miniRedis starts an in-process Redis for the test.

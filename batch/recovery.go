@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -51,12 +52,14 @@ type SweepReport struct {
 // hosts with their own asynq server call it that often themselves.
 //
 // It looks at every chunk that is not done and either not started
-// Config.Lease after it was due, or started with a lease that ran out (its
-// worker died, or its attempt failed). It enqueues the chunk's task
+// Config.Lease/2 after it was due, or started with a lease that ran out
+// (its worker died, or its attempt failed). It enqueues the chunk's task
 // again; if that task ID is taken, it asks asynq (with Config.Redis) what
 // the task is doing: an archived task (asynq gave up) is deleted and the
 // chunk enqueued again, a task held by a dead worker gets a second task
-// beside it, and a task still waiting or retrying is left alone. Without
+// beside it (for a chunk not started: when sweeps have seen the task held
+// and the chunk not started for Config.Lease/2), and a task still waiting
+// or retrying is left alone. Without
 // Config.Redis (an Enqueuer only) taken IDs are left alone. It also
 // reports finished batches whose Config.OnBatchDone call was not made (see
 // there) and forgets expired idempotency keys.
@@ -70,12 +73,13 @@ func (s *Service) sweep(ctx context.Context) (SweepReport, error) {
 	now := s.cfg.Now().UTC()
 	cctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
 	chunks, err := s.cfg.Batches.PendingChunks(cctx, &store.PendingChunksParams{
-		DueBefore: now.Add(-s.cfg.Lease), LeaseExpiredBefore: now, Limit: sweepPage,
+		DueBefore: now.Add(-s.cfg.Lease / 2), LeaseExpiredBefore: now, Limit: sweepPage,
 	})
 	cancel()
 	if err != nil {
 		return r, fmt.Errorf("batch: sweep: %w", err)
 	}
+	s.suspects.keepOnly(chunks)
 	for _, c := range chunks {
 		queued, err := s.requeue(ctx, c)
 		if err != nil {
@@ -155,11 +159,26 @@ func (s *Service) requeue(ctx context.Context, c store.Chunk) (bool, error) {
 		// orphan, when asynq recovers it, finds the chunk done. A chunk
 		// not started is being started right now (the window between
 		// asynq handing out a task and StartChunk), or its worker died in
-		// that window, which asynq's recoverer repairs: left alone, so
-		// that a busy backlog gets no second tasks. So is a chunk that
-		// another worker started or finished since the sweep listed it.
+		// that window: it gets a second task only if a sweep half a
+		// lease earlier saw it so too, so that a busy backlog gets none. A
+		// chunk that another worker started or finished since the sweep
+		// listed it is left alone.
 		if c.StartedAt.IsZero() {
-			return false, nil
+			// Seen like this by an earlier sweep half a lease ago (longer
+			// than StartChunk may take): the worker died between taking
+			// the task and starting the chunk.
+			if !s.suspects.heldTooLong(c.ChunkRef, s.cfg.Now(), s.cfg.Lease/2) {
+				return false, nil
+			}
+			dup := id + ":r0"
+			if err := s.enqueueTask(ctx, c.ChunkRef, dup, time.Time{}); err != nil {
+				if errors.Is(err, asynq.ErrTaskIDConflict) {
+					return false, nil
+				}
+				return false, err
+			}
+			log.Warn("batch: sweep re-enqueued a chunk whose task a worker took and never started", "task", dup)
+			return true, nil
 		}
 		cctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
 		cur, err := s.cfg.Batches.LoadChunk(cctx, c.ChunkRef)
@@ -297,4 +316,47 @@ func (s *Service) callOnBatchDone(ctx context.Context, b *store.Batch) {
 		}
 	}()
 	s.cfg.OnBatchDone(ctx, summaryOf(b, s.cfg.Now()))
+}
+
+// suspects remembers since when sweeps have seen a chunk not started
+// whose task a worker holds (asynq: active).
+type suspects struct {
+	mu    sync.Mutex
+	since map[store.ChunkRef]time.Time
+}
+
+// heldTooLong records ref as seen so at now and reports whether it was
+// first seen so lease or more ago.
+func (x *suspects) heldTooLong(ref store.ChunkRef, now time.Time, lease time.Duration) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.since == nil {
+		x.since = map[store.ChunkRef]time.Time{}
+	}
+	first, ok := x.since[ref]
+	if !ok {
+		x.since[ref] = now
+		return false
+	}
+	return now.Sub(first) >= lease
+}
+
+// keepOnly forgets the chunks a sweep no longer lists (started or done).
+func (x *suspects) keepOnly(chunks []store.Chunk) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if len(x.since) == 0 {
+		return
+	}
+	listed := make(map[store.ChunkRef]bool, len(chunks))
+	for _, c := range chunks {
+		if c.StartedAt.IsZero() {
+			listed[c.ChunkRef] = true
+		}
+	}
+	for ref := range x.since {
+		if !listed[ref] {
+			delete(x.since, ref)
+		}
+	}
 }

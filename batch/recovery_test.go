@@ -54,29 +54,22 @@ func recoveryConfig(t *testing.T, st store.Store, redis asynq.RedisConnOpt) batc
 	return cfg
 }
 
-// run runs svc until the test ends.
-func run(t *testing.T, svc *batch.Service) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
-}
-
-func newService(t *testing.T, cfg batch.Config) (*batch.Service, *env) {
-	svc, err := batch.New(cfg)
-	must(t, err)
-	t.Cleanup(func() {
-		must(t, svc.Close())
-		insp := asynq.NewInspector(cfg.Redis)
-		_ = insp.DeleteQueue(cfg.Queue, true)
-		_ = insp.Close()
-	})
-	return svc, &env{svc: svc, cfg: cfg}
+// recoveryEnv is a Service (not running) on a memstore seeded with the
+// directory, seen through wrap (nil: as it is), with recoveryConfig.
+func recoveryEnv(t *testing.T, redis asynq.RedisConnOpt, wrap func(store.Store) store.Store, mutate func(*batch.Config)) (*batch.Service, *env, *memstore.Store) {
+	mem := memstore.New(nil)
+	seedDirectory(t, mem)
+	var st store.Store = mem
+	if wrap != nil {
+		st = wrap(mem)
+	}
+	cfg := recoveryConfig(t, st, redis)
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	svc, e := newService(t, cfg)
+	e.st = mem
+	return svc, e, mem
 }
 
 // TestSweepRevivesArchivedChunk: the store fails to start the chunk until
@@ -87,14 +80,15 @@ func newService(t *testing.T, cfg batch.Config) (*batch.Service, *env) {
 func TestSweepRevivesArchivedChunk(t *testing.T) {
 	t.Parallel()
 	redisBackends(t, func(t *testing.T, redis asynq.RedisConnOpt) {
-		mem := memstore.New(nil)
-		seedDirectory(t, mem)
-		fs := &failingStore{Store: mem, fail: map[string]int{"StartChunk": -1}}
-		cfg := recoveryConfig(t, fs, redis)
-		cfg.MaxRetry = 1
-		cfg.SweepInterval = time.Hour // the test sweeps
-		svc, e := newService(t, cfg)
-		e.st = mem
+		var fs *failingStore
+		svc, e, mem := recoveryEnv(t, redis, func(st store.Store) store.Store {
+			fs = &failingStore{Store: st, fail: map[string]int{"StartChunk": -1}}
+			return fs
+		}, func(c *batch.Config) {
+			c.MaxRetry = 1
+			c.SweepInterval = time.Hour // the test sweeps
+		})
+		cfg := e.cfg
 		run(t, svc)
 		res := accepted(t, e.post(t, adminKey, twoReceivers))
 		insp := asynq.NewInspector(redis)
@@ -121,29 +115,42 @@ func TestSweepRevivesArchivedChunk(t *testing.T) {
 }
 
 // TestSweepTakesOverChunkOfDeadWorker: a worker takes the chunk's task
-// and starts the chunk, then stops (as a process killed with SIGKILL
-// would: no lease renewal, the task left active in asynq). Once the
-// chunk's lease runs out, the sweep of another worker enqueues the chunk
-// beside the orphaned task and that worker completes it, within Lease +
-// SweepInterval plus pick-up, not asynq's minute-long recovery.
+// and starts the chunk (or dies before it could start it), then stops as
+// a process killed with SIGKILL would: no lease renewal, the task left
+// active in asynq. Once the chunk's lease runs out (or, not started, a
+// sweep has seen it so for a lease), the sweep of another worker enqueues
+// the chunk beside the orphaned task and that worker completes it, within
+// about two leases and a sweep, not asynq's minute-long recovery.
 func TestSweepTakesOverChunkOfDeadWorker(t *testing.T) {
 	t.Parallel()
-	redisBackends(t, func(t *testing.T, redis asynq.RedisConnOpt) {
-		mem := memstore.New(nil)
-		seedDirectory(t, mem)
-		cfg := recoveryConfig(t, mem, redis)
-		svc, e := newService(t, cfg)
-		e.st = mem
+	for _, startsChunk := range []bool{true, false} {
+		name := "died after starting the chunk"
+		if !startsChunk {
+			name = "died before starting the chunk"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			redisBackends(t, func(t *testing.T, redis asynq.RedisConnOpt) {
+				testTakeover(t, redis, startsChunk)
+			})
+		})
+	}
+}
 
-		// The dead worker: it starts the chunk and hangs.
-		started := make(chan struct{})
-		release := make(chan struct{})
-		zc := fastServer()
-		zc.Concurrency, zc.Queues, zc.ShutdownTimeout = 1, map[string]int{cfg.Queue: 1}, 10*time.Millisecond
-		zc.Logger, zc.LogLevel = nopLogger{}, asynq.FatalLevel
-		zombie := asynq.NewServer(redis, zc)
-		var once sync.Once
-		must(t, zombie.Start(asynq.HandlerFunc(func(ctx context.Context, task *asynq.Task) error {
+func testTakeover(t *testing.T, redis asynq.RedisConnOpt, startsChunk bool) {
+	svc, e, mem := recoveryEnv(t, redis, nil, nil)
+	cfg := e.cfg
+
+	// The dead worker: it takes the task, maybe starts the chunk, and hangs.
+	taken := make(chan struct{})
+	release := make(chan struct{})
+	zc := fastServer()
+	zc.Concurrency, zc.Queues, zc.ShutdownTimeout = 1, map[string]int{cfg.Queue: 1}, 10*time.Millisecond
+	zc.Logger, zc.LogLevel = nopLogger{}, asynq.FatalLevel
+	zombie := asynq.NewServer(redis, zc)
+	var once sync.Once
+	must(t, zombie.Start(asynq.HandlerFunc(func(ctx context.Context, task *asynq.Task) error {
+		if startsChunk {
 			now := time.Now().UTC()
 			var p struct {
 				App, Batch string
@@ -154,38 +161,42 @@ func TestSweepTakesOverChunkOfDeadWorker(t *testing.T) {
 			if _, _, err := mem.StartChunk(ctx, &store.StartChunkParams{Ref: ref, At: now, LeaseUntil: now.Add(cfg.Lease)}); err != nil {
 				return err
 			}
-			once.Do(func() { close(started) })
-			select {
-			case <-release:
-			case <-ctx.Done():
-			}
-			return context.Canceled
-		})))
-		t.Cleanup(func() { close(release); zombie.Shutdown() })
-
-		res := accepted(t, e.post(t, adminKey, twoReceivers))
+		}
+		once.Do(func() { close(taken) })
 		select {
-		case <-started:
-		case <-time.After(waitLimit):
-			t.Fatal("the first worker never started the chunk")
+		case <-release:
+		case <-ctx.Done():
 		}
-		begin := time.Now()
-		run(t, svc)
-		st := e.waitFinished(t, adminKey, res.BatchID)
-		took := time.Since(begin)
-		if st.Status != "completed" || st.Sent != 2 {
-			t.Errorf("after the takeover: %+v, want completed with 2 sent", st)
-		}
-		if bound := cfg.Lease + cfg.SweepInterval + 2*time.Second; took > bound {
-			t.Errorf("the chunk of the dead worker resumed after %v, want within %v", took, bound)
-		}
-		checkStoredOnce(t, mem, res.BatchID, 2)
-		c, err := mem.LoadChunk(t.Context(), store.ChunkRef{AppID: testApp, BatchID: res.BatchID})
-		must(t, err)
-		if c.Attempts != 2 {
-			t.Errorf("the chunk was attempted %d times, want 2 (the dead worker's and the takeover)", c.Attempts)
-		}
-	})
+		return context.Canceled
+	})))
+	t.Cleanup(func() { close(release); zombie.Shutdown() })
+
+	res := accepted(t, e.post(t, adminKey, twoReceivers))
+	select {
+	case <-taken:
+	case <-time.After(waitLimit):
+		t.Fatal("the first worker never took the task")
+	}
+	begin := time.Now()
+	run(t, svc)
+	st := e.waitFinished(t, adminKey, res.BatchID)
+	took := time.Since(begin)
+	if st.Status != "completed" || st.Sent != 2 {
+		t.Errorf("after the takeover: %+v, want completed with 2 sent", st)
+	}
+	if bound := 2*cfg.Lease + cfg.SweepInterval + 2*time.Second; took > bound {
+		t.Errorf("the chunk of the dead worker resumed after %v, want within %v", took, bound)
+	}
+	checkStoredOnce(t, mem, res.BatchID, 2)
+	c, err := mem.LoadChunk(t.Context(), store.ChunkRef{AppID: testApp, BatchID: res.BatchID})
+	must(t, err)
+	want := 1
+	if startsChunk {
+		want = 2
+	}
+	if c.Attempts != want {
+		t.Errorf("the chunk was attempted %d times, want %d", c.Attempts, want)
+	}
 }
 
 // TestSweepAfterTasksLost: the queue loses the tasks of an accepted batch
@@ -194,11 +205,8 @@ func TestSweepTakesOverChunkOfDeadWorker(t *testing.T) {
 func TestSweepAfterTasksLost(t *testing.T) {
 	t.Parallel()
 	redisBackends(t, func(t *testing.T, redis asynq.RedisConnOpt) {
-		mem := memstore.New(nil)
-		seedDirectory(t, mem)
-		cfg := recoveryConfig(t, mem, redis)
-		svc, e := newService(t, cfg)
-		e.st = mem
+		svc, e, mem := recoveryEnv(t, redis, nil, nil)
+		cfg := e.cfg
 		res := accepted(t, e.post(t, adminKey, twoReceivers))
 		insp := asynq.NewInspector(redis)
 		defer insp.Close()

@@ -32,6 +32,7 @@ type Service struct {
 	enqueuer    Enqueuer
 	ownClient   *asynq.Client // created by New, closed by Close
 	inspector   inspector     // on Config.Redis; nil without it
+	suspects    suspects      // chunks held by a worker that never started them
 }
 
 // New returns a Service for cfg. It checks cfg and returns an error naming

@@ -478,11 +478,7 @@ func (s *Store) PendingChunks(ctx context.Context, p *store.PendingChunksParams)
 	q := "SELECT app_id, batch_id, chunk_no, start_index, not_before, started_at, attempts, lease_until FROM " + s.chunks +
 		" WHERE done = " + s.falseLit() + " AND ((started_at IS NULL AND not_before <= ?) OR (started_at IS NOT NULL AND (lease_until IS NULL OR lease_until < ?)))" +
 		" ORDER BY not_before, batch_id, chunk_no, app_id"
-	args := []any{toDB(p.DueBefore), toDB(p.LeaseExpiredBefore)}
-	if p.Limit > 0 {
-		q += " LIMIT ?"
-		args = append(args, p.Limit)
-	}
+	q, args := limited(q, []any{toDB(p.DueBefore), toDB(p.LeaseExpiredBefore)}, p.Limit)
 	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, s.fail(ctx, op, err)
@@ -503,6 +499,15 @@ func (s *Store) PendingChunks(ctx context.Context, p *store.PendingChunksParams)
 	return out, nil
 }
 
+// limited adds a LIMIT of limit to q and its arguments; limit < 0 means
+// no limit (0 is the caller's to answer without a query).
+func limited(q string, args []any, limit int) (string, []any) {
+	if limit > 0 {
+		return q + " LIMIT ?", append(args, limit)
+	}
+	return q, args
+}
+
 // ClaimDoneNotifications implements store.DoneNotifications: the
 // candidates are read, then each is claimed by an UPDATE whose condition
 // repeats the query's, so of concurrent claimers exactly one changes the
@@ -521,12 +526,7 @@ func (s *Store) ClaimDoneNotifications(ctx context.Context, p *store.ClaimDoneNo
 	if p.BatchID != "" {
 		refs = []store.ChunkRef{{AppID: p.AppID, BatchID: p.BatchID}}
 	} else {
-		q := "SELECT app_id, id FROM " + s.batches + " WHERE" + open + " ORDER BY finished_at, id, app_id"
-		args := []any{toDB(p.FinishedBefore), toDB(p.At)}
-		if p.Limit > 0 {
-			q += " LIMIT ?"
-			args = append(args, p.Limit)
-		}
+		q, args := limited("SELECT app_id, id FROM "+s.batches+" WHERE"+open+" ORDER BY finished_at, id, app_id", []any{toDB(p.FinishedBefore), toDB(p.At)}, p.Limit)
 		rows, err := s.db.QueryContext(ctx, q, args...)
 		if err != nil {
 			return nil, s.fail(ctx, op, err)

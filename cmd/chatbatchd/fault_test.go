@@ -239,7 +239,7 @@ func TestFaultKillAPIMidAccept(t *testing.T) {
 		var mu sync.Mutex
 		var wg sync.WaitGroup
 		for i := range 12 {
-			n := 500 + 250*i
+			n := 4000 + 500*i
 			wg.Go(func() {
 				status, env, _, err := tryCall(http.MethodPost, api.url+"/messages/batch", "k", bigBatch(n), 30*time.Second)
 				if err != nil || status != 200 {
@@ -253,10 +253,10 @@ func TestFaultKillAPIMidAccept(t *testing.T) {
 				}
 			})
 		}
-		time.Sleep(time.Duration(20+rand.IntN(200)) * time.Millisecond)
+		time.Sleep(time.Duration(50+rand.IntN(400)) * time.Millisecond)
 		kill(t, api)
 		wg.Wait()
-		t.Logf("round %d: %d batches acknowledged so far", round+1, len(accepted))
+		t.Logf("round %d: %d of %d batches acknowledged so far", round+1, len(accepted), 12*(round+1))
 	}
 	// Every batch in the database is whole: all its chunks, all its
 	// recipients; every acknowledged batch is among them; all finish.
