@@ -41,15 +41,23 @@
 //     derived from the batch ID and the recipient's index), delivered and,
 //     if asked, pushed. Each recipient's outcome is recorded.
 //  4. GET /messages/batch/{batchID} reports the status and counters.
-//  5. A sweeper re-enqueues chunks that stayed pending too long, so a lost
-//     task (a failed enqueue, a flushed Redis) delays a batch but never
-//     loses it. The store is the truth; Redis is disposable.
+//  5. A worker holds the chunk it processes by a lease in the store. A
+//     sweep, every two seconds in every worker, re-enqueues the chunks
+//     whose worker died, whose task was lost (a failed enqueue, a flushed
+//     Redis) or whose task asynq gave up on, so such a batch resumes
+//     within about twelve seconds and is never lost. The store is the
+//     truth; Redis is disposable.
+//
+// The design — layers, data flow, invariants, error classification, how
+// to extend it — is written down in docs/ARCHITECTURE.md in the
+// repository.
 //
 // # Implementing the seams
 //
 // Outsiders may implement store.Directory, store.Messages, store.Batches,
 // delivery.Deliverer and delivery.Pusher; the interfaces are covered by
-// semantic versioning and only grow through new optional interfaces. Run
+// semantic versioning; a method's new inputs go into its params struct,
+// and new capabilities into new optional interfaces. Run
 // storetest.Run, deliverytest.RunDeliverer or deliverytest.RunPusher
 // against an implementation before using it in production.
 package chatbatch

@@ -10,7 +10,7 @@ import (
 
 const module = "github.com/chatbatch/chatbatch"
 
-// TestImportRules keeps the layout of DESIGN.md §2 true: render and store
+// TestImportRules keeps the layers of docs/ARCHITECTURE.md §1 true: render and store
 // import only the standard library; delivery adds store; the conformance
 // suites import only their leaf packages; batch is the only package that
 // imports asynq and validator, and besides them it imports only jsontext

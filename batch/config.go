@@ -15,7 +15,8 @@ import (
 )
 
 // Config configures a Service. Pass it to New; the zero value of every
-// optional field selects the documented default.
+// optional field selects its default (the Default… constants). Negative
+// numbers are refused by New.
 type Config struct {
 	// Store supplies Directory, Messages and Batches for any of those three
 	// fields that is nil. Either Store or all three are required.
@@ -42,9 +43,10 @@ type Config struct {
 	// Enqueuer puts chunk tasks on the queue. Defaults to an asynq.Client
 	// on Redis, created by New and closed by Close.
 	Enqueuer Enqueuer
-	// Queue is the asynq queue the chunk tasks go to. Defaults to "chatbatch".
+	// Queue is the asynq queue the chunk tasks go to. Defaults to DefaultQueue ("chatbatch").
 	Queue string
-	// Concurrency is how many chunks Run processes at once. Defaults to 10.
+	// Concurrency is how many chunks Run processes at once. Defaults to
+	// DefaultConcurrency (10).
 	Concurrency int
 	// TaskCheckInterval is how long Run's idle asynq server waits before
 	// it looks for new tasks again once the queue is empty (asynq sleeps
@@ -53,7 +55,7 @@ type Config struct {
 	// default of 1 s halves the rate of a single 10,000-recipient batch.
 	// An idle server polls Redis about 1/TaskCheckInterval times a
 	// second. ServerConfig.TaskCheckInterval, when set, wins. Defaults
-	// to 50 ms.
+	// to DefaultTaskCheckInterval (50 ms).
 	TaskCheckInterval time.Duration
 	// ServerConfig tunes the asynq server that Run starts. Its Queues and
 	// Logger are always set by Run, and Concurrency and TaskCheckInterval
@@ -62,27 +64,30 @@ type Config struct {
 	// MaxRetry is how often a failing chunk is retried before its
 	// remaining recipients are recorded as failed: the attempt that finds
 	// asynq's retries used up, or the chunk started more than MaxRetry
-	// times in all (the store counts), records them. Defaults to 10
-	// (asynq's exponential backoff then spans about a day). A failure to
-	// record anything (the store itself is down) is retried until the
-	// store answers: then the chunk ends within one attempt.
+	// times in all (the store counts), records them. Defaults to
+	// DefaultMaxRetry (10; asynq's exponential backoff then spans about a
+	// day); NoRetry asks for none. A failure to record anything (the store
+	// itself is down) is retried until the store answers: then the chunk
+	// ends within one attempt.
 	MaxRetry int
 
 	// ChunkSize is the number of recipients per chunk (one queue task).
-	// Defaults to 500.
+	// Defaults to DefaultChunkSize (500).
 	ChunkSize int
 	// MaxRecipients is the largest number of paras one request may carry;
-	// more is answered with 413 PAYLOAD_TOO_LARGE. Defaults to 10,000.
+	// more is answered with 413 PAYLOAD_TOO_LARGE. Defaults to
+	// DefaultMaxRecipients (10,000).
 	MaxRecipients int
 	// MaxBodyBytes is the largest request body accepted; more is answered
-	// with 413 PAYLOAD_TOO_LARGE. Defaults to 8 MiB.
+	// with 413 PAYLOAD_TOO_LARGE. Defaults to DefaultMaxBodyBytes (8 MiB).
 	MaxBodyBytes int64
 	// MaxIDLength is the longest user or room ID accepted in a request, in
-	// bytes. Defaults to 255.
+	// bytes. Defaults to DefaultMaxIDLength (255).
 	MaxIDLength int
 
 	// DefaultSender is the user the messages are sent as when a request
-	// names no sender (only admin keys may name one). Defaults to "system".
+	// names no sender (only admin keys may name one). Defaults to
+	// DefaultSender ("system").
 	DefaultSender string
 	// ExtraFields allow-lists top-level request fields, beyond the
 	// documented ones, that are copied verbatim (as raw JSON) into every
@@ -96,11 +101,11 @@ type Config struct {
 
 	// IdempotencyTTL is how long an Idempotency-Key is remembered: a
 	// request repeated with the same key within it gets the first
-	// response. Defaults to 24 hours.
+	// response. Defaults to DefaultIdempotencyTTL (24 hours).
 	IdempotencyTTL time.Duration
 
 	// MaxScheduleAhead is how far in the future sendAt may be; later is
-	// answered with 400. Defaults to 30 days.
+	// answered with 400. Defaults to DefaultMaxScheduleAhead (30 days).
 	MaxScheduleAhead time.Duration
 
 	// OnBatchDone, when set, is called when a batch reaches a final state
@@ -118,7 +123,8 @@ type Config struct {
 	// BasePath is the path the handler is mounted at; the handler serves
 	// BasePath itself and BasePath/{batchID}. A request path that does not
 	// start with BasePath is taken as already relative to it (as under
-	// http.StripPrefix). Defaults to "/messages/batch".
+	// http.StripPrefix). Defaults to DefaultBasePath
+	// ("/messages/batch").
 	BasePath string
 
 	// Lease is how long the store takes a chunk's worker for alive
@@ -132,22 +138,22 @@ type Config struct {
 	// Lease + SweepInterval of its worker dying or its task being lost,
 	// once a worker runs. Keep it above 2 × StoreTimeout, or a chunk
 	// whose start waits on a slow store may be run a second time (which
-	// is safe, only wasteful). Defaults to 10 seconds.
+	// is safe, only wasteful). Defaults to DefaultLease (10 seconds).
 	Lease time.Duration
 	// SweepInterval is how often Run sweeps (see Sweep). A sweep is a few
 	// queries of the store and, for every overdue chunk, an enqueue
-	// attempt in Redis. Defaults to 2 seconds.
+	// attempt in Redis. Defaults to DefaultSweepInterval (2 seconds).
 	SweepInterval time.Duration
 	// StoreTimeout bounds the waits of one API request on the store (and
 	// the Authenticator), counted from when its body has been read, and
 	// each store call of a worker. A database that does not answer (a
 	// network partition that drops packets) then gives 503 UNAVAILABLE
 	// with Retry-After within it instead of a request that hangs.
-	// Defaults to 5 seconds.
+	// Defaults to DefaultStoreTimeout (5 seconds).
 	StoreTimeout time.Duration
 	// EnqueueTimeout bounds the enqueueing of a batch's tasks while the
 	// client waits; what is not enqueued by then is left to the sweeper.
-	// Defaults to 5 seconds.
+	// Defaults to DefaultEnqueueTimeout (5 seconds).
 	EnqueueTimeout time.Duration
 
 	// Logger receives the Service's logs. It never receives API keys or
@@ -173,22 +179,27 @@ func (c *Config) withDefaults() {
 	if c.Batches == nil && c.Store != nil {
 		c.Batches = c.Store
 	}
-	c.Queue = orDefault(c.Queue, "chatbatch")
-	c.Concurrency = orDefault(c.Concurrency, 10)
-	c.TaskCheckInterval = orDefault(c.TaskCheckInterval, 50*time.Millisecond)
-	c.MaxRetry = orDefault(c.MaxRetry, 10)
-	c.ChunkSize = orDefault(c.ChunkSize, 500)
-	c.MaxRecipients = orDefault(c.MaxRecipients, 10_000)
-	c.MaxBodyBytes = orDefault(c.MaxBodyBytes, 8<<20)
-	c.MaxIDLength = orDefault(c.MaxIDLength, 255)
-	c.DefaultSender = orDefault(c.DefaultSender, "system")
-	c.BasePath = orDefault(c.BasePath, "/messages/batch")
-	c.Lease = orDefault(c.Lease, 10*time.Second)
-	c.SweepInterval = orDefault(c.SweepInterval, 2*time.Second)
-	c.EnqueueTimeout = orDefault(c.EnqueueTimeout, 5*time.Second)
-	c.StoreTimeout = orDefault(c.StoreTimeout, 5*time.Second)
-	c.MaxScheduleAhead = orDefault(c.MaxScheduleAhead, 30*24*time.Hour)
-	c.IdempotencyTTL = orDefault(c.IdempotencyTTL, 24*time.Hour)
+	c.Queue = orDefault(c.Queue, DefaultQueue)
+	c.Concurrency = orDefault(c.Concurrency, DefaultConcurrency)
+	c.TaskCheckInterval = orDefault(c.TaskCheckInterval, DefaultTaskCheckInterval)
+	switch c.MaxRetry {
+	case 0:
+		c.MaxRetry = DefaultMaxRetry
+	case NoRetry:
+		c.MaxRetry = 0
+	}
+	c.ChunkSize = orDefault(c.ChunkSize, DefaultChunkSize)
+	c.MaxRecipients = orDefault(c.MaxRecipients, DefaultMaxRecipients)
+	c.MaxBodyBytes = orDefault(c.MaxBodyBytes, DefaultMaxBodyBytes)
+	c.MaxIDLength = orDefault(c.MaxIDLength, DefaultMaxIDLength)
+	c.DefaultSender = orDefault(c.DefaultSender, DefaultSender)
+	c.BasePath = orDefault(c.BasePath, DefaultBasePath)
+	c.Lease = orDefault(c.Lease, DefaultLease)
+	c.SweepInterval = orDefault(c.SweepInterval, DefaultSweepInterval)
+	c.EnqueueTimeout = orDefault(c.EnqueueTimeout, DefaultEnqueueTimeout)
+	c.StoreTimeout = orDefault(c.StoreTimeout, DefaultStoreTimeout)
+	c.MaxScheduleAhead = orDefault(c.MaxScheduleAhead, DefaultMaxScheduleAhead)
+	c.IdempotencyTTL = orDefault(c.IdempotencyTTL, DefaultIdempotencyTTL)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -198,14 +209,65 @@ func (c *Config) withDefaults() {
 	c.ExtraFields = slices.Clone(c.ExtraFields)
 }
 
-// orDefault returns def when v is unset: zero or negative (or ""). Unlike
-// cmp.Or it takes a negative number as unset too.
+// orDefault returns def when v is zero (negative values are refused by
+// validate before this runs).
 func orDefault[T int | int64 | time.Duration | string](v, def T) T {
 	var zero T
-	if v <= zero {
+	if v == zero {
 		return def
 	}
 	return v
+}
+
+// The defaults of Config, used for fields left zero.
+const (
+	DefaultQueue             = "chatbatch"
+	DefaultConcurrency       = 10
+	DefaultTaskCheckInterval = 50 * time.Millisecond
+	DefaultMaxRetry          = 10
+	DefaultChunkSize         = 500
+	DefaultMaxRecipients     = 10_000
+	DefaultMaxBodyBytes      = 8 << 20
+	DefaultMaxIDLength       = 255
+	DefaultSender            = "system"
+	DefaultBasePath          = "/messages/batch"
+	DefaultLease             = 10 * time.Second
+	DefaultSweepInterval     = 2 * time.Second
+	DefaultEnqueueTimeout    = 5 * time.Second
+	DefaultStoreTimeout      = 5 * time.Second
+	DefaultMaxScheduleAhead  = 30 * 24 * time.Hour
+	DefaultIdempotencyTTL    = 24 * time.Hour
+)
+
+// NoRetry, as Config.MaxRetry, means a failing chunk is not retried: its
+// first failure records its open recipients as failed. (MaxRetry 0 means
+// the default.)
+const NoRetry = -1
+
+// checkNotNegative refuses negative numbers, which would otherwise be
+// taken for the default or do harm.
+func (c *Config) checkNotNegative() []error {
+	var errs []error
+	for _, f := range []struct {
+		name     string
+		negative bool
+		v        any
+	}{
+		{"Concurrency", c.Concurrency < 0, c.Concurrency}, {"TaskCheckInterval", c.TaskCheckInterval < 0, c.TaskCheckInterval},
+		{"ChunkSize", c.ChunkSize < 0, c.ChunkSize}, {"MaxRecipients", c.MaxRecipients < 0, c.MaxRecipients},
+		{"MaxBodyBytes", c.MaxBodyBytes < 0, c.MaxBodyBytes}, {"MaxIDLength", c.MaxIDLength < 0, c.MaxIDLength},
+		{"Lease", c.Lease < 0, c.Lease}, {"SweepInterval", c.SweepInterval < 0, c.SweepInterval},
+		{"EnqueueTimeout", c.EnqueueTimeout < 0, c.EnqueueTimeout}, {"StoreTimeout", c.StoreTimeout < 0, c.StoreTimeout},
+		{"MaxScheduleAhead", c.MaxScheduleAhead < 0, c.MaxScheduleAhead}, {"IdempotencyTTL", c.IdempotencyTTL < 0, c.IdempotencyTTL},
+	} {
+		if f.negative {
+			errs = append(errs, fmt.Errorf("batch: Config.%s is negative (%v); leave it zero for the default", f.name, f.v))
+		}
+	}
+	if c.MaxRetry < 0 && c.MaxRetry != NoRetry {
+		errs = append(errs, fmt.Errorf("batch: Config.MaxRetry is %d; use a positive number, 0 for the default (%d) or NoRetry", c.MaxRetry, DefaultMaxRetry))
+	}
+	return errs
 }
 
 func (c *Config) validate() error {

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hibiken/asynq"
 
@@ -32,6 +33,10 @@ func TestConfigValidation(t *testing.T) {
 		"ChunkSize":   func(c *batch.Config) { c.ChunkSize = 20; c.MaxRecipients = 10 },
 		"BasePath":    func(c *batch.Config) { c.BasePath = "messages/" },
 		"ExtraFields": func(c *batch.Config) { c.ExtraFields = []string{"paras"} },
+		// Negative numbers were once taken for the default.
+		"ChunkSize is negative":    func(c *batch.Config) { c.ChunkSize = -5 },
+		"StoreTimeout is negative": func(c *batch.Config) { c.StoreTimeout = -time.Second },
+		"MaxRetry is -2":           func(c *batch.Config) { c.MaxRetry = -2 },
 	} {
 		c := ok
 		mutate(&c)
@@ -44,6 +49,13 @@ func TestConfigValidation(t *testing.T) {
 		t.Fatalf("New with the required fields: %v", err)
 	}
 	must(t, svc.Close())
+	noRetry := ok
+	noRetry.MaxRetry = batch.NoRetry
+	if svc, err := batch.New(noRetry); err != nil {
+		t.Errorf("New with MaxRetry: NoRetry: %v", err)
+	} else {
+		must(t, svc.Close())
+	}
 	// The parts may come separately: the host's own directory and messages.
 	split := ok
 	split.Store, split.Directory, split.Messages, split.Batches = nil, st, st, st

@@ -67,9 +67,6 @@ var paraHints = map[string]string{
 	"roomId": "room", "roomID": "room", "room_id": "room",
 }
 
-// maxDepth bounds nesting in extra and allow-listed fields.
-const maxDepth = 64
-
 // bodyError is an INVALID_BODY error about one place in the body.
 func bodyError(field, format string, args ...any) *apiError {
 	reason := fmt.Sprintf(format, args...)

@@ -41,6 +41,9 @@ type Service struct {
 // nil) and an asynq inspector on Config.Redis, which connect lazily and
 // are closed by Close.
 func New(cfg Config) (*Service, error) {
+	if errs := cfg.checkNotNegative(); len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
 	cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err

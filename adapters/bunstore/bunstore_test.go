@@ -162,6 +162,42 @@ func TestMigrateUpgradesV1(t *testing.T) {
 	})
 }
 
+// TestMigrationsSQL applies Migrations' statements as a host's own
+// migration tool would, then checks that Migrate finds nothing to do and
+// that the store works on the schema they made.
+func TestMigrationsSQL(t *testing.T) {
+	forEach(t, func(t *testing.T, _ *backend, db *bun.DB) {
+		ctx := t.Context()
+		s, err := bunstore.New(db, &bunstore.Options{TablePrefix: randomPrefix()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		dropTables(t, db, s)
+		ms := s.Migrations()
+		if len(ms) != bunstore.SchemaVersion || ms[len(ms)-1].Version != bunstore.SchemaVersion {
+			t.Fatalf("Migrations() has %d versions, the last %d; want 1..%d", len(ms), ms[len(ms)-1].Version, bunstore.SchemaVersion)
+		}
+		for _, m := range ms {
+			for _, q := range m.Statements {
+				if _, err := db.ExecContext(ctx, q); err != nil {
+					t.Fatalf("version %d: %s: %v", m.Version, q, err)
+				}
+			}
+		}
+		if err := s.Migrate(ctx); err != nil {
+			t.Fatalf("Migrate after the SQL was applied: %v", err)
+		}
+		now := time.Now().UTC()
+		b := &store.Batch{AppID: "app", ID: "b", Sender: "system", Count: 1, Chunks: 1, Payload: []byte("{}"), CreatedAt: now}
+		if err := s.CreateBatch(ctx, b, []store.Chunk{{Recipients: []store.Recipient{{Receiver: "u"}}, NotBefore: now}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, c, err := s.StartChunk(ctx, &store.StartChunkParams{Ref: store.ChunkRef{AppID: "app", BatchID: "b"}, At: now, LeaseUntil: now.Add(time.Minute)}); err != nil || c.Attempts != 1 {
+			t.Fatalf("StartChunk on the schema made by the SQL: %+v %v", c, err)
+		}
+	})
+}
+
 func claimedIDs(bs []*store.Batch) []string {
 	var out []string
 	for _, b := range bs {

@@ -137,10 +137,10 @@ func encodeFields(f map[string]json.RawMessage) (nullString, error) {
 	for i, k := range slices.Sorted(maps.Keys(f)) {
 		v := f[k]
 		if !json.Valid(v) {
-			return nullString{}, fmt.Errorf("Fields[%q] is not valid JSON", k)
+			return nullString{}, fmt.Errorf("the value of field %q in Fields is not valid JSON", k)
 		}
 		if bytes.IndexByte(v, 0) >= 0 || strings.IndexByte(k, 0) >= 0 {
-			return nullString{}, errors.New("Fields contain a NUL byte")
+			return nullString{}, errors.New("a key or value in Fields contains a NUL byte")
 		}
 		if i > 0 {
 			b.WriteByte(',')

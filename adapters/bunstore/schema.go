@@ -6,6 +6,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -282,13 +283,20 @@ func (s *Store) createV1(ctx context.Context, db bun.IConn) error {
 const SchemaVersion = 2
 
 // migration is one schema version after the first: its steps run in
-// order, each one idempotent (it checks what exists), so that a step
-// that ran before a crash on MySQL, where DDL commits at once, is not
-// run again.
+// order, each one skipped if what it makes exists already, so that a
+// step that ran before a crash on MySQL, where DDL commits at once, is
+// not run again.
 type migration struct {
 	version int
 	name    string
-	steps   []func(ctx context.Context, db bun.IConn) error
+	steps   []step
+}
+
+// step is one statement of a migration; exists, when set, reports
+// whether the statement's work is already done.
+type step struct {
+	sql    string
+	exists func(ctx context.Context, db bun.IConn) (bool, error)
 }
 
 func (s *Store) migrationList() []migration {
@@ -300,23 +308,62 @@ func (s *Store) migrationList() []migration {
 	return []migration{{
 		version: 2,
 		name:    "chunk attempts and leases; batch done notifications",
-		steps: []func(context.Context, bun.IConn) error{
+		steps: []step{
 			s.addColumn(s.chunks, "attempts", ct.integer+" NOT NULL DEFAULT 0"),
 			s.addColumn(s.chunks, "lease_until", ct.time+" NULL"),
 			s.addColumn(s.batches, "notified_at", ct.time+" NULL"),
 			s.addColumn(s.batches, "notify_until", ct.time+" NULL"),
 			// Batches that finished before the upgrade were reported, as
 			// far as anyone can tell; do not report them again.
-			s.exec("UPDATE " + s.batches + " SET notified_at = finished_at WHERE finished_at IS NOT NULL AND notified_at IS NULL"),
+			{sql: "UPDATE " + s.batches + " SET notified_at = finished_at WHERE finished_at IS NOT NULL AND notified_at IS NULL"},
 			s.ensureIndex(s.prefix+"batches_unnotified", s.batches, unnotified),
 		},
 	}}
 }
 
+// migrationsTable creates the table that records applied versions.
+func (s *Store) migrationsTable() string {
+	ct := types[s.kind]
+	return "CREATE TABLE IF NOT EXISTS " + s.migrations + " (version " + ct.integer + " NOT NULL PRIMARY KEY, name " + ct.text + " NOT NULL, applied_at " + ct.time + " NOT NULL)" + ct.tableSuffix
+}
+
+// Migration is one version of the schema as SQL, for hosts that run their
+// own migration tool (goose, Atlas, Flyway…) instead of Migrate.
+type Migration struct {
+	// Version is the schema version the statements produce.
+	Version int
+	// Name says what the version adds.
+	Name string
+	// Statements are to run in order, in one transaction where the
+	// database allows, on a database at Version-1 (version 1: on an empty
+	// one). The last records the version in the schema_migrations table,
+	// so that Migrate, run later, knows it was applied.
+	Statements []string
+}
+
+// Migrations returns every schema version's SQL for this store's dialect
+// and table prefix, oldest first. Migrate applies the same statements
+// (skipping, where a step ran before, what exists); a host whose own tool
+// applies these must apply each version once and in order.
+func (s *Store) Migrations() []Migration {
+	record := func(version int, name string) string {
+		return "INSERT INTO " + s.migrations + " (version, name, applied_at) VALUES (" + strconv.Itoa(version) + ", '" + name + "', CURRENT_TIMESTAMP)"
+	}
+	first := append(s.ddl(), s.migrationsTable())
+	out := []Migration{{Version: 1, Name: "the tables of the first release", Statements: first}}
+	for _, m := range s.migrationList() {
+		var stmts []string
+		for _, st := range m.steps {
+			stmts = append(stmts, st.sql)
+		}
+		out = append(out, Migration{Version: m.version, Name: m.name, Statements: append(stmts, record(m.version, m.name))})
+	}
+	return out
+}
+
 // upgrade applies the migrations the database has not had, in order.
 func (s *Store) upgrade(ctx context.Context, db bun.IConn) error {
-	ct := types[s.kind]
-	if _, err := db.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS "+s.migrations+" (version "+ct.integer+" NOT NULL PRIMARY KEY, name "+ct.text+" NOT NULL, applied_at "+ct.time+" NOT NULL)"+ct.tableSuffix); err != nil {
+	if _, err := db.ExecContext(ctx, s.migrationsTable()); err != nil {
 		return fmt.Errorf("create %s: %w", s.migrations, err)
 	}
 	applied := map[int]bool{}
@@ -331,8 +378,16 @@ func (s *Store) upgrade(ctx context.Context, db bun.IConn) error {
 		if applied[m.version] {
 			continue
 		}
-		for i, step := range m.steps {
-			if err := step(ctx, db); err != nil {
+		for i, st := range m.steps {
+			done := false
+			var err error
+			if st.exists != nil {
+				done, err = st.exists(ctx, db)
+			}
+			if err == nil && !done {
+				_, err = db.ExecContext(ctx, st.sql)
+			}
+			if err != nil {
 				return fmt.Errorf("migration %d (%s), step %d: %w", m.version, m.name, i+1, err)
 			}
 		}
@@ -355,47 +410,38 @@ func scanInts(rows *sql.Rows, f func(int)) error {
 	return rows.Err()
 }
 
-func (s *Store) exec(query string) func(context.Context, bun.IConn) error {
-	return func(ctx context.Context, db bun.IConn) error {
-		_, err := db.ExecContext(ctx, query)
-		return err
-	}
-}
-
 // addColumn adds a column unless the table has it.
-func (s *Store) addColumn(table, column, def string) func(context.Context, bun.IConn) error {
-	return func(ctx context.Context, db bun.IConn) error {
-		var n int
-		var err error
-		switch s.kind {
-		case dialect.PG:
-			err = db.QueryRowContext(ctx, "SELECT count(*) FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = lower(?) AND column_name = ?", table, column).Scan(&n)
-		case dialect.MySQL:
-			err = db.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND COLUMN_NAME = ?", table, column).Scan(&n)
-		default:
-			err = db.QueryRowContext(ctx, "SELECT COUNT(*) FROM pragma_table_info(?) WHERE name = ?", table, column).Scan(&n)
-		}
-		if err != nil || n > 0 {
-			return err
-		}
-		_, err = db.ExecContext(ctx, "ALTER TABLE "+table+" ADD COLUMN "+column+" "+def)
-		return err
+func (s *Store) addColumn(table, column, def string) step {
+	return step{
+		sql: "ALTER TABLE " + table + " ADD COLUMN " + column + " " + def,
+		exists: func(ctx context.Context, db bun.IConn) (bool, error) {
+			var n int
+			var err error
+			switch s.kind {
+			case dialect.PG:
+				err = db.QueryRowContext(ctx, "SELECT count(*) FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = lower(?) AND column_name = ?", table, column).Scan(&n)
+			case dialect.MySQL:
+				err = db.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND COLUMN_NAME = ?", table, column).Scan(&n)
+			default:
+				err = db.QueryRowContext(ctx, "SELECT COUNT(*) FROM pragma_table_info(?) WHERE name = ?", table, column).Scan(&n)
+			}
+			return n > 0, err
+		},
 	}
 }
 
-// ensureIndex runs create unless the index exists (MySQL has no CREATE
+// ensureIndex creates an index unless it exists (MySQL has no CREATE
 // INDEX IF NOT EXISTS; the others' statements say it themselves).
-func (s *Store) ensureIndex(name, table, create string) func(context.Context, bun.IConn) error {
-	return func(ctx context.Context, db bun.IConn) error {
-		if s.kind == dialect.MySQL {
+func (s *Store) ensureIndex(name, table, create string) step {
+	st := step{sql: create}
+	if s.kind == dialect.MySQL {
+		st.exists = func(ctx context.Context, db bun.IConn) (bool, error) {
 			var n int
-			if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND INDEX_NAME = ?", table, name).Scan(&n); err != nil || n > 0 {
-				return err
-			}
+			err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND INDEX_NAME = ?", table, name).Scan(&n)
+			return n > 0, err
 		}
-		_, err := db.ExecContext(ctx, create)
-		return err
 	}
+	return st
 }
 
 func (s *Store) migrateMySQL(ctx context.Context) (err error) {

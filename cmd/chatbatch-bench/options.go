@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/chatbatch/chatbatch/batch"
 )
 
 // scenarioInfo describes one value of -scenarios.
@@ -70,7 +72,7 @@ func (e *usageError) Error() string { return e.msg }
 
 func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
 
-const maxRecipients = 10_000 // batch.Config.MaxRecipients' default
+const maxRecipients = batch.DefaultMaxRecipients
 
 const usageHead = `chatbatch-bench: chatbatch's end-to-end throughput beside baselines, in one process.
 

@@ -113,14 +113,6 @@ type plan struct {
 	gen      func(k int) []para
 }
 
-func (p plan) total() int {
-	n := 0
-	for k := range p.requests {
-		n += len(p.gen(k))
-	}
-	return n
-}
-
 // splitPlan spreads total recipients over requests of at most per
 // recipients; mk(i) makes the i-th recipient overall.
 func splitPlan(total, per int, mk func(i int) para) plan {

@@ -22,6 +22,8 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/chatbatch/chatbatch/batch"
 )
 
 func main() {
@@ -123,21 +125,21 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*o
 	fs.StringVar(&o.redis, "redis", envStr("CHATBATCHD_REDIS", ""), "Redis for the queue: redis://host:port/db; empty runs an in-process Redis, for development only [CHATBATCHD_REDIS]")
 	fs.BoolVar(&o.api, "api", envBool("CHATBATCHD_API", true), "serve the HTTP API and the web page [CHATBATCHD_API]")
 	fs.BoolVar(&o.worker, "worker", envBool("CHATBATCHD_WORKER", true), "run the queue worker and the sweeper [CHATBATCHD_WORKER]")
-	fs.IntVar(&o.concurrency, "concurrency", envInt("CHATBATCHD_CONCURRENCY", 10), "chunks the worker processes at once [CHATBATCHD_CONCURRENCY]")
-	fs.DurationVar(&o.pollEvery, "task-check-interval", envDuration("CHATBATCHD_TASK_CHECK_INTERVAL", 50*time.Millisecond), "how often an idle worker looks for new chunks; shorter starts batches sooner and polls Redis more [CHATBATCHD_TASK_CHECK_INTERVAL]")
+	fs.IntVar(&o.concurrency, "concurrency", envInt("CHATBATCHD_CONCURRENCY", batch.DefaultConcurrency), "chunks the worker processes at once [CHATBATCHD_CONCURRENCY]")
+	fs.DurationVar(&o.pollEvery, "task-check-interval", envDuration("CHATBATCHD_TASK_CHECK_INTERVAL", batch.DefaultTaskCheckInterval), "how often an idle worker looks for new chunks; shorter starts batches sooner and polls Redis more [CHATBATCHD_TASK_CHECK_INTERVAL]")
 	fs.BoolVar(&o.demo, "demo", envBool("CHATBATCHD_DEMO", false), "seed demo users and rooms; API key demo-key unless IM_API_KEY is set [CHATBATCHD_DEMO]")
 	fs.StringVar(&o.push, "push", envStr("CHATBATCHD_PUSH", "log"), "push notifications: log (write a log line per notification) or none [CHATBATCHD_PUSH]")
 	fs.StringVar(&o.logFormat, "log-format", envStr("CHATBATCHD_LOG_FORMAT", "text"), "log format: text or json [CHATBATCHD_LOG_FORMAT]")
-	fs.StringVar(&o.queue, "queue", envStr("CHATBATCHD_QUEUE", "chatbatch"), "asynq queue; processes that share a Redis and a database use the same one [CHATBATCHD_QUEUE]")
+	fs.StringVar(&o.queue, "queue", envStr("CHATBATCHD_QUEUE", batch.DefaultQueue), "asynq queue; processes that share a Redis and a database use the same one [CHATBATCHD_QUEUE]")
 	fs.StringVar(&o.app, "app", envStr("CHATBATCHD_APP", "demo"), "the application ID the API key belongs to [CHATBATCHD_APP]")
 	fs.DurationVar(&o.readTimeout, "read-timeout", envDuration("CHATBATCHD_READ_TIMEOUT", 30*time.Second), "longest time to read a request, body included [CHATBATCHD_READ_TIMEOUT]")
 	fs.DurationVar(&o.writeTimeout, "write-timeout", envDuration("CHATBATCHD_WRITE_TIMEOUT", 30*time.Second), "longest time to handle a request and write its response (the live stream /events is exempt) [CHATBATCHD_WRITE_TIMEOUT]")
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", envDuration("CHATBATCHD_IDLE_TIMEOUT", 2*time.Minute), "how long an idle keep-alive connection stays open [CHATBATCHD_IDLE_TIMEOUT]")
 	fs.IntVar(&o.maxHeaderBytes, "max-header-bytes", envInt("CHATBATCHD_MAX_HEADER_BYTES", 64<<10), "largest request header accepted, in bytes [CHATBATCHD_MAX_HEADER_BYTES]")
-	fs.DurationVar(&o.storeTimeout, "store-timeout", envDuration("CHATBATCHD_STORE_TIMEOUT", 5*time.Second), "longest wait of a request (and of each worker call) on the database; past it a request gets 503 with Retry-After [CHATBATCHD_STORE_TIMEOUT]")
-	fs.DurationVar(&o.lease, "lease", envDuration("CHATBATCHD_LEASE", 10*time.Second), "a worker's hold on the chunk it processes; a chunk whose worker died is taken over after it [CHATBATCHD_LEASE]")
-	fs.DurationVar(&o.sweepInterval, "sweep-interval", envDuration("CHATBATCHD_SWEEP_INTERVAL", 2*time.Second), "how often the worker sweeps for lost, archived and abandoned chunks [CHATBATCHD_SWEEP_INTERVAL]")
-	fs.IntVar(&o.maxRetry, "max-retry", envInt("CHATBATCHD_MAX_RETRY", 10), "retries of a failing chunk before its open recipients are failed [CHATBATCHD_MAX_RETRY]")
+	fs.DurationVar(&o.storeTimeout, "store-timeout", envDuration("CHATBATCHD_STORE_TIMEOUT", batch.DefaultStoreTimeout), "longest wait of a request (and of each worker call) on the database; past it a request gets 503 with Retry-After [CHATBATCHD_STORE_TIMEOUT]")
+	fs.DurationVar(&o.lease, "lease", envDuration("CHATBATCHD_LEASE", batch.DefaultLease), "a worker's hold on the chunk it processes; a chunk whose worker died is taken over after it [CHATBATCHD_LEASE]")
+	fs.DurationVar(&o.sweepInterval, "sweep-interval", envDuration("CHATBATCHD_SWEEP_INTERVAL", batch.DefaultSweepInterval), "how often the worker sweeps for lost, archived and abandoned chunks [CHATBATCHD_SWEEP_INTERVAL]")
+	fs.IntVar(&o.maxRetry, "max-retry", envInt("CHATBATCHD_MAX_RETRY", batch.DefaultMaxRetry), "retries of a failing chunk before its open recipients are failed; 0: none [CHATBATCHD_MAX_RETRY]")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stderr, usageHead)
@@ -164,8 +166,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*o
 		return nil, usagef("-read-timeout, -write-timeout, -idle-timeout and -store-timeout must be positive")
 	case o.lease < 10*time.Millisecond || o.sweepInterval < time.Millisecond:
 		return nil, usagef("-lease (at least 10ms) and -sweep-interval (at least 1ms) are too short")
-	case o.maxRetry < 1:
-		return nil, usagef("-max-retry: must be at least 1, not %d", o.maxRetry)
+	case o.maxRetry < 0:
+		return nil, usagef("-max-retry: must not be negative, not %d", o.maxRetry)
 	case o.maxHeaderBytes < 1024:
 		return nil, usagef("-max-header-bytes: must be at least 1024, not %d", o.maxHeaderBytes)
 	case o.push != "log" && o.push != "none":

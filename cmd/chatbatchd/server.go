@@ -129,7 +129,7 @@ func start(ctx context.Context, o *options, log *slog.Logger, stdout io.Writer) 
 		StoreTimeout:      o.storeTimeout,
 		Lease:             o.lease,
 		SweepInterval:     o.sweepInterval,
-		MaxRetry:          o.maxRetry,
+		MaxRetry:          maxRetry(o.maxRetry),
 		Logger:            log,
 	})
 	if err != nil {
@@ -426,4 +426,13 @@ func redisKind(u string) string {
 		return "in-process"
 	}
 	return "external"
+}
+
+// maxRetry maps -max-retry to batch.Config.MaxRetry, where 0 would mean
+// the default.
+func maxRetry(n int) int {
+	if n == 0 {
+		return batch.NoRetry
+	}
+	return n
 }

@@ -811,7 +811,7 @@ func testCompleteChunkCounters(t *testing.T, s store.Batches, opts *Options) {
 	ref := func(no int) store.ChunkRef { return store.ChunkRef{AppID: "app1", BatchID: b.ID, No: no} }
 
 	first := outcomes(store.OutcomeSent, store.OutcomeFailed, store.OutcomeSent)
-	after, err := s.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: ref(1 - 1), Outcomes: first, At: created.Add(time.Minute)})
+	after, err := s.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: ref(0), Outcomes: first, At: created.Add(time.Minute)})
 	must(t, err)
 	if after.Sent != 2 || after.Failed != 1 || after.ChunksDone != 1 || after.Pending() != 3 || !after.FinishedAt.IsZero() {
 		t.Errorf("after the first chunk: %+v (pending %d)", after, after.Pending())
