@@ -17,27 +17,6 @@ import (
 	"github.com/chatbatch/chatbatch/store"
 )
 
-// Processor returns the asynq handler that processes chunk tasks. Hosts
-// that run their own asynq server register it for TaskPrefix:
-//
-//	mux := asynq.NewServeMux()
-//	mux.Handle(batch.TaskPrefix, svc.Processor())
-//
-// and must list Config.Queue in the server's Queues. Hosts without their
-// own asynq server call Run instead.
-func (s *Service) Processor() asynq.Handler { return asynq.HandlerFunc(s.processTask) }
-
-func (s *Service) processTask(ctx context.Context, t *asynq.Task) error {
-	if t.Type() != TaskChunk {
-		return fmt.Errorf("batch: unknown task type %q: %w", t.Type(), asynq.SkipRetry)
-	}
-	var ct chunkTask
-	if err := json.Unmarshal(t.Payload(), &ct); err != nil || ct.App == "" || ct.Batch == "" {
-		return fmt.Errorf("batch: malformed chunk task payload: %w", asynq.SkipRetry)
-	}
-	return s.ProcessChunk(ctx, store.ChunkRef{AppID: ct.App, BatchID: ct.Batch, No: ct.Chunk})
-}
-
 // finalAttempt reports whether a failure of this attempt at chunk c is
 // the last one allowed: asynq will not retry the task, or the chunk has
 // been attempted more than Config.MaxRetry times in all (tasks the sweeper

@@ -4,104 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
-	"regexp"
 	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
-
-	"github.com/hibiken/asynq"
 
 	"github.com/chatbatch/chatbatch/batch"
 	"github.com/chatbatch/chatbatch/delivery"
 	"github.com/chatbatch/chatbatch/store"
 )
-
-func TestAcceptChunksAndTaskIDs(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t, func(c *batch.Config) { c.ChunkSize = 2 })
-	res := accepted(t, e.post(t, adminKey, `{"message":"m","messageType":"text","paras":[
-		{"receiver":"user-a"},{"receiver":"user-b"},{"receiver":"user-c"},{"room":"room-001"},{"room":"room-002"}]}`))
-	if !regexp.MustCompile(`^batch-\d{8}-[a-z2-7]{10}$`).MatchString(res.BatchID) {
-		t.Errorf("batch ID %q does not look like batch-YYYYMMDD-xxxxxxxxxx", res.BatchID)
-	}
-	if today := time.Now().UTC().Format("20060102"); !strings.Contains(res.BatchID, today) {
-		t.Errorf("batch ID %q does not carry today's date %s", res.BatchID, today)
-	}
-	if res.Count != 5 {
-		t.Errorf("count = %d, want 5", res.Count)
-	}
-	tasks := e.enq.all()
-	var ids []string
-	for _, q := range tasks {
-		ids = append(ids, q.id)
-		if q.task.Type() != batch.TaskChunk {
-			t.Errorf("task type %q", q.task.Type())
-		}
-	}
-	want := []string{res.BatchID + ":0", res.BatchID + ":1", res.BatchID + ":2"}
-	if !slices.Equal(ids, want) {
-		t.Errorf("task IDs = %q, want %q", ids, want)
-	}
-	// The chunks are durable in the store with the recipients inline.
-	c, err := e.st.LoadChunk(t.Context(), store.ChunkRef{AppID: testApp, BatchID: res.BatchID, No: 2})
-	must(t, err)
-	if c.Start != 4 || len(c.Recipients) != 1 || c.Recipients[0].Room != "room-002" {
-		t.Errorf("chunk 2 = %+v", c)
-	}
-}
-
-func TestEnqueueFailureIsSwept(t *testing.T) {
-	t.Parallel()
-	now := time.Date(2026, 4, 10, 9, 0, 0, 0, time.UTC)
-	var clock atomic.Pointer[time.Time]
-	clock.Store(&now)
-	e := newEnv(t, func(c *batch.Config) {
-		c.ChunkSize = 1
-		c.Now = func() time.Time { return *clock.Load() }
-	})
-	e.enq.err = errors.New("redis: connection refused")
-	res := accepted(t, e.post(t, adminKey, `{"message":"m","messageType":"text","paras":[{"receiver":"user-a"},{"receiver":"user-b"}]}`))
-	if len(e.enq.all()) != 0 {
-		t.Fatal("tasks were recorded although enqueue failed")
-	}
-	_, st := e.status(t, adminKey, res.BatchID)
-	if st.Status != "queued" || st.Pending != 2 {
-		t.Fatalf("the accepted batch is not durable: %+v", st)
-	}
-
-	e.enq.err = nil
-	// Within the lease the sweeper leaves the chunks alone.
-	n, err := e.svc.Sweep(t.Context())
-	must(t, err)
-	if n != 0 {
-		t.Errorf("Sweep within the lease enqueued %d chunks", n)
-	}
-	later := now.Add(2 * time.Minute)
-	clock.Store(&later)
-	n, err = e.svc.Sweep(t.Context())
-	must(t, err)
-	if n != 2 || len(e.enq.all()) != 2 {
-		t.Fatalf("Sweep after the lease enqueued %d chunks (%d tasks), want 2", n, len(e.enq.all()))
-	}
-	// A second sweep finds the task IDs taken: nothing is queued twice.
-	_, err = e.svc.Sweep(t.Context())
-	must(t, err)
-	if len(e.enq.all()) != 2 {
-		t.Errorf("a second sweep queued %d tasks in all, want 2", len(e.enq.all()))
-	}
-	e.processAll(t)
-	if _, st := e.status(t, adminKey, res.BatchID); st.Status != "completed" || st.Sent != 2 {
-		t.Errorf("after the swept tasks ran: %+v", st)
-	}
-	n, err = e.svc.Sweep(t.Context())
-	must(t, err)
-	if n != 0 {
-		t.Errorf("Sweep of a completed batch enqueued %d chunks", n)
-	}
-}
 
 func TestRerunStoresNothingTwice(t *testing.T) {
 	t.Parallel()
@@ -317,70 +228,6 @@ func TestExtraAndFields(t *testing.T) {
 	}
 	if !strings.Contains(string(msgs[0].Extra), `"n":1.50`) {
 		t.Errorf("numbers must keep their text: %s", msgs[0].Extra)
-	}
-}
-
-func TestMalformedTask(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t, nil)
-	for _, task := range []*asynq.Task{
-		asynq.NewTask(batch.TaskChunk, []byte("not json")),
-		asynq.NewTask(batch.TaskChunk, []byte(`{"app":"app1"}`)),
-		asynq.NewTask("chatbatch:unknown", nil),
-		asynq.NewTask(batch.TaskChunk, []byte(`{"app":"app1","batch":"batch-gone","chunk":0}`)),
-	} {
-		err := e.svc.Processor().ProcessTask(t.Context(), task)
-		if !errors.Is(err, asynq.SkipRetry) {
-			t.Errorf("task %s %q: %v, want an error wrapping asynq.SkipRetry", task.Type(), task.Payload(), err)
-		}
-	}
-}
-
-func TestNonAdminSendsAsDefaultSender(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t, func(c *batch.Config) { c.DefaultSender = "user-d" })
-	accepted(t, e.post(t, userKey, `{"message":"m","messageType":"text","paras":[{"receiver":"user-a"}]}`))
-	e.processAll(t)
-	msgs := e.rec.Messages()
-	if len(msgs) != 1 || msgs[0].Sender != "user-d" || msgs[0].RoomID != store.DirectRoomID("user-d", "user-a") {
-		t.Errorf("messages %+v, want one from the default sender user-d", msgs)
-	}
-}
-
-func TestConcurrentRequests(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t, nil)
-	const n = 20
-	ids := make(chan string, n)
-	errs := make(chan error, n)
-	for i := range n {
-		go func() {
-			r := e.post(t, adminKey, fmt.Sprintf(`{"message":"#%d","messageType":"text","paras":[{"receiver":"user-a"},{"room":"room-001"}]}`, i))
-			if r.status != 200 {
-				errs <- fmt.Errorf("request %d: %s", i, r.raw)
-				ids <- ""
-				return
-			}
-			var res sendResult
-			_ = json.Unmarshal(r.Result, &res)
-			ids <- res.BatchID
-		}()
-	}
-	seen := map[string]bool{}
-	for range n {
-		id := <-ids
-		if id != "" && seen[id] {
-			t.Errorf("batch ID %s handed out twice", id)
-		}
-		seen[id] = true
-	}
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
-	e.processAll(t)
-	if got := len(e.rec.Messages()); got != 2*n {
-		t.Errorf("%d messages, want %d", got, 2*n)
 	}
 }
 

@@ -360,3 +360,24 @@ func (x *suspects) keepOnly(chunks []store.Chunk) {
 		}
 	}
 }
+
+// BatchSummary describes a batch that reached a final state; it is what
+// Config.OnBatchDone receives.
+type BatchSummary struct {
+	AppID      string
+	BatchID    string
+	Status     store.Status
+	Count      int
+	Sent       int
+	Failed     int
+	Canceled   int
+	CreatedAt  time.Time
+	FinishedAt time.Time
+}
+
+func summaryOf(b *store.Batch, now time.Time) BatchSummary {
+	return BatchSummary{
+		AppID: b.AppID, BatchID: b.ID, Status: b.Status(now), Count: b.Count, Sent: b.Sent,
+		Failed: b.Failed, Canceled: b.Canceled, CreatedAt: b.CreatedAt, FinishedAt: b.FinishedAt,
+	}
+}

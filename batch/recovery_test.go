@@ -327,3 +327,56 @@ func TestOnBatchDoneAfterCrash(t *testing.T) {
 		t.Errorf("OnBatchDone got %+v", got)
 	}
 }
+
+// TestOnBatchDoneOnce runs two processors (two Services on one store and
+// one Redis queue, as two worker processes would be) and checks that the
+// completion callback fires exactly once per batch.
+func TestOnBatchDoneOnce(t *testing.T) {
+	t.Parallel()
+	redisBackends(t, func(t *testing.T, redis asynq.RedisConnOpt) {
+		var mu sync.Mutex
+		calls := map[string][]batch.BatchSummary{}
+		var callers [2]atomic.Int32
+		onDone := func(worker int) func(context.Context, batch.BatchSummary) {
+			return func(_ context.Context, s batch.BatchSummary) {
+				callers[worker].Add(1)
+				mu.Lock()
+				defer mu.Unlock()
+				calls[s.BatchID] = append(calls[s.BatchID], s)
+			}
+		}
+		e := newQueuedEnv(t, redis, func(c *batch.Config) {
+			c.ChunkSize = 2
+			c.Concurrency = 3
+			c.OnBatchDone = onDone(0)
+		})
+		second := e.cfg
+		second.OnBatchDone = onDone(1)
+		startService(t, second)
+
+		const batches = 6
+		var ids []string
+		for range batches {
+			res := accepted(t, e.post(t, adminKey, `{"message":"m","messageType":"text","paras":[
+				{"receiver":"user-a"},{"receiver":"user-b"},{"receiver":"user-c"},{"room":"room-001"},{"room":"room-002"},{"room":"room-003"},{"receiver":"user-d"}]}`))
+			ids = append(ids, res.BatchID)
+		}
+		for _, id := range ids {
+			e.waitFinished(t, adminKey, id)
+		}
+		time.Sleep(100 * time.Millisecond) // a duplicate call would come right after the last chunk
+		mu.Lock()
+		defer mu.Unlock()
+		for _, id := range ids {
+			got := calls[id]
+			if len(got) != 1 {
+				t.Errorf("OnBatchDone for %s ran %d times, want once", id, len(got))
+				continue
+			}
+			if s := got[0]; s.Status != store.StatusCompleted || s.Sent != 7 || s.Count != 7 || s.AppID != testApp || s.FinishedAt.IsZero() {
+				t.Errorf("summary %+v", s)
+			}
+		}
+		t.Logf("callbacks by worker: %d, %d", callers[0].Load(), callers[1].Load())
+	})
+}

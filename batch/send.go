@@ -2,12 +2,14 @@ package batch
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/chatbatch/chatbatch/render"
@@ -322,4 +324,60 @@ func checkVariables(req *sendRequest) *apiError {
 	return newError(http.StatusBadRequest, CodeMissingVariable,
 		"%d recipients have no value for some template variables (first: paras[%d] lacks %v); nothing was sent",
 		total, *details[0].Index, details[0].Variables).with(details...)
+}
+
+// previewMessage is one entry of a dry run's preview.
+type previewMessage struct {
+	Index    int             `json:"index"`
+	Receiver string          `json:"receiver,omitempty"`
+	Room     string          `json:"room,omitempty"`
+	Message  string          `json:"message"`
+	Extra    json.RawMessage `json:"extra,omitempty"`
+}
+
+type dryRunResult struct {
+	DryRun  bool             `json:"dryRun"`
+	Count   int              `json:"count"`
+	Chunks  int              `json:"chunks"`
+	Sender  string           `json:"sender"`
+	SendAt  *time.Time       `json:"sendAt,omitempty"`
+	Preview []previewMessage `json:"preview"`
+}
+
+const (
+	defaultPreviewLimit = 3
+	maxPreviewLimit     = 20
+)
+
+// preview renders the first n messages of a checked request without
+// storing anything. A receiver's room is named only when the Directory
+// can name it without creating it (store.DirectRoomNamer).
+func (s *Service) preview(req *sendRequest, sender string, sendAt time.Time, n int) *dryRunResult {
+	res := &dryRunResult{DryRun: true, Count: len(req.Paras), Sender: sender, Preview: []previewMessage{},
+		Chunks: (len(req.Paras) + s.cfg.ChunkSize - 1) / s.cfg.ChunkSize}
+	if !sendAt.IsZero() {
+		res.SendAt = &sendAt
+	}
+	namer, _ := s.cfg.Directory.(store.DirectRoomNamer)
+	text := render.Compile(req.Message)
+	for i, p := range req.Paras[:min(n, len(req.Paras))] {
+		pm := previewMessage{Index: i, Room: p.Room, Message: text.Render(p.Vars)}
+		if p.Room == "" {
+			pm.Receiver = p.Receiver
+			if namer != nil {
+				pm.Room = namer.DirectRoomID(sender, p.Receiver)
+			}
+		}
+		if req.extra != nil {
+			pm.Extra = req.extra.Render(p.Vars)
+		}
+		res.Preview = append(res.Preview, pm)
+	}
+	return res
+}
+
+// newBatchID returns "batch-YYYYMMDD-" and 10 random lower-case base32
+// characters (50 bits from crypto/rand).
+func newBatchID(now time.Time) string {
+	return "batch-" + now.UTC().Format("20060102") + "-" + strings.ToLower(rand.Text()[:10])
 }

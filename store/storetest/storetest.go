@@ -160,7 +160,77 @@ func RunDirectory(t *testing.T, newStore func(t *testing.T) store.Directory, opt
 		{"DirectRoomsConcurrent", testDirectRoomsConcurrent},
 		{"DirectRoomsMany", testDirectRoomsMany},
 		{"AddRoomReplacesMembers", testAddRoomReplaces},
+		{"DirectRoomNamer", testDirectRoomNamer},
+		{"UnstorableIDs", testUnstorableIDs},
 	})
+}
+
+// testUnstorableBatchIDs: a batch ID with a NUL byte or invalid UTF-8
+// cannot exist: ErrNotFound, never a store error.
+func testUnstorableBatchIDs(t *testing.T, s store.Batches, _ *Options) {
+	ctx := ctxT(t)
+	for _, id := range []string{"batch-\x00", "batch-\xff"} {
+		_, err := s.GetBatch(ctx, "app1", id)
+		wantErr(t, err, store.ErrNotFound, "GetBatch of an unstorable ID")
+		_, err = s.LoadChunk(ctx, store.ChunkRef{AppID: "app1", BatchID: id})
+		wantErr(t, err, store.ErrNotFound, "LoadChunk of an unstorable ID")
+		_, err = s.CancelBatch(ctx, "app1", id, time.Now().UTC())
+		wantErr(t, err, store.ErrNotFound, "CancelBatch of an unstorable ID")
+	}
+}
+
+// testDirectRoomNamer checks the optional store.DirectRoomNamer on its
+// own: the name it gives is the room DirectRoom finds or creates, for
+// either order of the pair, and naming creates nothing.
+func testDirectRoomNamer(t *testing.T, s store.Directory, _ *Options) {
+	n, ok := s.(store.DirectRoomNamer)
+	if !ok {
+		t.Skipf("%T does not implement store.DirectRoomNamer; dry runs then name only the receiver", s)
+	}
+	ctx := ctxT(t)
+	must(t, inspector(t, s).AddUsers(ctx, "app1", "user-a", "user-b", "用戶-c"))
+	for _, pair := range [][2]string{{"user-a", "user-b"}, {"用戶-c", "user-a"}, {"user-b", "user-b"}} {
+		a, b := pair[0], pair[1]
+		id := n.DirectRoomID(a, b)
+		if id == "" || id != n.DirectRoomID(b, a) {
+			t.Errorf("DirectRoomID(%q, %q) = %q, DirectRoomID(%q, %q) = %q; want one non-empty ID", a, b, id, b, a, n.DirectRoomID(b, a))
+		}
+		if missing, err := s.MissingRooms(ctx, "app1", []string{id}); err != nil || len(missing) != 1 {
+			t.Errorf("naming the room of %q and %q created it (MissingRooms = %v, %v)", a, b, missing, err)
+		}
+		room, err := s.DirectRoom(ctx, "app1", a, b)
+		must(t, err)
+		if room != id {
+			t.Errorf("DirectRoom(%q, %q) = %q, but DirectRoomID names %q", a, b, room, id)
+		}
+	}
+}
+
+// testUnstorableIDs asks for IDs that nothing can have been stored under
+// (a NUL byte, invalid UTF-8): they are absent, never a store error, so
+// that the API answers 404 instead of 503.
+func testUnstorableIDs(t *testing.T, s store.Directory, _ *Options) {
+	ctx := ctxT(t)
+	must(t, inspector(t, s).AddUsers(ctx, "app1", "user-a"))
+	bad := []string{"a\x00b", "\xff\xfe", "user-\xc3("}
+	missing, err := s.MissingUsers(ctx, "app1", append([]string{"user-a"}, bad...))
+	must(t, err)
+	if !slices.Equal(missing, bad) {
+		t.Errorf("MissingUsers over unstorable IDs = %q, want them all missing", missing)
+	}
+	missing, err = s.MissingRooms(ctx, "app1", bad)
+	must(t, err)
+	if !slices.Equal(missing, bad) {
+		t.Errorf("MissingRooms over unstorable IDs = %q, want them all missing", missing)
+	}
+	members, err := s.RoomMembers(ctx, "app1", bad)
+	must(t, err)
+	if len(members) != 0 {
+		t.Errorf("RoomMembers over unstorable IDs = %v, want none", members)
+	}
+	if _, err := s.DirectRoom(ctx, "app1", "user-a", bad[0]); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("DirectRoom with an unstorable user = %v, want ErrNotFound", err)
+	}
 }
 
 func testMissingUsers(t *testing.T, s store.Directory, _ *Options) {
@@ -659,6 +729,7 @@ func RunBatches(t *testing.T, newStore func(t *testing.T) store.Batches, opts *O
 		{"IdempotencyKeys", testIdempotencyKeys},
 		{"IdempotencyKeyConcurrentClaims", testIdempotencyConcurrent},
 		{"IdempotencyKeyExpiry", testIdempotencyExpiry},
+		{"UnstorableBatchIDs", testUnstorableBatchIDs},
 		{"DoneNotifications", testDoneNotifications},
 		{"DoneNotificationsConcurrent", testDoneNotificationsConcurrent},
 		{"LargeBatch", testLargeBatch},

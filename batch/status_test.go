@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -14,6 +15,129 @@ import (
 	"github.com/chatbatch/chatbatch/batch"
 	"github.com/chatbatch/chatbatch/store"
 )
+
+type recipientsPage struct {
+	BatchID    string `json:"batchID"`
+	Total      int    `json:"total"`
+	Offset     int    `json:"offset"`
+	Limit      int    `json:"limit"`
+	NextOffset *int   `json:"nextOffset"`
+	Recipients []struct {
+		Index     int    `json:"index"`
+		Receiver  string `json:"receiver"`
+		Room      string `json:"room"`
+		MessageID string `json:"messageID"`
+		Status    string `json:"status"`
+		Error     string `json:"error"`
+	} `json:"recipients"`
+}
+
+func (e *env) recipients(t *testing.T, id, query string) (*response, recipientsPage) {
+	t.Helper()
+	r := e.do(t, http.MethodGet, "/messages/batch/"+id+"/recipients"+query, adminKey, "", nil)
+	var page recipientsPage
+	if r.status == 200 {
+		must(t, json.Unmarshal(r.Result, &page))
+	}
+	return r, page
+}
+
+func TestRecipients(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(c *batch.Config) { c.ChunkSize = 3 })
+	var paras []string
+	for i := range 10 {
+		switch i {
+		case 4:
+			paras = append(paras, `{"room":"room-003"}`) // deleted before processing: fails
+		case 7:
+			paras = append(paras, `{"receiver":"user-b","room":"room-001"}`)
+		default:
+			paras = append(paras, fmt.Sprintf(`{"receiver":"user-%c"}`, 'a'+i%4))
+		}
+	}
+	res := accepted(t, e.post(t, adminKey, `{"message":"m","messageType":"text","paras":[`+strings.Join(paras, ",")+`]}`))
+
+	// Before processing, everyone is pending, in para order.
+	_, page := e.recipients(t, res.BatchID, "")
+	if page.Total != 10 || len(page.Recipients) != 10 || page.NextOffset != nil || page.Limit != 100 {
+		t.Fatalf("first page %+v", page)
+	}
+	for i, rc := range page.Recipients {
+		if rc.Index != i || rc.Status != "pending" {
+			t.Errorf("recipient %d = %+v", i, rc)
+		}
+	}
+	if rc := page.Recipients[7]; rc.Receiver != "user-b" || rc.Room != "room-001" {
+		t.Errorf("recipient 7 = %+v, want its receiver and room", rc)
+	}
+
+	must(t, e.st.DeleteRoom(t.Context(), testApp, "room-003"))
+	tasks := e.enq.all()
+	// Process chunks 0 and 2 only: the batch is half done.
+	for _, no := range []int{0, 2} {
+		must(t, e.svc.Processor().ProcessTask(t.Context(), tasks[no].task))
+	}
+	_, page = e.recipients(t, res.BatchID, "?status=pending")
+	if page.Total != 4 || len(page.Recipients) != 4 || page.Recipients[0].Index != 3 {
+		t.Errorf("pending while running: %+v", page)
+	}
+
+	// Paging with a status filter stays stable while the batch runs: the
+	// cursor is a para index.
+	_, p1 := e.recipients(t, res.BatchID, "?status=sent&limit=2")
+	if len(p1.Recipients) != 2 || p1.NextOffset == nil || p1.Recipients[0].Index != 0 || p1.Recipients[1].Index != 1 {
+		t.Fatalf("sent page 1 %+v", p1)
+	}
+	must(t, e.svc.Processor().ProcessTask(t.Context(), tasks[1].task))
+	_, p2 := e.recipients(t, res.BatchID, fmt.Sprintf("?status=sent&limit=2&offset=%d", *p1.NextOffset))
+	if len(p2.Recipients) != 2 || p2.Recipients[0].Index != 2 || p2.Recipients[1].Index != 3 {
+		t.Errorf("sent page 2 after more chunks finished: %+v", p2)
+	}
+	must(t, e.svc.Processor().ProcessTask(t.Context(), tasks[3].task))
+
+	_, failed := e.recipients(t, res.BatchID, "?status=failed")
+	if failed.Total != 1 || len(failed.Recipients) != 1 || failed.Recipients[0].Index != 4 ||
+		!strings.Contains(failed.Recipients[0].Error, "room-003") {
+		t.Errorf("failed recipients %+v", failed)
+	}
+	_, all := e.recipients(t, res.BatchID, "?offset=6&limit=3")
+	if len(all.Recipients) != 3 || all.Recipients[0].Index != 6 || all.NextOffset == nil || *all.NextOffset != 9 {
+		t.Errorf("offset 6 limit 3: %+v", all)
+	}
+	r0 := all.Recipients[1] // index 7: room wins
+	if r0.Room != "room-001" || r0.MessageID != res.BatchID+"-7" || r0.Status != "sent" {
+		t.Errorf("recipient 7 after sending: %+v", r0)
+	}
+	_, direct := e.recipients(t, res.BatchID, "?limit=1")
+	if direct.Recipients[0].Room != store.DirectRoomID("system", "user-a") {
+		t.Errorf("a receiver's room is the one-on-one room: %+v", direct.Recipients[0])
+	}
+	_, end := e.recipients(t, res.BatchID, "?offset=10")
+	if len(end.Recipients) != 0 || end.NextOffset != nil {
+		t.Errorf("past the end: %+v", end)
+	}
+	_, capped := e.recipients(t, res.BatchID, "?limit=5000")
+	if capped.Limit != 1000 {
+		t.Errorf("limit 5000 is capped to %d, want 1000", capped.Limit)
+	}
+
+	for _, c := range []struct{ query, want string }{
+		{"?limit=0", "limit"}, {"?limit=x", "limit"}, {"?offset=-1", "offset"}, {"?offset=", "offset"},
+		{"?status=done", "status"}, {"?page=2", `unknown query parameter "page"`}, {"?limit=1&limit=2", "limit"},
+	} {
+		r, _ := e.recipients(t, res.BatchID, c.query)
+		if r.status != 400 || r.Error.Code != "INVALID_PARAMETER" || !strings.Contains(r.Error.Message, c.want) {
+			t.Errorf("recipients%s = %d %s, want 400 INVALID_PARAMETER naming %s", c.query, r.status, r.raw, c.want)
+		}
+	}
+	if r := e.do(t, http.MethodGet, "/messages/batch/"+res.BatchID+"/recipients", otherKey, "", nil); r.status != 404 || r.Error.Code != "BATCH_NOT_FOUND" {
+		t.Errorf("another app's recipients = %d %s", r.status, r.raw)
+	}
+	if r := e.do(t, http.MethodGet, "/messages/batch/"+res.BatchID+"?verbose=1", adminKey, "", nil); r.status != 400 || r.Error.Code != "INVALID_PARAMETER" {
+		t.Errorf("status with an unknown parameter = %d %s", r.status, r.raw)
+	}
+}
 
 func (e *env) cancel(t *testing.T, key, id string) (*response, batchStatus) {
 	t.Helper()
@@ -194,126 +318,4 @@ func cancelWhileRunning(t *testing.T, e *env) {
 	if r, _ := e.cancel(t, adminKey, res.BatchID); r.status != 409 {
 		t.Errorf("second cancel = %d %s", r.status, r.raw)
 	}
-}
-
-func TestIdempotencyKey(t *testing.T) {
-	t.Parallel()
-	now := time.Date(2026, 4, 10, 9, 0, 0, 0, time.UTC)
-	var clock atomic.Pointer[time.Time]
-	clock.Store(&now)
-	e := newEnv(t, func(c *batch.Config) { c.Now = func() time.Time { return *clock.Load() } })
-	post := func(key, appKey, body string) *response {
-		t.Helper()
-		req := strings.NewReader(body)
-		r := e.doWith(t, http.MethodPost, "/messages/batch", appKey, req, map[string]string{"Idempotency-Key": key})
-		return r
-	}
-	first := accepted(t, post("order-42", adminKey, seedTemplate))
-	again := post("order-42", adminKey, seedTemplate)
-	if res := accepted(t, again); res != first || again.header.Get("Idempotent-Replayed") != "true" {
-		t.Errorf("the same key and body = %+v (replayed %q), want the first response %+v", res, again.header.Get("Idempotent-Replayed"), first)
-	}
-	if n := len(e.enq.all()); n != 1 {
-		t.Errorf("%d tasks enqueued for two requests with one key, want 1", n)
-	}
-	r := post("order-42", adminKey, seedBroadcast)
-	if r.status != 422 || r.Error.Code != "IDEMPOTENCY_KEY_REUSED" {
-		t.Errorf("the same key with another body = %d %s", r.status, r.raw)
-	}
-	// Keys are scoped by app.
-	if res := accepted(t, post("order-42", otherKey, seedTemplate)); res.BatchID == first.BatchID {
-		t.Error("another app's request with the same key got the first app's batch")
-	}
-	// A request that fails frees its key for a retry.
-	body := `{"message":"m","messageType":"text","paras":[{"receiver":"late-user"}]}`
-	if r := post("signup-7", adminKey, body); r.status != 404 {
-		t.Fatalf("= %d %s", r.status, r.raw)
-	}
-	must(t, e.st.AddUsers(t.Context(), testApp, "late-user"))
-	accepted(t, post("signup-7", adminKey, body))
-	// After the TTL the key is new again.
-	later := now.Add(24*time.Hour + time.Minute)
-	clock.Store(&later)
-	if res := accepted(t, post("order-42", adminKey, seedTemplate)); res.BatchID == first.BatchID {
-		t.Error("a key past its TTL replayed the old batch")
-	}
-	// While the first request with a key is being accepted: 409.
-	_, err := e.st.ClaimIdempotencyKey(t.Context(), &store.IdempotencyRecord{AppID: testApp, Key: "busy", RequestHash: "x", CreatedAt: later, ExpiresAt: later.Add(time.Hour)}, later.Add(-time.Minute))
-	must(t, err)
-	r = post("busy", adminKey, seedTemplate)
-	if r.status != 409 || r.Error.Code != "IDEMPOTENCY_IN_PROGRESS" || r.header.Get("Retry-After") == "" {
-		t.Errorf("a key in progress = %d %s", r.status, r.raw)
-	}
-	// A dry run ignores the key.
-	if r := e.doWith(t, http.MethodPost, "/messages/batch?dryRun=true", adminKey, strings.NewReader(seedTemplate), map[string]string{"Idempotency-Key": "busy"}); r.status != 200 {
-		t.Errorf("a dry run with a busy key = %d %s", r.status, r.raw)
-	}
-	for _, key := range []string{"", strings.Repeat("k", 256), "naïve", "tab\there"} {
-		r := post(key, adminKey, seedTemplate)
-		if r.status != 400 || r.Error.Code != "INVALID_PARAMETER" || !strings.Contains(r.Error.Message, "Idempotency-Key") {
-			t.Errorf("key %q = %d %s", key, r.status, r.raw)
-		}
-	}
-}
-
-func TestIdempotencyKeyUnsupported(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t, func(c *batch.Config) {
-		st := c.Store
-		c.Store = nil
-		c.Directory, c.Messages = st, st
-		c.Batches = struct{ store.Batches }{st} // hides IdempotencyKeys
-	})
-	r := e.doWith(t, http.MethodPost, "/messages/batch", adminKey, strings.NewReader(validBody), map[string]string{"Idempotency-Key": "k"})
-	if r.status != 400 || r.Error.Code != "INVALID_PARAMETER" || !strings.Contains(r.Error.Message, "not supported") {
-		t.Errorf("a key with a store that cannot keep it = %d %s", r.status, r.raw)
-	}
-	e.assertNothingHappened(t)
-}
-
-// TestIdempotencyConcurrent sends fifty identical requests with one key
-// at once: exactly one batch is created.
-func TestIdempotencyConcurrent(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t, nil)
-	const n = 50
-	var wg sync.WaitGroup
-	results := make([]*response, n)
-	start := make(chan struct{})
-	for i := range n {
-		wg.Go(func() {
-			<-start
-			results[i] = e.doWith(t, http.MethodPost, "/messages/batch", adminKey, strings.NewReader(seedTemplate), map[string]string{"Idempotency-Key": "blast-2026-11"})
-		})
-	}
-	close(start)
-	wg.Wait()
-	checkOneBatch(t, results, len(e.enq.all()))
-}
-
-// checkOneBatch asserts that concurrent requests with one key produced
-// one batch: every answer is that batch (200) or "in progress" (409).
-func checkOneBatch(t *testing.T, results []*response, tasks int) {
-	t.Helper()
-	ids := map[string]int{}
-	inProgress := 0
-	for _, r := range results {
-		switch {
-		case r.status == 200:
-			var res sendResult
-			must(t, json.Unmarshal(r.Result, &res))
-			ids[res.BatchID]++
-		case r.status == 409 && r.Error.Code == "IDEMPOTENCY_IN_PROGRESS":
-			inProgress++
-		default:
-			t.Errorf("unexpected answer %d %s", r.status, r.raw)
-		}
-	}
-	if len(ids) != 1 {
-		t.Errorf("%d requests with one key created %d batches: %v", len(results), len(ids), ids)
-	}
-	if tasks != 1 {
-		t.Errorf("%d tasks enqueued, want 1", tasks)
-	}
-	t.Logf("%d answered with the batch, %d told it was in progress", len(results)-inProgress, inProgress)
 }

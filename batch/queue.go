@@ -1,0 +1,79 @@
+package batch
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/chatbatch/chatbatch/store"
+	"github.com/hibiken/asynq"
+)
+
+// TaskPrefix prefixes the type of every asynq task of chatbatch, so one
+// asynq.ServeMux registration routes them all to Processor.
+const TaskPrefix = "chatbatch:"
+
+// TaskChunk is the type of the task that processes one chunk of a batch.
+const TaskChunk = TaskPrefix + "chunk"
+
+// chunkTask is the payload of a TaskChunk task: a reference into the
+// store, never the recipients themselves (the store is the truth).
+type chunkTask struct {
+	App   string `json:"app"`
+	Batch string `json:"batch"`
+	Chunk int    `json:"chunk"`
+}
+
+// chunkTaskID is the asynq task ID of a chunk's task: one task per chunk
+// is queued at a time, however often the chunk is enqueued.
+func chunkTaskID(ref store.ChunkRef) string { return ref.BatchID + ":" + strconv.Itoa(ref.No) }
+
+// enqueueTask puts a task for ref with task ID id on the queue, to run at
+// processAt (zero or past: now). A taken ID is asynq.ErrTaskIDConflict.
+func (s *Service) enqueueTask(ctx context.Context, ref store.ChunkRef, id string, processAt time.Time) error {
+	payload, _ := json.Marshal(chunkTask{App: ref.AppID, Batch: ref.BatchID, Chunk: ref.No})
+	opts := []asynq.Option{asynq.TaskID(id), asynq.Queue(s.cfg.Queue), asynq.MaxRetry(s.cfg.MaxRetry)}
+	if processAt.After(s.cfg.Now()) {
+		opts = append(opts, asynq.ProcessAt(processAt))
+	}
+	if _, err := s.enqueuer.EnqueueContext(ctx, asynq.NewTask(TaskChunk, payload), opts...); err != nil {
+		return fmt.Errorf("batch: enqueue %s chunk %d: %w", ref.BatchID, ref.No, err)
+	}
+	return nil
+}
+
+// enqueue puts one task per chunk on the queue. A chunk whose task ID is
+// already taken is already queued. It stops at the first other error and
+// returns how many chunks are queued.
+func (s *Service) enqueue(ctx context.Context, refs []store.ChunkRef, processAt time.Time) (int, error) {
+	for i, ref := range refs {
+		if err := s.enqueueTask(ctx, ref, chunkTaskID(ref), processAt); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+			return i, err
+		}
+	}
+	return len(refs), nil
+}
+
+// Processor returns the asynq handler that processes chunk tasks. Hosts
+// that run their own asynq server register it for TaskPrefix:
+//
+//	mux := asynq.NewServeMux()
+//	mux.Handle(batch.TaskPrefix, svc.Processor())
+//
+// and must list Config.Queue in the server's Queues. Hosts without their
+// own asynq server call Run instead.
+func (s *Service) Processor() asynq.Handler { return asynq.HandlerFunc(s.processTask) }
+
+func (s *Service) processTask(ctx context.Context, t *asynq.Task) error {
+	if t.Type() != TaskChunk {
+		return fmt.Errorf("batch: unknown task type %q: %w", t.Type(), asynq.SkipRetry)
+	}
+	var ct chunkTask
+	if err := json.Unmarshal(t.Payload(), &ct); err != nil || ct.App == "" || ct.Batch == "" {
+		return fmt.Errorf("batch: malformed chunk task payload: %w", asynq.SkipRetry)
+	}
+	return s.ProcessChunk(ctx, store.ChunkRef{AppID: ct.App, BatchID: ct.Batch, No: ct.Chunk})
+}

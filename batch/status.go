@@ -1,0 +1,218 @@
+package batch
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/chatbatch/chatbatch/store"
+)
+
+// batchStatus is the result of GET /messages/batch/{batchID}.
+type batchStatus struct {
+	BatchID    string       `json:"batchID"`
+	Status     store.Status `json:"status"`
+	Count      int          `json:"count"`
+	Sent       int          `json:"sent"`
+	Failed     int          `json:"failed"`
+	Pending    int          `json:"pending"`
+	Canceled   int          `json:"canceled"`
+	CreatedAt  time.Time    `json:"createdAt"`
+	SendAt     *time.Time   `json:"sendAt,omitempty"`
+	FinishedAt *time.Time   `json:"finishedAt,omitempty"`
+	CanceledAt *time.Time   `json:"canceledAt,omitempty"`
+}
+
+func (s *Service) statusOf(b *store.Batch) batchStatus {
+	out := batchStatus{
+		BatchID: b.ID, Status: b.Status(s.cfg.Now()), Count: b.Count, Sent: b.Sent, Failed: b.Failed,
+		Pending: b.Pending(), Canceled: b.Canceled, CreatedAt: b.CreatedAt.UTC(),
+	}
+	if !b.SendAt.IsZero() {
+		t := b.SendAt.UTC()
+		out.SendAt = &t
+	}
+	if !b.FinishedAt.IsZero() {
+		t := b.FinishedAt.UTC()
+		out.FinishedAt = &t
+	}
+	if !b.CanceledAt.IsZero() {
+		t := b.CanceledAt.UTC()
+		out.CanceledAt = &t
+	}
+	return out
+}
+
+func (s *Service) handleStatus(w http.ResponseWriter, r *http.Request, p Principal, id string) {
+	if aerr := queryParams(r.URL.Query()); aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	b, err := s.cfg.Batches.GetBatch(r.Context(), p.AppID, id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		writeError(w, errBatchNotFound(id))
+	case err != nil:
+		writeError(w, s.storeError(r.Context(), "get batch", err))
+	default:
+		writeOK(w, s.statusOf(b))
+	}
+}
+
+// handleCancel stops a batch: chunks not started are not processed (their
+// recipients end canceled), a chunk in progress finishes.
+func (s *Service) handleCancel(w http.ResponseWriter, r *http.Request, p Principal, id string) {
+	if aerr := queryParams(r.URL.Query()); aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	b, err := s.cfg.Batches.CancelBatch(r.Context(), p.AppID, id, s.cfg.Now().UTC())
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		writeError(w, errBatchNotFound(id))
+		return
+	case errors.Is(err, store.ErrConflict):
+		st := "finished"
+		if cur, gerr := s.cfg.Batches.GetBatch(r.Context(), p.AppID, id); gerr == nil {
+			st = string(cur.Status(s.cfg.Now()))
+		}
+		writeError(w, newError(http.StatusConflict, CodeBatchFinished, "batch %q already finished (%s); there is nothing left to cancel", id, st))
+		return
+	case err != nil:
+		writeError(w, s.storeError(r.Context(), "cancel batch", err))
+		return
+	}
+	s.log.Info("batch canceled", "app", p.AppID, "batch", id, "canceled", b.Canceled, "pending", b.Pending())
+	if b.ChunksDone == b.Chunks {
+		// This cancel finished the batch (no chunk was in progress).
+		s.batchDone(context.WithoutCancel(r.Context()), b)
+	}
+	writeOK(w, s.statusOf(b))
+}
+
+// recipient is one entry of GET /messages/batch/{batchID}/recipients.
+type recipient struct {
+	Index     int    `json:"index"`
+	Receiver  string `json:"receiver,omitempty"`
+	Room      string `json:"room,omitempty"`
+	MessageID string `json:"messageID,omitempty"`
+	Status    string `json:"status"`
+	Error     string `json:"error,omitempty"`
+}
+
+type recipientsPage struct {
+	BatchID    string      `json:"batchID"`
+	Status     string      `json:"status,omitempty"`
+	Offset     int         `json:"offset"`
+	Limit      int         `json:"limit"`
+	Total      int         `json:"total"`
+	Recipients []recipient `json:"recipients"`
+	// NextOffset is where the next page starts; absent on the last page.
+	NextOffset *int `json:"nextOffset,omitempty"`
+}
+
+const (
+	defaultRecipientsLimit = 100
+	maxRecipientsLimit     = 1000
+)
+
+// recipientStatuses are the values of the status filter.
+var recipientStatuses = map[string]bool{"pending": true, "sent": true, "failed": true, "canceled": true}
+
+// handleRecipients lists recipients in para order. offset is a para
+// index, so paging is stable while the batch runs: a page never skips or
+// repeats a recipient, even with a status filter whose matches change.
+func (s *Service) handleRecipients(w http.ResponseWriter, r *http.Request, p Principal, id string) {
+	q := r.URL.Query()
+	if err := queryParams(q, "offset", "limit", "status"); err != nil {
+		writeError(w, err)
+		return
+	}
+	offset, aerr := intParam(q, "offset", 0, 0, int(^uint(0)>>1))
+	if aerr == nil {
+		var limit int
+		limit, aerr = intParam(q, "limit", defaultRecipientsLimit, 1, maxRecipientsLimit)
+		if aerr == nil {
+			status := q.Get("status")
+			if q.Has("status") && !recipientStatuses[status] {
+				aerr = paramError("status", "%q is not one of pending, sent, failed, canceled", status)
+			} else {
+				page, err := s.recipients(r.Context(), p.AppID, id, offset, limit, status)
+				switch {
+				case errors.Is(err, store.ErrNotFound):
+					aerr = errBatchNotFound(id)
+				case err != nil:
+					aerr = s.storeError(r.Context(), "list recipients", err)
+				default:
+					writeOK(w, page)
+					return
+				}
+			}
+		}
+	}
+	writeError(w, aerr)
+}
+
+func (s *Service) recipients(ctx context.Context, app, id string, offset, limit int, status string) (*recipientsPage, error) {
+	b, err := s.cfg.Batches.GetBatch(ctx, app, id)
+	if err != nil {
+		return nil, err
+	}
+	page := &recipientsPage{BatchID: id, Status: status, Offset: offset, Limit: limit, Recipients: []recipient{}}
+	switch status {
+	case "":
+		page.Total = b.Count
+	case "pending":
+		page.Total = b.Pending()
+	case "sent":
+		page.Total = b.Sent
+	case "failed":
+		page.Total = b.Failed
+	case "canceled":
+		page.Total = b.Canceled
+	}
+	if offset >= b.Count || b.Chunks == 0 {
+		return page, nil
+	}
+	// Chunks are ChunkSize long (as the batch was created) but the last;
+	// chunk 0 tells the size, so the first chunk to read is computed, not
+	// searched for.
+	first, err := s.cfg.Batches.LoadChunk(ctx, store.ChunkRef{AppID: app, BatchID: id, No: 0})
+	if err != nil {
+		return nil, err
+	}
+	size := max(len(first.Recipients), 1)
+	for no := offset / size; no < b.Chunks; no++ {
+		c := first
+		if no != 0 {
+			if c, err = s.cfg.Batches.LoadChunk(ctx, store.ChunkRef{AppID: app, BatchID: id, No: no}); err != nil {
+				return nil, err
+			}
+		}
+		for i, rc := range c.Recipients {
+			idx := c.Start + i
+			if idx < offset {
+				continue
+			}
+			e := recipient{Index: idx, Receiver: rc.Receiver, Room: rc.Room, Status: "pending"}
+			if c.Done {
+				o := c.Outcomes[i]
+				e.Status, e.MessageID, e.Error = string(o.Status), o.MessageID, o.Error
+				if o.Room != "" {
+					e.Room = o.Room
+				}
+			}
+			if status != "" && e.Status != status {
+				continue
+			}
+			if len(page.Recipients) == limit {
+				next := idx
+				page.NextOffset = &next
+				return page, nil
+			}
+			page.Recipients = append(page.Recipients, e)
+		}
+	}
+	return page, nil
+}
