@@ -305,11 +305,11 @@ func (h *hangingStore) GetBatch(ctx context.Context, app, id string) (*store.Bat
 	return h.Store.GetBatch(ctx, app, id)
 }
 
-func (h *hangingStore) CancelBatch(ctx context.Context, app, id string, at time.Time) (*store.Batch, error) {
+func (h *hangingStore) CancelBatch(ctx context.Context, p *store.CancelBatchParams) (*store.Batch, error) {
 	if err := h.wait(ctx, "CancelBatch"); err != nil {
 		return nil, err
 	}
-	return h.Store.CancelBatch(ctx, app, id, at)
+	return h.Store.CancelBatch(ctx, p)
 }
 
 // TestStoreHangs: a database that does not answer gives 503 with

@@ -64,7 +64,7 @@ func (s *Service) claim(ctx context.Context, w http.ResponseWriter, p Principal,
 		AppID: p.AppID, Key: key, RequestHash: hex.EncodeToString(sum[:]),
 		CreatedAt: now, ExpiresAt: now.Add(s.cfg.IdempotencyTTL),
 	}
-	existing, err := keys.ClaimIdempotencyKey(ctx, rec, now.Add(-idempotencyStale))
+	existing, err := keys.ClaimIdempotencyKey(ctx, &store.ClaimIdempotencyKeyParams{Record: rec, StaleBefore: now.Add(-idempotencyStale)})
 	switch {
 	case err == nil:
 		return &idempotency{keys: keys, app: p.AppID, key: key, hash: rec.RequestHash, claimed: true}, nil, nil
@@ -94,7 +94,7 @@ func (s *Service) release(ctx context.Context, idem *idempotency) {
 	// within a bound of its own.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.StoreTimeout)
 	defer cancel()
-	if err := idem.keys.ReleaseIdempotencyKey(ctx, idem.app, idem.key); err != nil {
+	if err := idem.keys.ReleaseIdempotencyKey(ctx, &store.ReleaseIdempotencyKeyParams{AppID: idem.app, Key: idem.key}); err != nil {
 		s.log.Warn("batch: releasing an idempotency key failed; it frees itself after a while", "app", idem.app, "err", err)
 	}
 }
@@ -107,7 +107,7 @@ func (s *Service) release(ctx context.Context, idem *idempotency) {
 func (s *Service) replayAfterConflict(ctx context.Context, w http.ResponseWriter, idem *idempotency) *sendResult {
 	now := s.cfg.Now().UTC()
 	probe := &store.IdempotencyRecord{AppID: idem.app, Key: idem.key, RequestHash: idem.hash, CreatedAt: now, ExpiresAt: now.Add(s.cfg.IdempotencyTTL)}
-	existing, err := idem.keys.ClaimIdempotencyKey(ctx, probe, time.Time{}) // never takes over an in-progress claim
+	existing, err := idem.keys.ClaimIdempotencyKey(ctx, &store.ClaimIdempotencyKeyParams{Record: probe, StaleBefore: time.Time{}}) // never takes over an in-progress claim
 	if errors.Is(err, store.ErrConflict) && existing != nil && existing.BatchID != "" && existing.RequestHash == idem.hash {
 		w.Header().Set("Idempotent-Replayed", "true")
 		idem.claimed = false

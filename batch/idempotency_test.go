@@ -55,7 +55,7 @@ func TestIdempotencyKey(t *testing.T) {
 		t.Error("a key past its TTL replayed the old batch")
 	}
 	// While the first request with a key is being accepted: 409.
-	_, err := e.st.ClaimIdempotencyKey(t.Context(), &store.IdempotencyRecord{AppID: testApp, Key: "busy", RequestHash: "x", CreatedAt: later, ExpiresAt: later.Add(time.Hour)}, later.Add(-time.Minute))
+	_, err := e.st.ClaimIdempotencyKey(t.Context(), &store.ClaimIdempotencyKeyParams{Record: &store.IdempotencyRecord{AppID: testApp, Key: "busy", RequestHash: "x", CreatedAt: later, ExpiresAt: later.Add(time.Hour)}, StaleBefore: later.Add(-time.Minute)})
 	must(t, err)
 	r = post("busy", adminKey, seedTemplate)
 	if r.status != 409 || r.Error.Code != "IDEMPOTENCY_IN_PROGRESS" || r.header.Get("Retry-After") == "" {

@@ -96,7 +96,7 @@ func (s *Service) sweep(ctx context.Context) (SweepReport, error) {
 	}
 	if keys, ok := s.cfg.Batches.(store.IdempotencyKeys); ok {
 		kctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
-		_, err := keys.DeleteExpiredIdempotencyKeys(kctx, now, sweepPage)
+		_, err := keys.DeleteExpiredIdempotencyKeys(kctx, &store.DeleteExpiredIdempotencyKeysParams{Before: now, Limit: sweepPage})
 		cancel()
 		if err != nil {
 			return r, fmt.Errorf("batch: sweep idempotency keys: %w", err)
@@ -301,7 +301,7 @@ func (s *Service) report(ctx context.Context, dn store.DoneNotifications, b *sto
 	s.callOnBatchDone(ctx, b)
 	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.StoreTimeout)
 	defer cancel()
-	if err := dn.MarkDoneNotified(mctx, b.AppID, b.ID, s.cfg.Now().UTC()); err != nil {
+	if err := dn.MarkDoneNotified(mctx, &store.MarkDoneNotifiedParams{AppID: b.AppID, BatchID: b.ID, At: s.cfg.Now().UTC()}); err != nil {
 		s.log.Warn("batch: recording that a finished batch was reported failed; it may be reported again", "app", b.AppID, "batch", b.ID, "err", err)
 	}
 }

@@ -67,7 +67,7 @@ func (s *Service) handleCancel(w http.ResponseWriter, r *http.Request, p Princip
 		writeError(w, aerr)
 		return
 	}
-	b, err := s.cfg.Batches.CancelBatch(r.Context(), p.AppID, id, s.cfg.Now().UTC())
+	b, err := s.cfg.Batches.CancelBatch(r.Context(), &store.CancelBatchParams{AppID: p.AppID, BatchID: id, At: s.cfg.Now().UTC()})
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		writeError(w, errBatchNotFound(id))

@@ -8,6 +8,12 @@
 // database implements [Directory] and [Messages] on top of it and uses a
 // chatbatch adapter (memstore, bunstore) only for [Batches].
 //
+// Methods that write, or that may grow inputs, take a params struct
+// (StartChunk, CompleteChunk, CancelBatch, PendingChunks, …): a new input
+// is a new field, not a breaking change. Look-ups by key (MissingUsers,
+// RoomMembers, GetBatch, LoadChunk, …) take the key itself: what they are
+// asked for is all they will ever need.
+//
 // Every method is scoped by an application ID: an implementation must never
 // return or change data of another app. Implementations must be safe for
 // concurrent use by multiple goroutines and processes, must not retry
@@ -139,16 +145,16 @@ type Batches interface {
 	// returns ErrNotFound if the chunk does not exist.
 	CompleteChunk(ctx context.Context, p *CompleteChunkParams) (*Batch, error)
 
-	// CancelBatch cancels a batch in one transaction: it sets CanceledAt
-	// to at (if not set yet) and completes every chunk that is neither done
+	// CancelBatch cancels batch p.BatchID of p.AppID in one transaction: it
+	// sets CanceledAt to p.At (if not set yet) and completes every chunk that is neither done
 	// nor started with an OutcomeCanceled for each of its recipients,
-	// adding them to Canceled and ChunksDone (and setting FinishedAt to at
-	// if that finishes the batch). Started chunks are left to finish. It
+	// adding them to Canceled and ChunksDone (and setting FinishedAt to
+	// p.At if that finishes the batch). Started chunks are left to finish. It
 	// returns the batch after the update. It returns ErrConflict, changing
 	// nothing, if the batch was already finished (ChunksDone == Chunks),
 	// and ErrNotFound if it does not exist in app. Canceling a batch that
 	// is canceled but not finished is not an error.
-	CancelBatch(ctx context.Context, app, id string, at time.Time) (*Batch, error)
+	CancelBatch(ctx context.Context, p *CancelBatchParams) (*Batch, error)
 
 	// PendingChunks lists, across all apps, up to p.Limit chunks that are
 	// not done and either not started with NotBefore at or before
@@ -405,24 +411,24 @@ type DirectRoomNamer interface {
 // batch and its key record exist together or not at all; or, if the
 // request fails before, ReleaseIdempotencyKey.
 type IdempotencyKeys interface {
-	// ClaimIdempotencyKey stores rec (with an empty BatchID: in progress)
-	// if rec.AppID has no live record for rec.Key, and returns nil, nil.
-	// A record is live until its ExpiresAt; an in-progress record created
-	// before staleBefore belongs to a request that died and is replaced
-	// too. Otherwise it changes nothing and returns the live record, in
+	// ClaimIdempotencyKey stores p.Record (with an empty BatchID: in
+	// progress) if its AppID has no live record for its Key, and returns
+	// nil, nil. A record is live until its ExpiresAt; an in-progress
+	// record created before p.StaleBefore belongs to a request that died
+	// and is replaced too. Otherwise it changes nothing and returns the live record, in
 	// progress or done, with ErrConflict. Of concurrent claims of one key,
 	// exactly one succeeds.
-	ClaimIdempotencyKey(ctx context.Context, rec *IdempotencyRecord, staleBefore time.Time) (*IdempotencyRecord, error)
+	ClaimIdempotencyKey(ctx context.Context, p *ClaimIdempotencyKeyParams) (*IdempotencyRecord, error)
 
-	// ReleaseIdempotencyKey deletes app's record of key if it is still in
-	// progress, so the request can be retried with the same key. A done
+	// ReleaseIdempotencyKey deletes p.AppID's record of p.Key if it is
+	// still in progress, so the request can be retried with the same key. A done
 	// record is kept; a missing one is not an error.
-	ReleaseIdempotencyKey(ctx context.Context, app, key string) error
+	ReleaseIdempotencyKey(ctx context.Context, p *ReleaseIdempotencyKeyParams) error
 
-	// DeleteExpiredIdempotencyKeys deletes, across apps, up to limit
-	// records whose ExpiresAt is before before, and returns how many it
+	// DeleteExpiredIdempotencyKeys deletes, across apps, up to p.Limit
+	// records whose ExpiresAt is before p.Before, and returns how many it
 	// deleted.
-	DeleteExpiredIdempotencyKeys(ctx context.Context, before time.Time, limit int) (int, error)
+	DeleteExpiredIdempotencyKeys(ctx context.Context, p *DeleteExpiredIdempotencyKeysParams) (int, error)
 }
 
 // IdempotencyRecord is what a store keeps for one Idempotency-Key.
@@ -488,10 +494,11 @@ type DoneNotifications interface {
 	// exactly one gets it.
 	ClaimDoneNotifications(ctx context.Context, p *ClaimDoneNotificationsParams) ([]*Batch, error)
 
-	// MarkDoneNotified sets the batch's NotifiedAt to at: the report was
-	// made. Marking a batch marked already changes nothing. It returns
-	// ErrNotFound if the batch does not exist in app.
-	MarkDoneNotified(ctx context.Context, app, id string, at time.Time) error
+	// MarkDoneNotified sets the NotifiedAt of batch p.BatchID of p.AppID
+	// to p.At: the report was made. Marking a batch marked already
+	// changes nothing. It returns ErrNotFound if the batch does not exist
+	// in the app.
+	MarkDoneNotified(ctx context.Context, p *MarkDoneNotifiedParams) error
 }
 
 // ClaimDoneNotificationsParams are the arguments of
@@ -508,4 +515,43 @@ type ClaimDoneNotificationsParams struct {
 	Until time.Time
 	// Limit is the most batches claimed.
 	Limit int
+}
+
+// CancelBatchParams are the arguments of [Batches.CancelBatch].
+type CancelBatchParams struct {
+	AppID, BatchID string
+	// At is the time of the cancel (UTC).
+	At time.Time
+}
+
+// ClaimIdempotencyKeyParams are the arguments of
+// [IdempotencyKeys.ClaimIdempotencyKey].
+type ClaimIdempotencyKeyParams struct {
+	// Record is the record to store, with an empty BatchID.
+	Record *IdempotencyRecord
+	// StaleBefore: an in-progress record created before it is taken over.
+	StaleBefore time.Time
+}
+
+// ReleaseIdempotencyKeyParams are the arguments of
+// [IdempotencyKeys.ReleaseIdempotencyKey].
+type ReleaseIdempotencyKeyParams struct {
+	AppID, Key string
+}
+
+// DeleteExpiredIdempotencyKeysParams are the arguments of
+// [IdempotencyKeys.DeleteExpiredIdempotencyKeys].
+type DeleteExpiredIdempotencyKeysParams struct {
+	// Before: records whose ExpiresAt is before it are deleted.
+	Before time.Time
+	// Limit is the most records deleted.
+	Limit int
+}
+
+// MarkDoneNotifiedParams are the arguments of
+// [DoneNotifications.MarkDoneNotified].
+type MarkDoneNotifiedParams struct {
+	AppID, BatchID string
+	// At is when the report was made (UTC).
+	At time.Time
 }

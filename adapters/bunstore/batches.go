@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect"
@@ -296,7 +295,8 @@ func (s *Store) readChunk(ctx context.Context, db bun.IConn, ref store.ChunkRef)
 //
 // A call that canceled no chunk on a finished batch changed nothing: that
 // is the ErrConflict of canceling a finished batch.
-func (s *Store) CancelBatch(ctx context.Context, app, id string, at time.Time) (*store.Batch, error) {
+func (s *Store) CancelBatch(ctx context.Context, p *store.CancelBatchParams) (*store.Batch, error) {
+	app, id, at := p.AppID, p.BatchID, p.At
 	const op = "cancel batch"
 	if err := begin(ctx, op); err != nil {
 		return nil, err
@@ -565,7 +565,8 @@ func (s *Store) ClaimDoneNotifications(ctx context.Context, p *store.ClaimDoneNo
 }
 
 // MarkDoneNotified implements store.DoneNotifications.
-func (s *Store) MarkDoneNotified(ctx context.Context, app, id string, at time.Time) error {
+func (s *Store) MarkDoneNotified(ctx context.Context, p *store.MarkDoneNotifiedParams) error {
+	app, id, at := p.AppID, p.BatchID, p.At
 	const op = "mark done notified"
 	if err := begin(ctx, op); err != nil {
 		return err

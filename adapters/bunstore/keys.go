@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect"
@@ -23,7 +22,8 @@ func (s *Store) DirectRoomID(a, b string) string { return s.directRoomID(a, b) }
 // an in-progress claim gone stale) or returned. Concurrent claimers of a
 // new key queue on the primary key; of an existing one, on its row lock:
 // exactly one wins.
-func (s *Store) ClaimIdempotencyKey(ctx context.Context, rec *store.IdempotencyRecord, staleBefore time.Time) (*store.IdempotencyRecord, error) {
+func (s *Store) ClaimIdempotencyKey(ctx context.Context, p *store.ClaimIdempotencyKeyParams) (*store.IdempotencyRecord, error) {
+	rec, staleBefore := p.Record, p.StaleBefore
 	const op = "claim idempotency key"
 	if err := begin(ctx, op); err != nil {
 		return nil, err
@@ -103,7 +103,8 @@ func (s *Store) completeKey(ctx context.Context, tx bun.Tx, b *store.Batch) erro
 }
 
 // ReleaseIdempotencyKey implements store.IdempotencyKeys.
-func (s *Store) ReleaseIdempotencyKey(ctx context.Context, app, key string) error {
+func (s *Store) ReleaseIdempotencyKey(ctx context.Context, p *store.ReleaseIdempotencyKeyParams) error {
+	app, key := p.AppID, p.Key
 	const op = "release idempotency key"
 	if err := begin(ctx, op); err != nil {
 		return err
@@ -119,7 +120,8 @@ func (s *Store) ReleaseIdempotencyKey(ctx context.Context, app, key string) erro
 // and MariaDB refuse LIMIT in an IN subquery but allow it on a one-table
 // DELETE; PostgreSQL has no DELETE … LIMIT, and SQLite has it only in some
 // builds: they delete by primary key from a limited subquery.
-func (s *Store) DeleteExpiredIdempotencyKeys(ctx context.Context, before time.Time, limit int) (int, error) {
+func (s *Store) DeleteExpiredIdempotencyKeys(ctx context.Context, p *store.DeleteExpiredIdempotencyKeysParams) (int, error) {
+	before, limit := p.Before, p.Limit
 	const op = "delete expired idempotency keys"
 	if err := begin(ctx, op); err != nil {
 		return 0, err

@@ -442,7 +442,8 @@ func (s *Store) RenewChunkLease(ctx context.Context, p *store.RenewChunkLeasePar
 }
 
 // CancelBatch implements store.Batches.
-func (s *Store) CancelBatch(ctx context.Context, appID, id string, at time.Time) (*store.Batch, error) {
+func (s *Store) CancelBatch(ctx context.Context, p *store.CancelBatchParams) (*store.Batch, error) {
+	appID, id, at := p.AppID, p.BatchID, p.At
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -479,7 +480,8 @@ func (s *Store) CancelBatch(ctx context.Context, appID, id string, at time.Time)
 }
 
 // ClaimIdempotencyKey implements store.IdempotencyKeys.
-func (s *Store) ClaimIdempotencyKey(ctx context.Context, rec *store.IdempotencyRecord, staleBefore time.Time) (*store.IdempotencyRecord, error) {
+func (s *Store) ClaimIdempotencyKey(ctx context.Context, p *store.ClaimIdempotencyKeyParams) (*store.IdempotencyRecord, error) {
+	rec, staleBefore := p.Record, p.StaleBefore
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -501,7 +503,8 @@ func (s *Store) ClaimIdempotencyKey(ctx context.Context, rec *store.IdempotencyR
 }
 
 // ReleaseIdempotencyKey implements store.IdempotencyKeys.
-func (s *Store) ReleaseIdempotencyKey(ctx context.Context, appID, key string) error {
+func (s *Store) ReleaseIdempotencyKey(ctx context.Context, p *store.ReleaseIdempotencyKeyParams) error {
+	appID, key := p.AppID, p.Key
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -515,7 +518,8 @@ func (s *Store) ReleaseIdempotencyKey(ctx context.Context, appID, key string) er
 }
 
 // DeleteExpiredIdempotencyKeys implements store.IdempotencyKeys.
-func (s *Store) DeleteExpiredIdempotencyKeys(ctx context.Context, before time.Time, limit int) (int, error) {
+func (s *Store) DeleteExpiredIdempotencyKeys(ctx context.Context, p *store.DeleteExpiredIdempotencyKeysParams) (int, error) {
+	before, limit := p.Before, p.Limit
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
@@ -641,7 +645,8 @@ func (s *Store) ClaimDoneNotifications(ctx context.Context, p *store.ClaimDoneNo
 }
 
 // MarkDoneNotified implements store.DoneNotifications.
-func (s *Store) MarkDoneNotified(ctx context.Context, appID, id string, at time.Time) error {
+func (s *Store) MarkDoneNotified(ctx context.Context, p *store.MarkDoneNotifiedParams) error {
+	appID, id, at := p.AppID, p.BatchID, p.At
 	if err := ctx.Err(); err != nil {
 		return err
 	}

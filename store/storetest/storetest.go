@@ -174,7 +174,7 @@ func testUnstorableBatchIDs(t *testing.T, s store.Batches, _ *Options) {
 		wantErr(t, err, store.ErrNotFound, "GetBatch of an unstorable ID")
 		_, err = s.LoadChunk(ctx, store.ChunkRef{AppID: "app1", BatchID: id})
 		wantErr(t, err, store.ErrNotFound, "LoadChunk of an unstorable ID")
-		_, err = s.CancelBatch(ctx, "app1", id, time.Now().UTC())
+		_, err = s.CancelBatch(ctx, &store.CancelBatchParams{AppID: "app1", BatchID: id, At: time.Now().UTC()})
 		wantErr(t, err, store.ErrNotFound, "CancelBatch of an unstorable ID")
 	}
 }
@@ -1139,7 +1139,10 @@ func testBatchesContextCanceled(t *testing.T, s store.Batches, _ *Options) {
 			_, _, err := s.StartChunk(ctx, startParams(chunks[0].ChunkRef, time.Now().UTC()))
 			return err
 		},
-		"CancelBatch": func() error { _, err := s.CancelBatch(ctx, "app1", b.ID, time.Now().UTC()); return err },
+		"CancelBatch": func() error {
+			_, err := s.CancelBatch(ctx, &store.CancelBatchParams{AppID: "app1", BatchID: b.ID, At: time.Now().UTC()})
+			return err
+		},
 	})
 	_, err := s.GetBatch(ctxT(t), "app1", b2.ID)
 	wantErr(t, err, store.ErrNotFound, "a batch created with a canceled context")
@@ -1204,7 +1207,7 @@ func testStartChunk(t *testing.T, s store.Batches, opts *Options) {
 		t.Errorf("StartChunk's batch after a chunk completed = %+v, want its counters", afterDone)
 	}
 	// The second chunk after a cancel: done (canceled), and its batch says so.
-	_, err = s.CancelBatch(ctx, "app1", b.ID, first.Add(2*time.Hour))
+	_, err = s.CancelBatch(ctx, &store.CancelBatchParams{AppID: "app1", BatchID: b.ID, At: first.Add(2 * time.Hour)})
 	must(t, err)
 	canceledBatch, canceled, err := s.StartChunk(ctx, startParams(chunks[1].ChunkRef, first.Add(3*time.Hour)))
 	must(t, err)
@@ -1232,7 +1235,7 @@ func testCancelBatch(t *testing.T, s store.Batches, opts *Options) {
 	must(t, err)
 
 	at := created.Add(time.Minute)
-	after, err := s.CancelBatch(ctx, "app1", b.ID, at)
+	after, err := s.CancelBatch(ctx, &store.CancelBatchParams{AppID: "app1", BatchID: b.ID, At: at})
 	must(t, err)
 	sameTime(t, "CanceledAt", after.CanceledAt, at, opts)
 	if after.Canceled != 3 || after.Sent != 1 || after.Failed != 1 || after.ChunksDone != 3 || after.Pending() != 3 || !after.FinishedAt.IsZero() {
@@ -1259,7 +1262,7 @@ func testCancelBatch(t *testing.T, s store.Batches, opts *Options) {
 		t.Error("cancel completed a chunk that was in progress")
 	}
 	// Canceling again while the chunk in progress runs changes nothing.
-	again, err := s.CancelBatch(ctx, "app1", b.ID, at.Add(time.Minute))
+	again, err := s.CancelBatch(ctx, &store.CancelBatchParams{AppID: "app1", BatchID: b.ID, At: at.Add(time.Minute)})
 	must(t, err)
 	sameTime(t, "CanceledAt after a second cancel", again.CanceledAt, at, opts)
 	if again.Canceled != 3 || again.ChunksDone != 3 {
@@ -1287,7 +1290,7 @@ func testCancelFinished(t *testing.T, s store.Batches, _ *Options) {
 	must(t, s.CreateBatch(ctx, b, chunks))
 	_, err := s.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: chunks[0].ChunkRef, Outcomes: outcomes(store.OutcomeSent), At: now})
 	must(t, err)
-	_, err = s.CancelBatch(ctx, "app1", b.ID, now)
+	_, err = s.CancelBatch(ctx, &store.CancelBatchParams{AppID: "app1", BatchID: b.ID, At: now})
 	wantErr(t, err, store.ErrConflict, "canceling a finished batch")
 	got, err := s.GetBatch(ctx, "app1", b.ID)
 	must(t, err)
@@ -1297,14 +1300,14 @@ func testCancelFinished(t *testing.T, s store.Batches, _ *Options) {
 	// A batch whose every chunk was canceled is finished by the cancel.
 	b2, chunks2 := newBatch("app1", "batch-all-canceled", now, 2, 2)
 	must(t, s.CreateBatch(ctx, b2, chunks2))
-	after, err := s.CancelBatch(ctx, "app1", b2.ID, now)
+	after, err := s.CancelBatch(ctx, &store.CancelBatchParams{AppID: "app1", BatchID: b2.ID, At: now})
 	must(t, err)
 	if after.ChunksDone != 2 || after.Canceled != 4 || after.FinishedAt.IsZero() {
 		t.Errorf("canceling a batch nothing started: %+v", after)
 	}
-	_, err = s.CancelBatch(ctx, "app1", b2.ID, now)
+	_, err = s.CancelBatch(ctx, &store.CancelBatchParams{AppID: "app1", BatchID: b2.ID, At: now})
 	wantErr(t, err, store.ErrConflict, "canceling a batch a cancel already finished")
-	_, err = s.CancelBatch(ctx, "app1", "batch-nope", now)
+	_, err = s.CancelBatch(ctx, &store.CancelBatchParams{AppID: "app1", BatchID: "batch-nope", At: now})
 	wantErr(t, err, store.ErrNotFound, "canceling a missing batch")
 }
 
@@ -1335,7 +1338,7 @@ func testCancelRacesStart(t *testing.T, s store.Batches, _ *Options) {
 	var canceled *store.Batch
 	wg.Go(func() {
 		var err error
-		if canceled, err = s.CancelBatch(ctx, "app1", b.ID, now); err != nil {
+		if canceled, err = s.CancelBatch(ctx, &store.CancelBatchParams{AppID: "app1", BatchID: b.ID, At: now}); err != nil {
 			t.Errorf("CancelBatch: %v", err)
 		}
 	})
@@ -1364,7 +1367,7 @@ func testCancelAppIsolation(t *testing.T, s store.Batches, _ *Options) {
 	now := time.Now().UTC()
 	b, chunks := newBatch("app-a", "batch-iso-cancel", now, 1)
 	must(t, s.CreateBatch(ctx, b, chunks))
-	_, err := s.CancelBatch(ctx, "app-b", b.ID, now)
+	_, err := s.CancelBatch(ctx, &store.CancelBatchParams{AppID: "app-b", BatchID: b.ID, At: now})
 	wantErr(t, err, store.ErrNotFound, "app-b canceling app-a's batch")
 	got, err := s.GetBatch(ctx, "app-a", b.ID)
 	must(t, err)
@@ -1429,15 +1432,15 @@ func testDoneNotifications(t *testing.T, s store.Batches, opts *Options) {
 	// An ended claim without a mark is taken over (the claimer died).
 	claim(store.ClaimDoneNotificationsParams{FinishedBefore: now, At: now.Add(61 * time.Second), Until: now.Add(2 * time.Minute), Limit: 10}, "app2/batch-a")
 	// Marked batches are never claimed again.
-	must(t, dn.MarkDoneNotified(ctx, "app2", "batch-a", now.Add(62*time.Second)))
-	must(t, dn.MarkDoneNotified(ctx, "app2", "batch-a", now.Add(63*time.Second))) // again: no change, no error
+	must(t, dn.MarkDoneNotified(ctx, &store.MarkDoneNotifiedParams{AppID: "app2", BatchID: "batch-a", At: now.Add(62 * time.Second)}))
+	must(t, dn.MarkDoneNotified(ctx, &store.MarkDoneNotifiedParams{AppID: "app2", BatchID: "batch-a", At: now.Add(63 * time.Second)})) // again: no change, no error
 	b, err := s.GetBatch(ctx, "app2", "batch-a")
 	must(t, err)
 	sameTime(t, "NotifiedAt", b.NotifiedAt, now.Add(62*time.Second), opts)
 	claim(store.ClaimDoneNotificationsParams{FinishedBefore: now, At: now.Add(time.Hour + time.Second), Until: now.Add(2 * time.Hour), Limit: 10}, "app1/batch-b")
-	must(t, dn.MarkDoneNotified(ctx, "app1", "batch-b", now))
+	must(t, dn.MarkDoneNotified(ctx, &store.MarkDoneNotifiedParams{AppID: "app1", BatchID: "batch-b", At: now}))
 	claim(store.ClaimDoneNotificationsParams{FinishedBefore: now.Add(time.Hour), At: now.Add(10 * time.Hour), Until: now.Add(11 * time.Hour), Limit: 10})
-	wantErr(t, dn.MarkDoneNotified(ctx, "app1", "batch-a", now), store.ErrNotFound, "MarkDoneNotified of another app's batch")
+	wantErr(t, dn.MarkDoneNotified(ctx, &store.MarkDoneNotifiedParams{AppID: "app1", BatchID: "batch-a", At: now}), store.ErrNotFound, "MarkDoneNotified of another app's batch")
 
 	// One batch by ID: only that one, only if finished and unclaimed.
 	finish("app1", "batch-c", base.Add(3*time.Minute))
@@ -1450,7 +1453,7 @@ func testDoneNotifications(t *testing.T, s store.Batches, opts *Options) {
 	// A canceled batch that the cancel finished is claimable too.
 	cb, cchunks := newBatch("app1", "batch-canceled", base, 1)
 	must(t, s.CreateBatch(ctx, cb, cchunks))
-	_, err = s.CancelBatch(ctx, "app1", cb.ID, base.Add(4*time.Minute))
+	_, err = s.CancelBatch(ctx, &store.CancelBatchParams{AppID: "app1", BatchID: cb.ID, At: base.Add(4 * time.Minute)})
 	must(t, err)
 	claim(store.ClaimDoneNotificationsParams{FinishedBefore: now, At: now, Until: now.Add(time.Minute), Limit: 10}, "app1/batch-canceled")
 }
@@ -1507,18 +1510,18 @@ func testIdempotencyKeys(t *testing.T, s store.Batches, opts *Options) {
 	stale := now.Add(-time.Minute)
 	const key = "order-42 retry/\"quoted\" ключ 🔑"
 
-	existing, err := k.ClaimIdempotencyKey(ctx, keyRecord("app1", key, "hash-1", now), stale)
+	existing, err := k.ClaimIdempotencyKey(ctx, &store.ClaimIdempotencyKeyParams{Record: keyRecord("app1", key, "hash-1", now), StaleBefore: stale})
 	must(t, err)
 	if existing != nil {
 		t.Fatalf("first claim returned an existing record %+v", existing)
 	}
-	existing, err = k.ClaimIdempotencyKey(ctx, keyRecord("app1", key, "hash-2", now.Add(time.Second)), stale)
+	existing, err = k.ClaimIdempotencyKey(ctx, &store.ClaimIdempotencyKeyParams{Record: keyRecord("app1", key, "hash-2", now.Add(time.Second)), StaleBefore: stale})
 	wantErr(t, err, store.ErrConflict, "claiming a key in progress")
 	if existing == nil || existing.RequestHash != "hash-1" || existing.BatchID != "" {
 		t.Fatalf("the in-progress record = %+v", existing)
 	}
 	// Another app has its own keys.
-	other, err := k.ClaimIdempotencyKey(ctx, keyRecord("app2", key, "hash-x", now), stale)
+	other, err := k.ClaimIdempotencyKey(ctx, &store.ClaimIdempotencyKeyParams{Record: keyRecord("app2", key, "hash-x", now), StaleBefore: stale})
 	must(t, err)
 	if other != nil {
 		t.Errorf("app2's claim saw app1's record %+v", other)
@@ -1527,7 +1530,7 @@ func testIdempotencyKeys(t *testing.T, s store.Batches, opts *Options) {
 	b, chunks := newBatch("app1", "batch-idem", now, 2)
 	b.IdempotencyKey = key
 	must(t, s.CreateBatch(ctx, b, chunks))
-	existing, err = k.ClaimIdempotencyKey(ctx, keyRecord("app1", key, "hash-1", now.Add(time.Hour)), now.Add(time.Hour))
+	existing, err = k.ClaimIdempotencyKey(ctx, &store.ClaimIdempotencyKeyParams{Record: keyRecord("app1", key, "hash-1", now.Add(time.Hour)), StaleBefore: now.Add(time.Hour)})
 	wantErr(t, err, store.ErrConflict, "claiming a used key")
 	if existing == nil || existing.BatchID != b.ID || existing.Count != 2 || existing.RequestHash != "hash-1" {
 		t.Fatalf("the done record = %+v, want batch %s with count 2", existing, b.ID)
@@ -1535,8 +1538,8 @@ func testIdempotencyKeys(t *testing.T, s store.Batches, opts *Options) {
 	sameTime(t, "record CreatedAt", existing.CreatedAt, now, opts)
 	sameTime(t, "record ExpiresAt", existing.ExpiresAt, now.Add(24*time.Hour), opts)
 	// Releasing a done record keeps it.
-	must(t, k.ReleaseIdempotencyKey(ctx, "app1", key))
-	if _, err := k.ClaimIdempotencyKey(ctx, keyRecord("app1", key, "hash-1", now.Add(2*time.Hour)), now); !errors.Is(err, store.ErrConflict) {
+	must(t, k.ReleaseIdempotencyKey(ctx, &store.ReleaseIdempotencyKeyParams{AppID: "app1", Key: key}))
+	if _, err := k.ClaimIdempotencyKey(ctx, &store.ClaimIdempotencyKeyParams{Record: keyRecord("app1", key, "hash-1", now.Add(2*time.Hour)), StaleBefore: now}); !errors.Is(err, store.ErrConflict) {
 		t.Errorf("a released done record was deleted: claim = %v", err)
 	}
 	// A second batch under a used key is refused, and nothing is stored.
@@ -1551,11 +1554,11 @@ func testIdempotencyKeys(t *testing.T, s store.Batches, opts *Options) {
 	wantErr(t, s.CreateBatch(ctx, b3, chunks3), store.ErrConflict, "CreateBatch under an unclaimed key")
 
 	// Releasing an in-progress record frees the key.
-	must(t, k.ReleaseIdempotencyKey(ctx, "app2", key))
-	if existing, err := k.ClaimIdempotencyKey(ctx, keyRecord("app2", key, "hash-y", now), stale); err != nil || existing != nil {
+	must(t, k.ReleaseIdempotencyKey(ctx, &store.ReleaseIdempotencyKeyParams{AppID: "app2", Key: key}))
+	if existing, err := k.ClaimIdempotencyKey(ctx, &store.ClaimIdempotencyKeyParams{Record: keyRecord("app2", key, "hash-y", now), StaleBefore: stale}); err != nil || existing != nil {
 		t.Errorf("claim after release = %+v, %v", existing, err)
 	}
-	must(t, k.ReleaseIdempotencyKey(ctx, "app2", "missing-key"))
+	must(t, k.ReleaseIdempotencyKey(ctx, &store.ReleaseIdempotencyKeyParams{AppID: "app2", Key: "missing-key"}))
 }
 
 func testIdempotencyConcurrent(t *testing.T, s store.Batches, _ *Options) {
@@ -1567,7 +1570,7 @@ func testIdempotencyConcurrent(t *testing.T, s store.Batches, _ *Options) {
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
-			existing, err := k.ClaimIdempotencyKey(ctx, keyRecord("app1", "same-key", fmt.Sprint("h", i), now), now.Add(-time.Minute))
+			existing, err := k.ClaimIdempotencyKey(ctx, &store.ClaimIdempotencyKeyParams{Record: keyRecord("app1", "same-key", fmt.Sprint("h", i), now), StaleBefore: now.Add(-time.Minute)})
 			switch {
 			case err == nil && existing == nil:
 				wins.Add(1)
@@ -1589,31 +1592,31 @@ func testIdempotencyExpiry(t *testing.T, s store.Batches, _ *Options) {
 	ctx := ctxT(t)
 	now := time.Date(2026, 4, 10, 9, 0, 0, 0, time.UTC)
 	// An in-progress record older than the stale limit is replaced.
-	_, err := k.ClaimIdempotencyKey(ctx, keyRecord("app1", "stale", "h1", now), now.Add(-time.Minute))
+	_, err := k.ClaimIdempotencyKey(ctx, &store.ClaimIdempotencyKeyParams{Record: keyRecord("app1", "stale", "h1", now), StaleBefore: now.Add(-time.Minute)})
 	must(t, err)
 	later := now.Add(5 * time.Minute)
-	if existing, err := k.ClaimIdempotencyKey(ctx, keyRecord("app1", "stale", "h2", later), later.Add(-time.Minute)); err != nil || existing != nil {
+	if existing, err := k.ClaimIdempotencyKey(ctx, &store.ClaimIdempotencyKeyParams{Record: keyRecord("app1", "stale", "h2", later), StaleBefore: later.Add(-time.Minute)}); err != nil || existing != nil {
 		t.Errorf("claiming over a stale in-progress record = %+v, %v", existing, err)
 	}
 	// A done record lives until it expires, then is replaced.
-	_, err = k.ClaimIdempotencyKey(ctx, keyRecord("app1", "done", "h1", now), now)
+	_, err = k.ClaimIdempotencyKey(ctx, &store.ClaimIdempotencyKeyParams{Record: keyRecord("app1", "done", "h1", now), StaleBefore: now})
 	must(t, err)
 	b, chunks := newBatch("app1", "batch-expiry", now, 1)
 	b.IdempotencyKey = "done"
 	must(t, s.CreateBatch(ctx, b, chunks))
 	dayLater := now.Add(24*time.Hour + time.Second)
-	if existing, err := k.ClaimIdempotencyKey(ctx, keyRecord("app1", "done", "h2", dayLater), dayLater); err != nil || existing != nil {
+	if existing, err := k.ClaimIdempotencyKey(ctx, &store.ClaimIdempotencyKeyParams{Record: keyRecord("app1", "done", "h2", dayLater), StaleBefore: dayLater}); err != nil || existing != nil {
 		t.Errorf("claiming an expired key = %+v, %v", existing, err)
 	}
 	// Pruning: only records that expired.
-	_, err = k.ClaimIdempotencyKey(ctx, keyRecord("app1", "old", "h", now.Add(-48*time.Hour)), now.Add(-48*time.Hour))
+	_, err = k.ClaimIdempotencyKey(ctx, &store.ClaimIdempotencyKeyParams{Record: keyRecord("app1", "old", "h", now.Add(-48*time.Hour)), StaleBefore: now.Add(-48 * time.Hour)})
 	must(t, err)
-	n, err := k.DeleteExpiredIdempotencyKeys(ctx, now, 100)
+	n, err := k.DeleteExpiredIdempotencyKeys(ctx, &store.DeleteExpiredIdempotencyKeysParams{Before: now, Limit: 100})
 	must(t, err)
 	if n != 1 {
 		t.Errorf("DeleteExpiredIdempotencyKeys deleted %d records, want 1", n)
 	}
-	if _, err := k.ClaimIdempotencyKey(ctx, keyRecord("app1", "stale", "h3", later), later.Add(-time.Minute)); !errors.Is(err, store.ErrConflict) {
+	if _, err := k.ClaimIdempotencyKey(ctx, &store.ClaimIdempotencyKeyParams{Record: keyRecord("app1", "stale", "h3", later), StaleBefore: later.Add(-time.Minute)}); !errors.Is(err, store.ErrConflict) {
 		t.Errorf("pruning deleted a live record: claim = %v", err)
 	}
 }
