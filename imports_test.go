@@ -10,10 +10,11 @@ import (
 
 const module = "github.com/chatbatch/chatbatch"
 
-// TestImportRules keeps the layers of docs/ARCHITECTURE.md §1 true: render and store
-// import only the standard library; delivery adds store; the conformance
-// suites import only their leaf packages; batch is the only package that
-// imports asynq and validator, and besides them it imports only jsontext
+// TestImportRules keeps the layers of docs/ARCHITECTURE.md §1 true: render
+// and store import only the standard library; delivery adds store; the
+// conformance suites import only their leaf packages; batch is the only
+// package that imports asynq and validator (besides cmd/ and the test
+// support in internal/), and besides them it imports only jsontext
 // (request decoding); adapters import leaf packages and their backend,
 // never batch or another adapter.
 func TestImportRules(t *testing.T) {
@@ -62,7 +63,7 @@ func TestImportRules(t *testing.T) {
 				}
 			}
 			if !std && (strings.HasPrefix(imp, "github.com/hibiken/asynq") || strings.HasPrefix(imp, "github.com/go-playground/validator/")) &&
-				rel != "/batch" && !strings.HasPrefix(rel, "/cmd/") {
+				rel != "/batch" && !strings.HasPrefix(rel, "/cmd/") && !strings.HasPrefix(rel, "/internal/") {
 				t.Errorf("%s imports %s; only batch may", pkg, imp)
 			}
 		}
@@ -80,4 +81,34 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// TestEmbedderDependencies keeps what an embedder downloads small: the
+// packages a host imports (batch, store, render, delivery) and their
+// tests, which `go mod tidy` in the host's module also resolves, reach no
+// database driver, bun, miniredis or chromedp. Tests that need those live
+// in internal/integration and the adapters.
+func TestEmbedderDependencies(t *testing.T) {
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skip("the go command is not on PATH")
+	}
+	out, err := exec.Command("go", "list", "-deps", "-test", "./batch", "./store", "./render", "./delivery").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	forbidden := []string{"github.com/uptrace/bun", "github.com/jackc/pgx", "github.com/go-sql-driver/mysql", "modernc.org/sqlite",
+		"github.com/mattn/go-sqlite3", "github.com/alicebob/miniredis", "github.com/chromedp", module + "/adapters/bunstore"}
+	n := 0
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		n++
+		for _, f := range forbidden {
+			if strings.HasPrefix(sc.Text(), f) {
+				t.Errorf("an embedder's build or test graph reaches %s", sc.Text())
+			}
+		}
+	}
+	if n < 20 {
+		t.Errorf("go list reported only %d packages", n)
+	}
 }

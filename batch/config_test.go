@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	bt "github.com/chatbatch/chatbatch/internal/batchtest"
+
 	"github.com/hibiken/asynq"
 
 	"github.com/chatbatch/chatbatch/adapters/memstore"
@@ -44,13 +46,13 @@ func TestConfigValidation(t *testing.T) {
 	if err != nil {
 		t.Fatalf("New with the required fields: %v", err)
 	}
-	must(t, svc.Close())
+	bt.Must(t, svc.Close())
 	noRetry := ok
 	noRetry.MaxRetry = batch.NoRetry
 	if svc, err := batch.New(noRetry); err != nil {
 		t.Errorf("New with MaxRetry: NoRetry: %v", err)
 	} else {
-		must(t, svc.Close())
+		bt.Must(t, svc.Close())
 	}
 	// The parts may come separately: the host's own directory and messages.
 	split := ok

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	bt "github.com/chatbatch/chatbatch/internal/batchtest"
+
 	"github.com/chatbatch/chatbatch/batch"
 	"github.com/hibiken/asynq"
 )
@@ -15,46 +17,46 @@ func TestEnqueueFailureIsSwept(t *testing.T) {
 	now := time.Date(2026, 4, 10, 9, 0, 0, 0, time.UTC)
 	var clock atomic.Pointer[time.Time]
 	clock.Store(&now)
-	e := newEnv(t, func(c *batch.Config) {
+	e := bt.NewEnv(t, func(c *batch.Config) {
 		c.ChunkSize = 1
 		c.Now = func() time.Time { return *clock.Load() }
 	})
-	e.enq.err = errors.New("redis: connection refused")
-	res := accepted(t, e.post(t, adminKey, `{"message":"m","messageType":"text","paras":[{"receiver":"user-a"},{"receiver":"user-b"}]}`))
-	if len(e.enq.all()) != 0 {
+	e.Enq.Err = errors.New("redis: connection refused")
+	res := bt.Accepted(t, e.Post(t, bt.AdminKey, `{"message":"m","messageType":"text","paras":[{"receiver":"user-a"},{"receiver":"user-b"}]}`))
+	if len(e.Enq.All()) != 0 {
 		t.Fatal("tasks were recorded although enqueue failed")
 	}
-	_, st := e.status(t, adminKey, res.BatchID)
+	_, st := e.Status(t, bt.AdminKey, res.BatchID)
 	if st.Status != "queued" || st.Pending != 2 {
 		t.Fatalf("the accepted batch is not durable: %+v", st)
 	}
 
-	e.enq.err = nil
+	e.Enq.Err = nil
 	// Within the lease the sweeper leaves the chunks alone.
-	n, err := e.svc.Sweep(t.Context())
-	must(t, err)
+	n, err := e.Svc.Sweep(t.Context())
+	bt.Must(t, err)
 	if n != 0 {
 		t.Errorf("Sweep within the lease enqueued %d chunks", n)
 	}
 	later := now.Add(2 * time.Minute)
 	clock.Store(&later)
-	n, err = e.svc.Sweep(t.Context())
-	must(t, err)
-	if n != 2 || len(e.enq.all()) != 2 {
-		t.Fatalf("Sweep after the lease enqueued %d chunks (%d tasks), want 2", n, len(e.enq.all()))
+	n, err = e.Svc.Sweep(t.Context())
+	bt.Must(t, err)
+	if n != 2 || len(e.Enq.All()) != 2 {
+		t.Fatalf("Sweep after the lease enqueued %d chunks (%d tasks), want 2", n, len(e.Enq.All()))
 	}
 	// A second sweep finds the task IDs taken: nothing is queued twice.
-	_, err = e.svc.Sweep(t.Context())
-	must(t, err)
-	if len(e.enq.all()) != 2 {
-		t.Errorf("a second sweep queued %d tasks in all, want 2", len(e.enq.all()))
+	_, err = e.Svc.Sweep(t.Context())
+	bt.Must(t, err)
+	if len(e.Enq.All()) != 2 {
+		t.Errorf("a second sweep queued %d tasks in all, want 2", len(e.Enq.All()))
 	}
-	e.processAll(t)
-	if _, st := e.status(t, adminKey, res.BatchID); st.Status != "completed" || st.Sent != 2 {
+	e.ProcessAll(t)
+	if _, st := e.Status(t, bt.AdminKey, res.BatchID); st.Status != "completed" || st.Sent != 2 {
 		t.Errorf("after the swept tasks ran: %+v", st)
 	}
-	n, err = e.svc.Sweep(t.Context())
-	must(t, err)
+	n, err = e.Svc.Sweep(t.Context())
+	bt.Must(t, err)
 	if n != 0 {
 		t.Errorf("Sweep of a completed batch enqueued %d chunks", n)
 	}
@@ -62,14 +64,14 @@ func TestEnqueueFailureIsSwept(t *testing.T) {
 
 func TestMalformedTask(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, nil)
+	e := bt.NewEnv(t, nil)
 	for _, task := range []*asynq.Task{
 		asynq.NewTask(batch.TaskChunk, []byte("not json")),
 		asynq.NewTask(batch.TaskChunk, []byte(`{"app":"app1"}`)),
 		asynq.NewTask("chatbatch:unknown", nil),
 		asynq.NewTask(batch.TaskChunk, []byte(`{"app":"app1","batch":"batch-gone","chunk":0}`)),
 	} {
-		err := e.svc.Processor().ProcessTask(t.Context(), task)
+		err := e.Svc.Processor().ProcessTask(t.Context(), task)
 		if !errors.Is(err, asynq.SkipRetry) {
 			t.Errorf("task %s %q: %v, want an error wrapping asynq.SkipRetry", task.Type(), task.Payload(), err)
 		}

@@ -1,4 +1,4 @@
-package batch_test
+package integration_test
 
 import (
 	"context"
@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	bt "github.com/chatbatch/chatbatch/internal/batchtest"
 
 	"github.com/hibiken/asynq"
 	"github.com/uptrace/bun"
@@ -49,7 +51,7 @@ func (b *sqlBackend) newBunstore(t testing.TB) *bunstore.Store {
 		// A file (not :memory:) so that several connections and two
 		// services can share it, as processes would.
 		db, err = bunstore.Open(t.Context(), "sqlite:"+filepath.Join(t.TempDir(), "chatbatch.db"))
-		must(t, err)
+		bt.Must(t, err)
 		t.Cleanup(func() { db.Close() })
 	} else {
 		dsn := os.Getenv(b.env)
@@ -63,8 +65,8 @@ func (b *sqlBackend) newBunstore(t testing.TB) *bunstore.Store {
 		db = b.db
 	}
 	st, err := bunstore.New(db, &bunstore.Options{TablePrefix: "t" + strings.ToLower(rand.Text()[:10]) + "_"})
-	must(t, err)
-	must(t, st.Migrate(t.Context()))
+	bt.Must(t, err)
+	bt.Must(t, st.Migrate(t.Context()))
 	t.Cleanup(func() {
 		for _, table := range st.Tables() {
 			_, _ = db.ExecContext(context.Background(), "DROP TABLE IF EXISTS "+table)
@@ -96,19 +98,19 @@ func redisForBunstore(t *testing.T) asynq.RedisConnOpt {
 func TestSeedExamplesOnBunstore(t *testing.T) {
 	t.Parallel()
 	onBunstore(t, func(t *testing.T, newStore func(t *testing.T) *bunstore.Store) {
-		e := newQueuedEnvOn(t, newStore(t), redisForBunstore(t), nil)
+		e := bt.NewQueuedEnvOn(t, newStore(t), redisForBunstore(t), nil)
 		direct := func(u string) string { return store.DirectRoomID("system", u) }
-		b1 := accepted(t, e.post(t, adminKey, seed.Broadcast))
-		b2 := accepted(t, e.post(t, adminKey, seed.Template))
-		b3 := accepted(t, e.post(t, adminKey, seed.Rooms))
+		b1 := bt.Accepted(t, e.Post(t, bt.AdminKey, seed.Broadcast))
+		b2 := bt.Accepted(t, e.Post(t, bt.AdminKey, seed.Template))
+		b3 := bt.Accepted(t, e.Post(t, bt.AdminKey, seed.Rooms))
 		for _, id := range []string{b1.BatchID, b2.BatchID, b3.BatchID} {
-			if st := e.waitFinished(t, adminKey, id); st.Status != "completed" {
+			if st := e.WaitFinished(t, bt.AdminKey, id); st.Status != "completed" {
 				t.Errorf("batch %s: %+v", id, st)
 			}
 		}
 		texts := func(room, batchID string) []string {
 			var out []string
-			for _, m := range roomMessages(t, e.st, testApp, room) {
+			for _, m := range bt.RoomMessages(t, e.St, bt.TestApp, room) {
 				if m.BatchID == batchID {
 					out = append(out, m.Text)
 				}
@@ -130,10 +132,10 @@ func TestSeedExamplesOnBunstore(t *testing.T) {
 				t.Errorf("%s got %q", room, got)
 			}
 		}
-		if n := len(e.rec.Notifications()); n != 5 {
+		if n := len(e.Rec.Notifications()); n != 5 {
 			t.Errorf("%d notifications, want 5 (3 + 2 receivers; the rooms example does not push)", n)
 		}
-		_, page := e.recipients(t, b1.BatchID, "?status=sent")
+		_, page := e.Recipients(t, b1.BatchID, "?status=sent")
 		if page.Total != 3 || len(page.Recipients) != 3 || page.Recipients[2].Room != direct("user-c") {
 			t.Errorf("recipients of the broadcast: %+v", page)
 		}
@@ -145,24 +147,24 @@ func TestSeedExamplesOnBunstore(t *testing.T) {
 func TestIdempotencyConcurrentOnBunstore(t *testing.T) {
 	t.Parallel()
 	onBunstore(t, func(t *testing.T, newStore func(t *testing.T) *bunstore.Store) {
-		e := newEnvOn(t, newStore(t), nil)
+		e := bt.NewEnvOn(t, newStore(t), nil)
 		const n = 50
-		results := make([]*response, n)
+		results := make([]*bt.Response, n)
 		var wg sync.WaitGroup
 		start := make(chan struct{})
 		for i := range n {
 			wg.Go(func() {
 				<-start
-				results[i] = e.doWith(t, http.MethodPost, "/messages/batch", adminKey, strings.NewReader(seed.Template), map[string]string{"Idempotency-Key": "blast-2026-11"})
+				results[i] = e.DoWith(t, http.MethodPost, "/messages/batch", bt.AdminKey, strings.NewReader(seed.Template), map[string]string{"Idempotency-Key": "blast-2026-11"})
 			})
 		}
 		close(start)
 		wg.Wait()
-		checkOneBatch(t, results, len(e.enq.all()))
+		bt.CheckOneBatch(t, results, len(e.Enq.All()))
 		// Afterwards every retry gets the batch.
-		r := e.doWith(t, http.MethodPost, "/messages/batch", adminKey, strings.NewReader(seed.Template), map[string]string{"Idempotency-Key": "blast-2026-11"})
-		if r.status != 200 || r.header.Get("Idempotent-Replayed") != "true" {
-			t.Errorf("a retry after the blast = %d %s", r.status, r.raw)
+		r := e.DoWith(t, http.MethodPost, "/messages/batch", bt.AdminKey, strings.NewReader(seed.Template), map[string]string{"Idempotency-Key": "blast-2026-11"})
+		if r.Status != 200 || r.Header.Get("Idempotent-Replayed") != "true" {
+			t.Errorf("a retry after the blast = %d %s", r.Status, r.Raw)
 		}
 	})
 }
@@ -183,26 +185,26 @@ func TestOnBatchDoneOnceOnBunstore(t *testing.T) {
 				mu.Unlock()
 			}
 		}
-		e := newQueuedEnvOn(t, newStore(t), redisForBunstore(t), func(c *batch.Config) {
+		e := bt.NewQueuedEnvOn(t, newStore(t), redisForBunstore(t), func(c *batch.Config) {
 			c.ChunkSize = 1
 			c.Concurrency = 4
 			c.OnBatchDone = onDone(0)
 		})
-		second := e.cfg
+		second := e.Cfg
 		second.OnBatchDone = onDone(1)
-		startService(t, second)
+		bt.StartService(t, second)
 		var ids []string
 		for range 4 {
-			ids = append(ids, accepted(t, e.post(t, adminKey, eightRecipients)).BatchID)
+			ids = append(ids, bt.Accepted(t, e.Post(t, bt.AdminKey, bt.EightRecipients)).BatchID)
 		}
 		for _, id := range ids {
-			if st := e.waitFinished(t, adminKey, id); st.Sent != 8 {
+			if st := e.WaitFinished(t, bt.AdminKey, id); st.Sent != 8 {
 				t.Errorf("batch %s: %+v", id, st)
 			}
 		}
 		// The callback runs after the last chunk is recorded, so a batch
 		// can look finished a moment before it comes.
-		waitUntil(t, func() bool {
+		bt.WaitUntil(t, func() bool {
 			mu.Lock()
 			defer mu.Unlock()
 			for _, id := range ids {
@@ -228,7 +230,7 @@ func TestOnBatchDoneOnceOnBunstore(t *testing.T) {
 func TestCancelOnBunstore(t *testing.T) {
 	t.Parallel()
 	onBunstore(t, func(t *testing.T, newStore func(t *testing.T) *bunstore.Store) {
-		cancelWhileRunning(t, newQueuedEnvOn(t, newStore(t), redisForBunstore(t), func(c *batch.Config) { c.ChunkSize = 1; c.Concurrency = 1 }))
+		cancelWhileRunning(t, bt.NewQueuedEnvOn(t, newStore(t), redisForBunstore(t), func(c *batch.Config) { c.ChunkSize = 1; c.Concurrency = 1 }))
 	})
 }
 
@@ -245,7 +247,7 @@ func BenchmarkProcessChunk(b *testing.B) {
 			for _, mode := range []string{"new-rooms", "existing-rooms"} {
 				b.Run(mode, func(b *testing.B) {
 					st := be.newBunstore(b)
-					e := newEnvOn(b, st, nil)
+					e := bt.NewEnvOn(b, st, nil)
 					const n = 500
 					body := func(round int) string {
 						users := make([]string, n)
@@ -257,7 +259,7 @@ func BenchmarkProcessChunk(b *testing.B) {
 							}
 							fmt.Fprintf(&paras, `{"receiver":%q,"$n$":%d}`, users[i], i)
 						}
-						if err := st.AddUsers(b.Context(), testApp, users...); err != nil {
+						if err := st.AddUsers(b.Context(), bt.TestApp, users...); err != nil {
 							b.Fatal(err)
 						}
 						return `{"message":"Hi #$n$, your order shipped","messageType":"text","paras":[` + paras.String() + `]}`
@@ -265,11 +267,11 @@ func BenchmarkProcessChunk(b *testing.B) {
 					existing := body(0)
 					if mode == "existing-rooms" {
 						// Create the rooms before the clock starts.
-						if r := e.post(b, adminKey, existing); r.status != 200 {
-							b.Fatalf("POST = %d %s", r.status, r.raw)
+						if r := e.Post(b, bt.AdminKey, existing); r.Status != 200 {
+							b.Fatalf("POST = %d %s", r.Status, r.Raw)
 						}
-						tasks := e.enq.all()
-						if err := e.svc.Processor().ProcessTask(b.Context(), tasks[len(tasks)-1].task); err != nil {
+						tasks := e.Enq.All()
+						if err := e.Svc.Processor().ProcessTask(b.Context(), tasks[len(tasks)-1].Task); err != nil {
 							b.Fatal(err)
 						}
 					}
@@ -279,13 +281,13 @@ func BenchmarkProcessChunk(b *testing.B) {
 						if mode == "new-rooms" {
 							req = body(i + 1)
 						}
-						r := e.post(b, adminKey, req)
-						tasks := e.enq.all()
+						r := e.Post(b, bt.AdminKey, req)
+						tasks := e.Enq.All()
 						b.StartTimer()
-						if r.status != 200 {
-							b.Fatalf("POST = %d %s", r.status, r.raw)
+						if r.Status != 200 {
+							b.Fatalf("POST = %d %s", r.Status, r.Raw)
 						}
-						if err := e.svc.Processor().ProcessTask(b.Context(), tasks[len(tasks)-1].task); err != nil {
+						if err := e.Svc.Processor().ProcessTask(b.Context(), tasks[len(tasks)-1].Task); err != nil {
 							b.Fatal(err)
 						}
 					}
