@@ -58,7 +58,9 @@ func TestImportRules(t *testing.T) {
 					t.Errorf("batch imports %s; it may import only the leaf packages of the module", imp)
 				}
 			case strings.HasPrefix(rel, "/adapters/"):
-				if ours && !leaf[imp] {
+				// An adapter's own packages (bunstore's openers) are one adapter.
+				root := module + "/adapters/" + strings.SplitN(strings.TrimPrefix(rel, "/adapters/"), "/", 2)[0]
+				if ours && !leaf[imp] && imp != root && !strings.HasPrefix(imp, root+"/") {
 					t.Errorf("adapter %s imports %s; adapters import leaf packages only, never batch or another adapter", pkg, imp)
 				}
 			}
@@ -110,5 +112,37 @@ func TestEmbedderDependencies(t *testing.T) {
 	}
 	if n < 20 {
 		t.Errorf("go list reported only %d packages", n)
+	}
+}
+
+// TestBunstoreLinksOneDriver: bunstore itself links no database driver,
+// and a program for one database (bunstore and bunpostgres, bunmysql or
+// bunsqlite) links only that database's; bunopen, for a DSN chosen at run
+// time, links all three.
+func TestBunstoreLinksOneDriver(t *testing.T) {
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skip("the go command is not on PATH")
+	}
+	drivers := map[string]string{"pgx": "github.com/jackc/pgx/v5/stdlib", "mysql": "github.com/go-sql-driver/mysql", "sqlite": "modernc.org/sqlite"}
+	for pkgs, want := range map[string]string{
+		"./adapters/bunstore": "",
+		"./adapters/bunstore ./adapters/bunstore/bunpostgres": "pgx",
+		"./adapters/bunstore ./adapters/bunstore/bunmysql":    "mysql",
+		"./adapters/bunstore ./adapters/bunstore/bunsqlite":   "sqlite",
+		"./adapters/bunstore ./adapters/bunstore/bunopen":     "pgx mysql sqlite",
+	} {
+		out, err := exec.Command("go", append([]string{"list", "-deps"}, strings.Fields(pkgs)...)...).Output()
+		if err != nil {
+			t.Fatalf("go list %s: %v", pkgs, err)
+		}
+		deps := map[string]bool{}
+		for _, l := range strings.Fields(string(out)) {
+			deps[l] = true
+		}
+		for name, path := range drivers {
+			if got, wanted := deps[path], strings.Contains(want, name); got != wanted {
+				t.Errorf("%s: links %s = %v, want %v", pkgs, path, got, wanted)
+			}
+		}
 	}
 }

@@ -2,8 +2,10 @@
 // through github.com/uptrace/bun: the adapter for anything that must survive
 // a restart or be shared by several processes.
 //
-// The host owns the connection pool: it opens a *bun.DB (with [Open] or its
-// own code), passes it to [New], calls [Store.Migrate] once at start-up, and
+// The host owns the connection pool: it opens a *bun.DB (with the opener
+// of its database — bunpostgres.Open, bunmysql.Open, bunsqlite.Open, or
+// bunopen.Open for a DSN chosen at run time — or its own code), passes it
+// to [New], calls [Store.Migrate] once at start-up, and
 // closes the *bun.DB when it is done. A Store starts no goroutines, holds no
 // connection of its own and has no Close method, so one pool can serve the
 // host's own queries beside chatbatch's.
@@ -19,9 +21,11 @@
 // failed call leaves nothing half-written. A canceled context aborts a
 // transaction up to its COMMIT but not the COMMIT itself, so that an error
 // means the write did not happen (barring a connection lost mid-COMMIT).
-// Methods never retry: the caller (package batch) does.
+// Methods never retry: the caller (package batch) does. The package links
+// no database driver itself (it recognizes pgx and go-sql-driver/mysql by
+// their types), so a program links only the driver it opens.
 //
-// On PostgreSQL through pgx (what [Open] uses) the worker's path is four
+// On PostgreSQL through pgx (what bunpostgres.Open uses) the worker's path is four
 // statements per chunk, each with bind parameters and whole columns bound
 // as arrays: start the chunk and read its batch, find or create the
 // one-on-one rooms, save the messages, record the outcomes and counters.
@@ -41,15 +45,14 @@ package bunstore
 
 import (
 	"context"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"reflect"
 	"strings"
 	"unicode/utf8"
 
-	"github.com/go-sql-driver/mysql"
-	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect"
 
@@ -151,7 +154,7 @@ func New(db *bun.DB, opts *Options) (*Store, error) {
 	s.chunks = s.prefix + "chunks"
 	s.keys = s.prefix + "idempotency_keys"
 	s.migrations = s.prefix + "schema_migrations"
-	if _, ok := db.DB.Driver().(*stdlib.Driver); ok && s.kind == dialect.PG {
+	if isPgx(db.DB.Driver()) && s.kind == dialect.PG {
 		s.pgx = true
 		s.preparePG()
 	}
@@ -226,25 +229,82 @@ func (s *Store) full(ctx context.Context, op string) error {
 }
 
 // isUniqueViolation reports whether err is a duplicate-key error of one of
-// the supported databases.
+// the supported databases. The drivers' error types are recognized by
+// their methods and fields, not imported, so that the store links no
+// driver the host did not choose.
 func isUniqueViolation(err error) bool {
-	// PostgreSQL: SQLSTATE 23505 (*pgconn.PgError). MySQL/MariaDB: error
-	// 1062 ER_DUP_ENTRY (*mysql.MySQLError). SQLite (modernc): extended
-	// codes 2067 SQLITE_CONSTRAINT_UNIQUE and 1555 _PRIMARYKEY.
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		return pgErr.Code == "23505"
+	// PostgreSQL (pgx's *pgconn.PgError, lib/pq): SQLSTATE 23505.
+	var state interface{ SQLState() string }
+	if errors.As(err, &state) {
+		return state.SQLState() == "23505"
 	}
-	var myErr *mysql.MySQLError
-	if errors.As(err, &myErr) {
-		return myErr.Number == 1062
+	// MySQL/MariaDB (go-sql-driver's *mysql.MySQLError): error 1062
+	// ER_DUP_ENTRY.
+	if n, ok := mysqlErrorNumber(err); ok {
+		return n == 1062
 	}
+	// SQLite (modernc): extended codes 2067 SQLITE_CONSTRAINT_UNIQUE and
+	// 1555 _PRIMARYKEY.
 	var coder interface{ Code() int }
 	if errors.As(err, &coder) && (coder.Code() == 2067 || coder.Code() == 1555) {
 		return true
 	}
 	// The cgo SQLite driver (mattn) reports the same condition only in text.
 	return strings.Contains(err.Error(), "UNIQUE constraint failed")
+}
+
+// mysqlErrorNumber finds a go-sql-driver *mysql.MySQLError in err's chain
+// and returns its Number.
+func mysqlErrorNumber(err error) (uint16, bool) {
+	for e := range errorChain(err) {
+		v := reflect.ValueOf(e)
+		if v.Kind() != reflect.Pointer || v.IsNil() || v.Elem().Kind() != reflect.Struct {
+			continue
+		}
+		t := v.Elem().Type()
+		if t.Name() != "MySQLError" || t.PkgPath() != "github.com/go-sql-driver/mysql" {
+			continue
+		}
+		if f := v.Elem().FieldByName("Number"); f.IsValid() && f.Kind() == reflect.Uint16 {
+			return uint16(f.Uint()), true
+		}
+	}
+	return 0, false
+}
+
+// errorChain yields err and every error it wraps, depth first.
+func errorChain(err error) func(yield func(error) bool) {
+	return func(yield func(error) bool) {
+		var walk func(error) bool
+		walk = func(e error) bool {
+			if e == nil {
+				return true
+			}
+			if !yield(e) {
+				return false
+			}
+			switch u := e.(type) {
+			case interface{ Unwrap() error }:
+				return walk(u.Unwrap())
+			case interface{ Unwrap() []error }:
+				for _, w := range u.Unwrap() {
+					if !walk(w) {
+						return false
+					}
+				}
+			}
+			return true
+		}
+		walk(err)
+	}
+}
+
+// isPgx reports whether drv is pgx's database/sql driver
+// (github.com/jackc/pgx/v5/stdlib), recognized by its type so that the
+// store does not link pgx for hosts on other databases.
+func isPgx(drv driver.Driver) bool {
+	t := reflect.TypeOf(drv)
+	return t != nil && t.Kind() == reflect.Pointer && t.Elem().Name() == "Driver" && t.Elem().PkgPath() == "github.com/jackc/pgx/v5/stdlib"
 }
 
 // unstorable reports whether any string holds a NUL byte or is not valid

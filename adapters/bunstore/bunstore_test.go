@@ -14,6 +14,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/chatbatch/chatbatch/adapters/bunstore"
+	"github.com/chatbatch/chatbatch/adapters/bunstore/bunopen"
 	"github.com/chatbatch/chatbatch/store"
 	"github.com/chatbatch/chatbatch/store/storetest"
 )
@@ -488,7 +489,7 @@ func TestLargeSaveSplits(t *testing.T) {
 // TestClosedDB: every method on a closed pool returns an error, no panic.
 func TestClosedDB(t *testing.T) {
 	ctx := t.Context()
-	db, err := bunstore.Open(ctx, "sqlite::memory:")
+	db, err := bunopen.Open(ctx, "sqlite::memory:")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"log"
 
 	"github.com/chatbatch/chatbatch/adapters/bunstore"
+	"github.com/chatbatch/chatbatch/adapters/bunstore/bunopen"
 	"github.com/chatbatch/chatbatch/store"
 )
 
@@ -14,7 +15,7 @@ import (
 // PostgreSQL or MySQL only the DSN changes.
 func Example() {
 	ctx := context.Background()
-	db, err := bunstore.Open(ctx, "sqlite::memory:") // or "postgres://…", "mysql://…", "sqlite:chatbatch.db"
+	db, err := bunopen.Open(ctx, "sqlite::memory:") // or "postgres://…", "mysql://…", "sqlite:chatbatch.db"
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -92,7 +93,7 @@ func (hostMessages) SaveMessages(ctx context.Context, app string, msgs []store.M
 // those fields.
 func Example_bookkeepingOnly() {
 	ctx := context.Background()
-	db, err := bunstore.Open(ctx, "sqlite::memory:")
+	db, err := bunopen.Open(ctx, "sqlite::memory:")
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/chatbatch/chatbatch/adapters/bunstore"
+	"github.com/chatbatch/chatbatch/adapters/bunstore/bunopen"
 )
 
 // Environment variables that enable the server databases. Without them the
@@ -80,7 +81,7 @@ func (b *backend) get(tb testing.TB) *bun.DB {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		b.db, b.err = bunstore.Open(ctx, dsn)
+		b.db, b.err = bunopen.Open(ctx, dsn)
 	})
 	if b.err != nil {
 		tb.Fatalf("open %s: %v", b.name, b.err)

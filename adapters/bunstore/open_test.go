@@ -12,11 +12,12 @@ import (
 	"github.com/uptrace/bun/dialect"
 
 	"github.com/chatbatch/chatbatch/adapters/bunstore"
+	"github.com/chatbatch/chatbatch/adapters/bunstore/bunopen"
 )
 
 func openOK(t *testing.T, dsn string) *bun.DB {
 	t.Helper()
-	db, err := bunstore.Open(t.Context(), dsn)
+	db, err := bunopen.Open(t.Context(), dsn)
 	if err != nil {
 		t.Fatalf("Open(%q): %v", dsn, err)
 	}
@@ -169,7 +170,7 @@ func TestOpenErrors(t *testing.T) {
 	for _, c := range cases {
 		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 		start := time.Now()
-		db, err := bunstore.Open(ctx, c.dsn)
+		db, err := bunopen.Open(ctx, c.dsn)
 		cancel()
 		if err == nil {
 			db.Close()

@@ -12,8 +12,8 @@ import (
 	"github.com/chatbatch/chatbatch/store"
 )
 
-// PostgreSQL through pgx (github.com/jackc/pgx/v5/stdlib, which Open
-// uses) gets its own statements for the worker's hot path and the bulk
+// PostgreSQL through pgx (github.com/jackc/pgx/v5/stdlib, which
+// bunpostgres.Open uses) gets its own statements for the worker's hot path and the bulk
 // writes: bind parameters instead of values inlined into SQL text, whole
 // columns passed as arrays and expanded with unnest (so 500 rows are 12
 // parameters, not 150 KB of SQL to parse), and data-modifying WITH

@@ -13,7 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/uptrace/bun"
 
-	"github.com/chatbatch/chatbatch/adapters/bunstore"
+	"github.com/chatbatch/chatbatch/adapters/bunstore/bunopen"
 )
 
 // database is one database under test.
@@ -26,7 +26,7 @@ type database struct {
 }
 
 func openDatabase(ctx context.Context, name, dsn string) (*database, error) {
-	db, err := bunstore.Open(ctx, dsn)
+	db, err := bunopen.Open(ctx, dsn)
 	if err != nil {
 		return nil, err
 	}

@@ -24,7 +24,7 @@ import (
 
 	_ "github.com/jackc/pgx/v5/stdlib"
 
-	"github.com/chatbatch/chatbatch/adapters/bunstore"
+	"github.com/chatbatch/chatbatch/adapters/bunstore/bunopen"
 	"github.com/chatbatch/chatbatch/internal/seed"
 	"github.com/chatbatch/chatbatch/store"
 )
@@ -601,7 +601,7 @@ func TestKillWorker(t *testing.T) {
 		t.Errorf("the batch completed %v after the new worker started, want within 30 s", took)
 	}
 	// Exactly one stored message per recipient: every index once.
-	db, err := bunstore.Open(t.Context(), "sqlite:"+filepath.Join(dir, "chat.db"))
+	db, err := bunopen.Open(t.Context(), "sqlite:"+filepath.Join(dir, "chat.db"))
 	must(t, err)
 	defer db.Close()
 	var rows, distinct, lo, hi int

@@ -20,6 +20,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/chatbatch/chatbatch/adapters/bunstore"
+	"github.com/chatbatch/chatbatch/adapters/bunstore/bunopen"
 	"github.com/chatbatch/chatbatch/batch"
 	"github.com/chatbatch/chatbatch/delivery"
 	"github.com/chatbatch/chatbatch/store"
@@ -96,7 +97,7 @@ func start(ctx context.Context, o *options, log *slog.Logger, stdout io.Writer) 
 		return nil, usagef("-redis: cannot reach %s: %v", o.redis, err)
 	}
 
-	if s.db, err = bunstore.Open(pctx, o.db); err != nil {
+	if s.db, err = bunopen.Open(pctx, o.db); err != nil {
 		return nil, usagef("-db: %v", err)
 	}
 	if s.st, err = bunstore.New(s.db, nil); err != nil {

@@ -13,13 +13,13 @@ import (
 	"testing"
 	"time"
 
-	bt "github.com/chatbatch/chatbatch/internal/batchtest"
-
 	"github.com/hibiken/asynq"
 	"github.com/uptrace/bun"
 
 	"github.com/chatbatch/chatbatch/adapters/bunstore"
+	"github.com/chatbatch/chatbatch/adapters/bunstore/bunopen"
 	"github.com/chatbatch/chatbatch/batch"
+	bt "github.com/chatbatch/chatbatch/internal/batchtest"
 	"github.com/chatbatch/chatbatch/internal/seed"
 	"github.com/chatbatch/chatbatch/store"
 )
@@ -50,7 +50,7 @@ func (b *sqlBackend) newBunstore(t testing.TB) *bunstore.Store {
 		var err error
 		// A file (not :memory:) so that several connections and two
 		// services can share it, as processes would.
-		db, err = bunstore.Open(t.Context(), "sqlite:"+filepath.Join(t.TempDir(), "chatbatch.db"))
+		db, err = bunopen.Open(t.Context(), "sqlite:"+filepath.Join(t.TempDir(), "chatbatch.db"))
 		bt.Must(t, err)
 		t.Cleanup(func() { db.Close() })
 	} else {
@@ -58,7 +58,7 @@ func (b *sqlBackend) newBunstore(t testing.TB) *bunstore.Store {
 		if dsn == "" {
 			t.Skipf("set %s to run this test on %s", b.env, b.name)
 		}
-		b.once.Do(func() { b.db, b.err = bunstore.Open(context.Background(), dsn) })
+		b.once.Do(func() { b.db, b.err = bunopen.Open(context.Background(), dsn) })
 		if b.err != nil {
 			t.Fatalf("%s=%s: %v", b.env, dsn, b.err)
 		}
