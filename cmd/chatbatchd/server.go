@@ -270,22 +270,35 @@ func (s *server) authed(next func(http.ResponseWriter, *http.Request, string)) h
 
 // messageJSON is a message as the host's own endpoints and the live
 // stream show it.
+// It carries every field of store.Message, so that what the live stream
+// delivers is the message as stored (the deliverytest suite checks it).
 type messageJSON struct {
-	ID          string          `json:"id"`
-	Room        string          `json:"room"`
-	Sender      string          `json:"sender"`
-	Receiver    string          `json:"receiver,omitempty"`
-	Message     string          `json:"message"`
-	MessageType string          `json:"messageType"`
-	Extra       json.RawMessage `json:"extra,omitempty"`
-	BatchID     string          `json:"batchID,omitempty"`
-	CreatedAt   time.Time       `json:"createdAt"`
+	AppID       string                     `json:"appID"`
+	ID          string                     `json:"id"`
+	Room        string                     `json:"room"`
+	Sender      string                     `json:"sender"`
+	Receiver    string                     `json:"receiver,omitempty"`
+	Message     string                     `json:"message"`
+	MessageType string                     `json:"messageType"`
+	Extra       json.RawMessage            `json:"extra,omitempty"`
+	Fields      map[string]json.RawMessage `json:"fields,omitempty"`
+	BatchID     string                     `json:"batchID,omitempty"`
+	Index       int                        `json:"index"`
+	CreatedAt   time.Time                  `json:"createdAt"`
 }
 
 func toJSON(m store.Message) messageJSON {
 	return messageJSON{
-		ID: m.ID, Room: m.RoomID, Sender: m.Sender, Receiver: m.Receiver, Message: m.Text,
-		MessageType: m.Type, Extra: m.Extra, BatchID: m.BatchID, CreatedAt: m.CreatedAt.UTC(),
+		AppID: m.AppID, ID: m.ID, Room: m.RoomID, Sender: m.Sender, Receiver: m.Receiver, Message: m.Text,
+		MessageType: m.Type, Extra: m.Extra, Fields: m.Fields, BatchID: m.BatchID, Index: m.Index, CreatedAt: m.CreatedAt.UTC(),
+	}
+}
+
+// message is toJSON backwards.
+func (j messageJSON) message() store.Message {
+	return store.Message{
+		AppID: j.AppID, ID: j.ID, RoomID: j.Room, Sender: j.Sender, Receiver: j.Receiver, Text: j.Message,
+		Type: j.MessageType, Extra: j.Extra, Fields: j.Fields, BatchID: j.BatchID, Index: j.Index, CreatedAt: j.CreatedAt,
 	}
 }
 
