@@ -593,12 +593,15 @@ func TestKillWorker(t *testing.T) {
 	if st.Status != "completed" || st.Sent != n {
 		t.Fatalf("after restarting the worker: %+v, want all %d sent", st, n)
 	}
-	// The lease (10 s) plus a sweep (2 s) plus the rest of the batch.
+	// The lease (10 s) plus a sweep (2 s), or for a task the dead worker
+	// took but never started two half leases and a sweep, plus the rest of
+	// the batch (about a second): the bound is 15 s, the rest is
+	// slack for a loaded machine.
 	took := time.Since(restarted)
 	t.Logf("the batch completed %v after the new worker started (taken over from the dead worker: %v)",
 		took.Round(100*time.Millisecond), strings.Contains(heir.stderr.String(), "held by a worker that is gone"))
-	if took > 30*time.Second {
-		t.Errorf("the batch completed %v after the new worker started, want within 30 s", took)
+	if took > 20*time.Second {
+		t.Errorf("the batch completed %v after the new worker started, want within 20 s", took)
 	}
 	// Exactly one stored message per recipient: every index once.
 	db, err := bunopen.Open(t.Context(), "sqlite:"+filepath.Join(dir, "chat.db"))
