@@ -6,64 +6,24 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/chatbatch/chatbatch/store"
+	"github.com/chatbatch/chatbatch/adapters/redispub"
 )
 
-// The live path: the worker's Deliverer publishes each message on a Redis
-// channel with the users who should see it; every API process subscribes
-// and writes it to those users' open event streams. So the worker and the
-// browsers need not share a process.
+// The live path: the worker's Deliverer (adapters/redispub) publishes each
+// message on the app's Redis channel with the users who should see it;
+// every API process subscribes and writes it to those users' open event
+// streams. So the worker and the browsers need not share a process.
 
-func eventsChannel(app string) string { return "chatbatchd:" + app + ":messages" }
+// eventsPattern is the redispub channel pattern of the live path.
+const eventsPattern = "chatbatchd:{app}:messages"
 
-// event is what goes over the Redis channel.
-type event struct {
-	Users   []string    `json:"users"`
-	Message messageJSON `json:"message"`
-}
-
-// publisher is the server's delivery.Deliverer.
-type publisher struct {
-	rdb     redis.UniversalClient
-	dir     store.Directory
-	channel string
-}
-
-func (p *publisher) Deliver(ctx context.Context, msgs []store.Message) error {
-	if len(msgs) == 0 {
-		return ctx.Err()
-	}
-	app := msgs[0].AppID
-	var rooms []string
-	seen := map[string]bool{}
-	for _, m := range msgs {
-		if !seen[m.RoomID] {
-			seen[m.RoomID] = true
-			rooms = append(rooms, m.RoomID)
-		}
-	}
-	members, err := p.dir.RoomMembers(ctx, app, rooms)
-	if err != nil {
-		return fmt.Errorf("room members: %w", err)
-	}
-	pipe := p.rdb.Pipeline()
-	for _, m := range msgs {
-		b, err := json.Marshal(event{Users: members[m.RoomID], Message: toJSON(m)})
-		if err != nil {
-			return err
-		}
-		pipe.Publish(ctx, p.channel, b)
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		return fmt.Errorf("publish: %w", err)
-	}
-	return nil
-}
+func eventsChannel(app string) string { return strings.ReplaceAll(eventsPattern, "{app}", app) }
 
 // hub keeps the open event streams of this process, by user.
 type hub struct {
@@ -138,7 +98,7 @@ func (h *hub) subscribe(ctx context.Context, rdb redis.UniversalClient, channel 
 				if !ok {
 					break loop
 				}
-				var ev event
+				var ev redispub.Event
 				if err := json.Unmarshal([]byte(m.Payload), &ev); err != nil {
 					continue
 				}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/chatbatch/chatbatch/adapters/bunstore"
 	"github.com/chatbatch/chatbatch/adapters/bunstore/bunopen"
+	"github.com/chatbatch/chatbatch/adapters/redispub"
 	"github.com/chatbatch/chatbatch/batch"
 	"github.com/chatbatch/chatbatch/delivery"
 	"github.com/chatbatch/chatbatch/store"
@@ -117,9 +118,13 @@ func start(ctx context.Context, o *options, log *slog.Logger, stdout io.Writer) 
 	if o.push == "log" {
 		pusher = logPusher{log}
 	}
+	deliverer, err := redispub.New(s.rdb, &redispub.Options{Channel: eventsPattern, Members: s.st})
+	if err != nil {
+		return nil, err
+	}
 	s.svc, err = batch.New(batch.Config{
 		Store:             s.st,
-		Deliverer:         &publisher{rdb: s.rdb, dir: s.st, channel: eventsChannel(o.app)},
+		Deliverer:         deliverer,
 		Pusher:            pusher,
 		Authenticator:     s.auth,
 		Redis:             redisOpt,
@@ -268,40 +273,6 @@ func (s *server) authed(next func(http.ResponseWriter, *http.Request, string)) h
 	}
 }
 
-// messageJSON is a message as the host's own endpoints and the live
-// stream show it.
-// It carries every field of store.Message, so that what the live stream
-// delivers is the message as stored (the deliverytest suite checks it).
-type messageJSON struct {
-	AppID       string                     `json:"appID"`
-	ID          string                     `json:"id"`
-	Room        string                     `json:"room"`
-	Sender      string                     `json:"sender"`
-	Receiver    string                     `json:"receiver,omitempty"`
-	Message     string                     `json:"message"`
-	MessageType string                     `json:"messageType"`
-	Extra       json.RawMessage            `json:"extra,omitempty"`
-	Fields      map[string]json.RawMessage `json:"fields,omitempty"`
-	BatchID     string                     `json:"batchID,omitempty"`
-	Index       int                        `json:"index"`
-	CreatedAt   time.Time                  `json:"createdAt"`
-}
-
-func toJSON(m store.Message) messageJSON {
-	return messageJSON{
-		AppID: m.AppID, ID: m.ID, Room: m.RoomID, Sender: m.Sender, Receiver: m.Receiver, Message: m.Text,
-		MessageType: m.Type, Extra: m.Extra, Fields: m.Fields, BatchID: m.BatchID, Index: m.Index, CreatedAt: m.CreatedAt.UTC(),
-	}
-}
-
-// message is toJSON backwards.
-func (j messageJSON) message() store.Message {
-	return store.Message{
-		AppID: j.AppID, ID: j.ID, RoomID: j.Room, Sender: j.Sender, Receiver: j.Receiver, Text: j.Message,
-		Type: j.MessageType, Extra: j.Extra, Fields: j.Fields, BatchID: j.BatchID, Index: j.Index, CreatedAt: j.CreatedAt,
-	}
-}
-
 func (s *server) roomMessages(w http.ResponseWriter, r *http.Request, app string) {
 	limit := 50
 	for k := range r.URL.Query() {
@@ -329,9 +300,9 @@ func (s *server) roomMessages(w http.ResponseWriter, r *http.Request, app string
 		s.storeErr(w, r, "room messages", err)
 		return
 	}
-	out := make([]messageJSON, len(msgs))
+	out := make([]redispub.Message, len(msgs))
 	for i, m := range msgs {
-		out[i] = toJSON(m)
+		out[i] = redispub.MessageOf(m)
 	}
 	writeResult(w, map[string]any{"room": room, "messages": out})
 }

@@ -1,0 +1,176 @@
+// Package redispub is a delivery.Deliverer that PUBLISHes every message on
+// Redis: for hosts whose real-time processes (websocket or SSE hubs, in
+// any language) subscribe to Redis channels, so that the chatbatch worker
+// and the processes holding the users' connections need not be one.
+//
+// Each message is one PUBLISH of an [Event] in JSON, all of a call's
+// PUBLISHes in one pipeline. The channel comes from a pattern
+// (Options.Channel): per app, per room, or per user. Delivery is at least
+// once (a retried chunk publishes again, with the same message IDs) and, as
+// Redis pub/sub is, only to subscribers listening at that moment.
+package redispub
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/chatbatch/chatbatch/store"
+)
+
+// DefaultChannel is the channel pattern when Options.Channel is empty.
+const DefaultChannel = "chatbatch:{app}:room:{room}"
+
+// Event is the JSON of one PUBLISH.
+type Event struct {
+	// Users are the users who should see the message: the room's members
+	// (with Options.Members), or for a per-user channel the one user the
+	// channel is for. Empty without Options.Members.
+	Users []string `json:"users,omitempty"`
+	// Message is the message as stored.
+	Message Message `json:"message"`
+}
+
+// Message is store.Message on the wire. Extra and Fields are the stored
+// JSON, byte-exact; CreatedAt is RFC 3339 with nanoseconds, UTC.
+type Message struct {
+	AppID       string                     `json:"appID"`
+	ID          string                     `json:"id"`
+	Room        string                     `json:"room"`
+	Sender      string                     `json:"sender"`
+	Receiver    string                     `json:"receiver,omitempty"` // one-on-one messages only
+	Message     string                     `json:"message"`            // the rendered text
+	MessageType string                     `json:"messageType"`
+	Extra       json.RawMessage            `json:"extra,omitempty"`
+	Fields      map[string]json.RawMessage `json:"fields,omitempty"`
+	BatchID     string                     `json:"batchID,omitempty"`
+	Index       int                        `json:"index"`
+	CreatedAt   time.Time                  `json:"createdAt"`
+}
+
+// MessageOf is m on the wire.
+func MessageOf(m store.Message) Message {
+	return Message{
+		AppID: m.AppID, ID: m.ID, Room: m.RoomID, Sender: m.Sender, Receiver: m.Receiver, Message: m.Text,
+		MessageType: m.Type, Extra: m.Extra, Fields: m.Fields, BatchID: m.BatchID, Index: m.Index, CreatedAt: m.CreatedAt.UTC(),
+	}
+}
+
+// Store is MessageOf backwards.
+func (j Message) Store() store.Message {
+	return store.Message{
+		AppID: j.AppID, ID: j.ID, RoomID: j.Room, Sender: j.Sender, Receiver: j.Receiver, Text: j.Message,
+		Type: j.MessageType, Extra: j.Extra, Fields: j.Fields, BatchID: j.BatchID, Index: j.Index, CreatedAt: j.CreatedAt,
+	}
+}
+
+// RoomMembers looks up the members of rooms; store.Directory has it.
+type RoomMembers interface {
+	RoomMembers(ctx context.Context, app string, roomIDs []string) (map[string][]string, error)
+}
+
+// Options configure a Deliverer.
+type Options struct {
+	// Channel is the channel pattern: {app}, {room} and {user} are replaced
+	// by the message's app ID, room ID and a user ID. With {user} the
+	// message is published once per user who should see it: the room's
+	// members but the sender (Members is then required). Without
+	// placeholders every message goes to one channel. Defaults to
+	// DefaultChannel.
+	Channel string
+	// Members, when set, fills Event.Users with each room's members (one
+	// look-up per call, for all rooms of the call). Required with {user}.
+	Members RoomMembers
+}
+
+// Deliverer publishes messages on Redis. It is safe for concurrent use.
+type Deliverer struct {
+	rdb     redis.UniversalClient
+	pattern string
+	perUser bool
+	members RoomMembers
+}
+
+// New returns a Deliverer on rdb, which the caller owns (and closes).
+func New(rdb redis.UniversalClient, opts *Options) (*Deliverer, error) {
+	if rdb == nil {
+		return nil, errors.New("redispub: New: rdb is nil")
+	}
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	if o.Channel == "" {
+		o.Channel = DefaultChannel
+	}
+	rest := strings.NewReplacer("{app}", "", "{room}", "", "{user}", "").Replace(o.Channel)
+	if strings.ContainsAny(rest, "{}") {
+		return nil, fmt.Errorf("redispub: New: Options.Channel %q has a placeholder other than {app}, {room} and {user}", o.Channel)
+	}
+	d := &Deliverer{rdb: rdb, pattern: o.Channel, perUser: strings.Contains(o.Channel, "{user}"), members: o.Members}
+	if d.perUser && d.members == nil {
+		return nil, fmt.Errorf("redispub: New: Options.Channel %q has {user}, which needs Options.Members", o.Channel)
+	}
+	return d, nil
+}
+
+func (d *Deliverer) channel(m store.Message, user string) string {
+	return strings.NewReplacer("{app}", m.AppID, "{room}", m.RoomID, "{user}", user).Replace(d.pattern)
+}
+
+// Deliver implements delivery.Deliverer: one PUBLISH per message (per user
+// with a {user} channel), in one pipeline. A failure of the call (Redis
+// unreachable) is transient; nothing is permanent.
+func (d *Deliverer) Deliver(ctx context.Context, msgs []store.Message) error {
+	if len(msgs) == 0 {
+		return ctx.Err()
+	}
+	var members map[string][]string
+	if d.members != nil {
+		var rooms []string
+		for _, m := range msgs {
+			if !slices.Contains(rooms, m.RoomID) {
+				rooms = append(rooms, m.RoomID)
+			}
+		}
+		var err error
+		if members, err = d.members.RoomMembers(ctx, msgs[0].AppID, rooms); err != nil {
+			return fmt.Errorf("redispub: room members: %w", err)
+		}
+	}
+	pipe := d.rdb.Pipeline()
+	for _, m := range msgs {
+		users := members[m.RoomID]
+		if !d.perUser {
+			b, err := json.Marshal(Event{Users: users, Message: MessageOf(m)})
+			if err != nil {
+				return fmt.Errorf("redispub: message %s: %w", m.ID, err)
+			}
+			pipe.Publish(ctx, d.channel(m, ""), b)
+			continue
+		}
+		if m.Receiver != "" && !slices.Contains(users, m.Receiver) {
+			users = append(slices.Clip(users), m.Receiver)
+		}
+		for _, u := range users {
+			if u == m.Sender && m.Receiver != m.Sender {
+				continue
+			}
+			b, err := json.Marshal(Event{Users: []string{u}, Message: MessageOf(m)})
+			if err != nil {
+				return fmt.Errorf("redispub: message %s: %w", m.ID, err)
+			}
+			pipe.Publish(ctx, d.channel(m, u), b)
+		}
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("redispub: publish: %w", err)
+	}
+	return nil
+}
