@@ -59,7 +59,9 @@ type Config struct {
 	TaskCheckInterval time.Duration
 	// ServerConfig tunes the asynq server that Run starts. Its Queues and
 	// Logger are always set by Run, and Concurrency and TaskCheckInterval
-	// are when the fields above are set. Defaults to asynq's defaults.
+	// are when the fields above are set; RetryDelayFunc defaults to
+	// RetryDelay (which honours a Retry-After). Defaults to asynq's
+	// defaults otherwise.
 	ServerConfig asynq.Config
 	// MaxRetry is how often a failing chunk is retried before its
 	// remaining recipients are recorded as failed: the attempt that finds

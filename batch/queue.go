@@ -8,8 +8,10 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/chatbatch/chatbatch/store"
 	"github.com/hibiken/asynq"
+
+	"github.com/chatbatch/chatbatch/delivery"
+	"github.com/chatbatch/chatbatch/store"
 )
 
 // TaskPrefix prefixes the type of every asynq task of chatbatch, so one
@@ -76,4 +78,13 @@ func (s *Service) processTask(ctx context.Context, t *asynq.Task) error {
 		return fmt.Errorf("batch: malformed chunk task payload: %w", asynq.SkipRetry)
 	}
 	return s.ProcessChunk(ctx, store.ChunkRef{AppID: ct.App, BatchID: ct.Batch, No: ct.Chunk})
+}
+
+// RetryDelay is how long asynq waits before retrying a failed chunk task:
+// asynq's exponential default, or longer when the failure asked for a
+// wait (delivery.RetryAfter: an HTTP Retry-After of a webhook or a push
+// provider). Run uses it unless ServerConfig.RetryDelayFunc is set; hosts
+// with their own asynq server may set it as theirs.
+func RetryDelay(n int, err error, t *asynq.Task) time.Duration {
+	return max(asynq.DefaultRetryDelayFunc(n, err, t), delivery.RetryAfter(err))
 }

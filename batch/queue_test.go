@@ -6,10 +6,11 @@ import (
 	"testing"
 	"time"
 
-	bt "github.com/chatbatch/chatbatch/internal/batchtest"
+	"github.com/hibiken/asynq"
 
 	"github.com/chatbatch/chatbatch/batch"
-	"github.com/hibiken/asynq"
+	"github.com/chatbatch/chatbatch/delivery"
+	bt "github.com/chatbatch/chatbatch/internal/batchtest"
 )
 
 func TestEnqueueFailureIsSwept(t *testing.T) {
@@ -75,5 +76,17 @@ func TestMalformedTask(t *testing.T) {
 		if !errors.Is(err, asynq.SkipRetry) {
 			t.Errorf("task %s %q: %v, want an error wrapping asynq.SkipRetry", task.Type(), task.Payload(), err)
 		}
+	}
+}
+
+// TestRetryDelay: the retry waits at least what the failure asked for.
+func TestRetryDelay(t *testing.T) {
+	task := asynq.NewTask(batch.TaskChunk, nil)
+	plain := errors.New("503")
+	if d := batch.RetryDelay(0, plain, task); d < 15*time.Second || d > time.Minute {
+		t.Errorf("first retry of a plain error after %v, want asynq's default (15–45 s)", d)
+	}
+	if d := batch.RetryDelay(0, delivery.WithRetryAfter(plain, 10*time.Minute), task); d != 10*time.Minute {
+		t.Errorf("first retry of an error asking for 10 minutes after %v", d)
 	}
 }

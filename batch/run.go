@@ -24,6 +24,9 @@ func (s *Service) Run(ctx context.Context) error {
 		sc.TaskCheckInterval = s.cfg.TaskCheckInterval
 	}
 	sc.Queues = map[string]int{s.cfg.Queue: 1}
+	if sc.RetryDelayFunc == nil {
+		sc.RetryDelayFunc = RetryDelay
+	}
 	sc.Logger = asynqLogger{s.log}
 	if sc.LogLevel == 0 {
 		sc.LogLevel = asynq.WarnLevel

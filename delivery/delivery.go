@@ -23,6 +23,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/chatbatch/chatbatch/store"
 )
@@ -91,6 +92,54 @@ type permanentError struct{ err error }
 
 func (e *permanentError) Error() string   { return e.err.Error() }
 func (e *permanentError) Unwrap() []error { return []error{e.err, ErrPermanent} }
+
+// WithRetryAfter marks a transient err with how long the other side asked
+// to wait before a retry (an HTTP Retry-After); RetryAfter reads it back.
+// batch.RetryDelay, which Run uses, waits at least that long.
+func WithRetryAfter(err error, d time.Duration) error {
+	if err == nil || d <= 0 {
+		return err
+	}
+	return &retryAfterError{err: err, d: d}
+}
+
+// RetryAfter returns the longest wait a failure in err's chain asked for,
+// or 0.
+func RetryAfter(err error) time.Duration {
+	var d time.Duration
+	var walk func(error)
+	walk = func(e error) {
+		if e == nil {
+			return
+		}
+		if r, ok := e.(*retryAfterError); ok {
+			d = max(d, r.d)
+		}
+		if pe, ok := e.(*PartialError); ok {
+			for _, f := range pe.Failed {
+				walk(f)
+			}
+		}
+		switch u := e.(type) {
+		case interface{ Unwrap() error }:
+			walk(u.Unwrap())
+		case interface{ Unwrap() []error }:
+			for _, w := range u.Unwrap() {
+				walk(w)
+			}
+		}
+	}
+	walk(err)
+	return d
+}
+
+type retryAfterError struct {
+	err error
+	d   time.Duration
+}
+
+func (e *retryAfterError) Error() string { return e.err.Error() }
+func (e *retryAfterError) Unwrap() error { return e.err }
 
 // IsPermanent reports whether err wraps ErrPermanent.
 func IsPermanent(err error) bool { return errors.Is(err, ErrPermanent) }

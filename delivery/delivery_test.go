@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chatbatch/chatbatch/delivery"
 )
@@ -56,5 +57,23 @@ func TestPartialError(t *testing.T) {
 	}
 	if errs := delivery.ItemErrors(nil, 2); errs[0] != nil || errs[1] != nil {
 		t.Errorf("ItemErrors(nil) = %v", errs)
+	}
+}
+
+func TestRetryAfter(t *testing.T) {
+	base := errors.New("503 Service Unavailable")
+	if delivery.RetryAfter(base) != 0 || delivery.RetryAfter(nil) != 0 {
+		t.Error("RetryAfter of an error that asked for no wait is not 0")
+	}
+	err := fmt.Errorf("deliver: %w", delivery.WithRetryAfter(base, 7*time.Second))
+	if got := delivery.RetryAfter(err); got != 7*time.Second || !errors.Is(err, base) || delivery.IsPermanent(err) {
+		t.Errorf("RetryAfter = %v (errors.Is %v)", got, errors.Is(err, base))
+	}
+	pe := &delivery.PartialError{Failed: map[int]error{0: delivery.WithRetryAfter(base, time.Second), 3: delivery.WithRetryAfter(base, time.Minute)}}
+	if got := delivery.RetryAfter(fmt.Errorf("push: %w", pe)); got != time.Minute {
+		t.Errorf("RetryAfter through a PartialError = %v, want the longest, 1m", got)
+	}
+	if delivery.WithRetryAfter(nil, time.Second) != nil || delivery.WithRetryAfter(base, 0) != base {
+		t.Error("WithRetryAfter of nil or of no wait must change nothing")
 	}
 }
