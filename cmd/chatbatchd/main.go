@@ -23,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/chatbatch/chatbatch/adapters/webhook"
 	"github.com/chatbatch/chatbatch/batch"
 )
 
@@ -43,6 +44,9 @@ type options struct {
 	pollEvery   time.Duration
 	demo        bool
 	push        string
+	deliver     string
+	webhookURL  string
+	webhookKey  string
 	logFormat   string
 	app         string
 	queue       string
@@ -128,7 +132,10 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*o
 	fs.IntVar(&o.concurrency, "concurrency", envInt("CHATBATCHD_CONCURRENCY", batch.DefaultConcurrency), "chunks the worker processes at once [CHATBATCHD_CONCURRENCY]")
 	fs.DurationVar(&o.pollEvery, "task-check-interval", envDuration("CHATBATCHD_TASK_CHECK_INTERVAL", batch.DefaultTaskCheckInterval), "how often an idle worker looks for new chunks; shorter starts batches sooner and polls Redis more [CHATBATCHD_TASK_CHECK_INTERVAL]")
 	fs.BoolVar(&o.demo, "demo", envBool("CHATBATCHD_DEMO", false), "seed demo users and rooms; API key demo-key unless IM_API_KEY is set [CHATBATCHD_DEMO]")
-	fs.StringVar(&o.push, "push", envStr("CHATBATCHD_PUSH", "log"), "push notifications: log (write a log line per notification) or none [CHATBATCHD_PUSH]")
+	fs.StringVar(&o.push, "push", envStr("CHATBATCHD_PUSH", "log"), "push notifications: log (a log line per notification), webhook (POST them to -webhook-url) or none [CHATBATCHD_PUSH]")
+	fs.StringVar(&o.deliver, "deliver", envStr("CHATBATCHD_DELIVER", "redis"), "where delivered messages go: redis (the live stream of this server's page), webhook (POST each chunk to -webhook-url, signed) or none [CHATBATCHD_DELIVER]")
+	fs.StringVar(&o.webhookURL, "webhook-url", envStr("CHATBATCHD_WEBHOOK_URL", ""), "the host endpoint of -deliver webhook and -push webhook [CHATBATCHD_WEBHOOK_URL]")
+	o.webhookKey = getenv("CHATBATCHD_WEBHOOK_SECRET")
 	fs.StringVar(&o.logFormat, "log-format", envStr("CHATBATCHD_LOG_FORMAT", "text"), "log format: text or json [CHATBATCHD_LOG_FORMAT]")
 	fs.StringVar(&o.queue, "queue", envStr("CHATBATCHD_QUEUE", batch.DefaultQueue), "asynq queue; processes that share a Redis and a database use the same one [CHATBATCHD_QUEUE]")
 	fs.StringVar(&o.app, "app", envStr("CHATBATCHD_APP", "demo"), "the application ID the API key belongs to [CHATBATCHD_APP]")
@@ -170,14 +177,23 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*o
 		return nil, usagef("-max-retry: must not be negative, not %d", o.maxRetry)
 	case o.maxHeaderBytes < 1024:
 		return nil, usagef("-max-header-bytes: must be at least 1024, not %d", o.maxHeaderBytes)
-	case o.push != "log" && o.push != "none":
-		return nil, usagef("-push: %q is not log or none", o.push)
+	case o.push != "log" && o.push != "none" && o.push != "webhook":
+		return nil, usagef("-push: %q is not log, webhook or none", o.push)
+	case o.deliver != "redis" && o.deliver != "webhook" && o.deliver != "none":
+		return nil, usagef("-deliver: %q is not redis, webhook or none", o.deliver)
 	case o.logFormat != "text" && o.logFormat != "json":
 		return nil, usagef("-log-format: %q is not text or json", o.logFormat)
 	case o.app == "":
 		return nil, usagef("-app: must not be empty")
 	case o.queue == "":
 		return nil, usagef("-queue: must not be empty")
+	}
+	if o.deliver == "webhook" || o.push == "webhook" {
+		// The secret comes from the environment only (a flag would show
+		// it in the process list); checked here, its value never printed.
+		if _, err := webhook.NewDeliverer(&webhook.Options{URL: o.webhookURL, Secrets: []string{o.webhookKey}}); err != nil {
+			return nil, usagef("-deliver/-push webhook: %v (set -webhook-url and CHATBATCHD_WEBHOOK_SECRET=whsec_…)", err)
+		}
 	}
 	o.apiKey = getenv("IM_API_KEY")
 	if o.apiKey == "" && o.api {

@@ -6,11 +6,13 @@ import (
 	"context"
 	"crypto/rand"
 	"database/sql"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -25,6 +27,7 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/chatbatch/chatbatch/adapters/bunstore/bunopen"
+	"github.com/chatbatch/chatbatch/adapters/webhook"
 	"github.com/chatbatch/chatbatch/internal/seed"
 	"github.com/chatbatch/chatbatch/store"
 )
@@ -460,6 +463,9 @@ func TestBadStart(t *testing.T) {
 		{"bad -task-check-interval", []string{"-demo", "-task-check-interval", "0s"}, nil, "-task-check-interval: must be at least 1ms"},
 		{"bad task check env", []string{"-demo"}, []string{"CHATBATCHD_TASK_CHECK_INTERVAL=fast"}, "CHATBATCHD_TASK_CHECK_INTERVAL"},
 		{"bad -push", []string{"-demo", "-push", "fcm"}, nil, "-push"},
+		{"bad -deliver", []string{"-demo", "-deliver", "kafka"}, nil, "-deliver"},
+		{"webhook without URL", []string{"-demo", "-deliver", "webhook"}, []string{"CHATBATCHD_WEBHOOK_SECRET=whsec_c2VjcmV0"}, "-webhook-url"},
+		{"webhook with a bad secret", []string{"-demo", "-push", "webhook", "-webhook-url", "http://127.0.0.1:1/"}, []string{"CHATBATCHD_WEBHOOK_SECRET=hunter2"}, "whsec_"},
 		{"bad -write-timeout", []string{"-demo", "-write-timeout", "0s"}, nil, "must be positive"},
 		{"bad -max-header-bytes", []string{"-demo", "-max-header-bytes", "10"}, nil, "-max-header-bytes: must be at least 1024"},
 		{"bad store timeout env", []string{"-demo"}, []string{"CHATBATCHD_STORE_TIMEOUT=soon"}, "CHATBATCHD_STORE_TIMEOUT"},
@@ -612,5 +618,55 @@ func TestKillWorker(t *testing.T) {
 		Scan(&rows, &distinct, &lo, &hi))
 	if rows != n || distinct != n || lo != 0 || hi != n-1 {
 		t.Errorf("stored %d messages (%d distinct recipients, indexes %d..%d) for %d recipients", rows, distinct, lo, hi, n)
+	}
+}
+
+// TestWebhookDelivery runs chatbatchd with -deliver webhook and -push
+// webhook against a receiver that verifies every signature: the seed's
+// template example arrives as signed messages and push notifications.
+func TestWebhookDelivery(t *testing.T) {
+	t.Parallel()
+	secret := "whsec_" + base64.StdEncoding.EncodeToString([]byte("chatbatchd webhook test secret!!"))
+	var mu sync.Mutex
+	got := map[string][]json.RawMessage{}
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if err := webhook.Verify([]string{secret}, r.Header, body, time.Now(), 0); err != nil {
+			t.Errorf("a webhook request did not verify: %v", err)
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		var env struct {
+			Type string            `json:"type"`
+			Data []json.RawMessage `json:"data"`
+		}
+		must(t, json.Unmarshal(body, &env))
+		mu.Lock()
+		got[env.Type] = append(got[env.Type], env.Data...)
+		mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer receiver.Close()
+	dir := t.TempDir()
+	p := startProc(t, dir, []string{"IM_API_KEY=", "CHATBATCHD_WEBHOOK_SECRET=" + secret},
+		"-demo", "-addr", "127.0.0.1:0", "-deliver", "webhook", "-push", "webhook", "-webhook-url", receiver.URL+"/hooks")
+	sendAndWait(t, p.url, "demo-key", seed.Template) // it asks for push
+
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		nm, np := len(got["messages"]), len(got["push"])
+		mu.Unlock()
+		if (nm >= 2 && np >= 2) || time.Now().After(deadline) {
+			if nm != 2 || np != 2 {
+				t.Fatalf("the receiver got %d messages and %d push notifications, want 2 and 2", nm, np)
+			}
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	p.stop(t)
+	if strings.Contains(p.stderr.String(), secret) {
+		t.Error("the log shows the webhook secret")
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/chatbatch/chatbatch/adapters/bunstore"
 	"github.com/chatbatch/chatbatch/adapters/bunstore/bunopen"
 	"github.com/chatbatch/chatbatch/adapters/redispub"
+	"github.com/chatbatch/chatbatch/adapters/webhook"
 	"github.com/chatbatch/chatbatch/batch"
 	"github.com/chatbatch/chatbatch/delivery"
 	"github.com/chatbatch/chatbatch/store"
@@ -114,13 +115,26 @@ func start(ctx context.Context, o *options, log *slog.Logger, stdout io.Writer) 
 	}
 
 	s.auth = batch.NewStaticKeys(map[string]batch.Principal{o.apiKey: {AppID: o.app, Admin: true}})
+	hook := &webhook.Options{URL: o.webhookURL, Secrets: []string{o.webhookKey}}
 	var pusher delivery.Pusher
-	if o.push == "log" {
+	switch o.push {
+	case "log":
 		pusher = logPusher{log}
+	case "webhook":
+		if pusher, err = webhook.NewPusher(hook); err != nil {
+			return nil, usagef("-push webhook: %v", err)
+		}
 	}
-	deliverer, err := redispub.New(s.rdb, &redispub.Options{Channel: eventsPattern, Members: s.st})
-	if err != nil {
-		return nil, err
+	var deliverer delivery.Deliverer = delivery.Discard{}
+	switch o.deliver {
+	case "redis":
+		if deliverer, err = redispub.New(s.rdb, &redispub.Options{Channel: eventsPattern, Members: s.st}); err != nil {
+			return nil, err
+		}
+	case "webhook":
+		if deliverer, err = webhook.NewDeliverer(hook); err != nil {
+			return nil, usagef("-deliver webhook: %v", err)
+		}
 	}
 	s.svc, err = batch.New(batch.Config{
 		Store:             s.st,
