@@ -47,6 +47,7 @@ type options struct {
 	deliver     string
 	webhookURL  string
 	webhookKey  string
+	pushRate    float64
 	logFormat   string
 	app         string
 	queue       string
@@ -113,6 +114,17 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*o
 		}
 		return n
 	}
+	envFloat := func(name string, def float64) float64 {
+		v := getenv(name)
+		if v == "" {
+			return def
+		}
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil && envErr == nil {
+			envErr = usagef("%s=%q: not a number", name, v)
+		}
+		return f
+	}
 	envDuration := func(name string, def time.Duration) time.Duration {
 		v := getenv(name)
 		if v == "" {
@@ -133,6 +145,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*o
 	fs.DurationVar(&o.pollEvery, "task-check-interval", envDuration("CHATBATCHD_TASK_CHECK_INTERVAL", batch.DefaultTaskCheckInterval), "how often an idle worker looks for new chunks; shorter starts batches sooner and polls Redis more [CHATBATCHD_TASK_CHECK_INTERVAL]")
 	fs.BoolVar(&o.demo, "demo", envBool("CHATBATCHD_DEMO", false), "seed demo users and rooms; API key demo-key unless IM_API_KEY is set [CHATBATCHD_DEMO]")
 	fs.StringVar(&o.push, "push", envStr("CHATBATCHD_PUSH", "log"), "push notifications: log (a log line per notification), webhook (POST them to -webhook-url) or none [CHATBATCHD_PUSH]")
+	fs.Float64Var(&o.pushRate, "push-rate", envFloat("CHATBATCHD_PUSH_RATE", 0), "most push notifications a second, across every worker on this Redis; 0: no limit [CHATBATCHD_PUSH_RATE]")
 	fs.StringVar(&o.deliver, "deliver", envStr("CHATBATCHD_DELIVER", "redis"), "where delivered messages go: redis (the live stream of this server's page), webhook (POST each chunk to -webhook-url, signed) or none [CHATBATCHD_DELIVER]")
 	fs.StringVar(&o.webhookURL, "webhook-url", envStr("CHATBATCHD_WEBHOOK_URL", ""), "the host endpoint of -deliver webhook and -push webhook [CHATBATCHD_WEBHOOK_URL]")
 	o.webhookKey = getenv("CHATBATCHD_WEBHOOK_SECRET")
@@ -173,6 +186,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*o
 		return nil, usagef("-read-timeout, -write-timeout, -idle-timeout and -store-timeout must be positive")
 	case o.lease < 10*time.Millisecond || o.sweepInterval < time.Millisecond:
 		return nil, usagef("-lease (at least 10ms) and -sweep-interval (at least 1ms) are too short")
+	case o.pushRate < 0:
+		return nil, usagef("-push-rate: must not be negative, not %v", o.pushRate)
 	case o.maxRetry < 0:
 		return nil, usagef("-max-retry: must not be negative, not %d", o.maxRetry)
 	case o.maxHeaderBytes < 1024:

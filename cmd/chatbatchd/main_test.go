@@ -464,6 +464,7 @@ func TestBadStart(t *testing.T) {
 		{"bad task check env", []string{"-demo"}, []string{"CHATBATCHD_TASK_CHECK_INTERVAL=fast"}, "CHATBATCHD_TASK_CHECK_INTERVAL"},
 		{"bad -push", []string{"-demo", "-push", "fcm"}, nil, "-push"},
 		{"bad -deliver", []string{"-demo", "-deliver", "kafka"}, nil, "-deliver"},
+		{"bad -push-rate", []string{"-demo", "-push-rate", "-5"}, nil, "-push-rate"},
 		{"webhook without URL", []string{"-demo", "-deliver", "webhook"}, []string{"CHATBATCHD_WEBHOOK_SECRET=whsec_c2VjcmV0"}, "-webhook-url"},
 		{"webhook with a bad secret", []string{"-demo", "-push", "webhook", "-webhook-url", "http://127.0.0.1:1/"}, []string{"CHATBATCHD_WEBHOOK_SECRET=hunter2"}, "whsec_"},
 		{"bad -write-timeout", []string{"-demo", "-write-timeout", "0s"}, nil, "must be positive"},

@@ -21,6 +21,7 @@ import (
 
 	"github.com/chatbatch/chatbatch/adapters/bunstore"
 	"github.com/chatbatch/chatbatch/adapters/bunstore/bunopen"
+	"github.com/chatbatch/chatbatch/adapters/ratelimit"
 	"github.com/chatbatch/chatbatch/adapters/redispub"
 	"github.com/chatbatch/chatbatch/adapters/webhook"
 	"github.com/chatbatch/chatbatch/batch"
@@ -124,6 +125,13 @@ func start(ctx context.Context, o *options, log *slog.Logger, stdout io.Writer) 
 		if pusher, err = webhook.NewPusher(hook); err != nil {
 			return nil, usagef("-push webhook: %v", err)
 		}
+	}
+	if pusher != nil && o.pushRate > 0 {
+		l, err := ratelimit.Redis(s.rdb, "chatbatchd:"+o.app+":push-rate", o.pushRate, 0)
+		if err != nil {
+			return nil, usagef("-push-rate: %v", err)
+		}
+		pusher = ratelimit.NewPusher(pusher, l)
 	}
 	var deliverer delivery.Deliverer = delivery.Discard{}
 	switch o.deliver {
