@@ -18,6 +18,7 @@ package delivery
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -222,3 +223,38 @@ type PusherFunc func(ctx context.Context, ns []Notification) error
 
 // Push calls f.
 func (f PusherFunc) Push(ctx context.Context, ns []Notification) error { return f(ctx, ns) }
+
+// MessageJSON is a store.Message as the delivery adapters put it on the
+// wire (adapters/redispub, adapters/webhook): the same JSON everywhere.
+// Extra and Fields are the stored JSON, byte-exact; CreatedAt is RFC 3339
+// with nanoseconds, UTC.
+type MessageJSON struct {
+	AppID       string                     `json:"appID"`
+	ID          string                     `json:"id"`
+	Room        string                     `json:"room"`
+	Sender      string                     `json:"sender"`
+	Receiver    string                     `json:"receiver,omitempty"` // one-on-one messages only
+	Message     string                     `json:"message"`            // the rendered text
+	MessageType string                     `json:"messageType"`
+	Extra       json.RawMessage            `json:"extra,omitempty"`
+	Fields      map[string]json.RawMessage `json:"fields,omitempty"`
+	BatchID     string                     `json:"batchID,omitempty"`
+	Index       int                        `json:"index"`
+	CreatedAt   time.Time                  `json:"createdAt"`
+}
+
+// NewMessageJSON is m on the wire.
+func NewMessageJSON(m store.Message) MessageJSON {
+	return MessageJSON{
+		AppID: m.AppID, ID: m.ID, Room: m.RoomID, Sender: m.Sender, Receiver: m.Receiver, Message: m.Text,
+		MessageType: m.Type, Extra: m.Extra, Fields: m.Fields, BatchID: m.BatchID, Index: m.Index, CreatedAt: m.CreatedAt.UTC(),
+	}
+}
+
+// StoreMessage is NewMessageJSON backwards.
+func (j MessageJSON) StoreMessage() store.Message {
+	return store.Message{
+		AppID: j.AppID, ID: j.ID, RoomID: j.Room, Sender: j.Sender, Receiver: j.Receiver, Text: j.Message,
+		Type: j.MessageType, Extra: j.Extra, Fields: j.Fields, BatchID: j.BatchID, Index: j.Index, CreatedAt: j.CreatedAt,
+	}
+}

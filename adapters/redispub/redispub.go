@@ -17,10 +17,10 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/chatbatch/chatbatch/delivery"
 	"github.com/chatbatch/chatbatch/store"
 )
 
@@ -34,40 +34,7 @@ type Event struct {
 	// channel is for. Empty without Options.Members.
 	Users []string `json:"users,omitempty"`
 	// Message is the message as stored.
-	Message Message `json:"message"`
-}
-
-// Message is store.Message on the wire. Extra and Fields are the stored
-// JSON, byte-exact; CreatedAt is RFC 3339 with nanoseconds, UTC.
-type Message struct {
-	AppID       string                     `json:"appID"`
-	ID          string                     `json:"id"`
-	Room        string                     `json:"room"`
-	Sender      string                     `json:"sender"`
-	Receiver    string                     `json:"receiver,omitempty"` // one-on-one messages only
-	Message     string                     `json:"message"`            // the rendered text
-	MessageType string                     `json:"messageType"`
-	Extra       json.RawMessage            `json:"extra,omitempty"`
-	Fields      map[string]json.RawMessage `json:"fields,omitempty"`
-	BatchID     string                     `json:"batchID,omitempty"`
-	Index       int                        `json:"index"`
-	CreatedAt   time.Time                  `json:"createdAt"`
-}
-
-// MessageOf is m on the wire.
-func MessageOf(m store.Message) Message {
-	return Message{
-		AppID: m.AppID, ID: m.ID, Room: m.RoomID, Sender: m.Sender, Receiver: m.Receiver, Message: m.Text,
-		MessageType: m.Type, Extra: m.Extra, Fields: m.Fields, BatchID: m.BatchID, Index: m.Index, CreatedAt: m.CreatedAt.UTC(),
-	}
-}
-
-// Store is MessageOf backwards.
-func (j Message) Store() store.Message {
-	return store.Message{
-		AppID: j.AppID, ID: j.ID, RoomID: j.Room, Sender: j.Sender, Receiver: j.Receiver, Text: j.Message,
-		Type: j.MessageType, Extra: j.Extra, Fields: j.Fields, BatchID: j.BatchID, Index: j.Index, CreatedAt: j.CreatedAt,
-	}
+	Message delivery.MessageJSON `json:"message"`
 }
 
 // RoomMembers looks up the members of rooms; store.Directory has it.
@@ -148,7 +115,7 @@ func (d *Deliverer) Deliver(ctx context.Context, msgs []store.Message) error {
 	for _, m := range msgs {
 		users := members[m.RoomID]
 		if !d.perUser {
-			b, err := json.Marshal(Event{Users: users, Message: MessageOf(m)})
+			b, err := json.Marshal(Event{Users: users, Message: delivery.NewMessageJSON(m)})
 			if err != nil {
 				return fmt.Errorf("redispub: message %s: %w", m.ID, err)
 			}
@@ -162,7 +129,7 @@ func (d *Deliverer) Deliver(ctx context.Context, msgs []store.Message) error {
 			if u == m.Sender && m.Receiver != m.Sender {
 				continue
 			}
-			b, err := json.Marshal(Event{Users: []string{u}, Message: MessageOf(m)})
+			b, err := json.Marshal(Event{Users: []string{u}, Message: delivery.NewMessageJSON(m)})
 			if err != nil {
 				return fmt.Errorf("redispub: message %s: %w", m.ID, err)
 			}

@@ -83,7 +83,7 @@ func (h *harness) Received(context.Context) ([]store.Message, error) {
 	evs, _, err := h.l.snapshot()
 	out := make([]store.Message, len(evs))
 	for i, ev := range evs {
-		out[i] = ev.Message.Store()
+		out[i] = ev.Message.StoreMessage()
 	}
 	return out, err
 }

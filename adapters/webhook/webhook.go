@@ -10,7 +10,7 @@
 // request is signed with each, so a receiver can rotate). The body of a
 // Deliverer request is
 //
-//	{"type":"messages","timestamp":"…","data":[<Message>…]}
+//	{"type":"messages","timestamp":"…","data":[<delivery.MessageJSON>…]}
 //
 // and of a Pusher request {"type":"push","timestamp":"…","data":[<delivery.Notification>…]};
 // a chunk is split into several requests at Options.MaxItems or
@@ -378,31 +378,6 @@ func NewDeliverer(o *Options) (*Deliverer, error) {
 	return &Deliverer{p: p}, nil
 }
 
-// Message is a message in a Deliverer request: store.Message's fields in
-// JSON (the same form as adapters/redispub's).
-type Message struct {
-	AppID       string                     `json:"appID"`
-	ID          string                     `json:"id"`
-	Room        string                     `json:"room"`
-	Sender      string                     `json:"sender"`
-	Receiver    string                     `json:"receiver,omitempty"`
-	Message     string                     `json:"message"`
-	MessageType string                     `json:"messageType"`
-	Extra       json.RawMessage            `json:"extra,omitempty"`
-	Fields      map[string]json.RawMessage `json:"fields,omitempty"`
-	BatchID     string                     `json:"batchID,omitempty"`
-	Index       int                        `json:"index"`
-	CreatedAt   time.Time                  `json:"createdAt"`
-}
-
-// Store is the message as store.Message.
-func (j Message) Store() store.Message {
-	return store.Message{
-		AppID: j.AppID, ID: j.ID, RoomID: j.Room, Sender: j.Sender, Receiver: j.Receiver, Text: j.Message,
-		Type: j.MessageType, Extra: j.Extra, Fields: j.Fields, BatchID: j.BatchID, Index: j.Index, CreatedAt: j.CreatedAt,
-	}
-}
-
 // Deliver implements delivery.Deliverer.
 func (d *Deliverer) Deliver(ctx context.Context, msgs []store.Message) error {
 	if len(msgs) == 0 {
@@ -410,10 +385,7 @@ func (d *Deliverer) Deliver(ctx context.Context, msgs []store.Message) error {
 	}
 	items, ids := make([]json.RawMessage, len(msgs)), make([]string, len(msgs))
 	for i, m := range msgs {
-		b, err := json.Marshal(Message{
-			AppID: m.AppID, ID: m.ID, Room: m.RoomID, Sender: m.Sender, Receiver: m.Receiver, Message: m.Text,
-			MessageType: m.Type, Extra: m.Extra, Fields: m.Fields, BatchID: m.BatchID, Index: m.Index, CreatedAt: m.CreatedAt.UTC(),
-		})
+		b, err := json.Marshal(delivery.NewMessageJSON(m))
 		if err != nil {
 			return delivery.Permanent(fmt.Errorf("webhook: message %s: %w", m.ID, err))
 		}

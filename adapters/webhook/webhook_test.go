@@ -77,12 +77,12 @@ func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 	}
 	switch env.Type {
 	case "messages":
-		var ms []webhook.Message
+		var ms []delivery.MessageJSON
 		if err := json.Unmarshal(env.Data, &ms); err != nil {
 			r.t.Errorf("messages: %v", err)
 		}
 		for _, m := range ms {
-			r.msgs = append(r.msgs, m.Store())
+			r.msgs = append(r.msgs, m.StoreMessage())
 		}
 	case "push":
 		var ns []delivery.Notification

@@ -322,9 +322,9 @@ func (s *server) roomMessages(w http.ResponseWriter, r *http.Request, app string
 		s.storeErr(w, r, "room messages", err)
 		return
 	}
-	out := make([]redispub.Message, len(msgs))
+	out := make([]delivery.MessageJSON, len(msgs))
 	for i, m := range msgs {
-		out[i] = redispub.MessageOf(m)
+		out[i] = delivery.NewMessageJSON(m)
 	}
 	writeResult(w, map[string]any{"room": room, "messages": out})
 }
