@@ -42,6 +42,11 @@ type Detail struct {
 	Reason string `json:"reason,omitempty"`
 	// Variables lists template variables a recipient has no value for.
 	Variables []string `json:"variables,omitempty"`
+	// Receiver and Room name the recipient of the para a detail is about
+	// (MISSING_VARIABLE), so that a sender can tell who is affected
+	// without counting paras.
+	Receiver string `json:"receiver,omitempty"`
+	Room     string `json:"room,omitempty"`
 }
 
 func index(i int) *int { return &i }

@@ -209,11 +209,11 @@ func TestMissingVariableStrict(t *testing.T) {
 	body := `{"message":"Hi $name$, order $orderId$","messageType":"text","extra":{"url":"/o/$orderId$","who":"$nick$"},"paras":[
 		{"receiver":"user-a","$name$":"A","$orderId$":"1","$nick$":"a"},
 		{"receiver":"user-b","$name$":"B"},
-		{"receiver":"user-c","$orderId$":"3","$nick$":"c"}]}`
-	errCase{body: body, Status: 400, code: "MISSING_VARIABLE", msg: "2 recipients have no value",
+		{"room":"room-003","receiver":"user-c","$orderId$":"3","$nick$":"c"}]}`
+	errCase{body: body, Status: 400, code: "MISSING_VARIABLE", msg: `2 recipients have no value for some template variables (first: paras[1], receiver "user-b", lacks [$orderId$ $nick$])`,
 		details: []batch.Detail{
-			{Index: idx(1), Field: "paras[1]", Variables: []string{"$orderId$", "$nick$"}},
-			{Index: idx(2), Field: "paras[2]", Variables: []string{"$name$"}},
+			{Index: idx(1), Field: "paras[1]", Variables: []string{"$orderId$", "$nick$"}, Receiver: "user-b"},
+			{Index: idx(2), Field: "paras[2]", Variables: []string{"$name$"}, Room: "room-003"},
 		}}.run(t, e)
 	e.AssertNothingHappened(t)
 

@@ -95,6 +95,10 @@ func methodNotAllowed(w http.ResponseWriter, r *http.Request, allow string) {
 func (s *Service) withPrincipal(w http.ResponseWriter, r *http.Request, next func(http.ResponseWriter, *http.Request, Principal)) {
 	key := r.Header.Get("IM-API-KEY")
 	if key == "" {
+		// IMKit's deprecated name, which its JS SDK still sends.
+		key = r.Header.Get("API_KEY")
+	}
+	if key == "" {
 		writeError(w, newError(http.StatusUnauthorized, CodeInvalidAPIKey, "the IM-API-KEY header is missing"))
 		return
 	}

@@ -74,3 +74,17 @@ func TestMounting(t *testing.T) {
 		}
 	})
 }
+
+// TestDeprecatedAPIKeyHeader: IMKit's JS SDK still sends API_KEY; it is
+// accepted as IM-API-KEY's deprecated alias.
+func TestDeprecatedAPIKeyHeader(t *testing.T) {
+	t.Parallel()
+	e := bt.NewEnv(t, nil)
+	r := e.DoWith(t, http.MethodPost, "/messages/batch", "", strings.NewReader(`{"message":"m","messageType":"text","paras":[{"receiver":"user-a"}]}`),
+		map[string]string{"API_KEY": bt.AdminKey})
+	bt.Accepted(t, r)
+	r = e.DoWith(t, http.MethodPost, "/messages/batch", "", strings.NewReader(`{}`), map[string]string{"API_KEY": "wrong"})
+	if r.Status != 401 || r.Error == nil || r.Error.Code != "INVALID_API_KEY" {
+		t.Errorf("a wrong API_KEY = %d %s", r.Status, r.Raw)
+	}
+}

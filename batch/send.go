@@ -293,6 +293,14 @@ const maxMissingVariableDetails = 20
 
 // checkVariables reports recipients that lack a value for a variable used
 // in the message or in extra.
+// who names the recipient of a detail: "room R" or "receiver U".
+func who(d Detail) string {
+	if d.Room != "" {
+		return fmt.Sprintf("room %q", d.Room)
+	}
+	return fmt.Sprintf("receiver %q", d.Receiver)
+}
+
 func checkVariables(req *sendRequest) *apiError {
 	msg := render.Compile(req.Message)
 	var details []Detail
@@ -315,15 +323,19 @@ func checkVariables(req *sendRequest) *apiError {
 			for j, v := range missing {
 				vars[j] = "$" + v + "$"
 			}
-			details = append(details, Detail{Index: index(i), Field: fmt.Sprintf("paras[%d]", i), Variables: vars})
+			d := Detail{Index: index(i), Field: fmt.Sprintf("paras[%d]", i), Variables: vars, Room: p.Room}
+			if p.Room == "" {
+				d.Receiver = p.Receiver
+			}
+			details = append(details, d)
 		}
 	}
 	if total == 0 {
 		return nil
 	}
 	return newError(http.StatusBadRequest, CodeMissingVariable,
-		"%d recipients have no value for some template variables (first: paras[%d] lacks %v); nothing was sent",
-		total, *details[0].Index, details[0].Variables).with(details...)
+		"%d recipients have no value for some template variables (first: paras[%d], %s, lacks %v); nothing was sent",
+		total, *details[0].Index, who(details[0]), details[0].Variables).with(details...)
 }
 
 // previewMessage is one entry of a dry run's preview.
