@@ -26,6 +26,7 @@ const (
 	CodePayloadTooLarge        = "PAYLOAD_TOO_LARGE"        // 413
 	CodeUnsupportedMediaType   = "UNSUPPORTED_MEDIA_TYPE"   // 415
 	CodeInternal               = "INTERNAL_ERROR"           // 500
+	CodeNotSupported           = "NOT_SUPPORTED"            // 501
 	CodeUnavailable            = "UNAVAILABLE"              // 503
 )
 

@@ -98,8 +98,12 @@ func TestErrorCodes(t *testing.T) {
 		{name: "sender without admin", key: bt.UserKey, body: `{"message":"m","messageType":"text","sender":"user-b","paras":[{"receiver":"user-a"}]}`,
 			Status: 403, code: "INSUFFICIENT_PERMISSIONS", msg: "only admin API keys may set sender"},
 		// 405
-		{name: "GET on the collection", method: "GET", Status: 405, code: "METHOD_NOT_ALLOWED", msg: "use POST"},
+		{name: "DELETE on the collection", method: "DELETE", Status: 405, code: "METHOD_NOT_ALLOWED", msg: "use GET, HEAD, POST"},
 		{name: "PUT on the collection", method: "PUT", body: validBody, Status: 405, code: "METHOD_NOT_ALLOWED"},
+		{name: "list with a bad status", method: "GET", path: "/messages/batch?status=done", Status: 400, code: "INVALID_PARAMETER", msg: "status"},
+		{name: "list with a bad cursor", method: "GET", path: "/messages/batch?cursor=xyz", Status: 400, code: "INVALID_PARAMETER", msg: "cursor"},
+		{name: "list with a bad time", method: "GET", path: "/messages/batch?createdAfter=yesterday", Status: 400, code: "INVALID_PARAMETER", msg: "createdAfter"},
+		{name: "list with an unknown parameter", method: "GET", path: "/messages/batch?batchId=1", Status: 400, code: "INVALID_PARAMETER", msg: "batchId"},
 		{name: "POST on a batch", path: "/messages/batch/batch-x", body: validBody, Status: 405, code: "METHOD_NOT_ALLOWED", msg: "use GET"},
 		// 404 paths and batches
 		{name: "unknown sub-path", method: "GET", path: "/messages/batch/a/b/c", Status: 404, code: "NOT_FOUND"},

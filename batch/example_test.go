@@ -47,7 +47,7 @@ func ExampleService_Mount() {
 	}
 	// Output:
 	// 404 {"RC":404,"RM":"Not Found","error":{"code":"BATCH_NOT_FOUND","message":"batch \"batch-20260410-nope\" does not exist","details":[]}}
-	// 405 {"RC":405,"RM":"Method Not Allowed","error":{"code":"METHOD_NOT_ALLOWED","message":"method PUT is not allowed here; use POST","details":[]}}
+	// 405 {"RC":405,"RM":"Method Not Allowed","error":{"code":"METHOD_NOT_ALLOWED","message":"method PUT is not allowed here; use GET, HEAD, POST","details":[]}}
 }
 
 // ExampleService_Processor registers the chunk processor on a host's own

@@ -20,9 +20,10 @@ import (
 //	mux.Handle("/messages/batch/", h)
 //
 // It serves POST BasePath (send a batch; ?dryRun=true to check and
-// preview only), GET BasePath/{batchID} (the batch's status) and GET
-// BasePath/{batchID}/recipients (per-recipient outcomes) and DELETE
-// BasePath/{batchID} (cancel the batch), and answers
+// preview only), GET BasePath (the app's batches, with a store that
+// implements store.BatchLister), GET BasePath/{batchID} (the batch's
+// status), GET BasePath/{batchID}/recipients (per-recipient outcomes) and
+// DELETE BasePath/{batchID} (cancel the batch), and answers
 // everything else with the API's error envelope (405 for other methods,
 // 404 for other paths).
 func (s *Service) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
@@ -46,11 +47,16 @@ func (s *Service) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 	rel := strings.TrimPrefix(r.URL.Path, s.cfg.BasePath)
 	if rel == "" || rel == "/" {
-		if r.Method != http.MethodPost {
-			methodNotAllowed(w, r, http.MethodPost)
-			return
+		switch r.Method {
+		case http.MethodPost:
+			s.withPrincipal(w, r, s.handleSend)
+		case http.MethodGet, http.MethodHead:
+			ctx, cancel := context.WithTimeout(r.Context(), s.cfg.StoreTimeout)
+			defer cancel()
+			s.withPrincipal(w, r.WithContext(ctx), s.handleList)
+		default:
+			methodNotAllowed(w, r, "GET, HEAD, POST")
 		}
-		s.withPrincipal(w, r, s.handleSend)
 		return
 	}
 	id, sub, _ := strings.Cut(strings.TrimPrefix(rel, "/"), "/")

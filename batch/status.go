@@ -2,8 +2,11 @@ package batch
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"net/http"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/chatbatch/chatbatch/store"
@@ -215,4 +218,102 @@ func (s *Service) recipients(ctx context.Context, app, id string, offset, limit 
 		}
 	}
 	return page, nil
+}
+
+// Listing: GET BasePath.
+const (
+	defaultListLimit = 50
+	maxListLimit     = 500
+)
+
+// batchList is the result of GET /messages/batch.
+type batchList struct {
+	Batches    []batchStatus `json:"batches"`
+	NextCursor string        `json:"nextCursor,omitempty"`
+}
+
+// handleList lists the app's batches, newest first, with the filters
+// status (repeatable), createdAfter and createdBefore (RFC 3339), limit
+// and cursor (the nextCursor of the page before).
+func (s *Service) handleList(w http.ResponseWriter, r *http.Request, p Principal) {
+	lister, ok := s.cfg.Batches.(store.BatchLister)
+	if !ok {
+		writeError(w, newError(http.StatusNotImplemented, CodeNotSupported, "this server's batch store cannot list batches; ask for one batch with GET %s/{batchID}", s.cfg.BasePath))
+		return
+	}
+	q := r.URL.Query()
+	statuses := q["status"]
+	q.Del("status")
+	if aerr := queryParams(q, "createdAfter", "createdBefore", "limit", "cursor"); aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	params := &store.ListBatchesParams{AppID: p.AppID, Now: s.cfg.Now().UTC()}
+	for _, st := range statuses {
+		switch store.Status(st) {
+		case store.StatusScheduled, store.StatusQueued, store.StatusRunning, store.StatusCompleted, store.StatusCompletedWithErrors, store.StatusCanceled:
+			params.Statuses = append(params.Statuses, store.Status(st))
+		default:
+			writeError(w, paramError("status", "%q is not one of scheduled, queued, running, completed, completed_with_errors, canceled", st))
+			return
+		}
+	}
+	for name, dst := range map[string]*time.Time{"createdAfter": &params.CreatedAfter, "createdBefore": &params.CreatedBefore} {
+		if v := q.Get(name); v != "" {
+			t, err := time.Parse(time.RFC3339Nano, v)
+			if err != nil {
+				writeError(w, paramError(name, "%q is not an RFC 3339 time such as 2026-04-10T09:00:00Z", v))
+				return
+			}
+			*dst = t.UTC()
+		}
+	}
+	limit, aerr := intParam(q, "limit", defaultListLimit, 1, maxListLimit)
+	if aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	if c := q.Get("cursor"); c != "" {
+		at, id, ok := decodeCursor(c)
+		if !ok {
+			writeError(w, paramError("cursor", "is not a nextCursor this endpoint gave"))
+			return
+		}
+		params.AfterCreatedAt, params.AfterID = at, id
+	}
+	params.Limit = limit + 1 // one more tells whether there is a next page
+	bs, err := lister.ListBatches(r.Context(), params)
+	if err != nil {
+		writeError(w, s.storeError(r.Context(), "list batches", err))
+		return
+	}
+	out := batchList{Batches: []batchStatus{}}
+	for i, b := range bs {
+		if i == limit {
+			last := bs[i-1]
+			out.NextCursor = encodeCursor(last.CreatedAt, last.ID)
+			break
+		}
+		out.Batches = append(out.Batches, s.statusOf(b))
+	}
+	writeOK(w, out)
+}
+
+// A cursor is the creation time and ID of the last batch of a page,
+// base64url-encoded: opaque to clients, stable while batches are added.
+func encodeCursor(at time.Time, id string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(at.UnixNano(), 10) + "." + id))
+}
+
+func decodeCursor(c string) (time.Time, string, bool) {
+	raw, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil {
+		return time.Time{}, "", false
+	}
+	ns, id, ok := strings.Cut(string(raw), ".")
+	n, err := strconv.ParseInt(ns, 10, 64)
+	if !ok || err != nil || id == "" || !plausibleID(id) {
+		return time.Time{}, "", false
+	}
+	return time.Unix(0, n).UTC(), id, true
 }

@@ -2,19 +2,20 @@ package batch_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/chatbatch/chatbatch/batch"
 	bt "github.com/chatbatch/chatbatch/internal/batchtest"
 	"github.com/chatbatch/chatbatch/internal/seed"
-
-	"github.com/chatbatch/chatbatch/batch"
 	"github.com/chatbatch/chatbatch/store"
 )
 
@@ -241,5 +242,68 @@ func TestCancelStopsRetries(t *testing.T) {
 	}
 	if n := len(e.Rec.Messages()); n != 0 {
 		t.Errorf("the retry delivered %d messages after the cancel", n)
+	}
+}
+
+// TestListBatches: the app's batches newest first, filtered, paged with
+// a cursor that holds while new batches arrive; another app's are not
+// listed; a store that cannot list answers 501.
+func TestListBatches(t *testing.T) {
+	t.Parallel()
+	var clock atomic.Pointer[time.Time]
+	now := time.Date(2026, 4, 10, 9, 0, 0, 0, time.UTC)
+	clock.Store(&now)
+	e := bt.NewEnv(t, func(c *batch.Config) { c.Now = func() time.Time { return *clock.Load() } })
+	var ids []string
+	for i := range 5 {
+		at := now.Add(time.Duration(i) * time.Minute)
+		clock.Store(&at)
+		ids = append(ids, bt.Accepted(t, e.Post(t, bt.AdminKey, `{"message":"m","messageType":"text","paras":[{"receiver":"user-a"}]}`)).BatchID)
+	}
+	bt.Accepted(t, e.Post(t, bt.OtherKey, `{"message":"m","messageType":"text","paras":[{"receiver":"user-a"}]}`))
+	e.Cancel(t, bt.AdminKey, ids[1])
+	list := func(query string) ([]string, string) {
+		t.Helper()
+		r := e.Do(t, http.MethodGet, "/messages/batch"+query, bt.AdminKey, "", nil)
+		if r.Status != 200 {
+			t.Fatalf("GET /messages/batch%s = %d %s", query, r.Status, r.Raw)
+		}
+		var res struct {
+			Batches    []bt.BatchStatus `json:"batches"`
+			NextCursor string           `json:"nextCursor"`
+		}
+		bt.Must(t, json.Unmarshal(r.Result, &res))
+		var got []string
+		for _, b := range res.Batches {
+			got = append(got, b.BatchID)
+		}
+		return got, res.NextCursor
+	}
+	got, next := list("")
+	if !slices.Equal(got, []string{ids[4], ids[3], ids[2], ids[1], ids[0]}) || next != "" {
+		t.Errorf("all: %v (next %q)", got, next)
+	}
+	page1, next := list("?limit=2")
+	later := now.Add(time.Hour)
+	clock.Store(&later)
+	newest := bt.Accepted(t, e.Post(t, bt.AdminKey, `{"message":"m","messageType":"text","paras":[{"receiver":"user-a"}]}`)).BatchID
+	page2, next2 := list("?limit=2&cursor=" + next)
+	page3, next3 := list("?limit=2&cursor=" + next2)
+	if !slices.Equal(page1, []string{ids[4], ids[3]}) || !slices.Equal(page2, []string{ids[2], ids[1]}) || !slices.Equal(page3, []string{ids[0]}) || next3 != "" {
+		t.Errorf("pages %v %v %v (next %q)", page1, page2, page3, next3)
+	}
+	if got, _ := list("?limit=1"); !slices.Equal(got, []string{newest}) {
+		t.Errorf("the newest batch first: %v", got)
+	}
+	if got, _ := list("?status=canceled&status=completed"); !slices.Equal(got, []string{ids[1]}) {
+		t.Errorf("canceled or completed: %v", got)
+	}
+	if got, _ := list("?createdAfter=2026-04-10T09:00:30Z&createdBefore=2026-04-10T09:03:00Z"); !slices.Equal(got, []string{ids[2], ids[1]}) {
+		t.Errorf("created between: %v", got)
+	}
+
+	noList := bt.NewEnv(t, func(c *batch.Config) { c.Store = &bt.FailingStore{Store: c.Store} })
+	if r := noList.Do(t, http.MethodGet, "/messages/batch", bt.AdminKey, "", nil); r.Status != 501 || r.Error == nil || r.Error.Code != "NOT_SUPPORTED" {
+		t.Errorf("listing on a store that cannot list = %d %s, want 501 NOT_SUPPORTED", r.Status, r.Raw)
 	}
 }

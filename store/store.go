@@ -555,3 +555,33 @@ type MarkDoneNotifiedParams struct {
 	// At is when the report was made (UTC).
 	At time.Time
 }
+
+// BatchLister is implemented by Batches stores that can list an app's
+// batches (GET /messages/batch). Without it that endpoint answers 501.
+type BatchLister interface {
+	// ListBatches returns up to p.Limit batches of p.AppID, newest first
+	// (CreatedAt descending, then ID descending), as GetBatch would but
+	// without Payload, that pass the filters of p. A listing continues
+	// after the batch (p.AfterCreatedAt, p.AfterID) when p.AfterID is set,
+	// so that pages stay stable while new batches arrive.
+	ListBatches(ctx context.Context, p *ListBatchesParams) ([]*Batch, error)
+}
+
+// ListBatchesParams are the arguments of [BatchLister.ListBatches].
+type ListBatchesParams struct {
+	AppID string
+	// Statuses, when not empty, keeps the batches whose Status(Now) is
+	// one of them.
+	Statuses []Status
+	// Now is the time Statuses are judged at (scheduled vs queued).
+	Now time.Time
+	// CreatedAfter and CreatedBefore, when set, keep the batches created
+	// after / before them (exclusive).
+	CreatedAfter, CreatedBefore time.Time
+	// AfterCreatedAt and AfterID, when AfterID is set, continue a listing
+	// after that batch.
+	AfterCreatedAt time.Time
+	AfterID        string
+	// Limit is the most batches returned.
+	Limit int
+}

@@ -585,3 +585,73 @@ func (s *Store) MarkDoneNotified(ctx context.Context, p *store.MarkDoneNotifiedP
 	}
 	return s.fail(ctx, op, err)
 }
+
+// ListBatches implements store.BatchLister: one query on the
+// (app_id, created_at, id) index, the status filter written as conditions
+// on the counters and times that store.Batch.Status reads.
+func (s *Store) ListBatches(ctx context.Context, p *store.ListBatchesParams) ([]*store.Batch, error) {
+	const op = "list batches"
+	if err := begin(ctx, op); err != nil {
+		return nil, err
+	}
+	out := []*store.Batch{}
+	if p.Limit == 0 || unstorable(p.AppID) || (p.AfterID != "" && unstorable(p.AfterID)) {
+		return out, nil
+	}
+	where := []string{"app_id = ?"}
+	args := []any{p.AppID}
+	if !p.CreatedAfter.IsZero() {
+		where, args = append(where, "created_at > ?"), append(args, toDB(p.CreatedAfter))
+	}
+	if !p.CreatedBefore.IsZero() {
+		where, args = append(where, "created_at < ?"), append(args, toDB(p.CreatedBefore))
+	}
+	if p.AfterID != "" {
+		where = append(where, "(created_at < ? OR (created_at = ? AND id < ?))")
+		args = append(args, toDB(p.AfterCreatedAt), toDB(p.AfterCreatedAt), p.AfterID)
+	}
+	if len(p.Statuses) > 0 {
+		var ors []string
+		now := toDB(p.Now)
+		for _, st := range p.Statuses {
+			switch st {
+			case store.StatusCanceled:
+				ors = append(ors, "canceled_at IS NOT NULL")
+			case store.StatusCompleted:
+				ors = append(ors, "(canceled_at IS NULL AND chunks_done >= chunks AND failed = 0)")
+			case store.StatusCompletedWithErrors:
+				ors = append(ors, "(canceled_at IS NULL AND chunks_done >= chunks AND failed > 0)")
+			case store.StatusRunning:
+				ors = append(ors, "(canceled_at IS NULL AND chunks_done < chunks AND chunks_done > 0)")
+			case store.StatusScheduled:
+				ors, args = append(ors, "(canceled_at IS NULL AND chunks_done = 0 AND chunks_done < chunks AND send_at IS NOT NULL AND send_at > ?)"), append(args, now)
+			case store.StatusQueued:
+				ors, args = append(ors, "(canceled_at IS NULL AND chunks_done = 0 AND chunks_done < chunks AND (send_at IS NULL OR send_at <= ?))"), append(args, now)
+			default:
+				return nil, fmt.Errorf("bunstore: %s: unknown status %q", op, st)
+			}
+		}
+		where = append(where, "("+strings.Join(ors, " OR ")+")")
+	}
+	cols := strings.Replace(batchReadColumns, "payload, ", "", 1)
+	q, args := limited("SELECT id, "+cols+" FROM "+s.batches+" WHERE "+strings.Join(where, " AND ")+" ORDER BY created_at DESC, id DESC", args, p.Limit)
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, s.fail(ctx, op, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		bs := newBatchScan(p.AppID, "")
+		dest := bs.dest()
+		// Without payload (the fourth of batchReadColumns).
+		dest = append([]any{&bs.b.ID}, append(dest[:3:3], dest[4:]...)...)
+		if err := rows.Scan(dest...); err != nil {
+			return nil, s.fail(ctx, op, err)
+		}
+		out = append(out, bs.batch())
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.fail(ctx, op, err)
+	}
+	return out, nil
+}

@@ -280,7 +280,7 @@ func (s *Store) createV1(ctx context.Context, db bun.IConn) error {
 }
 
 // SchemaVersion is the schema version this package's Migrate produces.
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 // migration is one schema version after the first: its steps run in
 // order, each one skipped if what it makes exists already, so that a
@@ -318,7 +318,22 @@ func (s *Store) migrationList() []migration {
 			{sql: "UPDATE " + s.batches + " SET notified_at = finished_at WHERE finished_at IS NOT NULL AND notified_at IS NULL"},
 			s.ensureIndex(s.prefix+"batches_unnotified", s.batches, unnotified),
 		},
+	}, {
+		version: 3,
+		name:    "batches listed newest first per app",
+		steps: []step{
+			s.ensureIndex(s.prefix+"batches_created", s.batches, s.createIndex("batches_created", s.batches, "app_id, created_at, id")),
+		},
 	}}
+}
+
+// createIndex is CREATE INDEX for a migration step (IF NOT EXISTS where the
+// database has it; ensureIndex checks on MySQL).
+func (s *Store) createIndex(name, table, cols string) string {
+	if s.kind == dialect.MySQL {
+		return "CREATE INDEX " + s.prefix + name + " ON " + table + " (" + cols + ")"
+	}
+	return "CREATE INDEX IF NOT EXISTS " + s.prefix + name + " ON " + table + " (" + cols + ")"
 }
 
 // migrationsTable creates the table that records applied versions.

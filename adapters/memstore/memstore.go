@@ -701,3 +701,39 @@ func copyChunk(c store.Chunk) store.Chunk {
 
 // DirectRoomID implements store.DirectRoomNamer.
 func (s *Store) DirectRoomID(a, b string) string { return s.directRoomID(a, b) }
+
+// ListBatches implements store.BatchLister.
+func (s *Store) ListBatches(ctx context.Context, p *store.ListBatchesParams) ([]*store.Batch, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := []*store.Batch{}
+	a := s.readApp(p.AppID)
+	if a == nil {
+		return out, nil
+	}
+	for _, rec := range a.batches {
+		b := &rec.batch
+		if len(p.Statuses) > 0 && !slices.Contains(p.Statuses, b.Status(p.Now)) {
+			continue
+		}
+		if (!p.CreatedAfter.IsZero() && !b.CreatedAt.After(p.CreatedAfter)) || (!p.CreatedBefore.IsZero() && !b.CreatedAt.Before(p.CreatedBefore)) {
+			continue
+		}
+		if p.AfterID != "" && (b.CreatedAt.After(p.AfterCreatedAt) || (b.CreatedAt.Equal(p.AfterCreatedAt) && b.ID >= p.AfterID)) {
+			continue
+		}
+		c := copyBatch(b)
+		c.Payload = nil
+		out = append(out, c)
+	}
+	slices.SortFunc(out, func(x, y *store.Batch) int {
+		return cmp.Or(y.CreatedAt.Compare(x.CreatedAt), cmp.Compare(y.ID, x.ID))
+	})
+	if p.Limit >= 0 && len(out) > p.Limit {
+		out = out[:p.Limit]
+	}
+	return out, nil
+}

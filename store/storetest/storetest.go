@@ -165,6 +165,86 @@ func RunDirectory(t *testing.T, newStore func(t *testing.T) store.Directory, opt
 	})
 }
 
+// testListBatches checks the optional store.BatchLister: newest first,
+// paging that stays stable while batches are added, filters, apps apart.
+func testListBatches(t *testing.T, s store.Batches, opts *Options) {
+	l, ok := s.(store.BatchLister)
+	if !ok {
+		t.Skipf("%T does not implement store.BatchLister; GET /messages/batch then answers 501", s)
+	}
+	ctx := ctxT(t)
+	base := time.Date(2026, 4, 10, 9, 0, 0, 0, time.UTC)
+	mk := func(app, id string, created time.Time, chunks int) []store.Chunk {
+		b, cs := newBatch(app, id, created, slices.Repeat([]int{1}, chunks)...)
+		must(t, s.CreateBatch(ctx, b, cs))
+		return cs
+	}
+	mk("app1", "b-1", base, 1)
+	done := mk("app1", "b-2", base.Add(time.Minute), 1)
+	failedCs := mk("app1", "b-3", base.Add(2*time.Minute), 2)
+	mk("app1", "b-4a", base.Add(3*time.Minute), 1)
+	mk("app1", "b-4b", base.Add(3*time.Minute), 1) // same time: ID breaks the tie
+	canceled := mk("app1", "b-5", base.Add(4*time.Minute), 1)
+	mk("app2", "b-other", base.Add(5*time.Minute), 1)
+	_, err := s.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: done[0].ChunkRef, Outcomes: outcomes(store.OutcomeSent), At: base.Add(time.Hour)})
+	must(t, err)
+	_, err = s.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: failedCs[0].ChunkRef, Outcomes: outcomes(store.OutcomeFailed), At: base.Add(time.Hour)})
+	must(t, err)
+	_, err = s.CancelBatch(ctx, &store.CancelBatchParams{AppID: "app1", BatchID: canceled[0].BatchID, At: base.Add(time.Hour)})
+	must(t, err)
+	now := base.Add(2 * time.Hour)
+	list := func(p store.ListBatchesParams) []string {
+		t.Helper()
+		p.AppID, p.Now = "app1", now
+		got, err := l.ListBatches(ctx, &p)
+		must(t, err)
+		ids := make([]string, len(got))
+		for i, b := range got {
+			ids[i] = b.ID
+			if b.Payload != nil || b.AppID != "app1" {
+				t.Errorf("listed batch %+v: want it without payload, of app1", b)
+			}
+		}
+		return ids
+	}
+	check := func(what string, got []string, want ...string) {
+		t.Helper()
+		if !slices.Equal(got, want) && !(len(got) == 0 && len(want) == 0) {
+			t.Errorf("%s: %q, want %q", what, got, want)
+		}
+	}
+	check("all", list(store.ListBatchesParams{Limit: 10}), "b-5", "b-4b", "b-4a", "b-3", "b-2", "b-1")
+	// Pages of 2, continued after the last of each; a batch added in
+	// between appears on none of the later pages.
+	page1, err := l.ListBatches(ctx, &store.ListBatchesParams{AppID: "app1", Now: now, Limit: 2})
+	must(t, err)
+	mk("app1", "b-6", base.Add(6*time.Minute), 1)
+	last := page1[len(page1)-1]
+	check("page 2", list(store.ListBatchesParams{Limit: 2, AfterCreatedAt: last.CreatedAt, AfterID: last.ID}), "b-4a", "b-3")
+	check("page 3", list(store.ListBatchesParams{Limit: 2, AfterCreatedAt: base.Add(2 * time.Minute), AfterID: "b-3"}), "b-2", "b-1")
+	check("created between", list(store.ListBatchesParams{Limit: 10, CreatedAfter: base, CreatedBefore: base.Add(3 * time.Minute)}), "b-3", "b-2")
+	check("completed", list(store.ListBatchesParams{Limit: 10, Statuses: []store.Status{store.StatusCompleted}}), "b-2")
+	check("running or canceled", list(store.ListBatchesParams{Limit: 10, Statuses: []store.Status{store.StatusRunning, store.StatusCanceled}}), "b-5", "b-3")
+	check("queued", list(store.ListBatchesParams{Limit: 10, Statuses: []store.Status{store.StatusQueued}}), "b-6", "b-4b", "b-4a", "b-1")
+	check("completed with errors (none)", list(store.ListBatchesParams{Limit: 10, Statuses: []store.Status{store.StatusCompletedWithErrors}}))
+	got, err := l.ListBatches(ctx, &store.ListBatchesParams{AppID: "app2", Now: now, Limit: 10})
+	must(t, err)
+	if len(got) != 1 || got[0].ID != "b-other" {
+		t.Errorf("app2's batches: %+v", got)
+	}
+	b, err := s.GetBatch(ctx, "app1", "b-2")
+	must(t, err)
+	listed := list(store.ListBatchesParams{Limit: 10, Statuses: []store.Status{store.StatusCompleted}})
+	if len(listed) == 1 {
+		full, err := l.ListBatches(ctx, &store.ListBatchesParams{AppID: "app1", Now: now, Limit: 10, Statuses: []store.Status{store.StatusCompleted}})
+		must(t, err)
+		if full[0].Sent != b.Sent || full[0].ChunksDone != b.ChunksDone || full[0].Count != b.Count {
+			t.Errorf("listed %+v, GetBatch %+v: want the same counters", full[0], b)
+		}
+		sameTime(t, "listed FinishedAt", full[0].FinishedAt, b.FinishedAt, opts)
+	}
+}
+
 // testUnstorableBatchIDs: a batch ID with a NUL byte or invalid UTF-8
 // cannot exist: ErrNotFound, never a store error.
 func testUnstorableBatchIDs(t *testing.T, s store.Batches, _ *Options) {
@@ -730,6 +810,7 @@ func RunBatches(t *testing.T, newStore func(t *testing.T) store.Batches, opts *O
 		{"IdempotencyKeyConcurrentClaims", testIdempotencyConcurrent},
 		{"IdempotencyKeyExpiry", testIdempotencyExpiry},
 		{"UnstorableBatchIDs", testUnstorableBatchIDs},
+		{"ListBatches", testListBatches},
 		{"DoneNotifications", testDoneNotifications},
 		{"DoneNotificationsConcurrent", testDoneNotificationsConcurrent},
 		{"LargeBatch", testLargeBatch},
