@@ -3,7 +3,6 @@ package batch_test
 import (
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -95,17 +94,5 @@ func TestIdempotencyKeyUnsupported(t *testing.T) {
 func TestIdempotencyConcurrent(t *testing.T) {
 	t.Parallel()
 	e := bt.NewEnv(t, nil)
-	const n = 50
-	var wg sync.WaitGroup
-	results := make([]*bt.Response, n)
-	start := make(chan struct{})
-	for i := range n {
-		wg.Go(func() {
-			<-start
-			results[i] = e.DoWith(t, http.MethodPost, "/messages/batch", bt.AdminKey, strings.NewReader(seed.Template), map[string]string{"Idempotency-Key": "blast-2026-11"})
-		})
-	}
-	close(start)
-	wg.Wait()
-	bt.CheckOneBatch(t, results, len(e.Enq.All()))
+	bt.CheckOneBatch(t, e.BlastOneKey(t, 50), len(e.Enq.All()))
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"sync"
 	"time"
@@ -113,7 +114,11 @@ func (s *Service) sweep(ctx context.Context) (SweepReport, error) {
 // requeue hands chunk c, which the sweep found overdue, to the queue
 // unless its task is still waiting there. It reports whether it enqueued.
 func (s *Service) requeue(ctx context.Context, c store.Chunk) (bool, error) {
-	log := s.log.With("app", c.AppID, "batch", c.BatchID, "chunk", c.No, "attempts", c.Attempts)
+	// Built only when there is something to say: most overdue chunks of a
+	// backlog are still queued and say nothing.
+	log := func() *slog.Logger {
+		return s.log.With("app", c.AppID, "batch", c.BatchID, "chunk", c.No, "attempts", c.Attempts)
+	}
 	why := "its task was lost (never enqueued, or Redis lost it)"
 	if !c.StartedAt.IsZero() {
 		why = "its worker stopped renewing its lease"
@@ -121,14 +126,14 @@ func (s *Service) requeue(ctx context.Context, c store.Chunk) (bool, error) {
 	id := chunkTaskID(c.ChunkRef)
 	err := s.enqueueTask(ctx, c.ChunkRef, id, time.Time{})
 	if err == nil {
-		log.Info("batch: sweep re-enqueued a chunk", "reason", why)
+		log().Info("batch: sweep re-enqueued a chunk", "reason", why)
 		return true, nil
 	}
 	if !errors.Is(err, asynq.ErrTaskIDConflict) {
 		return false, err
 	}
 	if s.inspector == nil {
-		log.Debug("batch: sweep left a chunk whose task ID is taken (no Config.Redis to look at the task)")
+		log().Debug("batch: sweep left a chunk whose task ID is taken (no Config.Redis to look at the task)")
 		return false, nil
 	}
 	info, err := s.inspector.GetTaskInfo(s.cfg.Queue, id)
@@ -148,7 +153,7 @@ func (s *Service) requeue(ctx context.Context, c store.Chunk) (bool, error) {
 		if err := s.enqueueTask(ctx, c.ChunkRef, id, time.Time{}); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
 			return false, err
 		}
-		log.Warn("batch: sweep re-enqueued a chunk whose task asynq had archived", "last_error", info.LastErr)
+		log().Warn("batch: sweep re-enqueued a chunk whose task asynq had archived", "last_error", info.LastErr)
 		return true, nil
 	case asynq.TaskStateActive:
 		// A worker holds the task. If the chunk is started and its lease
@@ -177,7 +182,7 @@ func (s *Service) requeue(ctx context.Context, c store.Chunk) (bool, error) {
 				}
 				return false, err
 			}
-			log.Warn("batch: sweep re-enqueued a chunk whose task a worker took and never started", "task", dup)
+			log().Warn("batch: sweep re-enqueued a chunk whose task a worker took and never started", "task", dup)
 			return true, nil
 		}
 		cctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
@@ -197,7 +202,7 @@ func (s *Service) requeue(ctx context.Context, c store.Chunk) (bool, error) {
 		if err != nil {
 			return false, err
 		}
-		log.Warn("batch: sweep re-enqueued a chunk held by a worker that is gone", "reason", why, "task", dup)
+		log().Warn("batch: sweep re-enqueued a chunk held by a worker that is gone", "reason", why, "task", dup)
 		return true, nil
 	default:
 		// Pending (a backlog), scheduled or retrying (after a failed

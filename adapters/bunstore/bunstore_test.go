@@ -93,11 +93,7 @@ func TestMigrate(t *testing.T) {
 func TestMigrateUpgradesV1(t *testing.T) {
 	forEach(t, func(t *testing.T, _ *backend, db *bun.DB) {
 		ctx := t.Context()
-		s, err := bunstore.New(db, &bunstore.Options{TablePrefix: randomPrefix()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		dropTables(t, db, s)
+		s := unmigratedStore(t, db)
 		if err := s.CreateSchemaV1(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -173,11 +169,7 @@ func TestMigrateUpgradesV1(t *testing.T) {
 func TestMigrationsSQL(t *testing.T) {
 	forEach(t, func(t *testing.T, _ *backend, db *bun.DB) {
 		ctx := t.Context()
-		s, err := bunstore.New(db, &bunstore.Options{TablePrefix: randomPrefix()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		dropTables(t, db, s)
+		s := unmigratedStore(t, db)
 		ms := s.Migrations()
 		if len(ms) != bunstore.SchemaVersion || ms[len(ms)-1].Version != bunstore.SchemaVersion {
 			t.Fatalf("Migrations() has %d versions, the last %d; want 1..%d", len(ms), ms[len(ms)-1].Version, bunstore.SchemaVersion)
@@ -201,6 +193,18 @@ func TestMigrationsSQL(t *testing.T) {
 			t.Fatalf("StartChunk on the schema made by the SQL: %+v %v", c, err)
 		}
 	})
+}
+
+// unmigratedStore is a store on db with a fresh prefix and no tables yet
+// (they are dropped when t ends).
+func unmigratedStore(t *testing.T, db *bun.DB) *bunstore.Store {
+	t.Helper()
+	s, err := bunstore.New(db, &bunstore.Options{TablePrefix: randomPrefix()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dropTables(t, db, s)
+	return s
 }
 
 func claimedIDs(bs []*store.Batch) []string {

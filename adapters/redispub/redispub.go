@@ -101,8 +101,10 @@ func (d *Deliverer) Deliver(ctx context.Context, msgs []store.Message) error {
 	var members map[string][]string
 	if d.members != nil {
 		var rooms []string
+		seen := make(map[string]bool, len(msgs))
 		for _, m := range msgs {
-			if !slices.Contains(rooms, m.RoomID) {
+			if !seen[m.RoomID] {
+				seen[m.RoomID] = true
 				rooms = append(rooms, m.RoomID)
 			}
 		}

@@ -27,6 +27,7 @@ import (
 	"github.com/chatbatch/chatbatch/adapters/memstore"
 	"github.com/chatbatch/chatbatch/batch"
 	"github.com/chatbatch/chatbatch/delivery/deliverytest"
+	"github.com/chatbatch/chatbatch/internal/seed"
 	"github.com/chatbatch/chatbatch/store"
 	"github.com/chatbatch/chatbatch/store/storetest"
 )
@@ -541,3 +542,20 @@ func CheckOneBatch(t testing.TB, results []*Response, tasks int) {
 const EightRecipients = `{"message":"m","messageType":"text","paras":[
 	{"receiver":"user-a"},{"receiver":"user-b"},{"receiver":"user-c"},{"receiver":"user-d"},
 	{"room":"room-001"},{"room":"room-002"},{"room":"room-003"},{"receiver":"user-a"}]}`
+
+// BlastOneKey posts the seed's template example n times at once, all with
+// one Idempotency-Key, and returns the answers (for CheckOneBatch).
+func (e *Env) BlastOneKey(t testing.TB, n int) []*Response {
+	results := make([]*Response, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			results[i] = e.DoWith(t, http.MethodPost, "/messages/batch", AdminKey, strings.NewReader(seed.Template), map[string]string{"Idempotency-Key": "blast-2026-11"})
+		})
+	}
+	close(start)
+	wg.Wait()
+	return results
+}

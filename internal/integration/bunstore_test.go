@@ -148,19 +148,7 @@ func TestIdempotencyConcurrentOnBunstore(t *testing.T) {
 	t.Parallel()
 	onBunstore(t, func(t *testing.T, newStore func(t *testing.T) *bunstore.Store) {
 		e := bt.NewEnvOn(t, newStore(t), nil)
-		const n = 50
-		results := make([]*bt.Response, n)
-		var wg sync.WaitGroup
-		start := make(chan struct{})
-		for i := range n {
-			wg.Go(func() {
-				<-start
-				results[i] = e.DoWith(t, http.MethodPost, "/messages/batch", bt.AdminKey, strings.NewReader(seed.Template), map[string]string{"Idempotency-Key": "blast-2026-11"})
-			})
-		}
-		close(start)
-		wg.Wait()
-		bt.CheckOneBatch(t, results, len(e.Enq.All()))
+		bt.CheckOneBatch(t, e.BlastOneKey(t, 50), len(e.Enq.All()))
 		// Afterwards every retry gets the batch.
 		r := e.DoWith(t, http.MethodPost, "/messages/batch", bt.AdminKey, strings.NewReader(seed.Template), map[string]string{"Idempotency-Key": "blast-2026-11"})
 		if r.Status != 200 || r.Header.Get("Idempotent-Replayed") != "true" {
