@@ -67,8 +67,9 @@ type Config struct {
 	// remaining recipients are recorded as failed: the attempt that finds
 	// asynq's retries used up, or the chunk started more than MaxRetry
 	// times in all (the store counts), records them. Defaults to
-	// DefaultMaxRetry (10; asynq's exponential backoff then spans about a
-	// day); NoRetry asks for none. A failure to record anything (the store
+	// DefaultMaxRetry (10: with RetryDelay's quick first retries and
+	// asynq's exponential backoff after them, about four hours); NoRetry
+	// asks for none. A failure to record anything (the store
 	// itself is down) is retried until the store answers: then the chunk
 	// ends within one attempt.
 	MaxRetry int

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"time"
 
@@ -81,10 +82,19 @@ func (s *Service) processTask(ctx context.Context, t *asynq.Task) error {
 }
 
 // RetryDelay is how long asynq waits before retrying a failed chunk task:
-// asynq's exponential default, or longer when the failure asked for a
-// wait (delivery.RetryAfter: an HTTP Retry-After of a webhook or a push
-// provider). Run uses it unless ServerConfig.RetryDelayFunc is set; hosts
-// with their own asynq server may set it as theirs.
+// 1–2 s and then 5–6 s for the first two retries, asynq's exponential
+// default after them, and longer when the failure asked for a wait
+// (delivery.RetryAfter: an HTTP Retry-After of a webhook or a push
+// provider). The first retries are quick because the commonest failure
+// is a brief one: the first query after a database outage meets a pooled
+// connection the outage broke, and asynq's default (15–45 s first) would
+// hold the chunk back long after the database is back. Run uses it unless
+// ServerConfig.RetryDelayFunc is set; hosts with their own asynq server
+// may set it as theirs.
 func RetryDelay(n int, err error, t *asynq.Task) time.Duration {
-	return max(asynq.DefaultRetryDelayFunc(n, err, t), delivery.RetryAfter(err))
+	d := asynq.DefaultRetryDelayFunc(n, err, t)
+	if n < 2 {
+		d = time.Duration(1+4*n)*time.Second + rand.N(time.Second)
+	}
+	return max(d, delivery.RetryAfter(err))
 }

@@ -83,8 +83,14 @@ func TestMalformedTask(t *testing.T) {
 func TestRetryDelay(t *testing.T) {
 	task := asynq.NewTask(batch.TaskChunk, nil)
 	plain := errors.New("503")
-	if d := batch.RetryDelay(0, plain, task); d < 15*time.Second || d > time.Minute {
-		t.Errorf("first retry of a plain error after %v, want asynq's default (15–45 s)", d)
+	if d := batch.RetryDelay(0, plain, task); d < time.Second || d > 2*time.Second {
+		t.Errorf("first retry of a plain error after %v, want 1–2 s", d)
+	}
+	if d := batch.RetryDelay(1, plain, task); d < 5*time.Second || d > 6*time.Second {
+		t.Errorf("second retry after %v, want 5–6 s", d)
+	}
+	if d := batch.RetryDelay(2, plain, task); d < 16*time.Second {
+		t.Errorf("third retry after %v, want asynq's default (at least 16 s)", d)
 	}
 	if d := batch.RetryDelay(0, delivery.WithRetryAfter(plain, 10*time.Minute), task); d != 10*time.Minute {
 		t.Errorf("first retry of an error asking for 10 minutes after %v", d)
