@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
@@ -40,6 +41,8 @@ type chunkRun struct {
 	text     *render.Template
 	extra    *render.JSONTemplate // nil when the batch has no extra
 	outcomes []store.Outcome      // Status "" = not decided yet
+	texts    []string             // rendered text by recipient; nil when resumed
+	log      *slog.Logger
 }
 
 // ProcessChunk processes one chunk: it resolves each recipient's room,
@@ -52,7 +55,10 @@ type chunkRun struct {
 // A recipient that can never succeed (its room or user is gone) is
 // recorded as failed and the rest of the chunk goes on. A transient
 // failure returns an error so the task is retried; on the last attempt
-// the recipients still open are recorded as failed instead.
+// the recipients still open are recorded as failed instead. A push that
+// fails after the messages were delivered does not fail the recipients:
+// with a store.ChunkCheckpoints the retry only pushes, and a push that
+// never succeeds is recorded as the recipient's push failure.
 func (s *Service) ProcessChunk(ctx context.Context, ref store.ChunkRef) (err error) {
 	start := time.Now()
 	log := s.log.With("app", ref.AppID, "batch", ref.BatchID, "chunk", ref.No)
@@ -88,8 +94,15 @@ func (s *Service) ProcessChunk(ctx context.Context, ref store.ChunkRef) (err err
 			log.Warn("batch: chunk attempt failed", "err", err)
 		}
 	}()
-	run := &chunkRun{s: s, ref: ref, batch: b, chunk: c, outcomes: make([]store.Outcome, len(c.Recipients))}
-	if !b.CanceledAt.IsZero() {
+	run := &chunkRun{s: s, ref: ref, batch: b, chunk: c, outcomes: make([]store.Outcome, len(c.Recipients)), log: log}
+	// A checkpoint means an earlier attempt stored and delivered the
+	// messages and only some pushes are left: this attempt only pushes,
+	// also when the batch was canceled since (the messages are out).
+	resumed := len(c.Outcomes) == len(c.Recipients) && len(c.Outcomes) > 0
+	if resumed {
+		copy(run.outcomes, c.Outcomes)
+		log.Info("batch: resuming a chunk's pushes; its messages were delivered by an earlier attempt", "pushes", run.pushesPending())
+	} else if !b.CanceledAt.IsZero() {
 		// Started by an earlier attempt that failed before the cancel: a
 		// retry does not send what the client asked to stop.
 		for i := range run.outcomes {
@@ -104,15 +117,28 @@ func (s *Service) ProcessChunk(ctx context.Context, ref store.ChunkRef) (err err
 		run.failOpen("the batch could not be read")
 		return run.complete(ctx, start)
 	}
-	if err := run.send(ctx); err != nil {
+	if !resumed {
+		if err := run.send(ctx); err != nil {
+			if !s.finalAttempt(ctx, c) {
+				return err
+			}
+			log.Error("batch: chunk failed on its last attempt; recording its open recipients as failed", "err", err)
+			// The outcome is shown to API clients: name the step, not the
+			// internals (addresses, driver messages) the log has.
+			step, _, _ := strings.Cut(err.Error(), ":")
+			run.failOpen("gave up after repeated failures (" + step + "); the server log has the cause")
+			return run.complete(ctx, start)
+		}
+	}
+	if err := run.push(ctx); err != nil {
 		if !s.finalAttempt(ctx, c) {
+			run.checkpoint(ctx)
 			return err
 		}
-		log.Error("batch: chunk failed on its last attempt; recording its open recipients as failed", "err", err)
-		// The outcome is shown to API clients: name the step, not the
-		// internals (addresses, driver messages) the log has.
-		step, _, _ := strings.Cut(err.Error(), ":")
-		run.failOpen("gave up after repeated failures (" + step + "); the server log has the cause")
+		// The messages are delivered; a push that keeps failing does not
+		// undo that: the recipients stay sent, with a failed push.
+		log.Error("batch: push failed on the last attempt; recording the pushes left as failed", "err", err)
+		run.failPendingPushes("gave up after repeated failures (push); the server log has the cause")
 	}
 	return run.complete(ctx, start)
 }
@@ -215,11 +241,9 @@ func (r *chunkRun) send(ctx context.Context) error {
 	// retries the chunk (delivery is at-least-once, IDs are stable).
 	derr := r.s.cfg.Deliverer.Deliver(ctx, msgs)
 	var retry error
-	delivered := msgs[:0:0]
 	for k, e := range delivery.ItemErrors(derr, len(msgs)) {
 		switch {
 		case e == nil:
-			delivered = append(delivered, msgs[k])
 		case delivery.IsPermanent(e):
 			r.fail(idx[k], "delivery failed: "+e.Error())
 		default:
@@ -229,17 +253,13 @@ func (r *chunkRun) send(ctx context.Context) error {
 	if retry != nil {
 		return fmt.Errorf("deliver: %w", retry)
 	}
-	if err := r.push(ctx, delivered); err != nil {
-		if !r.s.finalAttempt(ctx, r.chunk) {
-			return err
-		}
-		// The messages are delivered; a push that keeps failing does not
-		// undo that.
-		r.s.log.Error("batch: push failed on the last attempt", "batch", r.ref.BatchID, "chunk", r.ref.No, "err", err)
-	}
+	push := r.pl.Push && r.s.cfg.Pusher != nil
 	for _, i := range idx {
 		if r.outcomes[i].Status == "" {
 			r.outcomes[i].Status = store.OutcomeSent
+			if push {
+				r.outcomes[i].Push = store.PushPending
+			}
 		}
 	}
 	return nil
@@ -365,6 +385,7 @@ func (r *chunkRun) render() ([]store.Message, []int) {
 	now := r.s.cfg.Now().UTC()
 	msgs := make([]store.Message, 0, len(r.chunk.Recipients))
 	idx := make([]int, 0, len(r.chunk.Recipients))
+	r.texts = make([]string, len(r.chunk.Recipients))
 	for i, rc := range r.chunk.Recipients {
 		if r.outcomes[i].Status != "" {
 			continue
@@ -380,22 +401,48 @@ func (r *chunkRun) render() ([]store.Message, []int) {
 		if r.extra != nil {
 			m.Extra = r.extra.Render(rc.Vars)
 		}
+		r.texts[i] = m.Text
 		msgs = append(msgs, m)
 		idx = append(idx, i)
 	}
 	return msgs, idx
 }
 
-// push notifies the receiver of each one-on-one message and every member
-// but the sender of each room message.
-func (r *chunkRun) push(ctx context.Context, msgs []store.Message) error {
-	if !r.pl.Push || r.s.cfg.Pusher == nil || len(msgs) == 0 {
+// pushesPending counts the recipients whose push is still to be done.
+func (r *chunkRun) pushesPending() int {
+	n := 0
+	for _, o := range r.outcomes {
+		if o.Push == store.PushPending {
+			n++
+		}
+	}
+	return n
+}
+
+// push sends the push notifications of the recipients whose push is
+// pending: to the receiver of a one-on-one message, to every member but
+// the sender of a room message. A recipient's push ends sent when all its
+// notifications went out, failed when one failed permanently, and stays
+// pending when one failed transiently; push then returns an error (the
+// attempt is retried, see checkpoint).
+func (r *chunkRun) push(ctx context.Context) error {
+	var pending []int
+	for i, o := range r.outcomes {
+		if o.Push == store.PushPending {
+			pending = append(pending, i)
+		}
+	}
+	if len(pending) == 0 {
+		return nil
+	}
+	if r.s.cfg.Pusher == nil { // resumed by a worker configured without one
+		r.failPendingPushes("no Pusher is configured")
 		return nil
 	}
 	var roomIDs []string
-	for _, m := range msgs {
-		if m.Receiver == "" {
-			roomIDs = append(roomIDs, m.RoomID)
+	for _, i := range pending {
+		if r.chunk.Recipients[i].Room != "" {
+			roomIDs = append(roomIDs, r.outcomes[i].Room)
 		}
 	}
 	members := map[string][]string{}
@@ -404,45 +451,93 @@ func (r *chunkRun) push(ctx context.Context, msgs []store.Message) error {
 		if members, err = bounded(ctx, r.s.cfg.StoreTimeout, func(ctx context.Context) (map[string][]string, error) {
 			return r.s.cfg.Directory.RoomMembers(ctx, r.ref.AppID, roomIDs)
 		}); err != nil {
-			return fmt.Errorf("room members: %w", err)
+			return fmt.Errorf("push: room members: %w", err)
 		}
 	}
 	var ns []delivery.Notification
-	notify := func(m store.Message, user string) {
-		ns = append(ns, delivery.Notification{
-			AppID: m.AppID, UserID: user, MessageID: m.ID, RoomID: m.RoomID, Sender: m.Sender,
-			Type: m.Type, Text: m.Text, Badge: !r.pl.SkipTotalBadge,
-		})
-	}
-	for _, m := range msgs {
-		if m.Receiver != "" {
-			notify(m, m.Receiver)
+	var owner []int // owner[k] is the recipient of ns[k]
+	for _, i := range pending {
+		o, rc := &r.outcomes[i], &r.chunk.Recipients[i]
+		text := ""
+		if r.texts != nil {
+			text = r.texts[i]
+		} else {
+			text = r.text.Render(rc.Vars)
+		}
+		notify := func(user string) {
+			ns = append(ns, delivery.Notification{
+				AppID: r.ref.AppID, UserID: user, MessageID: o.MessageID, RoomID: o.Room, Sender: r.batch.Sender,
+				Type: r.pl.MessageType, Text: text, Badge: !r.pl.SkipTotalBadge,
+			})
+			owner = append(owner, i)
+		}
+		if rc.Room == "" {
+			notify(rc.Receiver)
 			continue
 		}
-		for _, u := range members[m.RoomID] {
-			if u != m.Sender {
-				notify(m, u)
+		for _, u := range members[o.Room] {
+			if u != r.batch.Sender {
+				notify(u)
 			}
 		}
 	}
-	err := r.s.cfg.Pusher.Push(ctx, ns)
-	if err == nil {
-		return nil
-	}
 	var retry error
-	for k, e := range delivery.ItemErrors(err, len(ns)) {
-		switch {
-		case e == nil:
-		case delivery.IsPermanent(e):
-			r.s.log.Warn("batch: push failed permanently", "batch", r.ref.BatchID, "message", ns[k].MessageID, "user", ns[k].UserID, "err", e)
+	failed := map[int]error{} // by recipient: the first permanent failure
+	transient := map[int]bool{}
+	if len(ns) > 0 {
+		for k, e := range delivery.ItemErrors(r.s.cfg.Pusher.Push(ctx, ns), len(ns)) {
+			switch {
+			case e == nil:
+			case delivery.IsPermanent(e):
+				r.log.Warn("batch: push failed permanently", "message", ns[k].MessageID, "user", ns[k].UserID, "err", e)
+				if failed[owner[k]] == nil {
+					failed[owner[k]] = e
+				}
+			default:
+				transient[owner[k]], retry = true, e
+			}
+		}
+	}
+	for _, i := range pending {
+		switch o := &r.outcomes[i]; {
+		case transient[i]:
+		case failed[i] != nil:
+			o.Push, o.PushError = store.PushFailed, "push failed: "+failed[i].Error()
 		default:
-			retry = e
+			o.Push = store.PushSent
 		}
 	}
 	if retry != nil {
 		return fmt.Errorf("push: %w", retry)
 	}
 	return nil
+}
+
+// failPendingPushes records every pending push as failed.
+func (r *chunkRun) failPendingPushes(reason string) {
+	for i := range r.outcomes {
+		if o := &r.outcomes[i]; o.Push == store.PushPending {
+			o.Push, o.PushError = store.PushFailed, reason
+		}
+	}
+}
+
+// checkpoint records the outcomes so far of a chunk whose messages are
+// delivered and some of whose pushes are left, so that the retry only
+// pushes (store.ChunkCheckpoints). Without that capability, or when the
+// store fails, the retry does the chunk again and delivers again, which
+// the delivery contract allows (at-least-once).
+func (r *chunkRun) checkpoint(ctx context.Context) {
+	cp, ok := r.s.cfg.Batches.(store.ChunkCheckpoints)
+	if !ok || r.pushesPending() == 0 {
+		return
+	}
+	err := r.s.storeCall(ctx, func(ctx context.Context) error {
+		return cp.CheckpointChunk(ctx, &store.CheckpointChunkParams{Ref: r.ref, Outcomes: r.outcomes})
+	})
+	if err != nil && !errors.Is(err, store.ErrConflict) {
+		r.log.Warn("batch: could not checkpoint the chunk; its retry will deliver its messages again", "err", err)
+	}
 }
 
 // complete records the outcomes. A conflict means another attempt

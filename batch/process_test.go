@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -12,6 +14,7 @@ import (
 	bt "github.com/chatbatch/chatbatch/internal/batchtest"
 	"github.com/chatbatch/chatbatch/internal/seed"
 
+	"github.com/chatbatch/chatbatch/adapters/memstore"
 	"github.com/chatbatch/chatbatch/batch"
 	"github.com/chatbatch/chatbatch/delivery"
 	"github.com/chatbatch/chatbatch/store"
@@ -223,5 +226,157 @@ func TestDirectRoomCollision(t *testing.T) {
 	_, page := e.Recipients(t, res.BatchID, "?status=failed")
 	if len(page.Recipients) != 1 || !strings.Contains(page.Recipients[0].Error, "differ only in case") {
 		t.Errorf("failed recipients %+v", page)
+	}
+}
+
+// pushBody asks for a push to two users directly and to room-002 (members
+// user-b, user-c and the sender).
+const pushBody = `{"message":"hi $n$","messageType":"text","push":true,"paras":[
+	{"receiver":"user-a","$n$":"a"},{"receiver":"user-b","$n$":"b"},{"room":"room-002","$n$":"room"}]}`
+
+// failingPushes fails, on its first call only, user-a's notification
+// transiently and user-c's permanently.
+func failingPushes(calls *atomic.Int32) func(context.Context, []delivery.Notification) error {
+	return func(_ context.Context, ns []delivery.Notification) error {
+		if calls.Add(1) > 1 {
+			return nil
+		}
+		failed := map[int]error{}
+		for i, n := range ns {
+			switch n.UserID {
+			case "user-a":
+				failed[i] = errors.New("push provider unavailable")
+			case "user-c":
+				failed[i] = fmt.Errorf("token of user-c: %w", delivery.ErrUnregistered)
+			}
+		}
+		return &delivery.PartialError{Failed: failed}
+	}
+}
+
+func pushOf(t *testing.T, e *bt.Env, id string) map[string]string {
+	t.Helper()
+	_, page := e.Recipients(t, id, "")
+	out := map[string]string{}
+	for _, r := range page.Recipients {
+		who := r.Receiver
+		if who == "" {
+			who = r.Room
+		}
+		out[who] = r.Status + "/" + r.Push
+		if r.Push == "failed" && r.PushError == "" {
+			t.Errorf("recipient %s: push failed without a pushError", who)
+		}
+	}
+	return out
+}
+
+// A push that fails transiently after the messages were delivered is
+// retried alone: the retry delivers nothing again and pushes only what
+// failed.
+func TestPushFailureRetriesOnlyThePush(t *testing.T) {
+	t.Parallel()
+	e := bt.NewEnv(t, nil)
+	var calls atomic.Int32
+	e.Rec.PushHook = failingPushes(&calls)
+	res := bt.Accepted(t, e.Post(t, bt.AdminKey, pushBody))
+	task := e.Enq.All()[0].Task
+	err := e.Svc.Processor().ProcessTask(t.Context(), task)
+	if err == nil || delivery.IsPermanent(err) {
+		t.Fatalf("a transient push failure returned %v, want a retryable error", err)
+	}
+	if n := len(e.Rec.Messages()); n != 3 {
+		t.Fatalf("%d messages delivered by the first attempt, want 3", n)
+	}
+	if _, st := e.Status(t, bt.AdminKey, res.BatchID); st.Pending != 3 || st.Sent != 0 {
+		t.Errorf("between the attempts: %+v, want all pending", st)
+	}
+	bt.Must(t, e.Svc.Processor().ProcessTask(t.Context(), task))
+
+	if n, calls := len(e.Rec.Messages()), e.Rec.DeliverCalls(); n != 3 || calls != 1 {
+		t.Errorf("after the retry: %d messages in %d Deliver calls, want 3 in 1 (never delivered again)", n, calls)
+	}
+	var pushed []string
+	for _, n := range e.Rec.Notifications() {
+		pushed = append(pushed, n.UserID+"@"+n.RoomID)
+	}
+	slices.Sort(pushed)
+	want := []string{"user-a@" + store.DirectRoomID("system", "user-a"), "user-b@" + store.DirectRoomID("system", "user-b"), "user-b@room-002"}
+	if !slices.Equal(pushed, want) {
+		t.Errorf("pushed %q, want each once: %q", pushed, want)
+	}
+	if c := e.Rec.PushCalls(); c != 2 {
+		t.Errorf("%d Push calls, want 2", c)
+	}
+	_, st := e.Status(t, bt.AdminKey, res.BatchID)
+	if st.Status != "completed" || st.Sent != 3 || st.Failed != 0 || st.PushFailed != 1 {
+		t.Errorf("status %+v, want completed, 3 sent, 1 push failed", st)
+	}
+	got := pushOf(t, e, res.BatchID)
+	wantPush := map[string]string{"user-a": "sent/sent", "user-b": "sent/sent", "room-002": "sent/failed"}
+	if !maps.Equal(got, wantPush) {
+		t.Errorf("recipients' push states %v, want %v", got, wantPush)
+	}
+	_, page := e.Recipients(t, res.BatchID, "")
+	if pe := page.Recipients[2].PushError; !strings.Contains(pe, "unregistered") {
+		t.Errorf("room-002's pushError %q does not say why", pe)
+	}
+}
+
+// A push that keeps failing ends failed on the last attempt; the messages
+// stay sent and are delivered once.
+func TestPushFailureGivesUp(t *testing.T) {
+	t.Parallel()
+	e := bt.NewEnv(t, func(c *batch.Config) { c.MaxRetry = 1 })
+	e.Rec.PushHook = func(context.Context, []delivery.Notification) error { return errors.New("push provider down") }
+	res := bt.Accepted(t, e.Post(t, bt.AdminKey, pushBody))
+	task := e.Enq.All()[0].Task
+	if err := e.Svc.Processor().ProcessTask(t.Context(), task); err == nil {
+		t.Fatal("the first attempt succeeded although every push failed")
+	}
+	bt.Must(t, e.Svc.Processor().ProcessTask(t.Context(), task)) // the last attempt
+	_, st := e.Status(t, bt.AdminKey, res.BatchID)
+	if st.Status != "completed" || st.Sent != 3 || st.PushFailed != 3 {
+		t.Errorf("status %+v, want completed with 3 sent, 3 push failed", st)
+	}
+	if n := len(e.Rec.Messages()); n != 3 {
+		t.Errorf("%d messages delivered, want 3 (once each)", n)
+	}
+	for who, s := range pushOf(t, e, res.BatchID) {
+		if s != "sent/failed" {
+			t.Errorf("%s: %s, want sent/failed", who, s)
+		}
+	}
+}
+
+// noCheckpoints hides memstore's ChunkCheckpoints.
+type noCheckpoints struct{ bt.TestStore }
+
+// Without store.ChunkCheckpoints a failed push retries the whole chunk:
+// the messages are delivered again (at-least-once), under the same IDs.
+func TestPushFailureWithoutCheckpoints(t *testing.T) {
+	t.Parallel()
+	e := bt.NewEnvOn(t, noCheckpoints{memstore.New(nil)}, nil)
+	if _, ok := e.Cfg.Batches.(store.ChunkCheckpoints); ok {
+		t.Fatal("the wrapper still implements ChunkCheckpoints")
+	}
+	var calls atomic.Int32
+	e.Rec.PushHook = failingPushes(&calls)
+	res := bt.Accepted(t, e.Post(t, bt.AdminKey, pushBody))
+	task := e.Enq.All()[0].Task
+	if err := e.Svc.Processor().ProcessTask(t.Context(), task); err == nil {
+		t.Fatal("a transient push failure succeeded")
+	}
+	bt.Must(t, e.Svc.Processor().ProcessTask(t.Context(), task))
+	ids := map[string]int{}
+	for _, m := range e.Rec.Messages() {
+		ids[m.ID]++
+	}
+	if len(ids) != 3 || ids[res.BatchID+"-0"] != 2 {
+		t.Errorf("deliveries by message ID %v, want 3 messages delivered twice each", ids)
+	}
+	// The retry pushed everything again, and this time nothing failed.
+	if _, st := e.Status(t, bt.AdminKey, res.BatchID); st.Sent != 3 || st.PushFailed != 0 {
+		t.Errorf("status %+v, want 3 sent, no push failed", st)
 	}
 }

@@ -21,6 +21,7 @@ type batchStatus struct {
 	Failed     int          `json:"failed"`
 	Pending    int          `json:"pending"`
 	Canceled   int          `json:"canceled"`
+	PushFailed int          `json:"pushFailed"`
 	CreatedAt  time.Time    `json:"createdAt"`
 	SendAt     *time.Time   `json:"sendAt,omitempty"`
 	FinishedAt *time.Time   `json:"finishedAt,omitempty"`
@@ -30,7 +31,7 @@ type batchStatus struct {
 func (s *Service) statusOf(b *store.Batch) batchStatus {
 	out := batchStatus{
 		BatchID: b.ID, Status: b.Status(s.cfg.Now()), Count: b.Count, Sent: b.Sent, Failed: b.Failed,
-		Pending: b.Pending(), Canceled: b.Canceled, CreatedAt: b.CreatedAt.UTC(),
+		Pending: b.Pending(), Canceled: b.Canceled, PushFailed: b.PushFailed, CreatedAt: b.CreatedAt.UTC(),
 	}
 	if !b.SendAt.IsZero() {
 		t := b.SendAt.UTC()
@@ -102,6 +103,10 @@ type recipient struct {
 	MessageID string `json:"messageID,omitempty"`
 	Status    string `json:"status"`
 	Error     string `json:"error,omitempty"`
+	// Push is "sent" or "failed" for a sent recipient whose message asked
+	// for a push notification.
+	Push      string `json:"push,omitempty"`
+	PushError string `json:"pushError,omitempty"`
 }
 
 type recipientsPage struct {
@@ -202,6 +207,7 @@ func (s *Service) recipients(ctx context.Context, app, id string, offset, limit 
 			if c.Done {
 				o := c.Outcomes[i]
 				e.Status, e.MessageID, e.Error = string(o.Status), o.MessageID, o.Error
+				e.Push, e.PushError = string(o.Push), o.PushError
 				if o.Room != "" {
 					e.Room = o.Room
 				}

@@ -9,8 +9,10 @@
 // [Notification.MessageID], so the host can drop duplicates.
 //
 // Implementations report failures with errors: a transient failure (the
-// service is down, a timeout) as any error, after which the whole chunk is
-// retried later; a failure that will never succeed as an error wrapping
+// service is down, a timeout) as any error, after which the chunk is
+// retried later (a chunk whose messages were delivered and whose push
+// failed retries only the pushes left when the store implements
+// store.ChunkCheckpoints); a failure that will never succeed as an error wrapping
 // [ErrPermanent] (see [Permanent]), after which the recipients are
 // recorded as failed and not retried. A [*PartialError] reports failures of
 // some items only.

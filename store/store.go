@@ -137,8 +137,9 @@ type Batches interface {
 	RenewChunkLease(ctx context.Context, p *RenewChunkLeaseParams) error
 
 	// CompleteChunk records the outcome of every recipient of a pending
-	// chunk, marks it done and adds the outcomes to the batch counters, all
-	// in one transaction. When this makes ChunksDone equal Chunks it sets
+	// chunk, marks it done and adds the outcomes to the batch counters
+	// (Sent, Failed, Canceled by Status; PushFailed by Push), all in one
+	// transaction. When this makes ChunksDone equal Chunks it sets
 	// the batch's FinishedAt to p.At. It returns the batch as it is after
 	// the update. Exactly one of any number of concurrent calls for one
 	// chunk succeeds; the others get ErrConflict and change nothing. It
@@ -266,6 +267,9 @@ type Batch struct {
 	Canceled int
 	// ChunksDone is the number of completed chunks.
 	ChunksDone int
+	// PushFailed is the number of sent recipients whose push notification
+	// failed (Outcome.Push == PushFailed); they count in Sent as well.
+	PushFailed int
 }
 
 // Pending is the number of recipients without an outcome yet.
@@ -330,7 +334,8 @@ type Chunk struct {
 	LeaseUntil time.Time
 	// Done reports whether the chunk has been completed.
 	Done bool
-	// Outcomes has one entry per recipient once Done; nil before.
+	// Outcomes has one entry per recipient once Done. Before that it is
+	// the chunk's last checkpoint (see ChunkCheckpoints), or nil.
 	Outcomes []Outcome
 }
 
@@ -363,7 +368,23 @@ type Outcome struct {
 	MessageID string `json:"messageID,omitempty"`
 	// Error says why the recipient failed; "" otherwise.
 	Error string `json:"error,omitempty"`
+	// Push is the state of the push notification of a sent recipient:
+	// "" when none was asked for.
+	Push PushStatus `json:"push,omitempty"`
+	// PushError says why the push failed; "" otherwise.
+	PushError string `json:"pushError,omitempty"`
 }
+
+// PushStatus is the state of a sent recipient's push notification.
+type PushStatus string
+
+// The push states of a recipient. PushPending appears only in a
+// checkpoint: the message was delivered and its push is still to be done.
+const (
+	PushPending PushStatus = "pending"
+	PushSent    PushStatus = "sent"
+	PushFailed  PushStatus = "failed"
+)
 
 // CompleteChunkParams are the arguments of [Batches.CompleteChunk].
 type CompleteChunkParams struct {
@@ -554,6 +575,32 @@ type MarkDoneNotifiedParams struct {
 	AppID, BatchID string
 	// At is when the report was made (UTC).
 	At time.Time
+}
+
+// ChunkCheckpoints is implemented by Batches stores that can keep the
+// outcomes of a started chunk before it completes. The processor uses it
+// when a chunk's messages are stored and delivered but some of their push
+// notifications failed transiently: it records the outcomes so far (with
+// Push PushPending for the pushes left), and the retry finds them in
+// Chunk.Outcomes and only pushes, instead of delivering the messages
+// again. Without it the whole chunk is retried (delivery is
+// at-least-once either way).
+type ChunkCheckpoints interface {
+	// CheckpointChunk stores p.Outcomes as the outcomes of a chunk that is
+	// not done, without marking it done or changing the batch's counters:
+	// LoadChunk and StartChunk return them in Chunk.Outcomes until
+	// CompleteChunk replaces them. A later checkpoint replaces an earlier
+	// one. It returns ErrConflict, changing nothing, if the chunk is done,
+	// and ErrNotFound if it does not exist.
+	CheckpointChunk(ctx context.Context, p *CheckpointChunkParams) error
+}
+
+// CheckpointChunkParams are the arguments of
+// [ChunkCheckpoints.CheckpointChunk].
+type CheckpointChunkParams struct {
+	Ref ChunkRef
+	// Outcomes has exactly one entry per recipient of the chunk, in order.
+	Outcomes []Outcome
 }
 
 // BatchLister is implemented by Batches stores that can list an app's

@@ -15,7 +15,7 @@ import (
 
 const (
 	batchColumns     = "app_id, id, sender, count, chunks, payload, created_at, send_at, finished_at, sent, failed, canceled, chunks_done"
-	batchReadColumns = "sender, count, chunks, payload, created_at, send_at, finished_at, canceled_at, sent, failed, canceled, chunks_done, notified_at"
+	batchReadColumns = "sender, count, chunks, payload, created_at, send_at, finished_at, canceled_at, sent, failed, canceled, chunks_done, notified_at, push_failed"
 	chunkColumns     = "app_id, batch_id, chunk_no, start_index, size, recipients, not_before"
 	chunkReadColumns = "start_index, recipients, not_before, started_at, attempts, lease_until, done, outcomes"
 )
@@ -123,7 +123,7 @@ func newBatchScan(app, id string) *batchScan {
 // dest returns the scan destinations of batchReadColumns, in order.
 func (x *batchScan) dest() []any {
 	b := &x.b
-	return []any{&b.Sender, &b.Count, &b.Chunks, &b.Payload, &x.created, &x.sendAt, &x.finished, &x.cancel, &b.Sent, &b.Failed, &b.Canceled, &b.ChunksDone, &x.notified}
+	return []any{&b.Sender, &b.Count, &b.Chunks, &b.Payload, &x.created, &x.sendAt, &x.finished, &x.cancel, &b.Sent, &b.Failed, &b.Canceled, &b.ChunksDone, &x.notified, &b.PushFailed}
 }
 
 func (x *batchScan) batch() *store.Batch {
@@ -388,19 +388,22 @@ func (s *Store) CompleteChunk(ctx context.Context, p *store.CompleteChunkParams)
 		return nil, fmt.Errorf("bunstore: %s: batch %q chunk %d: %w", op, ref.BatchID, ref.No, store.ErrNotFound)
 	}
 	outcomes := encodeOutcomes(p.Outcomes)
-	var sent, failed, canceled int
+	var add counts
 	for _, o := range p.Outcomes {
 		switch o.Status {
 		case store.OutcomeSent:
-			sent++
+			add.sent++
 		case store.OutcomeFailed:
-			failed++
+			add.failed++
 		case store.OutcomeCanceled:
-			canceled++
+			add.canceled++
+		}
+		if o.Push == store.PushFailed {
+			add.pushFailed++
 		}
 	}
 	if s.pgx {
-		after, err := s.pgCompleteChunk(ctx, p, outcomes, sent, failed, canceled)
+		after, err := s.pgCompleteChunk(ctx, p, outcomes, add)
 		if err != nil {
 			return nil, s.fail(ctx, fmt.Sprintf("%s: batch %q chunk %d", op, ref.BatchID, ref.No), err)
 		}
@@ -424,8 +427,8 @@ func (s *Store) CompleteChunk(ctx context.Context, p *store.CompleteChunkParams)
 		// right with the values already assigned, PostgreSQL and SQLite
 		// with the old ones; first, it sees the old chunks_done on all.
 		res, err = tx.ExecContext(ctx, "UPDATE "+s.batches+" SET finished_at = CASE WHEN chunks_done + 1 = chunks THEN ? ELSE finished_at END, "+
-			"sent = sent + ?, failed = failed + ?, canceled = canceled + ?, chunks_done = chunks_done + 1 WHERE app_id = ? AND id = ?",
-			toDB(p.At), sent, failed, canceled, ref.AppID, ref.BatchID)
+			"sent = sent + ?, failed = failed + ?, canceled = canceled + ?, push_failed = push_failed + ?, chunks_done = chunks_done + 1 WHERE app_id = ? AND id = ?",
+			toDB(p.At), add.sent, add.failed, add.canceled, add.pushFailed, ref.AppID, ref.BatchID)
 		if err != nil {
 			return err
 		}
@@ -441,6 +444,34 @@ func (s *Store) CompleteChunk(ctx context.Context, p *store.CompleteChunkParams)
 		return nil, s.fail(ctx, fmt.Sprintf("%s: batch %q chunk %d", op, ref.BatchID, ref.No), err)
 	}
 	return after, nil
+}
+
+// counts are what a chunk's outcomes add to its batch's counters.
+type counts struct{ sent, failed, canceled, pushFailed int }
+
+// CheckpointChunk implements store.ChunkCheckpoints: the outcomes so far
+// go into the chunk's outcomes column while it stays not done.
+func (s *Store) CheckpointChunk(ctx context.Context, p *store.CheckpointChunkParams) error {
+	const op = "checkpoint chunk"
+	if err := begin(ctx, op); err != nil {
+		return err
+	}
+	ref := p.Ref
+	if unstorable(ref.AppID, ref.BatchID) {
+		return fmt.Errorf("bunstore: %s: batch %q chunk %d: %w", op, ref.BatchID, ref.No, store.ErrNotFound)
+	}
+	res, err := s.db.ExecContext(ctx, "UPDATE "+s.chunks+" SET outcomes = ? WHERE app_id = ? AND batch_id = ? AND chunk_no = ? AND done = "+s.falseLit()+" AND size = ?",
+		encodeOutcomes(p.Outcomes), ref.AppID, ref.BatchID, ref.No, len(p.Outcomes))
+	if err == nil {
+		var n int64
+		if n, err = res.RowsAffected(); err == nil && n == 0 {
+			err = s.whyNotCompleted(ctx, s.db, ref, len(p.Outcomes))
+		}
+	}
+	if err != nil {
+		return s.fail(ctx, fmt.Sprintf("%s: batch %q chunk %d", op, ref.BatchID, ref.No), err)
+	}
+	return nil
 }
 
 // whyNotCompleted explains an UPDATE of a chunk that matched no row.

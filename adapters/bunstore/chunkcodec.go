@@ -263,22 +263,37 @@ func decodeRecipientsJSON(s string) ([]store.Recipient, error) {
 // differ only in their last digits), and its error. Strings are written
 // as in the recipients' form. Outcomes stored by earlier versions are
 // JSON and are still read.
-const outcomesV2 = "~2;"
+//
+// When any outcome has a push state, the form is "~3;": the same, and
+// after each outcome's error its push state: "-" none, "p" pending, "s"
+// sent, "f" failed and the push error, or "x" and the state written out.
+// Chunks without push states keep the "~2;" form (and its bytes).
+const (
+	outcomesV2 = "~2;"
+	outcomesV3 = "~3;"
+)
 
 // encodeOutcomes writes os in the compact form, or as JSON when a string
 // cannot be written as it is (see encodeRecipients).
 func encodeOutcomes(os []store.Outcome) string {
 	size := len(outcomesV2) + 16
+	push := false
 	for i := range os {
 		o := &os[i]
-		if !plainText(string(o.Status)) || !plainText(o.Room) || !plainText(o.MessageID) || !plainText(o.Error) {
+		if !plainText(string(o.Status)) || !plainText(o.Room) || !plainText(o.MessageID) || !plainText(o.Error) ||
+			!plainText(string(o.Push)) || !plainText(o.PushError) {
 			b, _ := json.Marshal(os) // strings always marshal
 			return string(b)
 		}
-		size += len(o.Room) + len(o.MessageID) + len(o.Error) + 24
+		push = push || o.Push != "" || o.PushError != ""
+		size += len(o.Room) + len(o.MessageID) + len(o.Error) + len(o.PushError) + 32
 	}
 	b := make([]byte, 0, size)
-	b = append(b, outcomesV2...)
+	if push {
+		b = append(b, outcomesV3...)
+	} else {
+		b = append(b, outcomesV2...)
+	}
 	b = strconv.AppendInt(b, int64(len(os)), 10)
 	b = append(b, ';')
 	prev := ""
@@ -302,6 +317,23 @@ func encodeOutcomes(os []store.Outcome) string {
 		b = appendToken(b, o.MessageID[shared:])
 		prev = o.MessageID
 		b = appendToken(b, o.Error)
+		if push {
+			switch {
+			case o.Push == "" && o.PushError == "":
+				b = append(b, '-')
+			case o.Push == store.PushPending && o.PushError == "":
+				b = append(b, 'p')
+			case o.Push == store.PushSent && o.PushError == "":
+				b = append(b, 's')
+			case o.Push == store.PushFailed:
+				b = append(b, 'f')
+				b = appendToken(b, o.PushError)
+			default:
+				b = append(b, 'x')
+				b = appendToken(b, string(o.Push))
+				b = appendToken(b, o.PushError)
+			}
+		}
 	}
 	return string(b)
 }
@@ -322,7 +354,8 @@ func commonPrefix(a, b string) int {
 // decodeOutcomes reads what encodeOutcomes wrote, or the JSON of earlier
 // versions.
 func decodeOutcomes(s string) ([]store.Outcome, error) {
-	if !strings.HasPrefix(s, outcomesV2) {
+	push := strings.HasPrefix(s, outcomesV3)
+	if !push && !strings.HasPrefix(s, outcomesV2) {
 		var out []store.Outcome
 		if err := json.Unmarshal([]byte(s), &out); err != nil {
 			return nil, err
@@ -363,6 +396,22 @@ func decodeOutcomes(s string) ([]store.Outcome, error) {
 		}
 		prev = o.MessageID
 		o.Error = d.token()
+		if push {
+			switch d.next() {
+			case '-':
+			case 'p':
+				o.Push = store.PushPending
+			case 's':
+				o.Push = store.PushSent
+			case 'f':
+				o.Push, o.PushError = store.PushFailed, d.token()
+			case 'x':
+				o.Push = store.PushStatus(d.token())
+				o.PushError = d.token()
+			default:
+				d.err = errMalformedOutcomes
+			}
+		}
 		if d.err != nil {
 			return nil, errMalformedOutcomes
 		}

@@ -161,12 +161,24 @@ func TestOutcomesRoundTrip(t *testing.T) {
 			{Status: store.OutcomeSent, MessageID: "名前-2"}, // shares a partial character with the previous ID
 			{Status: "", MessageID: ""},
 		},
+		"push": {
+			{Status: store.OutcomeSent, Room: "r", MessageID: "b-0", Push: store.PushSent},
+			{Status: store.OutcomeSent, Room: "r", MessageID: "b-1", Push: store.PushPending},
+			{Status: store.OutcomeSent, Room: "r", MessageID: "b-2", Push: store.PushFailed, PushError: "push failed: 1:2;~3;"},
+			{Status: store.OutcomeFailed, Error: "gone"},
+			{Status: store.OutcomeSent, Room: "r", MessageID: "b-4", Push: "odd", PushError: "x"},
+			{Status: store.OutcomeSent, Room: "r", MessageID: "b-5", PushError: "no state"},
+		},
 	}
 	for name, os := range cases {
 		t.Run(name, func(t *testing.T) {
 			enc := encodeOutcomes(os)
-			if !strings.HasPrefix(enc, outcomesV2) {
-				t.Fatalf("encoded as %q, want the compact form", enc)
+			want := outcomesV2
+			if name == "push" {
+				want = outcomesV3
+			}
+			if !strings.HasPrefix(enc, want) {
+				t.Fatalf("encoded as %q, want the compact form %s", enc, want)
 			}
 			got, err := decodeOutcomes(enc)
 			if err != nil {
@@ -200,7 +212,11 @@ func TestOutcomesRoundTrip(t *testing.T) {
 	} else if got, err := decodeOutcomes(enc); err != nil || !reflect.DeepEqual(got, nul) {
 		t.Errorf("round trip with NUL = %#v, %v", got, err)
 	}
-	for _, bad := range []string{"~2;", "~2;1;", "~2;1;q0:0+0:0:", "~2;1;s0:5+0:0:", "~2;1;s0:0+0:0:x", "~2;2;s0:0+0:0:"} {
+	withPush := []store.Outcome{{Status: store.OutcomeSent, Room: "r", MessageID: "b-0", Push: store.PushFailed, PushError: "token gone"}, {Status: store.OutcomeFailed, Error: "e"}}
+	if got, want := encodeOutcomes(withPush), "~3;2;s1:r0+3:b-00:f10:token gonef0:0+0:1:e-"; got != want {
+		t.Errorf("encodeOutcomes with push = %q, want %q", got, want)
+	}
+	for _, bad := range []string{"~2;", "~2;1;", "~2;1;q0:0+0:0:", "~2;1;s0:5+0:0:", "~2;1;s0:0+0:0:x", "~2;2;s0:0+0:0:", "~3;1;s0:0+0:0:", "~3;1;s0:0+0:0:q", "~3;1;s0:0+0:0:f"} {
 		if got, err := decodeOutcomes(bad); err == nil {
 			t.Errorf("decodeOutcomes(%q) = %#v, want an error", bad, got)
 		}

@@ -47,7 +47,7 @@ func (s *Store) preparePG() {
 	q.completeChunk = "WITH c AS (UPDATE " + s.chunks + " SET done = TRUE, outcomes = $4" +
 		" WHERE app_id = $1 AND batch_id = $2 AND chunk_no = $3 AND done = FALSE AND size = $5 RETURNING 1)" +
 		" UPDATE " + s.batches + " SET finished_at = CASE WHEN chunks_done + 1 = chunks THEN $6 ELSE finished_at END," +
-		" sent = sent + $7, failed = failed + $8, canceled = canceled + $9, chunks_done = chunks_done + 1" +
+		" sent = sent + $7, failed = failed + $8, canceled = canceled + $9, push_failed = push_failed + $10, chunks_done = chunks_done + 1" +
 		" WHERE app_id = $1 AND id = $2 AND EXISTS (SELECT 1 FROM c)" +
 		" RETURNING " + batchReadColumns
 	q.saveMessages = "INSERT INTO " + s.messages + " (" + messageColumns + ")" +
@@ -107,10 +107,10 @@ func (s *Store) pgStartChunk(ctx context.Context, p *store.StartChunkParams) (*s
 }
 
 // pgCompleteChunk is CompleteChunk in one statement.
-func (s *Store) pgCompleteChunk(ctx context.Context, p *store.CompleteChunkParams, outcomes string, sent, failed, canceled int) (*store.Batch, error) {
+func (s *Store) pgCompleteChunk(ctx context.Context, p *store.CompleteChunkParams, outcomes string, n counts) (*store.Batch, error) {
 	ref := p.Ref
 	bs := newBatchScan(ref.AppID, ref.BatchID)
-	err := s.db.DB.QueryRowContext(ctx, s.pg.completeChunk, ref.AppID, ref.BatchID, ref.No, outcomes, len(p.Outcomes), pgTime(p.At), sent, failed, canceled).
+	err := s.db.DB.QueryRowContext(ctx, s.pg.completeChunk, ref.AppID, ref.BatchID, ref.No, outcomes, len(p.Outcomes), pgTime(p.At), n.sent, n.failed, n.canceled, n.pushFailed).
 		Scan(bs.dest()...)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, s.whyNotCompleted(ctx, s.db, ref, len(p.Outcomes))

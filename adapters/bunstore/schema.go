@@ -280,7 +280,7 @@ func (s *Store) createV1(ctx context.Context, db bun.IConn) error {
 }
 
 // SchemaVersion is the schema version this package's Migrate produces.
-const SchemaVersion = 3
+const SchemaVersion = 4
 
 // migration is one schema version after the first: its steps run in
 // order, each one skipped if what it makes exists already, so that a
@@ -323,6 +323,12 @@ func (s *Store) migrationList() []migration {
 		name:    "batches listed newest first per app",
 		steps: []step{
 			s.ensureIndex(s.prefix+"batches_created", s.batches, s.createIndex("batches_created", s.batches, "app_id, created_at, id")),
+		},
+	}, {
+		version: 4,
+		name:    "push failures counted per batch",
+		steps: []step{
+			s.addColumn(s.batches, "push_failed", ct.integer+" NOT NULL DEFAULT 0"),
 		},
 	}}
 }

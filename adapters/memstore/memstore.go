@@ -566,12 +566,36 @@ func (s *Store) CompleteChunk(ctx context.Context, p *store.CompleteChunkParams)
 		case store.OutcomeCanceled:
 			b.Canceled++
 		}
+		if o.Push == store.PushFailed {
+			b.PushFailed++
+		}
 	}
 	b.ChunksDone++
 	if b.ChunksDone == b.Chunks {
 		b.FinishedAt = utc(p.At)
 	}
 	return copyBatch(b), nil
+}
+
+// CheckpointChunk implements store.ChunkCheckpoints.
+func (s *Store) CheckpointChunk(ctx context.Context, p *store.CheckpointChunkParams) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, c, err := s.chunkLocked(p.Ref)
+	if err != nil {
+		return err
+	}
+	if c.Done {
+		return fmt.Errorf("memstore: checkpoint batch %q chunk %d: already done: %w", p.Ref.BatchID, p.Ref.No, store.ErrConflict)
+	}
+	if len(p.Outcomes) != len(c.Recipients) {
+		return fmt.Errorf("memstore: checkpoint batch %q chunk %d: %d outcomes for %d recipients", p.Ref.BatchID, p.Ref.No, len(p.Outcomes), len(c.Recipients))
+	}
+	c.Outcomes = slices.Clone(p.Outcomes)
+	return nil
 }
 
 // PendingChunks implements store.Batches.

@@ -320,6 +320,7 @@ type BatchStatus struct {
 	Failed     int        `json:"failed"`
 	Pending    int        `json:"pending"`
 	Canceled   int        `json:"canceled"`
+	PushFailed int        `json:"pushFailed"`
 	CreatedAt  time.Time  `json:"createdAt"`
 	FinishedAt *time.Time `json:"finishedAt"`
 }
@@ -487,6 +488,8 @@ type RecipientsPage struct {
 		MessageID string `json:"messageID"`
 		Status    string `json:"status"`
 		Error     string `json:"error"`
+		Push      string `json:"push"`
+		PushError string `json:"pushError"`
 	} `json:"recipients"`
 }
 

@@ -3,11 +3,14 @@ package integration_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 
+	"github.com/chatbatch/chatbatch/adapters/bunstore"
 	"github.com/chatbatch/chatbatch/batch"
+	"github.com/chatbatch/chatbatch/delivery"
 	bt "github.com/chatbatch/chatbatch/internal/batchtest"
 	"github.com/chatbatch/chatbatch/store"
 )
@@ -41,4 +44,49 @@ func TestRetriesExhausted(t *testing.T) {
 			t.Errorf("%s's room holds %d messages", u, n)
 		}
 	}
+}
+
+// TestPushRetriedAloneOnBunstore runs a batch whose first push fails
+// transiently through a real asynq server on each database: the retry
+// pushes what failed and delivers nothing again.
+func TestPushRetriedAloneOnBunstore(t *testing.T) {
+	t.Parallel()
+	onBunstore(t, func(t *testing.T, newStore func(t *testing.T) *bunstore.Store) {
+		e := bt.NewQueuedEnvOn(t, newStore(t), redisForBunstore(t), nil)
+		var calls atomic.Int32
+		e.Rec.PushHook = func(_ context.Context, ns []delivery.Notification) error {
+			if calls.Add(1) > 1 {
+				return nil
+			}
+			failed := map[int]error{}
+			for i, n := range ns {
+				if n.UserID == "user-b" {
+					failed[i] = errors.New("push provider unavailable")
+				}
+			}
+			return &delivery.PartialError{Failed: failed}
+		}
+		res := bt.Accepted(t, e.Post(t, bt.AdminKey, seedTemplate))
+		st := e.WaitFinished(t, bt.AdminKey, res.BatchID)
+		if st.Status != "completed" || st.Sent != 2 || st.PushFailed != 0 {
+			t.Errorf("status %+v, want completed with 2 sent", st)
+		}
+		if n, c := len(e.Rec.Messages()), e.Rec.DeliverCalls(); n != 2 || c != 1 {
+			t.Errorf("%d messages in %d Deliver calls, want 2 in 1", n, c)
+		}
+		var pushed []string
+		for _, n := range e.Rec.Notifications() {
+			pushed = append(pushed, n.UserID)
+		}
+		slices.Sort(pushed)
+		if !slices.Equal(pushed, []string{"user-a", "user-b"}) || calls.Load() != 2 {
+			t.Errorf("pushed %q in %d calls, want user-a and user-b once each in 2", pushed, calls.Load())
+		}
+		_, page := e.Recipients(t, res.BatchID, "")
+		for _, r := range page.Recipients {
+			if r.Status != "sent" || r.Push != "sent" {
+				t.Errorf("recipient %+v, want sent with push sent", r)
+			}
+		}
+	})
 }

@@ -811,6 +811,7 @@ func RunBatches(t *testing.T, newStore func(t *testing.T) store.Batches, opts *O
 		{"IdempotencyKeyExpiry", testIdempotencyExpiry},
 		{"UnstorableBatchIDs", testUnstorableBatchIDs},
 		{"ListBatches", testListBatches},
+		{"ChunkCheckpoints", testChunkCheckpoints},
 		{"DoneNotifications", testDoneNotifications},
 		{"DoneNotificationsConcurrent", testDoneNotificationsConcurrent},
 		{"LargeBatch", testLargeBatch},
@@ -997,6 +998,69 @@ func testCompleteChunkCounters(t *testing.T, s store.Batches, opts *Options) {
 		t.Errorf("GetBatch %+v disagrees with CompleteChunk's result %+v", got, last)
 	}
 	sameTime(t, "FinishedAt from GetBatch", got.FinishedAt, finished, opts)
+}
+
+// testChunkCheckpoints checks the optional store.ChunkCheckpoints and the
+// push states and PushFailed counter every store keeps.
+func testChunkCheckpoints(t *testing.T, s store.Batches, opts *Options) {
+	ctx := ctxT(t)
+	created := time.Date(2026, 5, 2, 9, 0, 0, 0, time.UTC)
+	b, chunks := newBatch("app1", "batch-checkpoint", created, 3, 1)
+	must(t, s.CreateBatch(ctx, b, chunks))
+	ref := store.ChunkRef{AppID: "app1", BatchID: b.ID, No: 0}
+	final := []store.Outcome{
+		{Status: store.OutcomeSent, Room: "r1", MessageID: b.ID + "-0", Push: store.PushSent},
+		{Status: store.OutcomeSent, Room: "r2", MessageID: b.ID + "-1", Push: store.PushFailed, PushError: "token unregistered"},
+		{Status: store.OutcomeFailed, Error: "room gone"},
+	}
+	cp, ok := s.(store.ChunkCheckpoints)
+	if ok {
+		_, _, err := s.StartChunk(ctx, startParams(ref, created.Add(time.Second)))
+		must(t, err)
+		first := slices.Clone(final)
+		first[0].Push, first[1].Push, first[1].PushError = store.PushPending, store.PushPending, ""
+		must(t, cp.CheckpointChunk(ctx, &store.CheckpointChunkParams{Ref: ref, Outcomes: first}))
+		second := slices.Clone(final)
+		second[1].Push, second[1].PushError = store.PushPending, ""
+		must(t, cp.CheckpointChunk(ctx, &store.CheckpointChunkParams{Ref: ref, Outcomes: second}))
+		_, c, err := s.StartChunk(ctx, startParams(ref, created.Add(2*time.Second)))
+		must(t, err)
+		if c.Done || !reflect.DeepEqual(c.Outcomes, second) {
+			t.Errorf("StartChunk after two checkpoints: done=%v outcomes=%+v, want not done with %+v", c.Done, c.Outcomes, second)
+		}
+		if c, err := s.LoadChunk(ctx, ref); err != nil || c.Done || !reflect.DeepEqual(c.Outcomes, second) {
+			t.Errorf("LoadChunk after a checkpoint: %+v, %v", c, err)
+		}
+		got, err := s.GetBatch(ctx, "app1", b.ID)
+		must(t, err)
+		if got.Sent != 0 || got.Failed != 0 || got.PushFailed != 0 || got.ChunksDone != 0 {
+			t.Errorf("a checkpoint changed the batch counters: %+v", got)
+		}
+		err = cp.CheckpointChunk(ctx, &store.CheckpointChunkParams{Ref: store.ChunkRef{AppID: "app2", BatchID: b.ID}, Outcomes: second})
+		wantErr(t, err, store.ErrNotFound, "a checkpoint of another app's chunk")
+		if err := cp.CheckpointChunk(ctx, &store.CheckpointChunkParams{Ref: ref, Outcomes: second[:2]}); err == nil {
+			t.Errorf("a checkpoint with 2 outcomes for 3 recipients succeeded")
+		}
+	}
+	after, err := s.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: ref, Outcomes: final, At: created.Add(time.Minute)})
+	must(t, err)
+	if after.Sent != 2 || after.Failed != 1 || after.PushFailed != 1 {
+		t.Errorf("after completing: sent %d failed %d pushFailed %d, want 2, 1, 1", after.Sent, after.Failed, after.PushFailed)
+	}
+	c, err := s.LoadChunk(ctx, ref)
+	must(t, err)
+	if !c.Done || !reflect.DeepEqual(c.Outcomes, final) {
+		t.Errorf("completed chunk: done=%v outcomes=%+v, want %+v", c.Done, c.Outcomes, final)
+	}
+	if got, err := s.GetBatch(ctx, "app1", b.ID); err != nil || got.PushFailed != 1 {
+		t.Errorf("GetBatch PushFailed = %+v, %v; want 1", got, err)
+	}
+	if ok {
+		err := cp.CheckpointChunk(ctx, &store.CheckpointChunkParams{Ref: ref, Outcomes: final})
+		wantErr(t, err, store.ErrConflict, "a checkpoint of a done chunk")
+	} else {
+		t.Skipf("%T does not implement store.ChunkCheckpoints; a chunk whose push fails is then retried whole (delivered again)", s)
+	}
 }
 
 func testCompleteChunkTwice(t *testing.T, s store.Batches, _ *Options) {
