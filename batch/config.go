@@ -9,6 +9,9 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/chatbatch/chatbatch/delivery"
 	"github.com/chatbatch/chatbatch/store"
@@ -160,8 +163,19 @@ type Config struct {
 	EnqueueTimeout time.Duration
 
 	// Logger receives the Service's logs. It never receives API keys or
-	// message bodies. Defaults to slog.Default().
+	// message bodies. Records logged within a traced operation carry its
+	// trace_id and span_id. Defaults to slog.Default().
 	Logger *slog.Logger
+
+	// MeterProvider, TracerProvider and Propagator are where the Service
+	// sends its OpenTelemetry metrics and spans (see ScopeName and the
+	// package documentation for what it records) and how it carries trace
+	// context through a chunk's task. They default to the global ones
+	// (otel.GetMeterProvider and so on), which record nothing until the
+	// host installs an SDK.
+	MeterProvider  metric.MeterProvider
+	TracerProvider trace.TracerProvider
+	Propagator     propagation.TextMapPropagator
 
 	// Now returns the current time. Defaults to time.Now; tests set it.
 	Now func() time.Time

@@ -2,6 +2,7 @@ package batch
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -729,13 +730,13 @@ func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
 // plain code, in one pass, with the details validator's dive gave: a para
 // with neither receiver nor room (MISSING_PARAMETER, field "paras[i]"),
 // then per para its receiver and its room if either breaks "chatid".
-func (s *Service) validate(req *sendRequest) *apiError {
+func (s *Service) validate(ctx context.Context, req *sendRequest) *apiError {
 	var details []Detail
 	missing := false
 	if err := s.validator.Struct(req); err != nil {
 		var verrs validator.ValidationErrors
 		if !errors.As(err, &verrs) {
-			s.log.Error("batch: validating a request failed", "err", err)
+			s.log.ErrorContext(ctx, "batch: validating a request failed", "err", err)
 			return errInternal
 		}
 		for _, fe := range verrs {

@@ -108,7 +108,7 @@ func BenchmarkDecode(b *testing.B) {
 		for b.Loop() {
 			req, aerr := decodeSend(body, s.cfg.MaxRecipients, s.extraFields)
 			if aerr == nil {
-				aerr = s.validate(req)
+				aerr = s.validate(context.Background(), req)
 			}
 			if aerr != nil || len(req.Paras) != n {
 				b.Fatal(aerr)

@@ -2,6 +2,7 @@ package batch
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -147,7 +148,7 @@ func TestValidateSeveralProblems(t *testing.T) {
 		if aerr != nil {
 			t.Fatalf("decode: %v", aerr)
 		}
-		aerr = s.validate(req)
+		aerr = s.validate(context.Background(), req)
 		if aerr == nil {
 			t.Fatalf("%s: accepted", c.body)
 		}

@@ -41,7 +41,7 @@ func (s *Service) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			if v == http.ErrAbortHandler {
 				panic(v)
 			}
-			s.log.Error("batch: handler panic", "panic", v, "stack", string(debug.Stack()))
+			s.log.ErrorContext(r.Context(), "batch: handler panic", "panic", v, "stack", string(debug.Stack()))
 			writeError(w, errInternal)
 		}
 	}()
@@ -119,7 +119,7 @@ func (s *Service) withPrincipal(w http.ResponseWriter, r *http.Request, next fun
 		writeError(w, s.storeError(r.Context(), "authenticate", err))
 		return
 	case p.AppID == "":
-		s.log.Error("batch: authenticator returned a principal without an AppID")
+		s.log.ErrorContext(r.Context(), "batch: authenticator returned a principal without an AppID")
 		writeError(w, errInternal)
 		return
 	}
@@ -149,11 +149,11 @@ func checkContentType(r *http.Request) *apiError {
 func (s *Service) storeError(ctx context.Context, op string, err error) *apiError {
 	switch {
 	case errors.Is(ctx.Err(), context.Canceled):
-		s.log.Info("batch: request canceled by the client", "op", op)
+		s.log.InfoContext(ctx, "batch: request canceled by the client", "op", op)
 	case errors.Is(ctx.Err(), context.DeadlineExceeded) || errors.Is(err, context.DeadlineExceeded):
-		s.log.Error("batch: the store did not answer within Config.StoreTimeout", "op", op, "timeout", s.cfg.StoreTimeout, "err", err)
+		s.log.ErrorContext(ctx, "batch: the store did not answer within Config.StoreTimeout", "op", op, "timeout", s.cfg.StoreTimeout, "err", err)
 	default:
-		s.log.Error("batch: store failed", "op", op, "err", err)
+		s.log.ErrorContext(ctx, "batch: store failed", "op", op, "err", err)
 	}
 	return errUnavailable
 }

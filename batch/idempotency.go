@@ -95,7 +95,7 @@ func (s *Service) release(ctx context.Context, idem *idempotency) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.StoreTimeout)
 	defer cancel()
 	if err := idem.keys.ReleaseIdempotencyKey(ctx, &store.ReleaseIdempotencyKeyParams{AppID: idem.app, Key: idem.key}); err != nil {
-		s.log.Warn("batch: releasing an idempotency key failed; it frees itself after a while", "app", idem.app, "err", err)
+		s.log.WarnContext(ctx, "batch: releasing an idempotency key failed; it frees itself after a while", "app", idem.app, "err", err)
 	}
 }
 

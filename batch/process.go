@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/chatbatch/chatbatch/delivery"
 	"github.com/chatbatch/chatbatch/render"
@@ -61,6 +63,20 @@ type chunkRun struct {
 // never succeeds is recorded as the recipient's push failure.
 func (s *Service) ProcessChunk(ctx context.Context, ref store.ChunkRef) (err error) {
 	start := time.Now()
+	// The chunk's span is a child of the span that accepted the batch
+	// (its context came in the task) and links to it, so a trace viewer
+	// that starts a new trace per consumer still finds the request.
+	ctx, sp := s.tel.tracer.Start(ctx, "chatbatch.chunk", trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithLinks(trace.LinkFromContext(ctx)),
+		trace.WithAttributes(attrApp.String(ref.AppID), attrBatch.String(ref.BatchID), attrChunk.Int(ref.No)))
+	defer func() {
+		result := "done"
+		if err != nil {
+			result = "retry"
+		}
+		s.tel.chunkDuration.Record(ctx, seconds(time.Since(start)), metric.WithAttributes(attrApp.String(ref.AppID), attrResult.String(result)))
+		endSpan(sp, err)
+	}()
 	log := s.log.With("app", ref.AppID, "batch", ref.BatchID, "chunk", ref.No)
 	if n, ok := asynq.GetRetryCount(ctx); ok {
 		log = log.With("task_retry", n)
@@ -71,27 +87,31 @@ func (s *Service) ProcessChunk(ctx context.Context, ref store.ChunkRef) (err err
 	now := s.cfg.Now().UTC()
 	var b *store.Batch
 	var c *store.Chunk
-	err = s.storeCall(ctx, func(ctx context.Context) (err error) {
+	err = s.storeCall(ctx, "StartChunk", func(ctx context.Context) (err error) {
 		b, c, err = s.cfg.Batches.StartChunk(ctx, &store.StartChunkParams{Ref: ref, At: now, LeaseUntil: now.Add(s.cfg.Lease)})
 		return err
 	})
 	if errors.Is(err, store.ErrNotFound) {
-		log.Error("batch: chunk of a batch that does not exist; dropping the task")
+		log.ErrorContext(ctx, "batch: chunk of a batch that does not exist; dropping the task")
 		return fmt.Errorf("batch: %w: %w", err, asynq.SkipRetry)
 	}
 	if err != nil {
-		log.Warn("batch: chunk attempt failed: the chunk could not be started", "err", err)
+		log.WarnContext(ctx, "batch: chunk attempt failed: the chunk could not be started", "err", err)
 		return fmt.Errorf("batch: start %s chunk %d: %w", ref.BatchID, ref.No, err)
 	}
 	if c.Done {
 		return nil // a duplicate task: another attempt finished it
+	}
+	sp.SetAttributes(attrAttempt.Int(c.Attempts), attrCount.Int(len(c.Recipients)))
+	if c.Attempts == 1 {
+		s.tel.queueLag.Record(ctx, seconds(max(0, now.Sub(c.NotBefore))), metric.WithAttributes(attrApp.String(ref.AppID)))
 	}
 	log = log.With("attempt", c.Attempts)
 	stop := s.leaseKeeper(ctx, ref)
 	defer stop()
 	defer func() {
 		if err != nil {
-			log.Warn("batch: chunk attempt failed", "err", err)
+			log.WarnContext(ctx, "batch: chunk attempt failed", "err", err)
 		}
 	}()
 	run := &chunkRun{s: s, ref: ref, batch: b, chunk: c, outcomes: make([]store.Outcome, len(c.Recipients)), log: log}
@@ -101,7 +121,7 @@ func (s *Service) ProcessChunk(ctx context.Context, ref store.ChunkRef) (err err
 	resumed := len(c.Outcomes) == len(c.Recipients) && len(c.Outcomes) > 0
 	if resumed {
 		copy(run.outcomes, c.Outcomes)
-		log.Info("batch: resuming a chunk's pushes; its messages were delivered by an earlier attempt", "pushes", run.pushesPending())
+		log.InfoContext(ctx, "batch: resuming a chunk's pushes; its messages were delivered by an earlier attempt", "pushes", run.pushesPending())
 	} else if !b.CanceledAt.IsZero() {
 		// Started by an earlier attempt that failed before the cancel: a
 		// retry does not send what the client asked to stop.
@@ -113,7 +133,7 @@ func (s *Service) ProcessChunk(ctx context.Context, ref store.ChunkRef) (err err
 	if err := run.compile(); err != nil {
 		// Nothing can be sent from a payload we cannot read; retrying will
 		// not change that, so every recipient fails.
-		log.Error("batch: unreadable batch payload", "err", err)
+		log.ErrorContext(ctx, "batch: unreadable batch payload", "err", err)
 		run.failOpen("the batch could not be read")
 		return run.complete(ctx, start)
 	}
@@ -122,7 +142,7 @@ func (s *Service) ProcessChunk(ctx context.Context, ref store.ChunkRef) (err err
 			if !s.finalAttempt(ctx, c) {
 				return err
 			}
-			log.Error("batch: chunk failed on its last attempt; recording its open recipients as failed", "err", err)
+			log.ErrorContext(ctx, "batch: chunk failed on its last attempt; recording its open recipients as failed", "err", err)
 			// The outcome is shown to API clients: name the step, not the
 			// internals (addresses, driver messages) the log has.
 			step, _, _ := strings.Cut(err.Error(), ":")
@@ -137,7 +157,7 @@ func (s *Service) ProcessChunk(ctx context.Context, ref store.ChunkRef) (err err
 		}
 		// The messages are delivered; a push that keeps failing does not
 		// undo that: the recipients stay sent, with a failed push.
-		log.Error("batch: push failed on the last attempt; recording the pushes left as failed", "err", err)
+		log.ErrorContext(ctx, "batch: push failed on the last attempt; recording the pushes left as failed", "err", err)
 		run.failPendingPushes("gave up after repeated failures (push); the server log has the cause")
 	}
 	return run.complete(ctx, start)
@@ -146,17 +166,17 @@ func (s *Service) ProcessChunk(ctx context.Context, ref store.ChunkRef) (err err
 // storeCall runs one store call of a worker within Config.StoreTimeout:
 // a database that stops answering fails the attempt instead of holding
 // the worker.
-func (s *Service) storeCall(ctx context.Context, f func(context.Context) error) error {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
-	defer cancel()
-	return f(ctx)
+// It runs in a span chatbatch.store.<op>.
+func (s *Service) storeCall(ctx context.Context, op string, f func(context.Context) error) error {
+	_, err := bounded(ctx, s, op, func(ctx context.Context) (struct{}, error) { return struct{}{}, f(ctx) })
+	return err
 }
 
 // bounded is storeCall for a call with a result.
-func bounded[T any](ctx context.Context, d time.Duration, f func(context.Context) (T, error)) (T, error) {
-	ctx, cancel := context.WithTimeout(ctx, d)
+func bounded[T any](ctx context.Context, s *Service, op string, f func(context.Context) (T, error)) (T, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
 	defer cancel()
-	return f(ctx)
+	return traced(ctx, s.tel, op, f)
 }
 
 // compile decodes the batch payload and compiles its templates once per chunk.
@@ -205,7 +225,7 @@ func (r *chunkRun) send(ctx context.Context) error {
 	}
 	gone := map[string]bool{}
 	if len(rooms) > 0 {
-		missing, err := bounded(ctx, r.s.cfg.StoreTimeout, func(ctx context.Context) ([]string, error) { return dir.MissingRooms(ctx, app, rooms) })
+		missing, err := bounded(ctx, r.s, "MissingRooms", func(ctx context.Context) ([]string, error) { return dir.MissingRooms(ctx, app, rooms) })
 		if err != nil {
 			return fmt.Errorf("look up rooms: %w", err)
 		}
@@ -230,7 +250,7 @@ func (r *chunkRun) send(ctx context.Context) error {
 	if len(msgs) == 0 {
 		return nil
 	}
-	if err := r.s.storeCall(ctx, func(ctx context.Context) error { return r.s.cfg.Messages.SaveMessages(ctx, app, msgs) }); err != nil {
+	if err := r.s.storeCall(ctx, "SaveMessages", func(ctx context.Context) error { return r.s.cfg.Messages.SaveMessages(ctx, app, msgs) }); err != nil {
 		return fmt.Errorf("save messages: %w", err)
 	}
 	for k, i := range idx {
@@ -239,9 +259,14 @@ func (r *chunkRun) send(ctx context.Context) error {
 
 	// Deliver: a permanent failure fails that recipient, a transient one
 	// retries the chunk (delivery is at-least-once, IDs are stable).
-	derr := r.s.cfg.Deliverer.Deliver(ctx, msgs)
+	dctx, sp := r.s.tel.span(ctx, "chatbatch.deliver", attrCount.Int(len(msgs)))
+	derr := r.s.cfg.Deliverer.Deliver(dctx, msgs)
+	endSpan(sp, derr)
 	var retry error
 	for k, e := range delivery.ItemErrors(derr, len(msgs)) {
+		if e != nil {
+			r.s.tel.deliveryError(ctx, app, "deliver", delivery.IsPermanent(e))
+		}
 		switch {
 		case e == nil:
 		case delivery.IsPermanent(e):
@@ -283,7 +308,7 @@ func (r *chunkRun) resolveDirectRooms(ctx context.Context, direct []int) error {
 		for k, i := range direct {
 			receivers[k] = r.chunk.Recipients[i].Receiver
 		}
-		rooms, err := bounded(ctx, r.s.cfg.StoreTimeout, func(ctx context.Context) ([]store.DirectRoomResult, error) {
+		rooms, err := bounded(ctx, r.s, "DirectRooms", func(ctx context.Context) ([]store.DirectRoomResult, error) {
 			return resolver.DirectRooms(ctx, app, sender, receivers)
 		})
 		if err != nil {
@@ -303,7 +328,7 @@ func (r *chunkRun) resolveDirectRooms(ctx context.Context, direct []int) error {
 	for _, i := range direct {
 		users = append(users, r.chunk.Recipients[i].Receiver)
 	}
-	missing, err := bounded(ctx, r.s.cfg.StoreTimeout, func(ctx context.Context) ([]string, error) { return dir.MissingUsers(ctx, app, users) })
+	missing, err := bounded(ctx, r.s, "MissingUsers", func(ctx context.Context) ([]string, error) { return dir.MissingUsers(ctx, app, users) })
 	if err != nil {
 		return fmt.Errorf("look up users: %w", err)
 	}
@@ -323,7 +348,7 @@ func (r *chunkRun) resolveDirectRooms(ctx context.Context, direct []int) error {
 		}
 	}
 	for _, i := range open {
-		id, err := bounded(ctx, r.s.cfg.StoreTimeout, func(ctx context.Context) (string, error) {
+		id, err := bounded(ctx, r.s, "DirectRoom", func(ctx context.Context) (string, error) {
 			return dir.DirectRoom(ctx, app, sender, r.chunk.Recipients[i].Receiver)
 		})
 		if err := r.directRoomResult(i, id, err); err != nil {
@@ -361,7 +386,7 @@ func (r *chunkRun) existingDirectRooms(ctx context.Context, namer store.DirectRo
 	for k, i := range open {
 		ids[k] = namer.DirectRoomID(sender, r.chunk.Recipients[i].Receiver)
 	}
-	members, err := bounded(ctx, r.s.cfg.StoreTimeout, func(ctx context.Context) (map[string][]string, error) {
+	members, err := bounded(ctx, r.s, "RoomMembers", func(ctx context.Context) (map[string][]string, error) {
 		return r.s.cfg.Directory.RoomMembers(ctx, r.ref.AppID, ids)
 	})
 	if err != nil {
@@ -448,7 +473,7 @@ func (r *chunkRun) push(ctx context.Context) error {
 	members := map[string][]string{}
 	if len(roomIDs) > 0 {
 		var err error
-		if members, err = bounded(ctx, r.s.cfg.StoreTimeout, func(ctx context.Context) (map[string][]string, error) {
+		if members, err = bounded(ctx, r.s, "RoomMembers", func(ctx context.Context) (map[string][]string, error) {
 			return r.s.cfg.Directory.RoomMembers(ctx, r.ref.AppID, roomIDs)
 		}); err != nil {
 			return fmt.Errorf("push: room members: %w", err)
@@ -485,11 +510,17 @@ func (r *chunkRun) push(ctx context.Context) error {
 	failed := map[int]error{} // by recipient: the first permanent failure
 	transient := map[int]bool{}
 	if len(ns) > 0 {
-		for k, e := range delivery.ItemErrors(r.s.cfg.Pusher.Push(ctx, ns), len(ns)) {
+		pctx, sp := r.s.tel.span(ctx, "chatbatch.push", attrCount.Int(len(ns)))
+		perr := r.s.cfg.Pusher.Push(pctx, ns)
+		endSpan(sp, perr)
+		for k, e := range delivery.ItemErrors(perr, len(ns)) {
+			if e != nil {
+				r.s.tel.deliveryError(ctx, r.ref.AppID, "push", delivery.IsPermanent(e))
+			}
 			switch {
 			case e == nil:
 			case delivery.IsPermanent(e):
-				r.log.Warn("batch: push failed permanently", "message", ns[k].MessageID, "user", ns[k].UserID, "err", e)
+				r.log.WarnContext(ctx, "batch: push failed permanently", "message", ns[k].MessageID, "user", ns[k].UserID, "err", e)
 				if failed[owner[k]] == nil {
 					failed[owner[k]] = e
 				}
@@ -532,18 +563,18 @@ func (r *chunkRun) checkpoint(ctx context.Context) {
 	if !ok || r.pushesPending() == 0 {
 		return
 	}
-	err := r.s.storeCall(ctx, func(ctx context.Context) error {
+	err := r.s.storeCall(ctx, "CheckpointChunk", func(ctx context.Context) error {
 		return cp.CheckpointChunk(ctx, &store.CheckpointChunkParams{Ref: r.ref, Outcomes: r.outcomes})
 	})
 	if err != nil && !errors.Is(err, store.ErrConflict) {
-		r.log.Warn("batch: could not checkpoint the chunk; its retry will deliver its messages again", "err", err)
+		r.log.WarnContext(ctx, "batch: could not checkpoint the chunk; its retry will deliver its messages again", "err", err)
 	}
 }
 
 // complete records the outcomes. A conflict means another attempt
 // completed the chunk first, which is success.
 func (r *chunkRun) complete(ctx context.Context, start time.Time) error {
-	after, err := bounded(ctx, r.s.cfg.StoreTimeout, func(ctx context.Context) (*store.Batch, error) {
+	after, err := bounded(ctx, r.s, "CompleteChunk", func(ctx context.Context) (*store.Batch, error) {
 		return r.s.cfg.Batches.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: r.ref, Outcomes: r.outcomes, At: r.s.cfg.Now().UTC()})
 	})
 	if errors.Is(err, store.ErrConflict) {
@@ -552,6 +583,7 @@ func (r *chunkRun) complete(ctx context.Context, start time.Time) error {
 	if err != nil {
 		return fmt.Errorf("batch: complete %s chunk %d: %w", r.ref.BatchID, r.ref.No, err)
 	}
+	r.s.tel.countOutcomes(ctx, r.ref.AppID, r.outcomes)
 	sent, failed := 0, 0
 	for _, o := range r.outcomes {
 		switch o.Status {
@@ -562,16 +594,16 @@ func (r *chunkRun) complete(ctx context.Context, start time.Time) error {
 		}
 	}
 	log := r.s.log.With("app", r.ref.AppID, "batch", r.ref.BatchID)
-	log.Debug("batch chunk done", "chunk", r.ref.No, "sent", sent, "failed", failed, "took", time.Since(start))
+	log.DebugContext(ctx, "batch chunk done", "chunk", r.ref.No, "sent", sent, "failed", failed, "took", time.Since(start))
 	if after.Chunks > 1 && after.ChunksDone < after.Chunks {
 		done := after.Count - after.Pending()
 		rate := float64(done) / max(r.s.cfg.Now().Sub(after.CreatedAt).Seconds(), 0.001)
-		log.Info("batch progress", "done", done, "total", after.Count, "chunks_done", after.ChunksDone, "chunks", after.Chunks,
+		log.InfoContext(ctx, "batch progress", "done", done, "total", after.Count, "chunks_done", after.ChunksDone, "chunks", after.Chunks,
 			"recipients_per_second", int(rate))
 	}
 	if after.ChunksDone == after.Chunks {
 		defer r.s.batchDone(ctx, after)
-		log.Info("batch finished", "status", after.Status(r.s.cfg.Now()), "sent", after.Sent, "failed", after.Failed,
+		log.InfoContext(ctx, "batch finished", "status", after.Status(r.s.cfg.Now()), "sent", after.Sent, "failed", after.Failed,
 			"canceled", after.Canceled, "took", after.FinishedAt.Sub(after.CreatedAt))
 	}
 	return nil

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/chatbatch/chatbatch/delivery"
 	"github.com/chatbatch/chatbatch/store"
@@ -23,11 +25,14 @@ const TaskPrefix = "chatbatch:"
 const TaskChunk = TaskPrefix + "chunk"
 
 // chunkTask is the payload of a TaskChunk task: a reference into the
-// store, never the recipients themselves (the store is the truth).
+// store, never the recipients themselves (the store is the truth), and
+// the trace context of the request that accepted the batch (W3C
+// traceparent and tracestate, or whatever Config.Propagator writes).
 type chunkTask struct {
-	App   string `json:"app"`
-	Batch string `json:"batch"`
-	Chunk int    `json:"chunk"`
+	App   string            `json:"app"`
+	Batch string            `json:"batch"`
+	Chunk int               `json:"chunk"`
+	Trace map[string]string `json:"trace,omitempty"`
 }
 
 // chunkTaskID is the asynq task ID of a chunk's task: one task per chunk
@@ -37,7 +42,12 @@ func chunkTaskID(ref store.ChunkRef) string { return ref.BatchID + ":" + strconv
 // enqueueTask puts a task for ref with task ID id on the queue, to run at
 // processAt (zero or past: now). A taken ID is asynq.ErrTaskIDConflict.
 func (s *Service) enqueueTask(ctx context.Context, ref store.ChunkRef, id string, processAt time.Time) error {
-	payload, _ := json.Marshal(chunkTask{App: ref.AppID, Batch: ref.BatchID, Chunk: ref.No})
+	ct := chunkTask{App: ref.AppID, Batch: ref.BatchID, Chunk: ref.No}
+	if trace.SpanContextFromContext(ctx).IsValid() {
+		ct.Trace = map[string]string{}
+		s.tel.propagator.Inject(ctx, propagation.MapCarrier(ct.Trace))
+	}
+	payload, _ := json.Marshal(ct)
 	opts := []asynq.Option{asynq.TaskID(id), asynq.Queue(s.cfg.Queue), asynq.MaxRetry(s.cfg.MaxRetry)}
 	if processAt.After(s.cfg.Now()) {
 		opts = append(opts, asynq.ProcessAt(processAt))
@@ -77,6 +87,9 @@ func (s *Service) processTask(ctx context.Context, t *asynq.Task) error {
 	var ct chunkTask
 	if err := json.Unmarshal(t.Payload(), &ct); err != nil || ct.App == "" || ct.Batch == "" {
 		return fmt.Errorf("batch: malformed chunk task payload: %w", asynq.SkipRetry)
+	}
+	if len(ct.Trace) > 0 {
+		ctx = s.tel.propagator.Extract(ctx, propagation.MapCarrier(ct.Trace))
 	}
 	return s.ProcessChunk(ctx, store.ChunkRef{AppID: ct.App, BatchID: ct.Batch, No: ct.Chunk})
 }

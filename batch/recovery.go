@@ -104,9 +104,9 @@ func (s *Service) sweep(ctx context.Context) (SweepReport, error) {
 		}
 	}
 	if r.Enqueued > 0 || r.Reported > 0 {
-		s.log.Info("batch sweep", "enqueued", r.Enqueued, "still_queued", r.Queued, "reported", r.Reported)
+		s.log.InfoContext(ctx, "batch sweep", "enqueued", r.Enqueued, "still_queued", r.Queued, "reported", r.Reported)
 	} else if r.Queued > 0 {
-		s.log.Debug("batch sweep", "still_queued", r.Queued)
+		s.log.DebugContext(ctx, "batch sweep", "still_queued", r.Queued)
 	}
 	return r, nil
 }
@@ -232,7 +232,7 @@ func (s *Service) leaseKeeper(ctx context.Context, ref store.ChunkRef) (stop fun
 			err := s.cfg.Batches.RenewChunkLease(rctx, &store.RenewChunkLeaseParams{Ref: ref, Until: s.cfg.Now().UTC().Add(s.cfg.Lease)})
 			rcancel()
 			if err != nil && ctx.Err() == nil {
-				s.log.Warn("batch: renewing a chunk's lease failed", "app", ref.AppID, "batch", ref.BatchID, "chunk", ref.No, "err", err)
+				s.log.WarnContext(ctx, "batch: renewing a chunk's lease failed", "app", ref.AppID, "batch", ref.BatchID, "chunk", ref.No, "err", err)
 			}
 		}
 	}()
@@ -264,7 +264,7 @@ func (s *Service) batchDone(ctx context.Context, b *store.Batch) {
 	})
 	cancel()
 	if err != nil {
-		s.log.Warn("batch: claiming the report of a finished batch failed; the sweeper reports it", "app", b.AppID, "batch", b.ID, "err", err)
+		s.log.WarnContext(ctx, "batch: claiming the report of a finished batch failed; the sweeper reports it", "app", b.AppID, "batch", b.ID, "err", err)
 		return
 	}
 	for _, c := range claimed {
@@ -291,7 +291,7 @@ func (s *Service) reportDone(ctx context.Context, now time.Time) (int, error) {
 	}
 	for _, b := range claimed {
 		if s.cfg.OnBatchDone != nil {
-			s.log.Info("batch: reporting a finished batch whose report was not made", "app", b.AppID, "batch", b.ID)
+			s.log.InfoContext(ctx, "batch: reporting a finished batch whose report was not made", "app", b.AppID, "batch", b.ID)
 		}
 		s.report(ctx, dn, b)
 	}
@@ -307,7 +307,7 @@ func (s *Service) report(ctx context.Context, dn store.DoneNotifications, b *sto
 	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.StoreTimeout)
 	defer cancel()
 	if err := dn.MarkDoneNotified(mctx, &store.MarkDoneNotifiedParams{AppID: b.AppID, BatchID: b.ID, At: s.cfg.Now().UTC()}); err != nil {
-		s.log.Warn("batch: recording that a finished batch was reported failed; it may be reported again", "app", b.AppID, "batch", b.ID, "err", err)
+		s.log.WarnContext(ctx, "batch: recording that a finished batch was reported failed; it may be reported again", "app", b.AppID, "batch", b.ID, "err", err)
 	}
 }
 
@@ -317,7 +317,7 @@ func (s *Service) callOnBatchDone(ctx context.Context, b *store.Batch) {
 	}
 	defer func() {
 		if v := recover(); v != nil {
-			s.log.Error("batch: OnBatchDone panicked", "batch", b.ID, "panic", v)
+			s.log.ErrorContext(ctx, "batch: OnBatchDone panicked", "batch", b.ID, "panic", v)
 		}
 	}()
 	s.cfg.OnBatchDone(ctx, summaryOf(b, s.cfg.Now()))

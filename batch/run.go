@@ -37,18 +37,18 @@ func (s *Service) Run(ctx context.Context) error {
 	if err := srv.Start(mux); err != nil {
 		return fmt.Errorf("batch: start asynq server: %w", err)
 	}
-	s.log.Info("batch worker started", "queue", s.cfg.Queue, "concurrency", sc.Concurrency)
+	s.log.InfoContext(ctx, "batch worker started", "queue", s.cfg.Queue, "concurrency", sc.Concurrency)
 
 	tick := time.NewTicker(s.cfg.SweepInterval)
 	defer tick.Stop()
 	for {
 		if _, err := s.Sweep(ctx); err != nil && ctx.Err() == nil {
-			s.log.Warn("batch: sweep failed", "err", err)
+			s.log.WarnContext(ctx, "batch: sweep failed", "err", err)
 		}
 		select {
 		case <-ctx.Done():
 			srv.Shutdown()
-			s.log.Info("batch worker stopped")
+			s.log.InfoContext(ctx, "batch worker stopped")
 			return nil
 		case <-tick.C:
 		}

@@ -12,6 +12,10 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/chatbatch/chatbatch/render"
 	"github.com/chatbatch/chatbatch/store"
 )
@@ -54,7 +58,14 @@ func parseSendOptions(q url.Values) (sendOptions, *apiError) {
 }
 
 func (s *Service) handleSend(w http.ResponseWriter, r *http.Request, p Principal) {
-	ctx := r.Context()
+	start := time.Now()
+	ctx, sp := s.tel.span(r.Context(), "chatbatch.send", attrApp.String(p.AppID))
+	status := http.StatusOK
+	defer func() {
+		sp.SetAttributes(attrStatus.Int(status))
+		sp.End()
+		s.tel.acceptDuration.Record(ctx, seconds(time.Since(start)), metric.WithAttributes(attrApp.String(p.AppID), attrStatus.Int(status)))
+	}()
 	opts, aerr := parseSendOptions(r.URL.Query())
 	if aerr == nil {
 		aerr = checkContentType(r)
@@ -82,7 +93,10 @@ func (s *Service) handleSend(w http.ResponseWriter, r *http.Request, p Principal
 		req, aerr = decodeSend(body, s.cfg.MaxRecipients, s.extraFields)
 	}
 	if aerr == nil {
-		aerr = s.validate(req)
+		sp.SetAttributes(attrCount.Int(len(req.Paras)), attrDryRun.Bool(opts.dryRun))
+	}
+	if aerr == nil {
+		aerr = s.validate(ctx, req)
 	}
 	var result any
 	if aerr == nil {
@@ -90,6 +104,11 @@ func (s *Service) handleSend(w http.ResponseWriter, r *http.Request, p Principal
 	}
 	if aerr != nil {
 		s.release(ctx, idem)
+		status = aerr.status
+		sp.SetAttributes(attrErrCode.String(aerr.code))
+		if aerr.status >= 500 {
+			sp.SetStatus(codes.Error, aerr.code)
+		}
 		writeError(w, aerr)
 		return
 	}
@@ -149,7 +168,7 @@ func (s *Service) accept(ctx context.Context, w http.ResponseWriter, p Principal
 		Fields: req.fields, Push: req.Push, SkipTotalBadge: req.SkipTotalBadge,
 	})
 	if err != nil {
-		s.log.Error("batch: encoding the payload failed", "err", err)
+		s.log.ErrorContext(ctx, "batch: encoding the payload failed", "err", err)
 		return nil, errInternal
 	}
 	now := s.cfg.Now().UTC()
@@ -169,7 +188,9 @@ func (s *Service) accept(ctx context.Context, w http.ResponseWriter, p Principal
 		for i := range chunks {
 			chunks[i].AppID, chunks[i].BatchID = p.AppID, b.ID
 		}
-		err = s.cfg.Batches.CreateBatch(ctx, b, chunks)
+		_, err = traced(ctx, s.tel, "CreateBatch", func(ctx context.Context) (struct{}, error) {
+			return struct{}{}, s.cfg.Batches.CreateBatch(ctx, b, chunks)
+		})
 		if !errors.Is(err, store.ErrConflict) || attempt == 2 {
 			break
 		}
@@ -182,11 +203,13 @@ func (s *Service) accept(ctx context.Context, w http.ResponseWriter, p Principal
 	if err != nil {
 		return nil, s.storeError(ctx, "create batch", err)
 	}
+	trace.SpanFromContext(ctx).SetAttributes(attrBatch.String(b.ID), attrChunks.Int(b.Chunks))
+	s.tel.batchesAccepted.Add(ctx, 1, metric.WithAttributes(attrApp.String(p.AppID), attrScheduled.Bool(!c.sendAt.IsZero())))
 	log := s.log.With("app", p.AppID, "batch", b.ID)
 	if c.sendAt.IsZero() {
-		log.Info("batch accepted", "recipients", b.Count, "chunks", b.Chunks, "push", req.Push)
+		log.InfoContext(ctx, "batch accepted", "recipients", b.Count, "chunks", b.Chunks, "push", req.Push)
 	} else {
-		log.Info("batch scheduled", "recipients", b.Count, "chunks", b.Chunks, "push", req.Push, "send_at", c.sendAt)
+		log.InfoContext(ctx, "batch scheduled", "recipients", b.Count, "chunks", b.Chunks, "push", req.Push, "send_at", c.sendAt)
 	}
 
 	refs := make([]store.ChunkRef, len(chunks))
@@ -199,7 +222,7 @@ func (s *Service) accept(ctx context.Context, w http.ResponseWriter, p Principal
 	ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.EnqueueTimeout)
 	defer cancel()
 	if n, err := s.enqueue(ectx, refs, c.sendAt); err != nil {
-		log.Warn("batch: enqueue failed after the batch was stored; the sweeper will enqueue the rest",
+		log.WarnContext(ctx, "batch: enqueue failed after the batch was stored; the sweeper will enqueue the rest",
 			"queued", n, "chunks", len(refs), "err", err)
 	}
 	return &sendResult{BatchID: b.ID, Count: b.Count}, nil
@@ -232,13 +255,17 @@ func (s *Service) checkRecipients(ctx context.Context, app, sender string, paras
 			users = append(users, p.Receiver)
 		}
 	}
-	missingUsers, err := s.cfg.Directory.MissingUsers(ctx, app, users)
+	missingUsers, err := traced(ctx, s.tel, "MissingUsers", func(ctx context.Context) ([]string, error) {
+		return s.cfg.Directory.MissingUsers(ctx, app, users)
+	})
 	if err != nil {
 		return s.storeError(ctx, "look up users", err)
 	}
 	var missingRooms []string
 	if len(rooms) > 0 {
-		if missingRooms, err = s.cfg.Directory.MissingRooms(ctx, app, rooms); err != nil {
+		if missingRooms, err = traced(ctx, s.tel, "MissingRooms", func(ctx context.Context) ([]string, error) {
+			return s.cfg.Directory.MissingRooms(ctx, app, rooms)
+		}); err != nil {
 			return s.storeError(ctx, "look up rooms", err)
 		}
 	}

@@ -2,6 +2,7 @@ package batch
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 
 	"github.com/go-playground/validator/v10"
@@ -20,6 +21,7 @@ type Service struct {
 	ownClient   *asynq.Client // created by New, closed by Close
 	inspector   inspector     // on Config.Redis; nil without it
 	suspects    suspects      // chunks held by a worker that never started them
+	tel         *telemetry
 }
 
 // New returns a Service for cfg. It checks cfg and returns an error naming
@@ -35,9 +37,14 @@ func New(cfg Config) (*Service, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	tel, err := newTelemetry(&cfg)
+	if err != nil {
+		return nil, fmt.Errorf("batch: OpenTelemetry instruments: %w", err)
+	}
 	s := &Service{
 		cfg:         cfg,
-		log:         cfg.Logger,
+		log:         slog.New(traceHandler{cfg.Logger.Handler()}),
+		tel:         tel,
 		validator:   newValidator(cfg.MaxIDLength),
 		extraFields: map[string]bool{},
 		enqueuer:    cfg.Enqueuer,

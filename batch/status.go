@@ -71,7 +71,14 @@ func (s *Service) handleCancel(w http.ResponseWriter, r *http.Request, p Princip
 		writeError(w, aerr)
 		return
 	}
-	b, err := s.cfg.Batches.CancelBatch(r.Context(), &store.CancelBatchParams{AppID: p.AppID, BatchID: id, At: s.cfg.Now().UTC()})
+	ctx := r.Context()
+	// What the batch had canceled before, so that the metric counts only
+	// the recipients this cancel stops (a repeated cancel stops none).
+	canceledBefore := 0
+	if before, err := s.cfg.Batches.GetBatch(ctx, p.AppID, id); err == nil {
+		canceledBefore = before.Canceled
+	}
+	b, err := s.cfg.Batches.CancelBatch(ctx, &store.CancelBatchParams{AppID: p.AppID, BatchID: id, At: s.cfg.Now().UTC()})
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		writeError(w, errBatchNotFound(id))
@@ -87,7 +94,8 @@ func (s *Service) handleCancel(w http.ResponseWriter, r *http.Request, p Princip
 		writeError(w, s.storeError(r.Context(), "cancel batch", err))
 		return
 	}
-	s.log.Info("batch canceled", "app", p.AppID, "batch", id, "canceled", b.Canceled, "pending", b.Pending())
+	s.tel.countRecipients(ctx, p.AppID, store.OutcomeCanceled, int64(b.Canceled-canceledBefore))
+	s.log.InfoContext(ctx, "batch canceled", "app", p.AppID, "batch", id, "canceled", b.Canceled, "pending", b.Pending())
 	if b.ChunksDone == b.Chunks {
 		// This cancel finished the batch (no chunk was in progress).
 		s.batchDone(context.WithoutCancel(r.Context()), b)
