@@ -64,6 +64,9 @@ var (
 	_ store.IdempotencyKeys    = (*Store)(nil)
 	_ store.DirectRoomNamer    = (*Store)(nil)
 	_ store.DirectRoomResolver = (*Store)(nil)
+	_ store.ChunkCheckpoints   = (*Store)(nil)
+	_ store.BatchLister        = (*Store)(nil)
+	_ store.DoneNotifications  = (*Store)(nil)
 )
 
 // DefaultTablePrefix is the table prefix used when Options.TablePrefix is "".

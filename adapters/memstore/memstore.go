@@ -24,6 +24,9 @@ var (
 	_ store.DirectRoomNamer    = (*Store)(nil)
 	_ store.IdempotencyKeys    = (*Store)(nil)
 	_ store.DirectRoomResolver = (*Store)(nil)
+	_ store.ChunkCheckpoints   = (*Store)(nil)
+	_ store.BatchLister        = (*Store)(nil)
+	_ store.DoneNotifications  = (*Store)(nil)
 )
 
 // Options configures a Store. The zero value is ready to use.
