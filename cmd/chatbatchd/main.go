@@ -23,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/chatbatch/chatbatch/adapters/fcm"
 	"github.com/chatbatch/chatbatch/adapters/webhook"
 	"github.com/chatbatch/chatbatch/batch"
 )
@@ -52,6 +53,11 @@ type options struct {
 	app         string
 	queue       string
 	apiKey      string
+
+	fcmCredentials string
+	fcmEndpoint    string
+	fcmTokensFile  string
+	fcmTokens      *deviceTokens // -fcm-tokens, read by parseFlags
 
 	readTimeout    time.Duration
 	writeTimeout   time.Duration
@@ -144,11 +150,14 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*o
 	fs.IntVar(&o.concurrency, "concurrency", envInt("CHATBATCHD_CONCURRENCY", batch.DefaultConcurrency), "chunks the worker processes at once [CHATBATCHD_CONCURRENCY]")
 	fs.DurationVar(&o.pollEvery, "task-check-interval", envDuration("CHATBATCHD_TASK_CHECK_INTERVAL", batch.DefaultTaskCheckInterval), "how often an idle worker looks for new chunks; shorter starts batches sooner and polls Redis more [CHATBATCHD_TASK_CHECK_INTERVAL]")
 	fs.BoolVar(&o.demo, "demo", envBool("CHATBATCHD_DEMO", false), "seed demo users and rooms; API key demo-key unless IM_API_KEY is set [CHATBATCHD_DEMO]")
-	fs.StringVar(&o.push, "push", envStr("CHATBATCHD_PUSH", "log"), "push notifications: log (a log line per notification), webhook (POST them to -webhook-url) or none [CHATBATCHD_PUSH]")
+	fs.StringVar(&o.push, "push", envStr("CHATBATCHD_PUSH", "log"), "push notifications: log (a log line per notification), webhook (POST them to -webhook-url), fcm (Firebase Cloud Messaging, see -fcm-credentials and -fcm-tokens) or none [CHATBATCHD_PUSH]")
 	fs.Float64Var(&o.pushRate, "push-rate", envFloat("CHATBATCHD_PUSH_RATE", 0), "most push notifications a second, across every worker on this Redis; 0: no limit [CHATBATCHD_PUSH_RATE]")
 	fs.StringVar(&o.deliver, "deliver", envStr("CHATBATCHD_DELIVER", "redis"), "where delivered messages go: redis (the live stream of this server's page), webhook (POST each chunk to -webhook-url, signed) or none [CHATBATCHD_DELIVER]")
 	fs.StringVar(&o.webhookURL, "webhook-url", envStr("CHATBATCHD_WEBHOOK_URL", ""), "the host endpoint of -deliver webhook and -push webhook [CHATBATCHD_WEBHOOK_URL]")
 	o.webhookKey = getenv("CHATBATCHD_WEBHOOK_SECRET")
+	fs.StringVar(&o.fcmCredentials, "fcm-credentials", envStr("CHATBATCHD_FCM_CREDENTIALS", ""), "-push fcm: the Firebase service-account key, a JSON FILE (its project_id is the FCM project) [CHATBATCHD_FCM_CREDENTIALS]")
+	fs.StringVar(&o.fcmEndpoint, "fcm-endpoint", envStr("CHATBATCHD_FCM_ENDPOINT", fcm.DefaultEndpoint), "-push fcm: FCM's base URL [CHATBATCHD_FCM_ENDPOINT]")
+	fs.StringVar(&o.fcmTokensFile, "fcm-tokens", envStr("CHATBATCHD_FCM_TOKENS", ""), "-push fcm: the users' device tokens, a JSON FILE {\"<app>\":{\"<user>\":[\"<token>\",…]}} read at start; tokens FCM reports invalid are dropped from memory and logged (the file is not rewritten) [CHATBATCHD_FCM_TOKENS]")
 	fs.StringVar(&o.logFormat, "log-format", envStr("CHATBATCHD_LOG_FORMAT", "text"), "log format: text or json [CHATBATCHD_LOG_FORMAT]")
 	fs.StringVar(&o.queue, "queue", envStr("CHATBATCHD_QUEUE", batch.DefaultQueue), "asynq queue; processes that share a Redis and a database use the same one [CHATBATCHD_QUEUE]")
 	fs.StringVar(&o.app, "app", envStr("CHATBATCHD_APP", "demo"), "the application ID the API key belongs to [CHATBATCHD_APP]")
@@ -192,8 +201,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*o
 		return nil, usagef("-max-retry: must not be negative, not %d", o.maxRetry)
 	case o.maxHeaderBytes < 1024:
 		return nil, usagef("-max-header-bytes: must be at least 1024, not %d", o.maxHeaderBytes)
-	case o.push != "log" && o.push != "none" && o.push != "webhook":
-		return nil, usagef("-push: %q is not log, webhook or none", o.push)
+	case o.push != "log" && o.push != "none" && o.push != "webhook" && o.push != "fcm":
+		return nil, usagef("-push: %q is not log, webhook, fcm or none", o.push)
 	case o.deliver != "redis" && o.deliver != "webhook" && o.deliver != "none":
 		return nil, usagef("-deliver: %q is not redis, webhook or none", o.deliver)
 	case o.logFormat != "text" && o.logFormat != "json":
@@ -208,6 +217,11 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*o
 		// it in the process list); checked here, its value never printed.
 		if _, err := webhook.NewDeliverer(&webhook.Options{URL: o.webhookURL, Secrets: []string{o.webhookKey}}); err != nil {
 			return nil, usagef("-deliver/-push webhook: %v (set -webhook-url and CHATBATCHD_WEBHOOK_SECRET=whsec_…)", err)
+		}
+	}
+	if o.push == "fcm" {
+		if err := o.checkFCM(); err != nil {
+			return nil, err
 		}
 	}
 	o.apiKey = getenv("IM_API_KEY")

@@ -5,9 +5,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
 	"database/sql"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net"
@@ -462,7 +465,8 @@ func TestBadStart(t *testing.T) {
 		{"bad -concurrency", []string{"-demo", "-concurrency", "0"}, nil, "-concurrency"},
 		{"bad -task-check-interval", []string{"-demo", "-task-check-interval", "0s"}, nil, "-task-check-interval: must be at least 1ms"},
 		{"bad task check env", []string{"-demo"}, []string{"CHATBATCHD_TASK_CHECK_INTERVAL=fast"}, "CHATBATCHD_TASK_CHECK_INTERVAL"},
-		{"bad -push", []string{"-demo", "-push", "fcm"}, nil, "-push"},
+		{"bad -push", []string{"-demo", "-push", "apns"}, nil, "-push"},
+		{"fcm without credentials", []string{"-demo", "-push", "fcm"}, nil, "-fcm-credentials is required"},
 		{"bad -deliver", []string{"-demo", "-deliver", "kafka"}, nil, "-deliver"},
 		{"bad -push-rate", []string{"-demo", "-push-rate", "-5"}, nil, "-push-rate"},
 		{"webhook without URL", []string{"-demo", "-deliver", "webhook"}, []string{"CHATBATCHD_WEBHOOK_SECRET=whsec_c2VjcmV0"}, "-webhook-url"},
@@ -525,6 +529,7 @@ func TestHelp(t *testing.T) {
 		t.Fatalf("chatbatchd -h: %v", err)
 	}
 	for _, want := range []string{"-addr", "CHATBATCHD_ADDR", "-db", "-redis", "-api", "-worker", "-concurrency", "-task-check-interval", "-demo", "-push", "-log-format",
+		"-fcm-credentials", "CHATBATCHD_FCM_CREDENTIALS", "-fcm-endpoint", "-fcm-tokens",
 		"-store-timeout", "-read-timeout", "-write-timeout", "-idle-timeout", "-max-header-bytes", "IM_API_KEY"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("-h does not mention %s", want)
@@ -669,5 +674,181 @@ func TestWebhookDelivery(t *testing.T) {
 	p.stop(t)
 	if strings.Contains(p.stderr.String(), secret) {
 		t.Error("the log shows the webhook secret")
+	}
+}
+
+// fcmKey is an RSA key for the service accounts of the FCM tests.
+var fcmKey = sync.OnceValue(func() *rsa.PrivateKey {
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		panic(err)
+	}
+	return k
+})
+
+// writeServiceAccount writes a service-account key for tokenURI into dir,
+// changed by edit.
+func writeServiceAccount(t *testing.T, dir, tokenURI string, edit func(map[string]any)) string {
+	t.Helper()
+	der, err := x509.MarshalPKCS8PrivateKey(fcmKey())
+	must(t, err)
+	sa := map[string]any{
+		"type": "service_account", "project_id": "chatbatchd-test", "private_key_id": "k1",
+		"private_key":  string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})),
+		"client_email": "push@chatbatchd-test.iam.gserviceaccount.com", "token_uri": tokenURI,
+	}
+	if edit != nil {
+		edit(sa)
+	}
+	b, err := json.Marshal(sa)
+	must(t, err)
+	path := filepath.Join(dir, "service-account.json")
+	must(t, os.WriteFile(path, b, 0o600))
+	return path
+}
+
+// TestFCMFlags checks -push fcm's flags: a bad service-account key is a
+// usage error naming the file and the field, in parseFlags and as
+// chatbatchd's exit.
+func TestFCMFlags(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	good := writeServiceAccount(t, t.TempDir(), "https://oauth2.googleapis.com/token", nil)
+	noKey := writeServiceAccount(t, t.TempDir(), "https://oauth2.googleapis.com/token", func(m map[string]any) { delete(m, "private_key") })
+	badKey := writeServiceAccount(t, t.TempDir(), "https://oauth2.googleapis.com/token", func(m map[string]any) { m["private_key"] = "not a key" })
+	tokens := filepath.Join(dir, "tokens.json")
+	must(t, os.WriteFile(tokens, []byte(`{"demo":{"user-a":["tok-a"]}}`), 0o600))
+	badTokens := filepath.Join(dir, "bad-tokens.json")
+	must(t, os.WriteFile(badTokens, []byte(`{"demo":["tok-a"]}`), 0o600))
+	missing := filepath.Join(dir, "missing.json")
+	for _, c := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string // "" for no error
+	}{
+		{"good", []string{"-push", "fcm", "-fcm-credentials", good, "-fcm-tokens", tokens}, nil, ""},
+		{"good from the environment", []string{"-push", "fcm"}, map[string]string{"CHATBATCHD_FCM_CREDENTIALS": good, "CHATBATCHD_FCM_TOKENS": tokens, "CHATBATCHD_FCM_ENDPOINT": "http://127.0.0.1:1"}, ""},
+		{"no credentials", []string{"-push", "fcm", "-fcm-tokens", tokens}, nil, "-push fcm: -fcm-credentials is required"},
+		{"no tokens", []string{"-push", "fcm", "-fcm-credentials", good}, nil, "-push fcm: -fcm-tokens is required"},
+		{"no private_key", []string{"-push", "fcm", "-fcm-credentials", noKey, "-fcm-tokens", tokens}, nil,
+			`-fcm-credentials: fcm: service account ` + noKey + `: field "private_key": missing`},
+		{"bad private_key", []string{"-push", "fcm", "-fcm-tokens", tokens}, map[string]string{"CHATBATCHD_FCM_CREDENTIALS": badKey},
+			`-fcm-credentials: fcm: service account ` + badKey + `: field "private_key": not a PEM-encoded private key`},
+		{"missing credentials file", []string{"-push", "fcm", "-fcm-credentials", missing, "-fcm-tokens", tokens}, nil,
+			`-fcm-credentials: fcm: service account ` + missing + `: no such file or directory`},
+		{"bad tokens file", []string{"-push", "fcm", "-fcm-credentials", good, "-fcm-tokens", badTokens}, nil, "-fcm-tokens: " + badTokens + `: not {"<app>"`},
+		{"bad endpoint", []string{"-push", "fcm", "-fcm-credentials", good, "-fcm-tokens", tokens, "-fcm-endpoint", "fcm.googleapis.com"}, nil, "-fcm-endpoint"},
+		{"not fcm: no check", []string{"-push", "log", "-fcm-credentials", missing}, nil, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			getenv := func(k string) string {
+				if k == "IM_API_KEY" {
+					return "k"
+				}
+				return c.env[k]
+			}
+			o, err := parseFlags(c.args, getenv, io.Discard)
+			switch {
+			case c.want == "" && err != nil:
+				t.Fatalf("parseFlags(%q): %v", c.args, err)
+			case c.want == "":
+				if c.args[1] == "fcm" && o.fcmTokens == nil {
+					t.Error("-fcm-tokens was not read")
+				}
+			case err == nil || !strings.Contains(err.Error(), c.want):
+				t.Errorf("parseFlags(%q): %v, want %q", c.args, err, c.want)
+			case strings.Contains(err.Error(), "PRIVATE KEY"):
+				t.Errorf("the error shows the key: %v", err)
+			}
+			if _, ok := err.(*usageError); err != nil && !ok {
+				t.Errorf("%v is not a usage error", err)
+			}
+		})
+	}
+	t.Run("exit", func(t *testing.T) {
+		cmd := exec.Command(binary, "-demo", "-addr", "127.0.0.1:0", "-push", "fcm", "-fcm-credentials", noKey, "-fcm-tokens", tokens)
+		cmd.Dir = t.TempDir()
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		_ = cmd.Run()
+		want := `chatbatchd: -fcm-credentials: fcm: service account ` + noKey + `: field "private_key": missing`
+		if code := cmd.ProcessState.ExitCode(); code != 2 || strings.TrimSpace(stderr.String()) != want {
+			t.Errorf("exit %d, stderr %q; want 2 and %q", code, stderr.String(), want)
+		}
+	})
+}
+
+// TestFCMPush runs chatbatchd with -push fcm (and -push-rate, which wraps
+// it) against a fake token endpoint and a fake FCM: the seed's template
+// example is pushed to user-a's devices, the device FCM calls
+// UNREGISTERED is dropped and logged, and user-b, who has no devices, is
+// skipped.
+func TestFCMPush(t *testing.T) {
+	t.Parallel()
+	oauth := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.PostFormValue("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer" || r.PostFormValue("assertion") == "" {
+			t.Errorf("token endpoint: form %v", r.PostForm)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"access_token":"ya29.chatbatchd-test","token_type":"Bearer","expires_in":3600}`)
+	}))
+	defer oauth.Close()
+	type pushed struct{ token, title, body string }
+	var mu sync.Mutex
+	var got []pushed
+	fake := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/v1/projects/chatbatchd-test/messages:send" || r.Header.Get("Authorization") != "Bearer ya29.chatbatchd-test" {
+			t.Errorf("FCM: %s, Authorization %q", r.URL.Path, r.Header.Get("Authorization"))
+		}
+		var body struct {
+			Message struct {
+				Token        string
+				Notification struct{ Title, Body string }
+			}
+		}
+		must(t, json.NewDecoder(r.Body).Decode(&body))
+		m := body.Message
+		if m.Token == "tok-gone" {
+			w.WriteHeader(http.StatusNotFound)
+			io.WriteString(w, `{"error":{"code":404,"message":"Requested entity was not found.","status":"NOT_FOUND",`+
+				`"details":[{"@type":"type.googleapis.com/google.firebase.fcm.v1.FcmError","errorCode":"UNREGISTERED"}]}}`)
+			return
+		}
+		mu.Lock()
+		got = append(got, pushed{m.Token, m.Notification.Title, m.Notification.Body})
+		mu.Unlock()
+		io.WriteString(w, `{"name":"projects/chatbatchd-test/messages/1"}`)
+	}))
+	defer fake.Close()
+	dir := t.TempDir()
+	sa := writeServiceAccount(t, t.TempDir(), oauth.URL+"/token", nil)
+	tokens := filepath.Join(t.TempDir(), "tokens.json")
+	must(t, os.WriteFile(tokens, []byte(`{"demo":{"user-a":["tok-a","tok-gone"],"user-c":["tok-c"]}}`), 0o600))
+	p := startProc(t, dir, []string{"IM_API_KEY=", "CHATBATCHD_FCM_ENDPOINT=" + fake.URL},
+		"-demo", "-addr", "127.0.0.1:0", "-push", "fcm", "-fcm-credentials", sa, "-fcm-tokens", tokens, "-push-rate", "100")
+	sendAndWait(t, p.url, "demo-key", seed.Template) // it asks for push to user-a and user-b
+
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		n := len(got)
+		mu.Unlock()
+		if n >= 1 && strings.Contains(p.stderr.String(), "dropped an invalid device token") || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	p.stop(t)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 1 || got[0].token != "tok-a" || got[0].title != "system" || !strings.HasPrefix(got[0].body, "Hi Alice,") {
+		t.Errorf("FCM got %+v, want one push to tok-a", got)
+	}
+	if log := p.stderr.String(); !strings.Contains(log, "dropped an invalid device token") || !strings.Contains(log, "user=user-a") {
+		t.Errorf("the log does not report the invalid token:\n%s", log)
+	}
+	if strings.Contains(p.stderr.String(), "ya29.chatbatchd-test") || strings.Contains(p.stderr.String(), "PRIVATE KEY") {
+		t.Error("the log shows the access token or the key")
 	}
 }

@@ -125,6 +125,10 @@ func start(ctx context.Context, o *options, log *slog.Logger, stdout io.Writer) 
 		if pusher, err = webhook.NewPusher(hook); err != nil {
 			return nil, usagef("-push webhook: %v", err)
 		}
+	case "fcm":
+		if pusher, err = o.newFCMPusher(log); err != nil {
+			return nil, usagef("-fcm-credentials: %v", err)
+		}
 	}
 	if pusher != nil && o.pushRate > 0 {
 		l, err := ratelimit.Redis(s.rdb, "chatbatchd:"+o.app+":push-rate", o.pushRate, 0)
