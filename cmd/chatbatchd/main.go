@@ -67,6 +67,8 @@ type options struct {
 	lease          time.Duration
 	sweepInterval  time.Duration
 	maxRetry       int
+	metrics        bool
+	metricsAddr    string
 }
 
 // usageError is a bad flag or environment value: exit code 2.
@@ -154,7 +156,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*o
 	fs.Float64Var(&o.pushRate, "push-rate", envFloat("CHATBATCHD_PUSH_RATE", 0), "most push notifications a second, across every worker on this Redis; 0: no limit [CHATBATCHD_PUSH_RATE]")
 	fs.StringVar(&o.deliver, "deliver", envStr("CHATBATCHD_DELIVER", "redis"), "where delivered messages go: redis (the live stream of this server's page), webhook (POST each chunk to -webhook-url, signed) or none [CHATBATCHD_DELIVER]")
 	fs.StringVar(&o.webhookURL, "webhook-url", envStr("CHATBATCHD_WEBHOOK_URL", ""), "the host endpoint of -deliver webhook and -push webhook [CHATBATCHD_WEBHOOK_URL]")
-	o.webhookKey = getenv("CHATBATCHD_WEBHOOK_SECRET")
+	fs.StringVar(&o.webhookKey, "webhook-secret", getenv("CHATBATCHD_WEBHOOK_SECRET"), "the Standard Webhooks secret (whsec_<base64>) that signs -deliver/-push webhook requests; prefer the environment variable, which ps does not show [CHATBATCHD_WEBHOOK_SECRET]")
+	fs.BoolVar(&o.metrics, "metrics", envBool("CHATBATCHD_METRICS", true), "serve GET /metrics (Prometheus text: chatbatch's metrics, asynq's queues, Go runtime); expose it to your scrapers only [CHATBATCHD_METRICS]")
+	fs.StringVar(&o.metricsAddr, "metrics-addr", envStr("CHATBATCHD_METRICS_ADDR", ""), "serve /metrics on this address instead of -addr (for -api=false workers, or an internal-only port) [CHATBATCHD_METRICS_ADDR]")
 	fs.StringVar(&o.fcmCredentials, "fcm-credentials", envStr("CHATBATCHD_FCM_CREDENTIALS", ""), "-push fcm: the Firebase service-account key, a JSON FILE (its project_id is the FCM project) [CHATBATCHD_FCM_CREDENTIALS]")
 	fs.StringVar(&o.fcmEndpoint, "fcm-endpoint", envStr("CHATBATCHD_FCM_ENDPOINT", fcm.DefaultEndpoint), "-push fcm: FCM's base URL [CHATBATCHD_FCM_ENDPOINT]")
 	fs.StringVar(&o.fcmTokensFile, "fcm-tokens", envStr("CHATBATCHD_FCM_TOKENS", ""), "-push fcm: the users' device tokens, a JSON FILE {\"<app>\":{\"<user>\":[\"<token>\",…]}} read at start; tokens FCM reports invalid are dropped from memory and logged (the file is not rewritten) [CHATBATCHD_FCM_TOKENS]")

@@ -852,3 +852,93 @@ func TestFCMPush(t *testing.T) {
 		t.Error("the log shows the access token or the key")
 	}
 }
+
+// scrape GETs a Prometheus endpoint and returns its text.
+func scrape(t *testing.T, u string) string {
+	t.Helper()
+	res, err := http.Get(u)
+	must(t, err)
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	must(t, err)
+	if res.StatusCode != 200 || !strings.HasPrefix(res.Header.Get("Content-Type"), "text/plain") {
+		t.Fatalf("GET %s = %d %s", u, res.StatusCode, res.Header.Get("Content-Type"))
+	}
+	return string(body)
+}
+
+// metricValue returns the value of the first sample of name whose labels
+// contain every one of labels, or -1.
+func metricValue(text, name string, labels ...string) float64 {
+	for _, line := range strings.Split(text, "\n") {
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok || (rest != "" && rest[0] != '{' && rest[0] != ' ') {
+			continue
+		}
+		matches := true
+		for _, l := range labels {
+			matches = matches && strings.Contains(rest, l)
+		}
+		if !matches {
+			continue
+		}
+		var v float64
+		if _, err := fmt.Sscan(rest[strings.LastIndexByte(rest, ' ')+1:], &v); err == nil {
+			return v
+		}
+	}
+	return -1
+}
+
+// TestMetrics scrapes GET /metrics after a batch: chatbatch's counters
+// and histograms, asynq's queue metrics and the Go runtime's, in
+// Prometheus text; and a worker-only process serves its own on
+// -metrics-addr.
+func TestMetrics(t *testing.T) {
+	t.Parallel()
+	queue := unique("q")
+	p := startProc(t, t.TempDir(), []string{"IM_API_KEY="}, "-demo", "-addr", "127.0.0.1:0", "-db", "sqlite::memory:", "-queue", queue)
+	sendAndWait(t, p.url, "demo-key", seed.Template)
+	text := scrape(t, p.url+"/metrics")
+	checks := []struct {
+		name   string
+		labels []string
+		min    float64
+	}{
+		{"chatbatch_batches_accepted_total", []string{`chatbatch_app_id="demo"`}, 1},
+		{"chatbatch_recipients_total", []string{`chatbatch_outcome="sent"`}, 2},
+		{"chatbatch_accept_duration_seconds_count", []string{`http_response_status_code="200"`}, 1},
+		{"chatbatch_chunk_duration_seconds_count", []string{`chatbatch_result="done"`}, 1},
+		{"chatbatch_queue_lag_seconds_count", nil, 1},
+		{"asynq_tasks_processed_total", []string{`queue="` + queue + `"`}, 1},
+		{"go_goroutines", nil, 1},
+	}
+	for _, c := range checks {
+		if v := metricValue(text, c.name, c.labels...); v < c.min {
+			t.Errorf("%s%v = %v, want at least %v", c.name, c.labels, v, c.min)
+		}
+	}
+	if strings.Contains(text, "demo-key") || strings.Contains(text, "Alice") {
+		t.Errorf("/metrics shows the API key or message content")
+	}
+
+	// A worker-only process, its metrics on a port of their own.
+	db, rd := externalServices(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	addr := ln.Addr().String()
+	must(t, ln.Close())
+	common := []string{"-db", db, "-redis", rd, "-queue", unique("q"), "-app", unique("app")}
+	api := startProc(t, t.TempDir(), []string{"IM_API_KEY=k"}, append([]string{"-demo", "-worker=false", "-addr", "127.0.0.1:0", "-metrics=false"}, common...)...)
+	startProc(t, t.TempDir(), []string{"IM_API_KEY="}, append([]string{"-api=false", "-metrics-addr", addr}, common...)...)
+	sendAndWait(t, api.url, "k", seed.Template)
+	if v := metricValue(scrape(t, "http://"+addr+"/metrics"), "chatbatch_recipients_total", `chatbatch_outcome="sent"`); v != 2 {
+		t.Errorf("the worker's chatbatch_recipients_total{sent} = %v, want 2", v)
+	}
+	res, err := http.Get(api.url + "/metrics")
+	must(t, err)
+	res.Body.Close()
+	if res.StatusCode != http.StatusNotFound {
+		t.Errorf("-metrics=false: GET /metrics = %d, want 404", res.StatusCode)
+	}
+}

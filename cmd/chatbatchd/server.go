@@ -18,6 +18,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 	"github.com/uptrace/bun"
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/chatbatch/chatbatch/adapters/bunstore"
 	"github.com/chatbatch/chatbatch/adapters/bunstore/bunopen"
@@ -40,9 +41,11 @@ type server struct {
 	svc  *batch.Service
 	auth batch.Authenticator
 	hub  *hub
+	met  *metrics // nil with -metrics=false
 
 	httpSrv    *http.Server
 	httpErr    chan error
+	metricsSrv *http.Server // with -metrics-addr
 	stopWorker context.CancelFunc
 	workerDone chan error
 	stopSub    context.CancelFunc
@@ -70,7 +73,17 @@ func start(ctx context.Context, o *options, log *slog.Logger, stdout io.Writer) 
 		}
 	}()
 
-	var ln net.Listener
+	var ln, metricsLn net.Listener
+	if o.metrics && o.metricsAddr != "" {
+		if metricsLn, err = net.Listen("tcp", o.metricsAddr); err != nil {
+			return nil, usagef("-metrics-addr: %v", err)
+		}
+		defer func() {
+			if err != nil {
+				metricsLn.Close()
+			}
+		}()
+	}
 	if o.api {
 		if ln, err = net.Listen("tcp", o.addr); err != nil {
 			return nil, usagef("-addr: %v", err)
@@ -148,6 +161,13 @@ func start(ctx context.Context, o *options, log *slog.Logger, stdout io.Writer) 
 			return nil, usagef("-deliver webhook: %v", err)
 		}
 	}
+	var meter metric.MeterProvider // the global one (no-op) with -metrics=false
+	if o.metrics {
+		if s.met, err = newMetrics(redisOpt); err != nil {
+			return nil, err
+		}
+		meter = s.met.provider
+	}
 	s.svc, err = batch.New(batch.Config{
 		Store:             s.st,
 		Deliverer:         deliverer,
@@ -163,6 +183,7 @@ func start(ctx context.Context, o *options, log *slog.Logger, stdout io.Writer) 
 		SweepInterval:     o.sweepInterval,
 		MaxRetry:          maxRetry(o.maxRetry),
 		Logger:            log,
+		MeterProvider:     meter,
 	})
 	if err != nil {
 		return nil, err
@@ -196,6 +217,13 @@ func start(ctx context.Context, o *options, log *slog.Logger, stdout io.Writer) 
 			fmt.Fprintf(stdout, "demo API key: %s (set IM_API_KEY to choose your own)\n", o.apiKey)
 		}
 	}
+	if metricsLn != nil {
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", s.met.handler())
+		s.metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = s.metricsSrv.Serve(metricsLn) }()
+		fmt.Fprintf(stdout, "chatbatchd metrics on http://%s/metrics\n", metricsLn.Addr())
+	}
 	log.Info("chatbatchd started", "api", o.api, "worker", o.worker, "db", dbKind(o.db), "redis", redisKind(o.redis), "app", o.app)
 	return s, nil
 }
@@ -225,6 +253,9 @@ func (s *server) wait(ctx context.Context) error {
 	s.log.Info("chatbatchd stopping")
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
+	if s.metricsSrv != nil {
+		_ = s.metricsSrv.Shutdown(sctx)
+	}
 	if s.httpSrv != nil {
 		s.hub.close()
 		if err := s.httpSrv.Shutdown(sctx); err != nil {
@@ -254,6 +285,9 @@ func (s *server) close() {
 	if s.svc != nil {
 		_ = s.svc.Close()
 	}
+	if s.met != nil {
+		_ = s.met.close(context.Background())
+	}
 	if s.db != nil {
 		_ = s.db.Close()
 	}
@@ -275,6 +309,9 @@ func (s *server) routes() http.Handler {
 		writeResult(w, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", s.ready)
+	if s.met != nil && s.o.metricsAddr == "" {
+		mux.Handle("GET /metrics", s.met.handler())
+	}
 	web := webHandler()
 	for _, path := range []string{"/{$}", "/index.html", "/app.js", "/style.css"} {
 		mux.Handle("GET "+path, web)
