@@ -3,8 +3,11 @@ package batch
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
+	"maps"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -250,6 +253,10 @@ type batchList struct {
 // status (repeatable), createdAfter and createdBefore (RFC 3339), limit
 // and cursor (the nextCursor of the page before).
 func (s *Service) handleList(w http.ResponseWriter, r *http.Request, p Principal) {
+	if r.URL.Query().Has("batchID") {
+		s.handleBatchMessages(w, r, p)
+		return
+	}
 	lister, ok := s.cfg.Batches.(store.BatchLister)
 	if !ok {
 		writeError(w, newError(http.StatusNotImplemented, CodeNotSupported, "this server's batch store cannot list batches; ask for one batch with GET %s/{batchID}", s.cfg.BasePath))
@@ -330,4 +337,162 @@ func decodeCursor(c string) (time.Time, string, bool) {
 		return time.Time{}, "", false
 	}
 	return time.Unix(0, n).UTC(), id, true
+}
+
+// IMKit's older query for a batch's messages: GET BasePath?batchID=.
+const (
+	defaultBatchMessagesLimit = 50
+	maxBatchMessagesLimit     = 500
+	// maxBatchMessagesScan bounds the para indexes one page looks at, so a
+	// batch whose recipients mostly have no message (failed, canceled,
+	// not sent yet) costs a bounded number of look-ups per request; the
+	// page then ends early with a nextCursor.
+	maxBatchMessagesScan = 5000
+)
+
+// batchMessages is the result of GET BasePath?batchID=: IMKit's shape,
+// {count, data}, and a nextCursor while there is more.
+type batchMessages struct {
+	Count      int            `json:"count"`
+	Data       []imkitMessage `json:"data"`
+	NextCursor string         `json:"nextCursor,omitempty"`
+}
+
+// imkitMessage is a stored message as IMKit's API shows one; the
+// request's extra top-level fields (Config.ExtraFields) sit beside the
+// others, as they were sent.
+type imkitMessage struct {
+	ID            string          `json:"_id"`
+	Room          string          `json:"room"`
+	Sender        imkitUser       `json:"sender"`
+	Receiver      string          `json:"receiver,omitempty"`
+	Message       string          `json:"message"`
+	MessageType   string          `json:"messageType"`
+	Extra         json.RawMessage `json:"extra,omitempty"`
+	MessageTimeMS int64           `json:"messageTimeMS"`
+	CreatedAtMS   int64           `json:"createdAtMS"`
+	UpdatedAtMS   int64           `json:"updatedAtMS"`
+	BatchID       string          `json:"batchID"`
+	Index         int             `json:"index"`
+
+	fields map[string]json.RawMessage
+}
+
+type imkitUser struct {
+	ID string `json:"_id"`
+}
+
+func newIMKitMessage(m store.Message) imkitMessage {
+	ms := m.CreatedAt.UnixMilli()
+	return imkitMessage{
+		ID: m.ID, Room: m.RoomID, Sender: imkitUser{m.Sender}, Receiver: m.Receiver, Message: m.Text, MessageType: m.Type,
+		Extra: m.Extra, MessageTimeMS: ms, CreatedAtMS: ms, UpdatedAtMS: ms, BatchID: m.BatchID, Index: m.Index, fields: m.Fields,
+	}
+}
+
+// MarshalJSON writes the fields, then the extra top-level fields that do
+// not collide with them, in name order.
+func (m imkitMessage) MarshalJSON() ([]byte, error) {
+	type plain imkitMessage
+	b, err := json.Marshal(plain(m))
+	if err != nil || len(m.fields) == 0 {
+		return b, err
+	}
+	var known map[string]json.RawMessage
+	if err := json.Unmarshal(b, &known); err != nil {
+		return nil, err
+	}
+	b = b[:len(b)-1]
+	for _, k := range slices.Sorted(maps.Keys(m.fields)) {
+		if _, taken := known[k]; taken {
+			continue
+		}
+		name, _ := json.Marshal(k)
+		b = append(append(append(append(b, ','), name...), ':'), m.fields[k]...)
+	}
+	return append(b, '}'), nil
+}
+
+// handleBatchMessages answers IMKit's older GET BasePath?batchID=: the
+// messages of one batch, newest first by para index (the order the
+// batch's chunks are sent in), limit per page, and a cursor. Message IDs
+// are deterministic, so a page is read by ID (store.MessageReader) from
+// the batch's last para down.
+func (s *Service) handleBatchMessages(w http.ResponseWriter, r *http.Request, p Principal) {
+	q := r.URL.Query()
+	if aerr := queryParams(q, "batchID", "limit", "cursor"); aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	id := q.Get("batchID")
+	if id == "" {
+		writeError(w, paramError("batchID", "is empty; give the batchID a POST returned"))
+		return
+	}
+	limit, aerr := intParam(q, "limit", defaultBatchMessagesLimit, 1, maxBatchMessagesLimit)
+	if aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	reader, ok := s.cfg.Messages.(store.MessageReader)
+	if !ok {
+		writeError(w, newError(http.StatusNotImplemented, CodeNotSupported, "this server's message store cannot read messages back by ID; see GET %s/{batchID}/recipients for each recipient's messageID", s.cfg.BasePath))
+		return
+	}
+	b, err := s.cfg.Batches.GetBatch(r.Context(), p.AppID, id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		writeError(w, errBatchNotFound(id))
+		return
+	case err != nil:
+		writeError(w, s.storeError(r.Context(), "get batch", err))
+		return
+	}
+	next := b.Count - 1 // the para index to look at next
+	if c := q.Get("cursor"); c != "" {
+		raw, err := base64.RawURLEncoding.DecodeString(c)
+		n, perr := strconv.Atoi(strings.TrimPrefix(string(raw), "m."))
+		if err != nil || perr != nil || !strings.HasPrefix(string(raw), "m.") || n < 0 || n >= b.Count {
+			writeError(w, paramError("cursor", "is not a nextCursor this endpoint gave for batch %q", id))
+			return
+		}
+		next = n
+	}
+	out := batchMessages{Data: []imkitMessage{}}
+	stop := max(-1, next-maxBatchMessagesScan) // the first index this page does not look at
+	for next > stop && len(out.Data) < limit {
+		// One look-up for the window [lo, next]: as many indexes as the
+		// page still needs, at least 50 (recipients without a message are
+		// skipped).
+		lo := next - min(max(limit-len(out.Data), 50), next-stop) + 1
+		ids := make([]string, 0, next-lo+1)
+		for i := next; i >= lo; i-- {
+			ids = append(ids, messageID(b.ID, i))
+		}
+		msgs, err := reader.GetMessages(r.Context(), p.AppID, ids)
+		if err != nil {
+			writeError(w, s.storeError(r.Context(), "get messages", err))
+			return
+		}
+		slices.SortFunc(msgs, func(a, b store.Message) int { return b.Index - a.Index })
+		full := false
+		for _, m := range msgs {
+			if m.BatchID != b.ID || m.Index < lo || m.Index > next {
+				continue
+			}
+			if len(out.Data) == limit {
+				next, full = m.Index, true // the next page starts here
+				break
+			}
+			out.Data = append(out.Data, newIMKitMessage(m))
+		}
+		if !full {
+			next = lo - 1
+		}
+	}
+	if next >= 0 {
+		out.NextCursor = base64.RawURLEncoding.EncodeToString([]byte("m." + strconv.Itoa(next)))
+	}
+	out.Count = len(out.Data)
+	writeOK(w, out)
 }

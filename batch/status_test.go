@@ -307,3 +307,109 @@ func TestListBatches(t *testing.T) {
 		t.Errorf("listing on a store that cannot list = %d %s, want 501 NOT_SUPPORTED", r.Status, r.Raw)
 	}
 }
+
+// batchMessagesPage is the result of GET /messages/batch?batchID=.
+type batchMessagesPage struct {
+	Count int `json:"count"`
+	Data  []struct {
+		ID     string `json:"_id"`
+		Room   string `json:"room"`
+		Sender struct {
+			ID string `json:"_id"`
+		} `json:"sender"`
+		Receiver    string          `json:"receiver"`
+		Message     string          `json:"message"`
+		MessageType string          `json:"messageType"`
+		Extra       json.RawMessage `json:"extra"`
+		CreatedAtMS int64           `json:"createdAtMS"`
+		BatchID     string          `json:"batchID"`
+		Index       int             `json:"index"`
+		Mentions    []string        `json:"mentions"`
+	} `json:"data"`
+	NextCursor string `json:"nextCursor"`
+}
+
+// TestBatchMessages: IMKit's older GET /messages/batch?batchID= lists
+// the batch's messages newest first in pages; recipients without a
+// message are skipped.
+func TestBatchMessages(t *testing.T) {
+	t.Parallel()
+	e := bt.NewEnv(t, func(c *batch.Config) { c.ChunkSize = 2; c.ExtraFields = []string{"mentions"} })
+	body := `{"message":"Hi $n$","messageType":"text","mentions":["user-a"],"extra":{"k":"$n$"},"paras":[
+		{"receiver":"user-a","$n$":"0"},{"receiver":"user-b","$n$":"1"},{"room":"room-001","$n$":"2"},
+		{"receiver":"user-c","$n$":"3"},{"room":"room-002","$n$":"4"},{"receiver":"user-a","$n$":"5"},{"room":"room-003","$n$":"6"}]}`
+	res := bt.Accepted(t, e.Post(t, bt.AdminKey, body))
+	bt.Must(t, e.St.DeleteRoom(t.Context(), bt.TestApp, "room-002")) // para 4 will fail
+	e.ProcessAll(t)
+	get := func(query string) batchMessagesPage {
+		t.Helper()
+		r := e.Do(t, http.MethodGet, "/messages/batch?batchID="+res.BatchID+query, bt.AdminKey, "", nil)
+		if r.Status != 200 || r.RC != 0 {
+			t.Fatalf("GET ?batchID=%s%s = %d %s", res.BatchID, query, r.Status, r.Raw)
+		}
+		var p batchMessagesPage
+		bt.Must(t, json.Unmarshal(r.Result, &p))
+		if p.Count != len(p.Data) {
+			t.Errorf("count %d for %d messages", p.Count, len(p.Data))
+		}
+		return p
+	}
+	var got []int
+	cursor, pages := "", 0
+	for {
+		p := get("&limit=2" + cursor)
+		pages++
+		for _, m := range p.Data {
+			got = append(got, m.Index)
+		}
+		if p.NextCursor == "" || pages > 5 {
+			break
+		}
+		cursor = "&cursor=" + p.NextCursor
+	}
+	if !slices.Equal(got, []int{6, 5, 3, 2, 1, 0}) {
+		t.Errorf("indexes over the pages %v, want 6 5 3 2 1 0 (4 failed)", got)
+	}
+	all := get("")
+	if len(all.Data) != 6 || all.NextCursor != "" {
+		t.Fatalf("one page: %d messages, next %q", len(all.Data), all.NextCursor)
+	}
+	m := all.Data[5] // para 0
+	if m.ID != res.BatchID+"-0" || m.Room != store.DirectRoomID("system", "user-a") || m.Sender.ID != "system" || m.Receiver != "user-a" ||
+		m.Message != "Hi 0" || m.MessageType != "text" || string(m.Extra) != `{"k":"0"}` || m.BatchID != res.BatchID ||
+		m.CreatedAtMS == 0 || !slices.Equal(m.Mentions, []string{"user-a"}) {
+		t.Errorf("message %+v", m)
+	}
+	if all.Data[0].Room != "room-003" || all.Data[0].Receiver != "" {
+		t.Errorf("room message %+v", all.Data[0])
+	}
+
+	for _, c := range []struct {
+		query, key string
+		status     int
+		code       string
+	}{
+		{"?batchID=batch-20260101-nope", bt.AdminKey, 404, "BATCH_NOT_FOUND"},
+		{"?batchID=" + res.BatchID, bt.OtherKey, 404, "BATCH_NOT_FOUND"},
+		{"?batchID=", bt.AdminKey, 400, "INVALID_PARAMETER"},
+		{"?batchID=" + res.BatchID + "&cursor=bm90LWEtY3Vyc29y", bt.AdminKey, 400, "INVALID_PARAMETER"},
+		{"?batchID=" + res.BatchID + "&limit=0", bt.AdminKey, 400, "INVALID_PARAMETER"},
+		{"?batchID=" + res.BatchID + "&status=sent", bt.AdminKey, 400, "INVALID_PARAMETER"},
+		{"?batchID=" + res.BatchID + "&batchID=x", bt.AdminKey, 400, "INVALID_PARAMETER"},
+	} {
+		r := e.Do(t, http.MethodGet, "/messages/batch"+c.query, c.key, "", nil)
+		if r.Status != c.status || r.Error == nil || r.Error.Code != c.code {
+			t.Errorf("GET %s = %d %s, want %d %s", c.query, r.Status, r.Raw, c.status, c.code)
+		}
+	}
+
+	// A store that cannot read messages back: 501.
+	plain := bt.NewEnv(t, func(c *batch.Config) { c.Messages = messagesOnly{c.Store} })
+	id := bt.Accepted(t, plain.Post(t, bt.AdminKey, seed.Broadcast)).BatchID
+	if r := plain.Do(t, http.MethodGet, "/messages/batch?batchID="+id, bt.AdminKey, "", nil); r.Status != 501 || r.Error.Code != "NOT_SUPPORTED" {
+		t.Errorf("without a MessageReader: %d %s", r.Status, r.Raw)
+	}
+}
+
+// messagesOnly hides every method of a store but store.Messages'.
+type messagesOnly struct{ store.Messages }

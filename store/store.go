@@ -603,6 +603,17 @@ type CheckpointChunkParams struct {
 	Outcomes []Outcome
 }
 
+// MessageReader is implemented by Messages stores that can read stored
+// messages back by ID. GET /messages/batch?batchID= (IMKit's older query
+// for the messages of a batch) needs it; without it that query answers
+// 501.
+type MessageReader interface {
+	// GetMessages returns the messages of app whose IDs are among ids, as
+	// SaveMessages stored them, in any order. IDs that are not stored are
+	// left out; that is not an error.
+	GetMessages(ctx context.Context, app string, ids []string) ([]Message, error)
+}
+
 // BatchLister is implemented by Batches stores that can list an app's
 // batches (GET /messages/batch). Without it that endpoint answers 501.
 type BatchLister interface {

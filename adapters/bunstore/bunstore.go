@@ -65,6 +65,7 @@ var (
 	_ store.DirectRoomNamer    = (*Store)(nil)
 	_ store.DirectRoomResolver = (*Store)(nil)
 	_ store.ChunkCheckpoints   = (*Store)(nil)
+	_ store.MessageReader      = (*Store)(nil)
 	_ store.BatchLister        = (*Store)(nil)
 	_ store.DoneNotifications  = (*Store)(nil)
 )

@@ -211,37 +211,66 @@ func (s *Store) RoomMessages(ctx context.Context, app, room string, limit int) (
 	if unstorable(app, room) {
 		return []store.Message{}, nil // no such room was ever stored
 	}
-	q := "SELECT id, receiver, sender, type, text, extra, fields, batch_id, idx, created_at FROM " + s.messages +
-		" WHERE app_id = ? AND room_id = ? ORDER BY created_at DESC, seq DESC"
+	q := "SELECT " + messageReadColumns + " FROM " + s.messages + " WHERE app_id = ? AND room_id = ? ORDER BY created_at DESC, seq DESC"
 	args := []any{app, room}
 	if limit > 0 {
 		q += " LIMIT ?"
 		args = append(args, limit)
 	}
+	out, err := s.readMessages(ctx, app, q, args...)
+	return out, s.fail(ctx, op, err)
+}
+
+// GetMessages implements store.MessageReader: the messages among ids, by
+// the (app_id, id) key, maxRowsPerInsert IDs a statement.
+func (s *Store) GetMessages(ctx context.Context, app string, ids []string) ([]store.Message, error) {
+	const op = "get messages"
+	if err := s.full(ctx, op); err != nil {
+		return nil, err
+	}
+	var stored []string
+	for _, id := range ids {
+		if !unstorable(app, id) {
+			stored = append(stored, id)
+		}
+	}
+	out := []store.Message{}
+	for part := range slices.Chunk(stored, maxRowsPerInsert) {
+		ms, err := s.readMessages(ctx, app, "SELECT "+messageReadColumns+" FROM "+s.messages+" WHERE app_id = ? AND id IN (?)", app, bun.List(part))
+		if err != nil {
+			return nil, s.fail(ctx, op, err)
+		}
+		out = append(out, ms...)
+	}
+	return out, nil
+}
+
+// messageReadColumns are the columns readMessages scans.
+const messageReadColumns = "id, room_id, receiver, sender, type, text, extra, fields, batch_id, idx, created_at"
+
+// readMessages runs q, which selects messageReadColumns of app's messages.
+func (s *Store) readMessages(ctx context.Context, app, q string, args ...any) ([]store.Message, error) {
 	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
-		return nil, s.fail(ctx, op, err)
+		return nil, err
 	}
 	defer rows.Close()
 	out := []store.Message{}
 	for rows.Next() {
-		m := store.Message{AppID: app, RoomID: room}
+		m := store.Message{AppID: app}
 		var extra, fields *string
 		var created dbTime
-		if err := rows.Scan(&m.ID, &m.Receiver, &m.Sender, &m.Type, &m.Text, &extra, &fields, &m.BatchID, &m.Index, &created); err != nil {
-			return nil, s.fail(ctx, op, err)
+		if err := rows.Scan(&m.ID, &m.RoomID, &m.Receiver, &m.Sender, &m.Type, &m.Text, &extra, &fields, &m.BatchID, &m.Index, &created); err != nil {
+			return nil, err
 		}
 		if extra != nil {
 			m.Extra = json.RawMessage(*extra)
 		}
 		if m.Fields, err = decodeFields(fields); err != nil {
-			return nil, s.fail(ctx, op, err)
+			return nil, err
 		}
 		m.CreatedAt = created.t
 		out = append(out, m)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, s.fail(ctx, op, err)
-	}
-	return out, nil
+	return out, rows.Err()
 }

@@ -25,6 +25,7 @@ var (
 	_ store.IdempotencyKeys    = (*Store)(nil)
 	_ store.DirectRoomResolver = (*Store)(nil)
 	_ store.ChunkCheckpoints   = (*Store)(nil)
+	_ store.MessageReader      = (*Store)(nil)
 	_ store.BatchLister        = (*Store)(nil)
 	_ store.DoneNotifications  = (*Store)(nil)
 )
@@ -194,6 +195,26 @@ func (s *Store) RoomMessages(ctx context.Context, appID, roomID string, limit in
 	out := make([]store.Message, len(found))
 	for i, m := range found {
 		out[i] = copyMessage(m.msg)
+	}
+	return out, nil
+}
+
+// GetMessages implements store.MessageReader.
+func (s *Store) GetMessages(ctx context.Context, appID string, ids []string) ([]store.Message, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := []store.Message{}
+	if a := s.readApp(appID); a != nil {
+		seen := map[string]bool{}
+		for _, id := range ids {
+			if m := a.messages[id]; m != nil && !seen[id] {
+				seen[id] = true
+				out = append(out, copyMessage(m.msg))
+			}
+		}
 	}
 	return out, nil
 }

@@ -565,7 +565,53 @@ func RunMessages(t *testing.T, newStore func(t *testing.T) store.Messages, opts 
 		{"MessagesContextCanceled", testMessagesContextCanceled},
 		{"SameCreatedAtOrder", testSameCreatedAtOrder},
 		{"NonUTCTimes", testNonUTCTimes},
+		{"GetMessages", testGetMessages},
 	})
+}
+
+// testGetMessages checks the optional store.MessageReader.
+func testGetMessages(t *testing.T, s store.Messages, opts *Options) {
+	r, ok := s.(store.MessageReader)
+	if !ok {
+		t.Skipf("%T does not implement store.MessageReader; GET /messages/batch?batchID= then answers 501", s)
+	}
+	ctx := ctxT(t)
+	at := time.Date(2026, 4, 10, 9, 30, 0, 0, time.UTC)
+	var msgs []store.Message
+	for i := range 600 { // more than one statement's worth of IDs
+		m := sampleMessage("app1", fmt.Sprintf("batch-x-%d", i), fmt.Sprintf("room-%d", i%3), at.Add(time.Duration(i)*time.Millisecond))
+		m.Index = i
+		msgs = append(msgs, m)
+	}
+	msgs[5].Extra = []byte(trickyExtra)
+	msgs[5].Fields = map[string]json.RawMessage{"mentions": []byte(`["user-a"]`)}
+	must(t, s.SaveMessages(ctx, "app1", msgs))
+	must(t, s.SaveMessages(ctx, "app2", []store.Message{sampleMessage("app2", "batch-x-0", "room-0", at)}))
+
+	ids := []string{"batch-x-5", "nope", "batch-x-599", "batch-x-5", "\x00bad"}
+	for i := 100; i < 580; i++ {
+		ids = append(ids, fmt.Sprintf("batch-x-%d", i))
+	}
+	got, err := r.GetMessages(ctx, "app1", ids)
+	must(t, err)
+	byID := map[string]store.Message{}
+	for _, m := range got {
+		if _, dup := byID[m.ID]; dup {
+			t.Errorf("GetMessages returned %s twice", m.ID)
+		}
+		byID[m.ID] = m
+	}
+	if len(byID) != 482 {
+		t.Errorf("GetMessages found %d messages, want 482 (the unknown IDs left out)", len(byID))
+	}
+	sameMessage(t, byID["batch-x-5"], msgs[5], opts)
+	sameMessage(t, byID["batch-x-599"], msgs[599], opts)
+	if other, err := r.GetMessages(ctx, "app2", []string{"batch-x-0", "batch-x-5"}); err != nil || len(other) != 1 || other[0].AppID != "app2" {
+		t.Errorf("app2's GetMessages = %+v, %v; want only app2's one message", other, err)
+	}
+	if none, err := r.GetMessages(ctx, "app1", nil); err != nil || len(none) != 0 {
+		t.Errorf("GetMessages(no IDs) = %v, %v", none, err)
+	}
 }
 
 func sampleMessage(app, id, room string, at time.Time) store.Message {
