@@ -79,6 +79,10 @@ var decodeSeeds = []string{
 	`{"message":"m","messageType":"text","extra":{"a":1,"a":2,` + "\n" + `"b":}},"paras":[{"receiver":"a"}]}`,
 	`{n`, `{"a":1,1`, `{"push":12`, `{"push":-}`, `{"message":"m"} x`, `{"message":"m"}  `, "  \n ", `"str"`, `5x`,
 	`{"message":"","messageType":"` + strings.Repeat("t", 65) + `","sender":" bad","paras":[{"receiver":"user-a"},{"$x$":"1"},{"receiver":"u\u0001","room":" r"},{}]}`,
+	// declared names that are not identifiers
+	`{"message":"Hi $first name$ #$1$","messageType":"text","paras":[{"receiver":"a","$first name$":"A","$1$":1,"$訂單編號$":"x","$ $":true},{"room":"r","$\u0024$":1}]}`,
+	`{"message":"m","messageType":"text","paras":[{"receiver":"a","$a$b$":1}]}`,
+	`{"message":"m","messageType":"text","$1$":1,"paras":[{"receiver":"a","$$":1}]}`,
 }
 
 // TestDecodeSurrogates pins the one deliberate change of the jsontext

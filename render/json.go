@@ -66,8 +66,12 @@ func (e *JSONError) Error() string {
 //
 // The top-level value may be any JSON value; callers that need an object
 // check that themselves.
-func CompileJSON(raw []byte) (*JSONTemplate, error) {
-	c := &jsonCompiler{raw: raw}
+func CompileJSON(raw []byte) (*JSONTemplate, error) { return CompileJSONDeclared(raw, nil) }
+
+// CompileJSONDeclared is [CompileJSON] with the names in declared as
+// tokens besides the identifier names (see [CompileDeclared]).
+func CompileJSONDeclared(raw []byte, declared Declared) (*JSONTemplate, error) {
+	c := &jsonCompiler{raw: raw, declared: declared}
 	if err := c.value(0); err != nil {
 		return nil, err
 	}
@@ -156,6 +160,7 @@ type jsonCompiler struct {
 	refs     int
 	names    nameSet
 	buf      []byte // scratch for unescaping strings
+	declared Declared
 }
 
 func (c *jsonCompiler) finish() *JSONTemplate {
@@ -187,12 +192,9 @@ func (c *jsonCompiler) flush() {
 
 func (c *jsonCompiler) addVar(name, token string) {
 	c.flush()
-	// Names consist of letters, digits and "_-.", none of which JSON
-	// escapes, so the token is normally already valid string content; the
-	// check only guards that invariant.
-	if escapedLen(token) != len(token) {
-		token = string(appendEscaped(nil, token))
-	}
+	// The token is kept as written, unescaped: a missing variable renders
+	// as its token, which AppendRender escapes like any value (a declared
+	// name may hold a quote, a backslash or a control character).
 	c.segs = append(c.segs, seg{name: name, text: token})
 	c.refs++
 	c.names.add(name)
@@ -587,7 +589,7 @@ func (c *jsonCompiler) stringValue(s string) {
 	if strings.IndexByte(s, '$') < 0 {
 		c.out = appendEscaped(c.out, s)
 	} else {
-		scan(s, func(p part) {
+		scan(s, c.declared, func(p part) {
 			if p.name == "" {
 				c.out = appendEscaped(c.out, p.text)
 			} else {

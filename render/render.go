@@ -11,18 +11,28 @@
 // # Syntax
 //
 // A variable token is a dollar sign, a variable name and a dollar sign:
-// "$name$", "$orderId$", "$名字$". A name is non-empty, starts with a
-// Unicode letter or '_', and continues with Unicode letters, Unicode digits,
-// '_', '-' or '.' (see [IsVarName]). Anything else is literal text: there is
-// no escape syntax and compilation never fails, because message authors
-// routinely write prices such as "$5" and must not have to think about
-// escaping them.
+// "$name$", "$orderId$", "$名字$". Two kinds of name make tokens:
 //
-// Templates are scanned left to right. At each '$', if a valid name followed
-// by a closing '$' starts right after it, that is a token; otherwise the '$'
-// is literal and scanning resumes at the next byte. Hence "Price $5 and $10"
-// has no tokens, "$$name$" is a literal '$' followed by the token $name$, and
-// "$a$b$" is the token $a$ followed by the literal text "b$".
+//   - identifier names, always: non-empty, starting with a Unicode letter or
+//     '_', continuing with Unicode letters, Unicode digits, '_', '-' or '.'
+//     (see [IsVarName]);
+//   - declared names, when the template is compiled with them
+//     ([CompileDeclared]): any non-empty text without '$', such as "1",
+//     "first name" or "訂單編號". A batch's recipients declare the names of
+//     their "$…$" keys (see [ParseKey]).
+//
+// Anything else is literal text: there is no escape syntax and compilation
+// never fails, because message authors routinely write prices such as "$5"
+// and must not have to think about escaping them.
+//
+// Templates are scanned left to right. At each '$', the candidate name is
+// the text up to the next '$'; if it is an identifier name or a declared
+// one, the '$', the name and the closing '$' are a token; otherwise the '$'
+// is literal and scanning resumes at the next byte. A name cannot contain
+// '$', so at most one token starts at any position (the longest match is
+// the only match). Hence "Price $5 and $10" has no tokens (unless "5 and "
+// is declared), "$$name$" is a literal '$' followed by the token $name$,
+// and "$a$b$" is the token $a$ followed by the literal text "b$".
 //
 // # One pass
 //
@@ -93,10 +103,9 @@ func IsVarName(name string) bool {
 }
 
 // ParseVarKey reports whether key has the form "$name$" with
-// IsVarName(name), and returns name.
-//
-// Recipient objects mix variable keys ("$orderId$") with fixed fields
-// ("receiver"); this is how the two are told apart.
+// IsVarName(name), and returns name: a key whose token is one whether
+// declared or not. Recipient keys are read with [ParseKey], which also
+// accepts declared names.
 //
 //	ParseVarKey("$orderId$") = "orderId", true
 //	ParseVarKey("name")      = "", false
@@ -110,6 +119,53 @@ func ParseVarKey(key string) (name string, ok bool) {
 		return "", false
 	}
 	return name, true
+}
+
+// MaxNameLen is the longest declared name, in bytes, that [ParseKey]
+// accepts. Identifier names ([IsVarName]) have no limit of their own.
+const MaxNameLen = 255
+
+// ParseKey reports whether key has the form "$name$" with a name a
+// recipient may declare, and returns name: an identifier name
+// ([IsVarName]), or any other non-empty text of at most [MaxNameLen]
+// bytes without '$'.
+//
+// Recipient objects mix variable keys ("$orderId$", "$first name$") with
+// fixed fields ("receiver"); this is how the two are told apart.
+//
+//	ParseKey("$orderId$")    = "orderId", true
+//	ParseKey("$first name$") = "first name", true
+//	ParseKey("$1$")          = "1", true
+//	ParseKey("name")         = "", false
+//	ParseKey("$a$b$")        = "", false
+func ParseKey(key string) (name string, ok bool) {
+	if len(key) < 3 || key[0] != '$' || key[len(key)-1] != '$' {
+		return "", false
+	}
+	name = key[1 : len(key)-1]
+	if strings.IndexByte(name, '$') >= 0 || (len(name) > MaxNameLen && !IsVarName(name)) {
+		return "", false
+	}
+	return name, true
+}
+
+// Declared is a set of declared variable names (without the dollar signs):
+// in a template compiled with it ([CompileDeclared], [CompileJSONDeclared]),
+// "$name$" is a token for every name in the set, whatever its characters.
+// Identifier names need not be in it, as they are tokens anyway. A nil
+// Declared declares nothing.
+type Declared map[string]struct{}
+
+// NewDeclared returns the set of names.
+func NewDeclared(names ...string) Declared {
+	if len(names) == 0 {
+		return nil
+	}
+	d := make(Declared, len(names))
+	for _, n := range names {
+		d[n] = struct{}{}
+	}
+	return d
 }
 
 // isNameStart reports whether r may begin a variable name. utf8.RuneError
@@ -169,10 +225,28 @@ type part struct {
 	name string
 }
 
+// declaredEnd is tokenEnd for a declared name: the index just past the
+// closing '$' of the token starting at s[i] (a '$') if the text up to the
+// next '$' is a name in declared, or -1.
+func declaredEnd(s string, i int, declared Declared) int {
+	j := strings.IndexByte(s[i+1:], '$')
+	if j <= 0 {
+		return -1
+	}
+	if _, ok := declared[s[i+1:i+1+j]]; !ok {
+		return -1
+	}
+	return i + j + 2
+}
+
 // scan splits src into literal and variable parts. Literal parts are
 // substrings of src, so no text is copied. Adjacent literal text is merged
 // into one part.
-func scan(src string, emit func(p part)) {
+//
+// A declared name is looked up only where no identifier token starts; the
+// candidates looked up run from one '$' to the next, so they do not
+// overlap and the scan stays linear.
+func scan(src string, declared Declared, emit func(p part)) {
 	lit := 0
 	for i := 0; i < len(src); {
 		d := strings.IndexByte(src[i:], '$')
@@ -181,6 +255,9 @@ func scan(src string, emit func(p part)) {
 		}
 		i += d
 		end := tokenEnd(src, i)
+		if end < 0 && len(declared) > 0 {
+			end = declaredEnd(src, i, declared)
+		}
 		if end < 0 {
 			i++
 			continue
@@ -207,16 +284,25 @@ type Template struct {
 	vars   []string // distinct names, first-appearance order; nil if none
 }
 
-// Compile parses src. It never fails: a '$' that does not open a valid token
-// "$name$" is literal text.
-func Compile(src string) *Template {
+// Compile parses src with no declared names. It never fails: a '$' that
+// does not open a token "$name$" with an identifier name is literal text.
+func Compile(src string) *Template { return CompileDeclared(src, nil) }
+
+// CompileDeclared parses src with the names in declared as tokens besides
+// the identifier names. It never fails: a '$' that does not open a token is
+// literal text.
+//
+// A batch compiles its templates once with the names all its recipients
+// declare; a recipient without a value for one of them gets it left as
+// written, like any missing variable.
+func CompileDeclared(src string, declared Declared) *Template {
 	t := &Template{src: src}
 	if d := strings.Count(src, "$"); d >= 2 {
 		// Each token consumes two dollars and adds at most two parts.
 		t.parts = make([]part, 0, d+1)
 	}
 	var names nameSet
-	scan(src, func(p part) {
+	scan(src, declared, func(p part) {
 		t.parts = append(t.parts, p)
 		if p.name == "" {
 			t.litLen += len(p.text)

@@ -24,6 +24,10 @@ func TestRecipientsRoundTrip(t *testing.T) {
 			{Receiver: "12:34", Room: "~2;", Vars: map[string]string{"-": "-", "n:m": "", "名字": "🚀 \"q\" \\ \n", "": "empty name"}},
 			{Receiver: strings.Repeat("x", 300), Vars: map[string]string{"0": "9:abcdefghi"}},
 		},
+		"declared names": {
+			{Receiver: "user-a", Vars: map[string]string{"1": "one", "first name": "Ann", "訂單編號": "A-1", " ": "", "12:3": "x;y", "say \"hi\"": "$1$"}},
+			{Room: "room-001", Vars: map[string]string{"first name": "Room", "z w": "2"}},
+		},
 	}
 	for name, rs := range cases {
 		t.Run(name, func(t *testing.T) {
