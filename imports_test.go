@@ -15,9 +15,10 @@ const module = "github.com/chatbatch/chatbatch"
 // conformance suites import only their leaf packages; batch is the only
 // package that imports asynq and validator (besides cmd/ and the test
 // support in internal/), and besides them it imports only jsontext
-// (request decoding) and OpenTelemetry's API packages, never its SDK or
-// an exporter (the host picks those); adapters import leaf packages and their backend,
-// never batch or another adapter.
+// (request decoding), go-redis (the rate limit) and OpenTelemetry's API
+// packages, never its SDK or an exporter (the host picks those); adapters
+// import leaf packages and their backend, never batch or another adapter;
+// batch and adapters may share internal/gcra (the GCRA on Redis).
 func TestImportRules(t *testing.T) {
 	if _, err := exec.LookPath("go"); err != nil {
 		t.Skip("the go command is not on PATH")
@@ -27,12 +28,15 @@ func TestImportRules(t *testing.T) {
 		t.Fatalf("go list: %v", err)
 	}
 	leaf := map[string]bool{module + "/store": true, module + "/delivery": true, module + "/render": true}
+	// shared is what batch and the adapters may import besides the leaf packages.
+	shared := map[string]bool{module + "/internal/gcra": true}
 	allowed := map[string][]string{
 		module + "/render":                {},
 		module + "/store":                 {},
 		module + "/delivery":              {module + "/store"},
 		module + "/store/storetest":       {module + "/store"},
 		module + "/delivery/deliverytest": {module + "/store", module + "/delivery"},
+		module + "/internal/gcra":         {"github.com/redis/go-redis/v9"},
 	}
 	checked := 0
 	sc := bufio.NewScanner(bytes.NewReader(out))
@@ -52,16 +56,16 @@ func TestImportRules(t *testing.T) {
 				}
 			case rel == "/batch":
 				if !ours && !strings.HasPrefix(imp, "github.com/hibiken/asynq") && !strings.HasPrefix(imp, "github.com/go-playground/validator/") &&
-					imp != "github.com/go-json-experiment/json/jsontext" && !otelAPI(imp) {
+					imp != "github.com/go-json-experiment/json/jsontext" && imp != "github.com/redis/go-redis/v9" && !otelAPI(imp) {
 					t.Errorf("batch imports %s", imp)
 				}
-				if ours && !leaf[imp] {
-					t.Errorf("batch imports %s; it may import only the leaf packages of the module", imp)
+				if ours && !leaf[imp] && !shared[imp] {
+					t.Errorf("batch imports %s; it may import only the leaf packages of the module and %v", imp, shared)
 				}
 			case strings.HasPrefix(rel, "/adapters/"):
 				// An adapter's own packages (bunstore's openers) are one adapter.
 				root := module + "/adapters/" + strings.SplitN(strings.TrimPrefix(rel, "/adapters/"), "/", 2)[0]
-				if ours && !leaf[imp] && imp != root && !strings.HasPrefix(imp, root+"/") {
+				if ours && !leaf[imp] && !shared[imp] && imp != root && !strings.HasPrefix(imp, root+"/") {
 					t.Errorf("adapter %s imports %s; adapters import leaf packages only, never batch or another adapter", pkg, imp)
 				}
 			}

@@ -10,6 +10,7 @@ import (
 // Error codes of the API. The HTTP status of an error response is its RC.
 const (
 	CodeInvalidAPIKey          = "INVALID_API_KEY"          // 401
+	CodeUnauthorized           = "UNAUTHORIZED"             // 401: Config.AuthenticateRequest refused or found no credentials
 	CodeInsufficientPermission = "INSUFFICIENT_PERMISSIONS" // 403
 	CodeMissingParameter       = "MISSING_PARAMETER"        // 400
 	CodeInvalidBody            = "INVALID_BODY"             // 400
@@ -25,6 +26,7 @@ const (
 	CodeIdempotencyKeyReused   = "IDEMPOTENCY_KEY_REUSED"   // 422
 	CodePayloadTooLarge        = "PAYLOAD_TOO_LARGE"        // 413
 	CodeUnsupportedMediaType   = "UNSUPPORTED_MEDIA_TYPE"   // 415
+	CodeRateLimitExceeded      = "RATE_LIMIT_EXCEEDED"      // 429
 	CodeInternal               = "INTERNAL_ERROR"           // 500
 	CodeNotSupported           = "NOT_SUPPORTED"            // 501
 	CodeUnavailable            = "UNAVAILABLE"              // 503

@@ -96,7 +96,7 @@ func TestErrorCodes(t *testing.T) {
 		{name: "wrong key on status", method: "GET", path: "/messages/batch/batch-x", key: "nope", Status: 401, code: "INVALID_API_KEY"},
 		// 403
 		{name: "sender without admin", key: bt.UserKey, body: `{"message":"m","messageType":"text","sender":"user-b","paras":[{"receiver":"user-a"}]}`,
-			Status: 403, code: "INSUFFICIENT_PERMISSIONS", msg: "only admin API keys may set sender"},
+			Status: 403, code: "INSUFFICIENT_PERMISSIONS", msg: "only admin principals may set sender"},
 		// 405
 		{name: "DELETE on the collection", method: "DELETE", Status: 405, code: "METHOD_NOT_ALLOWED", msg: "use GET, HEAD, POST"},
 		{name: "PUT on the collection", method: "PUT", body: validBody, Status: 405, code: "METHOD_NOT_ALLOWED"},

@@ -62,7 +62,8 @@ func New(cfg Config) (*Service, error) {
 	return s, nil
 }
 
-// Close releases the asynq client and inspector New created, if any. It
+// Close releases the asynq client and inspector New created, if any, and
+// the Redis client of the default rate limiter (Config.RateLimit). It
 // does not close the Store or anything else the host passed in.
 func (s *Service) Close() error {
 	var errs []error
@@ -72,5 +73,6 @@ func (s *Service) Close() error {
 	if s.inspector != nil {
 		errs = append(errs, s.inspector.Close())
 	}
+	errs = append(errs, s.cfg.RateLimit.close()) // the rate limiter's Redis client, if made
 	return errors.Join(errs...)
 }

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/chatbatch/chatbatch/delivery"
+	"github.com/chatbatch/chatbatch/internal/gcra"
 	"github.com/chatbatch/chatbatch/store"
 )
 
@@ -114,7 +115,8 @@ func (l localLimiter) Burst() int                            { return l.l.Burst(
 
 // Redis is a limiter of perSecond items a second, with bursts of burst
 // (perSecond/10 when burst is 0, at least 1), shared by every process
-// that uses the same key on rdb.
+// that uses the same key on rdb (a GCRA on the Redis server's clock:
+// internal/gcra).
 func Redis(rdb redis.UniversalClient, key string, perSecond float64, burst int) (Limiter, error) {
 	if rdb == nil || key == "" || perSecond <= 0 {
 		return nil, errors.New("ratelimit: Redis needs a client, a key and a positive rate")
@@ -134,40 +136,19 @@ type redisLimiter struct {
 
 func (l *redisLimiter) Burst() int { return l.burst }
 
-// gcra takes n items at the server's time if the theoretical arrival time
-// allows, and returns 0; otherwise it changes nothing and returns how
-// many microseconds to wait. KEYS[1]: the TAT (µs); ARGV: interval µs,
-// burst, n.
-var gcra = redis.NewScript(`
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local n = tonumber(ARGV[3])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now then tat = now end
-local new_tat = tat + n * interval
-local allow_at = new_tat - burst * interval
-if allow_at > now then
-  return allow_at - now
-end
-redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil((new_tat - now) / 1000) + 1000)
-return 0
-`)
-
 func (l *redisLimiter) Wait(ctx context.Context, n int) error {
 	if n > l.burst {
 		return fmt.Errorf("ratelimit: %d items exceed the burst of %d", n, l.burst)
 	}
 	for {
-		wait, err := gcra.Run(ctx, l.rdb, []string{l.key}, l.interval.Microseconds(), l.burst, n).Int64()
+		res, err := gcra.Take(ctx, l.rdb, l.key, l.interval, l.burst, n)
 		if err != nil {
 			return fmt.Errorf("ratelimit: %w", err)
 		}
-		if wait <= 0 {
+		if res.Allowed {
 			return nil
 		}
-		d := time.Duration(wait) * time.Microsecond
+		d := res.RetryAfter
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
 			return fmt.Errorf("ratelimit: the next slot is %v away, past the deadline: %w", d, context.DeadlineExceeded)
 		}
