@@ -122,9 +122,14 @@ func (s *Service) ProcessChunk(ctx context.Context, ref store.ChunkRef) (err err
 	if resumed {
 		copy(run.outcomes, c.Outcomes)
 		log.InfoContext(ctx, "batch: resuming a chunk's pushes; its messages were delivered by an earlier attempt", "pushes", run.pushesPending())
-	} else if !b.CanceledAt.IsZero() {
-		// Started by an earlier attempt that failed before the cancel: a
-		// retry does not send what the client asked to stop.
+		if !b.RecalledAt.IsZero() {
+			// The messages are being taken back: no push about them.
+			run.failPendingPushes("the batch was recalled")
+			return run.complete(ctx, start)
+		}
+	} else if !b.CanceledAt.IsZero() || !b.RecalledAt.IsZero() {
+		// Started by an earlier attempt that failed before the cancel (or
+		// recall): a retry does not send what the client asked to stop.
 		for i := range run.outcomes {
 			run.outcomes[i].Status = store.OutcomeCanceled
 		}
@@ -179,15 +184,18 @@ func bounded[T any](ctx context.Context, s *Service, op string, f func(context.C
 	return traced(ctx, s.tel, op, f)
 }
 
-// compile decodes the batch payload and compiles its templates once per chunk.
+// compile decodes the batch payload and compiles its templates once per
+// chunk, with the names the batch's paras declare (payload.Declared), as
+// the request's dry run did.
 func (r *chunkRun) compile() error {
 	if err := json.Unmarshal(r.batch.Payload, &r.pl); err != nil {
 		return err
 	}
-	r.text = render.Compile(r.pl.Message)
+	declared := render.NewDeclared(r.pl.Declared...)
+	r.text = render.CompileDeclared(r.pl.Message, declared)
 	if len(r.pl.Extra) > 0 {
 		var err error
-		if r.extra, err = render.CompileJSON(r.pl.Extra); err != nil {
+		if r.extra, err = render.CompileJSONDeclared(r.pl.Extra, declared); err != nil {
 			return fmt.Errorf("compile extra: %w", err)
 		}
 	}
@@ -584,6 +592,16 @@ func (r *chunkRun) complete(ctx context.Context, start time.Time) error {
 		return fmt.Errorf("batch: complete %s chunk %d: %w", r.ref.BatchID, r.ref.No, err)
 	}
 	r.s.tel.countOutcomes(ctx, r.ref.AppID, r.outcomes)
+	if !after.RecalledAt.IsZero() {
+		// The batch was recalled while this chunk was in flight: the
+		// recall left the chunk to this worker.
+		c := &store.Chunk{ChunkRef: r.ref, Start: r.chunk.Start, Recipients: r.chunk.Recipients, Outcomes: r.outcomes, Done: true}
+		if recalled, err := r.s.recallChunk(ctx, after, c); err != nil {
+			r.log.WarnContext(ctx, "batch: recalling a chunk that completed after its batch was recalled failed; the sweeper retries", "err", err)
+		} else if recalled != nil {
+			after = recalled
+		}
+	}
 	sent, failed := 0, 0
 	for _, o := range r.outcomes {
 		switch o.Status {

@@ -46,6 +46,9 @@ type SweepReport struct {
 	// Reported is the number of finished batches whose OnBatchDone call
 	// had not been made (or not recorded) and now was.
 	Reported int
+	// Recalls is the number of recalled batches whose recall had chunks
+	// left (completed after the recall, or interrupted) and now has not.
+	Recalls int
 }
 
 // Sweep repairs what the queue lost or gave up on, and returns how many
@@ -95,6 +98,9 @@ func (s *Service) sweep(ctx context.Context) (SweepReport, error) {
 	if r.Reported, err = s.reportDone(ctx, now); err != nil {
 		return r, fmt.Errorf("batch: sweep: %w", err)
 	}
+	if r.Recalls, err = s.resumeRecalls(ctx); err != nil {
+		return r, fmt.Errorf("batch: sweep recalls: %w", err)
+	}
 	if keys, ok := s.cfg.Batches.(store.IdempotencyKeys); ok {
 		kctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
 		_, err := keys.DeleteExpiredIdempotencyKeys(kctx, &store.DeleteExpiredIdempotencyKeysParams{Before: now, Limit: sweepPage})
@@ -103,8 +109,8 @@ func (s *Service) sweep(ctx context.Context) (SweepReport, error) {
 			return r, fmt.Errorf("batch: sweep idempotency keys: %w", err)
 		}
 	}
-	if r.Enqueued > 0 || r.Reported > 0 {
-		s.log.InfoContext(ctx, "batch sweep", "enqueued", r.Enqueued, "still_queued", r.Queued, "reported", r.Reported)
+	if r.Enqueued > 0 || r.Reported > 0 || r.Recalls > 0 {
+		s.log.InfoContext(ctx, "batch sweep", "enqueued", r.Enqueued, "still_queued", r.Queued, "reported", r.Reported, "recalls", r.Recalls)
 	} else if r.Queued > 0 {
 		s.log.DebugContext(ctx, "batch sweep", "still_queued", r.Queued)
 	}

@@ -42,6 +42,20 @@ type Deliverer interface {
 	Deliver(ctx context.Context, msgs []store.Message) error
 }
 
+// Retractor is implemented by Deliverers that can tell clients that
+// delivered messages were taken back (a recall: POST
+// /messages/batch/{batchID}/recall). Without it a recall answers 501.
+type Retractor interface {
+	// Retract tells the clients that msgs are recalled: they should
+	// remove them. Each message carries what routes it as its delivery
+	// did — ID, AppID, RoomID, Sender, Receiver (one-on-one messages),
+	// BatchID, Index — but not its text, extra or fields. The contract is
+	// Deliver's: safe for concurrent use, no retries, at-least-once
+	// (a retraction may come twice, or for a message a client never got),
+	// msgs not kept, empty is a no-op.
+	Retract(ctx context.Context, msgs []store.Message) error
+}
+
 // Pusher sends push notifications through the host's provider.
 type Pusher interface {
 	// Push sends one notification per element of ns. The contract is the
@@ -213,6 +227,9 @@ func (Discard) Deliver(ctx context.Context, _ []store.Message) error { return ct
 
 // Push implements Pusher.
 func (Discard) Push(ctx context.Context, _ []Notification) error { return ctx.Err() }
+
+// Retract implements Retractor.
+func (Discard) Retract(ctx context.Context, _ []store.Message) error { return ctx.Err() }
 
 // DelivererFunc adapts a function to Deliverer.
 type DelivererFunc func(ctx context.Context, msgs []store.Message) error

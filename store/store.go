@@ -248,6 +248,9 @@ type Batch struct {
 	FinishedAt time.Time
 	// CanceledAt is when the batch was canceled; zero if it was not.
 	CanceledAt time.Time
+	// RecalledAt is when the batch was recalled (see Recalls); zero if it
+	// was not.
+	RecalledAt time.Time
 	// NotifiedAt is when the batch's end was reported (see
 	// DoneNotifications); zero before, and in stores that do not
 	// implement DoneNotifications.
@@ -268,16 +271,22 @@ type Batch struct {
 	// ChunksDone is the number of completed chunks.
 	ChunksDone int
 	// PushFailed is the number of sent recipients whose push notification
-	// failed (Outcome.Push == PushFailed); they count in Sent as well.
+	// failed (Outcome.Push == PushFailed); they count in Sent (or
+	// Recalled) as well.
 	PushFailed int
+	// Recalled is the number of recipients whose sent message was recalled
+	// (Outcome.Status OutcomeRecalled); they no longer count in Sent.
+	Recalled int
 }
 
 // Pending is the number of recipients without an outcome yet.
-func (b *Batch) Pending() int { return b.Count - b.Sent - b.Failed - b.Canceled }
+func (b *Batch) Pending() int { return b.Count - b.Sent - b.Failed - b.Canceled - b.Recalled }
 
 // Status derives the batch's state from its counters and times.
 func (b *Batch) Status(now time.Time) Status {
 	switch {
+	case !b.RecalledAt.IsZero():
+		return StatusRecalled
 	case !b.CanceledAt.IsZero():
 		return StatusCanceled
 	case b.ChunksDone >= b.Chunks && b.Failed > 0:
@@ -304,6 +313,7 @@ const (
 	StatusCompleted           Status = "completed"
 	StatusCompletedWithErrors Status = "completed_with_errors"
 	StatusCanceled            Status = "canceled"
+	StatusRecalled            Status = "recalled"
 )
 
 // ChunkRef names one chunk of one batch.
@@ -357,6 +367,8 @@ const (
 	OutcomeSent     OutcomeStatus = "sent"
 	OutcomeFailed   OutcomeStatus = "failed"
 	OutcomeCanceled OutcomeStatus = "canceled"
+	// OutcomeRecalled is a sent recipient whose message was recalled.
+	OutcomeRecalled OutcomeStatus = "recalled"
 )
 
 // Outcome is what happened to one recipient.
@@ -614,6 +626,66 @@ type MessageReader interface {
 	GetMessages(ctx context.Context, app string, ids []string) ([]Message, error)
 }
 
+// Recalls is implemented by Batches stores that can recall a batch (POST
+// /messages/batch/{batchID}/recall): stop what has not been sent and take
+// back what has. Package batch deletes the messages (MessageDeleter) and
+// tells the clients (delivery.Retractor); the store keeps the state.
+type Recalls interface {
+	// RecallBatch sets the RecalledAt of batch p.BatchID of p.AppID to p.At
+	// unless it is set already and, in the same transaction, completes
+	// the chunks neither done nor started with OutcomeCanceled outcomes as
+	// CancelBatch does (adding to Canceled and ChunksDone, setting
+	// FinishedAt if that finishes the batch; CanceledAt is left alone).
+	// Started chunks are left to finish, like a cancel. A finished batch
+	// can be recalled. It returns the batch after the update, or
+	// ErrNotFound if it does not exist in the app. Recalling a recalled
+	// batch changes nothing.
+	RecallBatch(ctx context.Context, p *RecallBatchParams) (*Batch, error)
+
+	// RecallChunk records that the messages of a done chunk were recalled:
+	// every outcome with Status OutcomeSent becomes OutcomeRecalled, and
+	// the batch's Sent and Recalled counters move by their number, in one
+	// transaction. Outcomes already recalled are left alone, so a second
+	// call changes nothing. It returns the batch after the update;
+	// ErrNotFound if the chunk does not exist; ErrConflict, changing
+	// nothing, if the chunk is not done.
+	RecallChunk(ctx context.Context, p *RecallChunkParams) (*Batch, error)
+
+	// PendingRecalls lists, across apps, up to p.Limit batches recalled at
+	// or before p.RecalledBefore that still have Sent recipients (a recall
+	// interrupted by a crash, or a chunk that completed while the batch
+	// was recalled), oldest recall first, as GetBatch returns them.
+	PendingRecalls(ctx context.Context, p *PendingRecallsParams) ([]*Batch, error)
+}
+
+// RecallBatchParams are the arguments of [Recalls.RecallBatch].
+type RecallBatchParams struct {
+	AppID, BatchID string
+	// At is the time of the recall (UTC).
+	At time.Time
+}
+
+// RecallChunkParams are the arguments of [Recalls.RecallChunk].
+type RecallChunkParams struct {
+	Ref ChunkRef
+}
+
+// PendingRecallsParams are the arguments of [Recalls.PendingRecalls].
+type PendingRecallsParams struct {
+	// RecalledBefore selects the batches recalled at or before it.
+	RecalledBefore time.Time
+	// Limit is the most batches returned.
+	Limit int
+}
+
+// MessageDeleter is implemented by Messages stores that can delete stored
+// messages: what a recall does to the messages it takes back.
+type MessageDeleter interface {
+	// DeleteMessages deletes the messages of app whose IDs are among ids.
+	// IDs that are not stored are ignored, so a repeated call succeeds.
+	DeleteMessages(ctx context.Context, app string, ids []string) error
+}
+
 // BatchLister is implemented by Batches stores that can list an app's
 // batches (GET /messages/batch). Without it that endpoint answers 501.
 type BatchLister interface {
@@ -628,6 +700,8 @@ type BatchLister interface {
 // ListBatchesParams are the arguments of [BatchLister.ListBatches].
 type ListBatchesParams struct {
 	AppID string
+	// Sender, when set, keeps the batches sent as that user.
+	Sender string
 	// Statuses, when not empty, keeps the batches whose Status(Now) is
 	// one of them.
 	Statuses []Status

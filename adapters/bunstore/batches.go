@@ -15,7 +15,7 @@ import (
 
 const (
 	batchColumns     = "app_id, id, sender, count, chunks, payload, created_at, send_at, finished_at, sent, failed, canceled, chunks_done"
-	batchReadColumns = "sender, count, chunks, payload, created_at, send_at, finished_at, canceled_at, sent, failed, canceled, chunks_done, notified_at, push_failed"
+	batchReadColumns = "sender, count, chunks, payload, created_at, send_at, finished_at, canceled_at, sent, failed, canceled, chunks_done, notified_at, push_failed, recalled_at, recalled"
 	chunkColumns     = "app_id, batch_id, chunk_no, start_index, size, recipients, not_before"
 	chunkReadColumns = "start_index, recipients, not_before, started_at, attempts, lease_until, done, outcomes"
 )
@@ -112,8 +112,8 @@ func (s *Store) readBatch(ctx context.Context, db bun.IConn, app, id string) (*s
 
 // batchScan receives the batchReadColumns of one row.
 type batchScan struct {
-	b                                           store.Batch
-	created, sendAt, finished, cancel, notified dbTime
+	b                                                     store.Batch
+	created, sendAt, finished, cancel, notified, recalled dbTime
 }
 
 func newBatchScan(app, id string) *batchScan {
@@ -123,11 +123,12 @@ func newBatchScan(app, id string) *batchScan {
 // dest returns the scan destinations of batchReadColumns, in order.
 func (x *batchScan) dest() []any {
 	b := &x.b
-	return []any{&b.Sender, &b.Count, &b.Chunks, &b.Payload, &x.created, &x.sendAt, &x.finished, &x.cancel, &b.Sent, &b.Failed, &b.Canceled, &b.ChunksDone, &x.notified, &b.PushFailed}
+	return []any{&b.Sender, &b.Count, &b.Chunks, &b.Payload, &x.created, &x.sendAt, &x.finished, &x.cancel, &b.Sent, &b.Failed, &b.Canceled, &b.ChunksDone, &x.notified, &b.PushFailed, &x.recalled, &b.Recalled}
 }
 
 func (x *batchScan) batch() *store.Batch {
 	x.b.CreatedAt, x.b.SendAt, x.b.FinishedAt, x.b.CanceledAt, x.b.NotifiedAt = x.created.t, x.sendAt.t, x.finished.t, x.cancel.t, x.notified.t
+	x.b.RecalledAt = x.recalled.t
 	return &x.b
 }
 
@@ -304,52 +305,22 @@ func (s *Store) CancelBatch(ctx context.Context, p *store.CancelBatchParams) (*s
 	if unstorable(app, id) {
 		return nil, fmt.Errorf("bunstore: %s %q: %w", op, id, store.ErrNotFound)
 	}
-	forUpdate := " FOR UPDATE"
-	if s.kind == dialect.SQLite {
-		forUpdate = "" // the transaction holds SQLite's write lock already
-	}
 	var after *store.Batch
 	err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
-		type open struct{ no, size int }
-		var chunks []open
-		rows, err := tx.QueryContext(ctx, "SELECT chunk_no, size FROM "+s.chunks+" WHERE app_id = ? AND batch_id = ? AND done = "+s.falseLit()+" AND started_at IS NULL ORDER BY chunk_no"+forUpdate, app, id)
+		chunks, canceled, err := s.cancelUnstarted(ctx, tx, app, id)
 		if err != nil {
 			return err
-		}
-		for rows.Next() {
-			var c open
-			if err := rows.Scan(&c.no, &c.size); err != nil {
-				rows.Close()
-				return err
-			}
-			chunks = append(chunks, c)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		canceled := 0
-		for _, c := range chunks {
-			outcomes := make([]store.Outcome, c.size)
-			for i := range outcomes {
-				outcomes[i].Status = store.OutcomeCanceled
-			}
-			if _, err := tx.ExecContext(ctx, "UPDATE "+s.chunks+" SET done = "+s.trueLit()+", outcomes = ? WHERE app_id = ? AND batch_id = ? AND chunk_no = ?",
-				encodeOutcomes(outcomes), app, id, c.no); err != nil {
-				return err
-			}
-			canceled += c.size
 		}
 		// finished_at first: MySQL assigns left to right with new values.
 		if _, err := tx.ExecContext(ctx, "UPDATE "+s.batches+" SET finished_at = CASE WHEN chunks_done + ? = chunks THEN ? ELSE finished_at END, "+
 			"canceled_at = COALESCE(canceled_at, ?), canceled = canceled + ?, chunks_done = chunks_done + ? WHERE app_id = ? AND id = ? AND chunks_done < chunks",
-			len(chunks), toDB(at), toDB(at), canceled, len(chunks), app, id); err != nil {
+			chunks, toDB(at), toDB(at), canceled, chunks, app, id); err != nil {
 			return err
 		}
 		if after, err = s.readBatch(ctx, tx, app, id); err != nil {
 			return err
 		}
-		if len(chunks) == 0 && (after.ChunksDone == after.Chunks || after.CanceledAt.IsZero()) {
+		if chunks == 0 && (after.ChunksDone == after.Chunks || after.CanceledAt.IsZero()) {
 			return fmt.Errorf("batch %q already finished: %w", id, store.ErrConflict)
 		}
 		return nil
@@ -358,6 +329,185 @@ func (s *Store) CancelBatch(ctx context.Context, p *store.CancelBatchParams) (*s
 		return nil, s.fail(ctx, op, err)
 	}
 	return after, nil
+}
+
+// cancelUnstarted locks the chunks of a batch that are neither done nor
+// started and completes each with canceled outcomes, in tx. It returns
+// how many chunks and recipients it canceled; the caller updates the
+// batch's counters.
+func (s *Store) cancelUnstarted(ctx context.Context, tx bun.Tx, app, id string) (chunks, recipients int, err error) {
+	forUpdate := " FOR UPDATE"
+	if s.kind == dialect.SQLite {
+		forUpdate = "" // the transaction holds SQLite's write lock already
+	}
+	type open struct{ no, size int }
+	var found []open
+	rows, err := tx.QueryContext(ctx, "SELECT chunk_no, size FROM "+s.chunks+" WHERE app_id = ? AND batch_id = ? AND done = "+s.falseLit()+" AND started_at IS NULL ORDER BY chunk_no"+forUpdate, app, id)
+	if err != nil {
+		return 0, 0, err
+	}
+	for rows.Next() {
+		var c open
+		if err := rows.Scan(&c.no, &c.size); err != nil {
+			rows.Close()
+			return 0, 0, err
+		}
+		found = append(found, c)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, 0, err
+	}
+	for _, c := range found {
+		outcomes := make([]store.Outcome, c.size)
+		for i := range outcomes {
+			outcomes[i].Status = store.OutcomeCanceled
+		}
+		if _, err := tx.ExecContext(ctx, "UPDATE "+s.chunks+" SET done = "+s.trueLit()+", outcomes = ? WHERE app_id = ? AND batch_id = ? AND chunk_no = ?",
+			encodeOutcomes(outcomes), app, id, c.no); err != nil {
+			return 0, 0, err
+		}
+		recipients += c.size
+	}
+	return len(found), recipients, nil
+}
+
+// RecallBatch implements store.Recalls in one transaction, locking like
+// CancelBatch: the unstarted chunks first, then the batch.
+func (s *Store) RecallBatch(ctx context.Context, p *store.RecallBatchParams) (*store.Batch, error) {
+	app, id, at := p.AppID, p.BatchID, p.At
+	const op = "recall batch"
+	if err := begin(ctx, op); err != nil {
+		return nil, err
+	}
+	if unstorable(app, id) {
+		return nil, fmt.Errorf("bunstore: %s %q: %w", op, id, store.ErrNotFound)
+	}
+	var after *store.Batch
+	err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+		chunks, canceled, err := s.cancelUnstarted(ctx, tx, app, id)
+		if err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, "UPDATE "+s.batches+" SET finished_at = CASE WHEN ? > 0 AND chunks_done + ? = chunks THEN ? ELSE finished_at END, "+
+			"recalled_at = COALESCE(recalled_at, ?), canceled = canceled + ?, chunks_done = chunks_done + ? WHERE app_id = ? AND id = ?",
+			chunks, chunks, toDB(at), toDB(at), canceled, chunks, app, id)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 0 && s.kind != dialect.MySQL {
+			// MySQL counts changed rows, so a repeated recall reports 0;
+			// readBatch tells a missing batch apart there.
+			return fmt.Errorf("batch %q: %w", id, store.ErrNotFound)
+		}
+		after, err = s.readBatch(ctx, tx, app, id)
+		return err
+	})
+	if err != nil {
+		return nil, s.fail(ctx, op, err)
+	}
+	return after, nil
+}
+
+// RecallChunk implements store.Recalls: the chunk's outcomes are read
+// under a row lock, their sent recipients turned recalled, and the
+// batch's counters moved, in one transaction.
+func (s *Store) RecallChunk(ctx context.Context, p *store.RecallChunkParams) (*store.Batch, error) {
+	const op = "recall chunk"
+	if err := begin(ctx, op); err != nil {
+		return nil, err
+	}
+	ref := p.Ref
+	if unstorable(ref.AppID, ref.BatchID) {
+		return nil, fmt.Errorf("bunstore: %s: batch %q chunk %d: %w", op, ref.BatchID, ref.No, store.ErrNotFound)
+	}
+	forUpdate := " FOR UPDATE"
+	if s.kind == dialect.SQLite {
+		forUpdate = ""
+	}
+	var after *store.Batch
+	err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+		var done bool
+		var outcomes *string
+		err := tx.QueryRowContext(ctx, "SELECT done, outcomes FROM "+s.chunks+" WHERE app_id = ? AND batch_id = ? AND chunk_no = ?"+forUpdate,
+			ref.AppID, ref.BatchID, ref.No).Scan(&done, &outcomes)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("batch %q chunk %d: %w", ref.BatchID, ref.No, store.ErrNotFound)
+		}
+		if err != nil {
+			return err
+		}
+		if !done || outcomes == nil {
+			return fmt.Errorf("batch %q chunk %d is not done: %w", ref.BatchID, ref.No, store.ErrConflict)
+		}
+		os, err := decodeOutcomes(*outcomes)
+		if err != nil {
+			return fmt.Errorf("outcomes column: %w", err)
+		}
+		n := 0
+		for i := range os {
+			if os[i].Status == store.OutcomeSent {
+				os[i].Status = store.OutcomeRecalled
+				n++
+			}
+		}
+		if n > 0 {
+			if _, err := tx.ExecContext(ctx, "UPDATE "+s.chunks+" SET outcomes = ? WHERE app_id = ? AND batch_id = ? AND chunk_no = ?",
+				encodeOutcomes(os), ref.AppID, ref.BatchID, ref.No); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, "UPDATE "+s.batches+" SET sent = sent - ?, recalled = recalled + ? WHERE app_id = ? AND id = ?",
+				n, n, ref.AppID, ref.BatchID); err != nil {
+				return err
+			}
+		}
+		after, err = s.readBatch(ctx, tx, ref.AppID, ref.BatchID)
+		return err
+	})
+	if err != nil {
+		return nil, s.fail(ctx, fmt.Sprintf("%s: batch %q chunk %d", op, ref.BatchID, ref.No), err)
+	}
+	return after, nil
+}
+
+// PendingRecalls implements store.Recalls; the batches_recalled index
+// keeps it from scanning the batches that were never recalled.
+func (s *Store) PendingRecalls(ctx context.Context, p *store.PendingRecallsParams) ([]*store.Batch, error) {
+	const op = "pending recalls"
+	if err := begin(ctx, op); err != nil {
+		return nil, err
+	}
+	q, args := limited("SELECT app_id, id FROM "+s.batches+" WHERE recalled_at IS NOT NULL AND recalled_at <= ? AND sent > 0 ORDER BY recalled_at, app_id, id",
+		[]any{toDB(p.RecalledBefore)}, p.Limit)
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, s.fail(ctx, op, err)
+	}
+	type key struct{ app, id string }
+	var keys []key
+	for rows.Next() {
+		var k key
+		if err := rows.Scan(&k.app, &k.id); err != nil {
+			rows.Close()
+			return nil, s.fail(ctx, op, err)
+		}
+		keys = append(keys, k)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, s.fail(ctx, op, err)
+	}
+	out := make([]*store.Batch, 0, len(keys))
+	for _, k := range keys {
+		b, err := s.readBatch(ctx, s.db, k.app, k.id)
+		if err != nil {
+			return nil, s.fail(ctx, op, err)
+		}
+		out = append(out, b)
+	}
+	return out, nil
 }
 
 // CompleteChunk implements store.Batches in one transaction:
@@ -631,6 +781,9 @@ func (s *Store) ListBatches(ctx context.Context, p *store.ListBatchesParams) ([]
 	}
 	where := []string{"app_id = ?"}
 	args := []any{p.AppID}
+	if p.Sender != "" {
+		where, args = append(where, "sender = ?"), append(args, p.Sender)
+	}
 	if !p.CreatedAfter.IsZero() {
 		where, args = append(where, "created_at > ?"), append(args, toDB(p.CreatedAfter))
 	}
@@ -646,18 +799,20 @@ func (s *Store) ListBatches(ctx context.Context, p *store.ListBatchesParams) ([]
 		now := toDB(p.Now)
 		for _, st := range p.Statuses {
 			switch st {
+			case store.StatusRecalled:
+				ors = append(ors, "recalled_at IS NOT NULL")
 			case store.StatusCanceled:
-				ors = append(ors, "canceled_at IS NOT NULL")
+				ors = append(ors, "(recalled_at IS NULL AND canceled_at IS NOT NULL)")
 			case store.StatusCompleted:
-				ors = append(ors, "(canceled_at IS NULL AND chunks_done >= chunks AND failed = 0)")
+				ors = append(ors, "(recalled_at IS NULL AND canceled_at IS NULL AND chunks_done >= chunks AND failed = 0)")
 			case store.StatusCompletedWithErrors:
-				ors = append(ors, "(canceled_at IS NULL AND chunks_done >= chunks AND failed > 0)")
+				ors = append(ors, "(recalled_at IS NULL AND canceled_at IS NULL AND chunks_done >= chunks AND failed > 0)")
 			case store.StatusRunning:
-				ors = append(ors, "(canceled_at IS NULL AND chunks_done < chunks AND chunks_done > 0)")
+				ors = append(ors, "(recalled_at IS NULL AND canceled_at IS NULL AND chunks_done < chunks AND chunks_done > 0)")
 			case store.StatusScheduled:
-				ors, args = append(ors, "(canceled_at IS NULL AND chunks_done = 0 AND chunks_done < chunks AND send_at IS NOT NULL AND send_at > ?)"), append(args, now)
+				ors, args = append(ors, "(recalled_at IS NULL AND canceled_at IS NULL AND chunks_done = 0 AND chunks_done < chunks AND send_at IS NOT NULL AND send_at > ?)"), append(args, now)
 			case store.StatusQueued:
-				ors, args = append(ors, "(canceled_at IS NULL AND chunks_done = 0 AND chunks_done < chunks AND (send_at IS NULL OR send_at <= ?))"), append(args, now)
+				ors, args = append(ors, "(recalled_at IS NULL AND canceled_at IS NULL AND chunks_done = 0 AND chunks_done < chunks AND (send_at IS NULL OR send_at <= ?))"), append(args, now)
 			default:
 				return nil, fmt.Errorf("bunstore: %s: unknown status %q", op, st)
 			}

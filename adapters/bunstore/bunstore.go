@@ -66,6 +66,8 @@ var (
 	_ store.DirectRoomResolver = (*Store)(nil)
 	_ store.ChunkCheckpoints   = (*Store)(nil)
 	_ store.MessageReader      = (*Store)(nil)
+	_ store.MessageDeleter     = (*Store)(nil)
+	_ store.Recalls            = (*Store)(nil)
 	_ store.BatchLister        = (*Store)(nil)
 	_ store.DoneNotifications  = (*Store)(nil)
 )

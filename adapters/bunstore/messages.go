@@ -245,6 +245,27 @@ func (s *Store) GetMessages(ctx context.Context, app string, ids []string) ([]st
 	return out, nil
 }
 
+// DeleteMessages implements store.MessageDeleter, by the (app_id, id)
+// key, maxRowsPerInsert IDs a statement.
+func (s *Store) DeleteMessages(ctx context.Context, app string, ids []string) error {
+	const op = "delete messages"
+	if err := s.full(ctx, op); err != nil {
+		return err
+	}
+	var stored []string
+	for _, id := range ids {
+		if !unstorable(app, id) {
+			stored = append(stored, id)
+		}
+	}
+	for part := range slices.Chunk(stored, maxRowsPerInsert) {
+		if _, err := s.db.ExecContext(ctx, "DELETE FROM "+s.messages+" WHERE app_id = ? AND id IN (?)", app, bun.List(part)); err != nil {
+			return s.fail(ctx, op, err)
+		}
+	}
+	return nil
+}
+
 // messageReadColumns are the columns readMessages scans.
 const messageReadColumns = "id, room_id, receiver, sender, type, text, extra, fields, batch_id, idx, created_at"
 

@@ -280,7 +280,7 @@ func (s *Store) createV1(ctx context.Context, db bun.IConn) error {
 }
 
 // SchemaVersion is the schema version this package's Migrate produces.
-const SchemaVersion = 4
+const SchemaVersion = 5
 
 // migration is one schema version after the first: its steps run in
 // order, each one skipped if what it makes exists already, so that a
@@ -304,6 +304,10 @@ func (s *Store) migrationList() []migration {
 	unnotified := "CREATE INDEX IF NOT EXISTS " + s.prefix + "batches_unnotified ON " + s.batches + " (finished_at) WHERE notified_at IS NULL"
 	if s.kind == dialect.MySQL {
 		unnotified = "CREATE INDEX " + s.prefix + "batches_unnotified ON " + s.batches + " (notified_at, finished_at)"
+	}
+	recalled := "CREATE INDEX IF NOT EXISTS " + s.prefix + "batches_recalled ON " + s.batches + " (recalled_at) WHERE recalled_at IS NOT NULL"
+	if s.kind == dialect.MySQL {
+		recalled = "CREATE INDEX " + s.prefix + "batches_recalled ON " + s.batches + " (recalled_at)"
 	}
 	return []migration{{
 		version: 2,
@@ -329,6 +333,14 @@ func (s *Store) migrationList() []migration {
 		name:    "push failures counted per batch",
 		steps: []step{
 			s.addColumn(s.batches, "push_failed", ct.integer+" NOT NULL DEFAULT 0"),
+		},
+	}, {
+		version: 5,
+		name:    "recalls",
+		steps: []step{
+			s.addColumn(s.batches, "recalled_at", ct.time+" NULL"),
+			s.addColumn(s.batches, "recalled", ct.integer+" NOT NULL DEFAULT 0"),
+			s.ensureIndex(s.prefix+"batches_recalled", s.batches, recalled),
 		},
 	}}
 }

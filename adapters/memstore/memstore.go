@@ -26,6 +26,8 @@ var (
 	_ store.DirectRoomResolver = (*Store)(nil)
 	_ store.ChunkCheckpoints   = (*Store)(nil)
 	_ store.MessageReader      = (*Store)(nil)
+	_ store.MessageDeleter     = (*Store)(nil)
+	_ store.Recalls            = (*Store)(nil)
 	_ store.BatchLister        = (*Store)(nil)
 	_ store.DoneNotifications  = (*Store)(nil)
 )
@@ -484,6 +486,14 @@ func (s *Store) CancelBatch(ctx context.Context, p *store.CancelBatchParams) (*s
 	if b.CanceledAt.IsZero() {
 		b.CanceledAt = utc(at)
 	}
+	cancelUnstarted(rec, at)
+	return copyBatch(b), nil
+}
+
+// cancelUnstarted completes the chunks of rec that are neither done nor
+// started with canceled outcomes.
+func cancelUnstarted(rec *batchRecord, at time.Time) {
+	b := &rec.batch
 	for i := range rec.chunks {
 		c := &rec.chunks[i]
 		if c.Done || !c.StartedAt.IsZero() {
@@ -496,11 +506,92 @@ func (s *Store) CancelBatch(ctx context.Context, p *store.CancelBatchParams) (*s
 		}
 		b.Canceled += len(c.Recipients)
 		b.ChunksDone++
+		if b.ChunksDone == b.Chunks {
+			b.FinishedAt = utc(at)
+		}
 	}
-	if b.ChunksDone == b.Chunks {
-		b.FinishedAt = utc(at)
+}
+
+// RecallBatch implements store.Recalls.
+func (s *Store) RecallBatch(ctx context.Context, p *store.RecallBatchParams) (*store.Batch, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
-	return copyBatch(b), nil
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rec, err := s.batchLocked(p.AppID, p.BatchID)
+	if err != nil {
+		return nil, err
+	}
+	if rec.batch.RecalledAt.IsZero() {
+		rec.batch.RecalledAt = utc(p.At)
+	}
+	cancelUnstarted(rec, p.At)
+	return copyBatch(&rec.batch), nil
+}
+
+// RecallChunk implements store.Recalls.
+func (s *Store) RecallChunk(ctx context.Context, p *store.RecallChunkParams) (*store.Batch, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rec, c, err := s.chunkLocked(p.Ref)
+	if err != nil {
+		return nil, err
+	}
+	if !c.Done {
+		return nil, fmt.Errorf("memstore: recall batch %q chunk %d: not done: %w", p.Ref.BatchID, p.Ref.No, store.ErrConflict)
+	}
+	for i := range c.Outcomes {
+		if c.Outcomes[i].Status == store.OutcomeSent {
+			c.Outcomes[i].Status = store.OutcomeRecalled
+			rec.batch.Sent--
+			rec.batch.Recalled++
+		}
+	}
+	return copyBatch(&rec.batch), nil
+}
+
+// PendingRecalls implements store.Recalls.
+func (s *Store) PendingRecalls(ctx context.Context, p *store.PendingRecallsParams) ([]*store.Batch, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []*store.Batch
+	for _, a := range s.apps {
+		for _, rec := range a.batches {
+			b := &rec.batch
+			if !b.RecalledAt.IsZero() && !b.RecalledAt.After(p.RecalledBefore) && b.Sent > 0 {
+				out = append(out, copyBatch(b))
+			}
+		}
+	}
+	slices.SortFunc(out, func(x, y *store.Batch) int {
+		return cmp.Or(x.RecalledAt.Compare(y.RecalledAt), cmp.Compare(x.AppID, y.AppID), cmp.Compare(x.ID, y.ID))
+	})
+	if len(out) > p.Limit {
+		out = out[:p.Limit]
+	}
+	return out, nil
+}
+
+// DeleteMessages implements store.MessageDeleter.
+func (s *Store) DeleteMessages(ctx context.Context, appID string, ids []string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if a := s.readApp(appID); a != nil {
+		for _, id := range ids {
+			delete(a.messages, id)
+		}
+	}
+	return nil
 }
 
 // ClaimIdempotencyKey implements store.IdempotencyKeys.
@@ -764,6 +855,9 @@ func (s *Store) ListBatches(ctx context.Context, p *store.ListBatchesParams) ([]
 	}
 	for _, rec := range a.batches {
 		b := &rec.batch
+		if p.Sender != "" && b.Sender != p.Sender {
+			continue
+		}
 		if len(p.Statuses) > 0 && !slices.Contains(p.Statuses, b.Status(p.Now)) {
 			continue
 		}

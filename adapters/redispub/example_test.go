@@ -50,5 +50,5 @@ func Example() {
 	fmt.Println(msg.Payload)
 	// Output:
 	// chatbatch:app1:room:room-7
-	// {"message":{"appID":"app1","id":"batch-20260410-abc-0","room":"room-7","sender":"system","message":"Hi Alice","messageType":"text","batchID":"batch-20260410-abc","index":0,"createdAt":"2026-04-10T09:00:00Z"}}
+	// {"type":"message","message":{"appID":"app1","id":"batch-20260410-abc-0","room":"room-7","sender":"system","message":"Hi Alice","messageType":"text","batchID":"batch-20260410-abc","index":0,"createdAt":"2026-04-10T09:00:00Z"}}
 }

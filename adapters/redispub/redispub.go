@@ -3,7 +3,8 @@
 // any language) subscribe to Redis channels, so that the chatbatch worker
 // and the processes holding the users' connections need not be one.
 //
-// Each message is one PUBLISH of an [Event] in JSON, all of a call's
+// Each message is one PUBLISH of an [Event] in JSON (and a recall's
+// retraction one of TypeRetraction, on the same channel), all of a call's
 // PUBLISHes in one pipeline. The channel comes from a pattern
 // (Options.Channel): per app, per room, or per user. Delivery is at least
 // once (a retried chunk publishes again, with the same message IDs) and, as
@@ -24,11 +25,24 @@ import (
 	"github.com/chatbatch/chatbatch/store"
 )
 
+var _ delivery.Retractor = (*Deliverer)(nil)
+
 // DefaultChannel is the channel pattern when Options.Channel is empty.
 const DefaultChannel = "chatbatch:{app}:room:{room}"
 
+// The types of an Event.
+const (
+	// TypeMessage is a delivered message.
+	TypeMessage = "message"
+	// TypeRetraction is a message taken back by a recall: clients remove
+	// it. Its Message carries the routing fields and the ID, no text.
+	TypeRetraction = "retraction"
+)
+
 // Event is the JSON of one PUBLISH.
 type Event struct {
+	// Type is TypeMessage or TypeRetraction.
+	Type string `json:"type"`
 	// Users are the users who should see the message: the room's members
 	// (with Options.Members), or for a per-user channel the one user the
 	// channel is for. Empty without Options.Members.
@@ -95,6 +109,16 @@ func (d *Deliverer) channel(m store.Message, user string) string {
 // with a {user} channel), in one pipeline. A failure of the call (Redis
 // unreachable) is transient; nothing is permanent.
 func (d *Deliverer) Deliver(ctx context.Context, msgs []store.Message) error {
+	return d.publish(ctx, TypeMessage, msgs)
+}
+
+// Retract implements delivery.Retractor: an Event of TypeRetraction on the
+// channels the messages were delivered on, as Deliver does.
+func (d *Deliverer) Retract(ctx context.Context, msgs []store.Message) error {
+	return d.publish(ctx, TypeRetraction, msgs)
+}
+
+func (d *Deliverer) publish(ctx context.Context, typ string, msgs []store.Message) error {
 	if len(msgs) == 0 {
 		return ctx.Err()
 	}
@@ -117,7 +141,7 @@ func (d *Deliverer) Deliver(ctx context.Context, msgs []store.Message) error {
 	for _, m := range msgs {
 		users := members[m.RoomID]
 		if !d.perUser {
-			b, err := json.Marshal(Event{Users: users, Message: delivery.NewMessageJSON(m)})
+			b, err := json.Marshal(Event{Type: typ, Users: users, Message: delivery.NewMessageJSON(m)})
 			if err != nil {
 				return fmt.Errorf("redispub: message %s: %w", m.ID, err)
 			}
@@ -131,7 +155,7 @@ func (d *Deliverer) Deliver(ctx context.Context, msgs []store.Message) error {
 			if u == m.Sender && m.Receiver != m.Sender {
 				continue
 			}
-			b, err := json.Marshal(Event{Users: []string{u}, Message: delivery.NewMessageJSON(m)})
+			b, err := json.Marshal(Event{Type: typ, Users: []string{u}, Message: delivery.NewMessageJSON(m)})
 			if err != nil {
 				return fmt.Errorf("redispub: message %s: %w", m.ID, err)
 			}

@@ -81,9 +81,22 @@ func (h *harness) Deliverer() delivery.Deliverer { return h.d }
 
 func (h *harness) Received(context.Context) ([]store.Message, error) {
 	evs, _, err := h.l.snapshot()
-	out := make([]store.Message, len(evs))
-	for i, ev := range evs {
-		out[i] = ev.Message.StoreMessage()
+	var out []store.Message
+	for _, ev := range evs {
+		if ev.Type == redispub.TypeMessage {
+			out = append(out, ev.Message.StoreMessage())
+		}
+	}
+	return out, err
+}
+
+func (h *harness) Retracted(context.Context) ([]string, error) {
+	evs, _, err := h.l.snapshot()
+	var out []string
+	for _, ev := range evs {
+		if ev.Type == redispub.TypeRetraction {
+			out = append(out, ev.Message.ID)
+		}
 	}
 	return out, err
 }
@@ -209,5 +222,63 @@ func TestNewRefuses(t *testing.T) {
 	defer cancel()
 	if err := d.Deliver(ctx, []store.Message{{ID: "m", AppID: "a", RoomID: "r"}}); err == nil || delivery.IsPermanent(err) {
 		t.Errorf("Deliver to an unreachable Redis = %v, want a transient error", err)
+	}
+}
+
+// TestRetract: a recall's retraction goes out as an Event of
+// TypeRetraction on the channels its message was delivered on.
+func TestRetract(t *testing.T) {
+	for name, addr := range redisAddrs(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := t.Context()
+			rdb := newClient(t, addr(t))
+			dir := memstore.New(nil)
+			if err := dir.AddRoom(ctx, "app1", "room-1", "system", "user-a"); err != nil {
+				t.Fatal(err)
+			}
+			prefix := "r" + time.Now().Format("150405.000000000")
+			l := listen(t, rdb, prefix+":user:*")
+			d, err := redispub.New(rdb, &redispub.Options{Channel: prefix + ":user:{user}", Members: dir})
+			if err != nil {
+				t.Fatal(err)
+			}
+			msgs := []store.Message{
+				{ID: "b-0", AppID: "app1", RoomID: "room-1", Sender: "system", Type: "text", Text: "hi", CreatedAt: time.Now().UTC()},
+				{ID: "b-1", AppID: "app1", RoomID: "dm-1", Receiver: "user-c", Sender: "system", Type: "text", Text: "hi", CreatedAt: time.Now().UTC()},
+			}
+			if err := d.Deliver(ctx, msgs); err != nil {
+				t.Fatal(err)
+			}
+			retract := []store.Message{{ID: "b-0", AppID: "app1", RoomID: "room-1", Sender: "system", BatchID: "b"}, {ID: "b-1", AppID: "app1", RoomID: "dm-1", Receiver: "user-c", Sender: "system", BatchID: "b", Index: 1}}
+			if err := d.Retract(ctx, retract); err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			var evs []redispub.Event
+			var chans []string
+			for len(evs) < 4 && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+				evs, chans, err = l.snapshot()
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			got := map[string]int{}
+			for i, ev := range evs {
+				got[ev.Type+" "+ev.Message.ID+" "+strings.TrimPrefix(chans[i], prefix)]++
+				if ev.Type == redispub.TypeRetraction && ev.Message.Message != "" {
+					t.Errorf("a retraction carries the text %q", ev.Message.Message)
+				}
+			}
+			want := map[string]int{"message b-0 :user:user-a": 1, "message b-1 :user:user-c": 1, "retraction b-0 :user:user-a": 1, "retraction b-1 :user:user-c": 1}
+			if len(got) != len(want) {
+				t.Errorf("events %v, want %v", got, want)
+			}
+			for k, n := range want {
+				if got[k] != n {
+					t.Errorf("event %q seen %d times, want %d (all: %v)", k, got[k], n, got)
+				}
+			}
+		})
 	}
 }

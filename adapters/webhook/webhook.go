@@ -12,7 +12,9 @@
 //
 //	{"type":"messages","timestamp":"…","data":[<delivery.MessageJSON>…]}
 //
-// and of a Pusher request {"type":"push","timestamp":"…","data":[<delivery.Notification>…]};
+// of a recall's retraction {"type":"retraction",…} with the recalled
+// messages (no text), and of a Pusher request
+// {"type":"push","timestamp":"…","data":[<delivery.Notification>…]};
 // a chunk is split into several requests at Options.MaxItems or
 // Options.MaxBodyBytes.
 //
@@ -392,6 +394,26 @@ func (d *Deliverer) Deliver(ctx context.Context, msgs []store.Message) error {
 		items[i], ids[i] = b, m.ID
 	}
 	return d.p.send(ctx, "messages", items, ids)
+}
+
+var _ delivery.Retractor = (*Deliverer)(nil)
+
+// Retract implements delivery.Retractor: the recalled messages (IDs and
+// routing, no text) POSTed as {"type":"retraction","data":[…]}, answered
+// like a delivery. Its webhook-id differs from the delivery's.
+func (d *Deliverer) Retract(ctx context.Context, msgs []store.Message) error {
+	if len(msgs) == 0 {
+		return ctx.Err()
+	}
+	items, ids := make([]json.RawMessage, len(msgs)), make([]string, len(msgs))
+	for i, m := range msgs {
+		b, err := json.Marshal(delivery.NewMessageJSON(m))
+		if err != nil {
+			return delivery.Permanent(fmt.Errorf("webhook: retraction %s: %w", m.ID, err))
+		}
+		items[i], ids[i] = b, m.ID
+	}
+	return d.p.send(ctx, "retraction", items, ids)
 }
 
 // Pusher POSTs push notifications. It is safe for concurrent use.

@@ -35,6 +35,7 @@ type receiver struct {
 	t      *testing.T
 	mu     sync.Mutex
 	msgs   []store.Message
+	gone   []store.Message // retracted
 	notes  []delivery.Notification
 	calls  int
 	ids    []string
@@ -84,6 +85,14 @@ func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 		for _, m := range ms {
 			r.msgs = append(r.msgs, m.StoreMessage())
 		}
+	case "retraction":
+		var ms []delivery.MessageJSON
+		if err := json.Unmarshal(env.Data, &ms); err != nil {
+			r.t.Errorf("retraction: %v", err)
+		}
+		for _, m := range ms {
+			r.gone = append(r.gone, m.StoreMessage())
+		}
 	case "push":
 		var ns []delivery.Notification
 		if err := json.Unmarshal(env.Data, &ns); err != nil {
@@ -122,6 +131,16 @@ func (h deliverHarness) Received(context.Context) ([]store.Message, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return append([]store.Message(nil), h.msgs...), nil
+}
+
+func (h deliverHarness) Retracted(context.Context) ([]string, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var ids []string
+	for _, m := range h.gone {
+		ids = append(ids, m.ID)
+	}
+	return ids, nil
 }
 
 type pushHarness struct {
@@ -388,5 +407,35 @@ func TestReferenceLibraryAccepts(t *testing.T) {
 	}
 	if code, _ := run(secret, append(body[:len(body):len(body)], ' ')); code != 1 {
 		t.Errorf("the reference library accepted a changed body (exit %d)", code)
+	}
+}
+
+// TestRetract: a recall's retraction is a signed POST of type retraction
+// with the messages' IDs and routing, under a webhook-id of its own.
+func TestRetract(t *testing.T) {
+	r := newReceiver(t)
+	d, err := webhook.NewDeliverer(&webhook.Options{URL: r.srv.URL, Secrets: []string{secret}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := messages(2)
+	if err := d.Deliver(t.Context(), msgs); err != nil {
+		t.Fatal(err)
+	}
+	retract := []store.Message{{ID: msgs[0].ID, AppID: msgs[0].AppID, RoomID: msgs[0].RoomID, Sender: msgs[0].Sender}, {ID: msgs[1].ID, AppID: msgs[1].AppID, RoomID: msgs[1].RoomID, Sender: msgs[1].Sender}}
+	if err := d.Retract(t.Context(), retract); err != nil {
+		t.Fatal(err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.gone) != 2 || r.gone[0].ID != msgs[0].ID || r.gone[1].RoomID != msgs[1].RoomID || r.gone[0].Text != "" {
+		t.Errorf("retracted %+v", r.gone)
+	}
+	if len(r.ids) != 2 || r.ids[0] == r.ids[1] {
+		t.Errorf("webhook-ids %v: a retraction needs its own", r.ids)
+	}
+	r.fail = append(r.fail, http.StatusServiceUnavailable)
+	if err := d.Retract(t.Context(), retract); err == nil || delivery.IsPermanent(err) {
+		t.Errorf("a 503 to a retraction = %v, want a transient error", err)
 	}
 }

@@ -102,8 +102,14 @@ func (h *hub) subscribe(ctx context.Context, rdb redis.UniversalClient, channel 
 				if err := json.Unmarshal([]byte(m.Payload), &ev); err != nil {
 					continue
 				}
+				// The stream carries whole SSE frames: a message, or the
+				// retraction of one by a recall.
+				name := "message"
+				if ev.Type == redispub.TypeRetraction {
+					name = "retraction"
+				}
 				data, _ := json.Marshal(ev.Message)
-				h.dispatch(ev.Users, data)
+				h.dispatch(ev.Users, []byte("event: "+name+"\ndata: "+string(data)+"\n\n"))
 			}
 		}
 		_ = sub.Close()
@@ -149,9 +155,9 @@ func (s *server) events(w http.ResponseWriter, r *http.Request, _ string) {
 		case <-ping.C:
 			extend()
 			fmt.Fprint(w, ": ping\n\n")
-		case data := <-c:
+		case frame := <-c:
 			extend()
-			fmt.Fprintf(w, "event: message\ndata: %s\n\n", data)
+			_, _ = w.Write(frame)
 		}
 		flusher.Flush()
 	}

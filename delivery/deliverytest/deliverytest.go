@@ -46,6 +46,14 @@ type PusherHarness interface {
 	Received(ctx context.Context) ([]delivery.Notification, error)
 }
 
+// RetractHarness is implemented by DelivererHarnesses whose Deliverer is
+// also a delivery.Retractor, so the suite can check retractions.
+type RetractHarness interface {
+	// Retracted returns the IDs of every retraction the host side has
+	// received so far, in order of arrival, duplicates included.
+	Retracted(ctx context.Context) ([]string, error)
+}
+
 // Faults is implemented by harnesses that can make the host side fail, so
 // the suite can check how failures are reported.
 type Faults interface {
@@ -78,6 +86,62 @@ func RunDeliverer(t *testing.T, newHarness func(t *testing.T) DelivererHarness) 
 		return harness[store.Message]{
 			send: d.Deliver, received: h.Received, faults: f,
 			sample: sampleMessage, same: sameMessage, id: func(m store.Message) string { return m.ID },
+		}
+	})
+	runRetract(t, newHarness)
+}
+
+// runRetract checks a Deliverer that is a delivery.Retractor: a
+// retraction reaches the host side, repeats and retractions of messages
+// never delivered succeed, and an empty call is a no-op.
+func runRetract(t *testing.T, newHarness func(t *testing.T) DelivererHarness) {
+	h := newHarness(t)
+	r, ok := h.Deliverer().(delivery.Retractor)
+	if !ok {
+		return
+	}
+	rh, ok := h.(RetractHarness)
+	if !ok {
+		t.Run("Retract", func(t *testing.T) {
+			t.Skipf("the Deliverer is a delivery.Retractor but the harness has no Retracted method (deliverytest.RetractHarness)")
+		})
+		return
+	}
+	t.Run("Retract", func(t *testing.T) {
+		ctx := t.Context()
+		msgs := []store.Message{sampleMessage(100), sampleMessage(101)}
+		if err := h.Deliverer().Deliver(ctx, msgs); err != nil {
+			t.Fatalf("Deliver: %v", err)
+		}
+		gone := make([]store.Message, len(msgs))
+		for i, m := range msgs {
+			gone[i] = store.Message{ID: m.ID, AppID: m.AppID, RoomID: m.RoomID, Sender: m.Sender, Receiver: m.Receiver, BatchID: m.BatchID, Index: m.Index}
+		}
+		if err := r.Retract(ctx, nil); err != nil {
+			t.Errorf("Retract(nil): %v", err)
+		}
+		for attempt := range 2 {
+			if err := r.Retract(ctx, gone); err != nil {
+				t.Fatalf("Retract, attempt %d: %v", attempt+1, err)
+			}
+		}
+		never := sampleMessage(102)
+		if err := r.Retract(ctx, []store.Message{{ID: never.ID, AppID: never.AppID, RoomID: never.RoomID, Sender: never.Sender}}); err != nil {
+			t.Errorf("retracting a message never delivered: %v", err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		var got []string
+		for len(got) < 5 && time.Now().Before(deadline) {
+			var err error
+			if got, err = rh.Retracted(ctx); err != nil {
+				t.Fatalf("Retracted: %v", err)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		for _, id := range []string{msgs[0].ID, msgs[1].ID, never.ID} {
+			if !slices.Contains(got, id) {
+				t.Errorf("the retraction of %s never arrived; got %v", id, got)
+			}
 		}
 	})
 }

@@ -14,6 +14,7 @@ import (
 var (
 	_ delivery.Deliverer = (*Recorder)(nil)
 	_ delivery.Pusher    = (*Recorder)(nil)
+	_ delivery.Retractor = (*Recorder)(nil)
 )
 
 // Recorder is a Deliverer and Pusher that keeps everything it is given, in
@@ -26,13 +27,17 @@ type Recorder struct {
 	DeliverHook func(ctx context.Context, msgs []store.Message) error
 	// PushHook is DeliverHook for Push.
 	PushHook func(ctx context.Context, ns []delivery.Notification) error
+	// RetractHook is DeliverHook for Retract.
+	RetractHook func(ctx context.Context, msgs []store.Message) error
 
 	mu            sync.Mutex
 	cond          *sync.Cond
 	messages      []store.Message
 	notifications []delivery.Notification
+	retracted     []store.Message
 	deliverCalls  int
 	pushCalls     int
+	retractCalls  int
 }
 
 // NewRecorder returns an empty Recorder.
@@ -46,6 +51,23 @@ func (r *Recorder) Deliver(ctx context.Context, msgs []store.Message) error {
 // Push implements delivery.Pusher.
 func (r *Recorder) Push(ctx context.Context, ns []delivery.Notification) error {
 	return record(r, ctx, ns, r.PushHook, &r.pushCalls, &r.notifications, func(n delivery.Notification) delivery.Notification { return n })
+}
+
+// Retract implements delivery.Retractor.
+func (r *Recorder) Retract(ctx context.Context, msgs []store.Message) error {
+	return record(r, ctx, msgs, r.RetractHook, &r.retractCalls, &r.retracted, copyMessage)
+}
+
+// Retracted returns copies of the retracted messages in order, duplicates
+// included.
+func (r *Recorder) Retracted() []store.Message {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]store.Message, len(r.retracted))
+	for i, m := range r.retracted {
+		out[i] = copyMessage(m)
+	}
+	return out
 }
 
 func record[T any](r *Recorder, ctx context.Context, items []T, hook func(context.Context, []T) error, calls *int, into *[]T, clone func(T) T) error {

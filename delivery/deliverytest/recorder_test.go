@@ -65,6 +65,14 @@ func (v deliveredView) Received(context.Context) ([]store.Message, error) {
 	return v.r.Messages(), nil
 }
 
+func (v deliveredView) Retracted(context.Context) ([]string, error) {
+	var ids []string
+	for _, m := range v.r.Retracted() {
+		ids = append(ids, m.ID)
+	}
+	return ids, nil
+}
+
 type pushedView struct{ *recorderHarness }
 
 func (v pushedView) Received(context.Context) ([]delivery.Notification, error) {

@@ -566,7 +566,37 @@ func RunMessages(t *testing.T, newStore func(t *testing.T) store.Messages, opts 
 		{"SameCreatedAtOrder", testSameCreatedAtOrder},
 		{"NonUTCTimes", testNonUTCTimes},
 		{"GetMessages", testGetMessages},
+		{"DeleteMessages", testDeleteMessages},
 	})
+}
+
+// testDeleteMessages checks the optional store.MessageDeleter.
+func testDeleteMessages(t *testing.T, s store.Messages, _ *Options) {
+	d, ok := s.(store.MessageDeleter)
+	if !ok {
+		t.Skipf("%T does not implement store.MessageDeleter; recalls then answer 501", s)
+	}
+	ctx := ctxT(t)
+	at := time.Date(2026, 4, 10, 9, 30, 0, 0, time.UTC)
+	var msgs []store.Message
+	for i := range 3 {
+		msgs = append(msgs, sampleMessage("app1", fmt.Sprintf("batch-d-%d", i), "room-1", at.Add(time.Duration(i)*time.Second)))
+	}
+	must(t, s.SaveMessages(ctx, "app1", msgs))
+	must(t, s.SaveMessages(ctx, "app2", []store.Message{sampleMessage("app2", "batch-d-0", "room-1", at)}))
+	must(t, d.DeleteMessages(ctx, "app1", []string{"batch-d-0", "batch-d-2", "not-stored", "\x00"}))
+	must(t, d.DeleteMessages(ctx, "app1", []string{"batch-d-0"})) // again: no error
+	if got := roomMessages(t, s, "app1", "room-1"); len(got) != 1 || got[0].ID != "batch-d-1" {
+		t.Errorf("after deleting 0 and 2, room-1 holds %+v", got)
+	}
+	if got := roomMessages(t, s, "app2", "room-1"); len(got) != 1 {
+		t.Errorf("deleting app1's messages touched app2's: %+v", got)
+	}
+	// A deleted ID can be saved again (a message the recall raced with).
+	must(t, s.SaveMessages(ctx, "app1", msgs[:1]))
+	if got := roomMessages(t, s, "app1", "room-1"); len(got) != 2 {
+		t.Errorf("after saving batch-d-0 again: %d messages", len(got))
+	}
 }
 
 // testGetMessages checks the optional store.MessageReader.
@@ -858,6 +888,7 @@ func RunBatches(t *testing.T, newStore func(t *testing.T) store.Batches, opts *O
 		{"UnstorableBatchIDs", testUnstorableBatchIDs},
 		{"ListBatches", testListBatches},
 		{"ChunkCheckpoints", testChunkCheckpoints},
+		{"Recalls", testRecalls},
 		{"DoneNotifications", testDoneNotifications},
 		{"DoneNotificationsConcurrent", testDoneNotificationsConcurrent},
 		{"LargeBatch", testLargeBatch},
@@ -1106,6 +1137,97 @@ func testChunkCheckpoints(t *testing.T, s store.Batches, opts *Options) {
 		wantErr(t, err, store.ErrConflict, "a checkpoint of a done chunk")
 	} else {
 		t.Skipf("%T does not implement store.ChunkCheckpoints; a chunk whose push fails is then retried whole (delivered again)", s)
+	}
+}
+
+// testRecalls checks the optional store.Recalls.
+func testRecalls(t *testing.T, s store.Batches, opts *Options) {
+	r, ok := s.(store.Recalls)
+	if !ok {
+		t.Skipf("%T does not implement store.Recalls; recalls then answer 501", s)
+	}
+	ctx := ctxT(t)
+	created := time.Date(2026, 5, 3, 9, 0, 0, 0, time.UTC)
+	b, chunks := newBatch("app1", "batch-recall", created, 2, 2, 1, 1)
+	must(t, s.CreateBatch(ctx, b, chunks))
+	ref := func(no int) store.ChunkRef { return store.ChunkRef{AppID: "app1", BatchID: b.ID, No: no} }
+	// Chunk 0 done (one sent, one failed), chunk 1 in flight, 2 and 3 not started.
+	_, _, err := s.StartChunk(ctx, startParams(ref(0), created))
+	must(t, err)
+	first := []store.Outcome{
+		{Status: store.OutcomeSent, Room: "r", MessageID: b.ID + "-0", Push: store.PushFailed, PushError: "x"},
+		{Status: store.OutcomeFailed, Room: "r", MessageID: b.ID + "-1", Error: "delivery failed"},
+	}
+	_, err = s.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: ref(0), Outcomes: first, At: created.Add(time.Second)})
+	must(t, err)
+	_, _, err = s.StartChunk(ctx, startParams(ref(1), created))
+	must(t, err)
+	_, err = r.RecallChunk(ctx, &store.RecallChunkParams{Ref: ref(1)})
+	wantErr(t, err, store.ErrConflict, "recalling a chunk that is not done")
+
+	at := created.Add(time.Minute)
+	after, err := r.RecallBatch(ctx, &store.RecallBatchParams{AppID: "app1", BatchID: b.ID, At: at})
+	must(t, err)
+	sameTime(t, "RecalledAt", after.RecalledAt, at, opts)
+	if after.Canceled != 2 || after.ChunksDone != 3 || after.Sent != 1 || !after.CanceledAt.IsZero() || after.Status(at) != store.StatusRecalled {
+		t.Errorf("after RecallBatch: %+v (status %s), want 2 canceled, 3 chunks done, canceledAt unset, recalled", after, after.Status(at))
+	}
+	again, err := r.RecallBatch(ctx, &store.RecallBatchParams{AppID: "app1", BatchID: b.ID, At: at.Add(time.Hour)})
+	must(t, err)
+	sameTime(t, "RecalledAt after a second recall", again.RecalledAt, at, opts)
+	if again.Canceled != 2 || again.ChunksDone != 3 {
+		t.Errorf("a second RecallBatch changed the batch: %+v", again)
+	}
+	_, err = r.RecallBatch(ctx, &store.RecallBatchParams{AppID: "app2", BatchID: b.ID, At: at})
+	wantErr(t, err, store.ErrNotFound, "recalling another app's batch")
+
+	pending, err := r.PendingRecalls(ctx, &store.PendingRecallsParams{RecalledBefore: at, Limit: 10})
+	must(t, err)
+	if len(pending) != 1 || pending[0].ID != b.ID || pending[0].AppID != "app1" {
+		t.Errorf("PendingRecalls = %v, want the batch (it has a sent recipient)", pending)
+	}
+	if early, err := r.PendingRecalls(ctx, &store.PendingRecallsParams{RecalledBefore: at.Add(-time.Second), Limit: 10}); err != nil || len(early) != 0 {
+		t.Errorf("PendingRecalls before the recall = %v, %v", early, err)
+	}
+
+	after, err = r.RecallChunk(ctx, &store.RecallChunkParams{Ref: ref(0)})
+	must(t, err)
+	if after.Sent != 0 || after.Recalled != 1 || after.Failed != 1 || after.PushFailed != 1 {
+		t.Errorf("after RecallChunk: %+v, want sent 0, recalled 1, failed 1", after)
+	}
+	c, err := s.LoadChunk(ctx, ref(0))
+	must(t, err)
+	if c.Outcomes[0].Status != store.OutcomeRecalled || c.Outcomes[0].MessageID != b.ID+"-0" || c.Outcomes[1].Status != store.OutcomeFailed {
+		t.Errorf("chunk 0's outcomes after the recall: %+v", c.Outcomes)
+	}
+	if again, err := r.RecallChunk(ctx, &store.RecallChunkParams{Ref: ref(0)}); err != nil || again.Recalled != 1 || again.Sent != 0 {
+		t.Errorf("a second RecallChunk: %+v, %v; want no change", again, err)
+	}
+	// The chunk in flight completes after the recall; it is recalled then.
+	last, err := s.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: ref(1), Outcomes: outcomes(store.OutcomeSent, store.OutcomeSent), At: at.Add(time.Second)})
+	must(t, err)
+	if last.RecalledAt.IsZero() || last.ChunksDone != 4 || last.Sent != 2 {
+		t.Errorf("CompleteChunk after the recall returned %+v; want RecalledAt set, 2 sent", last)
+	}
+	if p, err := r.PendingRecalls(ctx, &store.PendingRecallsParams{RecalledBefore: at, Limit: 10}); err != nil || len(p) != 1 {
+		t.Errorf("PendingRecalls after the late chunk = %v, %v", p, err)
+	}
+	final, err := r.RecallChunk(ctx, &store.RecallChunkParams{Ref: ref(1)})
+	must(t, err)
+	if final.Sent != 0 || final.Recalled != 3 || final.Canceled != 2 || final.Failed != 1 || final.Pending() != 0 {
+		t.Errorf("final: %+v (pending %d)", final, final.Pending())
+	}
+	if p, err := r.PendingRecalls(ctx, &store.PendingRecallsParams{RecalledBefore: at.Add(time.Hour), Limit: 10}); err != nil || len(p) != 0 {
+		t.Errorf("PendingRecalls once everything is recalled = %v, %v", p, err)
+	}
+	if l, ok := s.(store.BatchLister); ok {
+		for st, want := range map[store.Status]int{store.StatusRecalled: 1, store.StatusCanceled: 0, store.StatusCompleted: 0} {
+			got, err := l.ListBatches(ctx, &store.ListBatchesParams{AppID: "app1", Statuses: []store.Status{st}, Now: at, Limit: 10})
+			must(t, err)
+			if len(got) != want {
+				t.Errorf("ListBatches(%s) = %d batches, want %d", st, len(got), want)
+			}
+		}
 	}
 }
 

@@ -34,6 +34,14 @@ function addMessage(m) {
   $("messages").prepend(li);
 }
 
+// removeMessage takes a recalled message off the page.
+function removeMessage(m) {
+  shown.add(m.id); // a late delivery of it stays away
+  for (const li of $("messages").querySelectorAll("li.message")) {
+    if (li.dataset.id === m.id) li.remove();
+  }
+}
+
 async function loadRooms(user) {
   const { status, json } = await api("GET", `/users/${encodeURIComponent(user)}/rooms`);
   const list = $("rooms");
@@ -74,6 +82,7 @@ async function connect(ev) {
     $("conn-status").dataset.state = "connected";
   });
   source.addEventListener("message", (e) => addMessage(JSON.parse(e.data)));
+  source.addEventListener("retraction", (e) => removeMessage(JSON.parse(e.data)));
   source.onerror = () => {
     $("conn-status").textContent = "Disconnected; retrying…";
     $("conn-status").dataset.state = "retrying";
