@@ -5,14 +5,64 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
+	"net/http"
 )
 
-// Principal is who a request acts for, as established from its API key.
+// Principal is who a request acts for, as established from its API key
+// or by the host's own authentication (Config.AuthenticateRequest).
 type Principal struct {
 	// AppID scopes everything the request sees and creates.
 	AppID string
-	// Admin keys may name a sender; others send as Config.DefaultSender.
+	// Admin principals may name a sender and see every batch of the app.
 	Admin bool
+	// UserID, for a principal that is not Admin, is the user the request
+	// acts as — a user signed in to the host's own app, as IMKit's web
+	// and Vue UIs call the endpoint: the batch is sent as that user (a
+	// request naming a sender is refused with 403), and the user sees,
+	// cancels and recalls only the batches it sent. Without it a non-admin
+	// principal sends as Config.DefaultSender.
+	UserID string
+	// MaxRecipients, when positive, is the most paras one request of this
+	// principal may have (below Config.MaxRecipients): per-key or per-user
+	// limits of the host's plans.
+	MaxRecipients int
+}
+
+// ownerOnly reports whether p sees only the batches it sent.
+func (p Principal) ownerOnly() bool { return !p.Admin && p.UserID != "" }
+
+// owns reports whether p may see batch b's details.
+func (p Principal) owns(sender string) bool { return !p.ownerOnly() || sender == p.UserID }
+
+// ErrNoCredentials is returned by a Config.AuthenticateRequest hook for a
+// request that carries none of the host's credentials: the handler then
+// tries the IM-API-KEY header (when Config.Authenticator is set).
+var ErrNoCredentials = errors.New("batch: no credentials")
+
+// ErrUnauthenticated is returned (wrapped) by a Config.AuthenticateRequest
+// hook for credentials it refuses (a bad signature, an expired session):
+// the handler answers 401 UNAUTHORIZED. Any other error is taken as the
+// authenticator being unavailable (503).
+var ErrUnauthenticated = errors.New("batch: unauthenticated")
+
+type principalKey struct{}
+
+// ContextWithPrincipal returns ctx carrying p, for a host middleware that
+// authenticated the request itself; PrincipalFromRequest, set as
+// Config.AuthenticateRequest, hands it to the handler.
+func ContextWithPrincipal(ctx context.Context, p Principal) context.Context {
+	return context.WithValue(ctx, principalKey{}, p)
+}
+
+// PrincipalFromRequest is a Config.AuthenticateRequest for hosts whose
+// middleware authenticates requests and puts the principal in the
+// request's context with ContextWithPrincipal. A request without one has
+// no credentials (ErrNoCredentials).
+func PrincipalFromRequest(r *http.Request) (Principal, error) {
+	if p, ok := r.Context().Value(principalKey{}).(Principal); ok {
+		return p, nil
+	}
+	return Principal{}, ErrNoCredentials
 }
 
 // ErrInvalidAPIKey is returned by an Authenticator for a key it does not

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"slices"
 	"time"
 
@@ -37,8 +38,17 @@ type Config struct {
 	// Pusher sends push notifications for requests with "push": true.
 	// Defaults to none: push requests are accepted and no push is sent.
 	Pusher delivery.Pusher
-	// Authenticator maps the IM-API-KEY header to a Principal. Required.
+	// Authenticator maps the IM-API-KEY header (or IMKit's deprecated
+	// API_KEY) to a Principal. Required unless AuthenticateRequest is set.
 	Authenticator Authenticator
+	// AuthenticateRequest, when set, authenticates each request first by
+	// the host's own means (a session cookie, a JWT, mTLS; or a principal
+	// the host's middleware put in the context: PrincipalFromRequest). It
+	// returns the principal; an error wrapping ErrNoCredentials to fall
+	// back to the IM-API-KEY header (401 without an Authenticator); one
+	// wrapping ErrUnauthenticated for credentials it refuses (401); any
+	// other error when it cannot tell (503). It runs within StoreTimeout.
+	AuthenticateRequest func(r *http.Request) (Principal, error)
 
 	// Redis is the Redis that the asynq queue lives in. Required unless
 	// Enqueuer is set and Run is never called.
@@ -111,8 +121,18 @@ type Config struct {
 	IdempotencyTTL time.Duration
 
 	// MaxScheduleAhead is how far in the future sendAt may be; later is
-	// answered with 400. Defaults to DefaultMaxScheduleAhead (30 days).
+	// answered with 400. A throttled batch (ratePerMinute) must also
+	// finish within it. Defaults to DefaultMaxScheduleAhead (30 days).
 	MaxScheduleAhead time.Duration
+
+	// DefaultRatePerMinute paces every batch whose request sets no
+	// ratePerMinute: no more recipients are sent a minute. Defaults to 0:
+	// batches without ratePerMinute go as fast as the workers do.
+	DefaultRatePerMinute int
+	// MaxRatePerMinute, when positive, is the fastest pace a batch may
+	// ask for (more is 400) and the pace of batches that ask for none
+	// (when DefaultRatePerMinute is 0). Defaults to 0: no maximum.
+	MaxRatePerMinute int
 
 	// OnBatchDone, when set, is called when a batch reaches a final state
 	// (completed, completed_with_errors, canceled), by the process whose
@@ -161,6 +181,11 @@ type Config struct {
 	// client waits; what is not enqueued by then is left to the sweeper.
 	// Defaults to DefaultEnqueueTimeout (5 seconds).
 	EnqueueTimeout time.Duration
+
+	// RateLimit limits each app's requests and recipients a minute,
+	// across every process on the same Redis (see RateLimit). Defaults
+	// to nil: no limits.
+	RateLimit *RateLimit
 
 	// Logger receives the Service's logs. It never receives API keys or
 	// message bodies. Records logged within a traced operation carry its
@@ -217,6 +242,7 @@ func (c *Config) withDefaults() {
 	c.StoreTimeout = orDefault(c.StoreTimeout, DefaultStoreTimeout)
 	c.MaxScheduleAhead = orDefault(c.MaxScheduleAhead, DefaultMaxScheduleAhead)
 	c.IdempotencyTTL = orDefault(c.IdempotencyTTL, DefaultIdempotencyTTL)
+	c.RateLimit = c.RateLimit.withDefaults()
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -276,11 +302,13 @@ func (c *Config) checkNotNegative() []error {
 		{"Lease", c.Lease < 0, c.Lease}, {"SweepInterval", c.SweepInterval < 0, c.SweepInterval},
 		{"EnqueueTimeout", c.EnqueueTimeout < 0, c.EnqueueTimeout}, {"StoreTimeout", c.StoreTimeout < 0, c.StoreTimeout},
 		{"MaxScheduleAhead", c.MaxScheduleAhead < 0, c.MaxScheduleAhead}, {"IdempotencyTTL", c.IdempotencyTTL < 0, c.IdempotencyTTL},
+		{"DefaultRatePerMinute", c.DefaultRatePerMinute < 0, c.DefaultRatePerMinute}, {"MaxRatePerMinute", c.MaxRatePerMinute < 0, c.MaxRatePerMinute},
 	} {
 		if f.negative {
 			errs = append(errs, fmt.Errorf("batch: Config.%s is negative (%v); leave it zero for the default", f.name, f.v))
 		}
 	}
+	errs = append(errs, c.RateLimit.checkNotNegative()...)
 	if c.MaxRetry < 0 && c.MaxRetry != NoRetry {
 		errs = append(errs, fmt.Errorf("batch: Config.MaxRetry is %d; use a positive number, 0 for the default (%d) or NoRetry", c.MaxRetry, DefaultMaxRetry))
 	}
@@ -295,8 +323,8 @@ func (c *Config) validate() error {
 	if c.Deliverer == nil {
 		errs = append(errs, errors.New("batch: Config.Deliverer is required (use delivery.Discard{} for none)"))
 	}
-	if c.Authenticator == nil {
-		errs = append(errs, errors.New("batch: Config.Authenticator is required"))
+	if c.Authenticator == nil && c.AuthenticateRequest == nil {
+		errs = append(errs, errors.New("batch: Config.Authenticator (or AuthenticateRequest) is required"))
 	}
 	if c.Redis == nil && c.Enqueuer == nil {
 		errs = append(errs, errors.New("batch: Config.Redis is required (or Config.Enqueuer)"))
@@ -312,5 +340,6 @@ func (c *Config) validate() error {
 			errs = append(errs, fmt.Errorf("batch: Config.ExtraFields: %q is a field of the API itself", f))
 		}
 	}
+	errs = append(errs, c.RateLimit.validate(c.Redis)...)
 	return errors.Join(errs...)
 }

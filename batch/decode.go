@@ -39,11 +39,23 @@ type sendRequest struct {
 	SendAt time.Time `json:"sendAt"`
 	// StrictVariables asks for strict variable checking for this request.
 	StrictVariables bool `json:"strictVariables"`
+	// RatePerMinute, when positive, paces the batch: no more recipients
+	// are sent in a minute.
+	RatePerMinute int `json:"ratePerMinute"`
 
 	// fields holds allow-listed extra fields, compacted.
 	fields map[string]json.RawMessage
-	// extra is the compiled Extra, nil when there is none.
+	// extra is the compiled Extra, nil when there is none; compiled while
+	// decoding, before the paras' names are known, it is compiled again
+	// with them by templates when declared is not empty.
 	extra *render.JSONTemplate
+	// declared holds the names the paras declare that are not identifier
+	// names (render.IsVarName): "$1$", "$first name$". Identifier names
+	// are tokens whether declared or not, so an empty set (the usual case)
+	// compiles as before.
+	declared render.Declared
+	// text is the message compiled with declared, once (see templates).
+	text *render.Template
 	// present records which top-level keys the body had (null counts as absent).
 	present map[string]bool
 }
@@ -52,6 +64,7 @@ type sendRequest struct {
 var knownFields = map[string]bool{
 	"message": true, "messageType": true, "sender": true, "push": true,
 	"skipTotalBadge": true, "extra": true, "paras": true, "sendAt": true, "strictVariables": true,
+	"ratePerMinute": true,
 }
 
 // fieldHints suggest the right name for likely mistakes.
@@ -61,6 +74,7 @@ var fieldHints = map[string]string{
 	"receivers": "paras", "recipients": "paras", "to": "paras", "params": "paras",
 	"from": "sender", "skip_total_badge": "skipTotalBadge",
 	"send_at": "sendAt", "scheduleAt": "sendAt", "scheduledAt": "sendAt", "strict": "strictVariables",
+	"rate": "ratePerMinute", "throttle": "ratePerMinute", "throttle_rate_per_minute": "ratePerMinute", "rate_per_minute": "ratePerMinute",
 }
 
 var paraHints = map[string]string{
@@ -121,6 +135,7 @@ func decodeSend(body []byte, maxRecipients int, extraFields map[string]bool) (*s
 	if err := d.top(req, maxRecipients, extraFields); err != nil {
 		return nil, err
 	}
+	req.declared = d.declared
 	if _, err := d.dec.ReadToken(); err != io.EOF {
 		return nil, bodyError("", "unexpected data after the JSON object at offset %d", trailingOffset(body))
 	}
@@ -141,6 +156,9 @@ type decoder struct {
 	// nvars is the number of variables of the last para, to size the next
 	// one's map.
 	nvars int
+	// declared collects the names of the paras' keys that are not
+	// identifier names (sendRequest.declared).
+	declared render.Declared
 }
 
 // maxInternedVars bounds decoder.vars; keys past it are allocated per use.
@@ -338,6 +356,8 @@ func (d *decoder) topField(req *sendRequest, key string, maxRecipients int, extr
 		return d.time(key, &req.SendAt, req.present)
 	case "strictVariables":
 		return d.boolean(key, &req.StrictVariables, req.present)
+	case "ratePerMinute":
+		return d.positiveInt(key, &req.RatePerMinute, req.present)
 	}
 	if extraFields[key] {
 		tmpl, _, err := d.rawJSON(key)
@@ -353,7 +373,7 @@ func (d *decoder) topField(req *sendRequest, key string, maxRecipients int, extr
 	if hint, ok := fieldHints[key]; ok {
 		return bodyError(key, "unknown field %q; did you mean %q?", key, hint)
 	}
-	if _, ok := render.ParseVarKey(key); ok {
+	if _, ok := render.ParseKey(key); ok {
 		return bodyError(key, "unknown field %q; template variables go in each element of paras", key)
 	}
 	return bodyError(key, "unknown field %q", key)
@@ -393,6 +413,27 @@ func (d *decoder) boolean(path string, dst *bool, present map[string]bool) *apiE
 		return nil
 	}
 	return bodyError(path, "must be true or false, not %s", describe(k))
+}
+
+// positiveInt reads a whole number of at least 1; null leaves *dst zero.
+func (d *decoder) positiveInt(path string, dst *int, present map[string]bool) *apiError {
+	k, b, err := d.next()
+	if err != nil {
+		return d.fail(err, path, false)
+	}
+	switch k {
+	case 'n':
+		return nil
+	case '0':
+		n, perr := strconv.ParseInt(string(b), 10, 32)
+		if perr != nil || n < 1 {
+			return bodyError(path, "%s is not a whole number of at least 1", b)
+		}
+		*dst = int(n)
+		present[path] = true
+		return nil
+	}
+	return bodyError(path, "must be a whole number of at least 1, not %s", describe(k))
 }
 
 // time reads an RFC 3339 string or a number of Unix milliseconds; null
@@ -559,8 +600,14 @@ func (d *decoder) para(i int, p *store.Recipient) *apiError {
 		name, ok := d.vars[string(key)]
 		if !ok {
 			k := string(key)
-			if name, ok = render.ParseVarKey(k); !ok {
+			if name, ok = render.ParseKey(k); !ok {
 				return unknownParaKey(paraPath(i), k)
+			}
+			if !render.IsVarName(name) {
+				if d.declared == nil {
+					d.declared = render.Declared{}
+				}
+				d.declared[name] = struct{}{}
 			}
 			if d.vars == nil {
 				d.vars = map[string]string{}
@@ -608,11 +655,78 @@ func unknownParaKey(path, key string) *apiError {
 	if hint, ok := paraHints[key]; ok {
 		return bodyError(path, "unknown key %q; did you mean %q?", key, hint)
 	}
+	if len(key) >= 3 && key[0] == '$' && key[len(key)-1] == '$' {
+		name := key[1 : len(key)-1]
+		if !strings.Contains(name, "$") {
+			// The one reason render.ParseKey refuses such a key.
+			return bodyError(path, "the template variable name in key %q is %d bytes long; a name is at most %d bytes",
+				shorten(key), len(name), render.MaxNameLen)
+		}
+		return bodyError(path, "unknown key %q; a template variable's name cannot contain \"$\"", shorten(key))
+	}
 	name := strings.Trim(key, "$")
 	if render.IsVarName(name) {
 		return bodyError(path, "unknown key %q; template variables are written \"$%s$\"", key, name)
 	}
-	return bodyError(path, "unknown key %q; a recipient has \"receiver\", \"room\" and template variables such as \"$name$\" (letters, digits, _, - and . between dollar signs)", key)
+	return bodyError(path, "unknown key %q; a recipient has \"receiver\", \"room\" and template variables such as \"$name$\" (any text without \"$\" between dollar signs)", key)
+}
+
+// shorten cuts a key of an error message to about 64 bytes (at a rune
+// boundary), keeping its closing '$'.
+func shorten(key string) string {
+	const keep = 60
+	if len(key) <= keep+4 {
+		return key
+	}
+	cut := keep
+	for cut > 0 && !utf8.RuneStart(key[cut]) {
+		cut--
+	}
+	return key[:cut] + "…$"
+}
+
+// templates returns the message and extra compiled with the names the
+// paras declare, compiling them on the first call. The dry-run preview,
+// strict mode and the payload's declared names use it; the worker compiles
+// the same way from the payload (chunkRun.compile), so both render alike.
+func (req *sendRequest) templates() (*render.Template, *render.JSONTemplate) {
+	if req.text != nil {
+		return req.text, req.extra
+	}
+	req.text = render.CompileDeclared(req.Message, req.declared)
+	if len(req.declared) > 0 && req.extra != nil {
+		// Extra is the compact form of a value that compiled: it compiles.
+		if extra, err := render.CompileJSONDeclared(req.Extra, req.declared); err == nil {
+			req.extra = extra
+		}
+	}
+	return req.text, req.extra
+}
+
+// usedDeclared returns the declared names (req.declared) that the message
+// or extra use, sorted, or nil: what the payload carries so that every
+// chunk compiles the templates as the whole batch does (a name declared
+// only by paras of other chunks still makes a token). Without declared
+// names it costs nothing.
+func (req *sendRequest) usedDeclared() []string {
+	if len(req.declared) == 0 {
+		return nil
+	}
+	text, extra := req.templates()
+	var used []string
+	add := func(names []string) {
+		for _, n := range names {
+			if _, ok := req.declared[n]; ok {
+				used = append(used, n)
+			}
+		}
+	}
+	add(text.Vars())
+	if extra != nil {
+		add(extra.Vars())
+	}
+	slices.Sort(used)
+	return slices.Compact(used)
 }
 
 // varValue reads the value of variable name in para i: a string, number

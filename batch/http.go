@@ -65,7 +65,7 @@ func (s *Service) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	r = r.WithContext(ctx)
 	switch {
-	case id == "" || (sub != "" && sub != "recipients"):
+	case id == "" || (sub != "" && sub != "recipients" && sub != "recall"):
 		writeError(w, newError(http.StatusNotFound, CodeNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
 	case !plausibleID(id):
 		// No batch ID holds a NUL or invalid UTF-8 (batch IDs are ours);
@@ -78,6 +78,14 @@ func (s *Service) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		s.withPrincipal(w, r, func(w http.ResponseWriter, r *http.Request, p Principal) {
 			s.handleRecipients(w, r, p, id)
+		})
+	case sub == "recall":
+		if r.Method != http.MethodPost {
+			methodNotAllowed(w, r, "POST")
+			return
+		}
+		s.withPrincipal(w, r, func(w http.ResponseWriter, r *http.Request, p Principal) {
+			s.handleRecall(w, r, p, id)
 		})
 	case r.Method == http.MethodGet || r.Method == http.MethodHead:
 		s.withPrincipal(w, r, func(w http.ResponseWriter, r *http.Request, p Principal) {
@@ -92,35 +100,61 @@ func (s *Service) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func methodNotAllowed(w http.ResponseWriter, r *http.Request, allow string) {
-	w.Header().Set("Allow", allow)
-	writeError(w, newError(http.StatusMethodNotAllowed, CodeMethodNotAllowed, "method %s is not allowed here; use %s", r.Method, allow))
-}
-
-// withPrincipal authenticates the IM-API-KEY header and calls next.
-func (s *Service) withPrincipal(w http.ResponseWriter, r *http.Request, next func(http.ResponseWriter, *http.Request, Principal)) {
+// authenticate establishes the request's principal.
+func (s *Service) authenticate(r *http.Request) (Principal, *apiError) {
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.StoreTimeout)
+	defer cancel()
+	if s.cfg.AuthenticateRequest != nil {
+		p, err := s.cfg.AuthenticateRequest(r.WithContext(ctx))
+		switch {
+		case err == nil:
+			return p, nil
+		case errors.Is(err, ErrUnauthenticated):
+			return Principal{}, newError(http.StatusUnauthorized, CodeUnauthorized, "the request's credentials were refused")
+		case !errors.Is(err, ErrNoCredentials):
+			return Principal{}, s.storeError(r.Context(), "authenticate", err)
+		case s.cfg.Authenticator == nil:
+			return Principal{}, newError(http.StatusUnauthorized, CodeUnauthorized, "the request carries no credentials")
+		}
+	}
 	key := r.Header.Get("IM-API-KEY")
 	if key == "" {
 		// IMKit's deprecated name, which its JS SDK still sends.
 		key = r.Header.Get("API_KEY")
 	}
 	if key == "" {
-		writeError(w, newError(http.StatusUnauthorized, CodeInvalidAPIKey, "the IM-API-KEY header is missing"))
-		return
+		return Principal{}, newError(http.StatusUnauthorized, CodeInvalidAPIKey, "the IM-API-KEY header is missing")
 	}
-	actx, cancel := context.WithTimeout(r.Context(), s.cfg.StoreTimeout)
-	p, err := s.cfg.Authenticator.Authenticate(actx, key)
-	cancel()
+	p, err := s.cfg.Authenticator.Authenticate(ctx, key)
 	switch {
 	case errors.Is(err, ErrInvalidAPIKey):
-		writeError(w, newError(http.StatusUnauthorized, CodeInvalidAPIKey, "the IM-API-KEY header is not a valid API key"))
-		return
+		return Principal{}, newError(http.StatusUnauthorized, CodeInvalidAPIKey, "the IM-API-KEY header is not a valid API key")
 	case err != nil:
-		writeError(w, s.storeError(r.Context(), "authenticate", err))
+		return Principal{}, s.storeError(r.Context(), "authenticate", err)
+	}
+	return p, nil
+}
+
+func methodNotAllowed(w http.ResponseWriter, r *http.Request, allow string) {
+	w.Header().Set("Allow", allow)
+	writeError(w, newError(http.StatusMethodNotAllowed, CodeMethodNotAllowed, "method %s is not allowed here; use %s", r.Method, allow))
+}
+
+// withPrincipal authenticates the request and calls next: by the host's
+// own means first (Config.AuthenticateRequest), then by the IM-API-KEY
+// header (Config.Authenticator).
+func (s *Service) withPrincipal(w http.ResponseWriter, r *http.Request, next func(http.ResponseWriter, *http.Request, Principal)) {
+	p, aerr := s.authenticate(r)
+	if aerr != nil {
+		writeError(w, aerr)
 		return
-	case p.AppID == "":
-		s.log.ErrorContext(r.Context(), "batch: authenticator returned a principal without an AppID")
+	}
+	if p.AppID == "" {
+		s.log.ErrorContext(r.Context(), "batch: the authenticator returned a principal without an AppID")
 		writeError(w, errInternal)
+		return
+	}
+	if !s.limitRequest(w, r, p) { // Config.RateLimit: 429 before anything is stored
 		return
 	}
 	next(w, r, p)

@@ -50,6 +50,12 @@ func (s *Service) enqueueTask(ctx context.Context, ref store.ChunkRef, id string
 	payload, _ := json.Marshal(ct)
 	opts := []asynq.Option{asynq.TaskID(id), asynq.Queue(s.cfg.Queue), asynq.MaxRetry(s.cfg.MaxRetry)}
 	if processAt.After(s.cfg.Now()) {
+		// asynq schedules to the whole second, rounding down; rounded up
+		// here, a chunk never runs before it is due (a throttled batch's
+		// pace holds).
+		if t := processAt.Truncate(time.Second); !t.Equal(processAt) {
+			processAt = t.Add(time.Second)
+		}
 		opts = append(opts, asynq.ProcessAt(processAt))
 	}
 	if _, err := s.enqueuer.EnqueueContext(ctx, asynq.NewTask(TaskChunk, payload), opts...); err != nil {
@@ -58,16 +64,17 @@ func (s *Service) enqueueTask(ctx context.Context, ref store.ChunkRef, id string
 	return nil
 }
 
-// enqueue puts one task per chunk on the queue. A chunk whose task ID is
-// already taken is already queued. It stops at the first other error and
-// returns how many chunks are queued.
-func (s *Service) enqueue(ctx context.Context, refs []store.ChunkRef, processAt time.Time) (int, error) {
-	for i, ref := range refs {
-		if err := s.enqueueTask(ctx, ref, chunkTaskID(ref), processAt); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+// enqueue puts one task per chunk on the queue, each to run at the
+// chunk's NotBefore. A chunk whose task ID is already taken is already
+// queued. It stops at the first other error and returns how many chunks
+// are queued.
+func (s *Service) enqueue(ctx context.Context, chunks []store.Chunk) (int, error) {
+	for i, c := range chunks {
+		if err := s.enqueueTask(ctx, c.ChunkRef, chunkTaskID(c.ChunkRef), c.NotBefore); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
 			return i, err
 		}
 	}
-	return len(refs), nil
+	return len(chunks), nil
 }
 
 // Processor returns the asynq handler that processes chunk tasks. Hosts

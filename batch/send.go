@@ -1,6 +1,7 @@
 package batch
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -16,7 +17,6 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/chatbatch/chatbatch/render"
 	"github.com/chatbatch/chatbatch/store"
 )
 
@@ -30,6 +30,12 @@ type payload struct {
 	Fields         map[string]json.RawMessage `json:"fields,omitempty"`
 	Push           bool                       `json:"push,omitempty"`
 	SkipTotalBadge bool                       `json:"skipTotalBadge,omitempty"`
+	// Declared are the names, beyond identifier names, that some para
+	// declares and the message or extra use (sendRequest.usedDeclared);
+	// every chunk compiles the templates with them.
+	Declared []string `json:"declared,omitempty"`
+	// RatePerMinute is the pace of a throttled batch; 0 when it is not.
+	RatePerMinute int `json:"ratePerMinute,omitempty"`
 }
 
 // sendResult is the result of an accepted POST /messages/batch.
@@ -90,13 +96,20 @@ func (s *Service) handleSend(w http.ResponseWriter, r *http.Request, p Principal
 	}
 	var req *sendRequest
 	if aerr == nil {
-		req, aerr = decodeSend(body, s.cfg.MaxRecipients, s.extraFields)
+		maxRecipients := s.cfg.MaxRecipients
+		if p.MaxRecipients > 0 {
+			maxRecipients = min(maxRecipients, p.MaxRecipients)
+		}
+		req, aerr = decodeSend(body, maxRecipients, s.extraFields)
 	}
 	if aerr == nil {
 		sp.SetAttributes(attrCount.Int(len(req.Paras)), attrDryRun.Bool(opts.dryRun))
 	}
 	if aerr == nil {
 		aerr = s.validate(ctx, req)
+	}
+	if aerr == nil && !opts.dryRun { // Config.RateLimit's RecipientsPerMinute
+		aerr = s.limitRecipients(ctx, w, p, len(req.Paras))
 	}
 	var result any
 	if aerr == nil {
@@ -119,15 +132,19 @@ func (s *Service) handleSend(w http.ResponseWriter, r *http.Request, p Principal
 type checked struct {
 	sender string
 	sendAt time.Time // zero: now
+	rate   int       // recipients a minute; 0: not throttled
 }
 
 // check runs every check a request must pass before anything is stored.
 func (s *Service) check(ctx context.Context, p Principal, req *sendRequest) (*checked, *apiError) {
 	c := &checked{sender: s.cfg.DefaultSender}
+	if p.ownerOnly() {
+		c.sender = p.UserID // a signed-in user sends as itself
+	}
 	if req.Sender != "" {
 		if !p.Admin {
 			return nil, newError(http.StatusForbidden, CodeInsufficientPermission,
-				"only admin API keys may set sender; omit it to send as %q", s.cfg.DefaultSender)
+				"only admin principals may set sender; omit it to send as %q", c.sender)
 		}
 		c.sender = req.Sender
 	}
@@ -138,6 +155,9 @@ func (s *Service) check(ctx context.Context, p Principal, req *sendRequest) (*ch
 				req.SendAt.Format(time.RFC3339), s.cfg.MaxScheduleAhead)
 		}
 		c.sendAt = req.SendAt // a time in the past means now
+	}
+	if aerr := s.checkRate(req, c, now); aerr != nil {
+		return nil, aerr
 	}
 	if s.cfg.StrictVariables || req.StrictVariables {
 		if err := checkVariables(req); err != nil {
@@ -150,6 +170,45 @@ func (s *Service) check(ctx context.Context, p Principal, req *sendRequest) (*ch
 	return c, nil
 }
 
+// checkRate sets c.rate, the pace of the batch: the request's
+// ratePerMinute, else Config.DefaultRatePerMinute, else
+// Config.MaxRatePerMinute; more than MaxRatePerMinute is refused, and so
+// is a pace that would end the batch past Config.MaxScheduleAhead.
+func (s *Service) checkRate(req *sendRequest, c *checked, now time.Time) *apiError {
+	c.rate = cmp.Or(req.RatePerMinute, s.cfg.DefaultRatePerMinute, s.cfg.MaxRatePerMinute)
+	if limit := s.cfg.MaxRatePerMinute; limit > 0 && c.rate > limit {
+		return bodyError("ratePerMinute", "%d is above this server's maximum of %d recipients a minute", c.rate, limit)
+	}
+	if c.rate == 0 {
+		return nil
+	}
+	start := now
+	if !c.sendAt.IsZero() {
+		start = c.sendAt
+	}
+	if end := start.Add(pacedDuration(len(req.Paras), c.rate)); end.Sub(now) > s.cfg.MaxScheduleAhead {
+		return bodyError("ratePerMinute", "at %d recipients a minute the %d recipients would take until %s, more than %v ahead (Config.MaxScheduleAhead)",
+			c.rate, len(req.Paras), end.Format(time.RFC3339), s.cfg.MaxScheduleAhead)
+	}
+	return nil
+}
+
+// pacedDuration is how long n recipients take at rate a minute.
+func pacedDuration(n, rate int) time.Duration {
+	return time.Duration(float64(n) / float64(rate) * float64(time.Minute))
+}
+
+// pace schedules chunks of at most rate recipients so that no more than
+// rate are due in any minute: chunk i is due start + i × (its size /
+// rate) minutes.
+func pace(chunks []store.Chunk, start time.Time, rate int) {
+	at := start
+	for i := range chunks {
+		chunks[i].NotBefore = at
+		at = at.Add(pacedDuration(len(chunks[i].Recipients), rate))
+	}
+}
+
 // accept checks a valid request against the directory, stores the batch
 // and enqueues its chunks. Nothing is stored or enqueued unless every
 // check passes; a returned result means the batch is durable. A dry run
@@ -160,12 +219,13 @@ func (s *Service) accept(ctx context.Context, w http.ResponseWriter, p Principal
 		return nil, aerr
 	}
 	if opts.dryRun {
-		return s.preview(req, c.sender, c.sendAt, opts.previewLimit), nil
+		return s.preview(req, c, opts.previewLimit), nil
 	}
 
 	pl, err := json.Marshal(payload{
 		Version: 1, Message: req.Message, MessageType: req.MessageType, Extra: req.Extra,
-		Fields: req.fields, Push: req.Push, SkipTotalBadge: req.SkipTotalBadge,
+		Fields: req.fields, Push: req.Push, SkipTotalBadge: req.SkipTotalBadge, Declared: req.usedDeclared(),
+		RatePerMinute: c.rate,
 	})
 	if err != nil {
 		s.log.ErrorContext(ctx, "batch: encoding the payload failed", "err", err)
@@ -180,7 +240,16 @@ func (s *Service) accept(ctx context.Context, w http.ResponseWriter, p Principal
 	if !c.sendAt.IsZero() {
 		notBefore = c.sendAt
 	}
-	chunks := splitChunks(req.recipients(), s.cfg.ChunkSize, notBefore)
+	size := s.cfg.ChunkSize
+	if c.rate > 0 {
+		// A throttled batch goes out a chunk at a time, at most a minute's
+		// worth in each.
+		size = min(size, c.rate)
+	}
+	chunks := splitChunks(req.recipients(), size, notBefore)
+	if c.rate > 0 {
+		pace(chunks, notBefore, c.rate)
+	}
 	b.Chunks = len(chunks)
 	// A batch ID collision is astronomically unlikely, but costs one retry.
 	for attempt := 0; ; attempt++ {
@@ -212,18 +281,14 @@ func (s *Service) accept(ctx context.Context, w http.ResponseWriter, p Principal
 		log.InfoContext(ctx, "batch scheduled", "recipients", b.Count, "chunks", b.Chunks, "push", req.Push, "send_at", c.sendAt)
 	}
 
-	refs := make([]store.ChunkRef, len(chunks))
-	for i, c := range chunks {
-		refs[i] = c.ChunkRef
-	}
 	// The batch is durable: from here on, failures are the sweeper's to
 	// repair, not the client's to retry. The enqueue must not outlive a
 	// canceled request halfway, so it gets its own bounded context.
 	ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.EnqueueTimeout)
 	defer cancel()
-	if n, err := s.enqueue(ectx, refs, c.sendAt); err != nil {
+	if n, err := s.enqueue(ectx, chunks); err != nil {
 		log.WarnContext(ctx, "batch: enqueue failed after the batch was stored; the sweeper will enqueue the rest",
-			"queued", n, "chunks", len(refs), "err", err)
+			"queued", n, "chunks", len(chunks), "err", err)
 	}
 	return &sendResult{BatchID: b.ID, Count: b.Count}, nil
 }
@@ -329,13 +394,13 @@ func who(d Detail) string {
 }
 
 func checkVariables(req *sendRequest) *apiError {
-	msg := render.Compile(req.Message)
+	msg, extra := req.templates()
 	var details []Detail
 	total := 0
 	for i, p := range req.Paras {
 		missing := msg.Missing(p.Vars)
-		if req.extra != nil {
-			for _, v := range req.extra.Missing(p.Vars) {
+		if extra != nil {
+			for _, v := range extra.Missing(p.Vars) {
 				if !slices.Contains(missing, v) {
 					missing = append(missing, v)
 				}
@@ -375,12 +440,15 @@ type previewMessage struct {
 }
 
 type dryRunResult struct {
-	DryRun  bool             `json:"dryRun"`
-	Count   int              `json:"count"`
-	Chunks  int              `json:"chunks"`
-	Sender  string           `json:"sender"`
-	SendAt  *time.Time       `json:"sendAt,omitempty"`
-	Preview []previewMessage `json:"preview"`
+	DryRun bool       `json:"dryRun"`
+	Count  int        `json:"count"`
+	Chunks int        `json:"chunks"`
+	Sender string     `json:"sender"`
+	SendAt *time.Time `json:"sendAt,omitempty"`
+	// RatePerMinute and EstimatedFinishAt describe a throttled batch.
+	RatePerMinute     int              `json:"ratePerMinute,omitempty"`
+	EstimatedFinishAt *time.Time       `json:"estimatedFinishAt,omitempty"`
+	Preview           []previewMessage `json:"preview"`
 }
 
 const (
@@ -391,14 +459,24 @@ const (
 // preview renders the first n messages of a checked request without
 // storing anything. A receiver's room is named only when the Directory
 // can name it without creating it (store.DirectRoomNamer).
-func (s *Service) preview(req *sendRequest, sender string, sendAt time.Time, n int) *dryRunResult {
+func (s *Service) preview(req *sendRequest, c *checked, n int) *dryRunResult {
+	sender, sendAt := c.sender, c.sendAt
+	size := s.cfg.ChunkSize
+	if c.rate > 0 {
+		size = min(size, c.rate)
+	}
 	res := &dryRunResult{DryRun: true, Count: len(req.Paras), Sender: sender, Preview: []previewMessage{},
-		Chunks: (len(req.Paras) + s.cfg.ChunkSize - 1) / s.cfg.ChunkSize}
+		Chunks: (len(req.Paras) + size - 1) / size}
 	if !sendAt.IsZero() {
 		res.SendAt = &sendAt
 	}
+	if c.rate > 0 {
+		start := cmp.Or(sendAt, s.cfg.Now().UTC())
+		end := start.Add(pacedDuration(len(req.Paras), c.rate))
+		res.RatePerMinute, res.EstimatedFinishAt = c.rate, &end
+	}
 	namer, _ := s.cfg.Directory.(store.DirectRoomNamer)
-	text := render.Compile(req.Message)
+	text, extra := req.templates()
 	for i, p := range req.Paras[:min(n, len(req.Paras))] {
 		pm := previewMessage{Index: i, Room: p.Room, Message: text.Render(p.Vars)}
 		if p.Room == "" {
@@ -407,8 +485,8 @@ func (s *Service) preview(req *sendRequest, sender string, sendAt time.Time, n i
 				pm.Room = namer.DirectRoomID(sender, p.Receiver)
 			}
 		}
-		if req.extra != nil {
-			pm.Extra = req.extra.Render(p.Vars)
+		if extra != nil {
+			pm.Extra = extra.Render(p.Vars)
 		}
 		res.Preview = append(res.Preview, pm)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"maps"
 	"net/http"
 	"slices"
@@ -25,16 +26,21 @@ type batchStatus struct {
 	Pending    int          `json:"pending"`
 	Canceled   int          `json:"canceled"`
 	PushFailed int          `json:"pushFailed"`
+	Recalled   int          `json:"recalled"`
 	CreatedAt  time.Time    `json:"createdAt"`
 	SendAt     *time.Time   `json:"sendAt,omitempty"`
 	FinishedAt *time.Time   `json:"finishedAt,omitempty"`
 	CanceledAt *time.Time   `json:"canceledAt,omitempty"`
+	RecalledAt *time.Time   `json:"recalledAt,omitempty"`
+	// EstimatedFinishAt, for a throttled batch still running, is when its
+	// pace has it end.
+	EstimatedFinishAt *time.Time `json:"estimatedFinishAt,omitempty"`
 }
 
 func (s *Service) statusOf(b *store.Batch) batchStatus {
 	out := batchStatus{
 		BatchID: b.ID, Status: b.Status(s.cfg.Now()), Count: b.Count, Sent: b.Sent, Failed: b.Failed,
-		Pending: b.Pending(), Canceled: b.Canceled, PushFailed: b.PushFailed, CreatedAt: b.CreatedAt.UTC(),
+		Pending: b.Pending(), Canceled: b.Canceled, PushFailed: b.PushFailed, Recalled: b.Recalled, CreatedAt: b.CreatedAt.UTC(),
 	}
 	if !b.SendAt.IsZero() {
 		t := b.SendAt.UTC()
@@ -48,6 +54,23 @@ func (s *Service) statusOf(b *store.Batch) batchStatus {
 		t := b.CanceledAt.UTC()
 		out.CanceledAt = &t
 	}
+	if !b.RecalledAt.IsZero() {
+		t := b.RecalledAt.UTC()
+		out.RecalledAt = &t
+	}
+	if b.FinishedAt.IsZero() && len(b.Payload) > 0 {
+		var pl struct {
+			RatePerMinute int `json:"ratePerMinute"`
+		}
+		if json.Unmarshal(b.Payload, &pl) == nil && pl.RatePerMinute > 0 {
+			start := b.CreatedAt
+			if !b.SendAt.IsZero() {
+				start = b.SendAt
+			}
+			t := start.Add(pacedDuration(b.Count, pl.RatePerMinute)).UTC()
+			out.EstimatedFinishAt = &t
+		}
+	}
 	return out
 }
 
@@ -56,7 +79,7 @@ func (s *Service) handleStatus(w http.ResponseWriter, r *http.Request, p Princip
 		writeError(w, aerr)
 		return
 	}
-	b, err := s.cfg.Batches.GetBatch(r.Context(), p.AppID, id)
+	b, err := s.getBatch(r.Context(), p, id)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		writeError(w, errBatchNotFound(id))
@@ -65,6 +88,16 @@ func (s *Service) handleStatus(w http.ResponseWriter, r *http.Request, p Princip
 	default:
 		writeOK(w, s.statusOf(b))
 	}
+}
+
+// getBatch is GetBatch for principal p: a user principal sees only the
+// batches it sent; another's is not found, as another app's is.
+func (s *Service) getBatch(ctx context.Context, p Principal, id string) (*store.Batch, error) {
+	b, err := s.cfg.Batches.GetBatch(ctx, p.AppID, id)
+	if err == nil && !p.owns(b.Sender) {
+		return nil, fmt.Errorf("batch %q of another sender: %w", id, store.ErrNotFound)
+	}
+	return b, err
 }
 
 // handleCancel stops a batch: chunks not started are not processed (their
@@ -78,9 +111,16 @@ func (s *Service) handleCancel(w http.ResponseWriter, r *http.Request, p Princip
 	// What the batch had canceled before, so that the metric counts only
 	// the recipients this cancel stops (a repeated cancel stops none).
 	canceledBefore := 0
-	if before, err := s.cfg.Batches.GetBatch(ctx, p.AppID, id); err == nil {
-		canceledBefore = before.Canceled
+	before, err := s.getBatch(ctx, p, id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		writeError(w, errBatchNotFound(id))
+		return
+	case err != nil:
+		writeError(w, s.storeError(ctx, "get batch", err))
+		return
 	}
+	canceledBefore = before.Canceled
 	b, err := s.cfg.Batches.CancelBatch(ctx, &store.CancelBatchParams{AppID: p.AppID, BatchID: id, At: s.cfg.Now().UTC()})
 	switch {
 	case errors.Is(err, store.ErrNotFound):
@@ -137,7 +177,7 @@ const (
 )
 
 // recipientStatuses are the values of the status filter.
-var recipientStatuses = map[string]bool{"pending": true, "sent": true, "failed": true, "canceled": true}
+var recipientStatuses = map[string]bool{"pending": true, "sent": true, "failed": true, "canceled": true, "recalled": true}
 
 // handleRecipients lists recipients in para order. offset is a para
 // index, so paging is stable while the batch runs: a page never skips or
@@ -155,9 +195,9 @@ func (s *Service) handleRecipients(w http.ResponseWriter, r *http.Request, p Pri
 		if aerr == nil {
 			status := q.Get("status")
 			if q.Has("status") && !recipientStatuses[status] {
-				aerr = paramError("status", "%q is not one of pending, sent, failed, canceled", status)
+				aerr = paramError("status", "%q is not one of pending, sent, failed, canceled, recalled", status)
 			} else {
-				page, err := s.recipients(r.Context(), p.AppID, id, offset, limit, status)
+				page, err := s.recipients(r.Context(), p, id, offset, limit, status)
 				switch {
 				case errors.Is(err, store.ErrNotFound):
 					aerr = errBatchNotFound(id)
@@ -173,8 +213,9 @@ func (s *Service) handleRecipients(w http.ResponseWriter, r *http.Request, p Pri
 	writeError(w, aerr)
 }
 
-func (s *Service) recipients(ctx context.Context, app, id string, offset, limit int, status string) (*recipientsPage, error) {
-	b, err := s.cfg.Batches.GetBatch(ctx, app, id)
+func (s *Service) recipients(ctx context.Context, p Principal, id string, offset, limit int, status string) (*recipientsPage, error) {
+	app := p.AppID
+	b, err := s.getBatch(ctx, p, id)
 	if err != nil {
 		return nil, err
 	}
@@ -270,12 +311,15 @@ func (s *Service) handleList(w http.ResponseWriter, r *http.Request, p Principal
 		return
 	}
 	params := &store.ListBatchesParams{AppID: p.AppID, Now: s.cfg.Now().UTC()}
+	if p.ownerOnly() {
+		params.Sender = p.UserID
+	}
 	for _, st := range statuses {
 		switch store.Status(st) {
-		case store.StatusScheduled, store.StatusQueued, store.StatusRunning, store.StatusCompleted, store.StatusCompletedWithErrors, store.StatusCanceled:
+		case store.StatusScheduled, store.StatusQueued, store.StatusRunning, store.StatusCompleted, store.StatusCompletedWithErrors, store.StatusCanceled, store.StatusRecalled:
 			params.Statuses = append(params.Statuses, store.Status(st))
 		default:
-			writeError(w, paramError("status", "%q is not one of scheduled, queued, running, completed, completed_with_errors, canceled", st))
+			writeError(w, paramError("status", "%q is not one of scheduled, queued, running, completed, completed_with_errors, canceled, recalled", st))
 			return
 		}
 	}
@@ -439,7 +483,7 @@ func (s *Service) handleBatchMessages(w http.ResponseWriter, r *http.Request, p 
 		writeError(w, newError(http.StatusNotImplemented, CodeNotSupported, "this server's message store cannot read messages back by ID; see GET %s/{batchID}/recipients for each recipient's messageID", s.cfg.BasePath))
 		return
 	}
-	b, err := s.cfg.Batches.GetBatch(r.Context(), p.AppID, id)
+	b, err := s.getBatch(r.Context(), p, id)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		writeError(w, errBatchNotFound(id))

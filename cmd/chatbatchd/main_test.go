@@ -29,8 +29,10 @@ import (
 
 	_ "github.com/jackc/pgx/v5/stdlib"
 
+	"github.com/chatbatch/chatbatch"
 	"github.com/chatbatch/chatbatch/adapters/bunstore/bunopen"
 	"github.com/chatbatch/chatbatch/adapters/webhook"
+	"github.com/chatbatch/chatbatch/internal/apispec"
 	"github.com/chatbatch/chatbatch/internal/seed"
 	"github.com/chatbatch/chatbatch/store"
 )
@@ -186,6 +188,18 @@ func call(t *testing.T, method, u, key, body string) (int, envelope) {
 	if err := json.Unmarshal(raw, &env); err != nil {
 		t.Fatalf("%s %s: %d %s", method, u, res.StatusCode, raw)
 	}
+	// The batch API's answers (not the host's own endpoints) must match
+	// openapi.yaml, and a request it accepted must be one it describes.
+	if strings.HasPrefix(req.URL.Path, "/messages/batch") {
+		if err := apispec.Check(method, req.URL.RequestURI(), res.StatusCode, res.Header, raw); err != nil {
+			t.Errorf("API description: %v", err)
+		}
+		if res.StatusCode == http.StatusOK {
+			if err := apispec.CheckRequest(method, req.URL.RequestURI(), req.Header, []byte(body)); err != nil {
+				t.Errorf("API description: a request chatbatchd accepted: %v", err)
+			}
+		}
+	}
 	return res.StatusCode, env
 }
 
@@ -320,6 +334,13 @@ func checkHealth(t *testing.T, base string) {
 	res.Body.Close()
 	if res.StatusCode != 200 || !strings.Contains(string(page), "chatbatchd") {
 		t.Errorf("GET / = %d", res.StatusCode)
+	}
+	res, err = http.Get(base + "/openapi.yaml")
+	must(t, err)
+	spec, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || res.Header.Get("Content-Type") != "application/yaml" || !bytes.Equal(spec, chatbatch.OpenAPI) {
+		t.Errorf("GET /openapi.yaml = %d %q, %d bytes; want 200 application/yaml, openapi.yaml", res.StatusCode, res.Header.Get("Content-Type"), len(spec))
 	}
 	if status, env := call(t, http.MethodGet, base+"/users/user-a/rooms", "wrong", ""); status != 401 || env.Error == nil || env.Error.Code != "INVALID_API_KEY" {
 		t.Errorf("a host endpoint with a wrong key = %d %+v", status, env)
@@ -940,5 +961,68 @@ func TestMetrics(t *testing.T) {
 	res.Body.Close()
 	if res.StatusCode != http.StatusNotFound {
 		t.Errorf("-metrics=false: GET /metrics = %d, want 404", res.StatusCode)
+	}
+}
+
+// TestRecallOverTheLiveStream: a user connected to GET /events gets a
+// batch's message and, after POST …/recall, its retraction; the room no
+// longer holds the message.
+func TestRecallOverTheLiveStream(t *testing.T) {
+	t.Parallel()
+	p := startProc(t, t.TempDir(), []string{"IM_API_KEY="}, "-demo", "-addr", "127.0.0.1:0", "-db", "sqlite::memory:")
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, p.url+"/events?user=user-a", nil)
+	must(t, err)
+	req.Header.Set("IM-API-KEY", "demo-key")
+	res, err := http.DefaultClient.Do(req)
+	must(t, err)
+	defer res.Body.Close()
+	events := make(chan [2]string, 16)
+	go func() {
+		sc := bufio.NewScanner(res.Body)
+		name := ""
+		for sc.Scan() {
+			line := sc.Text()
+			if v, ok := strings.CutPrefix(line, "event: "); ok {
+				name = v
+			} else if v, ok := strings.CutPrefix(line, "data: "); ok {
+				events <- [2]string{name, v}
+			}
+		}
+		close(events)
+	}()
+	next := func(want string) map[string]any {
+		t.Helper()
+		for {
+			select {
+			case ev, ok := <-events:
+				if !ok {
+					t.Fatalf("the stream ended before a %s event", want)
+				}
+				if ev[0] == want {
+					var m map[string]any
+					must(t, json.Unmarshal([]byte(ev[1]), &m))
+					return m
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatalf("no %s event within 20 s", want)
+			}
+		}
+	}
+	next("ready")
+	id := sendAndWait(t, p.url, "demo-key", `{"messageType":"text","message":"take me back","paras":[{"receiver":"user-a"}]}`)
+	if m := next("message"); m["id"] != id+"-0" || m["message"] != "take me back" {
+		t.Fatalf("message event %v", m)
+	}
+	status, env := call(t, http.MethodPost, p.url+"/messages/batch/"+id+"/recall", "demo-key", "")
+	if status != 200 {
+		t.Fatalf("recall = %d %+v", status, env)
+	}
+	if m := next("retraction"); m["id"] != id+"-0" || m["message"] != "" {
+		t.Errorf("retraction event %v", m)
+	}
+	for _, m := range roomMessages(t, p.url, "demo-key", store.DirectRoomID("system", "user-a")) {
+		if m.BatchID == id {
+			t.Errorf("the recalled message is still in the room: %+v", m)
+		}
 	}
 }

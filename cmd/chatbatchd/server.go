@@ -20,6 +20,7 @@ import (
 	"github.com/uptrace/bun"
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/chatbatch/chatbatch"
 	"github.com/chatbatch/chatbatch/adapters/bunstore"
 	"github.com/chatbatch/chatbatch/adapters/bunstore/bunopen"
 	"github.com/chatbatch/chatbatch/adapters/ratelimit"
@@ -309,6 +310,10 @@ func (s *server) routes() http.Handler {
 		writeResult(w, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", s.ready)
+	mux.HandleFunc("GET /openapi.yaml", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/yaml")
+		_, _ = w.Write(chatbatch.OpenAPI)
+	})
 	if s.met != nil && s.o.metricsAddr == "" {
 		mux.Handle("GET /metrics", s.met.handler())
 	}

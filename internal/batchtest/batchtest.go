@@ -7,6 +7,7 @@
 package batchtest
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -261,9 +262,7 @@ func (e *Env) DoWith(t testing.TB, method, path, key string, body io.Reader, hea
 	for k, v := range headers {
 		req.Header.Set(k, v)
 	}
-	w := httptest.NewRecorder()
-	e.Svc.Handler().ServeHTTP(w, req)
-	return DecodeResponse(t, w.Result())
+	return e.serve(t, req)
 }
 
 func (e *Env) Do(t testing.TB, method, path, key, contentType string, body io.Reader) *Response {
@@ -275,9 +274,49 @@ func (e *Env) Do(t testing.TB, method, path, key, contentType string, body io.Re
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
+	return e.serve(t, req)
+}
+
+// CheckResponse, when set, is called with every answer Env.Do and
+// Env.DoWith get (path with its query); an error fails the test.
+// internal/integration sets it to apispec.Check in its TestMain, so that
+// the answers of the end-to-end tests are checked against openapi.yaml.
+// Package batch's own tests leave it nil, which keeps the validator out of
+// their graph.
+var CheckResponse func(method, path string, status int, header http.Header, body []byte) error
+
+// CheckRequest, when set, is called with every request Env.Do and
+// Env.DoWith send that the handler answered with 200: a request the
+// handler accepted must be one the API description accepts. An error
+// fails the test.
+var CheckRequest func(method, path string, header http.Header, body []byte) error
+
+// serve runs req through the handler, decodes the answer and checks both
+// with CheckResponse and CheckRequest when they are set.
+func (e *Env) serve(t testing.TB, req *http.Request) *Response {
+	t.Helper()
+	var reqBody []byte
+	if CheckRequest != nil && req.Body != nil {
+		var err error
+		reqBody, err = io.ReadAll(req.Body)
+		Must(t, err)
+		req.Body = io.NopCloser(bytes.NewReader(reqBody))
+	}
+	path, method := req.URL.String(), req.Method // before the handler sees req
 	w := httptest.NewRecorder()
 	e.Svc.Handler().ServeHTTP(w, req)
-	return DecodeResponse(t, w.Result())
+	r := DecodeResponse(t, w.Result())
+	if CheckResponse != nil {
+		if err := CheckResponse(method, path, r.Status, r.Header, []byte(r.Raw)); err != nil {
+			t.Errorf("API description: %v", err)
+		}
+	}
+	if CheckRequest != nil && r.Status == http.StatusOK {
+		if err := CheckRequest(method, path, req.Header, reqBody); err != nil {
+			t.Errorf("API description: a request the handler accepted: %v", err)
+		}
+	}
+	return r
 }
 
 func DecodeResponse(t testing.TB, res *http.Response) *Response {
@@ -321,6 +360,7 @@ type BatchStatus struct {
 	Pending    int        `json:"pending"`
 	Canceled   int        `json:"canceled"`
 	PushFailed int        `json:"pushFailed"`
+	Recalled   int        `json:"recalled"`
 	CreatedAt  time.Time  `json:"createdAt"`
 	FinishedAt *time.Time `json:"finishedAt"`
 }
@@ -501,6 +541,17 @@ func (e *Env) Recipients(t testing.TB, id, query string) (*Response, RecipientsP
 		Must(t, json.Unmarshal(r.Result, &page))
 	}
 	return r, page
+}
+
+// Recall POSTs a recall of batch id.
+func (e *Env) Recall(t testing.TB, key, id string) (*Response, BatchStatus) {
+	t.Helper()
+	r := e.Do(t, http.MethodPost, "/messages/batch/"+id+"/recall", key, "", nil)
+	var st BatchStatus
+	if r.Status == 200 {
+		Must(t, json.Unmarshal(r.Result, &st))
+	}
+	return r, st
 }
 
 func (e *Env) Cancel(t testing.TB, key, id string) (*Response, BatchStatus) {
