@@ -69,6 +69,7 @@ type options struct {
 	maxRetry       int
 	metrics        bool
 	metricsAddr    string
+	rateLimit      int
 }
 
 // usageError is a bad flag or environment value: exit code 2.
@@ -157,6 +158,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*o
 	fs.StringVar(&o.deliver, "deliver", envStr("CHATBATCHD_DELIVER", "redis"), "where delivered messages go: redis (the live stream of this server's page), webhook (POST each chunk to -webhook-url, signed) or none [CHATBATCHD_DELIVER]")
 	fs.StringVar(&o.webhookURL, "webhook-url", envStr("CHATBATCHD_WEBHOOK_URL", ""), "the host endpoint of -deliver webhook and -push webhook [CHATBATCHD_WEBHOOK_URL]")
 	fs.StringVar(&o.webhookKey, "webhook-secret", getenv("CHATBATCHD_WEBHOOK_SECRET"), "the Standard Webhooks secret (whsec_<base64>) that signs -deliver/-push webhook requests; prefer the environment variable, which ps does not show [CHATBATCHD_WEBHOOK_SECRET]")
+	fs.IntVar(&o.rateLimit, "rate-limit", envInt("CHATBATCHD_RATE_LIMIT", 1000), "most API requests a minute per API key (IMKit's documented limit), shared by every API process on this Redis; past it 429 RATE_LIMIT_EXCEEDED; 0: no limit [CHATBATCHD_RATE_LIMIT]")
 	fs.BoolVar(&o.metrics, "metrics", envBool("CHATBATCHD_METRICS", true), "serve GET /metrics (Prometheus text: chatbatch's metrics, asynq's queues, Go runtime); expose it to your scrapers only [CHATBATCHD_METRICS]")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", envStr("CHATBATCHD_METRICS_ADDR", ""), "serve /metrics on this address instead of -addr (for -api=false workers, or an internal-only port) [CHATBATCHD_METRICS_ADDR]")
 	fs.StringVar(&o.fcmCredentials, "fcm-credentials", envStr("CHATBATCHD_FCM_CREDENTIALS", ""), "-push fcm: the Firebase service-account key, a JSON FILE (its project_id is the FCM project) [CHATBATCHD_FCM_CREDENTIALS]")
@@ -201,6 +203,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*o
 		return nil, usagef("-lease (at least 10ms) and -sweep-interval (at least 1ms) are too short")
 	case o.pushRate < 0:
 		return nil, usagef("-push-rate: must not be negative, not %v", o.pushRate)
+	case o.rateLimit < 0:
+		return nil, usagef("-rate-limit: must not be negative, not %d", o.rateLimit)
 	case o.maxRetry < 0:
 		return nil, usagef("-max-retry: must not be negative, not %d", o.maxRetry)
 	case o.maxHeaderBytes < 1024:

@@ -1026,3 +1026,29 @@ func TestRecallOverTheLiveStream(t *testing.T) {
 		}
 	}
 }
+
+// TestRateLimitFlag: -rate-limit caps the requests of the API key a
+// minute; the 429 says when to come back and stores nothing.
+func TestRateLimitFlag(t *testing.T) {
+	t.Parallel()
+	p := startProc(t, t.TempDir(), []string{"IM_API_KEY="}, "-demo", "-addr", "127.0.0.1:0", "-db", "sqlite::memory:", "-rate-limit", "3", "-app", unique("app"))
+	statuses := []int{}
+	for range 4 {
+		status, env := call(t, http.MethodGet, p.url+"/messages/batch", "demo-key", "")
+		statuses = append(statuses, status)
+		if status == 429 && (env.Error == nil || env.Error.Code != "RATE_LIMIT_EXCEEDED") {
+			t.Errorf("429 envelope %+v", env)
+		}
+	}
+	if !slices.Equal(statuses, []int{200, 200, 200, 429}) {
+		t.Errorf("4 requests at -rate-limit 3: %v", statuses)
+	}
+	req, _ := http.NewRequest(http.MethodGet, p.url+"/messages/batch", nil)
+	req.Header.Set("IM-API-KEY", "demo-key")
+	res, err := http.DefaultClient.Do(req)
+	must(t, err)
+	res.Body.Close()
+	if res.StatusCode != 429 || res.Header.Get("Retry-After") == "" || res.Header.Get("X-RateLimit-Limit") != "3" {
+		t.Errorf("the 429: %d %v", res.StatusCode, res.Header)
+	}
+}

@@ -169,6 +169,10 @@ func start(ctx context.Context, o *options, log *slog.Logger, stdout io.Writer) 
 		}
 		meter = s.met.provider
 	}
+	var limit *batch.RateLimit
+	if o.rateLimit > 0 {
+		limit = &batch.RateLimit{RequestsPerMinute: o.rateLimit, Limiter: batch.RedisRateLimiter(s.rdb), KeyPrefix: "chatbatchd:ratelimit:"}
+	}
 	s.svc, err = batch.New(batch.Config{
 		Store:             s.st,
 		Deliverer:         deliverer,
@@ -185,6 +189,7 @@ func start(ctx context.Context, o *options, log *slog.Logger, stdout io.Writer) 
 		MaxRetry:          maxRetry(o.maxRetry),
 		Logger:            log,
 		MeterProvider:     meter,
+		RateLimit:         limit,
 	})
 	if err != nil {
 		return nil, err
