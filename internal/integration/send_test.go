@@ -8,6 +8,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/chatbatch/chatbatch/adapters/bunstore"
 	"github.com/chatbatch/chatbatch/batch"
 	bt "github.com/chatbatch/chatbatch/internal/batchtest"
 	"github.com/chatbatch/chatbatch/store"
@@ -38,31 +39,43 @@ func TestScheduledBatchRuns(t *testing.T) {
 func TestThrottledBatchRuns(t *testing.T) {
 	t.Parallel()
 	redisBackends(t, func(t *testing.T, redis asynq.RedisConnOpt) {
-		e := bt.NewQueuedEnv(t, redis, func(c *batch.Config) { c.ChunkSize = 1 })
-		start := time.Now()
-		res := bt.Accepted(t, e.Post(t, bt.AdminKey, `{"message":"m","messageType":"text","ratePerMinute":60,"paras":[
-			{"receiver":"user-a"},{"receiver":"user-b"},{"room":"room-001"}]}`))
-		r, _ := e.Status(t, bt.AdminKey, res.BatchID)
-		var est struct {
-			EstimatedFinishAt time.Time `json:"estimatedFinishAt"`
-		}
-		bt.Must(t, json.Unmarshal(r.Result, &est))
-		if d := est.EstimatedFinishAt.Sub(start); d < 2900*time.Millisecond || d > 3100*time.Millisecond {
-			t.Errorf("estimatedFinishAt is %v after the start, want 3 s (3 at 1 a second)", d)
-		}
-		st := e.WaitFinished(t, bt.AdminKey, res.BatchID)
-		if st.Sent != 3 {
-			t.Fatalf("final %+v", st)
-		}
-		msgs := e.Rec.Messages()
-		slices.SortFunc(msgs, func(a, b store.Message) int { return a.CreatedAt.Compare(b.CreatedAt) })
-		for i := 1; i < len(msgs); i++ {
-			if gap := msgs[i].CreatedAt.Sub(msgs[i-1].CreatedAt); gap < 800*time.Millisecond {
-				t.Errorf("messages %d and %d only %v apart, want about 1 s", i-1, i, gap)
-			}
-		}
-		if first := msgs[0].CreatedAt.Sub(start); first > time.Second {
-			t.Errorf("the first chunk waited %v; it is due at once", first)
-		}
+		throttledBatchRuns(t, bt.NewQueuedEnv(t, redis, func(c *batch.Config) { c.ChunkSize = 1 }))
 	})
+}
+
+// TestThrottledBatchRunsOnBunstore is TestThrottledBatchRuns on each
+// database: the chunks' due times are the store's.
+func TestThrottledBatchRunsOnBunstore(t *testing.T) {
+	t.Parallel()
+	onBunstore(t, func(t *testing.T, newStore func(t *testing.T) *bunstore.Store) {
+		throttledBatchRuns(t, bt.NewQueuedEnvOn(t, newStore(t), redisForBunstore(t), func(c *batch.Config) { c.ChunkSize = 1 }))
+	})
+}
+
+func throttledBatchRuns(t *testing.T, e *bt.Env) {
+	t.Helper()
+	start := time.Now()
+	res := bt.Accepted(t, e.Post(t, bt.AdminKey, `{"message":"m","messageType":"text","ratePerMinute":60,"paras":[
+		{"receiver":"user-a"},{"receiver":"user-b"},{"room":"room-001"}]}`))
+	r, _ := e.Status(t, bt.AdminKey, res.BatchID)
+	var est struct {
+		EstimatedFinishAt time.Time `json:"estimatedFinishAt"`
+	}
+	bt.Must(t, json.Unmarshal(r.Result, &est))
+	if d := est.EstimatedFinishAt.Sub(start); d < 2900*time.Millisecond || d > 3100*time.Millisecond {
+		t.Errorf("estimatedFinishAt is %v after the start, want 3 s (3 at 1 a second)", d)
+	}
+	st := e.WaitFinished(t, bt.AdminKey, res.BatchID)
+	if st.Sent != 3 {
+		t.Fatalf("final %+v", st)
+	}
+	msgs := e.Rec.Messages()
+	slices.SortFunc(msgs, func(a, b store.Message) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	// Chunk i is due i seconds after the batch was accepted and never
+	// runs before (a loaded machine may run it later, never sooner).
+	for i, m := range msgs {
+		if early := st.CreatedAt.Add(time.Duration(i) * time.Second).Sub(m.CreatedAt); early > 0 {
+			t.Errorf("message %d went out %v after the batch was accepted, %v before its chunk was due", i, m.CreatedAt.Sub(st.CreatedAt), early)
+		}
+	}
 }
