@@ -382,6 +382,11 @@ func NewDeliverer(o *Options) (*Deliverer, error) {
 
 // Deliver implements delivery.Deliverer.
 func (d *Deliverer) Deliver(ctx context.Context, msgs []store.Message) error {
+	return d.send(ctx, "messages", msgs)
+}
+
+// send POSTs msgs as requests of type kind.
+func (d *Deliverer) send(ctx context.Context, kind string, msgs []store.Message) error {
 	if len(msgs) == 0 {
 		return ctx.Err()
 	}
@@ -389,11 +394,11 @@ func (d *Deliverer) Deliver(ctx context.Context, msgs []store.Message) error {
 	for i, m := range msgs {
 		b, err := json.Marshal(delivery.NewMessageJSON(m))
 		if err != nil {
-			return delivery.Permanent(fmt.Errorf("webhook: message %s: %w", m.ID, err))
+			return delivery.Permanent(fmt.Errorf("webhook: %s %s: %w", kind, m.ID, err))
 		}
 		items[i], ids[i] = b, m.ID
 	}
-	return d.p.send(ctx, "messages", items, ids)
+	return d.p.send(ctx, kind, items, ids)
 }
 
 var _ delivery.Retractor = (*Deliverer)(nil)
@@ -402,18 +407,7 @@ var _ delivery.Retractor = (*Deliverer)(nil)
 // routing, no text) POSTed as {"type":"retraction","data":[…]}, answered
 // like a delivery. Its webhook-id differs from the delivery's.
 func (d *Deliverer) Retract(ctx context.Context, msgs []store.Message) error {
-	if len(msgs) == 0 {
-		return ctx.Err()
-	}
-	items, ids := make([]json.RawMessage, len(msgs)), make([]string, len(msgs))
-	for i, m := range msgs {
-		b, err := json.Marshal(delivery.NewMessageJSON(m))
-		if err != nil {
-			return delivery.Permanent(fmt.Errorf("webhook: retraction %s: %w", m.ID, err))
-		}
-		items[i], ids[i] = b, m.ID
-	}
-	return d.p.send(ctx, "retraction", items, ids)
+	return d.send(ctx, "retraction", msgs)
 }
 
 // Pusher POSTs push notifications. It is safe for concurrent use.
