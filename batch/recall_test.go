@@ -151,8 +151,7 @@ func TestRecallNotSupported(t *testing.T) {
 	t.Parallel()
 	cases := map[string]func(c *batch.Config){
 		"deliverer without Retract": func(c *batch.Config) {
-			rec := c.Deliverer.(delivery.Deliverer)
-			c.Deliverer = delivery.DelivererFunc(rec.Deliver)
+			c.Deliverer = delivery.DelivererFunc(c.Deliverer.Deliver)
 		},
 		"store without Recalls":        func(c *batch.Config) { c.Batches = batchesOnly{c.Store} },
 		"store without DeleteMessages": func(c *batch.Config) { c.Messages = messagesOnly{c.Store} },

@@ -101,7 +101,7 @@ func (o *otelEnv) sums(t *testing.T) map[string]int64 {
 		var parts []string
 		for _, kv := range set.ToSlice() {
 			if kv.Key != "chatbatch.app_id" {
-				parts = append(parts, string(kv.Key)+"="+kv.Value.Emit())
+				parts = append(parts, string(kv.Key)+"="+kv.Value.String())
 			}
 		}
 		return name + "{" + strings.Join(parts, ",") + "}"
@@ -179,8 +179,8 @@ func TestTelemetry(t *testing.T) {
 	check := func(where string, kvs []attribute.KeyValue) {
 		for _, kv := range kvs {
 			for _, s := range secrets {
-				if strings.Contains(kv.Value.Emit(), s) {
-					t.Errorf("%s: attribute %s = %q holds %q", where, kv.Key, kv.Value.Emit(), s)
+				if strings.Contains(kv.Value.String(), s) {
+					t.Errorf("%s: attribute %s = %q holds %q", where, kv.Key, kv.Value.String(), s)
 				}
 			}
 		}
