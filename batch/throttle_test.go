@@ -114,6 +114,15 @@ func TestThrottleLimits(t *testing.T) {
 			t.Errorf("%s with %d paras: %d %s, want 400 %q", c.extra, c.n, r.Status, r.Raw, c.want)
 		}
 	}
+	// A throttled batch is canceled like any other: the chunks not yet
+	// due never go out.
+	id := bt.Accepted(t, e.Post(t, bt.AdminKey, fmt.Sprintf(`{"message":"m","messageType":"text","ratePerMinute":2,"paras":[%s]}`, paras(5)))).BatchID
+	first := e.Enq.All()[len(e.Enq.All())-3]
+	bt.Must(t, e.Svc.Processor().ProcessTask(t.Context(), first.Task))
+	if r, st := e.Cancel(t, bt.AdminKey, id); r.Status != 200 || st.Sent != 2 || st.Canceled != 3 || st.Status != "canceled" {
+		t.Errorf("cancel of a throttled batch: %d %s", r.Status, r.Raw)
+	}
+
 	// Without ratePerMinute the maximum paces the batch.
 	before := len(e.Enq.All())
 	bt.Accepted(t, e.Post(t, bt.AdminKey, fmt.Sprintf(`{"message":"m","messageType":"text","paras":[%s]}`, paras(25))))
