@@ -1,0 +1,243 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/chatbatch/chatbatch/store"
+)
+
+func TestParseRedis(t *testing.T) {
+	t.Parallel()
+	good := []struct {
+		uri  string
+		want asynq.RedisConnOpt
+	}{
+		{"redis-sentinel://127.0.0.1:26379/0?master=mymaster",
+			asynq.RedisFailoverClientOpt{MasterName: "mymaster", SentinelAddrs: []string{"127.0.0.1:26379"}}},
+		{"redis-sentinel://:s3cr%40t@a.example:26379,b.example:26380,[::1]:26381/3?master=m1",
+			asynq.RedisFailoverClientOpt{MasterName: "m1", SentinelAddrs: []string{"a.example:26379", "b.example:26380", "[::1]:26381"}, Password: "s3cr@t", DB: 3}},
+		{"redis-sentinel://app:pw@h:1?master=m&sentinel_password=sp&sentinel_username=su",
+			asynq.RedisFailoverClientOpt{MasterName: "m", SentinelAddrs: []string{"h:1"}, Username: "app", Password: "pw", SentinelUsername: "su", SentinelPassword: "sp"}},
+		{"redis-sentinel://h:1,h:1/?master=m", asynq.RedisFailoverClientOpt{MasterName: "m", SentinelAddrs: []string{"h:1"}}},
+		{"redis://:pw@127.0.0.1:6379/2", asynq.RedisClientOpt{Addr: "127.0.0.1:6379", Password: "pw", DB: 2}},
+		{"redis-socket:///tmp/redis.sock?db=1", asynq.RedisClientOpt{Network: "unix", Addr: "/tmp/redis.sock", DB: 1}},
+	}
+	for _, c := range good {
+		got, err := parseRedis(c.uri)
+		if err != nil || !reflect.DeepEqual(got, c.want) {
+			t.Errorf("parseRedis(%q) = %#v, %v; want %#v", c.uri, got, err, c.want)
+		}
+	}
+	bad := []struct{ uri, want string }{
+		{"redis-sentinel://127.0.0.1:26379/0", "?master=NAME is required"},
+		{"redis-sentinel://127.0.0.1:26379/0?master=", "?master=NAME is required"},
+		{"redis-sentinel:///0?master=m", "no sentinel address"},
+		{"redis-sentinel://:pw@/0?master=m", "no sentinel address"},
+		{"redis-sentinel://127.0.0.1/0?master=m", `sentinel address "127.0.0.1" is not host:port`},
+		{"redis-sentinel://h:1,,h:2/0?master=m", `sentinel address "" is not host:port`},
+		{"redis-sentinel://h:1,:2/0?master=m", `sentinel address ":2" is not host:port`},
+		{"redis-sentinel://h:port/0?master=m", `port "port" is not a number`},
+		{"redis-sentinel://h:70000/0?master=m", `port "70000" is not a number`},
+		{"redis-sentinel://h:1/zero?master=m", "the path must be the database number"},
+		{"redis-sentinel://h:1/0/1?master=m", "the path must be the database number"},
+		{"redis-sentinel://h:1/-1?master=m", "the path must be the database number"},
+		{"redis-sentinel://h:1/0?master=m&master=n", "master is given 2 times"},
+		{"redis-sentinel://h:1/0?master=m&db=2", `unknown parameter "db"`},
+		{"redis-sentinel://h:1/0?master=%zz", "not correctly %-escaped"},
+		{"redis-sentinel://:p%zz@h:1/0?master=m", "password is not correctly %-escaped"},
+		{"redis-cluster://h:1,h:2", "does not support Redis Cluster"},
+		{"rediss-sentinel://h:1/0?master=m", "not supported"},
+		{"http://127.0.0.1:6379", `unsupported scheme "http"`},
+		{"127.0.0.1:6379", "not a Redis URI"},
+		{"redis://h:1/x", "database number"},
+	}
+	for _, c := range bad {
+		_, err := parseRedis(c.uri)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("parseRedis(%q) = %v, want an error containing %q", c.uri, err, c.want)
+		}
+	}
+	if _, err := parseRedis("redis-sentinel://:hunter2@h:1/0?sentinel_password=hunter3"); err == nil || strings.Contains(err.Error(), "hunter") {
+		t.Errorf("an error repeats a password: %v", err)
+	}
+}
+
+func TestRedactRedis(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"redis-sentinel://:pw@h:1,h:2/0?master=m&sentinel_password=sp&x=1": "redis-sentinel://:xxxxx@h:1,h:2/0?master=m&sentinel_password=xxxxx&x=1",
+		"redis-sentinel://u:pw@h:1?master=m&sentinel_password=sp":          "redis-sentinel://u:xxxxx@h:1?master=m&sentinel_password=xxxxx",
+		"redis://:pw@127.0.0.1:6379":                                       "redis://:xxxxx@127.0.0.1:6379",
+		"redis://127.0.0.1:6379/0":                                         "redis://127.0.0.1:6379/0",
+		"redis://user@127.0.0.1:6379/0":                                    "redis://user@127.0.0.1:6379/0",
+		"garbage":                                                          "-redis",
+	} {
+		if got := redactRedis(in); got != want {
+			t.Errorf("redactRedis(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestSentinelUsageErrors: a malformed sentinel URI is a usage error
+// (exit 2) naming the problem, without its password.
+func TestSentinelUsageErrors(t *testing.T) {
+	t.Parallel()
+	closed := closedPort(t)
+	for uri, want := range map[string]string{
+		"redis-sentinel://:hunter2@127.0.0.1:26379/0":                             "-redis: redis-sentinel: ?master=NAME is required",
+		"redis-sentinel://:hunter2@127.0.0.1/0?master=m":                          `sentinel address "127.0.0.1" is not host:port`,
+		"redis-cluster://127.0.0.1:7000":                                          "does not support Redis Cluster",
+		"redis-sentinel://:hunter2@" + closed + "/0?master=m&sentinel_password=x": "-redis: cannot reach redis-sentinel://:xxxxx@",
+	} {
+		cmd := exec.Command(binary, "-demo", "-addr", "127.0.0.1:0", "-db", "sqlite::memory:", "-redis", uri)
+		cmd.Dir = t.TempDir()
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		if code := cmd.ProcessState.ExitCode(); code != 2 || !strings.Contains(stderr.String(), want) || strings.Contains(stderr.String(), "hunter2") {
+			t.Errorf("-redis %s: %v, exit %d, stderr %q; want 2 and %q without the password", uri, err, code, stderr.String(), want)
+		}
+	}
+}
+
+// startSentinel starts a Redis Sentinel monitoring the Redis of
+// CHATBATCH_TEST_REDIS as master "chatbatch", or skips saying why.
+func startSentinel(t *testing.T) (sentinelAddr, master string) {
+	t.Helper()
+	rd := os.Getenv("CHATBATCH_TEST_REDIS")
+	if rd == "" {
+		t.Skip("set CHATBATCH_TEST_REDIS (e.g. 127.0.0.1:6379) to run chatbatchd through a Redis Sentinel monitoring it")
+	}
+	if strings.Contains(rd, "://") {
+		opt, err := redis.ParseURL(rd)
+		must(t, err)
+		rd = opt.Addr
+	}
+	host, port, err := net.SplitHostPort(rd)
+	must(t, err)
+	var bin []string
+	if p, err := exec.LookPath("redis-sentinel"); err == nil {
+		bin = []string{p}
+	} else if p, err := exec.LookPath("redis-server"); err == nil {
+		bin = []string{p, "--sentinel"}
+	} else {
+		t.Skip("neither redis-sentinel nor redis-server is on the PATH: install redis-server to run the Sentinel test")
+	}
+	if ip := net.ParseIP(host); ip == nil {
+		// Sentinel monitors an address, not a name.
+		ips, err := net.LookupIP(host)
+		if err != nil || len(ips) == 0 {
+			t.Skipf("cannot resolve %s for the sentinel: %v", host, err)
+		}
+		host = ips[0].String()
+	}
+	dir := t.TempDir()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	addr := ln.Addr().String()
+	_, sport, _ := net.SplitHostPort(addr)
+	must(t, ln.Close())
+	master = "chatbatch"
+	conf := filepath.Join(dir, "sentinel.conf")
+	must(t, os.WriteFile(conf, fmt.Appendf(nil, "port %s\nbind 127.0.0.1\ndaemonize no\ndir %s\nsentinel monitor %s %s %s 1\nsentinel down-after-milliseconds %s 60000\n",
+		sport, dir, master, host, port, master), 0o600))
+	cmd := exec.Command(bin[0], append(bin[1:], conf)...)
+	if len(bin) == 2 { // redis-server CONF --sentinel
+		cmd = exec.Command(bin[0], conf, "--sentinel")
+	}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Skipf("cannot start a sentinel (%v): %v", bin, err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	sc := redis.NewSentinelClient(&redis.Options{Addr: addr})
+	defer sc.Close()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		got, err := sc.GetMasterAddrByName(ctx, master).Result()
+		cancel()
+		if err == nil && len(got) == 2 {
+			return addr, master
+		}
+		if time.Now().After(deadline) {
+			t.Skipf("the sentinel (%v) did not answer for master %s within 15 s (%v):\n%s", bin, master, err, out.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestSentinelEndToEnd runs chatbatchd with -redis redis-sentinel://…
+// through a real sentinel: the queue (asynq's failover client), the live
+// stream's publisher and subscriber (go-redis' failover client) and the
+// rate limiter all reach the master the sentinel names.
+func TestSentinelEndToEnd(t *testing.T) {
+	t.Parallel()
+	addr, master := startSentinel(t)
+	app, queue := unique("app"), unique("q")
+	uri := fmt.Sprintf("redis-sentinel://%s/0?master=%s", addr, master)
+	p := startProc(t, t.TempDir(), []string{"IM_API_KEY=k"}, "-demo", "-addr", "127.0.0.1:0", "-db", "sqlite::memory:",
+		"-redis", uri, "-app", app, "-queue", queue, "-rate-limit", "1000")
+	// The master itself, as the sentinel names it.
+	rdb := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: master, SentinelAddrs: []string{addr}})
+	defer rdb.Close()
+	ctx := t.Context()
+	// chatbatchd's subscriber is on the master.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		n, err := rdb.PubSubNumSub(ctx, eventsChannel(app)).Result()
+		must(t, err)
+		if n[eventsChannel(app)] == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no subscriber of %s on the master: %v", eventsChannel(app), n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	sub := rdb.Subscribe(ctx, eventsChannel(app))
+	defer sub.Close()
+	_, err := sub.Receive(ctx)
+	must(t, err)
+	checkSeedExamples(t, p.url, "k")
+	// The worker published what it delivered.
+	select {
+	case m := <-sub.Channel():
+		if !strings.Contains(m.Payload, store.DirectRoomID("system", "user-a")) && !strings.Contains(m.Payload, "room-00") {
+			t.Errorf("an unexpected event: %s", m.Payload)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("no event published on the master within 10 s")
+	}
+	// The queue is on the master.
+	if n, err := rdb.Exists(ctx, "asynq:{"+queue+"}:pending", "asynq:{"+queue+"}:processed").Result(); err != nil {
+		t.Error(err)
+	} else if keys, _ := rdb.Keys(ctx, "asynq:{"+queue+"}:*").Result(); len(keys) == 0 {
+		t.Errorf("no key of queue %s on the master (%d)", queue, n)
+	}
+	// And the rate limiter.
+	if keys, _ := rdb.Keys(ctx, "chatbatchd:ratelimit:*").Result(); len(keys) == 0 {
+		t.Error("no rate-limit key on the master")
+	}
+	if status, env := call(t, http.MethodGet, p.url+"/readyz", "", ""); status != 200 {
+		t.Errorf("GET /readyz = %d %+v", status, env)
+	}
+}
