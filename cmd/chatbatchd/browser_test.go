@@ -2,8 +2,12 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -28,14 +32,10 @@ func chromium(t *testing.T) string {
 	return ""
 }
 
-// TestPageShowsLiveMessages opens the page in headless Chromium as
-// user-a, sends a batch over HTTP and waits for the message to appear
-// live; then sends one from the page's own form and watches its progress.
-func TestPageShowsLiveMessages(t *testing.T) {
-	t.Parallel()
+// browser starts a headless Chromium for the test, its window w×h.
+func browser(t *testing.T, timeout time.Duration, w, h int) context.Context {
+	t.Helper()
 	exe := chromium(t)
-	p := startProc(t, t.TempDir(), []string{"IM_API_KEY="}, "-demo", "-addr", "127.0.0.1:0", "-db", "sqlite::memory:")
-
 	opts := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(exe),
 		chromedp.Headless,
@@ -44,63 +44,300 @@ func TestPageShowsLiveMessages(t *testing.T) {
 		chromedp.NoFirstRun,
 		chromedp.NoDefaultBrowserCheck,
 		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(w, h),
 		chromedp.Flag("disable-background-networking", true),
 		chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true),
 		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("lang", "en-US"),
 	}
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelAlloc()
 	ctx, cancelCtx := chromedp.NewContext(actx)
-	defer cancelCtx()
-	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
-	defer cancel()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	t.Cleanup(func() { cancel(); cancelCtx(); cancelAlloc() })
+	return ctx
+}
 
+// openDashboard loads the page of a -demo chatbatchd: the demo key is
+// prefilled and used, and the batch stream connects.
+func openDashboard(t *testing.T, ctx context.Context, p *proc) {
+	t.Helper()
 	err := chromedp.Do(ctx,
 		chromedp.Navigate(p.url+"/"),
-		chromedp.WaitVisible(chromedp.CSS("#connect-form")),
-		chromedp.SetValue(chromedp.CSS("#api-key"), "demo-key"),
-		chromedp.SetValue(chromedp.CSS("#user"), "user-a"),
-		chromedp.Click(chromedp.CSS("#connect")),
-		chromedp.WaitVisible(chromedp.CSS(`#conn-status[data-state="connected"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#batches`)),
+		chromedp.WaitVisible(chromedp.CSS(`#stream-status[data-state="connected"]`)),
 	)
 	if err != nil {
-		t.Fatalf("connecting in the page: %v\nserver log:\n%s", err, p.stderr)
+		t.Fatalf("opening the dashboard: %v\nserver log:\n%s", err, p.stderr)
 	}
-	rooms, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("#rooms")))
+}
+
+func text(t *testing.T, ctx context.Context, sel string) string {
+	t.Helper()
+	s, err := chromedp.Run(ctx, chromedp.TextContent(chromedp.CSS(sel)))
+	if err != nil {
+		t.Fatalf("reading %s: %v", sel, err)
+	}
+	return s
+}
+
+// TestDashboardLiveMessages watches user-a in the live view: rooms with
+// readable names, a batch sent over HTTP arriving live, the new
+// one-on-one room listed as "system ↔ user-a", a batch sent from the
+// composer completing in the detail view, and its recall taking the
+// message off the page (the stream's retraction event).
+func TestDashboardLiveMessages(t *testing.T) {
+	t.Parallel()
+	ctx := browser(t, 90*time.Second, 1280, 900)
+	p := startProc(t, t.TempDir(), []string{"IM_API_KEY="}, "-demo", "-addr", "127.0.0.1:0", "-db", "sqlite::memory:")
+	openDashboard(t, ctx, p)
+	err := chromedp.Do(ctx,
+		chromedp.SetValue(chromedp.CSS(`#live-user`), "user-a"),
+		chromedp.Click(chromedp.CSS(`#live-watch`)),
+		chromedp.WaitVisible(chromedp.CSS(`#live-status[data-state="connected"]`)),
+		chromedp.WaitVisible(`//ul[@id="rooms"]/li[text()="room-003 (user-a, user-b, user-c)"]`),
+	)
+	if err != nil {
+		t.Fatalf("watching user-a: %v\nserver log:\n%s", err, p.stderr)
+	}
+
+	// A batch sent by someone else arrives live, in a room new to the list.
+	sendAndWait(t, p.url, "demo-key", seed.Template)
+	err = chromedp.Do(ctx,
+		chromedp.WaitVisible(`//ol[@id="messages"]/li[contains(., "Hi Alice,您的訂單 ORD-001 已出貨!")]`),
+		chromedp.WaitVisible(`//ul[@id="rooms"]/li[text()="system ↔ user-a"]`),
+		chromedp.WaitVisible(`//ol[@id="messages"]/li//span[@class="room" and text()="system ↔ user-a"]`),
+	)
+	if err != nil {
+		t.Fatalf("waiting for the live message and its room: %v", err)
+	}
+	if msgs := text(t, ctx, `#messages`); strings.Contains(msgs, "Bob") {
+		t.Errorf("user-a's view shows user-b's message: %q", msgs)
+	}
+
+	// The composer's example (the seed's) goes out; the detail follows it
+	// to completed, and the second message shows up.
+	err = chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS(`#send`)),
+		chromedp.WaitVisible(`//span[@id="d-status" and text()="completed"]`),
+		chromedp.WaitVisible(`//ol[@id="messages"]/li[2]`),
+	)
+	if err != nil {
+		t.Fatalf("sending from the composer: %v", err)
+	}
+	id := text(t, ctx, `#d-id`)
+	if sent := text(t, ctx, `#d-sent`); sent != "2" {
+		t.Errorf("detail of %s: sent %q, want 2", id, sent)
+	}
+	err = chromedp.Do(ctx,
+		chromedp.WaitVisible(`//table[@id="recipients"]//tr[td[2]="user-b"]//span[text()="sent"]`),
+		chromedp.Click(chromedp.CSS(`#recall`)),
+		chromedp.WaitVisible(`//span[@id="d-status" and text()="recalled"]`),
+		chromedp.WaitNotPresent(chromedp.CSS(fmt.Sprintf(`#messages li[data-id="%s-0"]`, id))),
+	)
+	if err != nil {
+		t.Fatalf("recalling %s from the detail: %v", id, err)
+	}
+	if msgs := text(t, ctx, `#messages`); strings.Count(msgs, "Hi Alice") != 1 {
+		t.Errorf("after the recall, the view shows %q; want the first message only", msgs)
+	}
+}
+
+type barState struct {
+	Progress string `json:"progress"`
+	Status   string `json:"status"`
+	Rate     string `json:"rate"`
+}
+
+// TestDashboardProgress: a 5,000-recipient batch, paced to ten chunks a
+// second apart, moves its bar through values strictly between 0 and
+// 100 % to 100 %, with an ETA while it runs — pushed by the dashboard's
+// event stream, not polled by the page.
+func TestDashboardProgress(t *testing.T) {
+	t.Parallel()
+	ctx := browser(t, 120*time.Second, 1280, 900)
+	p := startProc(t, t.TempDir(), []string{"IM_API_KEY="}, "-demo", "-addr", "127.0.0.1:0", "-db", "sqlite::memory:",
+		"-concurrency", "1", "-task-check-interval", "20ms")
+	openDashboard(t, ctx, p)
+	body := strings.Replace(bigBatch(5000), `{"messageType"`, `{"ratePerMinute":30000,"messageType"`, 1)
+	status, env := call(t, http.MethodPost, p.url+"/messages/batch", "demo-key", body)
+	if status != 200 {
+		t.Fatalf("POST = %d %+v", status, env)
+	}
+	var res struct{ BatchID string }
+	must(t, json.Unmarshal(env.Result, &res))
+	row := fmt.Sprintf(`tr[data-batch="%s"]`, res.BatchID)
+	seen := map[int]bool{}
+	var order []int
+	eta := false
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		js := fmt.Sprintf(`(() => { const r = document.querySelector(%q); return r ? {progress: r.dataset.progress, status: r.dataset.status, rate: r.querySelector(".rate").textContent} : {}; })()`, row)
+		state, err := chromedp.Run(ctx, chromedp.Evaluate[barState](js))
+		must(t, err)
+		if state.Progress != "" {
+			var v int
+			fmt.Sscan(state.Progress, &v)
+			if !seen[v] {
+				seen[v] = true
+				order = append(order, v)
+			}
+			if state.Status == "running" && strings.Contains(state.Rate, "ETA") {
+				eta = true
+			}
+			if v == 100 && state.Status == "completed" {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the bar of %s did not reach 100 %% completed within 60 s; values %v, last %+v\n%s", res.BatchID, order, state, p.stderr)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	between := 0
+	for v := range seen {
+		if v > 0 && v < 100 {
+			between++
+		}
+	}
+	if between == 0 {
+		t.Errorf("the bar showed no value strictly between 0 and 100 %%: %v", order)
+	}
+	for i := 1; i < len(order); i++ {
+		if order[i] < order[i-1] {
+			t.Errorf("the bar went backwards: %v", order)
+		}
+	}
+	if !eta {
+		t.Errorf("no ETA shown while the paced batch ran")
+	}
+	t.Logf("bar values: %v", order)
+}
+
+// TestDashboardComposer: a dry run shows the rendered preview; bad
+// requests show their error message and details, not raw JSON; a
+// scheduled batch sent from the composer is canceled from its detail.
+func TestDashboardComposer(t *testing.T) {
+	t.Parallel()
+	ctx := browser(t, 90*time.Second, 1280, 900)
+	p := startProc(t, t.TempDir(), []string{"IM_API_KEY="}, "-demo", "-addr", "127.0.0.1:0", "-db", "sqlite::memory:")
+	openDashboard(t, ctx, p)
+
+	err := chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS(`#dry-run`)),
+		chromedp.WaitVisible(`//tbody[@id="preview-rows"]/tr[td[3]="Hi Alice,您的訂單 ORD-001 已出貨!"]`),
+		chromedp.WaitVisible(`//tbody[@id="preview-rows"]/tr[td[2]="user-b" and td[3]="Hi Bob,您的訂單 ORD-002 已出貨!"]`),
+	)
+	if err != nil {
+		t.Fatalf("dry run: %v", err)
+	}
+	if s := text(t, ctx, `#preview-summary`); !strings.Contains(s, "2 recipients in 1 chunk, sent as system") {
+		t.Errorf("preview summary %q", s)
+	}
+	n, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("#batches tbody tr").length`))
 	must(t, err)
-	for _, room := range []string{"room-001", "room-002", "room-003"} {
-		if !strings.Contains(rooms, room) {
-			t.Errorf("the page lists rooms %q, missing %s", rooms, room)
+	if n != 0 {
+		t.Errorf("a dry run left %d batches in the list", n)
+	}
+
+	for _, c := range []struct{ body, code, want string }{
+		{`{"messageType":"text","message":"hi","paras":[{"receiver":"ghost"},{"receiver":"user-a"},{"receiver":"nobody"}]}`,
+			"CLIENT_NOT_FOUND", "no such user"},
+		{`{"messageType":"text","message":"hi",`, "INVALID_BODY", ""},
+		{`{"messageType":"text","message":"hi","paras":[]}`, "MISSING_PARAMETER", ""},
+	} {
+		err := chromedp.Do(ctx,
+			chromedp.SetValue(chromedp.CSS(`#body`), c.body),
+			chromedp.Click(chromedp.CSS(`#send`)),
+			chromedp.WaitVisible(chromedp.CSS(fmt.Sprintf(`#compose-error[data-code=%q]`, c.code))),
+		)
+		if err != nil {
+			t.Fatalf("sending %s: want %s shown: %v", c.body, c.code, err)
+		}
+		shown := text(t, ctx, `#compose-error`)
+		if strings.Contains(shown, `"RC"`) || strings.Contains(shown, "{") || !strings.Contains(shown, c.want) || len(shown) < 15 {
+			t.Errorf("the error of %s is shown as %q", c.body, shown)
+		}
+		if c.code == "CLIENT_NOT_FOUND" && (!strings.Contains(shown, "paras[0].receiver “ghost”: no such user") || !strings.Contains(shown, "paras[2].receiver “nobody”")) {
+			t.Errorf("the details of CLIENT_NOT_FOUND are shown as %q", shown)
 		}
 	}
 
-	// A batch sent by someone else arrives live.
-	sendAndWait(t, p.url, "demo-key", seed.Template)
-	if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.Search(`//ol[@id="messages"]/li[contains(., "Hi Alice,您的訂單 ORD-001 已出貨!")]`))); err != nil {
-		t.Fatalf("waiting for the live message: %v", err)
-	}
-	text, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("#messages")))
-	must(t, err)
-	if strings.Contains(text, "Bob") {
-		t.Errorf("user-a's page shows user-b's message: %q", text)
-	}
-
-	// The page's own form sends the same example; its progress completes
-	// and the second message shows up too.
+	at := time.Now().Add(time.Hour).UnixMilli()
 	err = chromedp.Do(ctx,
-		chromedp.Click(chromedp.CSS("#send")),
-		chromedp.WaitVisible(chromedp.Search(`//dd[@id="p-status" and text()="completed"]`)),
-		chromedp.WaitVisible(chromedp.Search(`//ol[@id="messages"]/li[2]`)),
+		chromedp.SetValue(chromedp.CSS(`#body`), fmt.Sprintf(`{"messageType":"text","message":"later","sendAt":%d,"paras":[{"room":"room-003"}]}`, at)),
+		chromedp.Click(chromedp.CSS(`#send`)),
+		chromedp.WaitVisible(`//span[@id="d-status" and text()="scheduled"]`),
+		chromedp.WaitVisible(chromedp.CSS(`#batches tr[data-status="scheduled"]`)),
+		chromedp.Click(chromedp.CSS(`#cancel`)),
+		chromedp.WaitVisible(`//span[@id="d-status" and text()="canceled"]`),
+		chromedp.WaitVisible(chromedp.CSS(`#batches tr[data-status="canceled"]`)),
+		chromedp.WaitVisible(`//table[@id="recipients"]//tr[td[3]="room-003"]//span[text()="canceled"]`),
 	)
 	if err != nil {
-		t.Fatalf("sending from the page: %v", err)
+		t.Fatalf("canceling a scheduled batch: %v", err)
 	}
-	sent, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("#p-sent")))
-	must(t, err)
-	messages, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("#messages")))
-	must(t, err)
-	if sent != "2" || strings.Count(messages, "Hi Alice") != 2 {
-		t.Errorf("after sending from the page: sent %q, messages %q", sent, messages)
+	if hidden := text(t, ctx, `#compose-error`); hidden != "" {
+		t.Errorf("an old error is still shown: %q", hidden)
 	}
+}
+
+// TestDashboardScreenshots captures the README's screenshots into
+// $CHATBATCH_SCREENSHOTS (docs/screenshots) — run by hand:
+//
+//	CHATBATCH_SCREENSHOTS=$PWD/docs/screenshots go test -run TestDashboardScreenshots ./cmd/chatbatchd/
+func TestDashboardScreenshots(t *testing.T) {
+	dir := os.Getenv("CHATBATCH_SCREENSHOTS")
+	if dir == "" {
+		t.Skip("set CHATBATCH_SCREENSHOTS to a directory to capture the dashboard's screenshots")
+	}
+	ctx := browser(t, 120*time.Second, 1360, 860)
+	p := startProc(t, t.TempDir(), []string{"IM_API_KEY="}, "-demo", "-addr", "127.0.0.1:0", "-db", "sqlite::memory:",
+		"-concurrency", "1", "-task-check-interval", "20ms")
+	sendAndWait(t, p.url, "demo-key", seed.Broadcast)
+	sendAndWait(t, p.url, "demo-key", seed.Rooms)
+	at := time.Now().Add(2 * time.Hour).UnixMilli()
+	_, env := call(t, http.MethodPost, p.url+"/messages/batch", "demo-key", fmt.Sprintf(`{"messageType":"text","message":"later","sendAt":%d,"paras":[{"room":"room-003"}]}`, at))
+	var sched struct{ BatchID string }
+	must(t, json.Unmarshal(env.Result, &sched))
+	call(t, http.MethodDelete, p.url+"/messages/batch/"+sched.BatchID, "demo-key", "")
+	call(t, http.MethodPost, p.url+"/messages/batch", "demo-key", fmt.Sprintf(`{"messageType":"text","message":"see you","sendAt":%d,"paras":[{"room":"room-001"}]}`, at))
+	openDashboard(t, ctx, p)
+	must(t, chromedp.Do(ctx,
+		chromedp.SetValue(chromedp.CSS(`#live-user`), "user-a"),
+		chromedp.Click(chromedp.CSS(`#live-watch`)),
+		chromedp.WaitVisible(chromedp.CSS(`#live-status[data-state="connected"]`)),
+	))
+	sendAndWait(t, p.url, "demo-key", seed.Template)
+	body := strings.Replace(bigBatch(5000), `{"messageType"`, `{"ratePerMinute":12000,"messageType"`, 1)
+	body = strings.Replace(body, "secret body #$n$", "Flash sale ends tonight: coupon SALE-$n$", 1)
+	_, env = call(t, http.MethodPost, p.url+"/messages/batch", "demo-key", body)
+	var big struct{ BatchID string }
+	must(t, json.Unmarshal(env.Result, &big))
+	shot := func(name, scroll string, w, h int64) {
+		t.Helper()
+		must(t, chromedp.Do(ctx, chromedp.EmulateViewport(w, h), chromedp.Sleep(300*time.Millisecond)))
+		_, err := chromedp.Run(ctx, chromedp.Evaluate[any](scroll))
+		must(t, err)
+		png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+		must(t, err)
+		must(t, os.WriteFile(filepath.Join(dir, name), png, 0o644))
+		t.Logf("%s: %d bytes", name, len(png))
+	}
+	must(t, chromedp.Do(ctx,
+		chromedp.WaitVisible(`//ul[@id="rooms"]/li[text()="system ↔ user-a"]`),
+		chromedp.Click(chromedp.CSS(`#dry-run`)),
+		chromedp.WaitVisible(chromedp.CSS(`#preview`)),
+		chromedp.Sleep(4500*time.Millisecond), // the paced batch is under way
+	))
+	shot("dashboard.png", `window.scrollTo(0, 0)`, 1360, 1000)
+	must(t, chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS(fmt.Sprintf(`tr[data-batch="%s"] button`, big.BatchID))),
+		chromedp.WaitVisible(chromedp.CSS(`#recipients tbody tr`)),
+		chromedp.Sleep(1500*time.Millisecond),
+		chromedp.SetValue(chromedp.CSS(`#body`), `{"messageType":"text","message":"hi","paras":[{"receiver":"ghost"},{"receiver":"user-a"}]}`),
+		chromedp.Click(chromedp.CSS(`#send`)),
+		chromedp.WaitVisible(chromedp.CSS(`#compose-error`)),
+	))
+	shot("batch-detail.png", `window.scrollTo(0, document.getElementById("detail").offsetTop - 16)`, 1200, 660)
 }

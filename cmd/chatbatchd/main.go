@@ -31,6 +31,9 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if target, ok := healthcheckArgs(os.Args[1:]); ok {
+		os.Exit(healthcheck(target, os.Stderr)) // healthcheck.go
+	}
 	os.Exit(run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
 }
 
@@ -147,7 +150,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*o
 	}
 	fs.StringVar(&o.addr, "addr", envStr("CHATBATCHD_ADDR", "127.0.0.1:8080"), "listen address [CHATBATCHD_ADDR]")
 	fs.StringVar(&o.db, "db", envStr("CHATBATCHD_DB", "sqlite:chatbatch.db"), "database: sqlite:PATH, sqlite::memory:, postgres://… or mysql://… [CHATBATCHD_DB]")
-	fs.StringVar(&o.redis, "redis", envStr("CHATBATCHD_REDIS", ""), "Redis for the queue: redis://host:port/db; empty runs an in-process Redis, for development only [CHATBATCHD_REDIS]")
+	fs.StringVar(&o.redis, "redis", envStr("CHATBATCHD_REDIS", ""), "Redis for the queue: redis://host:port/db, or Redis Sentinel redis-sentinel://host:port,…/db?master=NAME; empty runs an in-process Redis, for development only [CHATBATCHD_REDIS]")
 	fs.BoolVar(&o.api, "api", envBool("CHATBATCHD_API", true), "serve the HTTP API and the web page [CHATBATCHD_API]")
 	fs.BoolVar(&o.worker, "worker", envBool("CHATBATCHD_WORKER", true), "run the queue worker and the sweeper [CHATBATCHD_WORKER]")
 	fs.IntVar(&o.concurrency, "concurrency", envInt("CHATBATCHD_CONCURRENCY", batch.DefaultConcurrency), "chunks the worker processes at once [CHATBATCHD_CONCURRENCY]")

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -27,6 +28,7 @@ import (
 	"github.com/chatbatch/chatbatch/adapters/redispub"
 	"github.com/chatbatch/chatbatch/adapters/webhook"
 	"github.com/chatbatch/chatbatch/batch"
+	"github.com/chatbatch/chatbatch/dashboard"
 	"github.com/chatbatch/chatbatch/delivery"
 	"github.com/chatbatch/chatbatch/store"
 )
@@ -104,14 +106,14 @@ func start(ctx context.Context, o *options, log *slog.Logger, stdout io.Writer) 
 		}
 		log.Warn("using an in-process Redis (miniredis): this default is for development only; pass -redis redis://host:port for production")
 		redisOpt = asynq.RedisClientOpt{Addr: s.mini.Addr()}
-	} else if redisOpt, err = asynq.ParseRedisURI(o.redis); err != nil {
+	} else if redisOpt, err = parseRedis(o.redis); err != nil {
 		return nil, usagef("-redis: %v", err)
 	}
 	s.rdb = redisOpt.MakeRedisClient().(redis.UniversalClient)
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := s.rdb.Ping(pctx).Err(); err != nil {
-		return nil, usagef("-redis: cannot reach %s: %v", o.redis, err)
+		return nil, usagef("-redis: cannot reach %s: %v", redactRedis(o.redis), err)
 	}
 
 	if s.db, err = bunopen.Open(pctx, o.db); err != nil {
@@ -308,6 +310,7 @@ func (s *server) close() {
 func (s *server) routes() http.Handler {
 	mux := http.NewServeMux()
 	s.svc.Mount(mux)
+	newAdmin(s).routes(mux) // IMKit's admin calls and the JSON 404 (admin.go)
 	mux.HandleFunc("GET /rooms/{roomID}/messages", s.authed(s.roomMessages))
 	mux.HandleFunc("GET /users/{userID}/rooms", s.authed(s.userRooms))
 	mux.HandleFunc("GET /events", s.authed(s.events))
@@ -322,24 +325,21 @@ func (s *server) routes() http.Handler {
 	if s.met != nil && s.o.metricsAddr == "" {
 		mux.Handle("GET /metrics", s.met.handler())
 	}
-	web := webHandler()
-	for _, path := range []string{"/{$}", "/index.html", "/app.js", "/style.css"} {
-		mux.Handle("GET "+path, web)
+	dash := s.dashboardHandler(mux)
+	for _, path := range []string{"/{$}", "/index.html", "/assets/", dashboard.EventsPath} {
+		mux.Handle("GET "+path, dash)
 	}
 	return mux
 }
 
-// authed checks the API key, from the IM-API-KEY header or, for
-// EventSource (which cannot set headers), the key query parameter.
+// authed checks the API key of the IM-API-KEY header. Never a query
+// parameter: URLs end up in logs and browser history. The page reads
+// GET /events with fetch, which can send the header.
 func (s *server) authed(next func(http.ResponseWriter, *http.Request, string)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		key := r.Header.Get("IM-API-KEY")
-		if key == "" {
-			key = r.URL.Query().Get("key")
-		}
-		p, err := s.auth.Authenticate(r.Context(), key)
+		p, err := s.auth.Authenticate(r.Context(), r.Header.Get("IM-API-KEY"))
 		if err != nil {
-			writeErr(w, http.StatusUnauthorized, "INVALID_API_KEY", "the IM-API-KEY header (or key parameter) is missing or not a valid API key")
+			writeErr(w, http.StatusUnauthorized, "INVALID_API_KEY", "the IM-API-KEY header is missing or not a valid API key")
 			return
 		}
 		next(w, r, p.AppID)
@@ -349,7 +349,7 @@ func (s *server) authed(next func(http.ResponseWriter, *http.Request, string)) h
 func (s *server) roomMessages(w http.ResponseWriter, r *http.Request, app string) {
 	limit := 50
 	for k := range r.URL.Query() {
-		if k != "limit" && k != "key" {
+		if k != "limit" {
 			writeErr(w, http.StatusBadRequest, "INVALID_PARAMETER", fmt.Sprintf("unknown query parameter %q", k))
 			return
 		}
@@ -392,7 +392,23 @@ func (s *server) userRooms(w http.ResponseWriter, r *http.Request, app string) {
 		s.storeErr(w, r, "user rooms", err)
 		return
 	}
-	writeResult(w, map[string]any{"user": user, "rooms": rooms})
+	// roomDetails name the rooms for the page: their members, and whether
+	// the room is the one-on-one room of its two members.
+	members, err := s.st.RoomMembers(ctx, app, rooms)
+	if err != nil {
+		s.storeErr(w, r, "room members", err)
+		return
+	}
+	details := make([]map[string]any, len(rooms))
+	for i, room := range rooms {
+		m := members[room]
+		if m == nil {
+			m = []string{}
+		}
+		slices.Sort(m)
+		details[i] = map[string]any{"room": room, "members": m, "direct": len(m) == 2 && s.st.DirectRoomID(m[0], m[1]) == room}
+	}
+	writeResult(w, map[string]any{"user": user, "rooms": rooms, "roomDetails": details})
 }
 
 // checkID answers 400 for a path ID that no user or room can have: one

@@ -1,25 +1,31 @@
 package main
 
 import (
-	"embed"
-	"io/fs"
 	"net/http"
+
+	"github.com/chatbatch/chatbatch/dashboard"
+	"github.com/chatbatch/chatbatch/internal/seed"
 )
 
-// The page is plain HTML and JavaScript: no build step.
-//
-//go:embed web
-var webFiles embed.FS
-
-func webHandler() http.Handler {
-	sub, err := fs.Sub(webFiles, "web")
-	if err != nil {
-		panic(err) // the directory is embedded at build time
+// dashboardHandler is the page at /: package dashboard on this server's
+// own API (api, the whole mux, which it calls in-process for its live
+// progress), with the live message view of GET /events. The API key field
+// is prefilled only with -demo's built-in key, never with a key of one's
+// own: the page is served to anyone who can reach the port.
+func (s *server) dashboardHandler(api http.Handler) http.Handler {
+	key := ""
+	if s.o.demo && s.o.apiKey == "demo-key" {
+		key = s.o.apiKey
 	}
-	files := http.FileServerFS(sub)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Cache-Control", "no-cache")
-		w.Header().Set("Content-Security-Policy", "default-src 'self'; style-src 'self'; script-src 'self'; connect-src 'self'")
-		files.ServeHTTP(w, r)
+	d, err := dashboard.New(dashboard.Options{
+		API:     api,
+		DemoKey: key,
+		Example: seed.Template,
+		Live:    &dashboard.Live{},
+		Title:   "chatbatchd",
 	})
+	if err != nil {
+		panic(err) // the options are constant
+	}
+	return d
 }
