@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -37,19 +36,7 @@ type adminEnvelope struct {
 // fails on a body that is not the envelope.
 func acall(t *testing.T, method, u, key, body string) (int, adminEnvelope, http.Header) {
 	t.Helper()
-	req, err := http.NewRequest(method, u, strings.NewReader(body))
-	must(t, err)
-	if key != "" {
-		req.Header.Set("IM-API-KEY", key)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json; charset=utf-8")
-	}
-	res, err := http.DefaultClient.Do(req)
-	must(t, err)
-	defer res.Body.Close()
-	raw, err := io.ReadAll(res.Body)
-	must(t, err)
+	_, res, raw := send(t, method, u, key, body)
 	var env adminEnvelope
 	if err := json.Unmarshal(raw, &env); err != nil || (env.Result == nil && env.Error == nil) {
 		t.Fatalf("%s %s: %d %q is not the API's envelope", method, u, res.StatusCode, raw)

@@ -169,7 +169,9 @@ type envelope struct {
 	} `json:"error"`
 }
 
-func call(t *testing.T, method, u, key, body string) (int, envelope) {
+// send makes a request with the API key and a JSON body, and returns the
+// answer with its body read.
+func send(t *testing.T, method, u, key, body string) (*http.Request, *http.Response, []byte) {
 	t.Helper()
 	req, err := http.NewRequest(method, u, strings.NewReader(body))
 	must(t, err)
@@ -184,6 +186,12 @@ func call(t *testing.T, method, u, key, body string) (int, envelope) {
 	defer res.Body.Close()
 	raw, err := io.ReadAll(res.Body)
 	must(t, err)
+	return req, res, raw
+}
+
+func call(t *testing.T, method, u, key, body string) (int, envelope) {
+	t.Helper()
+	req, res, raw := send(t, method, u, key, body)
 	var env envelope
 	if err := json.Unmarshal(raw, &env); err != nil {
 		t.Fatalf("%s %s: %d %s", method, u, res.StatusCode, raw)
