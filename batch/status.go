@@ -58,18 +58,13 @@ func (s *Service) statusOf(b *store.Batch) batchStatus {
 		t := b.RecalledAt.UTC()
 		out.RecalledAt = &t
 	}
-	if b.FinishedAt.IsZero() && len(b.Payload) > 0 {
-		var pl struct {
-			RatePerMinute int `json:"ratePerMinute"`
+	if b.FinishedAt.IsZero() && b.RatePerMinute > 0 {
+		start := b.CreatedAt
+		if !b.SendAt.IsZero() {
+			start = b.SendAt
 		}
-		if json.Unmarshal(b.Payload, &pl) == nil && pl.RatePerMinute > 0 {
-			start := b.CreatedAt
-			if !b.SendAt.IsZero() {
-				start = b.SendAt
-			}
-			t := start.Add(pacedDuration(b.Count, pl.RatePerMinute)).UTC()
-			out.EstimatedFinishAt = &t
-		}
+		t := start.Add(pacedDuration(b.Count, b.RatePerMinute)).UTC()
+		out.EstimatedFinishAt = &t
 	}
 	return out
 }

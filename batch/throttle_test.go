@@ -69,6 +69,15 @@ func TestThrottledSend(t *testing.T) {
 	if est.EstimatedFinishAt == nil || !est.EstimatedFinishAt.Equal(now.Add(150*time.Second)) {
 		t.Errorf("estimatedFinishAt %v, want 2.5 minutes after the start", est.EstimatedFinishAt)
 	}
+	var list struct {
+		Batches []struct {
+			EstimatedFinishAt *time.Time `json:"estimatedFinishAt"`
+		} `json:"batches"`
+	}
+	bt.Must(t, json.Unmarshal(e.Do(t, http.MethodGet, "/messages/batch", bt.AdminKey, "", nil).Result, &list))
+	if len(list.Batches) != 1 || list.Batches[0].EstimatedFinishAt == nil || !list.Batches[0].EstimatedFinishAt.Equal(*est.EstimatedFinishAt) {
+		t.Errorf("the list does not show the status's estimatedFinishAt: %+v", list.Batches)
+	}
 
 	// Cancel and recall work on a throttled batch: the first chunk went
 	// out, the others were waiting for their minute.

@@ -255,6 +255,9 @@ type Batch struct {
 	// DoneNotifications); zero before, and in stores that do not
 	// implement DoneNotifications.
 	NotifiedAt time.Time
+	// RatePerMinute is the pace of a throttled batch (recipients a
+	// minute), 0 when it is not throttled. Stores keep it as created.
+	RatePerMinute int
 	// IdempotencyKey, when set at CreateBatch, is the Idempotency-Key the
 	// batch was created under; see IdempotencyKeys. Stores that do not
 	// implement IdempotencyKeys ignore it.

@@ -15,7 +15,7 @@ import (
 
 const (
 	batchColumns     = "app_id, id, sender, count, chunks, payload, created_at, send_at, finished_at, sent, failed, canceled, chunks_done"
-	batchReadColumns = "sender, count, chunks, payload, created_at, send_at, finished_at, canceled_at, sent, failed, canceled, chunks_done, notified_at, push_failed, recalled_at, recalled"
+	batchReadColumns = "sender, count, chunks, payload, created_at, send_at, finished_at, canceled_at, sent, failed, canceled, chunks_done, notified_at, push_failed, recalled_at, recalled, rate_per_minute"
 	chunkColumns     = "app_id, batch_id, chunk_no, start_index, size, recipients, not_before"
 	chunkReadColumns = "start_index, recipients, not_before, started_at, attempts, lease_until, done, outcomes"
 )
@@ -47,8 +47,13 @@ func (s *Store) CreateBatch(ctx context.Context, b *store.Batch, chunks []store.
 	}
 	batchRow := row{b.AppID, b.ID, b.Sender, b.Count, b.Chunks, b.Payload, toDB(b.CreatedAt), toDB(b.SendAt), toDB(b.FinishedAt),
 		b.Sent, b.Failed, b.Canceled, b.ChunksDone}
+	cols := batchColumns
+	if b.RatePerMinute > 0 { // the column's default is 0
+		cols += ", rate_per_minute"
+		batchRow = append(batchRow, b.RatePerMinute)
+	}
 	err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
-		if _, err := tx.ExecContext(ctx, "INSERT INTO "+s.batches+" ("+batchColumns+") VALUES ?", batchRow); err != nil {
+		if _, err := tx.ExecContext(ctx, "INSERT INTO "+s.batches+" ("+cols+") VALUES ?", batchRow); err != nil {
 			if isUniqueViolation(err) {
 				return fmt.Errorf("batch %q exists: %w (%w)", b.ID, store.ErrConflict, err)
 			}
@@ -123,7 +128,7 @@ func newBatchScan(app, id string) *batchScan {
 // dest returns the scan destinations of batchReadColumns, in order.
 func (x *batchScan) dest() []any {
 	b := &x.b
-	return []any{&b.Sender, &b.Count, &b.Chunks, &b.Payload, &x.created, &x.sendAt, &x.finished, &x.cancel, &b.Sent, &b.Failed, &b.Canceled, &b.ChunksDone, &x.notified, &b.PushFailed, &x.recalled, &b.Recalled}
+	return []any{&b.Sender, &b.Count, &b.Chunks, &b.Payload, &x.created, &x.sendAt, &x.finished, &x.cancel, &b.Sent, &b.Failed, &b.Canceled, &b.ChunksDone, &x.notified, &b.PushFailed, &x.recalled, &b.Recalled, &b.RatePerMinute}
 }
 
 func (x *batchScan) batch() *store.Batch {

@@ -280,7 +280,7 @@ func (s *Store) createV1(ctx context.Context, db bun.IConn) error {
 }
 
 // SchemaVersion is the schema version this package's Migrate produces.
-const SchemaVersion = 5
+const SchemaVersion = 6
 
 // migration is one schema version after the first: its steps run in
 // order, each one skipped if what it makes exists already, so that a
@@ -341,6 +341,12 @@ func (s *Store) migrationList() []migration {
 			s.addColumn(s.batches, "recalled_at", ct.time+" NULL"),
 			s.addColumn(s.batches, "recalled", ct.integer+" NOT NULL DEFAULT 0"),
 			s.ensureIndex(s.prefix+"batches_recalled", s.batches, recalled),
+		},
+	}, {
+		version: 6,
+		name:    "the pace of throttled batches",
+		steps: []step{
+			s.addColumn(s.batches, "rate_per_minute", ct.integer+" NOT NULL DEFAULT 0"),
 		},
 	}}
 }

@@ -939,10 +939,18 @@ func testBatchRoundTrip(t *testing.T, s store.Batches, opts *Options) {
 	b, chunks := newBatch("app1", "batch-20260410-abc123", created, 3, 2)
 	b.SendAt = created.Add(time.Hour)
 	b.Payload = append(b.Payload, 0x00, 0xff, 0xfe, '\n') // byte-exact, whatever the bytes
+	b.RatePerMinute = 120
 	for i := range chunks {
 		chunks[i].NotBefore = b.SendAt
 	}
 	must(t, s.CreateBatch(ctx, b, chunks))
+	if l, ok := s.(store.BatchLister); ok {
+		listed, err := l.ListBatches(ctx, &store.ListBatchesParams{AppID: "app1", Now: created, Limit: 1})
+		must(t, err)
+		if len(listed) != 1 || listed[0].RatePerMinute != 120 || listed[0].Count != 5 {
+			t.Errorf("ListBatches = %+v, want the batch with RatePerMinute 120", listed)
+		}
+	}
 
 	got, err := s.GetBatch(ctx, "app1", b.ID)
 	must(t, err)
