@@ -66,9 +66,12 @@ func (s *Service) ProcessChunk(ctx context.Context, ref store.ChunkRef) (err err
 	// The chunk's span is a child of the span that accepted the batch
 	// (its context came in the task) and links to it, so a trace viewer
 	// that starts a new trace per consumer still finds the request.
-	ctx, sp := s.tel.tracer.Start(ctx, "chatbatch.chunk", trace.WithSpanKind(trace.SpanKindConsumer),
-		trace.WithLinks(trace.LinkFromContext(ctx)),
-		trace.WithAttributes(attrApp.String(ref.AppID), attrBatch.String(ref.BatchID), attrChunk.Int(ref.No)))
+	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(attrApp.String(ref.AppID), attrBatch.String(ref.BatchID), attrChunk.Int(ref.No))}
+	if trace.SpanContextFromContext(ctx).IsValid() {
+		opts = append(opts, trace.WithLinks(trace.LinkFromContext(ctx)))
+	}
+	ctx, sp := s.tel.tracer.Start(ctx, "chatbatch.chunk", opts...)
 	defer func() {
 		result := "done"
 		if err != nil {
