@@ -12,7 +12,8 @@ const module = "github.com/chatbatch/chatbatch"
 
 // TestImportRules keeps the layers of docs/ARCHITECTURE.md §1 true: render
 // and store import only the standard library, and so does dashboard (it
-// reaches the batch API over HTTP only); delivery adds store; the
+// reaches the batch API over HTTP only; it takes its example from
+// internal/seed); delivery adds store; the
 // conformance suites import only their leaf packages; batch is the only
 // package that imports asynq and validator (besides cmd/ and the test
 // support in internal/), and besides them it imports only jsontext
@@ -33,7 +34,7 @@ func TestImportRules(t *testing.T) {
 	shared := map[string]bool{module + "/internal/gcra": true}
 	allowed := map[string][]string{
 		module + "/render":                {},
-		module + "/dashboard":             {}, // it uses the batch API over HTTP only
+		module + "/dashboard":             {module + "/internal/seed"}, // it uses the batch API over HTTP only
 		module + "/store":                 {},
 		module + "/delivery":              {module + "/store"},
 		module + "/store/storetest":       {module + "/store"},

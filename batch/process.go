@@ -274,10 +274,9 @@ func (r *chunkRun) send(ctx context.Context) error {
 	derr := r.s.cfg.Deliverer.Deliver(dctx, msgs)
 	endSpan(sp, derr)
 	var retry error
-	for k, e := range delivery.ItemErrors(derr, len(msgs)) {
-		if e != nil {
-			r.s.tel.deliveryError(ctx, app, "deliver", delivery.IsPermanent(e))
-		}
+	errs := delivery.ItemErrors(derr, len(msgs))
+	r.s.tel.countDeliveryErrors(ctx, app, "deliver", errs)
+	for k, e := range errs {
 		switch {
 		case e == nil:
 		case delivery.IsPermanent(e):
@@ -524,10 +523,9 @@ func (r *chunkRun) push(ctx context.Context) error {
 		pctx, sp := r.s.tel.span(ctx, "chatbatch.push", attrCount.Int(len(ns)))
 		perr := r.s.cfg.Pusher.Push(pctx, ns)
 		endSpan(sp, perr)
-		for k, e := range delivery.ItemErrors(perr, len(ns)) {
-			if e != nil {
-				r.s.tel.deliveryError(ctx, r.ref.AppID, "push", delivery.IsPermanent(e))
-			}
+		errs := delivery.ItemErrors(perr, len(ns))
+		r.s.tel.countDeliveryErrors(ctx, r.ref.AppID, "push", errs)
+		for k, e := range errs {
 			switch {
 			case e == nil:
 			case delivery.IsPermanent(e):

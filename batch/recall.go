@@ -70,21 +70,13 @@ func (s *Service) handleRecall(w http.ResponseWriter, r *http.Request, p Princip
 	}
 	ctx := r.Context()
 	before, err := s.getBatch(ctx, p, id)
-	if errors.Is(err, store.ErrNotFound) {
-		writeError(w, errBatchNotFound(id))
-		return
-	}
 	if err != nil {
-		writeError(w, s.storeError(ctx, "get batch", err))
+		writeError(w, s.batchError(ctx, id, "get batch", err))
 		return
 	}
 	b, err := rc.RecallBatch(ctx, &store.RecallBatchParams{AppID: p.AppID, BatchID: id, At: s.cfg.Now().UTC()})
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		writeError(w, errBatchNotFound(id))
-		return
-	case err != nil:
-		writeError(w, s.storeError(ctx, "recall batch", err))
+	if err != nil {
+		writeError(w, s.batchError(ctx, id, "recall batch", err))
 		return
 	}
 	s.tel.countRecipients(ctx, p.AppID, store.OutcomeCanceled, int64(b.Canceled-before.Canceled))

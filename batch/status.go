@@ -1,6 +1,7 @@
 package batch
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -42,31 +43,30 @@ func (s *Service) statusOf(b *store.Batch) batchStatus {
 		BatchID: b.ID, Status: b.Status(s.cfg.Now()), Count: b.Count, Sent: b.Sent, Failed: b.Failed,
 		Pending: b.Pending(), Canceled: b.Canceled, PushFailed: b.PushFailed, Recalled: b.Recalled, CreatedAt: b.CreatedAt.UTC(),
 	}
-	if !b.SendAt.IsZero() {
-		t := b.SendAt.UTC()
-		out.SendAt = &t
-	}
-	if !b.FinishedAt.IsZero() {
-		t := b.FinishedAt.UTC()
-		out.FinishedAt = &t
-	}
-	if !b.CanceledAt.IsZero() {
-		t := b.CanceledAt.UTC()
-		out.CanceledAt = &t
-	}
-	if !b.RecalledAt.IsZero() {
-		t := b.RecalledAt.UTC()
-		out.RecalledAt = &t
-	}
+	out.SendAt, out.FinishedAt, out.CanceledAt, out.RecalledAt = optionalTime(b.SendAt), optionalTime(b.FinishedAt), optionalTime(b.CanceledAt), optionalTime(b.RecalledAt)
 	if b.FinishedAt.IsZero() && b.RatePerMinute > 0 {
-		start := b.CreatedAt
-		if !b.SendAt.IsZero() {
-			start = b.SendAt
-		}
-		t := start.Add(pacedDuration(b.Count, b.RatePerMinute)).UTC()
-		out.EstimatedFinishAt = &t
+		start := cmp.Or(b.SendAt, b.CreatedAt)
+		out.EstimatedFinishAt = optionalTime(start.Add(pacedDuration(b.Count, b.RatePerMinute)))
 	}
 	return out
+}
+
+// optionalTime is t in UTC for an optional JSON field: nil when t is zero.
+func optionalTime(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	t = t.UTC()
+	return &t
+}
+
+// batchError is the answer to a failed look-up or change of batch id:
+// 404 BATCH_NOT_FOUND for store.ErrNotFound, else the store's failure.
+func (s *Service) batchError(ctx context.Context, id, op string, err error) *apiError {
+	if errors.Is(err, store.ErrNotFound) {
+		return errBatchNotFound(id)
+	}
+	return s.storeError(ctx, op, err)
 }
 
 func (s *Service) handleStatus(w http.ResponseWriter, r *http.Request, p Principal, id string) {
@@ -75,14 +75,11 @@ func (s *Service) handleStatus(w http.ResponseWriter, r *http.Request, p Princip
 		return
 	}
 	b, err := s.getBatch(r.Context(), p, id)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		writeError(w, errBatchNotFound(id))
-	case err != nil:
-		writeError(w, s.storeError(r.Context(), "get batch", err))
-	default:
-		writeOK(w, s.statusOf(b))
+	if err != nil {
+		writeError(w, s.batchError(r.Context(), id, "get batch", err))
+		return
 	}
+	writeOK(w, s.statusOf(b))
 }
 
 // getBatch is GetBatch for principal p: a user principal sees only the
@@ -103,24 +100,15 @@ func (s *Service) handleCancel(w http.ResponseWriter, r *http.Request, p Princip
 		return
 	}
 	ctx := r.Context()
-	// What the batch had canceled before, so that the metric counts only
-	// the recipients this cancel stops (a repeated cancel stops none).
-	canceledBefore := 0
+	// The batch before: whose it is, and what it had canceled already (the
+	// metric counts only the recipients this cancel stops).
 	before, err := s.getBatch(ctx, p, id)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		writeError(w, errBatchNotFound(id))
-		return
-	case err != nil:
-		writeError(w, s.storeError(ctx, "get batch", err))
+	if err != nil {
+		writeError(w, s.batchError(ctx, id, "get batch", err))
 		return
 	}
-	canceledBefore = before.Canceled
 	b, err := s.cfg.Batches.CancelBatch(ctx, &store.CancelBatchParams{AppID: p.AppID, BatchID: id, At: s.cfg.Now().UTC()})
 	switch {
-	case errors.Is(err, store.ErrNotFound):
-		writeError(w, errBatchNotFound(id))
-		return
 	case errors.Is(err, store.ErrConflict):
 		st := "finished"
 		if cur, gerr := s.cfg.Batches.GetBatch(r.Context(), p.AppID, id); gerr == nil {
@@ -129,10 +117,10 @@ func (s *Service) handleCancel(w http.ResponseWriter, r *http.Request, p Princip
 		writeError(w, newError(http.StatusConflict, CodeBatchFinished, "batch %q already finished (%s); there is nothing left to cancel", id, st))
 		return
 	case err != nil:
-		writeError(w, s.storeError(r.Context(), "cancel batch", err))
+		writeError(w, s.batchError(ctx, id, "cancel batch", err))
 		return
 	}
-	s.tel.countRecipients(ctx, p.AppID, store.OutcomeCanceled, int64(b.Canceled-canceledBefore))
+	s.tel.countRecipients(ctx, p.AppID, store.OutcomeCanceled, int64(b.Canceled-before.Canceled))
 	s.log.InfoContext(ctx, "batch canceled", "app", p.AppID, "batch", id, "canceled", b.Canceled, "pending", b.Pending())
 	if b.ChunksDone == b.Chunks {
 		// This cancel finished the batch (no chunk was in progress).
@@ -193,15 +181,11 @@ func (s *Service) handleRecipients(w http.ResponseWriter, r *http.Request, p Pri
 				aerr = paramError("status", "%q is not one of pending, sent, failed, canceled, recalled", status)
 			} else {
 				page, err := s.recipients(r.Context(), p, id, offset, limit, status)
-				switch {
-				case errors.Is(err, store.ErrNotFound):
-					aerr = errBatchNotFound(id)
-				case err != nil:
-					aerr = s.storeError(r.Context(), "list recipients", err)
-				default:
+				if err == nil {
 					writeOK(w, page)
 					return
 				}
+				aerr = s.batchError(r.Context(), id, "list recipients", err)
 			}
 		}
 	}
@@ -479,12 +463,8 @@ func (s *Service) handleBatchMessages(w http.ResponseWriter, r *http.Request, p 
 		return
 	}
 	b, err := s.getBatch(r.Context(), p, id)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		writeError(w, errBatchNotFound(id))
-		return
-	case err != nil:
-		writeError(w, s.storeError(r.Context(), "get batch", err))
+	if err != nil {
+		writeError(w, s.batchError(r.Context(), id, "get batch", err))
 		return
 	}
 	next := b.Count - 1 // the para index to look at next

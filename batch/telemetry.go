@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/chatbatch/chatbatch/delivery"
 	"github.com/chatbatch/chatbatch/store"
 )
 
@@ -165,13 +166,24 @@ func (t *telemetry) countRecipients(ctx context.Context, app string, outcome sto
 	}
 }
 
-// deliveryError counts one failed item of a Deliver or Push call.
-func (t *telemetry) deliveryError(ctx context.Context, app, op string, permanent bool) {
-	kind := "transient"
-	if permanent {
-		kind = "permanent"
+// countDeliveryErrors counts the failed items of one Deliver or Push call
+// (delivery.ItemErrors), by kind: one Add per kind, not per item.
+func (t *telemetry) countDeliveryErrors(ctx context.Context, app, op string, errs []error) {
+	var permanent, transient int64
+	for _, e := range errs {
+		switch {
+		case e == nil:
+		case delivery.IsPermanent(e):
+			permanent++
+		default:
+			transient++
+		}
 	}
-	t.deliveryErrors.Add(ctx, 1, metric.WithAttributes(attrApp.String(app), attrOp.String(op), attrErrKind.String(kind)))
+	for kind, n := range map[string]int64{"permanent": permanent, "transient": transient} {
+		if n > 0 {
+			t.deliveryErrors.Add(ctx, n, metric.WithAttributes(attrApp.String(app), attrOp.String(op), attrErrKind.String(kind)))
+		}
+	}
 }
 
 // seconds is d in seconds, for a histogram.

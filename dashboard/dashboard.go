@@ -15,7 +15,8 @@
 // changed; the browser reads it with fetch, so it can send the header.
 //
 // The assets are embedded: plain HTML, CSS and JavaScript, no build step,
-// nothing from a CDN. The package imports only the standard library.
+// nothing from a CDN. The package imports only the standard library (and
+// internal/seed for its example).
 package dashboard
 
 import (
@@ -27,6 +28,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/chatbatch/chatbatch/internal/seed"
 )
 
 // Options configure the dashboard.
@@ -84,24 +87,7 @@ type Live struct {
 
 // DefaultExample is the composer's request unless Options.Example is set:
 // the API description's "Using template variables".
-const DefaultExample = `{
-  "messageType": "text",
-  "message": "Hi $name$,您的訂單 $orderId$ 已出貨!",
-  "push": true,
-  "sender": "system",
-  "paras": [
-    {
-      "receiver": "user-a",
-      "$name$": "Alice",
-      "$orderId$": "ORD-001"
-    },
-    {
-      "receiver": "user-b",
-      "$name$": "Bob",
-      "$orderId$": "ORD-002"
-    }
-  ]
-}`
+const DefaultExample = seed.Template
 
 //go:embed web
 var webFiles embed.FS

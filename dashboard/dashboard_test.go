@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/chatbatch/chatbatch/dashboard"
-	"github.com/chatbatch/chatbatch/internal/seed"
 )
 
 // fakeAPI answers GET /messages/batch and /messages/batch/{id} for the
@@ -170,12 +169,6 @@ func TestAssets(t *testing.T) {
 	_, page = get(t, srv.URL+"/admin/batches/", nil)
 	if strings.Contains(page, `id="api-key"`) || !strings.Contains(page, `data-session-auth="true"`) || strings.Contains(page, `id="live"`) {
 		t.Errorf("SessionAuth page: key field or live view present")
-	}
-}
-
-func TestDefaultExampleIsTheSeed(t *testing.T) {
-	if dashboard.DefaultExample != seed.Template {
-		t.Errorf("DefaultExample differs from internal/seed.Template")
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect"
@@ -302,13 +303,24 @@ func (s *Store) readChunk(ctx context.Context, db bun.IConn, ref store.ChunkRef)
 // A call that canceled no chunk on a finished batch changed nothing: that
 // is the ErrConflict of canceling a finished batch.
 func (s *Store) CancelBatch(ctx context.Context, p *store.CancelBatchParams) (*store.Batch, error) {
-	app, id, at := p.AppID, p.BatchID, p.At
-	const op = "cancel batch"
+	return s.stopBatch(ctx, "cancel batch", p.AppID, p.BatchID, p.At, false)
+}
+
+// stopBatch is CancelBatch, or with recall RecallBatch: in one
+// transaction it completes the chunks neither done nor started with
+// canceled outcomes (cancelUnstarted), then sets canceled_at (or
+// recalled_at) unless set, and the counters, and reads the batch back.
+// Only a cancel refuses a finished batch.
+func (s *Store) stopBatch(ctx context.Context, op, app, id string, at time.Time, recall bool) (*store.Batch, error) {
 	if err := begin(ctx, op); err != nil {
 		return nil, err
 	}
 	if unstorable(app, id) {
 		return nil, fmt.Errorf("bunstore: %s %q: %w", op, id, store.ErrNotFound)
+	}
+	mark, unfinished := "canceled_at = COALESCE(canceled_at, ?)", " AND chunks_done < chunks"
+	if recall {
+		mark, unfinished = "recalled_at = COALESCE(recalled_at, ?)", ""
 	}
 	var after *store.Batch
 	err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
@@ -317,15 +329,17 @@ func (s *Store) CancelBatch(ctx context.Context, p *store.CancelBatchParams) (*s
 			return err
 		}
 		// finished_at first: MySQL assigns left to right with new values.
-		if _, err := tx.ExecContext(ctx, "UPDATE "+s.batches+" SET finished_at = CASE WHEN chunks_done + ? = chunks THEN ? ELSE finished_at END, "+
-			"canceled_at = COALESCE(canceled_at, ?), canceled = canceled + ?, chunks_done = chunks_done + ? WHERE app_id = ? AND id = ? AND chunks_done < chunks",
-			chunks, toDB(at), toDB(at), canceled, chunks, app, id); err != nil {
+		// Only a call that completed chunks can finish the batch; a
+		// finished batch (a recall) keeps its finished_at.
+		if _, err := tx.ExecContext(ctx, "UPDATE "+s.batches+" SET finished_at = CASE WHEN ? > 0 AND chunks_done + ? = chunks THEN ? ELSE finished_at END, "+
+			mark+", canceled = canceled + ?, chunks_done = chunks_done + ? WHERE app_id = ? AND id = ?"+unfinished,
+			chunks, chunks, toDB(at), toDB(at), canceled, chunks, app, id); err != nil {
 			return err
 		}
 		if after, err = s.readBatch(ctx, tx, app, id); err != nil {
 			return err
 		}
-		if chunks == 0 && (after.ChunksDone == after.Chunks || after.CanceledAt.IsZero()) {
+		if !recall && chunks == 0 && (after.ChunksDone == after.Chunks || after.CanceledAt.IsZero()) {
 			return fmt.Errorf("batch %q already finished: %w", id, store.ErrConflict)
 		}
 		return nil
@@ -380,40 +394,7 @@ func (s *Store) cancelUnstarted(ctx context.Context, tx bun.Tx, app, id string) 
 // RecallBatch implements store.Recalls in one transaction, locking like
 // CancelBatch: the unstarted chunks first, then the batch.
 func (s *Store) RecallBatch(ctx context.Context, p *store.RecallBatchParams) (*store.Batch, error) {
-	app, id, at := p.AppID, p.BatchID, p.At
-	const op = "recall batch"
-	if err := begin(ctx, op); err != nil {
-		return nil, err
-	}
-	if unstorable(app, id) {
-		return nil, fmt.Errorf("bunstore: %s %q: %w", op, id, store.ErrNotFound)
-	}
-	var after *store.Batch
-	err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
-		chunks, canceled, err := s.cancelUnstarted(ctx, tx, app, id)
-		if err != nil {
-			return err
-		}
-		res, err := tx.ExecContext(ctx, "UPDATE "+s.batches+" SET finished_at = CASE WHEN ? > 0 AND chunks_done + ? = chunks THEN ? ELSE finished_at END, "+
-			"recalled_at = COALESCE(recalled_at, ?), canceled = canceled + ?, chunks_done = chunks_done + ? WHERE app_id = ? AND id = ?",
-			chunks, chunks, toDB(at), toDB(at), canceled, chunks, app, id)
-		if err != nil {
-			return err
-		}
-		if n, err := res.RowsAffected(); err != nil {
-			return err
-		} else if n == 0 && s.kind != dialect.MySQL {
-			// MySQL counts changed rows, so a repeated recall reports 0;
-			// readBatch tells a missing batch apart there.
-			return fmt.Errorf("batch %q: %w", id, store.ErrNotFound)
-		}
-		after, err = s.readBatch(ctx, tx, app, id)
-		return err
-	})
-	if err != nil {
-		return nil, s.fail(ctx, op, err)
-	}
-	return after, nil
+	return s.stopBatch(ctx, "recall batch", p.AppID, p.BatchID, p.At, true)
 }
 
 // RecallChunk implements store.Recalls: the chunk's outcomes are read
