@@ -15,14 +15,26 @@
 //     asynq.Handler) sends the batches; Run runs an asynq server and the
 //     sweeper for hosts that have none. All policy lives here.
 //   - store: the storage seams — Directory (the host's users and rooms),
-//     Messages (where produced messages go) and Batches (bookkeeping) —
-//     and store/storetest, the conformance suite for implementations.
+//     Messages (where produced messages go) and Batches (chatbatch's own
+//     bookkeeping) — and store/storetest, the conformance suite for
+//     implementations.
 //   - delivery: the Deliverer (real-time fan-out) and Pusher (push
 //     notifications) seams, and delivery/deliverytest with a Recorder fake
 //     and the conformance suite.
 //   - render: the $name$ template compiler for message text and extra JSON.
+//   - dashboard: the operator's console, an http.Handler on the batch API.
 //   - adapters/memstore: an in-memory Store for tests and demos.
-//   - adapters/bunstore: the Store on PostgreSQL, MySQL/MariaDB and SQLite.
+//   - adapters/bunstore: the Store on PostgreSQL, MySQL/MariaDB and SQLite
+//     (opened by bunpostgres, bunmysql, bunsqlite, or bunopen by DSN).
+//   - adapters/redispub: a Deliverer that publishes each message on Redis.
+//   - adapters/webhook: a Deliverer and Pusher that POST signed webhooks
+//     (Standard Webhooks) to the host.
+//   - adapters/fcm: a Pusher on Firebase Cloud Messaging HTTP v1.
+//   - adapters/ratelimit: a rate limit around any Deliverer or Pusher.
+//
+// cmd/chatbatchd is the reference server built from these packages, and
+// examples/existingchat a chat server with its own schema that embeds
+// them.
 //
 // # Lifecycle of a batch
 //
@@ -54,10 +66,13 @@
 //
 // # Implementing the seams
 //
-// Outsiders may implement store.Directory, store.Messages, store.Batches,
-// delivery.Deliverer and delivery.Pusher; the interfaces are covered by
-// semantic versioning; a method's new inputs go into its params struct,
-// and new capabilities into new optional interfaces. Run
-// storetest.Run, deliverytest.RunDeliverer or deliverytest.RunPusher
-// against an implementation before using it in production.
+// Hosts implement store.Directory, store.Messages, delivery.Deliverer and
+// delivery.Pusher over their own data and services; these are covered by
+// semantic versioning: a method's new inputs go into its params struct,
+// and new capabilities into new optional interfaces. store.Batches is
+// chatbatch's own bookkeeping, implemented by memstore and bunstore; it is
+// one required contract that may gain methods in minor releases. Run
+// storetest.Run (or RunDirectory, RunMessages, RunBatches),
+// deliverytest.RunDeliverer or deliverytest.RunPusher against an
+// implementation before using it in production.
 package chatbatch

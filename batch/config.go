@@ -138,12 +138,11 @@ type Config struct {
 	// (completed, completed_with_errors, canceled), by the process whose
 	// chunk completion or cancel made it final. It runs on the worker's
 	// (or the cancel request's) goroutine: keep it short, or hand off.
-	// With a store that implements store.DoneNotifications (memstore and
-	// bunstore do) the call is made at least once: the process claims it
-	// in the store first, and if it dies before recording the call as
-	// made, a Sweep makes it (Config.Lease after the batch finished). It
-	// is made exactly once unless a process dies between the call and
-	// the record. Other stores call it at most once. Defaults to none.
+	// The call is made at least once: the process claims it in the store
+	// first (Batches.ClaimDoneNotifications), and if it dies before
+	// recording the call as made, a Sweep makes it (Config.Lease after
+	// the batch finished). It is made exactly once unless a process dies
+	// between the call and the record. Defaults to none.
 	OnBatchDone func(ctx context.Context, s BatchSummary)
 
 	// BasePath is the path the handler is mounted at; the handler serves

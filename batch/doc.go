@@ -6,9 +6,11 @@
 //
 // # Using it
 //
-// Create a Service with New and a Config (a store, a Deliverer, an
-// Authenticator and Redis are required; every other field has a default,
-// the Default… constants), mount its Handler at Config.BasePath, and run
+// Create a Service with New and a Config (required: a Store, or its three
+// parts Directory, Messages and Batches; a Deliverer; an Authenticator or
+// AuthenticateRequest; and Redis, or an Enqueuer when Run is never called.
+// Every other field has a default, the Default… constants), mount its
+// Handler at Config.BasePath, and run
 // the worker: Run starts an asynq server and the sweep, or register
 // Processor on an asynq server of your own and call Sweep every
 // Config.SweepInterval.

@@ -20,12 +20,15 @@ import (
 //	mux.Handle("/messages/batch/", h)
 //
 // It serves POST BasePath (send a batch; ?dryRun=true to check and
-// preview only), GET BasePath (the app's batches, with a store that
-// implements store.BatchLister), GET BasePath/{batchID} (the batch's
-// status), GET BasePath/{batchID}/recipients (per-recipient outcomes) and
-// DELETE BasePath/{batchID} (cancel the batch), and answers
-// everything else with the API's error envelope (405 for other methods,
-// 404 for other paths).
+// preview only), GET BasePath (the app's batches; with ?batchID= the
+// messages of one batch, when the Messages store implements
+// store.MessageReader), GET BasePath/{batchID} (the batch's status), GET
+// BasePath/{batchID}/recipients (per-recipient outcomes), DELETE
+// BasePath/{batchID} (cancel the batch) and POST
+// BasePath/{batchID}/recall (cancel and take back what was sent, when
+// the Messages store implements store.MessageDeleter and the Deliverer
+// delivery.Retractor), and answers everything else with the API's error
+// envelope (405 for other methods, 404 for other paths).
 func (s *Service) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
 
 // Mount registers Handler on mux for Config.BasePath and everything below it.

@@ -25,7 +25,7 @@ const idempotencyStale = 2 * time.Minute
 
 // idempotency is the state of one request that carries a key.
 type idempotency struct {
-	keys store.IdempotencyKeys
+	keys store.Batches
 	app  string
 	key  string
 	hash string
@@ -54,10 +54,7 @@ func (s *Service) claim(ctx context.Context, w http.ResponseWriter, p Principal,
 	if aerr := checkIdempotencyKey(key); aerr != nil {
 		return nil, aerr, nil
 	}
-	keys, ok := s.cfg.Batches.(store.IdempotencyKeys)
-	if !ok {
-		return nil, paramError("Idempotency-Key", "is not supported by this server's batch store"), nil
-	}
+	keys := s.cfg.Batches
 	sum := sha256.Sum256(body)
 	now := s.cfg.Now().UTC()
 	rec := &store.IdempotencyRecord{

@@ -74,21 +74,6 @@ func TestIdempotencyKey(t *testing.T) {
 	}
 }
 
-func TestIdempotencyKeyUnsupported(t *testing.T) {
-	t.Parallel()
-	e := bt.NewEnv(t, func(c *batch.Config) {
-		st := c.Store
-		c.Store = nil
-		c.Directory, c.Messages = st, st
-		c.Batches = struct{ store.Batches }{st} // hides IdempotencyKeys
-	})
-	r := e.DoWith(t, http.MethodPost, "/messages/batch", bt.AdminKey, strings.NewReader(validBody), map[string]string{"Idempotency-Key": "k"})
-	if r.Status != 400 || r.Error.Code != "INVALID_PARAMETER" || !strings.Contains(r.Error.Message, "not supported") {
-		t.Errorf("a key with a store that cannot keep it = %d %s", r.Status, r.Raw)
-	}
-	e.AssertNothingHappened(t)
-}
-
 // TestIdempotencyConcurrent sends fifty identical requests with one key
 // at once: exactly one batch is created.
 func TestIdempotencyConcurrent(t *testing.T) {

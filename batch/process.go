@@ -59,7 +59,7 @@ type chunkRun struct {
 // failure returns an error so the task is retried; on the last attempt
 // the recipients still open are recorded as failed instead. A push that
 // fails after the messages were delivered does not fail the recipients:
-// with a store.ChunkCheckpoints the retry only pushes, and a push that
+// the chunk is checkpointed and its retry only pushes, and a push that
 // never succeeds is recorded as the recipient's push failure.
 func (s *Service) ProcessChunk(ctx context.Context, ref store.ChunkRef) (err error) {
 	start := time.Now()
@@ -313,7 +313,7 @@ func (r *chunkRun) resolveDirectRooms(ctx context.Context, direct []int) error {
 	}
 	dir := r.s.cfg.Directory
 	app, sender := r.ref.AppID, r.batch.Sender
-	if resolver, ok := dir.(store.DirectRoomResolver); ok {
+	if resolver := r.s.opt.resolver; resolver != nil {
 		receivers := make([]string, len(direct))
 		for k, i := range direct {
 			receivers[k] = r.chunk.Recipients[i].Receiver
@@ -352,7 +352,7 @@ func (r *chunkRun) resolveDirectRooms(ctx context.Context, direct []int) error {
 		}
 		open = append(open, i)
 	}
-	if namer, ok := dir.(store.DirectRoomNamer); ok {
+	if namer := r.s.opt.namer; namer != nil {
 		if open, err = r.existingDirectRooms(ctx, namer, open); err != nil {
 			return err
 		}
@@ -564,16 +564,15 @@ func (r *chunkRun) failPendingPushes(reason string) {
 
 // checkpoint records the outcomes so far of a chunk whose messages are
 // delivered and some of whose pushes are left, so that the retry only
-// pushes (store.ChunkCheckpoints). Without that capability, or when the
-// store fails, the retry does the chunk again and delivers again, which
-// the delivery contract allows (at-least-once).
+// pushes (Batches.CheckpointChunk). When the store fails, the retry does
+// the chunk again and delivers again, which the delivery contract allows
+// (at-least-once).
 func (r *chunkRun) checkpoint(ctx context.Context) {
-	cp, ok := r.s.cfg.Batches.(store.ChunkCheckpoints)
-	if !ok || r.pushesPending() == 0 {
+	if r.pushesPending() == 0 {
 		return
 	}
 	err := r.s.storeCall(ctx, "CheckpointChunk", func(ctx context.Context) error {
-		return cp.CheckpointChunk(ctx, &store.CheckpointChunkParams{Ref: r.ref, Outcomes: r.outcomes})
+		return r.s.cfg.Batches.CheckpointChunk(ctx, &store.CheckpointChunkParams{Ref: r.ref, Outcomes: r.outcomes})
 	})
 	if err != nil && !errors.Is(err, store.ErrConflict) {
 		r.log.WarnContext(ctx, "batch: could not checkpoint the chunk; its retry will deliver its messages again", "err", err)

@@ -14,7 +14,6 @@ import (
 	bt "github.com/chatbatch/chatbatch/internal/batchtest"
 	"github.com/chatbatch/chatbatch/internal/seed"
 
-	"github.com/chatbatch/chatbatch/adapters/memstore"
 	"github.com/chatbatch/chatbatch/batch"
 	"github.com/chatbatch/chatbatch/delivery"
 	"github.com/chatbatch/chatbatch/store"
@@ -346,37 +345,5 @@ func TestPushFailureGivesUp(t *testing.T) {
 		if s != "sent/failed" {
 			t.Errorf("%s: %s, want sent/failed", who, s)
 		}
-	}
-}
-
-// noCheckpoints hides memstore's ChunkCheckpoints.
-type noCheckpoints struct{ bt.TestStore }
-
-// Without store.ChunkCheckpoints a failed push retries the whole chunk:
-// the messages are delivered again (at-least-once), under the same IDs.
-func TestPushFailureWithoutCheckpoints(t *testing.T) {
-	t.Parallel()
-	e := bt.NewEnvOn(t, noCheckpoints{memstore.New(nil)}, nil)
-	if _, ok := e.Cfg.Batches.(store.ChunkCheckpoints); ok {
-		t.Fatal("the wrapper still implements ChunkCheckpoints")
-	}
-	var calls atomic.Int32
-	e.Rec.PushHook = failingPushes(&calls)
-	res := bt.Accepted(t, e.Post(t, bt.AdminKey, pushBody))
-	task := e.Enq.All()[0].Task
-	if err := e.Svc.Processor().ProcessTask(t.Context(), task); err == nil {
-		t.Fatal("a transient push failure succeeded")
-	}
-	bt.Must(t, e.Svc.Processor().ProcessTask(t.Context(), task))
-	ids := map[string]int{}
-	for _, m := range e.Rec.Messages() {
-		ids[m.ID]++
-	}
-	if len(ids) != 3 || ids[res.BatchID+"-0"] != 2 {
-		t.Errorf("deliveries by message ID %v, want 3 messages delivered twice each", ids)
-	}
-	// The retry pushed everything again, and this time nothing failed.
-	if _, st := e.Status(t, bt.AdminKey, res.BatchID); st.Sent != 3 || st.PushFailed != 0 {
-		t.Errorf("status %+v, want 3 sent, no push failed", st)
 	}
 }

@@ -101,7 +101,7 @@ func rateEnv(t *testing.T, rl *batch.RateLimit, mutate func(*batch.Config)) *bt.
 // batchCount is how many batches app has in e's store.
 func batchCount(t *testing.T, e *bt.Env, app string) int {
 	t.Helper()
-	bs, err := e.St.(store.BatchLister).ListBatches(context.Background(), &store.ListBatchesParams{AppID: app, Limit: 10_000})
+	bs, err := e.St.ListBatches(context.Background(), &store.ListBatchesParams{AppID: app, Limit: 10_000})
 	bt.Must(t, err)
 	return len(bs)
 }

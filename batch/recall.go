@@ -12,11 +12,11 @@ import (
 )
 
 // Recall: POST BasePath/{batchID}/recall stops what has not been sent and
-// takes back what has. It needs three capabilities, each optional in its
-// seam: the Batches store keeps the recall (store.Recalls), the Messages
-// store deletes the messages (store.MessageDeleter), and the Deliverer
-// tells the clients (delivery.Retractor). Without any of them the request
-// answers 501 and changes nothing.
+// takes back what has. The Batches store keeps the recall; it also needs
+// two capabilities of the host's seams: the Messages store deletes the
+// messages (store.MessageDeleter) and the Deliverer tells the clients
+// (delivery.Retractor). Without either the request answers 501 and
+// changes nothing.
 //
 // The order makes a recall complete whatever runs beside it:
 //
@@ -35,26 +35,21 @@ import (
 // worker recalling one chunk at once, only repeat a retraction (which
 // the Retractor contract allows).
 
-// recallCaps returns what a recall needs, or a 501 naming what is missing.
-func (s *Service) recallCaps() (store.Recalls, store.MessageDeleter, delivery.Retractor, *apiError) {
-	rc, ok1 := s.cfg.Batches.(store.Recalls)
-	del, ok2 := s.cfg.Messages.(store.MessageDeleter)
-	ret, ok3 := s.cfg.Deliverer.(delivery.Retractor)
+// recallUnsupported returns a 501 naming what the host's seams lack for a
+// recall, or nil when they can recall.
+func (s *Service) recallUnsupported() *apiError {
 	var missing []string
-	if !ok1 {
-		missing = append(missing, "its batch store cannot record a recall (store.Recalls)")
-	}
-	if !ok2 {
+	if s.opt.deleter == nil {
 		missing = append(missing, "its message store cannot delete messages (store.MessageDeleter)")
 	}
-	if !ok3 {
+	if s.opt.retractor == nil {
 		missing = append(missing, "its deliverer cannot retract messages (delivery.Retractor)")
 	}
-	if len(missing) > 0 {
-		return nil, nil, nil, newError(http.StatusNotImplemented, CodeNotSupported,
-			"this server cannot recall: %s; nothing was changed", strings.Join(missing, ", "))
+	if len(missing) == 0 {
+		return nil
 	}
-	return rc, del, ret, nil
+	return newError(http.StatusNotImplemented, CodeNotSupported,
+		"this server cannot recall: %s; nothing was changed", strings.Join(missing, ", "))
 }
 
 // handleRecall recalls a batch and answers with its status.
@@ -63,8 +58,7 @@ func (s *Service) handleRecall(w http.ResponseWriter, r *http.Request, p Princip
 		writeError(w, aerr)
 		return
 	}
-	rc, _, _, aerr := s.recallCaps()
-	if aerr != nil {
+	if aerr := s.recallUnsupported(); aerr != nil {
 		writeError(w, aerr)
 		return
 	}
@@ -74,7 +68,7 @@ func (s *Service) handleRecall(w http.ResponseWriter, r *http.Request, p Princip
 		writeError(w, s.batchError(ctx, id, "get batch", err))
 		return
 	}
-	b, err := rc.RecallBatch(ctx, &store.RecallBatchParams{AppID: p.AppID, BatchID: id, At: s.cfg.Now().UTC()})
+	b, err := s.cfg.Batches.RecallBatch(ctx, &store.RecallBatchParams{AppID: p.AppID, BatchID: id, At: s.cfg.Now().UTC()})
 	if err != nil {
 		writeError(w, s.batchError(ctx, id, "recall batch", err))
 		return
@@ -134,8 +128,7 @@ func (s *Service) recallDone(ctx context.Context, b *store.Batch) (*store.Batch,
 // recalled. It returns the batch after RecallChunk, or nil when the chunk
 // has no message left to recall.
 func (s *Service) recallChunk(ctx context.Context, b *store.Batch, c *store.Chunk) (*store.Batch, error) {
-	rc, del, ret, aerr := s.recallCaps()
-	if aerr != nil {
+	if aerr := s.recallUnsupported(); aerr != nil {
 		return nil, errors.New(aerr.message)
 	}
 	var msgs []store.Message
@@ -160,11 +153,11 @@ func (s *Service) recallChunk(ctx context.Context, b *store.Batch, c *store.Chun
 	for k, m := range msgs {
 		ids[k] = m.ID
 	}
-	if err := s.storeCall(ctx, "DeleteMessages", func(ctx context.Context) error { return del.DeleteMessages(ctx, b.AppID, ids) }); err != nil {
+	if err := s.storeCall(ctx, "DeleteMessages", func(ctx context.Context) error { return s.opt.deleter.DeleteMessages(ctx, b.AppID, ids) }); err != nil {
 		return nil, fmt.Errorf("delete messages of chunk %d: %w", c.No, err)
 	}
 	rctx, sp := s.tel.span(ctx, "chatbatch.retract", attrBatch.String(b.ID), attrChunk.Int(c.No), attrCount.Int(len(msgs)))
-	err := ret.Retract(rctx, msgs)
+	err := s.opt.retractor.Retract(rctx, msgs)
 	endSpan(sp, err)
 	for k, e := range delivery.ItemErrors(err, len(msgs)) {
 		switch {
@@ -179,7 +172,7 @@ func (s *Service) recallChunk(ctx context.Context, b *store.Batch, c *store.Chun
 	}
 	var after *store.Batch
 	err = s.storeCall(ctx, "RecallChunk", func(ctx context.Context) (err error) {
-		after, err = rc.RecallChunk(ctx, &store.RecallChunkParams{Ref: c.ChunkRef})
+		after, err = s.cfg.Batches.RecallChunk(ctx, &store.RecallChunkParams{Ref: c.ChunkRef})
 		return err
 	})
 	if err != nil {
@@ -194,14 +187,13 @@ func (s *Service) recallChunk(ctx context.Context, b *store.Batch, c *store.Chun
 // a failure kept from being recalled. It returns how many batches it
 // worked on.
 func (s *Service) resumeRecalls(ctx context.Context) (int, error) {
-	rc, _, _, aerr := s.recallCaps()
-	if aerr != nil {
-		return 0, nil
+	if s.recallUnsupported() != nil {
+		return 0, nil // nothing can have been recalled
 	}
 	var bs []*store.Batch
 	err := s.storeCall(ctx, "PendingRecalls", func(ctx context.Context) (err error) {
 		// A recall younger than a lease may still be at work.
-		bs, err = rc.PendingRecalls(ctx, &store.PendingRecallsParams{RecalledBefore: s.cfg.Now().UTC().Add(-s.cfg.Lease), Limit: sweepPage})
+		bs, err = s.cfg.Batches.PendingRecalls(ctx, &store.PendingRecallsParams{RecalledBefore: s.cfg.Now().UTC().Add(-s.cfg.Lease), Limit: sweepPage})
 		return err
 	})
 	if err != nil {

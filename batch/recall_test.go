@@ -153,7 +153,6 @@ func TestRecallNotSupported(t *testing.T) {
 		"deliverer without Retract": func(c *batch.Config) {
 			c.Deliverer = delivery.DelivererFunc(c.Deliverer.Deliver)
 		},
-		"store without Recalls":        func(c *batch.Config) { c.Batches = batchesOnly{c.Store} },
 		"store without DeleteMessages": func(c *batch.Config) { c.Messages = messagesOnly{c.Store} },
 	}
 	for name, mutate := range cases {
@@ -175,9 +174,6 @@ func TestRecallNotSupported(t *testing.T) {
 		})
 	}
 }
-
-// batchesOnly hides the optional interfaces of a store's Batches.
-type batchesOnly struct{ store.Batches }
 
 func TestRecallErrors(t *testing.T) {
 	t.Parallel()

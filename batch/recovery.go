@@ -101,13 +101,11 @@ func (s *Service) sweep(ctx context.Context) (SweepReport, error) {
 	if r.Recalls, err = s.resumeRecalls(ctx); err != nil {
 		return r, fmt.Errorf("batch: sweep recalls: %w", err)
 	}
-	if keys, ok := s.cfg.Batches.(store.IdempotencyKeys); ok {
-		kctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
-		_, err := keys.DeleteExpiredIdempotencyKeys(kctx, &store.DeleteExpiredIdempotencyKeysParams{Before: now, Limit: sweepPage})
-		cancel()
-		if err != nil {
-			return r, fmt.Errorf("batch: sweep idempotency keys: %w", err)
-		}
+	kctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
+	_, err = s.cfg.Batches.DeleteExpiredIdempotencyKeys(kctx, &store.DeleteExpiredIdempotencyKeysParams{Before: now, Limit: sweepPage})
+	cancel()
+	if err != nil {
+		return r, fmt.Errorf("batch: sweep idempotency keys: %w", err)
 	}
 	if r.Enqueued > 0 || r.Reported > 0 || r.Recalls > 0 {
 		s.log.InfoContext(ctx, "batch sweep", "enqueued", r.Enqueued, "still_queued", r.Queued, "reported", r.Reported, "recalls", r.Recalls)
@@ -249,23 +247,17 @@ func (s *Service) leaseKeeper(ctx context.Context, ref store.ChunkRef) (stop fun
 }
 
 // batchDone reports b, which the caller's chunk completion or cancel just
-// made final, through Config.OnBatchDone. With a store that implements
-// store.DoneNotifications it first claims the report, so that of the
-// processes that see the batch final exactly one reports it, and marks it
-// made afterwards; a process that dies in between leaves the report to a
-// later Sweep.
+// made final, through Config.OnBatchDone. It first claims the report in
+// the store, so that of the processes that see the batch final exactly
+// one reports it, and marks it made afterwards; a process that dies in
+// between leaves the report to a later Sweep.
 func (s *Service) batchDone(ctx context.Context, b *store.Batch) {
 	if s.cfg.OnBatchDone == nil {
 		return // Sweep marks the batch reported
 	}
-	dn, ok := s.cfg.Batches.(store.DoneNotifications)
-	if !ok {
-		s.callOnBatchDone(ctx, b)
-		return
-	}
 	now := s.cfg.Now().UTC()
 	cctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
-	claimed, err := dn.ClaimDoneNotifications(cctx, &store.ClaimDoneNotificationsParams{
+	claimed, err := s.cfg.Batches.ClaimDoneNotifications(cctx, &store.ClaimDoneNotificationsParams{
 		AppID: b.AppID, BatchID: b.ID, FinishedBefore: now, At: now, Until: now.Add(s.cfg.Lease), Limit: 1,
 	})
 	cancel()
@@ -274,7 +266,7 @@ func (s *Service) batchDone(ctx context.Context, b *store.Batch) {
 		return
 	}
 	for _, c := range claimed {
-		s.report(ctx, dn, c)
+		s.report(ctx, c)
 	}
 }
 
@@ -282,12 +274,8 @@ func (s *Service) batchDone(ctx context.Context, b *store.Batch) {
 // missing: their finisher died before reporting, or they finished while
 // no OnBatchDone was configured (then they are only marked).
 func (s *Service) reportDone(ctx context.Context, now time.Time) (int, error) {
-	dn, ok := s.cfg.Batches.(store.DoneNotifications)
-	if !ok {
-		return 0, nil
-	}
 	cctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
-	claimed, err := dn.ClaimDoneNotifications(cctx, &store.ClaimDoneNotificationsParams{
+	claimed, err := s.cfg.Batches.ClaimDoneNotifications(cctx, &store.ClaimDoneNotificationsParams{
 		// Lease: the finisher's own report goes first.
 		FinishedBefore: now.Add(-s.cfg.Lease), At: now, Until: now.Add(s.cfg.Lease), Limit: sweepPage,
 	})
@@ -299,7 +287,7 @@ func (s *Service) reportDone(ctx context.Context, now time.Time) (int, error) {
 		if s.cfg.OnBatchDone != nil {
 			s.log.InfoContext(ctx, "batch: reporting a finished batch whose report was not made", "app", b.AppID, "batch", b.ID)
 		}
-		s.report(ctx, dn, b)
+		s.report(ctx, b)
 	}
 	if s.cfg.OnBatchDone == nil {
 		return 0, nil
@@ -308,11 +296,11 @@ func (s *Service) reportDone(ctx context.Context, now time.Time) (int, error) {
 }
 
 // report calls OnBatchDone for a claimed batch and marks it reported.
-func (s *Service) report(ctx context.Context, dn store.DoneNotifications, b *store.Batch) {
+func (s *Service) report(ctx context.Context, b *store.Batch) {
 	s.callOnBatchDone(ctx, b)
 	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.StoreTimeout)
 	defer cancel()
-	if err := dn.MarkDoneNotified(mctx, &store.MarkDoneNotifiedParams{AppID: b.AppID, BatchID: b.ID, At: s.cfg.Now().UTC()}); err != nil {
+	if err := s.cfg.Batches.MarkDoneNotified(mctx, &store.MarkDoneNotifiedParams{AppID: b.AppID, BatchID: b.ID, At: s.cfg.Now().UTC()}); err != nil {
 		s.log.WarnContext(ctx, "batch: recording that a finished batch was reported failed; it may be reported again", "app", b.AppID, "batch", b.ID, "err", err)
 	}
 }

@@ -475,7 +475,7 @@ func (s *Service) preview(req *sendRequest, c *checked, n int) *dryRunResult {
 		end := start.Add(pacedDuration(len(req.Paras), c.rate))
 		res.RatePerMinute, res.EstimatedFinishAt = c.rate, &end
 	}
-	namer, _ := s.cfg.Directory.(store.DirectRoomNamer)
+	namer := s.opt.namer
 	text, extra := req.templates()
 	for i, p := range req.Paras[:min(n, len(req.Paras))] {
 		pm := previewMessage{Index: i, Room: p.Room, Message: text.Render(p.Vars)}

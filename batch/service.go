@@ -7,6 +7,9 @@ import (
 
 	"github.com/go-playground/validator/v10"
 	"github.com/hibiken/asynq"
+
+	"github.com/chatbatch/chatbatch/delivery"
+	"github.com/chatbatch/chatbatch/store"
 )
 
 // Service is the batch send pipeline: its HTTP handler accepts batches,
@@ -22,6 +25,31 @@ type Service struct {
 	inspector   inspector     // on Config.Redis; nil without it
 	suspects    suspects      // chunks held by a worker that never started them
 	tel         *telemetry
+	opt         optional
+}
+
+// optional holds the optional interfaces of the seams a host implements
+// (its Directory, Messages and Deliverer), found once by New: the only
+// type assertions on the seams. A nil field is a capability the seam
+// lacks; the package documentation of store and delivery says what
+// chatbatch does without each. Config.Batches has none: it is one
+// required contract.
+type optional struct {
+	namer     store.DirectRoomNamer    // dry runs name the room; known rooms are not re-created
+	resolver  store.DirectRoomResolver // a chunk's one-on-one rooms in one call
+	reader    store.MessageReader      // GET BasePath?batchID=
+	deleter   store.MessageDeleter     // recall
+	retractor delivery.Retractor       // recall
+}
+
+func optionalOf(cfg *Config) optional {
+	var o optional
+	o.namer, _ = cfg.Directory.(store.DirectRoomNamer)
+	o.resolver, _ = cfg.Directory.(store.DirectRoomResolver)
+	o.reader, _ = cfg.Messages.(store.MessageReader)
+	o.deleter, _ = cfg.Messages.(store.MessageDeleter)
+	o.retractor, _ = cfg.Deliverer.(delivery.Retractor)
+	return o
 }
 
 // New returns a Service for cfg. It checks cfg and returns an error naming
@@ -48,6 +76,7 @@ func New(cfg Config) (*Service, error) {
 		validator:   newValidator(cfg.MaxIDLength),
 		extraFields: map[string]bool{},
 		enqueuer:    cfg.Enqueuer,
+		opt:         optionalOf(&cfg),
 	}
 	for _, f := range cfg.ExtraFields {
 		s.extraFields[f] = true

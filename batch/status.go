@@ -277,11 +277,6 @@ func (s *Service) handleList(w http.ResponseWriter, r *http.Request, p Principal
 		s.handleBatchMessages(w, r, p)
 		return
 	}
-	lister, ok := s.cfg.Batches.(store.BatchLister)
-	if !ok {
-		writeError(w, newError(http.StatusNotImplemented, CodeNotSupported, "this server's batch store cannot list batches; ask for one batch with GET %s/{batchID}", s.cfg.BasePath))
-		return
-	}
 	q := r.URL.Query()
 	statuses := q["status"]
 	q.Del("status")
@@ -326,7 +321,7 @@ func (s *Service) handleList(w http.ResponseWriter, r *http.Request, p Principal
 		params.AfterCreatedAt, params.AfterID = at, id
 	}
 	params.Limit = limit + 1 // one more tells whether there is a next page
-	bs, err := lister.ListBatches(r.Context(), params)
+	bs, err := s.cfg.Batches.ListBatches(r.Context(), params)
 	if err != nil {
 		writeError(w, s.storeError(r.Context(), "list batches", err))
 		return
@@ -457,8 +452,8 @@ func (s *Service) handleBatchMessages(w http.ResponseWriter, r *http.Request, p 
 		writeError(w, aerr)
 		return
 	}
-	reader, ok := s.cfg.Messages.(store.MessageReader)
-	if !ok {
+	reader := s.opt.reader
+	if reader == nil {
 		writeError(w, newError(http.StatusNotImplemented, CodeNotSupported, "this server's message store cannot read messages back by ID; see GET %s/{batchID}/recipients for each recipient's messageID", s.cfg.BasePath))
 		return
 	}

@@ -302,9 +302,11 @@ func TestListBatches(t *testing.T) {
 		t.Errorf("created between: %v", got)
 	}
 
-	noList := bt.NewEnv(t, func(c *batch.Config) { c.Store = &bt.FailingStore{Store: c.Store} })
-	if r := noList.Do(t, http.MethodGet, "/messages/batch", bt.AdminKey, "", nil); r.Status != 501 || r.Error == nil || r.Error.Code != "NOT_SUPPORTED" {
-		t.Errorf("listing on a store that cannot list = %d %s, want 501 NOT_SUPPORTED", r.Status, r.Raw)
+	failing := bt.NewEnv(t, func(c *batch.Config) {
+		c.Store = &bt.FailingStore{Store: c.Store, Fail: map[string]int{"ListBatches": -1}}
+	})
+	if r := failing.Do(t, http.MethodGet, "/messages/batch", bt.AdminKey, "", nil); r.Status != 503 || r.Error == nil || r.Error.Code != "UNAVAILABLE" || r.Header.Get("Retry-After") == "" {
+		t.Errorf("listing on a store that fails = %d %s, want 503 UNAVAILABLE with Retry-After", r.Status, r.Raw)
 	}
 }
 

@@ -11,11 +11,29 @@
 // Implementations report failures with errors: a transient failure (the
 // service is down, a timeout) as any error, after which the chunk is
 // retried later (a chunk whose messages were delivered and whose push
-// failed retries only the pushes left when the store implements
-// store.ChunkCheckpoints); a failure that will never succeed as an error wrapping
-// [ErrPermanent] (see [Permanent]), after which the recipients are
-// recorded as failed and not retried. A [*PartialError] reports failures of
-// some items only.
+// failed is checkpointed, and its retry only pushes what is left); a
+// failure that will never succeed as an error wrapping [ErrPermanent] (see
+// [Permanent]), after which the recipients are recorded as failed and not
+// retried. A [*PartialError] reports failures of some items only.
+//
+// # The seams and what chatbatch does without them
+//
+// The host implements these over its own fan-out and push provider
+// (or uses an adapter: redispub, webhook, fcm, ratelimit). What package
+// batch does without each, and the conformance suite (package
+// deliverytest) that covers it:
+//
+//	interface   where                         without it                                conformance
+//	Deliverer   batch.Config.Deliverer        required; Discard delivers nothing        RunDeliverer
+//	                                          (clients then read the store)
+//	Pusher      batch.Config.Pusher           "push": true is accepted and no           RunPusher
+//	                                          notification is sent
+//	Retractor   optional, on the Deliverer    POST /messages/batch/{id}/recall          RunDeliverer/Retract,
+//	                                          answers 501                               with a RetractHarness
+//
+// Deliverer, Pusher and Retractor are covered by semantic versioning: a
+// method is never added to them; a new capability comes as a new optional
+// interface.
 package delivery
 
 import (

@@ -391,13 +391,13 @@ func (s *Store) cancelUnstarted(ctx context.Context, tx bun.Tx, app, id string) 
 	return len(found), recipients, nil
 }
 
-// RecallBatch implements store.Recalls in one transaction, locking like
+// RecallBatch implements store.Batches in one transaction, locking like
 // CancelBatch: the unstarted chunks first, then the batch.
 func (s *Store) RecallBatch(ctx context.Context, p *store.RecallBatchParams) (*store.Batch, error) {
 	return s.stopBatch(ctx, "recall batch", p.AppID, p.BatchID, p.At, true)
 }
 
-// RecallChunk implements store.Recalls: the chunk's outcomes are read
+// RecallChunk implements store.Batches: the chunk's outcomes are read
 // under a row lock, their sent recipients turned recalled, and the
 // batch's counters moved, in one transaction.
 func (s *Store) RecallChunk(ctx context.Context, p *store.RecallChunkParams) (*store.Batch, error) {
@@ -458,7 +458,7 @@ func (s *Store) RecallChunk(ctx context.Context, p *store.RecallChunkParams) (*s
 	return after, nil
 }
 
-// PendingRecalls implements store.Recalls; the batches_recalled index
+// PendingRecalls implements store.Batches; the batches_recalled index
 // keeps it from scanning the batches that were never recalled.
 func (s *Store) PendingRecalls(ctx context.Context, p *store.PendingRecallsParams) ([]*store.Batch, error) {
 	const op = "pending recalls"
@@ -585,7 +585,7 @@ func (s *Store) CompleteChunk(ctx context.Context, p *store.CompleteChunkParams)
 // counts are what a chunk's outcomes add to its batch's counters.
 type counts struct{ sent, failed, canceled, pushFailed int }
 
-// CheckpointChunk implements store.ChunkCheckpoints: the outcomes so far
+// CheckpointChunk implements store.Batches: the outcomes so far
 // go into the chunk's outcomes column while it stays not done.
 func (s *Store) CheckpointChunk(ctx context.Context, p *store.CheckpointChunkParams) error {
 	const op = "checkpoint chunk"
@@ -675,7 +675,7 @@ func limited(q string, args []any, limit int) (string, []any) {
 	return q, args
 }
 
-// ClaimDoneNotifications implements store.DoneNotifications: the
+// ClaimDoneNotifications implements store.Batches: the
 // candidates are read, then each is claimed by an UPDATE whose condition
 // repeats the query's, so of concurrent claimers exactly one changes the
 // row.
@@ -731,7 +731,7 @@ func (s *Store) ClaimDoneNotifications(ctx context.Context, p *store.ClaimDoneNo
 	return out, nil
 }
 
-// MarkDoneNotified implements store.DoneNotifications.
+// MarkDoneNotified implements store.Batches.
 func (s *Store) MarkDoneNotified(ctx context.Context, p *store.MarkDoneNotifiedParams) error {
 	app, id, at := p.AppID, p.BatchID, p.At
 	const op = "mark done notified"
@@ -753,7 +753,7 @@ func (s *Store) MarkDoneNotified(ctx context.Context, p *store.MarkDoneNotifiedP
 	return s.fail(ctx, op, err)
 }
 
-// ListBatches implements store.BatchLister: one query on the
+// ListBatches implements store.Batches: one query on the
 // (app_id, created_at, id) index, the status filter written as conditions
 // on the counters and times that store.Batch.Status reads.
 func (s *Store) ListBatches(ctx context.Context, p *store.ListBatchesParams) ([]*store.Batch, error) {

@@ -16,7 +16,7 @@ import (
 // for the pair, without creating the room.
 func (s *Store) DirectRoomID(a, b string) string { return s.directRoomID(a, b) }
 
-// ClaimIdempotencyKey implements store.IdempotencyKeys in one transaction:
+// ClaimIdempotencyKey implements store.Batches in one transaction:
 // an INSERT that does nothing if the key exists, and if it did nothing,
 // the existing row read under its lock and either replaced (expired, or
 // an in-progress claim gone stale) or returned. Concurrent claimers of a
@@ -102,7 +102,7 @@ func (s *Store) completeKey(ctx context.Context, tx bun.Tx, b *store.Batch) erro
 	return nil
 }
 
-// ReleaseIdempotencyKey implements store.IdempotencyKeys.
+// ReleaseIdempotencyKey implements store.Batches.
 func (s *Store) ReleaseIdempotencyKey(ctx context.Context, p *store.ReleaseIdempotencyKeyParams) error {
 	app, key := p.AppID, p.Key
 	const op = "release idempotency key"
@@ -116,7 +116,7 @@ func (s *Store) ReleaseIdempotencyKey(ctx context.Context, p *store.ReleaseIdemp
 	return s.fail(ctx, op, err)
 }
 
-// DeleteExpiredIdempotencyKeys implements store.IdempotencyKeys. MySQL
+// DeleteExpiredIdempotencyKeys implements store.Batches. MySQL
 // and MariaDB refuse LIMIT in an IN subquery but allow it on a one-table
 // DELETE; PostgreSQL has no DELETE … LIMIT, and SQLite has it only in some
 // builds: they delete by primary key from a limited subquery.

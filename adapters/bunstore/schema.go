@@ -204,7 +204,7 @@ func (s *Store) tableDefs() []tableDef {
 			"PRIMARY KEY (app_id, batch_id, chunk_no)",
 			"FOREIGN KEY (app_id, batch_id) REFERENCES " + p + "batches (app_id, id) ON DELETE CASCADE",
 		}, indexes: []indexDef{pending}},
-		// Idempotency-Key records (store.IdempotencyKeys). No foreign key
+		// Idempotency-Key records (store.Batches.ClaimIdempotencyKey). No foreign key
 		// to batches: a record exists before its batch does. "key" is a
 		// reserved word in MySQL, hence idem_key.
 		tableDef{name: "idempotency_keys", cols: []string{

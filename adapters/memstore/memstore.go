@@ -22,14 +22,9 @@ import (
 var (
 	_ store.Store              = (*Store)(nil)
 	_ store.DirectRoomNamer    = (*Store)(nil)
-	_ store.IdempotencyKeys    = (*Store)(nil)
 	_ store.DirectRoomResolver = (*Store)(nil)
-	_ store.ChunkCheckpoints   = (*Store)(nil)
 	_ store.MessageReader      = (*Store)(nil)
 	_ store.MessageDeleter     = (*Store)(nil)
-	_ store.Recalls            = (*Store)(nil)
-	_ store.BatchLister        = (*Store)(nil)
-	_ store.DoneNotifications  = (*Store)(nil)
 )
 
 // Options configures a Store. The zero value is ready to use.
@@ -70,7 +65,7 @@ type batchRecord struct {
 	batch  store.Batch
 	chunks []store.Chunk
 	// claimedUntil is the end of the claim on reporting the batch's end
-	// (store.DoneNotifications).
+	// (store.Batches.ClaimDoneNotifications).
 	claimedUntil time.Time
 }
 
@@ -512,7 +507,7 @@ func cancelUnstarted(rec *batchRecord, at time.Time) {
 	}
 }
 
-// RecallBatch implements store.Recalls.
+// RecallBatch implements store.Batches.
 func (s *Store) RecallBatch(ctx context.Context, p *store.RecallBatchParams) (*store.Batch, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -530,7 +525,7 @@ func (s *Store) RecallBatch(ctx context.Context, p *store.RecallBatchParams) (*s
 	return copyBatch(&rec.batch), nil
 }
 
-// RecallChunk implements store.Recalls.
+// RecallChunk implements store.Batches.
 func (s *Store) RecallChunk(ctx context.Context, p *store.RecallChunkParams) (*store.Batch, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -554,7 +549,7 @@ func (s *Store) RecallChunk(ctx context.Context, p *store.RecallChunkParams) (*s
 	return copyBatch(&rec.batch), nil
 }
 
-// PendingRecalls implements store.Recalls.
+// PendingRecalls implements store.Batches.
 func (s *Store) PendingRecalls(ctx context.Context, p *store.PendingRecallsParams) ([]*store.Batch, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -594,7 +589,7 @@ func (s *Store) DeleteMessages(ctx context.Context, appID string, ids []string) 
 	return nil
 }
 
-// ClaimIdempotencyKey implements store.IdempotencyKeys.
+// ClaimIdempotencyKey implements store.Batches.
 func (s *Store) ClaimIdempotencyKey(ctx context.Context, p *store.ClaimIdempotencyKeyParams) (*store.IdempotencyRecord, error) {
 	rec, staleBefore := p.Record, p.StaleBefore
 	if err := ctx.Err(); err != nil {
@@ -617,7 +612,7 @@ func (s *Store) ClaimIdempotencyKey(ctx context.Context, p *store.ClaimIdempoten
 	return nil, nil
 }
 
-// ReleaseIdempotencyKey implements store.IdempotencyKeys.
+// ReleaseIdempotencyKey implements store.Batches.
 func (s *Store) ReleaseIdempotencyKey(ctx context.Context, p *store.ReleaseIdempotencyKeyParams) error {
 	appID, key := p.AppID, p.Key
 	if err := ctx.Err(); err != nil {
@@ -632,7 +627,7 @@ func (s *Store) ReleaseIdempotencyKey(ctx context.Context, p *store.ReleaseIdemp
 	return nil
 }
 
-// DeleteExpiredIdempotencyKeys implements store.IdempotencyKeys.
+// DeleteExpiredIdempotencyKeys implements store.Batches.
 func (s *Store) DeleteExpiredIdempotencyKeys(ctx context.Context, p *store.DeleteExpiredIdempotencyKeysParams) (int, error) {
 	before, limit := p.Before, p.Limit
 	if err := ctx.Err(); err != nil {
@@ -692,7 +687,7 @@ func (s *Store) CompleteChunk(ctx context.Context, p *store.CompleteChunkParams)
 	return copyBatch(b), nil
 }
 
-// CheckpointChunk implements store.ChunkCheckpoints.
+// CheckpointChunk implements store.Batches.
 func (s *Store) CheckpointChunk(ctx context.Context, p *store.CheckpointChunkParams) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -744,7 +739,7 @@ func (s *Store) PendingChunks(ctx context.Context, p *store.PendingChunksParams)
 	return all, nil
 }
 
-// ClaimDoneNotifications implements store.DoneNotifications.
+// ClaimDoneNotifications implements store.Batches.
 func (s *Store) ClaimDoneNotifications(ctx context.Context, p *store.ClaimDoneNotificationsParams) ([]*store.Batch, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -783,7 +778,7 @@ func (s *Store) ClaimDoneNotifications(ctx context.Context, p *store.ClaimDoneNo
 	return out, nil
 }
 
-// MarkDoneNotified implements store.DoneNotifications.
+// MarkDoneNotified implements store.Batches.
 func (s *Store) MarkDoneNotified(ctx context.Context, p *store.MarkDoneNotifiedParams) error {
 	appID, id, at := p.AppID, p.BatchID, p.At
 	if err := ctx.Err(); err != nil {
@@ -841,7 +836,7 @@ func copyChunk(c store.Chunk) store.Chunk {
 // DirectRoomID implements store.DirectRoomNamer.
 func (s *Store) DirectRoomID(a, b string) string { return s.directRoomID(a, b) }
 
-// ListBatches implements store.BatchLister.
+// ListBatches implements store.Batches.
 func (s *Store) ListBatches(ctx context.Context, p *store.ListBatchesParams) ([]*store.Batch, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err

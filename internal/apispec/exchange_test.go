@@ -119,18 +119,14 @@ func TestHandlerAnswers(t *testing.T) {
 
 const seedRooms = `{"messageType":"text","message":"m","sender":"system","paras":[{"room":"room-001"}]}`
 
-// batchesOnly hides the optional interfaces of a Batches store.
-type batchesOnly struct{ store.Batches }
-
 // messagesOnly hides the optional interfaces of a Messages store.
 type messagesOnly struct{ store.Messages }
 
 // TestHandlerAnswersWithout: 501 for what the stores cannot do, 503 for a
 // store that fails.
 func TestHandlerAnswersWithout(t *testing.T) {
-	e := bt.NewEnv(t, func(c *batch.Config) { c.Batches = batchesOnly{c.Store}; c.Messages = messagesOnly{c.Store} })
+	e := bt.NewEnv(t, func(c *batch.Config) { c.Messages = messagesOnly{c.Store} })
 	id := bt.Accepted(t, e.Post(t, bt.AdminKey, seedRooms)).BatchID
-	want(t, e.Do(t, http.MethodGet, "/messages/batch", bt.AdminKey, "", nil), 501, "NOT_SUPPORTED")
 	want(t, e.Do(t, http.MethodGet, "/messages/batch?batchID="+id, bt.AdminKey, "", nil), 501, "NOT_SUPPORTED")
 	want(t, e.Do(t, http.MethodPost, "/messages/batch/"+id+"/recall", bt.AdminKey, "", nil), 501, "NOT_SUPPORTED")
 

@@ -88,10 +88,9 @@ func (e *RecordingEnqueuer) All() []Enqueued {
 }
 
 // TestStore is what the tests need of a store: the seams, the suite's
-// Inspector, deletions and idempotency keys. memstore and bunstore have it.
+// Inspector and deletions. memstore and bunstore have it.
 type TestStore interface {
 	store.Store
-	store.IdempotencyKeys
 	storetest.Inspector
 	DeleteRoom(ctx context.Context, app, id string) error
 	DeleteUser(ctx context.Context, app, id string) error
@@ -468,6 +467,13 @@ func (f *FailingStore) GetBatch(ctx context.Context, app, id string) (*store.Bat
 		return nil, err
 	}
 	return f.Store.GetBatch(ctx, app, id)
+}
+
+func (f *FailingStore) ListBatches(ctx context.Context, p *store.ListBatchesParams) ([]*store.Batch, error) {
+	if err := f.check("ListBatches"); err != nil {
+		return nil, err
+	}
+	return f.Store.ListBatches(ctx, p)
 }
 
 func (f *FailingStore) SaveMessages(ctx context.Context, app string, msgs []store.Message) error {

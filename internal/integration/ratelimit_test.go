@@ -52,7 +52,7 @@ func rateLimitEnv(t *testing.T, redis asynq.RedisConnOpt, prefix string, rl batc
 
 func batchesOf(t *testing.T, e *bt.Env, app string) int {
 	t.Helper()
-	bs, err := e.St.(store.BatchLister).ListBatches(context.Background(), &store.ListBatchesParams{AppID: app, Limit: 10_000})
+	bs, err := e.St.ListBatches(context.Background(), &store.ListBatchesParams{AppID: app, Limit: 10_000})
 	bt.Must(t, err)
 	return len(bs)
 }

@@ -17,6 +17,13 @@
 // in-memory instance); subtests run in parallel. Directory and Messages
 // cases also need the store to implement [Inspector], so they can seed
 // users and rooms and read messages back.
+//
+// Every Batches case runs: store.Batches is one required contract. The
+// cases of the optional interfaces of a Directory or Messages store
+// (DirectRoomNamer, DirectRoomResolver, MessageReader, MessageDeleter) are
+// skipped, with a message saying what chatbatch does without the
+// interface, when the store does not implement it; the store package's
+// documentation lists them.
 package storetest
 
 import (
@@ -165,13 +172,9 @@ func RunDirectory(t *testing.T, newStore func(t *testing.T) store.Directory, opt
 	})
 }
 
-// testListBatches checks the optional store.BatchLister: newest first,
-// paging that stays stable while batches are added, filters, apps apart.
+// testListBatches checks ListBatches: newest first, paging that stays
+// stable while batches are added, filters, apps apart.
 func testListBatches(t *testing.T, s store.Batches, opts *Options) {
-	l, ok := s.(store.BatchLister)
-	if !ok {
-		t.Skipf("%T does not implement store.BatchLister; GET /messages/batch then answers 501", s)
-	}
 	ctx := ctxT(t)
 	base := time.Date(2026, 4, 10, 9, 0, 0, 0, time.UTC)
 	mk := func(app, id string, created time.Time, chunks int) []store.Chunk {
@@ -196,7 +199,7 @@ func testListBatches(t *testing.T, s store.Batches, opts *Options) {
 	list := func(p store.ListBatchesParams) []string {
 		t.Helper()
 		p.AppID, p.Now = "app1", now
-		got, err := l.ListBatches(ctx, &p)
+		got, err := s.ListBatches(ctx, &p)
 		must(t, err)
 		ids := make([]string, len(got))
 		for i, b := range got {
@@ -216,7 +219,7 @@ func testListBatches(t *testing.T, s store.Batches, opts *Options) {
 	check("all", list(store.ListBatchesParams{Limit: 10}), "b-5", "b-4b", "b-4a", "b-3", "b-2", "b-1")
 	// Pages of 2, continued after the last of each; a batch added in
 	// between appears on none of the later pages.
-	page1, err := l.ListBatches(ctx, &store.ListBatchesParams{AppID: "app1", Now: now, Limit: 2})
+	page1, err := s.ListBatches(ctx, &store.ListBatchesParams{AppID: "app1", Now: now, Limit: 2})
 	must(t, err)
 	mk("app1", "b-6", base.Add(6*time.Minute), 1)
 	last := page1[len(page1)-1]
@@ -227,7 +230,7 @@ func testListBatches(t *testing.T, s store.Batches, opts *Options) {
 	check("running or canceled", list(store.ListBatchesParams{Limit: 10, Statuses: []store.Status{store.StatusRunning, store.StatusCanceled}}), "b-5", "b-3")
 	check("queued", list(store.ListBatchesParams{Limit: 10, Statuses: []store.Status{store.StatusQueued}}), "b-6", "b-4b", "b-4a", "b-1")
 	check("completed with errors (none)", list(store.ListBatchesParams{Limit: 10, Statuses: []store.Status{store.StatusCompletedWithErrors}}))
-	got, err := l.ListBatches(ctx, &store.ListBatchesParams{AppID: "app2", Now: now, Limit: 10})
+	got, err := s.ListBatches(ctx, &store.ListBatchesParams{AppID: "app2", Now: now, Limit: 10})
 	must(t, err)
 	if len(got) != 1 || got[0].ID != "b-other" {
 		t.Errorf("app2's batches: %+v", got)
@@ -236,7 +239,7 @@ func testListBatches(t *testing.T, s store.Batches, opts *Options) {
 	must(t, err)
 	listed := list(store.ListBatchesParams{Limit: 10, Statuses: []store.Status{store.StatusCompleted}})
 	if len(listed) == 1 {
-		full, err := l.ListBatches(ctx, &store.ListBatchesParams{AppID: "app1", Now: now, Limit: 10, Statuses: []store.Status{store.StatusCompleted}})
+		full, err := s.ListBatches(ctx, &store.ListBatchesParams{AppID: "app1", Now: now, Limit: 10, Statuses: []store.Status{store.StatusCompleted}})
 		must(t, err)
 		if full[0].Sent != b.Sent || full[0].ChunksDone != b.ChunksDone || full[0].Count != b.Count {
 			t.Errorf("listed %+v, GetBatch %+v: want the same counters", full[0], b)
@@ -944,12 +947,10 @@ func testBatchRoundTrip(t *testing.T, s store.Batches, opts *Options) {
 		chunks[i].NotBefore = b.SendAt
 	}
 	must(t, s.CreateBatch(ctx, b, chunks))
-	if l, ok := s.(store.BatchLister); ok {
-		listed, err := l.ListBatches(ctx, &store.ListBatchesParams{AppID: "app1", Now: created, Limit: 1})
-		must(t, err)
-		if len(listed) != 1 || listed[0].RatePerMinute != 120 || listed[0].Count != 5 {
-			t.Errorf("ListBatches = %+v, want the batch with RatePerMinute 120", listed)
-		}
+	listed, err := s.ListBatches(ctx, &store.ListBatchesParams{AppID: "app1", Now: created, Limit: 1})
+	must(t, err)
+	if len(listed) != 1 || listed[0].RatePerMinute != 120 || listed[0].Count != 5 {
+		t.Errorf("ListBatches = %+v, want the batch with RatePerMinute 120", listed)
 	}
 
 	got, err := s.GetBatch(ctx, "app1", b.ID)
@@ -1085,8 +1086,8 @@ func testCompleteChunkCounters(t *testing.T, s store.Batches, opts *Options) {
 	sameTime(t, "FinishedAt from GetBatch", got.FinishedAt, finished, opts)
 }
 
-// testChunkCheckpoints checks the optional store.ChunkCheckpoints and the
-// push states and PushFailed counter every store keeps.
+// testChunkCheckpoints checks CheckpointChunk and the push states and
+// PushFailed counter.
 func testChunkCheckpoints(t *testing.T, s store.Batches, opts *Options) {
 	ctx := ctxT(t)
 	created := time.Date(2026, 5, 2, 9, 0, 0, 0, time.UTC)
@@ -1098,41 +1099,38 @@ func testChunkCheckpoints(t *testing.T, s store.Batches, opts *Options) {
 		{Status: store.OutcomeSent, Room: "r2", MessageID: b.ID + "-1", Push: store.PushFailed, PushError: "token unregistered"},
 		{Status: store.OutcomeFailed, Error: "room gone"},
 	}
-	cp, ok := s.(store.ChunkCheckpoints)
-	if ok {
-		_, _, err := s.StartChunk(ctx, startParams(ref, created.Add(time.Second)))
-		must(t, err)
-		first := slices.Clone(final)
-		first[0].Push, first[1].Push, first[1].PushError = store.PushPending, store.PushPending, ""
-		must(t, cp.CheckpointChunk(ctx, &store.CheckpointChunkParams{Ref: ref, Outcomes: first}))
-		second := slices.Clone(final)
-		second[1].Push, second[1].PushError = store.PushPending, ""
-		must(t, cp.CheckpointChunk(ctx, &store.CheckpointChunkParams{Ref: ref, Outcomes: second}))
-		_, c, err := s.StartChunk(ctx, startParams(ref, created.Add(2*time.Second)))
-		must(t, err)
-		if c.Done || !reflect.DeepEqual(c.Outcomes, second) {
-			t.Errorf("StartChunk after two checkpoints: done=%v outcomes=%+v, want not done with %+v", c.Done, c.Outcomes, second)
-		}
-		if c, err := s.LoadChunk(ctx, ref); err != nil || c.Done || !reflect.DeepEqual(c.Outcomes, second) {
-			t.Errorf("LoadChunk after a checkpoint: %+v, %v", c, err)
-		}
-		got, err := s.GetBatch(ctx, "app1", b.ID)
-		must(t, err)
-		if got.Sent != 0 || got.Failed != 0 || got.PushFailed != 0 || got.ChunksDone != 0 {
-			t.Errorf("a checkpoint changed the batch counters: %+v", got)
-		}
-		err = cp.CheckpointChunk(ctx, &store.CheckpointChunkParams{Ref: store.ChunkRef{AppID: "app2", BatchID: b.ID}, Outcomes: second})
-		wantErr(t, err, store.ErrNotFound, "a checkpoint of another app's chunk")
-		if err := cp.CheckpointChunk(ctx, &store.CheckpointChunkParams{Ref: ref, Outcomes: second[:2]}); err == nil {
-			t.Errorf("a checkpoint with 2 outcomes for 3 recipients succeeded")
-		}
+	_, _, err := s.StartChunk(ctx, startParams(ref, created.Add(time.Second)))
+	must(t, err)
+	first := slices.Clone(final)
+	first[0].Push, first[1].Push, first[1].PushError = store.PushPending, store.PushPending, ""
+	must(t, s.CheckpointChunk(ctx, &store.CheckpointChunkParams{Ref: ref, Outcomes: first}))
+	second := slices.Clone(final)
+	second[1].Push, second[1].PushError = store.PushPending, ""
+	must(t, s.CheckpointChunk(ctx, &store.CheckpointChunkParams{Ref: ref, Outcomes: second}))
+	_, c, err := s.StartChunk(ctx, startParams(ref, created.Add(2*time.Second)))
+	must(t, err)
+	if c.Done || !reflect.DeepEqual(c.Outcomes, second) {
+		t.Errorf("StartChunk after two checkpoints: done=%v outcomes=%+v, want not done with %+v", c.Done, c.Outcomes, second)
+	}
+	if c, err := s.LoadChunk(ctx, ref); err != nil || c.Done || !reflect.DeepEqual(c.Outcomes, second) {
+		t.Errorf("LoadChunk after a checkpoint: %+v, %v", c, err)
+	}
+	got, err := s.GetBatch(ctx, "app1", b.ID)
+	must(t, err)
+	if got.Sent != 0 || got.Failed != 0 || got.PushFailed != 0 || got.ChunksDone != 0 {
+		t.Errorf("a checkpoint changed the batch counters: %+v", got)
+	}
+	err = s.CheckpointChunk(ctx, &store.CheckpointChunkParams{Ref: store.ChunkRef{AppID: "app2", BatchID: b.ID}, Outcomes: second})
+	wantErr(t, err, store.ErrNotFound, "a checkpoint of another app's chunk")
+	if err := s.CheckpointChunk(ctx, &store.CheckpointChunkParams{Ref: ref, Outcomes: second[:2]}); err == nil {
+		t.Errorf("a checkpoint with 2 outcomes for 3 recipients succeeded")
 	}
 	after, err := s.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: ref, Outcomes: final, At: created.Add(time.Minute)})
 	must(t, err)
 	if after.Sent != 2 || after.Failed != 1 || after.PushFailed != 1 {
 		t.Errorf("after completing: sent %d failed %d pushFailed %d, want 2, 1, 1", after.Sent, after.Failed, after.PushFailed)
 	}
-	c, err := s.LoadChunk(ctx, ref)
+	c, err = s.LoadChunk(ctx, ref)
 	must(t, err)
 	if !c.Done || !reflect.DeepEqual(c.Outcomes, final) {
 		t.Errorf("completed chunk: done=%v outcomes=%+v, want %+v", c.Done, c.Outcomes, final)
@@ -1140,20 +1138,12 @@ func testChunkCheckpoints(t *testing.T, s store.Batches, opts *Options) {
 	if got, err := s.GetBatch(ctx, "app1", b.ID); err != nil || got.PushFailed != 1 {
 		t.Errorf("GetBatch PushFailed = %+v, %v; want 1", got, err)
 	}
-	if ok {
-		err := cp.CheckpointChunk(ctx, &store.CheckpointChunkParams{Ref: ref, Outcomes: final})
-		wantErr(t, err, store.ErrConflict, "a checkpoint of a done chunk")
-	} else {
-		t.Skipf("%T does not implement store.ChunkCheckpoints; a chunk whose push fails is then retried whole (delivered again)", s)
-	}
+	err = s.CheckpointChunk(ctx, &store.CheckpointChunkParams{Ref: ref, Outcomes: final})
+	wantErr(t, err, store.ErrConflict, "a checkpoint of a done chunk")
 }
 
-// testRecalls checks the optional store.Recalls.
+// testRecalls checks RecallBatch, RecallChunk and PendingRecalls.
 func testRecalls(t *testing.T, s store.Batches, opts *Options) {
-	r, ok := s.(store.Recalls)
-	if !ok {
-		t.Skipf("%T does not implement store.Recalls; recalls then answer 501", s)
-	}
 	ctx := ctxT(t)
 	created := time.Date(2026, 5, 3, 9, 0, 0, 0, time.UTC)
 	b, chunks := newBatch("app1", "batch-recall", created, 2, 2, 1, 1)
@@ -1170,35 +1160,35 @@ func testRecalls(t *testing.T, s store.Batches, opts *Options) {
 	must(t, err)
 	_, _, err = s.StartChunk(ctx, startParams(ref(1), created))
 	must(t, err)
-	_, err = r.RecallChunk(ctx, &store.RecallChunkParams{Ref: ref(1)})
+	_, err = s.RecallChunk(ctx, &store.RecallChunkParams{Ref: ref(1)})
 	wantErr(t, err, store.ErrConflict, "recalling a chunk that is not done")
 
 	at := created.Add(time.Minute)
-	after, err := r.RecallBatch(ctx, &store.RecallBatchParams{AppID: "app1", BatchID: b.ID, At: at})
+	after, err := s.RecallBatch(ctx, &store.RecallBatchParams{AppID: "app1", BatchID: b.ID, At: at})
 	must(t, err)
 	sameTime(t, "RecalledAt", after.RecalledAt, at, opts)
 	if after.Canceled != 2 || after.ChunksDone != 3 || after.Sent != 1 || !after.CanceledAt.IsZero() || after.Status(at) != store.StatusRecalled {
 		t.Errorf("after RecallBatch: %+v (status %s), want 2 canceled, 3 chunks done, canceledAt unset, recalled", after, after.Status(at))
 	}
-	again, err := r.RecallBatch(ctx, &store.RecallBatchParams{AppID: "app1", BatchID: b.ID, At: at.Add(time.Hour)})
+	again, err := s.RecallBatch(ctx, &store.RecallBatchParams{AppID: "app1", BatchID: b.ID, At: at.Add(time.Hour)})
 	must(t, err)
 	sameTime(t, "RecalledAt after a second recall", again.RecalledAt, at, opts)
 	if again.Canceled != 2 || again.ChunksDone != 3 {
 		t.Errorf("a second RecallBatch changed the batch: %+v", again)
 	}
-	_, err = r.RecallBatch(ctx, &store.RecallBatchParams{AppID: "app2", BatchID: b.ID, At: at})
+	_, err = s.RecallBatch(ctx, &store.RecallBatchParams{AppID: "app2", BatchID: b.ID, At: at})
 	wantErr(t, err, store.ErrNotFound, "recalling another app's batch")
 
-	pending, err := r.PendingRecalls(ctx, &store.PendingRecallsParams{RecalledBefore: at, Limit: 10})
+	pending, err := s.PendingRecalls(ctx, &store.PendingRecallsParams{RecalledBefore: at, Limit: 10})
 	must(t, err)
 	if len(pending) != 1 || pending[0].ID != b.ID || pending[0].AppID != "app1" {
 		t.Errorf("PendingRecalls = %v, want the batch (it has a sent recipient)", pending)
 	}
-	if early, err := r.PendingRecalls(ctx, &store.PendingRecallsParams{RecalledBefore: at.Add(-time.Second), Limit: 10}); err != nil || len(early) != 0 {
+	if early, err := s.PendingRecalls(ctx, &store.PendingRecallsParams{RecalledBefore: at.Add(-time.Second), Limit: 10}); err != nil || len(early) != 0 {
 		t.Errorf("PendingRecalls before the recall = %v, %v", early, err)
 	}
 
-	after, err = r.RecallChunk(ctx, &store.RecallChunkParams{Ref: ref(0)})
+	after, err = s.RecallChunk(ctx, &store.RecallChunkParams{Ref: ref(0)})
 	must(t, err)
 	if after.Sent != 0 || after.Recalled != 1 || after.Failed != 1 || after.PushFailed != 1 {
 		t.Errorf("after RecallChunk: %+v, want sent 0, recalled 1, failed 1", after)
@@ -1208,7 +1198,7 @@ func testRecalls(t *testing.T, s store.Batches, opts *Options) {
 	if c.Outcomes[0].Status != store.OutcomeRecalled || c.Outcomes[0].MessageID != b.ID+"-0" || c.Outcomes[1].Status != store.OutcomeFailed {
 		t.Errorf("chunk 0's outcomes after the recall: %+v", c.Outcomes)
 	}
-	if again, err := r.RecallChunk(ctx, &store.RecallChunkParams{Ref: ref(0)}); err != nil || again.Recalled != 1 || again.Sent != 0 {
+	if again, err := s.RecallChunk(ctx, &store.RecallChunkParams{Ref: ref(0)}); err != nil || again.Recalled != 1 || again.Sent != 0 {
 		t.Errorf("a second RecallChunk: %+v, %v; want no change", again, err)
 	}
 	// The chunk in flight completes after the recall; it is recalled then.
@@ -1217,24 +1207,22 @@ func testRecalls(t *testing.T, s store.Batches, opts *Options) {
 	if last.RecalledAt.IsZero() || last.ChunksDone != 4 || last.Sent != 2 {
 		t.Errorf("CompleteChunk after the recall returned %+v; want RecalledAt set, 2 sent", last)
 	}
-	if p, err := r.PendingRecalls(ctx, &store.PendingRecallsParams{RecalledBefore: at, Limit: 10}); err != nil || len(p) != 1 {
+	if p, err := s.PendingRecalls(ctx, &store.PendingRecallsParams{RecalledBefore: at, Limit: 10}); err != nil || len(p) != 1 {
 		t.Errorf("PendingRecalls after the late chunk = %v, %v", p, err)
 	}
-	final, err := r.RecallChunk(ctx, &store.RecallChunkParams{Ref: ref(1)})
+	final, err := s.RecallChunk(ctx, &store.RecallChunkParams{Ref: ref(1)})
 	must(t, err)
 	if final.Sent != 0 || final.Recalled != 3 || final.Canceled != 2 || final.Failed != 1 || final.Pending() != 0 {
 		t.Errorf("final: %+v (pending %d)", final, final.Pending())
 	}
-	if p, err := r.PendingRecalls(ctx, &store.PendingRecallsParams{RecalledBefore: at.Add(time.Hour), Limit: 10}); err != nil || len(p) != 0 {
+	if p, err := s.PendingRecalls(ctx, &store.PendingRecallsParams{RecalledBefore: at.Add(time.Hour), Limit: 10}); err != nil || len(p) != 0 {
 		t.Errorf("PendingRecalls once everything is recalled = %v, %v", p, err)
 	}
-	if l, ok := s.(store.BatchLister); ok {
-		for st, want := range map[store.Status]int{store.StatusRecalled: 1, store.StatusCanceled: 0, store.StatusCompleted: 0} {
-			got, err := l.ListBatches(ctx, &store.ListBatchesParams{AppID: "app1", Statuses: []store.Status{st}, Now: at, Limit: 10})
-			must(t, err)
-			if len(got) != want {
-				t.Errorf("ListBatches(%s) = %d batches, want %d", st, len(got), want)
-			}
+	for st, want := range map[store.Status]int{store.StatusRecalled: 1, store.StatusCanceled: 0, store.StatusCompleted: 0} {
+		got, err := s.ListBatches(ctx, &store.ListBatchesParams{AppID: "app1", Statuses: []store.Status{st}, Now: at, Limit: 10})
+		must(t, err)
+		if len(got) != want {
+			t.Errorf("ListBatches(%s) = %d batches, want %d", st, len(got), want)
 		}
 	}
 }
@@ -1697,15 +1685,6 @@ func testCancelAppIsolation(t *testing.T, s store.Batches, _ *Options) {
 	}
 }
 
-func doneNotifications(t *testing.T, s store.Batches) store.DoneNotifications {
-	t.Helper()
-	dn, ok := s.(store.DoneNotifications)
-	if !ok {
-		t.Skipf("%T does not implement store.DoneNotifications; OnBatchDone is then called at most once", s)
-	}
-	return dn
-}
-
 func claimedIDs(bs []*store.Batch) []string {
 	out := make([]string, len(bs))
 	for i, b := range bs {
@@ -1715,7 +1694,6 @@ func claimedIDs(bs []*store.Batch) []string {
 }
 
 func testDoneNotifications(t *testing.T, s store.Batches, opts *Options) {
-	dn := doneNotifications(t, s)
 	ctx := ctxT(t)
 	base := time.Date(2026, 4, 10, 9, 0, 0, 0, time.UTC)
 	finish := func(app, id string, at time.Time) {
@@ -1733,7 +1711,7 @@ func testDoneNotifications(t *testing.T, s store.Batches, opts *Options) {
 	finish("app1", "batch-running", time.Time{})
 	claim := func(p store.ClaimDoneNotificationsParams, want ...string) []*store.Batch {
 		t.Helper()
-		got, err := dn.ClaimDoneNotifications(ctx, &p)
+		got, err := s.ClaimDoneNotifications(ctx, &p)
 		must(t, err)
 		if !slices.Equal(claimedIDs(got), want) && !(len(got) == 0 && len(want) == 0) {
 			t.Errorf("ClaimDoneNotifications(%+v) = %q, want %q", p, claimedIDs(got), want)
@@ -1753,15 +1731,15 @@ func testDoneNotifications(t *testing.T, s store.Batches, opts *Options) {
 	// An ended claim without a mark is taken over (the claimer died).
 	claim(store.ClaimDoneNotificationsParams{FinishedBefore: now, At: now.Add(61 * time.Second), Until: now.Add(2 * time.Minute), Limit: 10}, "app2/batch-a")
 	// Marked batches are never claimed again.
-	must(t, dn.MarkDoneNotified(ctx, &store.MarkDoneNotifiedParams{AppID: "app2", BatchID: "batch-a", At: now.Add(62 * time.Second)}))
-	must(t, dn.MarkDoneNotified(ctx, &store.MarkDoneNotifiedParams{AppID: "app2", BatchID: "batch-a", At: now.Add(63 * time.Second)})) // again: no change, no error
+	must(t, s.MarkDoneNotified(ctx, &store.MarkDoneNotifiedParams{AppID: "app2", BatchID: "batch-a", At: now.Add(62 * time.Second)}))
+	must(t, s.MarkDoneNotified(ctx, &store.MarkDoneNotifiedParams{AppID: "app2", BatchID: "batch-a", At: now.Add(63 * time.Second)})) // again: no change, no error
 	b, err := s.GetBatch(ctx, "app2", "batch-a")
 	must(t, err)
 	sameTime(t, "NotifiedAt", b.NotifiedAt, now.Add(62*time.Second), opts)
 	claim(store.ClaimDoneNotificationsParams{FinishedBefore: now, At: now.Add(time.Hour + time.Second), Until: now.Add(2 * time.Hour), Limit: 10}, "app1/batch-b")
-	must(t, dn.MarkDoneNotified(ctx, &store.MarkDoneNotifiedParams{AppID: "app1", BatchID: "batch-b", At: now}))
+	must(t, s.MarkDoneNotified(ctx, &store.MarkDoneNotifiedParams{AppID: "app1", BatchID: "batch-b", At: now}))
 	claim(store.ClaimDoneNotificationsParams{FinishedBefore: now.Add(time.Hour), At: now.Add(10 * time.Hour), Until: now.Add(11 * time.Hour), Limit: 10})
-	wantErr(t, dn.MarkDoneNotified(ctx, &store.MarkDoneNotifiedParams{AppID: "app1", BatchID: "batch-a", At: now}), store.ErrNotFound, "MarkDoneNotified of another app's batch")
+	wantErr(t, s.MarkDoneNotified(ctx, &store.MarkDoneNotifiedParams{AppID: "app1", BatchID: "batch-a", At: now}), store.ErrNotFound, "MarkDoneNotified of another app's batch")
 
 	// One batch by ID: only that one, only if finished and unclaimed.
 	finish("app1", "batch-c", base.Add(3*time.Minute))
@@ -1782,7 +1760,6 @@ func testDoneNotifications(t *testing.T, s store.Batches, opts *Options) {
 // testDoneNotificationsConcurrent claims one batch from many goroutines
 // at once: exactly one gets it.
 func testDoneNotificationsConcurrent(t *testing.T, s store.Batches, _ *Options) {
-	dn := doneNotifications(t, s)
 	ctx := ctxT(t)
 	now := time.Now().UTC()
 	b, chunks := newBatch("app1", "batch-claim-race", now, 1)
@@ -1797,7 +1774,7 @@ func testDoneNotificationsConcurrent(t *testing.T, s store.Batches, _ *Options) 
 			if i%2 == 0 {
 				p.AppID, p.BatchID = "app1", b.ID
 			}
-			got, err := dn.ClaimDoneNotifications(ctx, p)
+			got, err := s.ClaimDoneNotifications(ctx, p)
 			if err != nil {
 				t.Errorf("ClaimDoneNotifications: %v", err)
 				return
@@ -1811,38 +1788,28 @@ func testDoneNotificationsConcurrent(t *testing.T, s store.Batches, _ *Options) 
 	}
 }
 
-func idempotencyKeys(t *testing.T, s store.Batches) store.IdempotencyKeys {
-	t.Helper()
-	k, ok := s.(store.IdempotencyKeys)
-	if !ok {
-		t.Skipf("%T does not implement store.IdempotencyKeys; the Idempotency-Key header is refused with it", s)
-	}
-	return k
-}
-
 func keyRecord(app, key, hash string, at time.Time) *store.IdempotencyRecord {
 	return &store.IdempotencyRecord{AppID: app, Key: key, RequestHash: hash, CreatedAt: at, ExpiresAt: at.Add(24 * time.Hour)}
 }
 
 func testIdempotencyKeys(t *testing.T, s store.Batches, opts *Options) {
-	k := idempotencyKeys(t, s)
 	ctx := ctxT(t)
 	now := time.Date(2026, 4, 10, 9, 0, 0, 0, time.UTC)
 	stale := now.Add(-time.Minute)
 	const key = "order-42 retry/\"quoted\" ключ 🔑"
 
-	existing, err := k.ClaimIdempotencyKey(ctx, &store.ClaimIdempotencyKeyParams{Record: keyRecord("app1", key, "hash-1", now), StaleBefore: stale})
+	existing, err := s.ClaimIdempotencyKey(ctx, &store.ClaimIdempotencyKeyParams{Record: keyRecord("app1", key, "hash-1", now), StaleBefore: stale})
 	must(t, err)
 	if existing != nil {
 		t.Fatalf("first claim returned an existing record %+v", existing)
 	}
-	existing, err = k.ClaimIdempotencyKey(ctx, &store.ClaimIdempotencyKeyParams{Record: keyRecord("app1", key, "hash-2", now.Add(time.Second)), StaleBefore: stale})
+	existing, err = s.ClaimIdempotencyKey(ctx, &store.ClaimIdempotencyKeyParams{Record: keyRecord("app1", key, "hash-2", now.Add(time.Second)), StaleBefore: stale})
 	wantErr(t, err, store.ErrConflict, "claiming a key in progress")
 	if existing == nil || existing.RequestHash != "hash-1" || existing.BatchID != "" {
 		t.Fatalf("the in-progress record = %+v", existing)
 	}
 	// Another app has its own keys.
-	other, err := k.ClaimIdempotencyKey(ctx, &store.ClaimIdempotencyKeyParams{Record: keyRecord("app2", key, "hash-x", now), StaleBefore: stale})
+	other, err := s.ClaimIdempotencyKey(ctx, &store.ClaimIdempotencyKeyParams{Record: keyRecord("app2", key, "hash-x", now), StaleBefore: stale})
 	must(t, err)
 	if other != nil {
 		t.Errorf("app2's claim saw app1's record %+v", other)
@@ -1851,7 +1818,7 @@ func testIdempotencyKeys(t *testing.T, s store.Batches, opts *Options) {
 	b, chunks := newBatch("app1", "batch-idem", now, 2)
 	b.IdempotencyKey = key
 	must(t, s.CreateBatch(ctx, b, chunks))
-	existing, err = k.ClaimIdempotencyKey(ctx, &store.ClaimIdempotencyKeyParams{Record: keyRecord("app1", key, "hash-1", now.Add(time.Hour)), StaleBefore: now.Add(time.Hour)})
+	existing, err = s.ClaimIdempotencyKey(ctx, &store.ClaimIdempotencyKeyParams{Record: keyRecord("app1", key, "hash-1", now.Add(time.Hour)), StaleBefore: now.Add(time.Hour)})
 	wantErr(t, err, store.ErrConflict, "claiming a used key")
 	if existing == nil || existing.BatchID != b.ID || existing.Count != 2 || existing.RequestHash != "hash-1" {
 		t.Fatalf("the done record = %+v, want batch %s with count 2", existing, b.ID)
@@ -1859,8 +1826,8 @@ func testIdempotencyKeys(t *testing.T, s store.Batches, opts *Options) {
 	sameTime(t, "record CreatedAt", existing.CreatedAt, now, opts)
 	sameTime(t, "record ExpiresAt", existing.ExpiresAt, now.Add(24*time.Hour), opts)
 	// Releasing a done record keeps it.
-	must(t, k.ReleaseIdempotencyKey(ctx, &store.ReleaseIdempotencyKeyParams{AppID: "app1", Key: key}))
-	if _, err := k.ClaimIdempotencyKey(ctx, &store.ClaimIdempotencyKeyParams{Record: keyRecord("app1", key, "hash-1", now.Add(2*time.Hour)), StaleBefore: now}); !errors.Is(err, store.ErrConflict) {
+	must(t, s.ReleaseIdempotencyKey(ctx, &store.ReleaseIdempotencyKeyParams{AppID: "app1", Key: key}))
+	if _, err := s.ClaimIdempotencyKey(ctx, &store.ClaimIdempotencyKeyParams{Record: keyRecord("app1", key, "hash-1", now.Add(2*time.Hour)), StaleBefore: now}); !errors.Is(err, store.ErrConflict) {
 		t.Errorf("a released done record was deleted: claim = %v", err)
 	}
 	// A second batch under a used key is refused, and nothing is stored.
@@ -1875,15 +1842,14 @@ func testIdempotencyKeys(t *testing.T, s store.Batches, opts *Options) {
 	wantErr(t, s.CreateBatch(ctx, b3, chunks3), store.ErrConflict, "CreateBatch under an unclaimed key")
 
 	// Releasing an in-progress record frees the key.
-	must(t, k.ReleaseIdempotencyKey(ctx, &store.ReleaseIdempotencyKeyParams{AppID: "app2", Key: key}))
-	if existing, err := k.ClaimIdempotencyKey(ctx, &store.ClaimIdempotencyKeyParams{Record: keyRecord("app2", key, "hash-y", now), StaleBefore: stale}); err != nil || existing != nil {
+	must(t, s.ReleaseIdempotencyKey(ctx, &store.ReleaseIdempotencyKeyParams{AppID: "app2", Key: key}))
+	if existing, err := s.ClaimIdempotencyKey(ctx, &store.ClaimIdempotencyKeyParams{Record: keyRecord("app2", key, "hash-y", now), StaleBefore: stale}); err != nil || existing != nil {
 		t.Errorf("claim after release = %+v, %v", existing, err)
 	}
-	must(t, k.ReleaseIdempotencyKey(ctx, &store.ReleaseIdempotencyKeyParams{AppID: "app2", Key: "missing-key"}))
+	must(t, s.ReleaseIdempotencyKey(ctx, &store.ReleaseIdempotencyKeyParams{AppID: "app2", Key: "missing-key"}))
 }
 
 func testIdempotencyConcurrent(t *testing.T, s store.Batches, _ *Options) {
-	k := idempotencyKeys(t, s)
 	ctx := ctxT(t)
 	now := time.Now().UTC()
 	const n = 20
@@ -1891,7 +1857,7 @@ func testIdempotencyConcurrent(t *testing.T, s store.Batches, _ *Options) {
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
-			existing, err := k.ClaimIdempotencyKey(ctx, &store.ClaimIdempotencyKeyParams{Record: keyRecord("app1", "same-key", fmt.Sprint("h", i), now), StaleBefore: now.Add(-time.Minute)})
+			existing, err := s.ClaimIdempotencyKey(ctx, &store.ClaimIdempotencyKeyParams{Record: keyRecord("app1", "same-key", fmt.Sprint("h", i), now), StaleBefore: now.Add(-time.Minute)})
 			switch {
 			case err == nil && existing == nil:
 				wins.Add(1)
@@ -1909,35 +1875,34 @@ func testIdempotencyConcurrent(t *testing.T, s store.Batches, _ *Options) {
 }
 
 func testIdempotencyExpiry(t *testing.T, s store.Batches, _ *Options) {
-	k := idempotencyKeys(t, s)
 	ctx := ctxT(t)
 	now := time.Date(2026, 4, 10, 9, 0, 0, 0, time.UTC)
 	// An in-progress record older than the stale limit is replaced.
-	_, err := k.ClaimIdempotencyKey(ctx, &store.ClaimIdempotencyKeyParams{Record: keyRecord("app1", "stale", "h1", now), StaleBefore: now.Add(-time.Minute)})
+	_, err := s.ClaimIdempotencyKey(ctx, &store.ClaimIdempotencyKeyParams{Record: keyRecord("app1", "stale", "h1", now), StaleBefore: now.Add(-time.Minute)})
 	must(t, err)
 	later := now.Add(5 * time.Minute)
-	if existing, err := k.ClaimIdempotencyKey(ctx, &store.ClaimIdempotencyKeyParams{Record: keyRecord("app1", "stale", "h2", later), StaleBefore: later.Add(-time.Minute)}); err != nil || existing != nil {
+	if existing, err := s.ClaimIdempotencyKey(ctx, &store.ClaimIdempotencyKeyParams{Record: keyRecord("app1", "stale", "h2", later), StaleBefore: later.Add(-time.Minute)}); err != nil || existing != nil {
 		t.Errorf("claiming over a stale in-progress record = %+v, %v", existing, err)
 	}
 	// A done record lives until it expires, then is replaced.
-	_, err = k.ClaimIdempotencyKey(ctx, &store.ClaimIdempotencyKeyParams{Record: keyRecord("app1", "done", "h1", now), StaleBefore: now})
+	_, err = s.ClaimIdempotencyKey(ctx, &store.ClaimIdempotencyKeyParams{Record: keyRecord("app1", "done", "h1", now), StaleBefore: now})
 	must(t, err)
 	b, chunks := newBatch("app1", "batch-expiry", now, 1)
 	b.IdempotencyKey = "done"
 	must(t, s.CreateBatch(ctx, b, chunks))
 	dayLater := now.Add(24*time.Hour + time.Second)
-	if existing, err := k.ClaimIdempotencyKey(ctx, &store.ClaimIdempotencyKeyParams{Record: keyRecord("app1", "done", "h2", dayLater), StaleBefore: dayLater}); err != nil || existing != nil {
+	if existing, err := s.ClaimIdempotencyKey(ctx, &store.ClaimIdempotencyKeyParams{Record: keyRecord("app1", "done", "h2", dayLater), StaleBefore: dayLater}); err != nil || existing != nil {
 		t.Errorf("claiming an expired key = %+v, %v", existing, err)
 	}
 	// Pruning: only records that expired.
-	_, err = k.ClaimIdempotencyKey(ctx, &store.ClaimIdempotencyKeyParams{Record: keyRecord("app1", "old", "h", now.Add(-48*time.Hour)), StaleBefore: now.Add(-48 * time.Hour)})
+	_, err = s.ClaimIdempotencyKey(ctx, &store.ClaimIdempotencyKeyParams{Record: keyRecord("app1", "old", "h", now.Add(-48*time.Hour)), StaleBefore: now.Add(-48 * time.Hour)})
 	must(t, err)
-	n, err := k.DeleteExpiredIdempotencyKeys(ctx, &store.DeleteExpiredIdempotencyKeysParams{Before: now, Limit: 100})
+	n, err := s.DeleteExpiredIdempotencyKeys(ctx, &store.DeleteExpiredIdempotencyKeysParams{Before: now, Limit: 100})
 	must(t, err)
 	if n != 1 {
 		t.Errorf("DeleteExpiredIdempotencyKeys deleted %d records, want 1", n)
 	}
-	if _, err := k.ClaimIdempotencyKey(ctx, &store.ClaimIdempotencyKeyParams{Record: keyRecord("app1", "stale", "h3", later), StaleBefore: later.Add(-time.Minute)}); !errors.Is(err, store.ErrConflict) {
+	if _, err := s.ClaimIdempotencyKey(ctx, &store.ClaimIdempotencyKeyParams{Record: keyRecord("app1", "stale", "h3", later), StaleBefore: later.Add(-time.Minute)}); !errors.Is(err, store.ErrConflict) {
 		t.Errorf("pruning deleted a live record: claim = %v", err)
 	}
 }
@@ -2092,7 +2057,7 @@ func directRoomResolver(t *testing.T, s store.Directory) store.DirectRoomResolve
 	t.Helper()
 	r, ok := s.(store.DirectRoomResolver)
 	if !ok {
-		t.Skipf("%T does not implement store.DirectRoomResolver", s)
+		t.Skipf("%T does not implement store.DirectRoomResolver; each chunk then finds its rooms with look-ups and one DirectRoom call per new room", s)
 	}
 	return r
 }
