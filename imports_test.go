@@ -3,7 +3,11 @@ package chatbatch_test
 import (
 	"bufio"
 	"bytes"
+	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -101,26 +105,25 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// TestEmbedderDependencies keeps what an embedder downloads small: the
-// packages a host imports (batch, store, render, delivery) and their
-// tests, which `go mod tidy` in the host's module also resolves, reach no
-// database driver, bun, miniredis or chromedp. Tests that need those live
-// in internal/integration and the adapters.
+// TestEmbedderDependencies is TestEmbedderGoSum's quick check, offline:
+// the packages a host imports (batch, store, render, delivery, memstore,
+// dashboard) and their tests, which `go mod tidy` in the host's module
+// also resolves, reach no database driver, bun, miniredis, chromedp,
+// OpenTelemetry SDK or oauth2. Tests that need those live in
+// internal/integration, adapters/bunstore/internal/alldb and cmd/.
 func TestEmbedderDependencies(t *testing.T) {
 	if _, err := exec.LookPath("go"); err != nil {
 		t.Skip("the go command is not on PATH")
 	}
-	out, err := exec.Command("go", "list", "-deps", "-test", "./batch", "./store", "./render", "./delivery").Output()
+	out, err := exec.Command("go", "list", "-deps", "-test", "./batch", "./store", "./render", "./delivery", "./adapters/memstore", "./dashboard").Output()
 	if err != nil {
 		t.Fatalf("go list: %v", err)
 	}
-	forbidden := []string{"github.com/uptrace/bun", "github.com/jackc/pgx", "github.com/go-sql-driver/mysql", "modernc.org/sqlite",
-		"github.com/mattn/go-sqlite3", "github.com/alicebob/miniredis", "github.com/chromedp", module + "/adapters/bunstore"}
 	n := 0
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	for sc.Scan() {
 		n++
-		for _, f := range forbidden {
+		for _, f := range append(coreForbidden, module+"/adapters/bunstore") {
 			if strings.HasPrefix(sc.Text(), f) {
 				t.Errorf("an embedder's build or test graph reaches %s", sc.Text())
 			}
@@ -129,6 +132,116 @@ func TestEmbedderDependencies(t *testing.T) {
 	if n < 20 {
 		t.Errorf("go list reported only %d packages", n)
 	}
+}
+
+// coreForbidden are the module paths (prefixes) a program that embeds
+// chatbatch on memstore must not download.
+var coreForbidden = []string{
+	"github.com/uptrace/bun", "github.com/jackc/pgx", "github.com/go-sql-driver/mysql", "modernc.org/",
+	"github.com/mattn/go-sqlite3", "github.com/alicebob/miniredis", "github.com/chromedp", "go.opentelemetry.io/otel/sdk",
+	"golang.org/x/oauth2", "github.com/getkin/kin-openapi", "github.com/prometheus/",
+}
+
+// TestEmbedderGoSum is docs/ARCHITECTURE.md's promise that an embedder
+// downloads only what it links, checked as an embedder meets it: a module
+// of its own that requires chatbatch (replaced by this checkout) and
+// imports some of its packages, then `go mod tidy`, then its go.sum. A
+// program on memstore gets no bun, database driver, miniredis, chromedp,
+// OpenTelemetry SDK or oauth2 module; one on bunstore and PostgreSQL gets
+// no SQLite, MySQL, miniredis or chromedp module. go mod tidy resolves the
+// imports of the tests of every package the program imports, which is why
+// the cross-database tests live apart (adapters/bunstore/internal/alldb,
+// internal/integration).
+//
+// It needs the Go module proxy for the modules this checkout's own tests
+// do not use; without it the test skips, unless
+// CHATBATCH_REQUIRE_GOPROXY=1 (as in .ci/run) makes that a failure.
+func TestEmbedderGoSum(t *testing.T) {
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skip("the go command is not on PATH")
+	}
+	root, err := filepath.Abs(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	goVersion := regexp.MustCompile(`(?m)^go (\S+)$`).FindStringSubmatch(read(t, "go.mod"))
+	if goVersion == nil {
+		t.Fatal("go.mod has no go line")
+	}
+	for _, c := range []struct {
+		name      string
+		imports   []string
+		forbidden []string
+		present   []string // so that an empty or failed tidy cannot pass
+	}{
+		{
+			name:      "memstore",
+			imports:   []string{"batch", "store", "render", "delivery", "adapters/memstore", "dashboard"},
+			forbidden: coreForbidden,
+			present:   []string{"github.com/hibiken/asynq", "github.com/go-playground/validator/v10", "go.opentelemetry.io/otel"},
+		},
+		{
+			name:    "bunstore-postgres",
+			imports: []string{"batch", "store", "adapters/bunstore", "adapters/bunstore/bunpostgres"},
+			forbidden: []string{"modernc.org/", "github.com/mattn/go-sqlite3", "github.com/uptrace/bun/driver/sqliteshim",
+				"github.com/uptrace/bun/dialect/sqlitedialect", "github.com/go-sql-driver/mysql", "github.com/uptrace/bun/dialect/mysqldialect",
+				"github.com/alicebob/miniredis", "github.com/chromedp"},
+			present: []string{"github.com/hibiken/asynq", "github.com/uptrace/bun", "github.com/uptrace/bun/dialect/pgdialect", "github.com/jackc/pgx/v5"},
+		},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			var imports strings.Builder
+			for _, p := range c.imports {
+				fmt.Fprintf(&imports, "\t_ %q\n", module+"/"+p)
+			}
+			write(t, filepath.Join(dir, "go.mod"), fmt.Sprintf("module example.com/embedder\n\ngo %s\n\nrequire %s v0.0.0\n\nreplace %s => %s\n",
+				goVersion[1], module, module, root))
+			write(t, filepath.Join(dir, "main.go"), "package main\n\nimport (\n"+imports.String()+")\n\nfunc main() {}\n")
+			cmd := exec.Command("go", "mod", "tidy")
+			cmd.Dir = dir
+			cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=")
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				if os.Getenv("CHATBATCH_REQUIRE_GOPROXY") == "" && regexp.MustCompile(`dial tcp|lookup |proxy|connection refused|no such host|GOPROXY`).Match(out) {
+					t.Skipf("go mod tidy could not download modules (set CHATBATCH_REQUIRE_GOPROXY=1 to fail instead): %s", lastLines(out, 3))
+				}
+				t.Fatalf("go mod tidy in a module importing %v: %v\n%s", c.imports, err, out)
+			}
+			modules := map[string]bool{}
+			for _, line := range strings.Split(read(t, filepath.Join(dir, "go.sum")), "\n") {
+				if f := strings.Fields(line); len(f) > 0 {
+					modules[f[0]] = true
+				}
+			}
+			for _, p := range c.present {
+				if !modules[p] {
+					t.Errorf("go.sum lacks %s, which the program links: the check saw %d modules", p, len(modules))
+				}
+			}
+			for m := range modules {
+				for _, f := range c.forbidden {
+					if strings.HasPrefix(m, f) {
+						t.Errorf("go.sum of a program importing %v holds %s (go mod why -m %s tells which test brings it)", c.imports, m, m)
+					}
+				}
+			}
+			t.Logf("%s: %d modules in go.sum", c.name, len(modules))
+		})
+	}
+}
+
+func write(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func lastLines(b []byte, n int) string {
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 // TestBunstoreLinksOneDriver: bunstore itself links no database driver,

@@ -23,7 +23,10 @@
 // means the write did not happen (barring a connection lost mid-COMMIT).
 // Methods never retry: the caller (package batch) does. The package links
 // no database driver itself (it recognizes pgx and go-sql-driver/mysql by
-// their types), so a program links only the driver it opens.
+// their types), so a program links only the driver it opens; and its tests
+// on every database live in internal/alldb (its runnable examples in
+// bunsqlite), so that `go mod tidy` in a program on one database does not
+// fetch the others' drivers either.
 //
 // On PostgreSQL through pgx (what bunpostgres.Open uses) the worker's path is four
 // statements per chunk, each with bind parameters and whole columns bound
@@ -61,15 +64,10 @@ import (
 
 var (
 	_ store.Store              = (*Store)(nil)
-	_ store.IdempotencyKeys    = (*Store)(nil)
 	_ store.DirectRoomNamer    = (*Store)(nil)
 	_ store.DirectRoomResolver = (*Store)(nil)
-	_ store.ChunkCheckpoints   = (*Store)(nil)
 	_ store.MessageReader      = (*Store)(nil)
 	_ store.MessageDeleter     = (*Store)(nil)
-	_ store.Recalls            = (*Store)(nil)
-	_ store.BatchLister        = (*Store)(nil)
-	_ store.DoneNotifications  = (*Store)(nil)
 )
 
 // DefaultTablePrefix is the table prefix used when Options.TablePrefix is "".

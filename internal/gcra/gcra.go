@@ -8,6 +8,10 @@
 // microseconds of the server's clock): the time at which the limit would
 // be back to its full burst. Taking n units moves it n intervals later;
 // they may be taken while it stays within burst intervals of now.
+//
+// Its tests live in internal/integration (gcra_test.go): they run the
+// script on miniredis, and batch imports this package, so a test here
+// would put miniredis in the go.sum of every program that embeds batch.
 package gcra
 
 import (

@@ -1,4 +1,4 @@
-package bunstore_test
+package alldb_test
 
 import (
 	"testing"

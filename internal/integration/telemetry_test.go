@@ -1,4 +1,4 @@
-package batch_test
+package integration_test
 
 import (
 	"bufio"

@@ -1,4 +1,4 @@
-package bunstore_test
+package alldb_test
 
 // Benchmarks of the bulk write paths, each beside a baseline in the same
 // run: the same rows written with plain multi-row INSERTs through

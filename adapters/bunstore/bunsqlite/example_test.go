@@ -1,4 +1,4 @@
-package bunstore_test
+package bunsqlite_test
 
 import (
 	"context"
@@ -7,15 +7,18 @@ import (
 	"log"
 
 	"github.com/chatbatch/chatbatch/adapters/bunstore"
-	"github.com/chatbatch/chatbatch/adapters/bunstore/bunopen"
+	"github.com/chatbatch/chatbatch/adapters/bunstore/bunsqlite"
 	"github.com/chatbatch/chatbatch/store"
 )
 
-// Open a database, create the tables, seed users and use the store. With
-// PostgreSQL or MySQL only the DSN changes.
+// Open a database, create bunstore's tables, seed users and use the
+// store. With PostgreSQL or MySQL only the opener changes
+// (bunpostgres.Open, bunmysql.Open, or bunopen.Open for a DSN chosen at
+// run time). These examples live here, not in package bunstore, so that
+// bunstore's own tests link no database driver.
 func Example() {
 	ctx := context.Background()
-	db, err := bunopen.Open(ctx, "sqlite::memory:") // or "postgres://…", "mysql://…", "sqlite:chatbatch.db"
+	db, err := bunsqlite.Open(ctx, "sqlite::memory:") // or "sqlite:chatbatch.db"
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -93,7 +96,7 @@ func (hostMessages) SaveMessages(ctx context.Context, app string, msgs []store.M
 // those fields.
 func Example_bookkeepingOnly() {
 	ctx := context.Background()
-	db, err := bunopen.Open(ctx, "sqlite::memory:")
+	db, err := bunsqlite.Open(ctx, "sqlite::memory:")
 	if err != nil {
 		log.Fatal(err)
 	}

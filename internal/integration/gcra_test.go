@@ -1,4 +1,4 @@
-package gcra_test
+package integration_test
 
 import (
 	"context"
@@ -13,9 +13,9 @@ import (
 	"github.com/chatbatch/chatbatch/internal/gcra"
 )
 
-// TestArithmetic runs the script on miniredis with a clock the test sets:
+// TestGCRAArithmetic runs the script on miniredis with a clock the test sets:
 // a limit of 3 at once, one back a second.
-func TestArithmetic(t *testing.T) {
+func TestGCRAArithmetic(t *testing.T) {
 	mr := miniredis.RunT(t)
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 	defer rdb.Close()
@@ -59,8 +59,8 @@ func TestArithmetic(t *testing.T) {
 	}
 }
 
-// TestRealRedis checks the script on a real Redis (its Lua and its TIME).
-func TestRealRedis(t *testing.T) {
+// TestGCRARealRedis checks the script on a real Redis (its Lua and its TIME).
+func TestGCRARealRedis(t *testing.T) {
 	addr := os.Getenv("CHATBATCH_TEST_REDIS")
 	if addr == "" {
 		t.Skip("set CHATBATCH_TEST_REDIS=127.0.0.1:6379 to run this test against a real Redis")
