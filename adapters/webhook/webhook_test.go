@@ -427,7 +427,6 @@ func TestRetract(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	if len(r.gone) != 2 || r.gone[0].ID != msgs[0].ID || r.gone[1].RoomID != msgs[1].RoomID || r.gone[0].Text != "" {
 		t.Errorf("retracted %+v", r.gone)
 	}
@@ -435,7 +434,18 @@ func TestRetract(t *testing.T) {
 		t.Errorf("webhook-ids %v: a retraction needs its own", r.ids)
 	}
 	r.fail = append(r.fail, http.StatusServiceUnavailable)
-	if err := d.Retract(t.Context(), retract); err == nil || delivery.IsPermanent(err) {
-		t.Errorf("a 503 to a retraction = %v, want a transient error", err)
+	calls := r.calls
+	r.mu.Unlock() // the receiver takes the lock to answer
+
+	// The receiver answers 503; the error must say so (not a client
+	// timeout, which would be transient too).
+	err = d.Retract(t.Context(), retract)
+	if err == nil || delivery.IsPermanent(err) || !strings.Contains(err.Error(), "answered 503") {
+		t.Errorf("a 503 to a retraction = %v, want a transient error naming the 503", err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.calls != calls+1 || len(r.fail) != 0 {
+		t.Errorf("the receiver answered %d requests and has %d failures left, want 1 request answered with its 503", r.calls-calls, len(r.fail))
 	}
 }
