@@ -6,6 +6,8 @@ import (
 	"crypto/subtle"
 	"errors"
 	"net/http"
+
+	"github.com/chatbatch/chatbatch/store"
 )
 
 // Principal is who a request acts for, as established from its API key
@@ -19,8 +21,10 @@ type Principal struct {
 	// acts as — a user signed in to the host's own app, as IMKit's web
 	// and Vue UIs call the endpoint: the batch is sent as that user (a
 	// request naming a sender is refused with 403), and the user sees,
-	// cancels and recalls only the batches it sent. Without it a non-admin
-	// principal sends as Config.DefaultSender.
+	// cancels and recalls only the batches it created (store.Batch's
+	// CreatedBy), never an operator's, whatever their sender. Without it
+	// a non-admin principal sends as Config.DefaultSender and, like an
+	// admin, sees every batch of the app.
 	UserID string
 	// MaxRecipients, when positive, is the most paras one request of this
 	// principal may have (below Config.MaxRecipients): per-key or per-user
@@ -28,11 +32,22 @@ type Principal struct {
 	MaxRecipients int
 }
 
-// ownerOnly reports whether p sees only the batches it sent.
+// ownerOnly reports whether p is a user principal: it sees only the
+// batches it created.
 func (p Principal) ownerOnly() bool { return !p.Admin && p.UserID != "" }
 
-// owns reports whether p may see batch b's details.
-func (p Principal) owns(sender string) bool { return !p.ownerOnly() || sender == p.UserID }
+// creator is what a batch p creates records as its CreatedBy: the user
+// of a user principal, "" for an operator.
+func (p Principal) creator() string {
+	if p.ownerOnly() {
+		return p.UserID
+	}
+	return ""
+}
+
+// owns reports whether p may see and control batch b: an operator any
+// batch of its app, a user principal the batches it created.
+func (p Principal) owns(b *store.Batch) bool { return !p.ownerOnly() || b.CreatedBy == p.UserID }
 
 // ErrNoCredentials is returned by a Config.AuthenticateRequest hook for a
 // request that carries none of the host's credentials: the handler then

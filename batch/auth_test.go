@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -37,23 +36,9 @@ func TestStaticKeys(t *testing.T) {
 }
 
 // userEnv authenticates X-Test-User as a signed-in user of the test app
-// (Config.AuthenticateRequest) besides the API keys: "!…" is refused,
-// "?…" cannot be checked (the host's session store is down).
+// (bt.UserHeaderAuth) besides the API keys.
 func userEnv(t *testing.T) *bt.Env {
-	return bt.NewEnv(t, func(c *batch.Config) {
-		c.AuthenticateRequest = func(r *http.Request) (batch.Principal, error) {
-			u := r.Header.Get("X-Test-User")
-			switch {
-			case u == "":
-				return batch.Principal{}, batch.ErrNoCredentials
-			case strings.HasPrefix(u, "!"):
-				return batch.Principal{}, fmt.Errorf("session of %s expired: %w", u, batch.ErrUnauthenticated)
-			case strings.HasPrefix(u, "?"):
-				return batch.Principal{}, errors.New("session store unreachable")
-			}
-			return batch.Principal{AppID: bt.TestApp, UserID: u, MaxRecipients: 2}, nil
-		}
-	})
+	return bt.NewEnv(t, func(c *batch.Config) { c.AuthenticateRequest = bt.UserHeaderAuth })
 }
 
 // A signed-in user sends as itself, sees and controls only its own
@@ -113,6 +98,13 @@ func TestUserPrincipal(t *testing.T) {
 			t.Errorf("X-Test-User %q: %d %s, want %d %s", user, r.Status, r.Raw, want.status, want.code)
 		}
 	}
+}
+
+// Ownership follows who created a batch, not its sender (the scenario
+// is batchtest's, run on bunstore too by internal/integration).
+func TestOwnershipByCreator(t *testing.T) {
+	t.Parallel()
+	bt.CheckOwnershipByCreator(t, userEnv(t))
 }
 
 // With only AuthenticateRequest, a request without credentials is 401.

@@ -232,7 +232,7 @@ func (s *Service) accept(ctx context.Context, w http.ResponseWriter, p Principal
 		return nil, errInternal
 	}
 	now := s.cfg.Now().UTC()
-	b := &store.Batch{AppID: p.AppID, Sender: c.sender, Count: len(req.Paras), Payload: pl, CreatedAt: now, SendAt: c.sendAt, RatePerMinute: c.rate}
+	b := &store.Batch{AppID: p.AppID, Sender: c.sender, CreatedBy: p.creator(), Count: len(req.Paras), Payload: pl, CreatedAt: now, SendAt: c.sendAt, RatePerMinute: c.rate}
 	if idem != nil {
 		b.IdempotencyKey = idem.key
 	}

@@ -83,11 +83,11 @@ func (s *Service) handleStatus(w http.ResponseWriter, r *http.Request, p Princip
 }
 
 // getBatch is GetBatch for principal p: a user principal sees only the
-// batches it sent; another's is not found, as another app's is.
+// batches it created; another's is not found, as another app's is.
 func (s *Service) getBatch(ctx context.Context, p Principal, id string) (*store.Batch, error) {
 	b, err := s.cfg.Batches.GetBatch(ctx, p.AppID, id)
-	if err == nil && !p.owns(b.Sender) {
-		return nil, fmt.Errorf("batch %q of another sender: %w", id, store.ErrNotFound)
+	if err == nil && !p.owns(b) {
+		return nil, fmt.Errorf("batch %q another principal created: %w", id, store.ErrNotFound)
 	}
 	return b, err
 }
@@ -286,7 +286,7 @@ func (s *Service) handleList(w http.ResponseWriter, r *http.Request, p Principal
 	}
 	params := &store.ListBatchesParams{AppID: p.AppID, Now: s.cfg.Now().UTC()}
 	if p.ownerOnly() {
-		params.Sender = p.UserID
+		params.CreatedBy = p.UserID
 	}
 	for _, st := range statuses {
 		switch store.Status(st) {

@@ -230,6 +230,11 @@ type Batch struct {
 	AppID string
 	// Sender is the user ID the messages are sent as.
 	Sender string
+	// CreatedBy is the user ID of the user principal that created the
+	// batch, or "" when an operator did (an admin key or principal, or an
+	// app key without a user). It decides who may see and control the
+	// batch, whatever its Sender. Stores keep it as created.
+	CreatedBy string
 	// Count is the number of recipients (len(paras)).
 	Count int
 	// Chunks is the number of chunks the recipients are split into.
@@ -507,8 +512,9 @@ type PendingRecallsParams struct {
 // ListBatchesParams are the arguments of [Batches.ListBatches].
 type ListBatchesParams struct {
 	AppID string
-	// Sender, when set, keeps the batches sent as that user.
-	Sender string
+	// CreatedBy, when set, keeps the batches whose CreatedBy is that
+	// user (a user principal's own batches).
+	CreatedBy string
 	// Statuses, when not empty, keeps the batches whose Status(Now) is
 	// one of them.
 	Statuses []Status

@@ -16,7 +16,7 @@ import (
 
 const (
 	batchColumns     = "app_id, id, sender, count, chunks, payload, created_at, send_at, finished_at, sent, failed, canceled, chunks_done"
-	batchReadColumns = "sender, count, chunks, payload, created_at, send_at, finished_at, canceled_at, sent, failed, canceled, chunks_done, notified_at, push_failed, recalled_at, recalled, rate_per_minute"
+	batchReadColumns = "sender, count, chunks, payload, created_at, send_at, finished_at, canceled_at, sent, failed, canceled, chunks_done, notified_at, push_failed, recalled_at, recalled, rate_per_minute, created_by"
 	chunkColumns     = "app_id, batch_id, chunk_no, start_index, size, recipients, not_before"
 	chunkReadColumns = "start_index, recipients, not_before, started_at, attempts, lease_until, done, outcomes"
 )
@@ -52,6 +52,10 @@ func (s *Store) CreateBatch(ctx context.Context, b *store.Batch, chunks []store.
 	if b.RatePerMinute > 0 { // the column's default is 0
 		cols += ", rate_per_minute"
 		batchRow = append(batchRow, b.RatePerMinute)
+	}
+	if b.CreatedBy != "" { // the column's default is ''
+		cols += ", created_by"
+		batchRow = append(batchRow, b.CreatedBy)
 	}
 	err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
 		if _, err := tx.ExecContext(ctx, "INSERT INTO "+s.batches+" ("+cols+") VALUES ?", batchRow); err != nil {
@@ -129,7 +133,7 @@ func newBatchScan(app, id string) *batchScan {
 // dest returns the scan destinations of batchReadColumns, in order.
 func (x *batchScan) dest() []any {
 	b := &x.b
-	return []any{&b.Sender, &b.Count, &b.Chunks, &b.Payload, &x.created, &x.sendAt, &x.finished, &x.cancel, &b.Sent, &b.Failed, &b.Canceled, &b.ChunksDone, &x.notified, &b.PushFailed, &x.recalled, &b.Recalled, &b.RatePerMinute}
+	return []any{&b.Sender, &b.Count, &b.Chunks, &b.Payload, &x.created, &x.sendAt, &x.finished, &x.cancel, &b.Sent, &b.Failed, &b.Canceled, &b.ChunksDone, &x.notified, &b.PushFailed, &x.recalled, &b.Recalled, &b.RatePerMinute, &b.CreatedBy}
 }
 
 func (x *batchScan) batch() *store.Batch {
@@ -767,8 +771,8 @@ func (s *Store) ListBatches(ctx context.Context, p *store.ListBatchesParams) ([]
 	}
 	where := []string{"app_id = ?"}
 	args := []any{p.AppID}
-	if p.Sender != "" {
-		where, args = append(where, "sender = ?"), append(args, p.Sender)
+	if p.CreatedBy != "" {
+		where, args = append(where, "created_by = ?"), append(args, p.CreatedBy)
 	}
 	if !p.CreatedAfter.IsZero() {
 		where, args = append(where, "created_at > ?"), append(args, toDB(p.CreatedAfter))

@@ -280,7 +280,7 @@ func (s *Store) createV1(ctx context.Context, db bun.IConn) error {
 }
 
 // SchemaVersion is the schema version this package's Migrate produces.
-const SchemaVersion = 6
+const SchemaVersion = 7
 
 // migration is one schema version after the first: its steps run in
 // order, each one skipped if what it makes exists already, so that a
@@ -347,6 +347,15 @@ func (s *Store) migrationList() []migration {
 		name:    "the pace of throttled batches",
 		steps: []step{
 			s.addColumn(s.batches, "rate_per_minute", ct.integer+" NOT NULL DEFAULT 0"),
+		},
+	}, {
+		version: 7,
+		name:    "who created each batch",
+		steps: []step{
+			// Batches made before the upgrade count as an operator's: who
+			// created them is unknown, and a user must not gain one.
+			s.addColumn(s.batches, "created_by", ct.id+" NOT NULL DEFAULT ''"),
+			s.ensureIndex(s.prefix+"batches_created_by", s.batches, s.createIndex("batches_created_by", s.batches, "app_id, created_by, created_at, id")),
 		},
 	}}
 }

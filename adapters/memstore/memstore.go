@@ -850,7 +850,7 @@ func (s *Store) ListBatches(ctx context.Context, p *store.ListBatchesParams) ([]
 	}
 	for _, rec := range a.batches {
 		b := &rec.batch
-		if p.Sender != "" && b.Sender != p.Sender {
+		if p.CreatedBy != "" && b.CreatedBy != p.CreatedBy {
 			continue
 		}
 		if len(p.Statuses) > 0 && !slices.Contains(p.Statuses, b.Status(p.Now)) {

@@ -222,13 +222,22 @@ func TestCancelOnBunstore(t *testing.T) {
 	})
 }
 
+// TestOwnershipOnBunstore: who created a batch, not its sender, decides
+// who sees and controls it (bunstore keeps CreatedBy).
+func TestOwnershipOnBunstore(t *testing.T) {
+	t.Parallel()
+	onBunstore(t, func(t *testing.T, newStore func(t *testing.T) *bunstore.Store) {
+		bt.CheckOwnershipByCreator(t, bt.NewEnvOn(t, newStore(t), func(c *batch.Config) { c.AuthenticateRequest = bt.UserHeaderAuth }))
+	})
+}
+
 // BenchmarkProcessChunk measures the worker side of one chunk of 500
 // one-on-one recipients on each database: resolving rooms, rendering,
 // saving, delivering to a Recorder and recording outcomes. "new-rooms"
 // sends to users who have no room with the sender yet (each room is
 // created); "existing-rooms" sends to the same users again.
 //
-//	CHATBATCH_TEST_POSTGRES=… CHATBATCH_TEST_MYSQL=… go test -run='^$' -bench=ProcessChunk -benchtime=10x ./batch/
+//	CHATBATCH_TEST_POSTGRES=… CHATBATCH_TEST_MYSQL=… go test -run='^$' -bench=ProcessChunk -benchtime=10x ./internal/integration/
 func BenchmarkProcessChunk(b *testing.B) {
 	// The API description checks (TestMain) cost more than what is measured
 	// here, and their garbage would be collected on the clock.

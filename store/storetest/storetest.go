@@ -177,18 +177,22 @@ func RunDirectory(t *testing.T, newStore func(t *testing.T) store.Directory, opt
 func testListBatches(t *testing.T, s store.Batches, opts *Options) {
 	ctx := ctxT(t)
 	base := time.Date(2026, 4, 10, 9, 0, 0, 0, time.UTC)
-	mk := func(app, id string, created time.Time, chunks int) []store.Chunk {
+	mkBy := func(app, id, createdBy string, created time.Time, chunks int) []store.Chunk {
 		b, cs := newBatch(app, id, created, slices.Repeat([]int{1}, chunks)...)
+		b.CreatedBy = createdBy
 		must(t, s.CreateBatch(ctx, b, cs))
 		return cs
 	}
-	mk("app1", "b-1", base, 1)
+	mk := func(app, id string, created time.Time, chunks int) []store.Chunk {
+		return mkBy(app, id, "", created, chunks)
+	}
+	mkBy("app1", "b-1", "alice", base, 1)
 	done := mk("app1", "b-2", base.Add(time.Minute), 1)
-	failedCs := mk("app1", "b-3", base.Add(2*time.Minute), 2)
-	mk("app1", "b-4a", base.Add(3*time.Minute), 1)
+	failedCs := mkBy("app1", "b-3", "alice", base.Add(2*time.Minute), 2)
+	mkBy("app1", "b-4a", "bob", base.Add(3*time.Minute), 1)
 	mk("app1", "b-4b", base.Add(3*time.Minute), 1) // same time: ID breaks the tie
 	canceled := mk("app1", "b-5", base.Add(4*time.Minute), 1)
-	mk("app2", "b-other", base.Add(5*time.Minute), 1)
+	mkBy("app2", "b-other", "alice", base.Add(5*time.Minute), 1)
 	_, err := s.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: done[0].ChunkRef, Outcomes: outcomes(store.OutcomeSent), At: base.Add(time.Hour)})
 	must(t, err)
 	_, err = s.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: failedCs[0].ChunkRef, Outcomes: outcomes(store.OutcomeFailed), At: base.Add(time.Hour)})
@@ -230,6 +234,11 @@ func testListBatches(t *testing.T, s store.Batches, opts *Options) {
 	check("running or canceled", list(store.ListBatchesParams{Limit: 10, Statuses: []store.Status{store.StatusRunning, store.StatusCanceled}}), "b-5", "b-3")
 	check("queued", list(store.ListBatchesParams{Limit: 10, Statuses: []store.Status{store.StatusQueued}}), "b-6", "b-4b", "b-4a", "b-1")
 	check("completed with errors (none)", list(store.ListBatchesParams{Limit: 10, Statuses: []store.Status{store.StatusCompletedWithErrors}}))
+	check("created by alice", list(store.ListBatchesParams{Limit: 10, CreatedBy: "alice"}), "b-3", "b-1")
+	check("created by alice, page 2", list(store.ListBatchesParams{Limit: 10, CreatedBy: "alice", AfterCreatedAt: base.Add(2 * time.Minute), AfterID: "b-3"}), "b-1")
+	check("created by alice, running", list(store.ListBatchesParams{Limit: 10, CreatedBy: "alice", Statuses: []store.Status{store.StatusRunning}}), "b-3")
+	check("created by Alice (IDs are case-sensitive)", list(store.ListBatchesParams{Limit: 10, CreatedBy: "Alice"}))
+	check("created by carol (none)", list(store.ListBatchesParams{Limit: 10, CreatedBy: "carol"}))
 	got, err := s.ListBatches(ctx, &store.ListBatchesParams{AppID: "app2", Now: now, Limit: 10})
 	must(t, err)
 	if len(got) != 1 || got[0].ID != "b-other" {
@@ -943,14 +952,15 @@ func testBatchRoundTrip(t *testing.T, s store.Batches, opts *Options) {
 	b.SendAt = created.Add(time.Hour)
 	b.Payload = append(b.Payload, 0x00, 0xff, 0xfe, '\n') // byte-exact, whatever the bytes
 	b.RatePerMinute = 120
+	b.CreatedBy = "créée-par 😀"
 	for i := range chunks {
 		chunks[i].NotBefore = b.SendAt
 	}
 	must(t, s.CreateBatch(ctx, b, chunks))
 	listed, err := s.ListBatches(ctx, &store.ListBatchesParams{AppID: "app1", Now: created, Limit: 1})
 	must(t, err)
-	if len(listed) != 1 || listed[0].RatePerMinute != 120 || listed[0].Count != 5 {
-		t.Errorf("ListBatches = %+v, want the batch with RatePerMinute 120", listed)
+	if len(listed) != 1 || listed[0].RatePerMinute != 120 || listed[0].Count != 5 || listed[0].CreatedBy != b.CreatedBy {
+		t.Errorf("ListBatches = %+v, want the batch with RatePerMinute 120 and CreatedBy %q", listed, b.CreatedBy)
 	}
 
 	got, err := s.GetBatch(ctx, "app1", b.ID)
