@@ -4,11 +4,12 @@ import (
 	"context"
 	"fmt"
 	"log"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"time"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/hibiken/asynq"
 
 	"github.com/chatbatch/chatbatch/adapters/memstore"
@@ -16,46 +17,52 @@ import (
 	"github.com/chatbatch/chatbatch/delivery/deliverytest"
 )
 
-// taskList is an Enqueuer that keeps tasks in memory, so this example
-// needs no Redis; a real host passes Config.Redis instead.
-type taskList []*asynq.Task
-
-func (l *taskList) EnqueueContext(_ context.Context, t *asynq.Task, _ ...asynq.Option) (*asynq.TaskInfo, error) {
-	*l = append(*l, t)
-	return &asynq.TaskInfo{}, nil
-}
-
-// Example mounts the handler, posts a templated batch and prints what the
-// host's real-time fan-out receives.
+// Example embeds chatbatch the way a chat server does: the service on the
+// host's storage, fan-out and queue, its handler on the host's mux, its
+// worker beside it. It posts a templated batch and prints what the host's
+// real-time fan-out receives. The block between the marks is the README's
+// "Embed it".
 func Example() {
-	ctx := context.Background()
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+
+	// The queue's Redis; here an in-process one.
+	redis, err := miniredis.Run()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer redis.Close()
+	redisAddr := redis.Addr()
 
 	// The host's users and rooms. A real host implements store.Directory
-	// over its own tables, or uses adapters/bunstore.
+	// and store.Messages over its own tables, or uses adapters/bunstore.
 	st := memstore.New(nil)
 	if err := st.AddUsers(ctx, "my-app", "system", "user-a", "user-b"); err != nil {
 		log.Fatal(err)
 	}
-
 	fanout := deliverytest.NewRecorder() // the host's websocket hub, in a real server
-	var queue taskList
+
+	// README "Embed it" begins.
 	svc, err := batch.New(batch.Config{
-		Store:         st,
-		Deliverer:     fanout,
-		Authenticator: batch.NewStaticKeys(map[string]batch.Principal{"secret-key": {AppID: "my-app", Admin: true}}),
-		Enqueuer:      &queue,
-		Logger:        slog.New(slog.DiscardHandler),
+		Store:     st,     // users, rooms, messages and the batch bookkeeping
+		Deliverer: fanout, // your real-time fan-out: a delivery.Deliverer
+		Authenticator: batch.NewStaticKeys(map[string]batch.Principal{
+			"secret-key": {AppID: "my-app", Admin: true},
+		}),
+		Redis: asynq.RedisClientOpt{Addr: redisAddr}, // the queue
 	})
 	if err != nil {
 		log.Fatal(err)
 	}
+	defer svc.Close()
+	go svc.Run(ctx) // the worker: processes the queued chunks, sweeps for lost ones
 
 	mux := http.NewServeMux()
-	mux.Handle("/messages/batch", svc.Handler())
-	mux.Handle("/messages/batch/", svc.Handler())
+	svc.Mount(mux) // POST /messages/batch, GET /messages/batch/{batchID}, …
+	// README "Embed it" ends.
+
 	server := httptest.NewServer(mux)
 	defer server.Close()
-
 	req, _ := http.NewRequest(http.MethodPost, server.URL+"/messages/batch", strings.NewReader(`{
 		"message": "Hi $name$,您的訂單 $orderId$ 已出貨!",
 		"messageType": "text",
@@ -74,12 +81,9 @@ func Example() {
 	res.Body.Close()
 	fmt.Println("POST /messages/batch:", res.Status)
 
-	// A worker runs each queued chunk through the Processor; with Redis,
-	// svc.Run or the host's own asynq server does this.
-	for _, task := range queue {
-		if err := svc.Processor().ProcessTask(ctx, task); err != nil {
-			log.Fatal(err)
-		}
+	// The worker sends the batch asynchronously.
+	for deadline := time.Now().Add(10 * time.Second); len(fanout.Messages()) < 2 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
 	}
 	for _, m := range fanout.Messages() {
 		fmt.Printf("%s -> %s: %s\n", m.Sender, m.Receiver, m.Text)

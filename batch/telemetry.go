@@ -24,7 +24,7 @@ import (
 // Metrics (instrumentation scope ScopeName):
 //
 //	chatbatch.batches.accepted     counter    batches stored          chatbatch.scheduled
-//	chatbatch.recipients           counter    recipients by outcome   chatbatch.outcome = sent|failed|canceled|push_failed
+//	chatbatch.recipients           counter    recipients by outcome   chatbatch.outcome = sent|failed|canceled|recalled|push_failed
 //	chatbatch.accept.duration      histogram  s, POST handling        http.response.status_code
 //	chatbatch.chunk.duration       histogram  s, one chunk attempt    chatbatch.result = done|retry
 //	chatbatch.queue.lag            histogram  s, chunk due → started
@@ -94,7 +94,7 @@ func newTelemetry(c *Config) (*telemetry, error) {
 		return nil, err
 	}
 	if t.recipients, err = m.Int64Counter("chatbatch.recipients", metric.WithUnit("{recipient}"),
-		metric.WithDescription("Recipients by outcome: sent, failed, canceled; push_failed counts sent recipients whose push failed.")); err != nil {
+		metric.WithDescription("Recipients by outcome: sent, failed, canceled, recalled (sent, then taken back by a recall); push_failed counts sent recipients whose push failed.")); err != nil {
 		return nil, err
 	}
 	if t.acceptDuration, err = m.Float64Histogram("chatbatch.accept.duration", metric.WithUnit("s"),

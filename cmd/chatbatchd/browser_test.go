@@ -282,7 +282,7 @@ func TestDashboardComposer(t *testing.T) {
 	}
 }
 
-// TestDashboardScreenshots captures the README's screenshots into
+// TestDashboardScreenshots captures the documentation's screenshots into
 // $CHATBATCH_SCREENSHOTS (docs/screenshots) — run by hand:
 //
 //	CHATBATCH_SCREENSHOTS=$PWD/docs/screenshots go test -run TestDashboardScreenshots ./cmd/chatbatchd/

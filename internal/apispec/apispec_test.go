@@ -262,7 +262,7 @@ func TestCheck(t *testing.T) {
 	}
 }
 
-// TestCheckRequest: the README's and seed's requests pass; what the
+// TestCheckRequest: the documented (docs/api.md) and seed's requests pass; what the
 // handler would refuse mostly does not.
 func TestCheckRequest(t *testing.T) {
 	key := http.Header{"Im-Api-Key": {"k"}, "Content-Type": {"application/json; charset=utf-8"}}
