@@ -181,6 +181,18 @@ type Config struct {
 	// Defaults to DefaultEnqueueTimeout (5 seconds).
 	EnqueueTimeout time.Duration
 
+	// CrossOriginProtection guards the state-changing endpoints (POST,
+	// DELETE, recall) against cross-site request forgery: a browser
+	// request from another origin — which carries the host's session
+	// cookie when AuthenticateRequest reads one — is refused with 403
+	// CROSS_ORIGIN_REQUEST before anything else happens. It judges by
+	// the Sec-Fetch-Site header, or the Origin header against Host;
+	// requests with neither (servers, curl, the host's backend) pass, and
+	// GET, HEAD and OPTIONS always do. A host whose own web app calls the
+	// API from another origin adds that origin with AddTrustedOrigin.
+	// Defaults to http.NewCrossOriginProtection(): no trusted origin.
+	CrossOriginProtection *http.CrossOriginProtection
+
 	// RateLimit limits each app's requests and recipients a minute,
 	// across every process on the same Redis (see RateLimit). Defaults
 	// to nil: no limits.
@@ -242,6 +254,9 @@ func (c *Config) withDefaults() {
 	c.MaxScheduleAhead = orDefault(c.MaxScheduleAhead, DefaultMaxScheduleAhead)
 	c.IdempotencyTTL = orDefault(c.IdempotencyTTL, DefaultIdempotencyTTL)
 	c.RateLimit = c.RateLimit.withDefaults()
+	if c.CrossOriginProtection == nil {
+		c.CrossOriginProtection = http.NewCrossOriginProtection()
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}

@@ -12,6 +12,7 @@ const (
 	CodeInvalidAPIKey          = "INVALID_API_KEY"          // 401
 	CodeUnauthorized           = "UNAUTHORIZED"             // 401: Config.AuthenticateRequest refused or found no credentials
 	CodeInsufficientPermission = "INSUFFICIENT_PERMISSIONS" // 403
+	CodeCrossOrigin            = "CROSS_ORIGIN_REQUEST"     // 403: a state-changing browser request from another origin
 	CodeMissingParameter       = "MISSING_PARAMETER"        // 400
 	CodeInvalidBody            = "INVALID_BODY"             // 400
 	CodeInvalidParameter       = "INVALID_PARAMETER"        // 400

@@ -48,6 +48,14 @@ func (s *Service) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			writeError(w, errInternal)
 		}
 	}()
+	if err := s.cfg.CrossOriginProtection.Check(r); err != nil {
+		// Refused before authentication: a cross-site page may make the
+		// browser send the host's session cookie, so nothing may depend
+		// on it.
+		writeError(w, newError(http.StatusForbidden, CodeCrossOrigin,
+			"a %s from another origin is refused: the API changes state only for requests from its own origin, trusted origins and clients outside a browser", r.Method))
+		return
+	}
 	rel := strings.TrimPrefix(r.URL.Path, s.cfg.BasePath)
 	if rel == "" || rel == "/" {
 		switch r.Method {
