@@ -151,24 +151,37 @@ func methodNotAllowed(w http.ResponseWriter, r *http.Request, allow string) {
 	writeError(w, newError(http.StatusMethodNotAllowed, CodeMethodNotAllowed, "method %s is not allowed here; use %s", r.Method, allow))
 }
 
-// withPrincipal authenticates the request and calls next: by the host's
-// own means first (Config.AuthenticateRequest), then by the IM-API-KEY
-// header (Config.Authenticator).
+// withPrincipal authenticates the request and calls next (see Admit).
 func (s *Service) withPrincipal(w http.ResponseWriter, r *http.Request, next func(http.ResponseWriter, *http.Request, Principal)) {
+	if p, ok := s.Admit(w, r); ok {
+		next(w, r, p)
+	}
+}
+
+// Admit does for a request what the batch handler does before it acts:
+// it authenticates r — by the host's own means first
+// (Config.AuthenticateRequest), then by the IM-API-KEY header (or IMKit's
+// deprecated API_KEY) through Config.Authenticator — and counts it
+// against its app's request rate (Config.RateLimit), setting the
+// X-RateLimit-* headers. It returns the principal, or false after
+// answering r with the API's error envelope: 401, 429 with Retry-After,
+// or 503 when the authenticator cannot tell. A host calls it from its own
+// endpoints that should share the API's credentials and rate limit.
+func (s *Service) Admit(w http.ResponseWriter, r *http.Request) (Principal, bool) {
 	p, aerr := s.authenticate(r)
 	if aerr != nil {
 		writeError(w, aerr)
-		return
+		return Principal{}, false
 	}
 	if p.AppID == "" {
 		s.log.ErrorContext(r.Context(), "batch: the authenticator returned a principal without an AppID")
 		writeError(w, errInternal)
-		return
+		return Principal{}, false
 	}
 	if !s.limitRequest(w, r, p) { // Config.RateLimit: 429 before anything is stored
-		return
+		return Principal{}, false
 	}
-	next(w, r, p)
+	return p, true
 }
 
 // checkContentType accepts application/json with no charset or UTF-8.

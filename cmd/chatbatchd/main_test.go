@@ -1035,28 +1035,58 @@ func TestRecallOverTheLiveStream(t *testing.T) {
 	}
 }
 
-// TestRateLimitFlag: -rate-limit caps the requests of the API key a
-// minute; the 429 says when to come back and stores nothing.
+// TestRateLimitFlag: -rate-limit caps the requests of each app a minute
+// on every endpoint chatbatchd authenticates — the batch API, IMKit's
+// admin calls, rooms, users and the live stream — counted together,
+// each refusal the API's 429 envelope with Retry-After and X-RateLimit-*.
+// IMKit's deprecated API_KEY header is counted like IM-API-KEY.
 func TestRateLimitFlag(t *testing.T) {
 	t.Parallel()
-	p := startProc(t, t.TempDir(), []string{"IM_API_KEY="}, "-demo", "-addr", "127.0.0.1:0", "-db", "sqlite::memory:", "-rate-limit", "3", "-app", unique("app"))
-	statuses := []int{}
-	for range 4 {
-		status, env := call(t, http.MethodGet, p.url+"/messages/batch", "demo-key", "")
-		statuses = append(statuses, status)
-		if status == 429 && (env.Error == nil || env.Error.Code != "RATE_LIMIT_EXCEEDED") {
-			t.Errorf("429 envelope %+v", env)
+	p := startProc(t, t.TempDir(), []string{"IM_API_KEY="}, "-demo", "-addr", "127.0.0.1:0", "-db", "sqlite::memory:", "-rate-limit", "6", "-app", unique("app"))
+	endpoints := []struct{ method, path, header, body string }{
+		{http.MethodGet, "/messages/batch", "IM-API-KEY", ""},
+		{http.MethodGet, "/admin/clients", "IM-API-KEY", ""},
+		{http.MethodPost, "/admin/clients", "API_KEY", `{"_id":"user-z","nickname":"Z"}`},
+		{http.MethodGet, "/users/user-a/rooms", "IM-API-KEY", ""},
+		{http.MethodGet, "/rooms/room-001/messages", "IM-API-KEY", ""},
+		{http.MethodGet, "/events?user=user-a", "IM-API-KEY", ""},
+	}
+	do := func(method, path, header, body string) *http.Response {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		req, err := http.NewRequestWithContext(ctx, method, p.url+path, strings.NewReader(body))
+		must(t, err)
+		req.Header.Set(header, "demo-key")
+		if body != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		res, err := http.DefaultClient.Do(req)
+		must(t, err)
+		if res.StatusCode == http.StatusOK && strings.HasPrefix(path, "/events") {
+			res.Body.Close() // a stream: its status is all this test needs
+			return res
+		}
+		b, err := io.ReadAll(res.Body)
+		must(t, err)
+		res.Body.Close()
+		res.Body = io.NopCloser(bytes.NewReader(b))
+		return res
+	}
+	for _, e := range endpoints { // the six requests the limit allows, one per endpoint
+		if res := do(e.method, e.path, e.header, e.body); res.StatusCode != http.StatusOK {
+			t.Errorf("%s %s (%s) within the limit: %d", e.method, e.path, e.header, res.StatusCode)
 		}
 	}
-	if !slices.Equal(statuses, []int{200, 200, 200, 429}) {
-		t.Errorf("4 requests at -rate-limit 3: %v", statuses)
-	}
-	req, _ := http.NewRequest(http.MethodGet, p.url+"/messages/batch", nil)
-	req.Header.Set("IM-API-KEY", "demo-key")
-	res, err := http.DefaultClient.Do(req)
-	must(t, err)
-	res.Body.Close()
-	if res.StatusCode != 429 || res.Header.Get("Retry-After") == "" || res.Header.Get("X-RateLimit-Limit") != "3" {
-		t.Errorf("the 429: %d %v", res.StatusCode, res.Header)
+	for _, e := range endpoints { // now each one is over it
+		res := do(e.method, e.path, e.header, e.body)
+		var env envelope
+		if res.StatusCode == http.StatusTooManyRequests {
+			must(t, json.NewDecoder(res.Body).Decode(&env))
+		}
+		if res.StatusCode != http.StatusTooManyRequests || env.Error == nil || env.Error.Code != "RATE_LIMIT_EXCEEDED" ||
+			res.Header.Get("Retry-After") == "" || res.Header.Get("X-RateLimit-Limit") != "6" || res.Header.Get("X-RateLimit-Remaining") != "0" {
+			t.Errorf("%s %s (%s) over the limit: %d %+v %v, want 429 RATE_LIMIT_EXCEEDED with Retry-After and X-RateLimit-*", e.method, e.path, e.header, res.StatusCode, env, res.Header)
+		}
 	}
 }

@@ -332,17 +332,17 @@ func (s *server) routes() http.Handler {
 	return mux
 }
 
-// authed checks the API key of the IM-API-KEY header. Never a query
-// parameter: URLs end up in logs and browser history. The page reads
-// GET /events with fetch, which can send the header.
+// authed admits a request to one of chatbatchd's own endpoints as the
+// batch API admits its own (batch.Service.Admit): the API key of the
+// IM-API-KEY header, or IMKit's deprecated API_KEY — never a query
+// parameter: URLs end up in logs and browser history; the page reads GET
+// /events with fetch, which can send the header — and the same
+// -rate-limit, counted per app with the batch API's requests.
 func (s *server) authed(next func(http.ResponseWriter, *http.Request, string)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		p, err := s.auth.Authenticate(r.Context(), r.Header.Get("IM-API-KEY"))
-		if err != nil {
-			writeErr(w, http.StatusUnauthorized, "INVALID_API_KEY", "the IM-API-KEY header is missing or not a valid API key")
-			return
+		if p, ok := s.svc.Admit(w, r); ok {
+			next(w, r, p.AppID)
 		}
-		next(w, r, p.AppID)
 	}
 }
 
