@@ -84,7 +84,10 @@ type Config struct {
 	// asynq's exponential backoff after them, about four hours); NoRetry
 	// asks for none. A failure to record anything (the store
 	// itself is down) is retried until the store answers: then the chunk
-	// ends within one attempt.
+	// ends within one attempt. asynq keeps the retry count of the process
+	// that enqueues a chunk with its task, and the worker's own bounds the
+	// attempts the store counts, so the smaller of the two wins: give the
+	// API and the worker processes the same value.
 	MaxRetry int
 
 	// ChunkSize is the number of recipients per chunk (one queue task).

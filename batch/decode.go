@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"reflect"
 	"slices"
@@ -415,7 +416,8 @@ func (d *decoder) boolean(path string, dst *bool, present map[string]bool) *apiE
 	return bodyError(path, "must be true or false, not %s", describe(k))
 }
 
-// positiveInt reads a whole number of at least 1; null leaves *dst zero.
+// positiveInt reads a whole number from 1 to 2³¹−1; null leaves *dst
+// zero.
 func (d *decoder) positiveInt(path string, dst *int, present map[string]bool) *apiError {
 	k, b, err := d.next()
 	if err != nil {
@@ -426,6 +428,9 @@ func (d *decoder) positiveInt(path string, dst *int, present map[string]bool) *a
 		return nil
 	case '0':
 		n, perr := strconv.ParseInt(string(b), 10, 32)
+		if errors.Is(perr, strconv.ErrRange) && b[0] != '-' {
+			return bodyError(path, "%s is too large: the most is %d", b, math.MaxInt32)
+		}
 		if perr != nil || n < 1 {
 			return bodyError(path, "%s is not a whole number of at least 1", b)
 		}

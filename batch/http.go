@@ -56,6 +56,13 @@ func (s *Service) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			"a %s from another origin is refused: the API changes state only for requests from its own origin, trusted origins and clients outside a browser", r.Method))
 		return
 	}
+	if _, err := url.ParseQuery(r.URL.RawQuery); err != nil {
+		// r.URL.Query() drops what it cannot decode, which would answer
+		// ?limit=%zz as if it had no limit.
+		writeError(w, newError(http.StatusBadRequest, CodeInvalidParameter, "the query string is malformed: %v", err).
+			with(Detail{Reason: "malformed percent-encoding or separator"}))
+		return
+	}
 	rel := strings.TrimPrefix(r.URL.Path, s.cfg.BasePath)
 	if rel == "" || rel == "/" {
 		switch r.Method {

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/hibiken/asynq"
+
 	bt "github.com/chatbatch/chatbatch/internal/batchtest"
 	"github.com/chatbatch/chatbatch/internal/seed"
 
@@ -345,5 +347,32 @@ func TestPushFailureGivesUp(t *testing.T) {
 		if s != "sent/failed" {
 			t.Errorf("%s: %s, want sent/failed", who, s)
 		}
+	}
+}
+
+// The retries of a chunk are bounded by the smaller of two MaxRetry
+// values: the enqueuing process's, which asynq keeps with the task, and
+// the worker's, which bounds the attempts the store counts. Here the API
+// side allows 10 and the worker 1: the worker's second attempt is the
+// last, and it records the recipients failed.
+func TestMaxRetryOfEnqueuerAndWorker(t *testing.T) {
+	t.Parallel()
+	api := bt.NewEnv(t, func(c *batch.Config) { c.MaxRetry = 10 })
+	res := bt.Accepted(t, api.Post(t, bt.AdminKey, `{"messageType":"text","message":"m","paras":[{"room":"room-001"}]}`))
+	queued := api.Enq.All()[0]
+	if !slices.ContainsFunc(queued.Opts, func(o asynq.Option) bool { return o.Type() == asynq.MaxRetryOpt && o.Value() == 10 }) {
+		t.Fatalf("the task was enqueued with %v, want the API's MaxRetry(10)", queued.Opts)
+	}
+	worker := bt.NewEnvOn(t, api.St, func(c *batch.Config) { c.MaxRetry = 1 })
+	worker.Rec.DeliverHook = func(context.Context, []store.Message) error { return errors.New("hub down") }
+	if err := worker.Svc.Processor().ProcessTask(t.Context(), queued.Task); err == nil {
+		t.Fatal("the first attempt succeeded although delivery failed")
+	}
+	if _, st := api.Status(t, bt.AdminKey, res.BatchID); st.Pending != 1 {
+		t.Fatalf("after the first attempt: %+v, want the recipient still pending", st)
+	}
+	bt.Must(t, worker.Svc.Processor().ProcessTask(t.Context(), queued.Task)) // attempt 2 > the worker's MaxRetry 1: the last
+	if _, st := api.Status(t, bt.AdminKey, res.BatchID); st.Status != "completed_with_errors" || st.Failed != 1 {
+		t.Errorf("after the worker's last attempt: %+v, want completed_with_errors with 1 failed", st)
 	}
 }

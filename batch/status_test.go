@@ -102,6 +102,7 @@ func TestRecipients(t *testing.T) {
 	for _, c := range []struct{ query, want string }{
 		{"?limit=0", "limit"}, {"?limit=x", "limit"}, {"?offset=-1", "offset"}, {"?offset=", "offset"},
 		{"?status=done", "status"}, {"?page=2", `unknown query parameter "page"`}, {"?limit=1&limit=2", "limit"},
+		{"?limit=%zz", "malformed"}, {"?offset=%%%x", "malformed"}, {"?limit=5&status=%", "malformed"},
 	} {
 		r, _ := e.Recipients(t, res.BatchID, c.query)
 		if r.Status != 400 || r.Error.Code != "INVALID_PARAMETER" || !strings.Contains(r.Error.Message, c.want) {
@@ -113,6 +114,16 @@ func TestRecipients(t *testing.T) {
 	}
 	if r := e.Do(t, http.MethodGet, "/messages/batch/"+res.BatchID+"?verbose=1", bt.AdminKey, "", nil); r.Status != 400 || r.Error.Code != "INVALID_PARAMETER" {
 		t.Errorf("status with an unknown parameter = %d %s", r.Status, r.Raw)
+	}
+	// A query string that does not decode is refused everywhere, not
+	// read as if the broken part were absent.
+	for _, path := range []string{"/messages/batch?cursor=%%%x", "/messages/batch?limit=%zz", "/messages/batch/" + res.BatchID + "?%zz"} {
+		if r := e.Do(t, http.MethodGet, path, bt.AdminKey, "", nil); r.Status != 400 || r.Error.Code != "INVALID_PARAMETER" || !strings.Contains(r.Error.Message, "malformed") {
+			t.Errorf("GET %s = %d %s, want 400 INVALID_PARAMETER (malformed)", path, r.Status, r.Raw)
+		}
+	}
+	if r := e.Do(t, http.MethodPost, "/messages/batch?dryRun=%zz", bt.AdminKey, bt.JSONContentType, strings.NewReader(seed.Rooms)); r.Status != 400 || r.Error.Code != "INVALID_PARAMETER" {
+		t.Errorf("POST with a malformed query = %d %s", r.Status, r.Raw)
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"unicode/utf8"
 
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect"
 	"github.com/uptrace/bun/schema"
@@ -172,6 +173,17 @@ func readObject(w http.ResponseWriter, r *http.Request) map[string]json.RawMessa
 		} else {
 			adminErr(w, http.StatusBadRequest, batch.CodeInvalidBody, "the body could not be read")
 		}
+		return nil
+	}
+	// encoding/json would read invalid UTF-8 (and an escaped lone
+	// surrogate) as U+FFFD and keep the last of duplicate keys; refuse
+	// them as the batch API does, so that nothing is stored altered.
+	if !utf8.Valid(body) {
+		adminErr(w, http.StatusBadRequest, batch.CodeInvalidBody, "the body is not valid UTF-8")
+		return nil
+	}
+	if !jsontext.Value(body).IsValid() {
+		adminErr(w, http.StatusBadRequest, batch.CodeInvalidBody, "the body is not valid JSON, or it has a duplicate key or an escaped lone surrogate (\\ud800–\\udfff)")
 		return nil
 	}
 	var obj map[string]json.RawMessage

@@ -198,6 +198,11 @@ func checkAdmin(t *testing.T, base, key string) {
 		{"POST", "/admin/clients", `{"_id":"ok","avatarUrl":"a\u0000b"}`, 400, "INVALID_PARAMETER", "avatarUrl"},
 		{"POST", "/admin/clients", `[{"_id":"ok"}]`, 400, "INVALID_BODY", ""},
 		{"POST", "/admin/clients", `{"_id":"ok"`, 400, "INVALID_BODY", ""},
+		{"POST", "/admin/clients", "{\"_id\":\"ok\",\"nickname\":\"caf\xe9\"}", 400, "INVALID_BODY", ""}, // Latin-1, not UTF-8
+		{"POST", "/admin/clients", `{"_id":"ok","nickname":"\ud800"}`, 400, "INVALID_BODY", ""},          // a lone surrogate
+		{"POST", "/admin/clients", `{"_id":"ok","nickname":"a","nickname":"b"}`, 400, "INVALID_BODY", ""},
+		{"GET", "/admin/clients?limit=%zz", "", 400, "INVALID_PARAMETER", ""},
+		{"GET", "/users/u-1/rooms?x=%%%x", "", 400, "INVALID_PARAMETER", ""},
 		{"POST", "/admin/clients/list", `{"data":{"_id":"ok"}}`, 400, "INVALID_PARAMETER", "data"},
 		{"POST", "/admin/clients/list", `{}`, 400, "MISSING_PARAMETER", "data"},
 		{"POST", "/admin/clients/list", `{"data":[]}`, 400, "MISSING_PARAMETER", "data"},

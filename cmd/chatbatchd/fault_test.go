@@ -315,6 +315,17 @@ func TestFaultDatabasePartitioned(t *testing.T) {
 			t.Errorf("%s %s answered after %v, want within the store timeout (%v) and a little", c.method, c.path, took, storeTimeout)
 		}
 	}
+	// /readyz names the database, and only the database.
+	res, err := http.Get(api.url + "/readyz")
+	must(t, err)
+	var ready struct {
+		Error struct{ Details []map[string]string } `json:"error"`
+	}
+	must(t, json.NewDecoder(res.Body).Decode(&ready))
+	res.Body.Close()
+	if res.StatusCode != 503 || len(ready.Error.Details) != 1 || ready.Error.Details[0]["store"] == "ok" || ready.Error.Details[0]["redis"] != "ok" {
+		t.Errorf("/readyz with the database partitioned = %d %+v, want 503 blaming the store and Redis ok", res.StatusCode, ready.Error.Details)
+	}
 	pg.SetMode(faultproxy.Pass)
 	healed := time.Now()
 	var id string

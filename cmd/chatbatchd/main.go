@@ -177,7 +177,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*o
 	fs.DurationVar(&o.storeTimeout, "store-timeout", envDuration("CHATBATCHD_STORE_TIMEOUT", batch.DefaultStoreTimeout), "longest wait of a request (and of each worker call) on the database; past it a request gets 503 with Retry-After [CHATBATCHD_STORE_TIMEOUT]")
 	fs.DurationVar(&o.lease, "lease", envDuration("CHATBATCHD_LEASE", batch.DefaultLease), "a worker's hold on the chunk it processes; a chunk whose worker died is taken over after it [CHATBATCHD_LEASE]")
 	fs.DurationVar(&o.sweepInterval, "sweep-interval", envDuration("CHATBATCHD_SWEEP_INTERVAL", batch.DefaultSweepInterval), "how often the worker sweeps for lost, archived and abandoned chunks [CHATBATCHD_SWEEP_INTERVAL]")
-	fs.IntVar(&o.maxRetry, "max-retry", envInt("CHATBATCHD_MAX_RETRY", batch.DefaultMaxRetry), "retries of a failing chunk before its open recipients are failed; 0: none [CHATBATCHD_MAX_RETRY]")
+	fs.IntVar(&o.maxRetry, "max-retry", envInt("CHATBATCHD_MAX_RETRY", batch.DefaultMaxRetry), "retries of a failing chunk before its open recipients are failed; 0: none. Give API and worker processes the same value: the enqueuing process's rides with the task (asynq), the worker's bounds the attempts the database counts, and the smaller wins [CHATBATCHD_MAX_RETRY]")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stderr, usageHead)

@@ -9,9 +9,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -340,9 +342,17 @@ func (s *server) routes() http.Handler {
 // -rate-limit, counted per app with the batch API's requests.
 func (s *server) authed(next func(http.ResponseWriter, *http.Request, string)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if p, ok := s.svc.Admit(w, r); ok {
-			next(w, r, p.AppID)
+		p, ok := s.svc.Admit(w, r)
+		if !ok {
+			return
 		}
+		// r.URL.Query() drops what it cannot decode: ?limit=%zz would
+		// be answered as if it had no limit.
+		if _, err := url.ParseQuery(r.URL.RawQuery); err != nil {
+			writeErr(w, http.StatusBadRequest, batch.CodeInvalidParameter, "the query string is malformed: "+err.Error())
+			return
+		}
+		next(w, r, p.AppID)
 	}
 }
 
@@ -437,15 +447,27 @@ func (s *server) storeErr(w http.ResponseWriter, r *http.Request, op string, err
 }
 
 func (s *server) ready(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-	defer cancel()
+	// The database and Redis are asked at once, each within its own 2 s:
+	// one that hangs must not use up the other's time and be blamed too.
+	var storeErr, redisErr error
+	var wg sync.WaitGroup
+	check := func(dst *error, ping func(context.Context) error) {
+		defer wg.Done()
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		*dst = ping(ctx)
+	}
+	wg.Add(2)
+	go check(&storeErr, s.st.Ping)
+	go check(&redisErr, func(ctx context.Context) error { return s.rdb.Ping(ctx).Err() })
+	wg.Wait()
 	checks := map[string]string{"store": "ok", "redis": "ok"}
 	status := http.StatusOK
-	if err := s.st.Ping(ctx); err != nil {
-		checks["store"], status = err.Error(), http.StatusServiceUnavailable
+	if storeErr != nil {
+		checks["store"], status = storeErr.Error(), http.StatusServiceUnavailable
 	}
-	if err := s.rdb.Ping(ctx).Err(); err != nil {
-		checks["redis"], status = err.Error(), http.StatusServiceUnavailable
+	if redisErr != nil {
+		checks["redis"], status = redisErr.Error(), http.StatusServiceUnavailable
 	}
 	if status != http.StatusOK {
 		w.Header().Set("Content-Type", "application/json; charset=utf-8")
