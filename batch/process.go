@@ -180,12 +180,31 @@ func (s *Service) storeCall(ctx context.Context, op string, f func(context.Conte
 	return err
 }
 
-// bounded is storeCall for a call with a result.
+// bounded is storeCall for a call with a result. An error other than the
+// store's answers ErrNotFound and ErrConflict comes back as a
+// storeFailure, so that the sweep can tell a chunk that waits to retry
+// because the store failed (see requeue).
 func bounded[T any](ctx context.Context, s *Service, op string, f func(context.Context) (T, error)) (T, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
 	defer cancel()
-	return traced(ctx, s.tel, op, f)
+	v, err := traced(ctx, s.tel, op, f)
+	if err != nil && !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrConflict) {
+		err = storeFailure{err}
+	}
+	return v, err
 }
+
+// storeFailure is a worker's store call that failed: the database did
+// not answer, or failed the call.
+type storeFailure struct{ err error }
+
+// storeFailureText begins the text of every storeFailure. asynq keeps a
+// failed task's error as text only (TaskInfo.LastErr), and that is how
+// the sweep recognizes a task that waits because the store failed.
+const storeFailureText = "the store failed: "
+
+func (e storeFailure) Error() string { return storeFailureText + e.err.Error() }
+func (e storeFailure) Unwrap() error { return e.err }
 
 // compile decodes the batch payload and compiles its templates once per
 // chunk, with the names the batch's paras declare (payload.Declared), as

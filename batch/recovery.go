@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,6 +30,7 @@ import (
 type inspector interface {
 	GetTaskInfo(queue, id string) (*asynq.TaskInfo, error)
 	DeleteTask(queue, id string) error
+	RunTask(queue, id string) error
 	Close() error
 }
 
@@ -208,9 +210,27 @@ func (s *Service) requeue(ctx context.Context, c store.Chunk) (bool, error) {
 		}
 		log().Warn("batch: sweep re-enqueued a chunk held by a worker that is gone", "reason", why, "task", dup)
 		return true, nil
+	case asynq.TaskStateRetry:
+		// Its last attempt failed because the store did (this sweep
+		// just read the store, so it answers again), and asynq's backoff
+		// would hold it for up to minutes more after an outage: run it
+		// now. A retry for any other cause (a deliverer's Retry-After, a
+		// push provider down) keeps its backoff.
+		if !strings.Contains(info.LastErr, storeFailureText) || !info.NextProcessAt.After(s.cfg.Now().Add(s.cfg.SweepInterval)) {
+			return false, nil
+		}
+		if err := s.inspector.RunTask(s.cfg.Queue, id); err != nil {
+			if errors.Is(err, asynq.ErrTaskNotFound) {
+				return false, nil // it ran or went away in between
+			}
+			return false, fmt.Errorf("run retrying task %s: %w", id, err)
+		}
+		log().Info("batch: sweep ran a chunk at once whose task waited to retry after the store failed; the store answers again",
+			"was_due_in", info.NextProcessAt.Sub(s.cfg.Now()).Round(time.Second))
+		return true, nil
 	default:
-		// Pending (a backlog), scheduled or retrying (after a failed
-		// attempt, with asynq's backoff): it will run.
+		// Pending (a backlog), scheduled, or retrying for a cause other
+		// than the store: it will run.
 		return false, nil
 	}
 }

@@ -349,6 +349,65 @@ func TestFaultDatabasePartitioned(t *testing.T) {
 	e.verify(id, 1000)
 }
 
+// TestFaultDatabaseOutage cuts the workers' database (connections reset:
+// 20 s) or blackholes it (packets dropped: 60 s) in the middle of a
+// batch, with chatbatchd's default lease, sweep and store timeout. Once
+// the database is back the batch must finish within 15 s, however long
+// the outage was: asynq's backoff by then holds the failed chunks for a
+// minute or more, and the sweep, which reads the store, runs them at once.
+// Every message is stored once.
+func TestFaultDatabaseOutage(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name   string
+		mode   faultproxy.Mode
+		outage time.Duration
+	}{
+		{"cut 20s", faultproxy.Reset, 20 * time.Second},
+		{"blackhole 60s", faultproxy.Blackhole, 60 * time.Second},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			e := newFaultEnv(t)
+			pg, db := proxied(t, e.db)
+			defaults := []string{"-lease", "10s", "-sweep-interval", "2s", "-store-timeout", "5s"}
+			api := e.api(e.db, e.redis, defaults...)
+			// Slow chunks, one at a time, so that the outage comes in the
+			// middle of the batch.
+			pg.SetLatency(5 * time.Millisecond)
+			e.worker(db, e.redis, append(defaults, "-concurrency", "1")...)
+			const n = 6000
+			id := e.post(api, bigBatch(n))
+			deadline := time.Now().Add(60 * time.Second)
+			for {
+				b, err := e.batch(id)
+				if err == nil && b.chunksDone >= 1 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("no chunk done in a minute: %+v %v", b, err)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			pg.SetMode(c.mode)
+			time.Sleep(c.outage)
+			during, _ := e.batch(id)
+			if during.finished {
+				t.Fatalf("the batch finished during the outage: it did not test anything")
+			}
+			pg.SetLatency(0)
+			pg.SetMode(faultproxy.Pass)
+			took := e.waitDone(id, 5*time.Minute)
+			t.Logf("%s: %d of %d chunks were done at the outage's end; the batch finished %v after the database came back",
+				c.name, during.chunksDone, during.chunks, took.Round(10*time.Millisecond))
+			if took > 15*time.Second {
+				t.Errorf("the batch finished %v after the database came back, want within 15 s", took.Round(10*time.Millisecond))
+			}
+			e.verify(id, n)
+		})
+	}
+}
+
 func TestFaultArchivedChunk(t *testing.T) {
 	t.Parallel()
 	e := newFaultEnv(t)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -285,5 +286,57 @@ func TestOnBatchDoneOnce(t *testing.T) {
 			}
 		}
 		t.Logf("callbacks by worker: %d, %d", callers[0].Load(), callers[1].Load())
+	})
+}
+
+// TestSweepRunsChunkRetryingAfterStoreFailure: a chunk whose attempt
+// failed because the store did waits in asynq's retry set — here for an
+// hour, as asynq's backoff makes it after a few failures — and the sweep,
+// which reads the store, runs it at once when the store answers again.
+// A chunk that waits because its deliverer failed keeps its backoff.
+func TestSweepRunsChunkRetryingAfterStoreFailure(t *testing.T) {
+	t.Parallel()
+	anHour := func(int, error, *asynq.Task) time.Duration { return time.Hour }
+	redisBackends(t, func(t *testing.T, redis asynq.RedisConnOpt) {
+		t.Run("store", func(t *testing.T) {
+			svc, e, mem := recoveryEnv(t, redis, func(st store.Store) store.Store {
+				return &bt.FailingStore{Store: st, Fail: map[string]int{"StartChunk": 1}}
+			}, func(c *batch.Config) { c.ServerConfig.RetryDelayFunc = anHour })
+			bt.Run(t, svc)
+			res := bt.Accepted(t, e.Post(t, bt.AdminKey, bt.TwoReceivers))
+			start := time.Now()
+			st := e.WaitFinished(t, bt.AdminKey, res.BatchID)
+			if took := time.Since(start); st.Status != "completed" || st.Sent != 2 || took > 5*time.Second {
+				t.Errorf("after one failed start: %+v in %v, want completed with 2 sent within 5 s (the retry was an hour away)", st, took)
+			}
+			checkStoredOnce(t, mem, res.BatchID, 2)
+		})
+		t.Run("deliverer", func(t *testing.T) {
+			svc, e, _ := recoveryEnv(t, redis, nil, func(c *batch.Config) { c.ServerConfig.RetryDelayFunc = anHour })
+			var failed atomic.Bool
+			e.Cfg.Deliverer.(*deliverytest.Recorder).DeliverHook = func(context.Context, []store.Message) error {
+				if failed.CompareAndSwap(false, true) {
+					return errors.New("the hub is down")
+				}
+				return nil
+			}
+			bt.Run(t, svc)
+			res := bt.Accepted(t, e.Post(t, bt.AdminKey, bt.TwoReceivers))
+			insp := asynq.NewInspector(redis)
+			defer insp.Close()
+			bt.WaitUntil(t, func() bool {
+				info, err := insp.GetTaskInfo(e.Cfg.Queue, res.BatchID+":0")
+				return err == nil && info.State == asynq.TaskStateRetry
+			})
+			time.Sleep(e.Cfg.Lease + 20*e.Cfg.SweepInterval) // overdue, and many sweeps
+			info, err := insp.GetTaskInfo(e.Cfg.Queue, res.BatchID+":0")
+			bt.Must(t, err)
+			if info.State != asynq.TaskStateRetry {
+				t.Errorf("a task retrying after a deliverer failure is %v after the sweeps, want still retry (its backoff kept)", info.State)
+			}
+			if _, st := e.Status(t, bt.AdminKey, res.BatchID); st.FinishedAt != nil {
+				t.Errorf("the batch finished: %+v", st)
+			}
+		})
 	})
 }
