@@ -14,18 +14,25 @@ import (
 )
 
 // Handler returns the HTTP handler of the API. Mount it at Config.BasePath
-// and below, for example with net/http:
+// and below, for example with net/http (or call Mount):
 //
 //	mux.Handle("/messages/batch", h)
 //	mux.Handle("/messages/batch/", h)
 //
+// It routes by the request's whole path, so routers mount it the same
+// way: chi with Mount, gin and echo with a route for BasePath and a
+// wildcard route below it. Under a prefix, set Config.BasePath to the
+// whole path, or strip the prefix (docs/embedding.md shows each).
+//
 // It serves POST BasePath (send a batch; ?dryRun=true to check and
 // preview only), GET BasePath (the app's batches, with a store that
-// implements store.BatchLister), GET BasePath/{batchID} (the batch's
-// status), GET BasePath/{batchID}/recipients (per-recipient outcomes) and
-// DELETE BasePath/{batchID} (cancel the batch), and answers
-// everything else with the API's error envelope (405 for other methods,
-// 404 for other paths).
+// implements store.BatchLister; with ?batchID=, IMKit's older query for a
+// batch's messages), GET BasePath/{batchID} (the batch's status), GET
+// BasePath/{batchID}/recipients (per-recipient outcomes), DELETE
+// BasePath/{batchID} (cancel the batch) and POST
+// BasePath/{batchID}/recall (recall it: cancel what is not sent, take
+// back what is), and answers everything else with the API's error
+// envelope (405 for other methods, 404 for other paths).
 func (s *Service) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
 
 // Mount registers Handler on mux for Config.BasePath and everything below it.
