@@ -80,7 +80,7 @@ func TestEmbeddedServiceRuns(t *testing.T) {
 	t.Cleanup(func() { bt.Must(t, svc.Close()) })
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
+	go func() { done <- svc.Run(ctx) }() // the asynq worker and the sweeper, until ctx is canceled
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
