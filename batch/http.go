@@ -14,10 +14,15 @@ import (
 )
 
 // Handler returns the HTTP handler of the API. Mount it at Config.BasePath
-// and below, for example with net/http:
+// and below, for example with net/http (or call Mount):
 //
 //	mux.Handle("/messages/batch", h)
 //	mux.Handle("/messages/batch/", h)
+//
+// It routes by the request's whole path, so routers mount it the same
+// way: chi with Mount, gin and echo with a route for BasePath and a
+// wildcard route below it. Under a prefix, set Config.BasePath to the
+// whole path, or strip the prefix (docs/embedding.md shows each).
 //
 // It serves POST BasePath (send a batch; ?dryRun=true to check and
 // preview only), GET BasePath (the app's batches; with ?batchID= the

@@ -410,3 +410,87 @@ func TestEventsEndWhenTheKeyIsRevoked(t *testing.T) {
 	for range s.events {
 	}
 }
+
+// outerKey is a context value of the incoming request, as a router keeps
+// its route state (chi's *chi.Context under chi.RouteCtxKey).
+type outerKey struct{}
+
+// routerLikeAPI is an API that, like a chi Mux, treats a request whose
+// context carries the outer request's routing state as a sub-router call
+// (and finds no route for it); and that records whether its request's
+// context ends when the browser leaves.
+type routerLikeAPI struct {
+	fakeAPI
+	leaked  atomic.Int64
+	blocked chan struct{} // closed by the test: the next call waits for its context
+	waiting chan struct{} // closed when a call waits
+	ended   chan struct{} // closed when the waiting call's context ended
+	once    sync.Once
+}
+
+func (a *routerLikeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Context().Value(outerKey{}) != nil {
+		a.leaked.Add(1)
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		w.WriteHeader(http.StatusNotFound)
+		io.WriteString(w, `{"RC":404,"RM":"Not Found","error":{"code":"NOT_FOUND","message":"no route (sub-router state leaked)","details":[]}}`)
+		return
+	}
+	select {
+	case <-a.blocked:
+		a.once.Do(func() {
+			close(a.waiting)
+			<-r.Context().Done()
+			close(a.ended)
+		})
+		return
+	default:
+	}
+	a.fakeAPI.ServeHTTP(w, r)
+}
+
+// TestEventsCallTheAPIWithoutTheRequestsValues: the in-process calls of
+// the events endpoint carry none of the incoming request's context values
+// (a router's state in them made chi answer every poll with 404), yet end
+// when the incoming request does.
+func TestEventsCallTheAPIWithoutTheRequestsValues(t *testing.T) {
+	api := &routerLikeAPI{blocked: make(chan struct{}), waiting: make(chan struct{}), ended: make(chan struct{})}
+	api.setSent(3)
+	d, err := dashboard.New(dashboard.Options{API: api, BatchPath: "/api/messages/batch", Interval: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	withValue := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx := context.WithValue(r.Context(), outerKey{}, "outer route state")
+		http.StripPrefix("/admin/batches", d).ServeHTTP(w, r.WithContext(ctx))
+	})
+	srv := httptest.NewServer(withValue)
+	t.Cleanup(srv.Close)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	s, res := openSSE(t, ctx, srv.URL+"/admin/batches/batch-events", map[string]string{"IM-API-KEY": "k"})
+	if s == nil {
+		t.Fatalf("GET batch-events = %d", res.StatusCode)
+	}
+	s.next("ready")
+	ev := <-s.events
+	if ev[0] != "batches" || !strings.Contains(ev[1], `"batchID":"batch-1"`) {
+		t.Fatalf("first event %s %s, want the list of batches", ev[0], ev[1])
+	}
+	if n := api.leaked.Load(); n != 0 {
+		t.Errorf("%d in-process calls carried the incoming request's context values", n)
+	}
+	// The next poll waits on its context: the browser leaving ends it.
+	close(api.blocked)
+	select {
+	case <-api.waiting:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no poll within 5 s at a 20 ms interval")
+	}
+	cancel()
+	select {
+	case <-api.ended:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the in-process call's context did not end within 5 s of the browser leaving")
+	}
+}

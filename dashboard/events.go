@@ -61,9 +61,22 @@ func (r *recorder) Write(p []byte) (int, error) {
 }
 
 // call runs GET path?query on the API with the credentials of orig.
+//
+// The inner request's context ends with ctx but carries none of its
+// values: they belong to the incoming request as the host's router saw
+// it, and a router that finds its own state in a request takes it for a
+// call from a parent router (chi keeps a *chi.Context under
+// chi.RouteCtxKey; a chi Mux given a request with one routes the parent's
+// remaining path, not this request's, and answered every poll with 404).
+// Nothing the API needs is lost: the credentials travel as the forwarded
+// headers (Options.Forward), not in the context.
 func (h *Handler) call(ctx context.Context, orig *http.Request, path string, query url.Values) answer {
+	inner, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stop := context.AfterFunc(ctx, cancel)
+	defer stop()
 	u := &url.URL{Path: path, RawQuery: query.Encode()}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.RequestURI(), nil)
+	req, err := http.NewRequestWithContext(inner, http.MethodGet, u.RequestURI(), nil)
 	if err != nil {
 		return answer{status: http.StatusInternalServerError}
 	}
