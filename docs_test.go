@@ -255,10 +255,6 @@ func ciDefaults(t *testing.T) map[string]string {
 	return out
 }
 
-// pendingDocs are documentation files written on another branch at the
-// same time (issue 19): links to them are allowed while they are missing.
-var pendingDocs = map[string]bool{"docs/embedding.md": true}
-
 func checkLinks(t *testing.T) {
 	t.Helper()
 	files, err := doccheck.Files(".")
@@ -288,10 +284,6 @@ func checkLinks(t *testing.T) {
 			}
 			st, err := os.Stat(filepath.FromSlash(target))
 			if err != nil {
-				if pendingDocs[target] {
-					t.Logf("%s: %s is not here yet (written on another branch)", l.Pos(), target)
-					continue
-				}
 				t.Errorf("%s: the link %q points to %s, which does not exist", l.Pos(), l.Target, target)
 				continue
 			}
