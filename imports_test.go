@@ -10,6 +10,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/chatbatch/chatbatch/internal/testenv"
 )
 
 const module = "github.com/chatbatch/chatbatch"
@@ -27,7 +29,7 @@ const module = "github.com/chatbatch/chatbatch"
 // batch and adapters may share internal/gcra (the GCRA on Redis).
 func TestImportRules(t *testing.T) {
 	if _, err := exec.LookPath("go"); err != nil {
-		t.Skip("the go command is not on PATH")
+		testenv.Skip(t, "the go command is not on PATH")
 	}
 	out, err := exec.Command("go", "list", "-f", "{{.ImportPath}} {{join .Imports \" \"}}", "./...").Output()
 	if err != nil {
@@ -113,7 +115,7 @@ func contains(list []string, s string) bool {
 // internal/integration, adapters/bunstore/internal/alldb and cmd/.
 func TestEmbedderDependencies(t *testing.T) {
 	if _, err := exec.LookPath("go"); err != nil {
-		t.Skip("the go command is not on PATH")
+		testenv.Skip(t, "the go command is not on PATH")
 	}
 	out, err := exec.Command("go", "list", "-deps", "-test", "./batch", "./store", "./render", "./delivery", "./adapters/memstore", "./dashboard").Output()
 	if err != nil {
@@ -158,7 +160,7 @@ var coreForbidden = []string{
 // CHATBATCH_REQUIRE_GOPROXY=1 (as in .ci/run) makes that a failure.
 func TestEmbedderGoSum(t *testing.T) {
 	if _, err := exec.LookPath("go"); err != nil {
-		t.Skip("the go command is not on PATH")
+		testenv.Skip(t, "the go command is not on PATH")
 	}
 	root, err := filepath.Abs(".")
 	if err != nil {
@@ -205,7 +207,7 @@ func TestEmbedderGoSum(t *testing.T) {
 			out, err := cmd.CombinedOutput()
 			if err != nil {
 				if os.Getenv("CHATBATCH_REQUIRE_GOPROXY") == "" && regexp.MustCompile(`dial tcp|lookup |proxy|connection refused|no such host|GOPROXY`).Match(out) {
-					t.Skipf("go mod tidy could not download modules (set CHATBATCH_REQUIRE_GOPROXY=1 to fail instead): %s", lastLines(out, 3))
+					testenv.Skip(t, "go mod tidy could not download modules (set CHATBATCH_REQUIRE_GOPROXY=1 to fail instead): %s", lastLines(out, 3))
 				}
 				t.Fatalf("go mod tidy in a module importing %v: %v\n%s", c.imports, err, out)
 			}
@@ -250,7 +252,7 @@ func lastLines(b []byte, n int) string {
 // time, links all three.
 func TestBunstoreLinksOneDriver(t *testing.T) {
 	if _, err := exec.LookPath("go"); err != nil {
-		t.Skip("the go command is not on PATH")
+		testenv.Skip(t, "the go command is not on PATH")
 	}
 	drivers := map[string]string{"pgx": "github.com/jackc/pgx/v5/stdlib", "mysql": "github.com/go-sql-driver/mysql", "sqlite": "modernc.org/sqlite"}
 	for pkgs, want := range map[string]string{

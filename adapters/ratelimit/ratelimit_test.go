@@ -16,6 +16,8 @@ import (
 	"github.com/chatbatch/chatbatch/delivery"
 	"github.com/chatbatch/chatbatch/delivery/deliverytest"
 	"github.com/chatbatch/chatbatch/store"
+
+	"github.com/chatbatch/chatbatch/internal/testenv"
 )
 
 // The wrapper passes the conformance suites around a Recorder: nothing is
@@ -82,7 +84,7 @@ func notifications(n int) []delivery.Notification {
 func TestSharedLimit(t *testing.T) {
 	addr := os.Getenv("CHATBATCH_TEST_REDIS")
 	if addr == "" {
-		t.Skip("set CHATBATCH_TEST_REDIS=127.0.0.1:6379 to check the shared limit on a real Redis")
+		testenv.Skip(t, "set CHATBATCH_TEST_REDIS=127.0.0.1:6379 to check the shared limit on a real Redis")
 	}
 	rdb := redis.NewClient(&redis.Options{Addr: strings.TrimPrefix(addr, "redis://")})
 	defer rdb.Close()

@@ -22,6 +22,8 @@ import (
 	"github.com/chatbatch/chatbatch/delivery"
 	"github.com/chatbatch/chatbatch/delivery/deliverytest"
 	"github.com/chatbatch/chatbatch/store"
+
+	"github.com/chatbatch/chatbatch/internal/testenv"
 )
 
 var (
@@ -374,7 +376,7 @@ func capture(t *testing.T, now time.Time, secrets []string) (http.Header, []byte
 func TestReferenceLibraryAccepts(t *testing.T) {
 	node, err := exec.LookPath("node")
 	if err != nil {
-		t.Skip("install node and the npm package standardwebhooks (npm install standardwebhooks; set NODE_PATH to its node_modules) to check the signatures against the reference library")
+		testenv.Skip(t, "install node and the npm package standardwebhooks (npm install standardwebhooks; set NODE_PATH to its node_modules) to check the signatures against the reference library")
 	}
 	captured, body := capture(t, time.Now(), []string{oldSecret, secret})
 	script, _ := filepath.Abs(filepath.Join("testdata", "verify.js"))
@@ -397,7 +399,7 @@ func TestReferenceLibraryAccepts(t *testing.T) {
 		if os.Getenv("CHATBATCH_REQUIRE_STANDARDWEBHOOKS") != "" {
 			t.Fatalf("the reference library is required here: %s", out)
 		}
-		t.Skipf("npm install standardwebhooks (and set NODE_PATH to its node_modules) to run this test: %s", out)
+		testenv.Skip(t, "npm install standardwebhooks (and set NODE_PATH to its node_modules) to run this test: %s", out)
 	}
 	if code != 0 {
 		t.Fatalf("the reference library refused our signature: %s", out)

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/chatbatch/chatbatch/internal/testenv"
 )
 
 // The tests run the benchmark with tiny settings and check what it
@@ -117,7 +119,7 @@ func TestRunServices(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			v := os.Getenv(c.env)
 			if v == "" {
-				t.Skipf("set %s to run the benchmark on %s", c.env, c.name)
+				testenv.Skip(t, "set %s to run the benchmark on %s", c.env, c.name)
 			}
 			t.Parallel()
 			args := append(append([]string{redisArg}, tiny...), c.args(v)...)

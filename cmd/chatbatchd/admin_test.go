@@ -16,6 +16,8 @@ import (
 
 	"github.com/chatbatch/chatbatch/adapters/bunstore/bunopen"
 	"github.com/chatbatch/chatbatch/store"
+
+	"github.com/chatbatch/chatbatch/internal/testenv"
 )
 
 // adminEnvelope is a response of the admin calls, error details included.
@@ -327,7 +329,7 @@ func freshMySQL(t *testing.T) string {
 	t.Helper()
 	dsn := os.Getenv("CHATBATCH_TEST_MYSQL")
 	if dsn == "" {
-		t.Skip("set CHATBATCH_TEST_MYSQL (e.g. root@tcp(127.0.0.1:3306)/test) to run chatbatchd against MySQL/MariaDB")
+		testenv.Skip(t, "set CHATBATCH_TEST_MYSQL (e.g. root@tcp(127.0.0.1:3306)/test) to run chatbatchd against MySQL/MariaDB")
 	}
 	slash := strings.LastIndexByte(dsn, '/')
 	if slash < 0 {
@@ -429,7 +431,7 @@ func TestNewmanIMKitRequests(t *testing.T) {
 		if os.Getenv("CHATBATCH_REQUIRE_NEWMAN") != "" {
 			t.Fatal(msg)
 		}
-		t.Skip(msg)
+		testenv.Skip(t, "%s", msg)
 	}
 	ours, err := filepath.Abs(filepath.Join("testdata", "imkit-requests.postman_collection.json"))
 	must(t, err)

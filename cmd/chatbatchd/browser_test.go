@@ -15,6 +15,8 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/chatbatch/chatbatch/internal/seed"
+
+	"github.com/chatbatch/chatbatch/internal/testenv"
 )
 
 // chromium finds a Chromium to drive, or skips the test.
@@ -28,7 +30,7 @@ func chromium(t *testing.T) string {
 			return p
 		}
 	}
-	t.Skip("no Chromium found: install Debian's chromium package (or set CHATBATCH_CHROMIUM) to run the browser test")
+	testenv.Skip(t, "no Chromium found: install Debian's chromium package (or set CHATBATCH_CHROMIUM) to run the browser test")
 	return ""
 }
 

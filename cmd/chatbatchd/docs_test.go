@@ -21,6 +21,8 @@ import (
 
 	"github.com/chatbatch/chatbatch/adapters/bunstore/bunmysql"
 	"github.com/chatbatch/chatbatch/internal/doccheck"
+
+	"github.com/chatbatch/chatbatch/internal/testenv"
 )
 
 // The documentation's commands, run and checked against the real
@@ -389,7 +391,7 @@ func ptr(s string) *string { return &s }
 func TestDocsCurl(t *testing.T) {
 	t.Parallel()
 	if _, err := exec.LookPath("curl"); err != nil {
-		t.Skip("curl is not installed")
+		testenv.Skip(t, "curl is not installed")
 	}
 	cmds := docCommands(t)
 	args := withFlag(readmeStart(t, cmds), "-addr", ptr("127.0.0.1:0"))
@@ -437,7 +439,7 @@ func TestDocsCurl(t *testing.T) {
 func TestDocsProduction(t *testing.T) {
 	t.Parallel()
 	if _, err := exec.LookPath("curl"); err != nil {
-		t.Skip("curl is not installed")
+		testenv.Skip(t, "curl is not installed")
 	}
 	var section []doccheck.Command
 	for _, c := range docCommands(t) {

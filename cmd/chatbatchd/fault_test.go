@@ -27,6 +27,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/chatbatch/chatbatch/internal/faultproxy"
+
+	"github.com/chatbatch/chatbatch/internal/testenv"
 )
 
 const (
@@ -479,7 +481,7 @@ type ownRedis struct {
 func startOwnRedis(t *testing.T) *ownRedis {
 	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
-		t.Skip("install redis-server to run the Redis restart scenario (apt-get install redis-server)")
+		testenv.Skip(t, "install redis-server to run the Redis restart scenario (apt-get install redis-server)")
 	}
 	_, port, _ := net.SplitHostPort(closedPort(t))
 	r := &ownRedis{t: t, port: port}

@@ -35,6 +35,8 @@ import (
 	"github.com/chatbatch/chatbatch/internal/apispec"
 	"github.com/chatbatch/chatbatch/internal/seed"
 	"github.com/chatbatch/chatbatch/store"
+
+	"github.com/chatbatch/chatbatch/internal/testenv"
 )
 
 // binary is the chatbatchd built once for the whole test run.
@@ -425,7 +427,7 @@ func externalServices(t *testing.T) (db, redisURL string) {
 	t.Helper()
 	pg, rd := os.Getenv("CHATBATCH_TEST_POSTGRES"), os.Getenv("CHATBATCH_TEST_REDIS")
 	if pg == "" || rd == "" {
-		t.Skip("set CHATBATCH_TEST_POSTGRES and CHATBATCH_TEST_REDIS to run chatbatchd against PostgreSQL and Redis")
+		testenv.Skip(t, "set CHATBATCH_TEST_POSTGRES and CHATBATCH_TEST_REDIS to run chatbatchd against PostgreSQL and Redis")
 	}
 	admin, err := sql.Open("pgx", pg)
 	must(t, err)
@@ -579,7 +581,7 @@ func TestKillWorker(t *testing.T) {
 	}
 	rd := os.Getenv("CHATBATCH_TEST_REDIS")
 	if rd == "" {
-		t.Skip("set CHATBATCH_TEST_REDIS to run the worker-kill test (the queue must outlive the worker)")
+		testenv.Skip(t, "set CHATBATCH_TEST_REDIS to run the worker-kill test (the queue must outlive the worker)")
 	}
 	if !strings.Contains(rd, "://") {
 		rd = "redis://" + rd

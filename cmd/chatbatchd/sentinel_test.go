@@ -18,6 +18,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/chatbatch/chatbatch/store"
+
+	"github.com/chatbatch/chatbatch/internal/testenv"
 )
 
 func TestParseRedis(t *testing.T) {
@@ -120,7 +122,7 @@ func startSentinel(t *testing.T) (sentinelAddr, master string) {
 	t.Helper()
 	rd := os.Getenv("CHATBATCH_TEST_REDIS")
 	if rd == "" {
-		t.Skip("set CHATBATCH_TEST_REDIS (e.g. 127.0.0.1:6379) to run chatbatchd through a Redis Sentinel monitoring it")
+		testenv.Skip(t, "set CHATBATCH_TEST_REDIS (e.g. 127.0.0.1:6379) to run chatbatchd through a Redis Sentinel monitoring it")
 	}
 	if strings.Contains(rd, "://") {
 		opt, err := redis.ParseURL(rd)
@@ -135,13 +137,13 @@ func startSentinel(t *testing.T) (sentinelAddr, master string) {
 	} else if p, err := exec.LookPath("redis-server"); err == nil {
 		bin = []string{p, "--sentinel"}
 	} else {
-		t.Skip("neither redis-sentinel nor redis-server is on the PATH: install redis-server to run the Sentinel test")
+		testenv.Skip(t, "neither redis-sentinel nor redis-server is on the PATH: install redis-server to run the Sentinel test")
 	}
 	if ip := net.ParseIP(host); ip == nil {
 		// Sentinel monitors an address, not a name.
 		ips, err := net.LookupIP(host)
 		if err != nil || len(ips) == 0 {
-			t.Skipf("cannot resolve %s for the sentinel: %v", host, err)
+			testenv.Skip(t, "cannot resolve %s for the sentinel: %v", host, err)
 		}
 		host = ips[0].String()
 	}
@@ -162,7 +164,7 @@ func startSentinel(t *testing.T) (sentinelAddr, master string) {
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
-		t.Skipf("cannot start a sentinel (%v): %v", bin, err)
+		testenv.Skip(t, "cannot start a sentinel (%v): %v", bin, err)
 	}
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
@@ -179,7 +181,7 @@ func startSentinel(t *testing.T) (sentinelAddr, master string) {
 			return addr, master
 		}
 		if time.Now().After(deadline) {
-			t.Skipf("the sentinel (%v) did not answer for master %s within 15 s (%v):\n%s", bin, master, err, out.String())
+			testenv.Skip(t, "the sentinel (%v) did not answer for master %s within 15 s (%v):\n%s", bin, master, err, out.String())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

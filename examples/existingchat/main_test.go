@@ -42,7 +42,7 @@ func startHost(t *testing.T) *host {
 	t.Helper()
 	rd := os.Getenv(redisEnv)
 	if rd == "" {
-		t.Skipf("set %s=host:port to run the end-to-end test on Redis", redisEnv)
+		pgtest.Skip(t, "set %s=host:port to run the end-to-end test on Redis", redisEnv)
 	}
 	db := pgtest.DB(t, 10)
 	var b [5]byte

@@ -22,6 +22,8 @@ import (
 	bt "github.com/chatbatch/chatbatch/internal/batchtest"
 	"github.com/chatbatch/chatbatch/internal/seed"
 	"github.com/chatbatch/chatbatch/store"
+
+	"github.com/chatbatch/chatbatch/internal/testenv"
 )
 
 // The end-to-end tests run on bunstore too: SQLite always, PostgreSQL and
@@ -56,7 +58,7 @@ func (b *sqlBackend) newBunstore(t testing.TB) *bunstore.Store {
 	} else {
 		dsn := os.Getenv(b.env)
 		if dsn == "" {
-			t.Skipf("set %s to run this test on %s", b.env, b.name)
+			testenv.Skip(t, "set %s to run this test on %s", b.env, b.name)
 		}
 		b.once.Do(func() { b.db, b.err = bunopen.Open(context.Background(), dsn) })
 		if b.err != nil {

@@ -11,6 +11,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/chatbatch/chatbatch/internal/gcra"
+
+	"github.com/chatbatch/chatbatch/internal/testenv"
 )
 
 // TestGCRAArithmetic runs the script on miniredis with a clock the test sets:
@@ -63,7 +65,7 @@ func TestGCRAArithmetic(t *testing.T) {
 func TestGCRARealRedis(t *testing.T) {
 	addr := os.Getenv("CHATBATCH_TEST_REDIS")
 	if addr == "" {
-		t.Skip("set CHATBATCH_TEST_REDIS=127.0.0.1:6379 to run this test against a real Redis")
+		testenv.Skip(t, "set CHATBATCH_TEST_REDIS=127.0.0.1:6379 to run this test against a real Redis")
 	}
 	opt := &redis.Options{Addr: addr}
 	if strings.Contains(addr, "://") {

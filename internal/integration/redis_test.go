@@ -7,6 +7,8 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/hibiken/asynq"
+
+	"github.com/chatbatch/chatbatch/internal/testenv"
 )
 
 // miniRedis starts an in-process Redis for the test.
@@ -22,7 +24,7 @@ func realRedis(t testing.TB) asynq.RedisConnOpt {
 	t.Helper()
 	addr := os.Getenv("CHATBATCH_TEST_REDIS")
 	if addr == "" {
-		t.Skip("set CHATBATCH_TEST_REDIS=127.0.0.1:6379 to run this test against a real Redis")
+		testenv.Skip(t, "set CHATBATCH_TEST_REDIS=127.0.0.1:6379 to run this test against a real Redis")
 	}
 	if strings.Contains(addr, "://") {
 		opt, err := asynq.ParseRedisURI(addr)

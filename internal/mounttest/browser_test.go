@@ -11,6 +11,8 @@ import (
 
 	"github.com/chatbatch/chatbatch/batch"
 	bt "github.com/chatbatch/chatbatch/internal/batchtest"
+
+	"github.com/chatbatch/chatbatch/internal/testenv"
 )
 
 // browser starts the headless Chromium of CHATBATCH_CHROMIUM (as
@@ -19,7 +21,7 @@ func browser(t *testing.T, timeout time.Duration) context.Context {
 	t.Helper()
 	exe := os.Getenv("CHATBATCH_CHROMIUM")
 	if exe == "" {
-		t.Skip("set CHATBATCH_CHROMIUM to a Chromium binary (Debian: apt-get install chromium; CHATBATCH_CHROMIUM=/usr/bin/chromium) to run the browser test")
+		testenv.Skip(t, "set CHATBATCH_CHROMIUM to a Chromium binary (Debian: apt-get install chromium; CHATBATCH_CHROMIUM=/usr/bin/chromium) to run the browser test")
 	}
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
 		chromedp.ExecPath(exe),

@@ -16,6 +16,8 @@ import (
 
 	"github.com/chatbatch/chatbatch/adapters/bunstore"
 	"github.com/chatbatch/chatbatch/adapters/bunstore/bunopen"
+
+	"github.com/chatbatch/chatbatch/internal/testenv"
 )
 
 // Environment variables that enable the server databases. Without them the
@@ -69,7 +71,7 @@ func TestMain(m *testing.M) {
 func (b *backend) get(tb testing.TB) *bun.DB {
 	tb.Helper()
 	if b.env != "" && os.Getenv(b.env) == "" {
-		tb.Skipf("set %s=… to run against %s", b.env, b.name)
+		testenv.Skip(tb, "set %s=… to run against %s", b.env, b.name)
 	}
 	b.once.Do(func() {
 		dsn := os.Getenv(b.env)

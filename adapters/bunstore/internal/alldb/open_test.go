@@ -13,6 +13,8 @@ import (
 
 	"github.com/chatbatch/chatbatch/adapters/bunstore"
 	"github.com/chatbatch/chatbatch/adapters/bunstore/bunopen"
+
+	"github.com/chatbatch/chatbatch/internal/testenv"
 )
 
 func openOK(t *testing.T, dsn string) *bun.DB {
@@ -90,7 +92,7 @@ func TestOpenSQLiteFile(t *testing.T) {
 func TestOpenPostgres(t *testing.T) {
 	dsn := os.Getenv(envPostgres)
 	if dsn == "" {
-		t.Skipf("set %s=… to run against PostgreSQL", envPostgres)
+		testenv.Skip(t, "set %s=… to run against PostgreSQL", envPostgres)
 	}
 	rest := dsn[strings.Index(dsn, "://"):]
 	for _, form := range []string{"postgres" + rest, "postgresql" + rest} {
@@ -104,7 +106,7 @@ func TestOpenPostgres(t *testing.T) {
 func TestOpenMySQL(t *testing.T) {
 	dsn := os.Getenv(envMySQL)
 	if dsn == "" {
-		t.Skipf("set %s=… to run against MySQL/MariaDB", envMySQL)
+		testenv.Skip(t, "set %s=… to run against MySQL/MariaDB", envMySQL)
 	}
 	native, urlForm := mysqlForms(dsn)
 	sep := "?"

@@ -26,9 +26,19 @@ func DSN(t testing.TB) string {
 	t.Helper()
 	dsn := os.Getenv(Env)
 	if dsn == "" {
-		t.Skipf("set %s=postgres://… to run the chat server's tests on PostgreSQL", Env)
+		Skip(t, "set %s=postgres://… to run the chat server's tests on PostgreSQL", Env)
 	}
 	return dsn
+}
+
+// Skip skips t, or fails it in CI (CI=true): CI provides every service,
+// and a test that does not run there proves nothing.
+func Skip(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if v := os.Getenv("CI"); v == "true" || v == "1" {
+		t.Fatalf("CI=true, so this test must run, but: "+format, args...)
+	}
+	t.Skipf(format, args...)
 }
 
 // NewSchema creates an empty schema, dropped when t ends.
