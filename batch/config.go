@@ -196,6 +196,13 @@ type Config struct {
 	// Defaults to http.NewCrossOriginProtection(): no trusted origin.
 	CrossOriginProtection *http.CrossOriginProtection
 
+	// Admission bounds the backlog of recipients due and not yet
+	// processed, in all and per app: a POST past a bound is refused with
+	// 429 BACKLOG_FULL or 503 OVERLOADED and a Retry-After from the
+	// measured drain rate, storing nothing (see Admission). Defaults to
+	// nil: no bound.
+	Admission *Admission
+
 	// RateLimit limits each app's requests and recipients a minute,
 	// across every process on the same Redis (see RateLimit). Defaults
 	// to nil: no limits.
@@ -358,5 +365,6 @@ func (c *Config) validate() error {
 		}
 	}
 	errs = append(errs, c.RateLimit.validate(c.Redis)...)
+	errs = append(errs, c.Admission.validate()...)
 	return errors.Join(errs...)
 }

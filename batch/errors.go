@@ -28,9 +28,11 @@ const (
 	CodePayloadTooLarge        = "PAYLOAD_TOO_LARGE"        // 413
 	CodeUnsupportedMediaType   = "UNSUPPORTED_MEDIA_TYPE"   // 415
 	CodeRateLimitExceeded      = "RATE_LIMIT_EXCEEDED"      // 429
+	CodeBacklogFull            = "BACKLOG_FULL"             // 429: the app's backlog is at Config.Admission's bound
 	CodeInternal               = "INTERNAL_ERROR"           // 500
 	CodeNotSupported           = "NOT_SUPPORTED"            // 501
 	CodeUnavailable            = "UNAVAILABLE"              // 503
+	CodeOverloaded             = "OVERLOADED"               // 503: the server's backlog is at Config.Admission's bound
 )
 
 // Detail is one entry of an error's details: which para, field or value

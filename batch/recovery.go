@@ -31,6 +31,7 @@ type inspector interface {
 	GetTaskInfo(queue, id string) (*asynq.TaskInfo, error)
 	DeleteTask(queue, id string) error
 	RunTask(queue, id string) error
+	GetQueueInfo(queue string) (*asynq.QueueInfo, error)
 	Close() error
 }
 

@@ -214,6 +214,14 @@ func pace(chunks []store.Chunk, start time.Time, rate int) {
 // check passes; a returned result means the batch is durable. A dry run
 // stops after the checks and returns a preview.
 func (s *Service) accept(ctx context.Context, w http.ResponseWriter, p Principal, req *sendRequest, opts sendOptions, idem *idempotency) (any, *apiError) {
+	due := 0
+	if !opts.dryRun {
+		// Before the look-ups: under overload a refusal costs least.
+		due = s.dueNow(req, s.cfg.Now())
+		if aerr := s.adm.admit(ctx, p.AppID, due); aerr != nil {
+			return nil, aerr
+		}
+	}
 	c, aerr := s.check(ctx, p, req)
 	if aerr != nil {
 		return nil, aerr
@@ -272,6 +280,7 @@ func (s *Service) accept(ctx context.Context, w http.ResponseWriter, p Principal
 	if err != nil {
 		return nil, s.storeError(ctx, "create batch", err)
 	}
+	s.adm.record(p.AppID, due)
 	trace.SpanFromContext(ctx).SetAttributes(attrBatch.String(b.ID), attrChunks.Int(b.Chunks))
 	s.tel.batchesAccepted.Add(ctx, 1, metric.WithAttributes(attrApp.String(p.AppID), attrScheduled.Bool(!c.sendAt.IsZero())))
 	log := s.log.With("app", p.AppID, "batch", b.ID)

@@ -26,6 +26,7 @@ type Service struct {
 	suspects    suspects      // chunks held by a worker that never started them
 	tel         *telemetry
 	opt         optional
+	adm         *admitter
 }
 
 // optional holds the optional interfaces of the seams a host implements
@@ -88,6 +89,7 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Redis != nil {
 		s.inspector = asynq.NewInspector(cfg.Redis)
 	}
+	s.adm = newAdmitter(s)
 	return s, nil
 }
 

@@ -29,6 +29,9 @@ import (
 //	chatbatch.chunk.duration       histogram  s, one chunk attempt    chatbatch.result = done|retry
 //	chatbatch.queue.lag            histogram  s, chunk due → started
 //	chatbatch.delivery.errors      counter    failed items            chatbatch.operation = deliver|push, chatbatch.error.kind = permanent|transient
+//	chatbatch.backlog              gauge      recipients due, not yet processed (Config.Admission)
+//	chatbatch.backlog.drain_rate   gauge      recipients/s the workers process (Config.Admission)
+//	chatbatch.admission.refused    counter    POSTs refused           chatbatch.admission.bound = app|total
 //
 // Every metric also carries chatbatch.app_id. Traces: a span per POST
 // (chatbatch.send: app, batch ID, recipient count), whose context travels
@@ -69,6 +72,10 @@ type telemetry struct {
 	chunkDuration   metric.Float64Histogram
 	queueLag        metric.Float64Histogram
 	deliveryErrors  metric.Int64Counter
+	// admission control (Config.Admission)
+	backlog          metric.Int64Gauge
+	drainRate        metric.Float64Gauge
+	admissionRefused metric.Int64Counter
 }
 
 // durationBuckets suit both an accept (milliseconds) and a chunk or a
@@ -111,6 +118,18 @@ func newTelemetry(c *Config) (*telemetry, error) {
 	}
 	if t.deliveryErrors, err = m.Int64Counter("chatbatch.delivery.errors", metric.WithUnit("{item}"),
 		metric.WithDescription("Messages or notifications a Deliverer or Pusher failed, by operation and kind.")); err != nil {
+		return nil, err
+	}
+	if t.backlog, err = m.Int64Gauge("chatbatch.backlog", metric.WithUnit("{recipient}"),
+		metric.WithDescription("Recipients of chunks due and not yet processed, per app, as admission control last read them (Config.Admission).")); err != nil {
+		return nil, err
+	}
+	if t.drainRate, err = m.Float64Gauge("chatbatch.backlog.drain_rate", metric.WithUnit("{recipient}/s"),
+		metric.WithDescription("Recipients a second the workers process, as admission control measures it between readings of the backlog.")); err != nil {
+		return nil, err
+	}
+	if t.admissionRefused, err = m.Int64Counter("chatbatch.admission.refused", metric.WithUnit("{request}"),
+		metric.WithDescription("POSTs refused because the backlog was at its bound: chatbatch.admission.bound = app (429 BACKLOG_FULL) or total (503 OVERLOADED).")); err != nil {
 		return nil, err
 	}
 	return t, nil

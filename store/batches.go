@@ -124,6 +124,15 @@ type Batches interface {
 	// died.
 	PendingChunks(ctx context.Context, p *PendingChunksParams) ([]Chunk, error)
 
+	// Backlog sums, per app, the chunks that are due (NotBefore at or
+	// before p.DueBefore) and not done, and their recipients: the work
+	// before the workers now. Chunks of scheduled or paced batches that
+	// are not due yet do not count. Apps with no such chunk are left
+	// out; the order is unspecified. Admission control (batch's
+	// Config.Admission) reads it every second or so, so it should be one
+	// cheap query (bunstore's uses the pending chunks' index).
+	Backlog(ctx context.Context, p *BacklogParams) ([]AppBacklog, error)
+
 	// Canceling and recalling.
 	//
 	// A recall (POST /messages/batch/{batchID}/recall) stops what has not
@@ -208,6 +217,21 @@ type RenewChunkLeaseParams struct {
 	Ref ChunkRef
 	// Until is the new LeaseUntil (UTC).
 	Until time.Time
+}
+
+// BacklogParams are the arguments of [Batches.Backlog].
+type BacklogParams struct {
+	// DueBefore selects the chunks due at or before it (now).
+	DueBefore time.Time
+}
+
+// AppBacklog is one app's due, unfinished work ([Batches.Backlog]).
+type AppBacklog struct {
+	AppID string
+	// Chunks is how many chunks are due and not done.
+	Chunks int
+	// Recipients is how many recipients those chunks hold.
+	Recipients int
 }
 
 // PendingChunksParams are the arguments of [Batches.PendingChunks].

@@ -635,6 +635,33 @@ func (s *Store) whyNotCompleted(ctx context.Context, tx bun.IConn, ref store.Chu
 	}
 }
 
+// Backlog implements store.Batches: one aggregate over the pending
+// chunks' partial index (done = false, by not_before).
+func (s *Store) Backlog(ctx context.Context, p *store.BacklogParams) ([]store.AppBacklog, error) {
+	const op = "backlog"
+	if err := begin(ctx, op); err != nil {
+		return nil, err
+	}
+	rows, err := s.db.QueryContext(ctx, "SELECT app_id, COUNT(*), COALESCE(SUM(size), 0) FROM "+s.chunks+
+		" WHERE done = "+s.falseLit()+" AND not_before <= ? GROUP BY app_id", toDB(p.DueBefore))
+	if err != nil {
+		return nil, s.fail(ctx, op, err)
+	}
+	defer rows.Close()
+	out := []store.AppBacklog{}
+	for rows.Next() {
+		var b store.AppBacklog
+		if err := rows.Scan(&b.AppID, &b.Chunks, &b.Recipients); err != nil {
+			return nil, s.fail(ctx, op, err)
+		}
+		out = append(out, b)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.fail(ctx, op, err)
+	}
+	return out, nil
+}
+
 // PendingChunks implements store.Batches, oldest NotBefore first (then by
 // batch ID and chunk number, as memstore). Limit < 0 means no limit.
 func (s *Store) PendingChunks(ctx context.Context, p *store.PendingChunksParams) ([]store.Chunk, error) {

@@ -739,6 +739,31 @@ func (s *Store) PendingChunks(ctx context.Context, p *store.PendingChunksParams)
 	return all, nil
 }
 
+// Backlog implements store.Batches.
+func (s *Store) Backlog(ctx context.Context, p *store.BacklogParams) ([]store.AppBacklog, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := []store.AppBacklog{}
+	for id, a := range s.apps {
+		b := store.AppBacklog{AppID: id}
+		for _, rec := range a.batches {
+			for _, c := range rec.chunks {
+				if !c.Done && !c.NotBefore.After(p.DueBefore) {
+					b.Chunks++
+					b.Recipients += len(c.Recipients)
+				}
+			}
+		}
+		if b.Chunks > 0 {
+			out = append(out, b)
+		}
+	}
+	return out, nil
+}
+
 // ClaimDoneNotifications implements store.Batches.
 func (s *Store) ClaimDoneNotifications(ctx context.Context, p *store.ClaimDoneNotificationsParams) ([]*store.Batch, error) {
 	if err := ctx.Err(); err != nil {

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -67,22 +68,52 @@ func newHarness(ctx context.Context, d *database, r *redisTarget, conc int, tag 
 		return h, err
 	}
 	h.queue = strings.TrimSuffix(h.prefix, "_")
-	h.svc, err = batch.New(batch.Config{
-		Store:         h.st,
-		Deliverer:     delivery.Discard{},
-		Authenticator: batch.NewStaticKeys(map[string]batch.Principal{apiKey: {AppID: appID, Admin: true}}),
-		Redis:         r.opt,
-		Queue:         h.queue,
-		Concurrency:   conc,
-		Logger:        slog.New(slog.DiscardHandler),
-		OnBatchDone:   h.tracker.onDone,
-	})
+	h.svc, err = batch.New(h.config())
 	if err != nil {
 		return h, err
 	}
 	h.srv = httptest.NewServer(h.svc.Handler())
 	h.client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	return h, nil
+}
+
+// config is the Service's configuration: chatbatch's defaults.
+func (h *harness) config() batch.Config {
+	return batch.Config{
+		Store:         h.st,
+		Deliverer:     delivery.Discard{},
+		Authenticator: batch.NewStaticKeys(map[string]batch.Principal{apiKey: {AppID: appID, Admin: true}}),
+		Redis:         h.redis.opt,
+		Queue:         h.queue,
+		Concurrency:   h.conc,
+		Logger:        slog.New(slog.DiscardHandler),
+		OnBatchDone:   h.tracker.onDone,
+	}
+}
+
+// withAdmission serves the API (not the worker) with admission control
+// on, as a second API process on the same store and queue would, until
+// the returned func is called.
+func (h *harness) withAdmission(adm *batch.Admission) (url string, stop func(), err error) {
+	cfg := h.config()
+	cfg.Admission = adm
+	svc, err := batch.New(cfg)
+	if err != nil {
+		return "", nil, err
+	}
+	srv := httptest.NewServer(svc.Handler())
+	return srv.URL, func() { srv.Close(); svc.Close() }, nil
+}
+
+// refusedError is a POST that admission control refused (429 or 503 with
+// a Retry-After): nothing was stored, and the client may retry.
+type refusedError struct {
+	status     int
+	retryAfter time.Duration
+}
+
+func (e *refusedError) Error() string {
+	return fmt.Sprintf("POST /messages/batch = %d, retry after %v", e.status, e.retryAfter)
 }
 
 // close stops the worker, the HTTP server and the Service, deletes the
@@ -178,8 +209,13 @@ type acceptedBatch struct {
 
 // post sends one request.
 func (h *harness) post(ctx context.Context, body []byte) (acceptedBatch, error) {
+	return h.postTo(ctx, h.srv.URL, body)
+}
+
+// postTo is post to the API at base.
+func (h *harness) postTo(ctx context.Context, base string, body []byte) (acceptedBatch, error) {
 	a := acceptedBatch{postStart: time.Now()}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.srv.URL+"/messages/batch", bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/messages/batch", bytes.NewReader(body))
 	if err != nil {
 		return a, err
 	}
@@ -194,6 +230,11 @@ func (h *harness) post(ctx context.Context, body []byte) (acceptedBatch, error) 
 	a.respAt = time.Now()
 	if err != nil {
 		return a, fmt.Errorf("POST /messages/batch: %w", err)
+	}
+	if (res.StatusCode == http.StatusTooManyRequests || res.StatusCode == http.StatusServiceUnavailable) &&
+		(strings.Contains(string(raw), `"BACKLOG_FULL"`) || strings.Contains(string(raw), `"OVERLOADED"`)) {
+		ra, _ := strconv.Atoi(res.Header.Get("Retry-After"))
+		return a, &refusedError{status: res.StatusCode, retryAfter: time.Duration(ra) * time.Second}
 	}
 	if res.StatusCode != http.StatusOK {
 		return a, fmt.Errorf("POST /messages/batch = %d %s", res.StatusCode, excerpt(raw))

@@ -61,6 +61,7 @@ type options struct {
 	loadClients     int
 	loadRecipients  int
 	loadDuration    time.Duration
+	loadMaxPending  int
 }
 
 func (o *options) has(s string) bool { return o.scenarios[s] }
@@ -111,6 +112,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.loadClients, "load-clients", 32, "clients of the load scenario")
 	fs.IntVar(&o.loadRecipients, "load-recipients", 1000, "recipients per batch in the load scenario")
 	fs.DurationVar(&o.loadDuration, "load-duration", 60*time.Second, "how long the load scenario's clients post")
+	fs.IntVar(&o.loadMaxPending, "load-max-pending", 200_000, "admission control in the load scenario (batch.Admission.MaxPending; chatbatchd's default): refused POSTs wait their Retry-After and post again; 0: off")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stderr, usageHead)
@@ -159,7 +161,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, usagef("-copy-streams must not be negative, not %d", o.copyStreams)
 	case o.runs < 1:
 		return nil, usagef("-runs must be at least 1, not %d", o.runs)
-	case o.loadClients < 1 || o.loadRecipients < 1 || o.loadRecipients > maxRecipients || o.loadDuration <= 0:
+	case o.loadClients < 1 || o.loadRecipients < 1 || o.loadRecipients > maxRecipients || o.loadDuration <= 0 || o.loadMaxPending < 0:
 		return nil, usagef("-load-clients, -load-recipients (1–%d) and -load-duration must be positive", maxRecipients)
 	case o.redis == "":
 		return nil, usagef("-redis is empty; give host:port, redis://… or mem")

@@ -38,6 +38,12 @@ func main() {
 }
 
 // options are the parsed flags.
+// defaultMaxPending is -max-pending's default: about 20 s of work for one
+// worker process on a 2-core machine (it drains ~11k recipients a second),
+// so that a flood of batches is refused at the door rather than left to
+// finish minutes after it stopped.
+const defaultMaxPending = 200_000
+
 type options struct {
 	addr        string
 	db          string
@@ -73,6 +79,8 @@ type options struct {
 	metrics        bool
 	metricsAddr    string
 	rateLimit      int
+	maxPending     int
+	maxPendingApp  int
 }
 
 // usageError is a bad flag or environment value: exit code 2.
@@ -177,6 +185,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*o
 	fs.DurationVar(&o.storeTimeout, "store-timeout", envDuration("CHATBATCHD_STORE_TIMEOUT", batch.DefaultStoreTimeout), "longest wait of a request (and of each worker call) on the database; past it a request gets 503 with Retry-After [CHATBATCHD_STORE_TIMEOUT]")
 	fs.DurationVar(&o.lease, "lease", envDuration("CHATBATCHD_LEASE", batch.DefaultLease), "a worker's hold on the chunk it processes; a chunk whose worker died is taken over after it [CHATBATCHD_LEASE]")
 	fs.DurationVar(&o.sweepInterval, "sweep-interval", envDuration("CHATBATCHD_SWEEP_INTERVAL", batch.DefaultSweepInterval), "how often the worker sweeps for lost, archived and abandoned chunks [CHATBATCHD_SWEEP_INTERVAL]")
+	fs.IntVar(&o.maxPending, "max-pending", envInt("CHATBATCHD_MAX_PENDING", defaultMaxPending), "admission control: most recipients due and not yet sent, all apps together; a batch past it is refused with 503 OVERLOADED and a Retry-After from the measured drain rate, nothing stored (the default is about 20 s of one worker on 2 cores: scale it with your workers); 0: no bound [CHATBATCHD_MAX_PENDING]")
+	fs.IntVar(&o.maxPendingApp, "max-pending-per-app", envInt("CHATBATCHD_MAX_PENDING_PER_APP", defaultMaxPending/2), "admission control: the same per app, refused with 429 BACKLOG_FULL; 0: no bound [CHATBATCHD_MAX_PENDING_PER_APP]")
 	fs.IntVar(&o.maxRetry, "max-retry", envInt("CHATBATCHD_MAX_RETRY", batch.DefaultMaxRetry), "retries of a failing chunk before its open recipients are failed; 0: none. Give API and worker processes the same value: the enqueuing process's rides with the task (asynq), the worker's bounds the attempts the database counts, and the smaller wins [CHATBATCHD_MAX_RETRY]")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -208,6 +218,10 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*o
 		return nil, usagef("-push-rate: must not be negative, not %v", o.pushRate)
 	case o.rateLimit < 0:
 		return nil, usagef("-rate-limit: must not be negative, not %d", o.rateLimit)
+	case o.maxPending < 0:
+		return nil, usagef("-max-pending: must not be negative, not %d", o.maxPending)
+	case o.maxPendingApp < 0:
+		return nil, usagef("-max-pending-per-app: must not be negative, not %d", o.maxPendingApp)
 	case o.maxRetry < 0:
 		return nil, usagef("-max-retry: must not be negative, not %d", o.maxRetry)
 	case o.maxHeaderBytes < 1024:

@@ -194,6 +194,7 @@ func start(ctx context.Context, o *options, log *slog.Logger, stdout io.Writer) 
 		Logger:            log,
 		MeterProvider:     meter,
 		RateLimit:         limit,
+		Admission:         &batch.Admission{MaxPending: o.maxPending, MaxPendingPerApp: o.maxPendingApp},
 	})
 	if err != nil {
 		return nil, err

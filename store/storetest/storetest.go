@@ -889,6 +889,7 @@ func RunBatches(t *testing.T, newStore func(t *testing.T) store.Batches, opts *O
 		{"CompleteChunkConcurrent", testCompleteChunkConcurrent},
 		{"CompleteChunksInParallel", testCompleteChunksInParallel},
 		{"PendingChunks", testPendingChunks},
+		{"Backlog", testBacklog},
 		{"StartChunk", testStartChunk},
 		{"CancelBatch", testCancelBatch},
 		{"CancelFinishedBatch", testCancelFinished},
@@ -1332,6 +1333,61 @@ func testCompleteChunksInParallel(t *testing.T, s store.Batches, _ *Options) {
 }
 
 // startParams starts ref at at with a lease of a minute.
+// testBacklog checks Backlog: the due chunks not done, per app — started
+// ones too, not those done, canceled or not due yet.
+func testBacklog(t *testing.T, s store.Batches, _ *Options) {
+	ctx := ctxT(t)
+	now := time.Date(2026, 5, 4, 9, 0, 0, 0, time.UTC)
+	backlog := func(at time.Time) map[string]store.AppBacklog {
+		t.Helper()
+		got, err := s.Backlog(ctx, &store.BacklogParams{DueBefore: at})
+		must(t, err)
+		out := map[string]store.AppBacklog{}
+		for _, b := range got {
+			if _, dup := out[b.AppID]; dup {
+				t.Errorf("Backlog lists app %s twice: %+v", b.AppID, got)
+			}
+			out[b.AppID] = b
+		}
+		return out
+	}
+	if got := backlog(now); len(got) != 0 {
+		t.Errorf("the backlog of an empty store: %+v", got)
+	}
+	running, rc := newBatch("app1", "batch-backlog-running", now.Add(-time.Minute), 3, 2, 4)
+	must(t, s.CreateBatch(ctx, running, rc))
+	_, err := s.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: rc[0].ChunkRef, Outcomes: outcomes(store.OutcomeSent, store.OutcomeSent, store.OutcomeFailed), At: now})
+	must(t, err)
+	_, _, err = s.StartChunk(ctx, startParams(rc[1].ChunkRef, now)) // started, not done: still work
+	must(t, err)
+	later, lc := newBatch("app1", "batch-backlog-later", now, 5)
+	for i := range lc {
+		lc[i].NotBefore = now.Add(time.Hour) // scheduled
+	}
+	must(t, s.CreateBatch(ctx, later, lc))
+	canceled, cc := newBatch("app1", "batch-backlog-canceled", now, 7)
+	must(t, s.CreateBatch(ctx, canceled, cc))
+	_, err = s.CancelBatch(ctx, &store.CancelBatchParams{AppID: "app1", BatchID: canceled.ID, At: now})
+	must(t, err)
+	other, oc := newBatch("app2", "batch-backlog-other", now, 1, 1)
+	must(t, s.CreateBatch(ctx, other, oc))
+
+	got := backlog(now)
+	want := map[string]store.AppBacklog{
+		"app1": {AppID: "app1", Chunks: 2, Recipients: 6},
+		"app2": {AppID: "app2", Chunks: 2, Recipients: 2},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("Backlog(now) = %+v, want %+v", got, want)
+	}
+	if got := backlog(now.Add(2 * time.Hour))["app1"]; got.Chunks != 3 || got.Recipients != 11 {
+		t.Errorf("Backlog two hours on, app1 = %+v, want the scheduled chunk too (3 chunks, 11 recipients)", got)
+	}
+	if got := backlog(now.Add(-2 * time.Minute)); len(got) != 0 {
+		t.Errorf("Backlog before anything was due = %+v, want none", got)
+	}
+}
+
 func startParams(ref store.ChunkRef, at time.Time) *store.StartChunkParams {
 	return &store.StartChunkParams{Ref: ref, At: at, LeaseUntil: at.Add(time.Minute)}
 }
