@@ -113,7 +113,7 @@ func TestAdmissionRetryAfterFromDrainRate(t *testing.T) {
 	})
 	bt.Accepted(t, e.Post(t, bt.AdminKey, receivers(100, ""))) // backlog 0 → 100
 	clk.add(10 * time.Second)
-	e.ProcessAll(t) // 100 drained in the 10 s: 10 a second
+	e.ProcessAll(t)                                            // 100 drained in the 10 s: 10 a second
 	bt.Accepted(t, e.Post(t, bt.AdminKey, receivers(100, ""))) // the reading sees 0: admitted
 	clk.add(time.Second)
 	// The reading sees 100 due (none drained since, which the rate
