@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -242,4 +244,199 @@ func TestSentinelEndToEnd(t *testing.T) {
 	if status, env := call(t, http.MethodGet, p.url+"/readyz", "", ""); status != 200 {
 		t.Errorf("GET /readyz = %d %+v", status, env)
 	}
+}
+
+// redisProc is a redis-server (or sentinel) of a test's own.
+type redisProc struct {
+	port string
+	cmd  *exec.Cmd
+	out  bytes.Buffer
+}
+
+func startRedisProc(t *testing.T, args ...string) *redisProc {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		testenv.Skip(t, "install redis-server to run the Sentinel failover test (apt-get install redis-server)")
+	}
+	_, port, _ := net.SplitHostPort(closedPort(t))
+	p := &redisProc{port: port}
+	p.cmd = exec.Command("redis-server", args...)
+	p.cmd.Args = append(p.cmd.Args, "--port", port)
+	p.cmd.Dir = t.TempDir()
+	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
+	must(t, p.cmd.Start())
+	t.Cleanup(p.kill)
+	c := redis.NewClient(&redis.Options{Addr: p.addr()})
+	defer c.Close()
+	for i := 0; c.Ping(context.Background()).Err() != nil; i++ {
+		if i > 100 {
+			t.Fatalf("redis-server %v did not start:\n%s", args, p.out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return p
+}
+
+func (p *redisProc) addr() string { return "127.0.0.1:" + p.port }
+
+// kill ends the process with SIGKILL, as a crashed host would.
+func (p *redisProc) kill() {
+	if p.cmd.Process != nil {
+		_ = p.cmd.Process.Kill()
+		_ = p.cmd.Wait()
+	}
+}
+
+// TestSentinelFailoverUnderLoad: chatbatchd (an API and a worker process)
+// on PostgreSQL and a Redis master with a replica, watched by three
+// sentinels. In the middle of a large batch the master is killed with
+// SIGKILL; the sentinels promote the replica, and chatbatchd follows:
+// every batch completes within 30 s of the promotion with every message
+// stored exactly once (tasks the replica never received are enqueued
+// again by the sweep from the database), and the rate limiter and the
+// live stream work on the new master.
+func TestSentinelFailoverUnderLoad(t *testing.T) {
+	t.Parallel()
+	e := newFaultEnv(t) // PostgreSQL; its Redis is not used
+	master := startRedisProc(t, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
+	replica := startRedisProc(t, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--replicaof", "127.0.0.1", master.port)
+	const name = "cbmaster"
+	var sentinels []string
+	for range 3 {
+		dir := t.TempDir()
+		conf := filepath.Join(dir, "sentinel.conf")
+		must(t, os.WriteFile(conf, fmt.Appendf(nil, "bind 127.0.0.1\ndir %s\nsentinel monitor %s 127.0.0.1 %s 2\n"+
+			"sentinel down-after-milliseconds %s 1000\nsentinel failover-timeout %s 10000\nsentinel parallel-syncs %s 1\n",
+			dir, name, master.port, name, name, name), 0o600))
+		s := startRedisProc(t, conf, "--sentinel")
+		sentinels = append(sentinels, s.addr())
+	}
+	sc := redis.NewSentinelClient(&redis.Options{Addr: sentinels[0]})
+	defer sc.Close()
+	masterAddr := func() string {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		got, err := sc.GetMasterAddrByName(ctx, name).Result()
+		if err != nil || len(got) != 2 {
+			return ""
+		}
+		return net.JoinHostPort(got[0], got[1])
+	}
+	// The replica in sync and every sentinel knowing the others, before
+	// anything depends on a failover.
+	rc := redis.NewClient(&redis.Options{Addr: replica.addr()})
+	defer rc.Close()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		info, _ := rc.Info(context.Background(), "replication").Result()
+		n, _ := sc.Sentinels(context.Background(), name).Result()
+		if strings.Contains(info, "master_link_status:up") && len(n) == 2 && masterAddr() == master.addr() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the replica or the sentinels are not ready: %q, %d other sentinels", info, len(n))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	uri := fmt.Sprintf("redis-sentinel://%s/0?master=%s", strings.Join(sentinels, ","), name)
+	api := e.api(e.db, uri, "-rate-limit", "600") // a burst of 600, refilled at 10 a second
+	// A worker slow enough that the master dies in the middle of the batch.
+	pg, db := proxied(t, e.db)
+	pg.SetLatency(5 * time.Millisecond)
+	e.worker(db, uri, "-concurrency", "2")
+	const n = 8000
+	first := e.post(api, bigBatch(n))
+	deadline = time.Now().Add(60 * time.Second)
+	for {
+		b, err := e.batch(first)
+		if err == nil && b.chunksDone >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no progress before the failover: %+v %v", b, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	master.kill()
+	killed := time.Now()
+	deadline = time.Now().Add(60 * time.Second)
+	for masterAddr() != replica.addr() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the sentinels did not promote the replica within a minute (master %q)", masterAddr())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	promoted := time.Now()
+	pg.SetLatency(0)
+	t.Logf("the replica was promoted %v after the master was killed", promoted.Sub(killed).Round(100*time.Millisecond))
+
+	// A batch accepted after the promotion, through the new master.
+	var second string
+	for {
+		status, env, _, err := tryCall(http.MethodPost, api.url+"/messages/batch", "k", bigBatch(500), 10*time.Second)
+		if err == nil && status == 200 {
+			var res struct{ BatchID string }
+			must(t, json.Unmarshal(env.Result, &res))
+			second = res.BatchID
+			break
+		}
+		if time.Since(promoted) > 30*time.Second {
+			t.Fatalf("no POST accepted within 30 s of the promotion: %d %+v %v", status, env, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	for _, id := range []string{first, second} {
+		e.waitDone(id, 60*time.Second)
+	}
+	if took := time.Since(promoted); took > 30*time.Second {
+		t.Errorf("the batches finished %v after the promotion, want within 30 s", took.Round(100*time.Millisecond))
+	} else {
+		t.Logf("every batch finished %v after the promotion", took.Round(100*time.Millisecond))
+	}
+	e.verify(first, n)
+	e.verify(second, 500)
+
+	// The rate limiter and the live stream are on the new master.
+	nm := redis.NewClient(&redis.Options{Addr: replica.addr()})
+	defer nm.Close()
+	ctx := t.Context()
+	// The limiter answers (it serves without its headers when Redis does
+	// not), counting down on the new master.
+	var remaining []string
+	for range 5 {
+		_, _, h, err := tryCall(http.MethodGet, api.url+"/messages/batch?limit=1", "k", "", 10*time.Second)
+		must(t, err)
+		remaining = append(remaining, h.Get("X-RateLimit-Remaining"))
+	}
+	if a, err1 := strconv.Atoi(remaining[0]); err1 != nil {
+		t.Errorf("no X-RateLimit-Remaining after the failover (%q): the rate limiter does not reach the new master", remaining)
+	} else if b, err2 := strconv.Atoi(remaining[4]); err2 != nil || b >= a {
+		t.Errorf("X-RateLimit-Remaining %q: the limiter on the new master does not count", remaining)
+	}
+	deadline = time.Now().Add(20 * time.Second)
+	for {
+		subs, err := nm.PubSubNumSub(ctx, eventsChannel(e.app)).Result()
+		if err == nil && subs[eventsChannel(e.app)] >= 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the API's live stream does not subscribe on the new master: %v %v", subs, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	sub := nm.Subscribe(ctx, eventsChannel(e.app))
+	defer sub.Close()
+	_, err := sub.Receive(ctx)
+	must(t, err)
+	third := e.post(api, bigBatch(3))
+	select {
+	case m := <-sub.Channel():
+		if !strings.Contains(m.Payload, third) {
+			t.Errorf("an event on the new master that is not of the batch just sent: %.200s", m.Payload)
+		}
+	case <-time.After(15 * time.Second):
+		t.Error("the worker published nothing on the new master within 15 s")
+	}
+	e.waitDone(third, 30*time.Second)
 }
