@@ -117,25 +117,24 @@ func (a *admitter) admit(ctx context.Context, app string, n int) *apiError {
 	for _, v := range a.accepted {
 		total += v
 	}
-	if b := a.cfg.MaxPendingPerApp; b > 0 && appPending > 0 && appPending+n > b {
-		wait := a.waitFor(appPending + n - b)
-		a.s.tel.admissionRefused.Add(ctx, 1, metric.WithAttributes(attrApp.String(app), attrBound.String("app")))
-		aerr := newError(http.StatusTooManyRequests, CodeBacklogFull,
-			"this app has %d recipients waiting to be sent, and %d more would pass its bound of %d; retry in %d s, when the workers have made room",
-			appPending, n, b, seconds64(wait))
-		aerr.retryAfter = seconds64(wait)
+	// A bound refuses only a backlog that is not empty: a batch larger
+	// than the bound still gets in once the workers are idle.
+	refuse := func(bound, pending int, status int, code, who, boundName string) *apiError {
+		if bound <= 0 || pending == 0 || pending+n <= bound {
+			return nil
+		}
+		wait := seconds64(a.waitFor(pending + n - bound))
+		a.s.tel.admissionRefused.Add(ctx, 1, metric.WithAttributes(attrApp.String(app), attrBound.String(boundName)))
+		aerr := newError(status, code,
+			"%s has %d recipients waiting to be sent, and %d more would pass its bound of %d; retry in %d s, when the workers have made room",
+			who, pending, n, bound, wait)
+		aerr.retryAfter = wait
 		return aerr
 	}
-	if b := a.cfg.MaxPending; b > 0 && total > 0 && total+n > b {
-		wait := a.waitFor(total + n - b)
-		a.s.tel.admissionRefused.Add(ctx, 1, metric.WithAttributes(attrApp.String(app), attrBound.String("total")))
-		aerr := newError(http.StatusServiceUnavailable, CodeOverloaded,
-			"the server has %d recipients waiting to be sent, and %d more would pass its bound of %d; retry in %d s, when the workers have made room",
-			total, n, b, seconds64(wait))
-		aerr.retryAfter = seconds64(wait)
+	if aerr := refuse(a.cfg.MaxPendingPerApp, appPending, http.StatusTooManyRequests, CodeBacklogFull, "this app", "app"); aerr != nil {
 		return aerr
 	}
-	return nil
+	return refuse(a.cfg.MaxPending, total, http.StatusServiceUnavailable, CodeOverloaded, "the server", "total")
 }
 
 // accepted records n due recipients of app that this process stored

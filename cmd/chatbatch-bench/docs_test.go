@@ -13,27 +13,18 @@ import (
 // flag parsing; running them is the benchmark itself (.ci/run runs its
 // -quick form).
 func TestDocsFlags(t *testing.T) {
-	blocks, err := doccheck.Load("../..")
+	cmds, err := doccheck.ShellCommands("../..")
 	if err != nil {
 		t.Fatal(err)
 	}
 	n := 0
-	for _, b := range blocks {
-		if b.Excerpt || !b.IsShell() {
+	for _, c := range cmds {
+		if c.Class != doccheck.Bench {
 			continue
 		}
-		cmds, err := doccheck.Commands(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, c := range cmds {
-			if c.Class != doccheck.Bench {
-				continue
-			}
-			n++
-			if _, err := parseFlags(c.Program(), io.Discard); err != nil {
-				t.Errorf("%s: %s: %v", c.Pos(), strings.Join(c.Args, " "), err)
-			}
+		n++
+		if _, err := parseFlags(c.Program(), io.Discard); err != nil {
+			t.Errorf("%s: %s: %v", c.Pos(), strings.Join(c.Args, " "), err)
 		}
 	}
 	if n == 0 {

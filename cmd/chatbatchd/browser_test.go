@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,50 +13,13 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/chatbatch/chatbatch/internal/browsertest"
 	"github.com/chatbatch/chatbatch/internal/seed"
-
-	"github.com/chatbatch/chatbatch/internal/testenv"
 )
-
-// chromium finds a Chromium to drive, or skips the test.
-func chromium(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("CHATBATCH_CHROMIUM"); p != "" {
-		return p
-	}
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	testenv.Skip(t, "no Chromium found: install Debian's chromium package (or set CHATBATCH_CHROMIUM) to run the browser test")
-	return ""
-}
 
 // browser starts a headless Chromium for the test, its window w×h.
 func browser(t *testing.T, timeout time.Duration, w, h int) context.Context {
-	t.Helper()
-	exe := chromium(t)
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(exe),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(w, h),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("lang", "en-US"),
-	}
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancelCtx := chromedp.NewContext(actx)
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	t.Cleanup(func() { cancel(); cancelCtx(); cancelAlloc() })
-	return ctx
+	return browsertest.New(t, timeout, w, h)
 }
 
 // openDashboard loads the page of a -demo chatbatchd: the demo key is

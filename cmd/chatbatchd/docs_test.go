@@ -61,22 +61,11 @@ const (
 // that is not an excerpt, in file order (README.md first).
 func docCommands(t *testing.T) []doccheck.Command {
 	t.Helper()
-	blocks, err := doccheck.Load(repoRoot)
+	cmds, err := doccheck.ShellCommands(repoRoot)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []doccheck.Command
-	for _, b := range blocks {
-		if b.Excerpt || !b.IsShell() {
-			continue
-		}
-		cmds, err := doccheck.Commands(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, cmds...)
-	}
-	return out
+	return cmds
 }
 
 func inProduction(c doccheck.Command) bool {

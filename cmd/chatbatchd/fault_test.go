@@ -149,6 +149,22 @@ func (e *faultEnv) waitDone(id string, limit time.Duration) time.Duration {
 	}
 }
 
+// waitChunks waits, up to a minute, until batch id has n chunks done.
+func (e *faultEnv) waitChunks(id string, n int) {
+	e.t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		b, err := e.batch(id)
+		if err == nil && b.chunksDone >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("batch %s has not %d chunks done after a minute: %+v %v", id, n, b, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // verify checks a finished batch: every recipient sent, one stored
 // message per recipient index, counters that add up.
 func (e *faultEnv) verify(id string, n int) {
@@ -380,17 +396,7 @@ func TestFaultDatabaseOutage(t *testing.T) {
 			e.worker(db, e.redis, append(defaults, "-concurrency", "1")...)
 			const n = 6000
 			id := e.post(api, bigBatch(n))
-			deadline := time.Now().Add(60 * time.Second)
-			for {
-				b, err := e.batch(id)
-				if err == nil && b.chunksDone >= 1 {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("no chunk done in a minute: %+v %v", b, err)
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
+			e.waitChunks(id, 1)
 			pg.SetMode(c.mode)
 			time.Sleep(c.outage)
 			during, _ := e.batch(id)

@@ -347,17 +347,7 @@ func TestSentinelFailoverUnderLoad(t *testing.T) {
 	e.worker(db, uri, "-concurrency", "2")
 	const n = 8000
 	first := e.post(api, bigBatch(n))
-	deadline = time.Now().Add(60 * time.Second)
-	for {
-		b, err := e.batch(first)
-		if err == nil && b.chunksDone >= 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no progress before the failover: %+v %v", b, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	e.waitChunks(first, 2)
 	master.kill()
 	killed := time.Now()
 	deadline = time.Now().Add(60 * time.Second)

@@ -374,3 +374,25 @@ func matchParen(src string, open int) (int, error) {
 	}
 	return 0, fmt.Errorf("a $( is never closed")
 }
+
+// ShellCommands loads the documentation under root and returns the
+// commands of every shell block that is not an excerpt, in file order
+// (README.md first): what the runner tests execute or check.
+func ShellCommands(root string) ([]Command, error) {
+	blocks, err := Load(root)
+	if err != nil {
+		return nil, err
+	}
+	var out []Command
+	for _, b := range blocks {
+		if b.Excerpt || !b.IsShell() {
+			continue
+		}
+		cmds, err := Commands(b)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, cmds...)
+	}
+	return out, nil
+}

@@ -3,7 +3,6 @@ package mounttest
 import (
 	"context"
 	"fmt"
-	"os"
 	"testing"
 	"time"
 
@@ -12,35 +11,13 @@ import (
 	"github.com/chatbatch/chatbatch/batch"
 	bt "github.com/chatbatch/chatbatch/internal/batchtest"
 
-	"github.com/chatbatch/chatbatch/internal/testenv"
+	"github.com/chatbatch/chatbatch/internal/browsertest"
 )
 
-// browser starts the headless Chromium of CHATBATCH_CHROMIUM (as
-// cmd/chatbatchd's browser tests do; .ci/run sets it), or skips the test.
+// browser starts a headless Chromium (internal/browsertest: the one
+// CHATBATCH_CHROMIUM names, which .ci/run sets, or one on the PATH).
 func browser(t *testing.T, timeout time.Duration) context.Context {
-	t.Helper()
-	exe := os.Getenv("CHATBATCH_CHROMIUM")
-	if exe == "" {
-		testenv.Skip(t, "set CHATBATCH_CHROMIUM to a Chromium binary (Debian: apt-get install chromium; CHATBATCH_CHROMIUM=/usr/bin/chromium) to run the browser test")
-	}
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
-		chromedp.ExecPath(exe),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1280, 900),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("lang", "en-US"),
-	)
-	ctx, cancelCtx := chromedp.NewContext(actx)
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	t.Cleanup(func() { cancel(); cancelCtx(); cancelAlloc() })
-	return ctx
+	return browsertest.New(t, timeout, 1280, 900)
 }
 
 // TestDashboardLiveUnderChi: in a real browser, the dashboard mounted
