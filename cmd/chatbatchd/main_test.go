@@ -50,6 +50,7 @@ func TestMain(m *testing.M) {
 	}
 	binary = filepath.Join(dir, "chatbatchd")
 	build := exec.Command("go", "build", "-o", binary, ".")
+	build.Env = append(os.Environ(), "GOFLAGS=") // not .ci/run's -json for go test
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building chatbatchd:", err)
