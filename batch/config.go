@@ -123,6 +123,16 @@ type Config struct {
 	// response. Defaults to DefaultIdempotencyTTL (24 hours).
 	IdempotencyTTL time.Duration
 
+	// Retention is how long a finished batch's bookkeeping — its row, its
+	// chunks with their recipients and outcomes — is kept after it
+	// finished (and its end was reported). Then Sweep deletes it, a few at
+	// a time, and its status, list entry and recipients answer 404
+	// BATCH_NOT_FOUND. The messages it sent are the host's and are never
+	// deleted. It must be at least IdempotencyTTL, so that a replayed key
+	// never names a batch that is gone. Defaults to DefaultRetention (30
+	// days); KeepForever keeps everything.
+	Retention time.Duration
+
 	// MaxScheduleAhead is how far in the future sendAt may be; later is
 	// answered with 400. A throttled batch (ratePerMinute) must also
 	// finish within it. Defaults to DefaultMaxScheduleAhead (30 days).
@@ -263,6 +273,7 @@ func (c *Config) withDefaults() {
 	c.StoreTimeout = orDefault(c.StoreTimeout, DefaultStoreTimeout)
 	c.MaxScheduleAhead = orDefault(c.MaxScheduleAhead, DefaultMaxScheduleAhead)
 	c.IdempotencyTTL = orDefault(c.IdempotencyTTL, DefaultIdempotencyTTL)
+	c.Retention = orDefault(c.Retention, DefaultRetention)
 	c.RateLimit = c.RateLimit.withDefaults()
 	if c.CrossOriginProtection == nil {
 		c.CrossOriginProtection = http.NewCrossOriginProtection()
@@ -304,7 +315,12 @@ const (
 	DefaultStoreTimeout      = 5 * time.Second
 	DefaultMaxScheduleAhead  = 30 * 24 * time.Hour
 	DefaultIdempotencyTTL    = 24 * time.Hour
+	DefaultRetention         = 30 * 24 * time.Hour
 )
+
+// KeepForever, as Config.Retention, keeps every batch's bookkeeping: the
+// sweep deletes none. (Retention 0 means the default.)
+const KeepForever time.Duration = -1
 
 // NoRetry, as Config.MaxRetry, means a failing chunk is not retried: its
 // first failure records its open recipients as failed. (MaxRetry 0 means
@@ -333,6 +349,9 @@ func (c *Config) checkNotNegative() []error {
 		}
 	}
 	errs = append(errs, c.RateLimit.checkNotNegative()...)
+	if c.Retention < 0 && c.Retention != KeepForever {
+		errs = append(errs, fmt.Errorf("batch: Config.Retention is %v; use a positive duration, 0 for the default (%v) or KeepForever", c.Retention, DefaultRetention))
+	}
 	if c.MaxRetry < 0 && c.MaxRetry != NoRetry {
 		errs = append(errs, fmt.Errorf("batch: Config.MaxRetry is %d; use a positive number, 0 for the default (%d) or NoRetry", c.MaxRetry, DefaultMaxRetry))
 	}
@@ -363,6 +382,9 @@ func (c *Config) validate() error {
 		if knownFields[f] {
 			errs = append(errs, fmt.Errorf("batch: Config.ExtraFields: %q is a field of the API itself", f))
 		}
+	}
+	if c.Retention > 0 && c.Retention < c.IdempotencyTTL {
+		errs = append(errs, fmt.Errorf("batch: Config.Retention (%v) is shorter than Config.IdempotencyTTL (%v): a replayed Idempotency-Key could name a batch already deleted", c.Retention, c.IdempotencyTTL))
 	}
 	errs = append(errs, c.RateLimit.validate(c.Redis)...)
 	errs = append(errs, c.Admission.validate()...)

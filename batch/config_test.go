@@ -35,6 +35,9 @@ func TestConfigValidation(t *testing.T) {
 		"ChunkSize is negative":    func(c *batch.Config) { c.ChunkSize = -5 },
 		"StoreTimeout is negative": func(c *batch.Config) { c.StoreTimeout = -time.Second },
 		"MaxRetry is -2":           func(c *batch.Config) { c.MaxRetry = -2 },
+		"Retention is -2ns":        func(c *batch.Config) { c.Retention = -2 },
+		// A replayed Idempotency-Key must never name a pruned batch.
+		"Retention (1h0m0s) is shorter than Config.IdempotencyTTL": func(c *batch.Config) { c.Retention = time.Hour },
 	} {
 		c := ok
 		mutate(&c)

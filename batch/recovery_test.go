@@ -2,6 +2,7 @@ package batch_test
 
 import (
 	"context"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -106,5 +107,60 @@ func TestOnBatchDoneAfterCrash(t *testing.T) {
 	sweepAt(time.Hour, 1)
 	if got.BatchID != res.BatchID || got.Status != store.StatusCompleted || got.Sent != 2 {
 		t.Errorf("OnBatchDone got %+v", got)
+	}
+}
+
+// Retention: a finished batch's bookkeeping goes Config.Retention after
+// it finished (once its end was reported); its status and recipients are
+// then 404 BATCH_NOT_FOUND, the list leaves it out, and the messages it
+// sent stay. A batch still running is never pruned; KeepForever prunes
+// nothing.
+func TestRetention(t *testing.T) {
+	t.Parallel()
+	for _, keep := range []bool{false, true} {
+		t.Run(map[bool]string{false: "48h", true: "KeepForever"}[keep], func(t *testing.T) {
+			t.Parallel()
+			clk := &clock{t: time.Now()}
+			e := bt.NewEnv(t, func(c *batch.Config) {
+				c.Now = clk.Now
+				c.Retention = 48 * time.Hour
+				if keep {
+					c.Retention = batch.KeepForever
+				}
+			})
+			sweep := func() {
+				t.Helper()
+				if _, err := e.Svc.Sweep(t.Context()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			done := bt.Accepted(t, e.Post(t, bt.AdminKey, `{"messageType":"text","message":"m","paras":[{"receiver":"user-a"},{"room":"room-001"}]}`)).BatchID
+			e.ProcessAll(t)
+			running := bt.Accepted(t, e.Post(t, bt.AdminKey, `{"messageType":"text","message":"m","paras":[{"receiver":"user-b"}]}`)).BatchID
+			clk.add(time.Minute)
+			sweep() // reports the finished batch's end
+			clk.add(47 * time.Hour)
+			sweep()
+			if r, _ := e.Status(t, bt.AdminKey, done); r.Status != 200 {
+				t.Fatalf("47 h after it finished the batch is gone: %d %s", r.Status, r.Raw)
+			}
+			clk.add(2 * time.Hour)
+			sweep()
+			for _, path := range []string{"/messages/batch/" + done, "/messages/batch/" + done + "/recipients"} {
+				r := e.Do(t, http.MethodGet, path, bt.AdminKey, "", nil)
+				switch {
+				case keep && r.Status != 200:
+					t.Errorf("GET %s with KeepForever: %d %s", path, r.Status, r.Raw)
+				case !keep && (r.Status != 404 || r.Error == nil || r.Error.Code != batch.CodeBatchNotFound):
+					t.Errorf("GET %s 49 h after it finished: %d %s, want 404 BATCH_NOT_FOUND", path, r.Status, r.Raw)
+				}
+			}
+			if r, _ := e.Status(t, bt.AdminKey, running); r.Status != 200 {
+				t.Errorf("a batch still running was pruned: %d %s", r.Status, r.Raw)
+			}
+			if msgs := bt.RoomMessages(t, e.St, bt.TestApp, "room-001"); len(msgs) != 1 || msgs[0].BatchID != done {
+				t.Errorf("room-001 holds %d messages after the pruning, want the batch's 1 (messages are the host's)", len(msgs))
+			}
+		})
 	}
 }

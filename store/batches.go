@@ -200,6 +200,20 @@ type Batches interface {
 	// changes nothing. It returns ErrNotFound if the batch does not exist
 	// in the app.
 	MarkDoneNotified(ctx context.Context, p *MarkDoneNotifiedParams) error
+
+	// Retention.
+
+	// PruneBatches deletes, across apps, up to p.Limit batches that
+	// finished before p.FinishedBefore, oldest FinishedAt first, with
+	// their chunks (recipients and outcomes) and nothing else: never a
+	// message (SaveMessages' rows are the host's). A batch whose end is
+	// not reported yet (NotifiedAt zero) or whose recall is not done
+	// (RecalledAt set and Sent > 0) is kept. It returns how many batches
+	// it deleted; afterwards GetBatch and LoadChunk return ErrNotFound for
+	// them and ListBatches leaves them out. A call deletes few enough rows
+	// to hold no long lock (the sweep calls it with a small Limit, again
+	// and again); concurrent calls may overlap, each batch is deleted once.
+	PruneBatches(ctx context.Context, p *PruneBatchesParams) (int, error)
 }
 
 // StartChunkParams are the arguments of [Batches.StartChunk].
@@ -217,6 +231,14 @@ type RenewChunkLeaseParams struct {
 	Ref ChunkRef
 	// Until is the new LeaseUntil (UTC).
 	Until time.Time
+}
+
+// PruneBatchesParams are the arguments of [Batches.PruneBatches].
+type PruneBatchesParams struct {
+	// FinishedBefore selects the batches that finished before it.
+	FinishedBefore time.Time
+	// Limit is the most batches deleted.
+	Limit int
 }
 
 // BacklogParams are the arguments of [Batches.Backlog].

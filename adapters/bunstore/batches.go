@@ -784,6 +784,62 @@ func (s *Store) MarkDoneNotified(ctx context.Context, p *store.MarkDoneNotifiedP
 	return s.fail(ctx, op, err)
 }
 
+// PruneBatches implements store.Batches in one transaction: the oldest
+// prunable batches by the batches_finished index, then their chunks by
+// the chunks' primary key, then the batch rows, app by app. Concurrent
+// calls that pick the same batches wait on their row locks and delete
+// nothing twice; only what this call deleted is counted.
+func (s *Store) PruneBatches(ctx context.Context, p *store.PruneBatchesParams) (int, error) {
+	const op = "prune batches"
+	if err := begin(ctx, op); err != nil {
+		return 0, err
+	}
+	if p.Limit <= 0 {
+		return 0, nil
+	}
+	pruned := 0
+	err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+		q, args := limited("SELECT app_id, id FROM "+s.batches+" WHERE finished_at IS NOT NULL AND finished_at < ? AND notified_at IS NOT NULL"+
+			" AND (recalled_at IS NULL OR sent = 0) ORDER BY finished_at, id", []any{toDB(p.FinishedBefore)}, p.Limit)
+		rows, err := tx.QueryContext(ctx, q, args...)
+		if err != nil {
+			return err
+		}
+		byApp := map[string][]string{}
+		for rows.Next() {
+			var app, id string
+			if err := rows.Scan(&app, &id); err != nil {
+				rows.Close()
+				return err
+			}
+			byApp[app] = append(byApp[app], id)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for app, ids := range byApp {
+			if _, err := tx.ExecContext(ctx, "DELETE FROM "+s.chunks+" WHERE app_id = ? AND batch_id IN (?)", app, bun.List(ids)); err != nil {
+				return fmt.Errorf("delete chunks: %w", err)
+			}
+			res, err := tx.ExecContext(ctx, "DELETE FROM "+s.batches+" WHERE app_id = ? AND id IN (?)", app, bun.List(ids))
+			if err != nil {
+				return fmt.Errorf("delete batches: %w", err)
+			}
+			n, err := res.RowsAffected()
+			if err != nil {
+				return err
+			}
+			pruned += int(n)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, s.fail(ctx, op, err)
+	}
+	return pruned, nil
+}
+
 // ListBatches implements store.Batches: one query on the
 // (app_id, created_at, id) index, the status filter written as conditions
 // on the counters and times that store.Batch.Status reads.

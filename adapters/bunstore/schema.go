@@ -280,7 +280,7 @@ func (s *Store) createV1(ctx context.Context, db bun.IConn) error {
 }
 
 // SchemaVersion is the schema version this package's Migrate produces.
-const SchemaVersion = 7
+const SchemaVersion = 8
 
 // migration is one schema version after the first: its steps run in
 // order, each one skipped if what it makes exists already, so that a
@@ -308,6 +308,10 @@ func (s *Store) migrationList() []migration {
 	recalled := "CREATE INDEX IF NOT EXISTS " + s.prefix + "batches_recalled ON " + s.batches + " (recalled_at) WHERE recalled_at IS NOT NULL"
 	if s.kind == dialect.MySQL {
 		recalled = "CREATE INDEX " + s.prefix + "batches_recalled ON " + s.batches + " (recalled_at)"
+	}
+	finished := "CREATE INDEX IF NOT EXISTS " + s.prefix + "batches_finished ON " + s.batches + " (finished_at, id) WHERE finished_at IS NOT NULL"
+	if s.kind == dialect.MySQL {
+		finished = "CREATE INDEX " + s.prefix + "batches_finished ON " + s.batches + " (finished_at, id)"
 	}
 	return []migration{{
 		version: 2,
@@ -356,6 +360,12 @@ func (s *Store) migrationList() []migration {
 			// created them is unknown, and a user must not gain one.
 			s.addColumn(s.batches, "created_by", ct.id+" NOT NULL DEFAULT ''"),
 			s.ensureIndex(s.prefix+"batches_created_by", s.batches, s.createIndex("batches_created_by", s.batches, "app_id, created_by, created_at, id")),
+		},
+	}, {
+		version: 8,
+		name:    "finished batches by age, for retention",
+		steps: []step{
+			s.ensureIndex(s.prefix+"batches_finished", s.batches, finished),
 		},
 	}}
 }

@@ -821,6 +821,39 @@ func (s *Store) MarkDoneNotified(ctx context.Context, p *store.MarkDoneNotifiedP
 	return nil
 }
 
+// PruneBatches implements store.Batches.
+func (s *Store) PruneBatches(ctx context.Context, p *store.PruneBatchesParams) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	type doomed struct {
+		app      *app
+		id       string
+		finished time.Time
+	}
+	var all []doomed
+	for _, a := range s.apps {
+		for id, rec := range a.batches {
+			b := &rec.batch
+			if b.FinishedAt.IsZero() || !b.FinishedAt.Before(p.FinishedBefore) || b.NotifiedAt.IsZero() ||
+				(!b.RecalledAt.IsZero() && b.Sent > 0) {
+				continue
+			}
+			all = append(all, doomed{a, id, b.FinishedAt})
+		}
+	}
+	slices.SortFunc(all, func(x, y doomed) int { return cmp.Or(x.finished.Compare(y.finished), cmp.Compare(x.id, y.id)) })
+	if len(all) > p.Limit {
+		all = all[:max(p.Limit, 0)]
+	}
+	for _, d := range all {
+		delete(d.app.batches, d.id)
+	}
+	return len(all), nil
+}
+
 // utc is t in UTC; the zero time stays zero.
 func utc(t time.Time) time.Time {
 	if t.IsZero() {

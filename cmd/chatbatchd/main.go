@@ -73,6 +73,7 @@ type options struct {
 	idleTimeout    time.Duration
 	maxHeaderBytes int
 	storeTimeout   time.Duration
+	retention      time.Duration
 	lease          time.Duration
 	sweepInterval  time.Duration
 	maxRetry       int
@@ -182,6 +183,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*o
 	fs.DurationVar(&o.writeTimeout, "write-timeout", envDuration("CHATBATCHD_WRITE_TIMEOUT", 30*time.Second), "longest time to handle a request and write its response (the live stream /events is exempt) [CHATBATCHD_WRITE_TIMEOUT]")
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", envDuration("CHATBATCHD_IDLE_TIMEOUT", 2*time.Minute), "how long an idle keep-alive connection stays open [CHATBATCHD_IDLE_TIMEOUT]")
 	fs.IntVar(&o.maxHeaderBytes, "max-header-bytes", envInt("CHATBATCHD_MAX_HEADER_BYTES", 64<<10), "largest request header accepted, in bytes [CHATBATCHD_MAX_HEADER_BYTES]")
+	fs.DurationVar(&o.retention, "retention", envDuration("CHATBATCHD_RETENTION", batch.DefaultRetention), "how long a finished batch's bookkeeping (its row, chunks, recipients and outcomes; never the messages) is kept; then the workers' sweep deletes it and its status answers 404; at least 24h (the Idempotency-Key window); 0: keep everything [CHATBATCHD_RETENTION]")
 	fs.DurationVar(&o.storeTimeout, "store-timeout", envDuration("CHATBATCHD_STORE_TIMEOUT", batch.DefaultStoreTimeout), "longest wait of a request (and of each worker call) on the database; past it a request gets 503 with Retry-After [CHATBATCHD_STORE_TIMEOUT]")
 	fs.DurationVar(&o.lease, "lease", envDuration("CHATBATCHD_LEASE", batch.DefaultLease), "a worker's hold on the chunk it processes; a chunk whose worker died is taken over after it [CHATBATCHD_LEASE]")
 	fs.DurationVar(&o.sweepInterval, "sweep-interval", envDuration("CHATBATCHD_SWEEP_INTERVAL", batch.DefaultSweepInterval), "how often the worker sweeps for lost, archived and abandoned chunks [CHATBATCHD_SWEEP_INTERVAL]")
@@ -218,6 +220,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*o
 		return nil, usagef("-push-rate: must not be negative, not %v", o.pushRate)
 	case o.rateLimit < 0:
 		return nil, usagef("-rate-limit: must not be negative, not %d", o.rateLimit)
+	case o.retention < 0:
+		return nil, usagef("-retention: must not be negative, not %v", o.retention)
 	case o.maxPending < 0:
 		return nil, usagef("-max-pending: must not be negative, not %d", o.maxPending)
 	case o.maxPendingApp < 0:

@@ -195,6 +195,7 @@ func start(ctx context.Context, o *options, log *slog.Logger, stdout io.Writer) 
 		MeterProvider:     meter,
 		RateLimit:         limit,
 		Admission:         &batch.Admission{MaxPending: o.maxPending, MaxPendingPerApp: o.maxPendingApp},
+		Retention:         retention(o.retention),
 	})
 	if err != nil {
 		return nil, err
@@ -527,6 +528,14 @@ func redisKind(u string) string {
 
 // maxRetry maps -max-retry to batch.Config.MaxRetry, where 0 would mean
 // the default.
+// retention maps -retention to Config.Retention: 0 keeps everything.
+func retention(d time.Duration) time.Duration {
+	if d == 0 {
+		return batch.KeepForever
+	}
+	return d
+}
+
 func maxRetry(n int) int {
 	if n == 0 {
 		return batch.NoRetry

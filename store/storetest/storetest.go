@@ -890,6 +890,7 @@ func RunBatches(t *testing.T, newStore func(t *testing.T) store.Batches, opts *O
 		{"CompleteChunksInParallel", testCompleteChunksInParallel},
 		{"PendingChunks", testPendingChunks},
 		{"Backlog", testBacklog},
+		{"PruneBatches", testPruneBatches},
 		{"StartChunk", testStartChunk},
 		{"CancelBatch", testCancelBatch},
 		{"CancelFinishedBatch", testCancelFinished},
@@ -1333,6 +1334,90 @@ func testCompleteChunksInParallel(t *testing.T, s store.Batches, _ *Options) {
 }
 
 // startParams starts ref at at with a lease of a minute.
+// testPruneBatches checks PruneBatches: finished, reported batches older
+// than the bound go, oldest first and across apps, with their chunks; the
+// others stay.
+func testPruneBatches(t *testing.T, s store.Batches, _ *Options) {
+	ctx := ctxT(t)
+	now := time.Date(2026, 6, 1, 9, 0, 0, 0, time.UTC)
+	// finish creates a batch of one chunk of two finished at `at` (zero:
+	// not finished), its end reported or not.
+	finish := func(app, id string, at time.Time, reported bool, status store.OutcomeStatus) {
+		t.Helper()
+		b, cs := newBatch(app, id, at.Add(-time.Hour), 2)
+		if at.IsZero() {
+			b, cs = newBatch(app, id, now, 2)
+		}
+		must(t, s.CreateBatch(ctx, b, cs))
+		if at.IsZero() {
+			return
+		}
+		_, err := s.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: cs[0].ChunkRef, Outcomes: outcomes(status, status), At: at})
+		must(t, err)
+		if reported {
+			must(t, s.MarkDoneNotified(ctx, &store.MarkDoneNotifiedParams{AppID: app, BatchID: id, At: at}))
+		}
+	}
+	old := now.Add(-40 * 24 * time.Hour)
+	finish("app1", "batch-old-1", old, true, store.OutcomeSent)
+	finish("app2", "batch-old-2", old.Add(time.Minute), true, store.OutcomeFailed)
+	finish("app1", "batch-old-3", old.Add(2*time.Minute), true, store.OutcomeSent)
+	finish("app1", "batch-old-unreported", old, false, store.OutcomeSent)
+	finish("app1", "batch-recent", now.Add(-time.Hour), true, store.OutcomeSent)
+	finish("app1", "batch-running", time.Time{}, false, "")
+	// A recall whose messages are not all taken back yet stays; a done
+	// recall goes.
+	finish("app1", "batch-recalling", old, true, store.OutcomeSent)
+	_, err := s.RecallBatch(ctx, &store.RecallBatchParams{AppID: "app1", BatchID: "batch-recalling", At: old})
+	must(t, err)
+	finish("app2", "batch-recalled", old, true, store.OutcomeSent)
+	_, err = s.RecallBatch(ctx, &store.RecallBatchParams{AppID: "app2", BatchID: "batch-recalled", At: old})
+	must(t, err)
+	_, err = s.RecallChunk(ctx, &store.RecallChunkParams{Ref: store.ChunkRef{AppID: "app2", BatchID: "batch-recalled", No: 0}})
+	must(t, err)
+
+	bound := now.Add(-30 * 24 * time.Hour)
+	n, err := s.PruneBatches(ctx, &store.PruneBatchesParams{FinishedBefore: bound, Limit: 2})
+	must(t, err)
+	if n != 2 {
+		t.Errorf("the first PruneBatches of 2 deleted %d", n)
+	}
+	n, err = s.PruneBatches(ctx, &store.PruneBatchesParams{FinishedBefore: bound, Limit: 100})
+	must(t, err)
+	if n != 2 {
+		t.Errorf("the second PruneBatches deleted %d, want the 2 prunable batches left", n)
+	}
+	if n, err := s.PruneBatches(ctx, &store.PruneBatchesParams{FinishedBefore: bound, Limit: 100}); err != nil || n != 0 {
+		t.Errorf("a third PruneBatches = %d, %v; want nothing left to delete", n, err)
+	}
+	for _, b := range []struct{ app, id string }{{"app1", "batch-old-1"}, {"app2", "batch-old-2"}, {"app1", "batch-old-3"}, {"app2", "batch-recalled"}} {
+		_, err := s.GetBatch(ctx, b.app, b.id)
+		wantErr(t, err, store.ErrNotFound, "GetBatch of a pruned batch")
+		_, err = s.LoadChunk(ctx, store.ChunkRef{AppID: b.app, BatchID: b.id, No: 0})
+		wantErr(t, err, store.ErrNotFound, "LoadChunk of a pruned batch's chunk")
+	}
+	for _, id := range []string{"batch-old-unreported", "batch-recent", "batch-running", "batch-recalling"} {
+		if _, err := s.GetBatch(ctx, "app1", id); err != nil {
+			t.Errorf("%s was pruned (or lost): %v", id, err)
+		}
+	}
+	listed, err := s.ListBatches(ctx, &store.ListBatchesParams{AppID: "app1", Now: now, Limit: 100})
+	must(t, err)
+	if len(listed) != 4 {
+		t.Errorf("app1 lists %d batches after pruning, want the 4 kept", len(listed))
+	}
+	// The oldest go first: with a limit of 1, of two prunable batches the
+	// one that finished first.
+	finish("app3", "batch-later", old.Add(time.Hour), true, store.OutcomeSent)
+	finish("app3", "batch-earlier", old, true, store.OutcomeSent)
+	if n, err := s.PruneBatches(ctx, &store.PruneBatchesParams{FinishedBefore: bound, Limit: 1}); err != nil || n != 1 {
+		t.Fatalf("PruneBatches with limit 1 = %d, %v", n, err)
+	}
+	if _, err := s.GetBatch(ctx, "app3", "batch-later"); err != nil {
+		t.Errorf("the later batch went first: %v", err)
+	}
+}
+
 // testBacklog checks Backlog: the due chunks not done, per app — started
 // ones too, not those done, canceled or not due yet.
 func testBacklog(t *testing.T, s store.Batches, _ *Options) {
