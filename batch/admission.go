@@ -137,8 +137,8 @@ func (a *admitter) admit(ctx context.Context, app string, n int) *apiError {
 	return refuse(a.cfg.MaxPending, total, http.StatusServiceUnavailable, CodeOverloaded, "the server", "total")
 }
 
-// accepted records n due recipients of app that this process stored
-// since the last read.
+// record counts n due recipients of app that this process stored since
+// the last read.
 func (a *admitter) record(app string, n int) {
 	if a.cfg == nil || n == 0 {
 		return
@@ -241,17 +241,37 @@ func (a *admitter) measure(elapsed float64, total, processed int, haveCounter bo
 }
 
 // processedTasks reads asynq's count of the queue's processed tasks
-// (successes only), when the Service has an inspector.
+// (successes only), when the Service has an inspector. A POST waits for
+// it at most queueInfoWait: asynq's inspector takes no context, and a
+// Redis that hangs must not hold the request (the reading is then left
+// out, and the drain rate measured from the backlog).
 func (a *admitter) processedTasks() (int, bool) {
 	if a.s.inspector == nil {
 		return 0, false
 	}
-	info, err := a.s.inspector.GetQueueInfo(a.s.cfg.Queue)
-	if err != nil {
+	type result struct {
+		n  int
+		ok bool
+	}
+	ch := make(chan result, 1)
+	go func() {
+		info, err := a.s.inspector.GetQueueInfo(a.s.cfg.Queue)
+		if err != nil {
+			ch <- result{}
+			return
+		}
+		ch <- result{info.ProcessedTotal - info.FailedTotal, true}
+	}()
+	select {
+	case r := <-ch:
+		return r.n, r.ok
+	case <-time.After(queueInfoWait):
 		return 0, false
 	}
-	return info.ProcessedTotal - info.FailedTotal, true
 }
+
+// queueInfoWait bounds processedTasks.
+const queueInfoWait = 250 * time.Millisecond
 
 // attrBound says which bound refused a request.
 var attrBound = attribute.Key("chatbatch.admission.bound")
