@@ -1,7 +1,6 @@
 package batch
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"math"
@@ -95,7 +94,7 @@ func (s *Service) dueNow(req *sendRequest, now time.Time) int {
 		return 0
 	}
 	n := len(req.Paras)
-	if rate := cmp.Or(req.RatePerMinute, s.cfg.DefaultRatePerMinute, s.cfg.MaxRatePerMinute); rate > 0 {
+	if rate := s.paceOf(req); rate > 0 {
 		n = min(n, s.cfg.ChunkSize, rate) // as checkRate and accept pace it
 	}
 	return n

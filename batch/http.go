@@ -163,15 +163,16 @@ func methodNotAllowed(w http.ResponseWriter, r *http.Request, allow string) {
 	writeError(w, newError(http.StatusMethodNotAllowed, CodeMethodNotAllowed, "method %s is not allowed here; use %s", r.Method, allow))
 }
 
-// withPrincipal authenticates the request and calls next (see Admit).
+// withPrincipal authenticates the request and calls next (see
+// Authenticate).
 func (s *Service) withPrincipal(w http.ResponseWriter, r *http.Request, next func(http.ResponseWriter, *http.Request, Principal)) {
-	if p, ok := s.Admit(w, r); ok {
+	if p, ok := s.Authenticate(w, r); ok {
 		next(w, r, p)
 	}
 }
 
-// Admit does for a request what the batch handler does before it acts:
-// it authenticates r — by the host's own means first
+// Authenticate does for a request what the batch handler does before it
+// acts: it authenticates r — by the host's own means first
 // (Config.AuthenticateRequest), then by the IM-API-KEY header (or IMKit's
 // deprecated API_KEY) through Config.Authenticator — and counts it
 // against its app's request rate (Config.RateLimit), setting the
@@ -179,7 +180,7 @@ func (s *Service) withPrincipal(w http.ResponseWriter, r *http.Request, next fun
 // answering r with the API's error envelope: 401, 429 with Retry-After,
 // or 503 when the authenticator cannot tell. A host calls it from its own
 // endpoints that should share the API's credentials and rate limit.
-func (s *Service) Admit(w http.ResponseWriter, r *http.Request) (Principal, bool) {
+func (s *Service) Authenticate(w http.ResponseWriter, r *http.Request) (Principal, bool) {
 	p, aerr := s.authenticate(r)
 	if aerr != nil {
 		writeError(w, aerr)

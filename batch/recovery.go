@@ -112,16 +112,18 @@ func (s *Service) sweep(ctx context.Context) (SweepReport, error) {
 		return r, fmt.Errorf("batch: sweep recalls: %w", err)
 	}
 	if s.cfg.Retention > 0 {
-		pctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
-		r.Pruned, err = s.cfg.Batches.PruneBatches(pctx, &store.PruneBatchesParams{FinishedBefore: now.Add(-s.cfg.Retention), Limit: prunePage})
-		cancel()
+		err = s.storeCall(ctx, "PruneBatches", func(ctx context.Context) (err error) {
+			r.Pruned, err = s.cfg.Batches.PruneBatches(ctx, &store.PruneBatchesParams{FinishedBefore: now.Add(-s.cfg.Retention), Limit: prunePage})
+			return err
+		})
 		if err != nil {
 			return r, fmt.Errorf("batch: sweep retention: %w", err)
 		}
 	}
-	kctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
-	_, err = s.cfg.Batches.DeleteExpiredIdempotencyKeys(kctx, &store.DeleteExpiredIdempotencyKeysParams{Before: now, Limit: sweepPage})
-	cancel()
+	err = s.storeCall(ctx, "DeleteExpiredIdempotencyKeys", func(ctx context.Context) error {
+		_, err := s.cfg.Batches.DeleteExpiredIdempotencyKeys(ctx, &store.DeleteExpiredIdempotencyKeysParams{Before: now, Limit: sweepPage})
+		return err
+	})
 	if err != nil {
 		return r, fmt.Errorf("batch: sweep idempotency keys: %w", err)
 	}

@@ -175,7 +175,7 @@ func (s *Service) check(ctx context.Context, p Principal, req *sendRequest) (*ch
 // Config.MaxRatePerMinute; more than MaxRatePerMinute is refused, and so
 // is a pace that would end the batch past Config.MaxScheduleAhead.
 func (s *Service) checkRate(req *sendRequest, c *checked, now time.Time) *apiError {
-	c.rate = cmp.Or(req.RatePerMinute, s.cfg.DefaultRatePerMinute, s.cfg.MaxRatePerMinute)
+	c.rate = s.paceOf(req)
 	if limit := s.cfg.MaxRatePerMinute; limit > 0 && c.rate > limit {
 		return bodyError("ratePerMinute", "%d is above this server's maximum of %d recipients a minute", c.rate, limit)
 	}
@@ -191,6 +191,13 @@ func (s *Service) checkRate(req *sendRequest, c *checked, now time.Time) *apiErr
 			c.rate, len(req.Paras), end.Format(time.RFC3339), s.cfg.MaxScheduleAhead)
 	}
 	return nil
+}
+
+// paceOf is the pace of req's batch in recipients a minute: its
+// ratePerMinute, else Config.DefaultRatePerMinute, else
+// Config.MaxRatePerMinute; 0 when it is not throttled.
+func (s *Service) paceOf(req *sendRequest) int {
+	return cmp.Or(req.RatePerMinute, s.cfg.DefaultRatePerMinute, s.cfg.MaxRatePerMinute)
 }
 
 // pacedDuration is how long n recipients take at rate a minute.

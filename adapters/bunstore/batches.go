@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -818,7 +820,10 @@ func (s *Store) PruneBatches(ctx context.Context, p *store.PruneBatchesParams) (
 		if err := rows.Err(); err != nil {
 			return err
 		}
-		for app, ids := range byApp {
+		// Apps in one order, so that concurrent prunes take their row
+		// locks in the same order and cannot deadlock.
+		for _, app := range slices.Sorted(maps.Keys(byApp)) {
+			ids := byApp[app]
 			if _, err := tx.ExecContext(ctx, "DELETE FROM "+s.chunks+" WHERE app_id = ? AND batch_id IN (?)", app, bun.List(ids)); err != nil {
 				return fmt.Errorf("delete chunks: %w", err)
 			}

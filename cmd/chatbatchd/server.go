@@ -337,14 +337,14 @@ func (s *server) routes() http.Handler {
 }
 
 // authed admits a request to one of chatbatchd's own endpoints as the
-// batch API admits its own (batch.Service.Admit): the API key of the
+// batch API admits its own (batch.Service.Authenticate): the API key of the
 // IM-API-KEY header, or IMKit's deprecated API_KEY — never a query
 // parameter: URLs end up in logs and browser history; the page reads GET
 // /events with fetch, which can send the header — and the same
 // -rate-limit, counted per app with the batch API's requests.
 func (s *server) authed(next func(http.ResponseWriter, *http.Request, string)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		p, ok := s.svc.Admit(w, r)
+		p, ok := s.svc.Authenticate(w, r)
 		if !ok {
 			return
 		}
