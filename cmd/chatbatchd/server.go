@@ -526,9 +526,8 @@ func redisKind(u string) string {
 	return "external"
 }
 
-// maxRetry maps -max-retry to batch.Config.MaxRetry, where 0 would mean
-// the default.
-// retention maps -retention to Config.Retention: 0 keeps everything.
+// retention maps -retention to Config.Retention, where 0 would mean the
+// default: for the flag it keeps everything.
 func retention(d time.Duration) time.Duration {
 	if d == 0 {
 		return batch.KeepForever
@@ -536,6 +535,8 @@ func retention(d time.Duration) time.Duration {
 	return d
 }
 
+// maxRetry maps -max-retry to batch.Config.MaxRetry, where 0 would mean
+// the default.
 func maxRetry(n int) int {
 	if n == 0 {
 		return batch.NoRetry
