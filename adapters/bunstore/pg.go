@@ -5,10 +5,12 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/uptrace/bun"
 
+	"github.com/chatbatch/chatbatch/adapters/bunstore/internal/pgcopy"
 	"github.com/chatbatch/chatbatch/store"
 )
 
@@ -136,6 +138,9 @@ func pgNullTime(t time.Time) *time.Time {
 // pgSaveMessages writes msgs (distinct IDs, checked) in one statement;
 // skipStored makes it skip IDs already stored instead of failing on them.
 func (s *Store) pgSaveMessages(ctx context.Context, app string, msgs []store.Message, fields []nullString, skipStored bool) error {
+	if copier := pgcopy.Registered(); copier != nil && !skipStored {
+		return s.pgCopyMessages(ctx, copier, app, msgs, fields)
+	}
 	n := len(msgs)
 	ids, rooms, receivers, senders, types, texts, batchIDs := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	extras, fs := make([]*string, n), make([]*string, n)
@@ -158,6 +163,50 @@ func (s *Store) pgSaveMessages(ctx context.Context, app string, msgs []store.Mes
 	}
 	_, err := s.db.DB.ExecContext(ctx, q, app, ids, rooms, receivers, senders, types, texts, extras, fs, batchIDs, idx, created)
 	return err
+}
+
+// messageColumnList is messageColumns as COPY takes them.
+var messageColumnList = strings.Split(messageColumns, ", ")
+
+// pgCopyMessages writes msgs (distinct IDs, checked, assumed new) with
+// one COPY, which costs PostgreSQL less per row than an INSERT, however
+// it is written: no statement to plan, no rows to project. COPY cannot
+// skip stored IDs; if one is stored, the COPY fails as a whole with a
+// unique violation and SaveMessages writes again with INSERT … ON
+// CONFLICT DO NOTHING. Used when bunpostgres is linked (it registers
+// pgx's CopyFrom; see internal/pgcopy).
+func (s *Store) pgCopyMessages(ctx context.Context, copier pgcopy.Func, app string, msgs []store.Message, fields []nullString) error {
+	conn, err := s.db.DB.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	row := make([]any, len(messageColumnList))
+	i := 0
+	next := func() ([]any, error) {
+		if i == len(msgs) {
+			return nil, nil
+		}
+		m, f := &msgs[i], fields[i]
+		i++
+		var extra, fs *string
+		if m.Extra != nil {
+			e := string(m.Extra)
+			extra = &e
+		}
+		if f.valid {
+			fs = &f.s
+		}
+		row[0], row[1], row[2], row[3], row[4], row[5], row[6] = app, m.ID, m.RoomID, m.Receiver, m.Sender, m.Type, m.Text
+		row[7], row[8], row[9], row[10], row[11] = extra, fs, m.BatchID, int32(m.Index), pgTime(m.CreatedAt)
+		return row, nil
+	}
+	// Unquoted identifiers are folded to lower case; COPY's is quoted.
+	table := strings.ToLower(s.messages)
+	return conn.Raw(func(dc any) error {
+		_, err := copier(ctx, dc, table, messageColumnList, next)
+		return err
+	})
 }
 
 // pgDirectRoomRound runs one round of DirectRooms in one statement.

@@ -21,6 +21,7 @@ import (
 	"github.com/uptrace/bun/schema"
 
 	"github.com/chatbatch/chatbatch/adapters/bunstore/internal/opener"
+	"github.com/chatbatch/chatbatch/adapters/bunstore/internal/pgcopy"
 )
 
 func openPostgres(ctx context.Context, dsn string) (*bun.DB, error) {
@@ -61,4 +62,16 @@ func Open(ctx context.Context, dsn string) (*bun.DB, error) {
 		return nil, errors.New("bunstore: open postgres: the DSN is not a postgres:// or postgresql:// URL")
 	}
 	return openPostgres(ctx, dsn)
+}
+
+func init() { pgcopy.Register(copyFrom) }
+
+// copyFrom is bunstore's COPY (see pgcopy.Func) on a connection of pgx's
+// database/sql driver.
+func copyFrom(ctx context.Context, driverConn any, table string, cols []string, next func() ([]any, error)) (int64, error) {
+	c, ok := driverConn.(*stdlib.Conn)
+	if !ok {
+		return 0, fmt.Errorf("bunpostgres: COPY needs a connection of pgx's database/sql driver, not %T", driverConn)
+	}
+	return c.Conn().CopyFrom(ctx, pgx.Identifier{table}, cols, pgx.CopyFromFunc(next))
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/chatbatch/chatbatch/adapters/bunstore"
 	"github.com/chatbatch/chatbatch/adapters/bunstore/bunopen"
+	"github.com/chatbatch/chatbatch/adapters/bunstore/internal/pgcopy"
 	"github.com/chatbatch/chatbatch/store"
 	"github.com/chatbatch/chatbatch/store/storetest"
 )
@@ -643,4 +644,68 @@ func TestCreateBatchConcurrentDuplicate(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestPostgresSavesByCopy: on PostgreSQL through bunpostgres (linked by
+// bunopen) SaveMessages writes new messages with one COPY, and when some
+// are stored already (a chunk run again) the COPY fails as a whole and
+// the messages are written again skipping the stored ones: each stored
+// once. The prefix has capitals, which PostgreSQL folds in the store's
+// unquoted names and COPY must fold too.
+func TestPostgresSavesByCopy(t *testing.T) {
+	db := backends[2].get(t)
+	ctx := t.Context()
+	s := newStore(t, db, &bunstore.Options{TablePrefix: "Copy" + randomPrefix()})
+	table := strings.ToLower(s.TablePrefix() + "messages")
+
+	copier := pgcopy.Registered()
+	if copier == nil {
+		t.Fatal("bunpostgres is linked (through bunopen) but registered no COPY function")
+	}
+	type call struct {
+		rows int64
+		err  error
+	}
+	var mu sync.Mutex
+	var calls []call
+	pgcopy.Register(func(ctx context.Context, dc any, tbl string, cols []string, next func() ([]any, error)) (int64, error) {
+		n, err := copier(ctx, dc, tbl, cols, next)
+		if tbl == table {
+			mu.Lock()
+			calls = append(calls, call{n, err})
+			mu.Unlock()
+		}
+		return n, err
+	})
+	t.Cleanup(func() { pgcopy.Register(copier) })
+
+	msg := func(i int) store.Message {
+		return store.Message{ID: fmt.Sprint("b-", i), AppID: "app", RoomID: "room", Receiver: "u", Sender: "s", Type: "text",
+			Text: fmt.Sprint("hi ", i), Extra: json.RawMessage(`{"k":1}`), BatchID: "b", Index: i, CreatedAt: time.Date(2026, 12, 4, 9, 0, i, 0, time.UTC)}
+	}
+	if err := s.SaveMessages(ctx, "app", []store.Message{msg(0), msg(1), msg(2)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SaveMessages(ctx, "app", []store.Message{msg(2), msg(3), msg(4)}); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(calls) != 2 || calls[0].rows != 3 || calls[0].err != nil || calls[1].err == nil {
+		t.Fatalf("COPY calls on %s = %+v; want 3 rows copied, then one failed on the stored ID", table, calls)
+	}
+	got, err := s.RoomMessages(ctx, "app", "room", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := []string{}
+	for _, m := range got {
+		ids = append(ids, m.ID)
+	}
+	if want := []string{"b-4", "b-3", "b-2", "b-1", "b-0"}; !slices.Equal(ids, want) {
+		t.Fatalf("stored %v, want %v, each once", ids, want)
+	}
+	if string(got[0].Extra) != `{"k":1}` || got[0].Text != "hi 4" || got[0].Index != 4 || !got[0].CreatedAt.Equal(msg(4).CreatedAt) {
+		t.Fatalf("stored %+v, want %+v", got[0], msg(4))
+	}
 }
