@@ -297,6 +297,9 @@ func (b *bench) runDatabase(ctx context.Context, d *database, primary bool) (err
 			b.rows = append(b.rows, ratioRow(scen, labels[scen]+" vs pgx CopyFrom, "+strconv.Itoa(o.copyStreams)+" streams (ceiling)", db, s["chatbatch"], s["copy"], 0))
 		}
 	}
+	if o.has("floor") {
+		b.floorRows(db, res["worker-a"])
+	}
 	b.workerA[d.name] = res["worker-a"]["chatbatch"]
 	if o.has("naive") {
 		s := res["e2e-a"]
@@ -421,6 +424,9 @@ func (b *bench) workerRep(ctx context.Context, h *harness, scen string, rep int,
 	if h.d.name == "postgres" {
 		contenders = []string{"plain", "copy", "chatbatch"}
 	}
+	if scen == "worker-a" && o.has("floor") {
+		contenders = append(contenders, "floor")
+	}
 	for _, c := range rotate(contenders, rep) {
 		var rate float64
 		var err error
@@ -438,6 +444,8 @@ func (b *bench) workerRep(ctx context.Context, h *harness, scen string, rep int,
 			rate, err = h.runPlain(ctx, baselineBatches(p), withRooms)
 		case "copy":
 			rate, err = h.runCopy(ctx, baselineBatches(p), withRooms)
+		case "floor":
+			rate, err = b.floorRate(ctx, h, p, rep)
 		}
 		if err != nil {
 			return err

@@ -40,6 +40,9 @@ type harness struct {
 	client  *http.Client
 	tracker *tracker
 	worker  *workerHandle
+
+	floor     *batch.Service // the floor scenario's (floor.go)
+	floorMsgs *discardMessages
 }
 
 func randomName(tag string) string {
@@ -293,14 +296,17 @@ type workerHandle struct {
 	err    error
 }
 
-func (h *harness) startWorker() {
+func (h *harness) startWorker() { h.startWorkerOf(h.svc) }
+
+// startWorkerOf runs svc's worker until stopWorker.
+func (h *harness) startWorkerOf(svc *batch.Service) {
 	if h.worker != nil {
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &workerHandle{cancel: cancel, exited: make(chan struct{})}
 	go func() {
-		w.err = h.svc.Run(ctx)
+		w.err = svc.Run(ctx)
 		close(w.exited)
 	}()
 	h.worker = w

@@ -61,7 +61,7 @@ func checkReport(t *testing.T, code int, stdout, stderr string, dbs []string, wa
 	}
 }
 
-var allScenarios = []string{"worker-a", "worker-b", "worker-c", "e2e-10x", "e2e-a", "e2e-b", "naive", "latency", "stats", "memory", "load"}
+var allScenarios = []string{"worker-a", "worker-b", "worker-c", "floor", "e2e-10x", "e2e-a", "e2e-b", "naive", "latency", "stats", "memory", "load"}
 
 // tinyLoad keeps the load scenario short in tests.
 var tinyLoad = []string{"-load-clients=2", "-load-recipients=50", "-load-duration=500ms"}
@@ -126,9 +126,12 @@ func TestRunServices(t *testing.T) {
 			code, stdout, stderr := runBench(t, args...)
 			want := []string{"worker-a", "worker-b", "worker-c", "e2e-10x", "e2e-a", "e2e-b", "naive", "latency"}
 			if c.name == "postgres" {
-				want = append(want, "stats", "memory", "load")
+				want = append(want, "floor", "stats", "memory", "load")
 				if !strings.Contains(stdout, "pgx CopyFrom, 4 streams (ceiling) | postgres") {
 					t.Errorf("no pgx CopyFrom rows:\n%s", stdout)
+				}
+				if !strings.Contains(stdout, "written at pgx CopyFrom's rate, vs plain INSERT | postgres") {
+					t.Errorf("no ceiling row of the floor scenario:\n%s", stdout)
 				}
 			}
 			db := c.dbs[0]
