@@ -3,6 +3,11 @@
 // bunstore's PostgreSQL fast path (bind parameters, array columns, one
 // statement per step) is made for. Import it rather than bunopen to link
 // no other database driver.
+//
+// Linking this package also gives bunstore PostgreSQL's COPY for saving
+// messages, on any *bun.DB of pgx's database/sql driver however it was
+// opened: a host that opens its own imports it for that alone
+// (import _ "github.com/chatbatch/chatbatch/adapters/bunstore/bunpostgres").
 package bunpostgres
 
 import (
