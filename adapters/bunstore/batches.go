@@ -666,37 +666,79 @@ func (s *Store) Backlog(ctx context.Context, p *store.BacklogParams) ([]store.Ap
 
 // PendingChunks implements store.Batches, oldest NotBefore first (then by
 // batch ID and chunk number, as memstore). Limit < 0 means no limit.
+//
+// It is two queries, each in the chunks_pending index's order: the due
+// chunks not started (a range of the index: not_before <= ?), and the
+// started chunks whose lease ended; their results are merged here. One
+// query with an OR of the two reads neither as a range: PostgreSQL then
+// fetches every pending chunk and sorts them before its LIMIT.
 func (s *Store) PendingChunks(ctx context.Context, p *store.PendingChunksParams) ([]store.Chunk, error) {
 	const op = "pending chunks"
 	if err := begin(ctx, op); err != nil {
 		return nil, err
 	}
-	out := []store.Chunk{}
 	if p.Limit == 0 {
-		return out, nil
+		return []store.Chunk{}, nil
 	}
-	q := "SELECT app_id, batch_id, chunk_no, start_index, not_before, started_at, attempts, lease_until FROM " + s.chunks +
-		" WHERE done = " + s.falseLit() + " AND ((started_at IS NULL AND not_before <= ?) OR (started_at IS NOT NULL AND (lease_until IS NULL OR lease_until < ?)))" +
-		" ORDER BY not_before, batch_id, chunk_no, app_id"
-	q, args := limited(q, []any{toDB(p.DueBefore), toDB(p.LeaseExpiredBefore)}, p.Limit)
-	rows, err := s.db.QueryContext(ctx, q, args...)
+	const cols = "SELECT app_id, batch_id, chunk_no, start_index, not_before, started_at, attempts, lease_until FROM "
+	const order = " ORDER BY not_before, batch_id, chunk_no, app_id"
+	due, err := s.pendingChunks(ctx, cols+s.chunks+" WHERE done = "+s.falseLit()+" AND not_before <= ? AND started_at IS NULL"+order,
+		toDB(p.DueBefore), p.Limit)
 	if err != nil {
 		return nil, s.fail(ctx, op, err)
 	}
+	expired, err := s.pendingChunks(ctx, cols+s.chunks+" WHERE done = "+s.falseLit()+" AND started_at IS NOT NULL AND (lease_until IS NULL OR lease_until < ?)"+order,
+		toDB(p.LeaseExpiredBefore), p.Limit)
+	if err != nil {
+		return nil, s.fail(ctx, op, err)
+	}
+	out := make([]store.Chunk, 0, len(due)+len(expired))
+	for len(due) > 0 || len(expired) > 0 {
+		if len(expired) == 0 || (len(due) > 0 && pendingBefore(&due[0], &expired[0])) {
+			out, due = append(out, due[0]), due[1:]
+		} else {
+			out, expired = append(out, expired[0]), expired[1:]
+		}
+	}
+	if p.Limit > 0 && len(out) > p.Limit {
+		out = out[:p.Limit]
+	}
+	return out, nil
+}
+
+// pendingBefore is PendingChunks' ORDER BY.
+func pendingBefore(a, b *store.Chunk) bool {
+	if !a.NotBefore.Equal(b.NotBefore) {
+		return a.NotBefore.Before(b.NotBefore)
+	}
+	if a.BatchID != b.BatchID {
+		return a.BatchID < b.BatchID
+	}
+	if a.No != b.No {
+		return a.No < b.No
+	}
+	return a.AppID < b.AppID
+}
+
+// pendingChunks runs one of PendingChunks' queries.
+func (s *Store) pendingChunks(ctx context.Context, q string, at any, limit int) ([]store.Chunk, error) {
+	q, args := limited(q, []any{at}, limit)
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
 	defer rows.Close()
+	var out []store.Chunk
 	for rows.Next() {
 		var c store.Chunk
 		var notBefore, started, lease dbTime
 		if err := rows.Scan(&c.AppID, &c.BatchID, &c.No, &c.Start, &notBefore, &started, &c.Attempts, &lease); err != nil {
-			return nil, s.fail(ctx, op, err)
+			return nil, err
 		}
 		c.NotBefore, c.StartedAt, c.LeaseUntil = notBefore.t, started.t, lease.t
 		out = append(out, c)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, s.fail(ctx, op, err)
-	}
-	return out, nil
+	return out, rows.Err()
 }
 
 // limited adds a LIMIT of limit to q and its arguments; limit < 0 means
@@ -869,8 +911,12 @@ func (s *Store) ListBatches(ctx context.Context, p *store.ListBatchesParams) ([]
 		where, args = append(where, "created_at < ?"), append(args, toDB(p.CreatedBefore))
 	}
 	if p.AfterID != "" {
-		where = append(where, "(created_at < ? OR (created_at = ? AND id < ?))")
-		args = append(args, toDB(p.AfterCreatedAt), toDB(p.AfterCreatedAt), p.AfterID)
+		// The leading created_at <= ? is implied by the OR; it is there
+		// for the planner, which cannot take a range of the index from an
+		// OR: without it PostgreSQL reads the app's whole index from the
+		// newest batch and filters (measured: 0.5 s at 1M batches).
+		where = append(where, "created_at <= ? AND (created_at < ? OR (created_at = ? AND id < ?))")
+		args = append(args, toDB(p.AfterCreatedAt), toDB(p.AfterCreatedAt), toDB(p.AfterCreatedAt), p.AfterID)
 	}
 	if len(p.Statuses) > 0 {
 		var ors []string

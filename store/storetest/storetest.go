@@ -1538,6 +1538,10 @@ func testPendingChunks(t *testing.T, s store.Batches, _ *Options) {
 	check(&store.PendingChunksParams{DueBefore: base.Add(30 * time.Minute), LeaseExpiredBefore: startAt.Add(10 * time.Second), Limit: 10}, lateChunks[0].ChunkRef)
 	check(&store.PendingChunksParams{DueBefore: base.Add(30 * time.Minute), LeaseExpiredBefore: startAt.Add(11 * time.Second), Limit: 10},
 		earlyChunks[0].ChunkRef, lateChunks[0].ChunkRef)
+	// The limit applies to both kinds together, in NotBefore order.
+	check(&store.PendingChunksParams{DueBefore: base.Add(30 * time.Minute), LeaseExpiredBefore: startAt.Add(11 * time.Second), Limit: 1}, earlyChunks[0].ChunkRef)
+	check(&store.PendingChunksParams{DueBefore: base.Add(30 * time.Minute), LeaseExpiredBefore: startAt.Add(11 * time.Second), Limit: -1},
+		earlyChunks[0].ChunkRef, lateChunks[0].ChunkRef)
 	got, err := s.PendingChunks(ctx, &store.PendingChunksParams{DueBefore: base, LeaseExpiredBefore: startAt.Add(time.Hour), Limit: 10})
 	must(t, err)
 	if len(got) != 1 || got[0].Attempts != 1 || got[0].StartedAt.IsZero() || got[0].LeaseUntil.IsZero() || got[0].Start != 0 {
