@@ -432,6 +432,9 @@ func (b *bench) workerRep(ctx context.Context, h *harness, scen string, rep int,
 		var err error
 		// (b) needs fresh receivers for every contender: each creates rooms.
 		p := splitPlan(o.backlog, o.recipients, paraFor(scen, b.fresh(), 0))
+		// The machine's CPU: around the baselines' whole run, and around
+		// chatbatch's worker phase (h.workerCPU), not its accept.
+		cpu := startCPU()
 		switch c {
 		case "chatbatch":
 			if withRooms {
@@ -451,6 +454,12 @@ func (b *bench) workerRep(ctx context.Context, h *harness, scen string, rep int,
 			return err
 		}
 		s.add(c, rate)
+		if c == "chatbatch" || c == "floor" {
+			cpu = h.workerCPU
+		}
+		if ms, ok := cpu.perThousand(o.backlog); ok {
+			s.add("cpu-"+c, ms)
+		}
 		b.logf("%s: %s run %d/%d: %-9s %s msgs/s", h.d.label(), scen, rep+1, o.runs, c, fmtRate(rate))
 	}
 	return nil
@@ -468,8 +477,10 @@ func (b *bench) workerRate(ctx context.Context, h *harness, p plan, scen string,
 		return 0, err
 	}
 	stop := b.profile(h.d.label(), scen, rep)
+	h.workerCPU = startCPU()
 	h.startWorker()
 	_, err = h.waitDone(ctx, bs)
+	h.workerCPU.stop()
 	stopErr := h.stopWorker()
 	stop()
 	if err != nil {

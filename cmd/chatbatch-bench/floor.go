@@ -3,7 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/chatbatch/chatbatch/batch"
 	"github.com/chatbatch/chatbatch/store"
@@ -14,9 +18,9 @@ import (
 // whose Messages stores nothing runs every other store call of a chunk
 // (start, the recipients' users and rooms, complete) over the same
 // backlog as worker-a, as a fourth contender in worker-a's runs. From
-// its rate and the baselines' the bench derives chatbatch's ceiling on
-// this machine: recipients/s if the message write ran at pgx CopyFrom's
-// rate (the fastest way PostgreSQL takes rows), ÷ the plain INSERT's.
+// its rate and the machine's CPU per recipient of each contender (all
+// processes: the bench, Redis, the database) the bench derives the bound
+// on chatbatch ÷ plain INSERT on a machine whose cores they share.
 
 // discardMessages is a store.Messages that stores nothing and counts.
 type discardMessages struct{ saved atomic.Int64 }
@@ -58,8 +62,10 @@ func (b *bench) floorRate(ctx context.Context, h *harness, p plan, rep int) (flo
 		return 0, err
 	}
 	before := msgs.saved.Load()
+	h.workerCPU = startCPU()
 	h.startWorkerOf(svc)
 	_, err = h.waitDone(ctx, bs)
+	h.workerCPU.stop()
 	if stopErr := h.stopWorker(); err == nil {
 		err = stopErr
 	}
@@ -87,18 +93,94 @@ func (b *bench) floorRate(ctx context.Context, h *harness, p plan, rep int) (flo
 	return float64(total) / last.Sub(first).Seconds(), nil
 }
 
-// floorRows reports the floor contender beside the baselines and the
-// ceiling it implies.
+// floorRows reports the floor contender beside the baselines, and what
+// each contender of worker-a's runs cost the machine in CPU: the bound
+// that CPU puts on chatbatch ÷ plain INSERT when the cores are saturated.
 func (b *bench) floorRows(db string, s series) {
 	b.rows = append(b.rows, ratioRow("floor", "1 worker rate (a) without the message write (every other store call) vs plain INSERT", db, s["floor"], s["plain"], 0))
-	if len(s["copy"]) == 0 {
-		return
+	if len(s["cpu-chatbatch"]) == 0 || len(s["cpu-plain"]) == 0 {
+		return // no /proc/stat
 	}
-	// Per run: the time per recipient of the store calls without the
-	// write plus COPY's time per row, against the plain INSERT's.
-	var bound []float64
-	for i := range s["floor"] {
-		bound = append(bound, 1/(1/s["floor"][i]+1/s["copy"][i]))
+	cpuRow := func(label string, cb, base []float64) row {
+		return row{scenario: "floor", label: label, db: db, cb: spread(cb, fmtMs), base: spread(base, fmtMs), ratio: spread(ratios(cb, base), fmtRatio)}
 	}
-	b.rows = append(b.rows, ratioRow("floor", "1 ceiling: worker rate (a) if the messages were written at pgx CopyFrom's rate, vs plain INSERT", db, bound, s["plain"], 0))
+	b.rows = append(b.rows, cpuRow("1 machine CPU (Go, Redis, database) per 1,000 recipients, worker (a) vs plain INSERT", s["cpu-chatbatch"], s["cpu-plain"]))
+	if len(s["cpu-floor"]) > 0 {
+		b.rows = append(b.rows, cpuRow("1 machine CPU per 1,000 recipients, worker (a) without the message write vs plain INSERT", s["cpu-floor"], s["cpu-plain"]))
+	}
+	if len(s["cpu-copy"]) > 0 {
+		b.rows = append(b.rows, cpuRow("1 machine CPU per 1,000 recipients, pgx CopyFrom vs plain INSERT", s["cpu-copy"], s["cpu-plain"]))
+	}
+	// The bound: with every core busy, rate = cores ÷ CPU per recipient,
+	// so chatbatch ÷ plain can reach at most plain's CPU ÷ chatbatch's.
+	bound := ratios(s["cpu-plain"], s["cpu-chatbatch"])
+	b.rows = append(b.rows, row{scenario: "floor", label: "1 bound on worker (a) ÷ plain INSERT where the cores are saturated: plain's CPU per recipient ÷ chatbatch's", db: db,
+		cb: "—", base: "—", ratio: spread(bound, fmtRatio)})
+}
+
+// machineCPU is the CPU time the whole machine has spent busy since it
+// booted — every process, so the Go process, Redis and the database
+// together — from /proc/stat (Linux); ok is false elsewhere.
+//
+// The bench reads it around each worker-a contender: on a machine where
+// chatbatch and the database share the cores, the CPU a recipient costs
+// bounds the rate. When the cores are saturated, chatbatch ÷ plain INSERT
+// can be at most plain's CPU per recipient ÷ chatbatch's.
+func machineCPU() (busy time.Duration, ok bool) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, false
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 8 || f[0] != "cpu" {
+		return 0, false
+	}
+	// user nice system idle iowait irq softirq steal: all but idle and
+	// iowait are busy.
+	var ticks int64
+	for i, v := range f[1:min(len(f), 9)] {
+		if i == 3 || i == 4 {
+			continue
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, false
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / clockTicks, true
+}
+
+// clockTicks is USER_HZ, the unit of /proc/stat: 100 on every Linux
+// architecture Go supports.
+const clockTicks = 100
+
+// cpuMeter measures the machine's busy CPU over a span.
+type cpuMeter struct {
+	start, end time.Duration
+	ok, ended  bool
+}
+
+func startCPU() cpuMeter {
+	busy, ok := machineCPU()
+	return cpuMeter{start: busy, ok: ok}
+}
+
+// stop ends the span (perThousand ends it if stop was not called).
+func (m *cpuMeter) stop() {
+	m.end, m.ended = machineCPU()
+	m.ok = m.ok && m.ended
+}
+
+// perThousand returns the busy CPU of the span per 1,000 recipients, in
+// milliseconds; ok is false where /proc/stat is not to be read.
+func (m cpuMeter) perThousand(recipients int) (ms float64, ok bool) {
+	if !m.ended {
+		m.stop()
+	}
+	if !m.ok || recipients == 0 {
+		return 0, false
+	}
+	return float64(m.end-m.start) / float64(time.Millisecond) * 1000 / float64(recipients), true
 }

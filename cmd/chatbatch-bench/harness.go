@@ -43,6 +43,7 @@ type harness struct {
 
 	floor     *batch.Service // the floor scenario's (floor.go)
 	floorMsgs *discardMessages
+	workerCPU cpuMeter // the machine's CPU over the last worker phase (workerRate, floorRate)
 }
 
 func randomName(tag string) string {
