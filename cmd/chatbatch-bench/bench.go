@@ -152,6 +152,13 @@ func (b *bench) printHeader() {
 	}
 	fmt.Fprintf(b.out, "- runs %d, concurrency %d, %s recipients per request, backlog %s, scenarios %s\n",
 		o.runs, o.concurrency, group(int64(o.recipients)), group(int64(o.backlog)), strings.Join(b.selected(), ","))
+	if o.has("retention") || o.has("plans") {
+		var sizes []string
+		for _, n := range o.planSizes {
+			sizes = append(sizes, group(int64(n)))
+		}
+		fmt.Fprintf(b.out, "- retention: %s recipients a cycle; plans at %s finished batches\n", group(int64(o.retentionRecipients)), strings.Join(sizes, ", "))
+	}
 }
 
 func (b *bench) selected() []string {
@@ -165,6 +172,7 @@ func (b *bench) selected() []string {
 }
 
 func (b *bench) printNotes(took time.Duration) {
+	o := b.o
 	fmt.Fprintln(b.out)
 	fmt.Fprintln(b.out, "Scenarios:")
 	for _, s := range scenarios {
@@ -177,6 +185,12 @@ func (b *bench) printNotes(took time.Duration) {
 	fmt.Fprintf(b.out, "- pgx CopyFrom (PostgreSQL): the same rows over %d connections (-copy-streams), one COPY per table per connection — the ceiling; no target. On few cores, fewer streams than -concurrency copy faster.\n", b.o.copyStreams)
 	fmt.Fprintln(b.out, "- naive asynq: one task per recipient, each rendering and INSERTing one row.")
 	fmt.Fprintln(b.out, "Cells: median (min–max) over the runs; ratio = chatbatch ÷ baseline per run. msgs/s counts recipients (messages), in (b) each with its room and 2 members.")
+	if o.has("bytes") || o.has("retention") {
+		fmt.Fprintln(b.out, "\nSizes (bytes, retention):")
+		for _, d := range b.dbs {
+			fmt.Fprintf(b.out, "- %s: %s.\n", d.label(), d.sizeMethod())
+		}
+	}
 	if len(b.profiles) > 0 {
 		fmt.Fprintf(b.out, "\nProfiles written: %d files, e.g. %s (merge: go tool pprof -top FILES…)\n", len(b.profiles), b.profiles[0])
 	}
@@ -331,6 +345,17 @@ func (b *bench) runDatabase(ctx context.Context, d *database, primary bool) (err
 	if o.has("load") && primary {
 		if err := b.load(ctx, h, poolA); err != nil {
 			return fmt.Errorf("load: %w", err)
+		}
+	}
+	// The bookkeeping scenarios (retention.go), each in tables of its own.
+	for _, s := range []struct {
+		name string
+		run  func(context.Context, *database) error
+	}{{"bytes", b.bytesScenario}, {"retention", b.retention}, {"plans", b.plans}} {
+		if o.has(s.name) {
+			if err := s.run(ctx, d); err != nil {
+				return fmt.Errorf("%s: %w", s.name, err)
+			}
 		}
 	}
 	return nil

@@ -40,6 +40,10 @@ type harness struct {
 	client  *http.Client
 	tracker *tracker
 	worker  *workerHandle
+	// idemKeys makes every POST carry a fresh Idempotency-Key, as a
+	// careful client's does: the bookkeeping scenarios (retention.go)
+	// then measure the keys' table too.
+	idemKeys bool
 
 	floor     *batch.Service // the floor scenario's (floor.go)
 	floorMsgs *discardMessages
@@ -225,6 +229,9 @@ func (h *harness) postTo(ctx context.Context, base string, body []byte) (accepte
 	}
 	req.Header.Set("IM-API-KEY", apiKey)
 	req.Header.Set("Content-Type", "application/json; charset=utf-8")
+	if h.idemKeys {
+		req.Header.Set("Idempotency-Key", strings.ToLower(rand.Text()))
+	}
 	res, err := h.client.Do(req)
 	if err != nil {
 		return a, fmt.Errorf("POST /messages/batch: %w", err)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -61,10 +62,72 @@ func checkReport(t *testing.T, code int, stdout, stderr string, dbs []string, wa
 	}
 }
 
-var allScenarios = []string{"worker-a", "worker-b", "worker-c", "floor", "e2e-10x", "e2e-a", "e2e-b", "naive", "latency", "stats", "memory", "load"}
+var allScenarios = []string{"worker-a", "worker-b", "worker-c", "floor", "e2e-10x", "e2e-a", "e2e-b", "naive", "latency", "stats", "memory", "load", "bytes", "retention", "plans"}
 
-// tinyLoad keeps the load scenario short in tests.
-var tinyLoad = []string{"-load-clients=2", "-load-recipients=50", "-load-duration=500ms"}
+// tinyLoad keeps the load scenario short in tests, and tinyBookkeeping
+// the retention (40 batches of one recipient a cycle) and plans ones.
+var (
+	tinyLoad        = []string{"-load-clients=2", "-load-recipients=50", "-load-duration=500ms"}
+	tinyBookkeeping = []string{"-retention-recipients=40", "-plan-sizes=60,20"}
+)
+
+// checkBookkeeping asserts the rows of the bookkeeping scenarios on db,
+// with what they verified: the bytes row; for retention the size after
+// each send and prune, each prune with its 404s and its messages kept,
+// and the sweep times; for plans a row per query and size, and the
+// comparisons of the sizes.
+func checkBookkeeping(t *testing.T, stdout, db string, scens ...string) {
+	t.Helper()
+	var rows []string
+	for _, line := range strings.Split(stdout, "\n") {
+		if strings.Contains(line, " | "+db+" | ") {
+			rows = append(rows, line)
+		}
+	}
+	count := func(parts ...string) int {
+		n := 0
+		for _, r := range rows {
+			all := true
+			for _, p := range parts {
+				all = all && strings.Contains(r, p)
+			}
+			if all {
+				n++
+			}
+		}
+		return n
+	}
+	for _, s := range scens {
+		switch s {
+		case "bytes":
+			if count("`bytes` 9 bookkeeping bytes per recipient", " B | ") != 1 {
+				t.Errorf("%s: no bytes row in:\n%s", db, stdout)
+			}
+		case "retention":
+			for _, want := range []string{"bookkeeping size, empty tables", "after send 1: 40 batches of 1 recipients, every message verified", "after send 2", "Sweep calls while pruning"} {
+				if count("`retention`", want) != 1 {
+					t.Errorf("%s: no retention row %q in:\n%s", db, want, stdout)
+				}
+			}
+			for _, n := range []string{"1", "2"} {
+				if count("`retention`", "after prune "+n+": every batch pruned by the sweep", "sampled GETs answer 404 BATCH_NOT_FOUND", "messages still stored") != 1 {
+					t.Errorf("%s: no row of prune %s with its checks in:\n%s", db, n, stdout)
+				}
+			}
+		case "plans":
+			for _, q := range planQueries {
+				for _, size := range []string{"20", "60"} {
+					if count("`plans` 11 plan: "+q, ", "+size+" finished batches") == 0 {
+						t.Errorf("%s: no plan row for %s at %s batches in:\n%s", db, q, size, stdout)
+					}
+				}
+				if count("`plans` 11 plan shape: "+q, "same plan") == 0 {
+					t.Errorf("%s: no plan comparison for %s in:\n%s", db, q, stdout)
+				}
+			}
+		}
+	}
+}
 
 // TestRunSQLiteMiniredis runs every scenario on SQLite and the in-process
 // Redis, with profiles.
@@ -73,8 +136,12 @@ func TestRunSQLiteMiniredis(t *testing.T) {
 	dir := t.TempDir()
 	cpu, mem := filepath.Join(dir, "cpu"), filepath.Join(dir, "mem")
 	code, stdout, stderr := runBench(t, append([]string{"-redis=mem", "-runs=2", "-recipients=300", "-backlog=900",
-		"-memory-sizes=300,900", "-concurrency=4", "-scenarios=all", "-cpuprofile=" + cpu, "-memprofile=" + mem}, tinyLoad...)...)
+		"-memory-sizes=300,900", "-concurrency=4", "-scenarios=all", "-cpuprofile=" + cpu, "-memprofile=" + mem}, append(tinyLoad, tinyBookkeeping...)...)...)
 	checkReport(t, code, stdout, stderr, []string{"sqlite"}, allScenarios)
+	checkBookkeeping(t, stdout, "sqlite", "bytes", "retention", "plans")
+	if !strings.Contains(stdout, "- sqlite: the dbstat virtual table") {
+		t.Errorf("the notes do not say how SQLite's sizes are measured:\n%s", stdout)
+	}
 	if !strings.Contains(stdout, "chatbatch-bench -redis=mem -runs=2") {
 		t.Errorf("the command line is not at the top:\n%s", stdout)
 	}
@@ -105,14 +172,14 @@ func TestRunServices(t *testing.T) {
 	if redisAddr != "" {
 		redisArg = "-redis=" + redisAddr
 	}
-	tiny := append([]string{"-runs=1", "-recipients=300", "-backlog=600", "-memory-sizes=300,600", "-concurrency=4"}, tinyLoad...)
+	tiny := append(append([]string{"-runs=1", "-recipients=300", "-backlog=600", "-memory-sizes=300,600", "-concurrency=4"}, tinyLoad...), tinyBookkeeping...)
 	cases := []struct {
 		name, env string
 		args      func(v string) []string
 		dbs       []string
 	}{
 		{"postgres", "CHATBATCH_TEST_POSTGRES", func(v string) []string { return []string{"-postgres=" + v, "-sqlite=false", "-scenarios=all"} }, []string{"postgres"}},
-		{"mysql", "CHATBATCH_TEST_MYSQL", func(v string) []string { return []string{"-mysql=" + v, "-sqlite=false"} }, []string{"mysql", "mariadb"}},
+		{"mysql", "CHATBATCH_TEST_MYSQL", func(v string) []string { return []string{"-mysql=" + v, "-sqlite=false", "-scenarios=all"} }, []string{"mysql", "mariadb"}},
 		{"redis", "CHATBATCH_TEST_REDIS", func(string) []string { return nil }, []string{"sqlite"}},
 	}
 	for _, c := range cases {
@@ -124,7 +191,10 @@ func TestRunServices(t *testing.T) {
 			t.Parallel()
 			args := append(append([]string{redisArg}, tiny...), c.args(v)...)
 			code, stdout, stderr := runBench(t, args...)
-			want := []string{"worker-a", "worker-b", "worker-c", "e2e-10x", "e2e-a", "e2e-b", "naive", "latency"}
+			want := []string{"worker-a", "worker-b", "worker-c", "e2e-10x", "e2e-a", "e2e-b", "naive", "latency", "bytes"}
+			if c.name != "redis" {
+				want = append(want, "retention", "plans")
+			}
 			if c.name == "postgres" {
 				want = append(want, "floor", "stats", "memory", "load")
 				if !strings.Contains(stdout, "pgx CopyFrom, 4 streams (ceiling) | postgres") {
@@ -141,6 +211,10 @@ func TestRunServices(t *testing.T) {
 				}
 			}
 			checkReport(t, code, stdout, stderr, []string{db}, want)
+			checkBookkeeping(t, stdout, db, want...)
+			if c.name == "postgres" && !strings.Contains(stdout, "(EXPLAIN ANALYZE) | postgres |") {
+				t.Errorf("the PostgreSQL plans are not EXPLAIN ANALYZE's:\n%s", stdout)
+			}
 			if strings.Contains(stdout, "| sqlite |") && c.name != "redis" {
 				t.Errorf("-sqlite=false still ran SQLite:\n%s", stdout)
 			}
@@ -169,6 +243,9 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"extra"}, `unexpected argument "extra"`},
 		{[]string{"-runs=x"}, `invalid value "x" for flag -runs`},
 		{[]string{"-copy-streams=-1"}, "-copy-streams must not be negative"},
+		{[]string{"-retention-recipients=0"}, "-retention-recipients must be at least 1"},
+		{[]string{"-plan-sizes=10,x"}, `-plan-sizes: "x" is not a positive number`},
+		{[]string{"-plan-sizes=0"}, `-plan-sizes: "0" is not a positive number`},
 	} {
 		code, stdout, stderr := runBench(t, c.args...)
 		if code != 2 || !strings.Contains(stderr, c.want) || stdout != "" {
@@ -197,9 +274,21 @@ func TestQuickDefaults(t *testing.T) {
 	if o.runs != 2 || o.recipients != 1000 || o.backlog != 5000 || o.has("stats") || !o.has("memory") || len(o.memorySizes) != 2 || o.copyStreams != 10 {
 		t.Errorf("-quick -runs=2 = %+v", o)
 	}
+	if !o.has("bytes") || o.has("retention") || o.has("plans") || o.retentionRecipients != 20_000 || !slices.Equal(o.planSizes, []int{1000, 10_000}) {
+		t.Errorf("-quick: bytes %v, retention %v (%d recipients), plans %v (%v); want bytes only, 20,000 and [1000 10000]",
+			o.has("bytes"), o.has("retention"), o.retentionRecipients, o.has("plans"), o.planSizes)
+	}
 	o, err = parseFlags([]string{"-quick", "-scenarios=stats"}, &bytes.Buffer{})
 	if err != nil || !o.has("stats") {
 		t.Errorf("-quick -scenarios=stats: %v %+v", err, o)
+	}
+	o, err = parseFlags(nil, &bytes.Buffer{})
+	if err != nil || !o.has("bytes") || !o.has("stats") || o.has("retention") || o.has("plans") || o.retentionRecipients != 1_000_000 || !slices.Equal(o.planSizes, []int{10_000, 1_000_000}) {
+		t.Errorf("defaults: %v %+v", err, o)
+	}
+	o, err = parseFlags([]string{"-scenarios=all", "-plan-sizes=500,20,500"}, &bytes.Buffer{})
+	if err != nil || !o.has("retention") || !o.has("plans") || !slices.Equal(o.planSizes, []int{20, 500}) {
+		t.Errorf("-scenarios=all -plan-sizes=500,20,500: %v %+v", err, o)
 	}
 }
 

@@ -32,7 +32,13 @@ var scenarios = []scenarioInfo{
 	{"stats", "5 worker rate (a) on never-analyzed tables (autovacuum off) vs the same after ANALYZE; PostgreSQL only"},
 	{"memory", "6 worker heap (max HeapInuse while running) at growing backlogs, and Redis memory per queued batch"},
 	{"load", "8 accept latency under load: -load-clients clients posting -load-recipients batches back to back for -load-duration while the worker runs; every batch verified; first database only"},
+	{"bytes", "9 bookkeeping bytes per recipient (batches + chunks + idempotency-keys tables) vs the message rows' bytes per recipient, after -backlog recipients of (a) sent through the API with an Idempotency-Key each; fresh tables"},
+	{"retention", "10 (not in the default set) two cycles of -retention-recipients sent as 2,000 batches of (a) and pruned by the library's own sweep (a second Service whose clock is past Config.Retention): bookkeeping size after each step, each Sweep call timed, pruned batches answer 404 and their messages stay; fresh tables"},
+	{"plans", "11 (not in the default set) the plans of the store's own ListBatches, PendingChunks and PruneBatches SELECTs, captured as sent, at each of -plan-sizes finished batches (cloned by INSERT … SELECT); fresh tables"},
 }
+
+// optIn are the scenarios that run only when named (or with "all").
+var optIn = []string{"retention", "plans"}
 
 func scenarioNames() []string {
 	var names []string
@@ -44,25 +50,27 @@ func scenarioNames() []string {
 
 // options are the parsed flags.
 type options struct {
-	postgres, mysql string
-	sqlite          bool
-	redis           string
-	concurrency     int
-	recipients      int
-	backlog         int
-	runs            int
-	scenarios       map[string]bool
-	quick, strict   bool
-	cpuprofile      string
-	memprofile      string
-	memorySizes     []int
-	keep            bool
-	copyStreams     int
-	sqliteDSN       string
-	loadClients     int
-	loadRecipients  int
-	loadDuration    time.Duration
-	loadMaxPending  int
+	postgres, mysql     string
+	sqlite              bool
+	redis               string
+	concurrency         int
+	recipients          int
+	backlog             int
+	runs                int
+	scenarios           map[string]bool
+	quick, strict       bool
+	cpuprofile          string
+	memprofile          string
+	memorySizes         []int
+	keep                bool
+	copyStreams         int
+	sqliteDSN           string
+	loadClients         int
+	loadRecipients      int
+	loadDuration        time.Duration
+	loadMaxPending      int
+	retentionRecipients int
+	planSizes           []int
 }
 
 func (o *options) has(s string) bool { return o.scenarios[s] }
@@ -102,8 +110,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.recipients, "recipients", maxRecipients, "recipients per request (at most 10000)")
 	fs.IntVar(&o.backlog, "backlog", 100_000, "recipients accepted before the worker starts, in the worker-rate and stats scenarios")
 	fs.IntVar(&o.runs, "runs", 3, "repetitions of each scenario")
-	scen := fs.String("scenarios", "", "comma-separated `list` of scenarios (default all): "+strings.Join(scenarioNames(), ", "))
-	fs.BoolVar(&o.quick, "quick", false, "a short run (under a minute): -runs 1 -recipients 1000 -backlog 5000 -memory-sizes 5000,20000 -load-clients 4 -load-recipients 100 -load-duration 2s, no stats scenario")
+	scen := fs.String("scenarios", "", "comma-separated `list` of scenarios (default all but "+strings.Join(optIn, " and ")+"; \"all\": every one): "+strings.Join(scenarioNames(), ", "))
+	fs.BoolVar(&o.quick, "quick", false, "a short run (under a minute): -runs 1 -recipients 1000 -backlog 5000 -memory-sizes 5000,20000 -load-clients 4 -load-recipients 100 -load-duration 2s -retention-recipients 20000 -plan-sizes 1000,10000, no stats scenario")
 	fs.BoolVar(&o.strict, "strict", false, "exit with status 3 when a target is missed")
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of each chatbatch run to `file` (one file per run, named file.DB.SCENARIO.RUN)")
 	fs.StringVar(&o.memprofile, "memprofile", "", "write heap profiles before and after each chatbatch run to `file`.DB.SCENARIO.RUN[.before] (compare with pprof -base)")
@@ -114,6 +122,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.loadRecipients, "load-recipients", 1000, "recipients per batch in the load scenario")
 	fs.DurationVar(&o.loadDuration, "load-duration", 60*time.Second, "how long the load scenario's clients post")
 	fs.IntVar(&o.loadMaxPending, "load-max-pending", 200_000, "admission control in the load scenario (batch.Admission.MaxPending; chatbatchd's default): refused POSTs wait their Retry-After and post again; 0: off")
+	fs.IntVar(&o.retentionRecipients, "retention-recipients", 1_000_000, "recipients of each cycle of the retention scenario, sent as 2,000 batches (at least 1 recipient each)")
+	planSizes := fs.String("plan-sizes", "10000,1000000", "finished batches at which the plans scenario explains the store's queries; the largest is compared with the smallest")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stderr, usageHead)
@@ -150,6 +160,12 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		if !set["load-recipients"] {
 			o.loadRecipients = 100
 		}
+		if !set["retention-recipients"] {
+			o.retentionRecipients = 20_000
+		}
+		if !set["plan-sizes"] {
+			*planSizes = "1000,10000"
+		}
 	}
 	switch {
 	case o.concurrency < 1:
@@ -164,6 +180,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, usagef("-runs must be at least 1, not %d", o.runs)
 	case o.loadClients < 1 || o.loadRecipients < 1 || o.loadRecipients > maxRecipients || o.loadDuration <= 0 || o.loadMaxPending < 0:
 		return nil, usagef("-load-clients, -load-recipients (1–%d) and -load-duration must be positive", maxRecipients)
+	case o.retentionRecipients < 1:
+		return nil, usagef("-retention-recipients must be at least 1, not %d", o.retentionRecipients)
 	case o.redis == "":
 		return nil, usagef("-redis is empty; give host:port, redis://… or mem")
 	case o.postgres == "" && o.mysql == "" && !o.sqlite:
@@ -175,7 +193,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	o.scenarios = map[string]bool{}
 	if *scen == "" {
 		for _, s := range scenarios {
-			if s.name == "stats" && o.quick {
+			if s.name == "stats" && o.quick || slices.Contains(optIn, s.name) {
 				continue
 			}
 			o.scenarios[s.name] = true
@@ -211,5 +229,14 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		}
 		o.memorySizes = append(o.memorySizes, n)
 	}
+	for _, f := range strings.Split(*planSizes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return nil, usagef("-plan-sizes: %q is not a positive number", f)
+		}
+		o.planSizes = append(o.planSizes, n)
+	}
+	slices.Sort(o.planSizes)
+	o.planSizes = slices.Compact(o.planSizes)
 	return o, nil
 }
