@@ -21,9 +21,11 @@ const (
 	CodeRoomNotFound           = "ROOM_NOT_FOUND"           // 404
 	CodeBatchNotFound          = "BATCH_NOT_FOUND"          // 404
 	CodeNotFound               = "NOT_FOUND"                // 404
+	CodeTaskNotFound           = "TASK_NOT_FOUND"           // 404: no such chunk task of the app in the queue
 	CodeMethodNotAllowed       = "METHOD_NOT_ALLOWED"       // 405
 	CodeIdempotencyInProgress  = "IDEMPOTENCY_IN_PROGRESS"  // 409
 	CodeBatchFinished          = "BATCH_FINISHED"           // 409
+	CodeTaskNotRunnable        = "TASK_NOT_RUNNABLE"        // 409: the task is not archived or retrying
 	CodeIdempotencyKeyReused   = "IDEMPOTENCY_KEY_REUSED"   // 422
 	CodePayloadTooLarge        = "PAYLOAD_TOO_LARGE"        // 413
 	CodeUnsupportedMediaType   = "UNSUPPORTED_MEDIA_TYPE"   // 415

@@ -32,7 +32,10 @@ import (
 // BasePath/{batchID} (cancel the batch) and POST
 // BasePath/{batchID}/recall (cancel and take back what was sent, when
 // the Messages store implements store.MessageDeleter and the Deliverer
-// delivery.Retractor), and answers everything else with the API's error
+// delivery.Retractor); to admin principals GET BasePath/-/queue (the
+// queue's health, QueueStats) and POST
+// BasePath/-/queue/tasks/{taskID}/run (RunQueueTask; both need
+// Config.Redis); and answers everything else with the API's error
 // envelope (405 for other methods, 404 for other paths).
 func (s *Service) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
 
@@ -88,6 +91,9 @@ func (s *Service) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	r = r.WithContext(ctx)
 	switch {
+	case id == "-":
+		// QueuePath: no batch ID is "-".
+		s.handleQueue(w, r, sub)
 	case id == "" || (sub != "" && sub != "recipients" && sub != "recall"):
 		writeError(w, newError(http.StatusNotFound, CodeNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
 	case !plausibleID(id):

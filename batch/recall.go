@@ -91,7 +91,7 @@ func (s *Service) handleRecall(w http.ResponseWriter, r *http.Request, p Princip
 		b = after
 	}
 	s.log.InfoContext(ctx, "batch recalled", "app", p.AppID, "batch", id, "recalled", b.Recalled, "canceled", b.Canceled, "pending", b.Pending())
-	writeOK(w, s.statusOf(b))
+	writeOK(w, s.detailOf(ctx, withPayloadOf(b, before)))
 }
 
 // recallDone recalls every done chunk of recalled batch b that has

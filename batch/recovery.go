@@ -25,13 +25,19 @@ import (
 // succeeds once), so the price of a needless re-run is a repeated
 // delivery of one chunk, never a second message.
 
-// inspector is what Sweep needs of asynq's Inspector: the state of the
-// task that carries a chunk.
+// inspector is what Sweep needs of asynq's Inspector — the state of the
+// task that carries a chunk — and what QueueStats reads.
 type inspector interface {
 	GetTaskInfo(queue, id string) (*asynq.TaskInfo, error)
 	DeleteTask(queue, id string) error
 	RunTask(queue, id string) error
 	GetQueueInfo(queue string) (*asynq.QueueInfo, error)
+	// and what QueueStats shows
+	Queues() ([]string, error)
+	Servers() ([]*asynq.ServerInfo, error)
+	ListActiveTasks(queue string, opts ...asynq.ListOption) ([]*asynq.TaskInfo, error)
+	ListRetryTasks(queue string, opts ...asynq.ListOption) ([]*asynq.TaskInfo, error)
+	ListArchivedTasks(queue string, opts ...asynq.ListOption) ([]*asynq.TaskInfo, error)
 	Close() error
 }
 

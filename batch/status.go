@@ -36,12 +36,36 @@ type batchStatus struct {
 	// EstimatedFinishAt, for a throttled batch still running, is when its
 	// pace has it end.
 	EstimatedFinishAt *time.Time `json:"estimatedFinishAt,omitempty"`
+	// Sender is the user the messages are sent as; CreatedBy the user
+	// principal that created the batch, absent when an operator did.
+	Sender    string `json:"sender,omitempty"`
+	CreatedBy string `json:"createdBy,omitempty"`
+	// RatePerMinute is the pace of a throttled batch.
+	RatePerMinute int `json:"ratePerMinute,omitempty"`
+	*batchContent
 }
 
+// batchContent is what a batch sends, as its request had it (the
+// template, not a rendered message): in the answers about one batch, not
+// in the list.
+type batchContent struct {
+	MessageType    string          `json:"messageType"`
+	Message        string          `json:"message"`
+	Push           bool            `json:"push"`
+	SkipTotalBadge bool            `json:"skipTotalBadge,omitempty"`
+	Extra          json.RawMessage `json:"extra,omitempty"`
+	// Fields are the request's allow-listed extra top-level fields
+	// (Config.ExtraFields), nested here so that none collides with a
+	// field of the status.
+	Fields map[string]json.RawMessage `json:"fields,omitempty"`
+}
+
+// statusOf is b as the list shows it.
 func (s *Service) statusOf(b *store.Batch) batchStatus {
 	out := batchStatus{
 		BatchID: b.ID, Status: b.Status(s.cfg.Now()), Count: b.Count, Sent: b.Sent, Failed: b.Failed,
 		Pending: b.Pending(), Canceled: b.Canceled, PushFailed: b.PushFailed, Recalled: b.Recalled, CreatedAt: b.CreatedAt.UTC(),
+		Sender: b.Sender, CreatedBy: b.CreatedBy, RatePerMinute: b.RatePerMinute,
 	}
 	out.SendAt, out.FinishedAt, out.CanceledAt, out.RecalledAt = optionalTime(b.SendAt), optionalTime(b.FinishedAt), optionalTime(b.CanceledAt), optionalTime(b.RecalledAt)
 	if b.FinishedAt.IsZero() && b.RatePerMinute > 0 {
@@ -49,6 +73,35 @@ func (s *Service) statusOf(b *store.Batch) batchStatus {
 		out.EstimatedFinishAt = optionalTime(start.Add(pacedDuration(b.Count, b.RatePerMinute)))
 	}
 	return out
+}
+
+// detailOf is b as the answers about one batch show it: its status and
+// its content, decoded from the stored payload (left out, and logged, if
+// the payload cannot be read).
+func (s *Service) detailOf(ctx context.Context, b *store.Batch) batchStatus {
+	out := s.statusOf(b)
+	var pl payload
+	if err := json.Unmarshal(b.Payload, &pl); err != nil {
+		s.log.WarnContext(ctx, "batch: a stored batch payload cannot be decoded; its status is answered without its content", "app", b.AppID, "batch", b.ID, "err", err)
+		return out
+	}
+	out.batchContent = &batchContent{
+		MessageType: pl.MessageType, Message: pl.Message, Push: pl.Push, SkipTotalBadge: pl.SkipTotalBadge,
+		Extra: pl.Extra, Fields: pl.Fields,
+	}
+	return out
+}
+
+// withPayloadOf is b with the payload of before, the same batch read
+// earlier, when b's store call returned it without (the payload never
+// changes).
+func withPayloadOf(b, before *store.Batch) *store.Batch {
+	if b.Payload != nil || before == nil {
+		return b
+	}
+	c := *b
+	c.Payload = before.Payload
+	return &c
 }
 
 // optionalTime is t in UTC for an optional JSON field: nil when t is zero.
@@ -79,7 +132,7 @@ func (s *Service) handleStatus(w http.ResponseWriter, r *http.Request, p Princip
 		writeError(w, s.batchError(r.Context(), id, "get batch", err))
 		return
 	}
-	writeOK(w, s.statusOf(b))
+	writeOK(w, s.detailOf(r.Context(), b))
 }
 
 // getBatch is GetBatch for principal p: a user principal sees only the
@@ -126,7 +179,7 @@ func (s *Service) handleCancel(w http.ResponseWriter, r *http.Request, p Princip
 		// This cancel finished the batch (no chunk was in progress).
 		s.batchDone(context.WithoutCancel(r.Context()), b)
 	}
-	writeOK(w, s.statusOf(b))
+	writeOK(w, s.detailOf(ctx, withPayloadOf(b, before)))
 }
 
 // recipient is one entry of GET /messages/batch/{batchID}/recipients.

@@ -426,3 +426,78 @@ func TestBatchMessages(t *testing.T) {
 
 // messagesOnly hides every method of a store but store.Messages'.
 type messagesOnly struct{ store.Messages }
+
+// TestStatusShowsContent: the answers about one batch (GET, DELETE,
+// recall) carry what it sends — the template, messageType, push, extra,
+// the allow-listed fields — and every answer, the list's too, who sends
+// it, who created it and its pace; the list leaves the content out.
+func TestStatusShowsContent(t *testing.T) {
+	t.Parallel()
+	e := bt.NewEnv(t, func(c *batch.Config) {
+		c.ExtraFields = []string{"originalUrl"}
+		c.AuthenticateRequest = bt.UserHeaderAuth
+	})
+	at := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
+	body := fmt.Sprintf(`{"message":"Hi $name$","messageType":"image","sender":"user-d","push":true,"extra":{"coupon":"$code$"},`+
+		`"originalUrl":"https://example.com/a.png","sendAt":%q,"ratePerMinute":60,"paras":[{"receiver":"user-a","$name$":"A","$code$":"C1"}]}`, at.Format(time.RFC3339))
+	id := bt.Accepted(t, e.Post(t, bt.AdminKey, body)).BatchID
+	type content struct {
+		Sender, CreatedBy, Message, MessageType string
+		Push                                    *bool
+		Extra                                   map[string]any
+		Fields                                  map[string]any
+		RatePerMinute                           int
+		SendAt                                  *time.Time
+	}
+	get := func(r *bt.Response) content {
+		t.Helper()
+		if r.Status != 200 {
+			t.Fatalf("%d %s", r.Status, r.Raw)
+		}
+		var c content
+		bt.Must(t, json.Unmarshal(r.Result, &c))
+		return c
+	}
+	c := get(e.Do(t, "GET", "/messages/batch/"+id, bt.AdminKey, "", nil))
+	if c.Sender != "user-d" || c.CreatedBy != "" || c.Message != "Hi $name$" || c.MessageType != "image" || c.Push == nil || !*c.Push ||
+		c.Extra["coupon"] != "$code$" || c.Fields["originalUrl"] != "https://example.com/a.png" || c.RatePerMinute != 60 || c.SendAt == nil || !c.SendAt.Equal(at) {
+		t.Errorf("GET: %+v", c)
+	}
+	if c := get(e.Do(t, "DELETE", "/messages/batch/"+id, bt.AdminKey, "", nil)); c.Message != "Hi $name$" || c.Sender != "user-d" {
+		t.Errorf("DELETE: %+v", c)
+	}
+	// A user principal's batch: created by that user, sent as that user;
+	// no push is false, not absent.
+	r := e.DoWith(t, "POST", "/messages/batch", "", strings.NewReader(`{"message":"m","messageType":"text","paras":[{"receiver":"user-b"}]}`), map[string]string{"X-Test-User": "user-a"})
+	uid := bt.Accepted(t, r).BatchID
+	c = get(e.DoWith(t, "GET", "/messages/batch/"+uid, "", nil, map[string]string{"X-Test-User": "user-a"}))
+	if c.Sender != "user-a" || c.CreatedBy != "user-a" || c.Push == nil || *c.Push || c.Extra != nil || c.Fields != nil || c.RatePerMinute != 0 {
+		t.Errorf("user's batch: %+v", c)
+	}
+	e.ProcessAll(t)
+	if _, rc := e.Recall(t, bt.AdminKey, uid); rc.Status != "recalled" {
+		t.Errorf("recall: %+v", rc)
+	}
+	if c := get(e.Do(t, "POST", "/messages/batch/"+uid+"/recall", bt.AdminKey, "", nil)); c.Message != "m" || c.CreatedBy != "user-a" {
+		t.Errorf("recall: %+v", c)
+	}
+	// The list: who and how fast, not what.
+	var list struct{ Batches []map[string]any }
+	bt.Must(t, json.Unmarshal(e.Do(t, "GET", "/messages/batch", bt.AdminKey, "", nil).Result, &list))
+	if len(list.Batches) != 2 {
+		t.Fatalf("list %+v", list)
+	}
+	for _, b := range list.Batches {
+		for _, k := range []string{"message", "messageType", "push", "extra", "fields"} {
+			if _, ok := b[k]; ok {
+				t.Errorf("the list shows %s: %v", k, b)
+			}
+		}
+		if b["batchID"] == id && (b["sender"] != "user-d" || b["ratePerMinute"] != 60.0 || b["createdBy"] != nil) {
+			t.Errorf("list entry %v", b)
+		}
+		if b["batchID"] == uid && (b["sender"] != "user-a" || b["createdBy"] != "user-a") {
+			t.Errorf("list entry %v", b)
+		}
+	}
+}
