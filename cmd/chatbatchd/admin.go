@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"mime"
 	"net/http"
 	"slices"
@@ -595,7 +596,9 @@ type sender struct {
 	AvatarURL string `json:"avatarUrl"`
 }
 
-// messageV3 is a message as IMKit's GET /rooms/{id}/messages/v3 shows it.
+// messageV3 is a message as IMKit's GET /rooms/{id}/messages/v3 shows it:
+// the request's extra top-level fields (-extra-fields: originalUrl,
+// sticker, mentions, …) beside the others, as IMKit shows them.
 type messageV3 struct {
 	ID            string          `json:"_id"`
 	Message       string          `json:"message"`
@@ -606,6 +609,34 @@ type messageV3 struct {
 	CreatedAtMS   int64           `json:"createdAtMS"`
 	UpdatedAtMS   int64           `json:"updatedAtMS"`
 	Extra         json.RawMessage `json:"extra,omitempty"`
+
+	fields map[string]json.RawMessage
+}
+
+// MarshalJSON writes the fields, then the extra top-level fields that do
+// not collide with them, in name order.
+func (m messageV3) MarshalJSON() ([]byte, error) {
+	type plain messageV3
+	b, err := json.Marshal(plain(m))
+	if err != nil || len(m.fields) == 0 {
+		return b, err
+	}
+	var known map[string]json.RawMessage
+	if err := json.Unmarshal(b, &known); err != nil {
+		return nil, err
+	}
+	b = b[:len(b)-1]
+	for _, k := range slices.Sorted(maps.Keys(m.fields)) {
+		if _, ok := known[k]; ok {
+			continue
+		}
+		name, err := json.Marshal(k)
+		if err != nil {
+			return nil, err
+		}
+		b = append(append(append(append(b, ','), name...), ':'), m.fields[k]...)
+	}
+	return append(b, '}'), nil
 }
 
 func (a *admin) roomMessagesV3(w http.ResponseWriter, r *http.Request, app string) {
@@ -669,7 +700,7 @@ func (a *admin) roomMessagesV3(w http.ResponseWriter, r *http.Request, app strin
 		data[i] = messageV3{
 			ID: m.ID, Message: m.Text, Room: m.RoomID, MessageType: m.Type,
 			Sender:        sender{ID: m.Sender, Nickname: p.Nickname, AvatarURL: p.AvatarURL},
-			MessageTimeMS: ms, CreatedAtMS: ms, UpdatedAtMS: ms, Extra: m.Extra,
+			MessageTimeMS: ms, CreatedAtMS: ms, UpdatedAtMS: ms, Extra: m.Extra, fields: m.Fields,
 		}
 	}
 	writeResult(w, map[string]any{"totalCount": total, "data": data})

@@ -19,9 +19,12 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/chatbatch/chatbatch/adapters/fcm"
 	"github.com/chatbatch/chatbatch/adapters/webhook"
@@ -82,6 +85,19 @@ type options struct {
 	rateLimit      int
 	maxPending     int
 	maxPendingApp  int
+	extraFields    []string // -extra-fields, split
+}
+
+// imkitMessageFields is -extra-fields' default: the fields of a message
+// IMKit's documentation names beside message, messageType, room and extra
+// (its "Sending Message Format" and Message model, imkit/api-doc), which
+// IMKit's own clients read (its Vue SDK's image, video, file, sticker,
+// location, template and flex messages) — the request's own fields
+// (sender, push, paras, …) and IMKit's reserved ones (_id, batchID,
+// reactions) excepted.
+var imkitMessageFields = []string{
+	"originalUrl", "thumbnailUrl", "width", "height", "duration", "images",
+	"latitude", "longitude", "sticker", "mentions", "reply", "template", "contents",
 }
 
 // usageError is a bad flag or environment value: exit code 2.
@@ -189,8 +205,10 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*o
 	fs.DurationVar(&o.sweepInterval, "sweep-interval", envDuration("CHATBATCHD_SWEEP_INTERVAL", batch.DefaultSweepInterval), "how often the worker sweeps for lost, archived and abandoned chunks [CHATBATCHD_SWEEP_INTERVAL]")
 	fs.IntVar(&o.maxPending, "max-pending", envInt("CHATBATCHD_MAX_PENDING", defaultMaxPending), "admission control: most recipients due and not yet sent, all apps together; a batch past it is refused with 503 OVERLOADED and a Retry-After from the measured drain rate, nothing stored (the default is about 20 s of one worker on 2 cores: scale it with your workers); 0: no bound [CHATBATCHD_MAX_PENDING]")
 	fs.IntVar(&o.maxPendingApp, "max-pending-per-app", envInt("CHATBATCHD_MAX_PENDING_PER_APP", defaultMaxPending/2), "admission control: the same per app, refused with 429 BACKLOG_FULL; 0: no bound [CHATBATCHD_MAX_PENDING_PER_APP]")
+	extra := fs.String("extra-fields", envStr("CHATBATCHD_EXTRA_FIELDS", strings.Join(imkitMessageFields, ",")), "top-level request fields, beyond the API's own, copied verbatim (as JSON) into every message of the batch — IMKit's rich messages; a comma-separated list; '' or none: refuse every unknown field with 400 [CHATBATCHD_EXTRA_FIELDS]")
 	fs.IntVar(&o.maxRetry, "max-retry", envInt("CHATBATCHD_MAX_RETRY", batch.DefaultMaxRetry), "retries of a failing chunk before its open recipients are failed; 0: none. Give API and worker processes the same value: the enqueuing process's rides with the task (asynq), the worker's bounds the attempts the database counts, and the smaller wins [CHATBATCHD_MAX_RETRY]")
-	if err := fs.Parse(args); err != nil {
+	err := fs.Parse(args)
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stderr, usageHead)
 			fs.SetOutput(stderr)
@@ -253,6 +271,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*o
 			return nil, err
 		}
 	}
+	if o.extraFields, err = splitFields(*extra); err != nil {
+		return nil, err
+	}
 	o.apiKey = getenv("IM_API_KEY")
 	if o.apiKey == "" && o.api {
 		if !o.demo {
@@ -261,6 +282,33 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*o
 		o.apiKey = "demo-key"
 	}
 	return o, nil
+}
+
+// splitFields reads -extra-fields: names separated by commas (spaces
+// around them ignored), each a JSON object key of at most 64 bytes without
+// control characters; "" or "none" is none. That a name is not one of the
+// API's own fields is checked by batch.New.
+func splitFields(v string) ([]string, error) {
+	v = strings.TrimSpace(v)
+	if v == "" || v == "none" {
+		return nil, nil
+	}
+	var out []string
+	for _, f := range strings.Split(v, ",") {
+		f = strings.TrimSpace(f)
+		switch {
+		case f == "":
+			return nil, usagef("-extra-fields %q: an empty name", v)
+		case len(f) > 64 || !utf8.ValidString(f) || strings.ContainsFunc(f, func(r rune) bool { return r < 0x20 || r == 0x7f }):
+			return nil, usagef("-extra-fields: %q is not a field name (at most 64 bytes of UTF-8, no control characters)", f)
+		case strings.HasPrefix(f, "$") && strings.HasSuffix(f, "$"):
+			return nil, usagef("-extra-fields: %q is a template variable, which goes in each element of paras", f)
+		case slices.Contains(out, f):
+			return nil, usagef("-extra-fields: %q is listed twice", f)
+		}
+		out = append(out, f)
+	}
+	return out, nil
 }
 
 func newLogger(format string, w io.Writer) *slog.Logger {

@@ -223,6 +223,13 @@ func sendAndWait(t *testing.T, base, key, body string) string {
 	}
 	var res struct{ BatchID string }
 	must(t, json.Unmarshal(env.Result, &res))
+	return waitBatch(t, base, key, res.BatchID)
+}
+
+// waitBatch waits until batch id is completed.
+func waitBatch(t *testing.T, base, key, id string) string {
+	t.Helper()
+	res := struct{ BatchID string }{id}
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		_, env := call(t, http.MethodGet, base+"/messages/batch/"+res.BatchID, key, "")
@@ -981,44 +988,7 @@ func TestMetrics(t *testing.T) {
 func TestRecallOverTheLiveStream(t *testing.T) {
 	t.Parallel()
 	p := startProc(t, t.TempDir(), []string{"IM_API_KEY="}, "-demo", "-addr", "127.0.0.1:0", "-db", "sqlite::memory:")
-	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, p.url+"/events?user=user-a", nil)
-	must(t, err)
-	req.Header.Set("IM-API-KEY", "demo-key")
-	res, err := http.DefaultClient.Do(req)
-	must(t, err)
-	defer res.Body.Close()
-	events := make(chan [2]string, 16)
-	go func() {
-		sc := bufio.NewScanner(res.Body)
-		name := ""
-		for sc.Scan() {
-			line := sc.Text()
-			if v, ok := strings.CutPrefix(line, "event: "); ok {
-				name = v
-			} else if v, ok := strings.CutPrefix(line, "data: "); ok {
-				events <- [2]string{name, v}
-			}
-		}
-		close(events)
-	}()
-	next := func(want string) map[string]any {
-		t.Helper()
-		for {
-			select {
-			case ev, ok := <-events:
-				if !ok {
-					t.Fatalf("the stream ended before a %s event", want)
-				}
-				if ev[0] == want {
-					var m map[string]any
-					must(t, json.Unmarshal([]byte(ev[1]), &m))
-					return m
-				}
-			case <-time.After(20 * time.Second):
-				t.Fatalf("no %s event within 20 s", want)
-			}
-		}
-	}
+	next := openEvents(t, p.url, "demo-key", "user-a")
 	next("ready")
 	id := sendAndWait(t, p.url, "demo-key", `{"messageType":"text","message":"take me back","paras":[{"receiver":"user-a"}]}`)
 	if m := next("message"); m["id"] != id+"-0" || m["message"] != "take me back" {
@@ -1034,6 +1004,53 @@ func TestRecallOverTheLiveStream(t *testing.T) {
 	for _, m := range roomMessages(t, p.url, "demo-key", store.DirectRoomID("system", "user-a")) {
 		if m.BatchID == id {
 			t.Errorf("the recalled message is still in the room: %+v", m)
+		}
+	}
+}
+
+// openEvents opens GET /events?user= and returns a function that waits
+// for the next event of a name (the others are skipped) and decodes it.
+func openEvents(t *testing.T, base, key, user string) func(want string) map[string]any {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, base+"/events?user="+url.QueryEscape(user), nil)
+	must(t, err)
+	req.Header.Set("IM-API-KEY", key)
+	res, err := http.DefaultClient.Do(req)
+	must(t, err)
+	t.Cleanup(func() { res.Body.Close() })
+	if res.StatusCode != 200 {
+		t.Fatalf("GET /events = %d", res.StatusCode)
+	}
+	events := make(chan [2]string, 16)
+	go func() {
+		sc := bufio.NewScanner(res.Body)
+		name := ""
+		for sc.Scan() {
+			line := sc.Text()
+			if v, ok := strings.CutPrefix(line, "event: "); ok {
+				name = v
+			} else if v, ok := strings.CutPrefix(line, "data: "); ok {
+				events <- [2]string{name, v}
+			}
+		}
+		close(events)
+	}()
+	return func(want string) map[string]any {
+		t.Helper()
+		for {
+			select {
+			case ev, ok := <-events:
+				if !ok {
+					t.Fatalf("the stream ended before a %s event", want)
+				}
+				if ev[0] == want {
+					var m map[string]any
+					must(t, json.Unmarshal([]byte(ev[1]), &m))
+					return m
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatalf("no %s event within 20 s", want)
+			}
 		}
 	}
 }

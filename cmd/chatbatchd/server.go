@@ -196,9 +196,12 @@ func start(ctx context.Context, o *options, log *slog.Logger, stdout io.Writer) 
 		RateLimit:         limit,
 		Admission:         &batch.Admission{MaxPending: o.maxPending, MaxPendingPerApp: o.maxPendingApp},
 		Retention:         retention(o.retention),
+		ExtraFields:       o.extraFields,
 	})
 	if err != nil {
-		return nil, err
+		// Everything New checks comes from the flags (-extra-fields naming
+		// one of the API's own fields, -retention shorter than a day, …).
+		return nil, usagef("%v", err)
 	}
 
 	if o.worker {
