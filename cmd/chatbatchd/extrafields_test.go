@@ -48,7 +48,7 @@ func checkFields(t *testing.T, where string, got map[string]json.RawMessage) {
 // (-extra-fields) and carries them, verbatim, into every message: the
 // stored one (GET /rooms/{id}/messages, IMKit's messages/v3 and the batch's
 // messages in IMKit's shape) and the delivered one (the live stream).
-// -extra-fields '' refuses them with 400, as before; a name the API owns is
+// An empty -extra-fields refuses them with 400, as before; a name the API owns is
 // a usage error.
 func TestExtraFields(t *testing.T) {
 	t.Parallel()
