@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"database/sql"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -62,6 +63,7 @@ const (
 	roomTypeGroup    = "group"
 	roomTypeDirect   = "direct"
 	codeRoomExists   = "ROOM_ALREADY_EXISTS"
+	codeTokenTaken   = "TOKEN_IN_USE"
 )
 
 // admin serves the admin calls of one server.
@@ -79,9 +81,13 @@ func (a *admin) routes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /admin/clients", a.s.authed(a.upsertClient))
 	mux.HandleFunc("POST /admin/clients/list", a.s.authed(a.upsertClients))
 	mux.HandleFunc("GET /admin/clients", a.s.authed(a.listClients))
+	mux.HandleFunc("DELETE /admin/clients/{clientID}/token", a.s.authed(a.revokeTokens))
 	mux.HandleFunc("POST /rooms/{$}", a.s.authed(a.createRoom))
 	mux.HandleFunc("POST /rooms", a.s.authed(a.createRoom))
-	mux.HandleFunc("GET /rooms/{roomID}/messages/v3", a.s.authed(a.roomMessagesV3))
+	mux.HandleFunc("GET /rooms/{roomID}/messages/v3", a.s.authedAny(a.roomMessagesV3))
+	mux.HandleFunc("GET /rooms", a.s.authedAny(a.listRooms))
+	mux.HandleFunc("GET /rooms/{$}", a.s.authedAny(a.listRooms))
+	mux.HandleFunc("GET /rooms/{roomID}", a.s.authedAny(a.getRoom))
 	mux.Handle("/", notFound(mux))
 }
 
@@ -281,6 +287,11 @@ func (a *admin) upsertClient(w http.ResponseWriter, r *http.Request, app string)
 		bad.write(w)
 		return
 	}
+	tok, bad := readClientToken(obj)
+	if bad != nil {
+		bad.write(w)
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), a.s.o.storeTimeout)
 	defer cancel()
 	if err := a.saveClients(ctx, app, []clientInput{in}); err != nil {
@@ -292,7 +303,23 @@ func (a *admin) upsertClient(w http.ResponseWriter, r *http.Request, app string)
 		a.s.storeErr(w, r, "create user", err)
 		return
 	}
-	writeResult(w, got[in.id])
+	out := clientWithToken{client: got[in.id]}
+	if tok != nil {
+		token, exp, err := a.saveToken(ctx, app, in.id, tok)
+		if errors.Is(err, errTokenTaken) {
+			adminErr(w, http.StatusConflict, codeTokenTaken, "token: "+err.Error(), batch.Detail{Field: "token", Reason: err.Error()})
+			return
+		}
+		if err != nil {
+			a.s.storeErr(w, r, "issue token", err)
+			return
+		}
+		out.ExpirationDate = isoMillis(exp)
+		if tok.issue {
+			out.Token = token
+		}
+	}
+	writeResult(w, out)
 }
 
 func (a *admin) upsertClients(w http.ResponseWriter, r *http.Request, app string) {
@@ -639,7 +666,12 @@ func (m messageV3) MarshalJSON() ([]byte, error) {
 	return append(b, '}'), nil
 }
 
-func (a *admin) roomMessagesV3(w http.ResponseWriter, r *http.Request, app string) {
+func (a *admin) roomMessagesV3(w http.ResponseWriter, r *http.Request, p batch.Principal) {
+	user, ok := roomScope(w, r, p)
+	if !ok {
+		return
+	}
+	app := p.AppID
 	q := r.URL.Query()
 	for k := range q {
 		switch k {
@@ -663,12 +695,12 @@ func (a *admin) roomMessagesV3(w http.ResponseWriter, r *http.Request, app strin
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), a.s.o.storeTimeout)
 	defer cancel()
-	gone, err := a.s.st.MissingRooms(ctx, app, []string{id})
+	found, err := a.canRead(ctx, app, user, id)
 	if err != nil {
 		a.s.storeErr(w, r, "room messages", err)
 		return
 	}
-	if len(gone) > 0 {
+	if !found {
 		adminErr(w, http.StatusNotFound, batch.CodeRoomNotFound, fmt.Sprintf("room %q does not exist", id))
 		return
 	}
@@ -695,16 +727,22 @@ func (a *admin) roomMessagesV3(w http.ResponseWriter, r *http.Request, app strin
 	}
 	data := make([]messageV3, len(msgs))
 	for i, m := range msgs {
-		p := profiles[m.Sender]
-		ms := m.CreatedAt.UnixMilli()
-		data[i] = messageV3{
-			ID: m.ID, Message: m.Text, Room: m.RoomID, MessageType: m.Type,
-			Sender:        sender{ID: m.Sender, Nickname: p.Nickname, AvatarURL: p.AvatarURL},
-			MessageTimeMS: ms, CreatedAtMS: ms, UpdatedAtMS: ms, Extra: m.Extra, fields: m.Fields,
-		}
+		data[i] = toV3(m, profiles[m.Sender])
 	}
 	writeResult(w, map[string]any{"totalCount": total, "data": data})
 }
+
+// toV3 is m in messages/v3's shape, its sender with the profile p.
+func toV3(m store.Message, p client) messageV3 {
+	ms := m.CreatedAt.UnixMilli()
+	return messageV3{
+		ID: m.ID, Message: m.Text, Room: m.RoomID, MessageType: m.Type,
+		Sender:        sender{ID: m.Sender, Nickname: p.Nickname, AvatarURL: p.AvatarURL},
+		MessageTimeMS: ms, CreatedAtMS: ms, UpdatedAtMS: ms, Extra: m.Extra, fields: m.Fields,
+	}
+}
+
+func isNoRows(err error) bool { return errors.Is(err, sql.ErrNoRows) }
 
 // The tables of chatbatchd's own. Like bunstore's, their DDL is written
 // per dialect rather than derived from bun models, because the ID columns
@@ -717,12 +755,12 @@ func (a *admin) ddl() []string {
 	case dialect.MySQL:
 		id, suffix = "VARBINARY(255)", " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
 	}
-	return []string{
+	return append([]string{
 		"CREATE TABLE IF NOT EXISTS " + profilesTable + " (app_id " + id + " NOT NULL, id " + id + " NOT NULL, " +
 			"nickname " + text + " NULL, avatar_url " + text + " NULL, PRIMARY KEY (app_id, id))" + suffix,
 		"CREATE TABLE IF NOT EXISTS " + roomInfoTable + " (app_id " + id + " NOT NULL, id " + id + " NOT NULL, " +
 			"name " + text + " NOT NULL, room_type " + text + " NOT NULL, PRIMARY KEY (app_id, id))" + suffix,
-	}
+	}, a.tokensDDL(id, suffix)...)
 }
 
 // migrate creates chatbatchd's tables once per process; a failure is

@@ -273,7 +273,9 @@ func checkAdmin(t *testing.T, base, key string) {
 	}{
 		{"GET", "/nope", 404, "NOT_FOUND", ""},
 		{"GET", "/admin", 404, "NOT_FOUND", ""},
-		{"DELETE", "/rooms/team", 404, "NOT_FOUND", ""},
+		{"DELETE", "/rooms/team", 405, "METHOD_NOT_ALLOWED", "GET, HEAD"},
+		{"PUT", "/admin/clients/u/token", 405, "METHOD_NOT_ALLOWED", "DELETE"},
+		{"DELETE", "/rooms/team/members", 404, "NOT_FOUND", ""},
 		{"GET", "/rooms/team/messages/v4", 404, "NOT_FOUND", ""},
 		{"POST", "/healthz", 405, "METHOD_NOT_ALLOWED", "GET, HEAD"},
 		{"GET", "/admin/clients/list", 405, "METHOD_NOT_ALLOWED", "POST"},
@@ -382,14 +384,19 @@ func newmanBinary() string {
 
 // newmanRun runs one request of a Postman collection with newman, chosen
 // by name with --folder, and returns its status and body.
-func newmanRun(t *testing.T, bin, collection, request, base, key string) (int, []byte) {
+// vars are more of the collection's variables, "name=value" each
+// (clientKey, token, roomId).
+func newmanRun(t *testing.T, bin, collection, request, base, key string, vars ...string) (int, []byte) {
 	t.Helper()
 	report := filepath.Join(t.TempDir(), "report.json")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "run", collection, "--folder", request,
-		"--env-var", "domain="+base, "--env-var", "apiKey="+key,
-		"--reporters", "cli,json", "--reporter-json-export", report, "--color", "off", "--disable-unicode")
+	args := []string{"run", collection, "--folder", request, "--env-var", "domain=" + base, "--env-var", "apiKey=" + key}
+	for _, v := range vars {
+		args = append(args, "--env-var", v)
+	}
+	cmd := exec.CommandContext(ctx, bin, append(args,
+		"--reporters", "cli,json", "--reporter-json-export", report, "--color", "off", "--disable-unicode")...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("newman run --folder %q: %v\n%s", request, err, out)
@@ -418,11 +425,15 @@ func newmanRun(t *testing.T, bin, collection, request, base, key string) (int, [
 
 // TestNewmanIMKitRequests runs IMKit's requests with newman, the Postman
 // runner, against chatbatchd: "Batch Create Users", a room room-abc and
-// "Batch Send Messages", unchanged but for the base URL and the key. IMKit's
-// collection (github.com/imkit/api-doc) states no license, so it is not in
-// testdata: testdata holds requests written in its shape, and
-// CHATBATCH_IMKIT_COLLECTION=FILE runs IMKit's own two requests from a
-// copy of its collection instead.
+// "Batch Send Messages"; then as IMKit's UIs do, "Issue Token (Server
+// Generated)" for user123, "List Rooms" and "Get Room" with its client key
+// and token, and the mass-texting modal's batch as user123 — unchanged but
+// for the collection's variables (domain, apiKey, clientKey, token,
+// roomId). IMKit's collection (github.com/imkit/api-doc) states no
+// license, so it is not in testdata: testdata holds requests written in
+// its shape, and CHATBATCH_IMKIT_COLLECTION=FILE runs IMKit's own requests
+// (all but the mass-texting one, which its collection lacks) from a copy
+// of its collection instead.
 func TestNewmanIMKitRequests(t *testing.T) {
 	t.Parallel()
 	bin := newmanBinary()
@@ -440,13 +451,13 @@ func TestNewmanIMKitRequests(t *testing.T) {
 		imkit = f
 		t.Logf("IMKit's own requests from %s", f)
 	}
-	p := startProc(t, t.TempDir(), []string{"IM_API_KEY=k"}, "-addr", "127.0.0.1:0", "-db", "sqlite::memory:", "-app", unique("app"))
+	p := startProc(t, t.TempDir(), []string{"IM_API_KEY=k"}, "-addr", "127.0.0.1:0", "-db", "sqlite::memory:", "-app", unique("app"), "-client-key", "ck")
 	// The sender of IMKit's "Batch Send Messages".
 	aok(t, http.MethodPost, p.url+"/admin/clients", "k", `{"_id":"system","nickname":"System"}`, nil)
 
-	check := func(collection, request string) json.RawMessage {
+	check := func(collection, request string, vars ...string) json.RawMessage {
 		t.Helper()
-		status, body := newmanRun(t, bin, collection, request, p.url, "k")
+		status, body := newmanRun(t, bin, collection, request, p.url, "k", vars...)
 		var env adminEnvelope
 		if err := json.Unmarshal(body, &env); err != nil || status != 200 || env.RC != 0 {
 			t.Fatalf("newman %q = %d %s", request, status, body)
@@ -501,5 +512,38 @@ func TestNewmanIMKitRequests(t *testing.T) {
 		} else if m.Message != text {
 			t.Errorf("room %s: %q, want %q", r, m.Message, text)
 		}
+	}
+
+	// IMKit's UIs: a token for user123, its rooms, one room, and the
+	// mass-texting modal's batch as user123 to it.
+	var tok issued
+	must(t, json.Unmarshal(check(imkit, "Issue Token (Server Generated)"), &tok))
+	if tok.ID != "user123" || tok.Token == "" || tok.ExpirationDate == "" {
+		t.Fatalf("Issue Token (Server Generated) = %+v", tok)
+	}
+	// A room of user123's (IMKit's "Add Members" is not chatbatchd's).
+	aok(t, http.MethodPost, p.url+"/rooms/", "k", `{"_id":"room-456","name":"Launch team","members":["user123","user001"]}`, nil)
+	client := []string{"clientKey=ck", "token=" + tok.Token, "roomId=room-456"}
+	var rooms struct {
+		TotalCount int
+		Data       []roomOut
+	}
+	must(t, json.Unmarshal(check(imkit, "List Rooms", client...), &rooms))
+	if rooms.TotalCount != 1 || len(rooms.Data) != 1 || rooms.Data[0].ID != "room-456" || len(rooms.Data[0].Members) != 2 {
+		t.Errorf("List Rooms = %+v", rooms)
+	}
+	var mass struct{ BatchID string }
+	must(t, json.Unmarshal(check(ours, "Batch Send Messages (Mass Texting)", client...), &mass))
+	waitBatch(t, p.url, "k", mass.BatchID)
+	var rm456 roomOut
+	must(t, json.Unmarshal(check(imkit, "Get Room", client...), &rm456))
+	if rm456.ID != "room-456" || rm456.Name != "Launch team" || rm456.LastMessage == nil || rm456.LastMessage.Sender.ID != "user123" {
+		t.Errorf("Get Room = %+v, last message %+v", rm456, rm456.LastMessage)
+	}
+	// Someone else's room: IMKit's 404.
+	status, body := newmanRun(t, bin, imkit, "Get Room", p.url, "k", "clientKey=ck", "token="+tok.Token, "roomId=room-abc")
+	var env adminEnvelope
+	if json.Unmarshal(body, &env) != nil || status != 404 || env.Error == nil || env.Error.Code != "ROOM_NOT_FOUND" {
+		t.Errorf("Get Room of a room user123 is not in = %d %s", status, body)
 	}
 }

@@ -181,6 +181,7 @@ type docRunner struct {
 	addr      string            // the server's host:port, for 127.0.0.1:8080
 	vars      map[string]string // the shell variables the commands set so far
 	lastBatch string            // the batchID of the latest batch a POST created
+	lastToken string            // the token of the latest answer that issued one
 	home      string            // HOME and CURL_HOME: a .curlrc that writes out the status
 	ran       []curlRun
 }
@@ -201,7 +202,7 @@ func newDocRunner(t *testing.T) *docRunner {
 
 // reset forgets the variables: each file's commands stand on their own.
 func (r *docRunner) reset() {
-	r.vars, r.lastBatch = map[string]string{}, ""
+	r.vars, r.lastBatch, r.lastToken = map[string]string{}, "", ""
 }
 
 func (r *docRunner) bash(c doccheck.Command, script string) (string, error) {
@@ -231,10 +232,14 @@ func (r *docRunner) bash(c doccheck.Command, script string) (string, error) {
 	return stdout.String(), err
 }
 
-var batchIDForm = regexp.MustCompile(`^batch-\d{8}-[a-z0-9]+$`)
+var (
+	batchIDForm = regexp.MustCompile(`^batch-\d{8}-[a-z0-9]+$`)
+	tokenForm   = regexp.MustCompile(`^[A-Za-z0-9_-]{43}$`) // a client token chatbatchd issues
+)
 
 // assign runs an assignment: NAME=batch-… takes the batch ID the latest
-// POST created (the documentation says "the batchID of your answer");
+// POST created (the documentation says "the batchID of your answer"), and
+// NAME=<an issued token's form> the token the latest answer issued;
 // anything else is evaluated by bash.
 func (r *docRunner) assign(c doccheck.Command) {
 	r.t.Helper()
@@ -245,6 +250,13 @@ func (r *docRunner) assign(c doccheck.Command) {
 				r.t.Errorf("%s: %s is set from a batch ID, but no POST before it created a batch", c.Pos(), name)
 			}
 			r.vars[name] = r.lastBatch
+			continue
+		}
+		if tokenForm.MatchString(value) {
+			if r.lastToken == "" {
+				r.t.Errorf("%s: %s is set from a token, but no answer before it issued one", c.Pos(), name)
+			}
+			r.vars[name] = r.lastToken
 			continue
 		}
 		out, err := r.bash(c, c.Text+"\nprintf %s \"$"+name+"\"")
@@ -314,9 +326,13 @@ func (r *docRunner) curl(c doccheck.Command) {
 				BatchID string
 				Status  *string
 				DryRun  bool
+				Token   string
 			}
 			if json.Unmarshal(env.Result, &res) == nil && res.BatchID != "" && res.Status == nil && !res.DryRun {
 				r.lastBatch = res.BatchID // a POST that created a batch
+			}
+			if res.Token != "" {
+				r.lastToken = res.Token // POST /admin/clients with issueAccessToken
 			}
 		}
 	}

@@ -86,6 +86,8 @@ type options struct {
 	maxPending     int
 	maxPendingApp  int
 	extraFields    []string // -extra-fields, split
+	clientKey      string
+	tokenTTL       time.Duration
 }
 
 // imkitMessageFields is -extra-fields' default: the fields of a message
@@ -206,6 +208,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*o
 	fs.IntVar(&o.maxPending, "max-pending", envInt("CHATBATCHD_MAX_PENDING", defaultMaxPending), "admission control: most recipients due and not yet sent, all apps together; a batch past it is refused with 503 OVERLOADED and a Retry-After from the measured drain rate, nothing stored (the default is about 20 s of one worker on 2 cores: scale it with your workers); 0: no bound [CHATBATCHD_MAX_PENDING]")
 	fs.IntVar(&o.maxPendingApp, "max-pending-per-app", envInt("CHATBATCHD_MAX_PENDING_PER_APP", defaultMaxPending/2), "admission control: the same per app, refused with 429 BACKLOG_FULL; 0: no bound [CHATBATCHD_MAX_PENDING_PER_APP]")
 	extra := fs.String("extra-fields", envStr("CHATBATCHD_EXTRA_FIELDS", strings.Join(imkitMessageFields, ",")), "top-level request fields, beyond the API's own, copied verbatim (as JSON) into every message of the batch — IMKit's rich messages; a comma-separated list; '' or none: refuse every unknown field with 400 [CHATBATCHD_EXTRA_FIELDS]")
+	fs.StringVar(&o.clientKey, "client-key", envStr("CHATBATCHD_CLIENT_KEY", ""), "IMKit's client key (IM-CLIENT-KEY): with it, a user's token (IM-Authorization, issued by POST /admin/clients with issueAccessToken) authenticates requests as that user; it is public, like IMKit's; empty: no client tokens are taken (with -demo: demo-client-key) [CHATBATCHD_CLIENT_KEY]")
+	fs.DurationVar(&o.tokenTTL, "token-ttl", envDuration("CHATBATCHD_TOKEN_TTL", 7*24*time.Hour), "how long a client token POST /admin/clients issues is valid (IMKit's: 7 days) [CHATBATCHD_TOKEN_TTL]")
 	fs.IntVar(&o.maxRetry, "max-retry", envInt("CHATBATCHD_MAX_RETRY", batch.DefaultMaxRetry), "retries of a failing chunk before its open recipients are failed; 0: none. Give API and worker processes the same value: the enqueuing process's rides with the task (asynq), the worker's bounds the attempts the database counts, and the smaller wins [CHATBATCHD_MAX_RETRY]")
 	err := fs.Parse(args)
 	if err != nil {
@@ -244,6 +248,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*o
 		return nil, usagef("-max-pending: must not be negative, not %d", o.maxPending)
 	case o.maxPendingApp < 0:
 		return nil, usagef("-max-pending-per-app: must not be negative, not %d", o.maxPendingApp)
+	case o.tokenTTL < time.Minute:
+		return nil, usagef("-token-ttl: must be at least 1m, not %v", o.tokenTTL)
 	case o.maxRetry < 0:
 		return nil, usagef("-max-retry: must not be negative, not %d", o.maxRetry)
 	case o.maxHeaderBytes < 1024:
@@ -280,6 +286,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*o
 			return nil, usagef("IM_API_KEY is not set (or run with -demo to use demo-key)")
 		}
 		o.apiKey = "demo-key"
+	}
+	if o.demo && o.clientKey == "" {
+		o.clientKey = "demo-client-key"
 	}
 	return o, nil
 }

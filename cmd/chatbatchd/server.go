@@ -37,16 +37,17 @@ import (
 
 // server is one running chatbatchd process.
 type server struct {
-	o    *options
-	log  *slog.Logger
-	mini *miniredis.Miniredis // nil with -redis
-	rdb  redis.UniversalClient
-	db   *bun.DB
-	st   *bunstore.Store
-	svc  *batch.Service
-	auth batch.Authenticator
-	hub  *hub
-	met  *metrics // nil with -metrics=false
+	o     *options
+	log   *slog.Logger
+	mini  *miniredis.Miniredis // nil with -redis
+	rdb   redis.UniversalClient
+	db    *bun.DB
+	st    *bunstore.Store
+	svc   *batch.Service
+	auth  batch.Authenticator
+	hub   *hub
+	admin *admin   // IMKit's admin calls, client tokens and rooms
+	met   *metrics // nil with -metrics=false
 
 	httpSrv    *http.Server
 	httpErr    chan error
@@ -134,6 +135,7 @@ func start(ctx context.Context, o *options, log *slog.Logger, stdout io.Writer) 
 	}
 
 	s.auth = batch.NewStaticKeys(map[string]batch.Principal{o.apiKey: {AppID: o.app, Admin: true}})
+	s.admin = newAdmin(s)
 	hook := &webhook.Options{URL: o.webhookURL, Secrets: []string{o.webhookKey}}
 	var pusher delivery.Pusher
 	switch o.push {
@@ -178,25 +180,27 @@ func start(ctx context.Context, o *options, log *slog.Logger, stdout io.Writer) 
 		limit = &batch.RateLimit{RequestsPerMinute: o.rateLimit, Limiter: batch.RedisRateLimiter(s.rdb), KeyPrefix: "chatbatchd:ratelimit:"}
 	}
 	s.svc, err = batch.New(batch.Config{
-		Store:             s.st,
-		Deliverer:         deliverer,
-		Pusher:            pusher,
-		Authenticator:     s.auth,
-		Redis:             redisOpt,
-		Queue:             o.queue,
-		Concurrency:       o.concurrency,
-		TaskCheckInterval: o.pollEvery,
-		ServerConfig:      asynq.Config{ShutdownTimeout: 10 * time.Second},
-		StoreTimeout:      o.storeTimeout,
-		Lease:             o.lease,
-		SweepInterval:     o.sweepInterval,
-		MaxRetry:          maxRetry(o.maxRetry),
-		Logger:            log,
-		MeterProvider:     meter,
-		RateLimit:         limit,
-		Admission:         &batch.Admission{MaxPending: o.maxPending, MaxPendingPerApp: o.maxPendingApp},
-		Retention:         retention(o.retention),
-		ExtraFields:       o.extraFields,
+		Store:         s.st,
+		Deliverer:     deliverer,
+		Pusher:        pusher,
+		Authenticator: s.auth,
+		// A client token's user, put in the context by clientAuth.
+		AuthenticateRequest: batch.PrincipalFromRequest,
+		Redis:               redisOpt,
+		Queue:               o.queue,
+		Concurrency:         o.concurrency,
+		TaskCheckInterval:   o.pollEvery,
+		ServerConfig:        asynq.Config{ShutdownTimeout: 10 * time.Second},
+		StoreTimeout:        o.storeTimeout,
+		Lease:               o.lease,
+		SweepInterval:       o.sweepInterval,
+		MaxRetry:            maxRetry(o.maxRetry),
+		Logger:              log,
+		MeterProvider:       meter,
+		RateLimit:           limit,
+		Admission:           &batch.Admission{MaxPending: o.maxPending, MaxPendingPerApp: o.maxPendingApp},
+		Retention:           retention(o.retention),
+		ExtraFields:         o.extraFields,
 	})
 	if err != nil {
 		// Everything New checks comes from the flags (-extra-fields naming
@@ -317,7 +321,7 @@ func (s *server) close() {
 func (s *server) routes() http.Handler {
 	mux := http.NewServeMux()
 	s.svc.Mount(mux)
-	newAdmin(s).routes(mux) // IMKit's admin calls and the JSON 404 (admin.go)
+	s.admin.routes(mux) // IMKit's admin calls, client tokens, rooms and the JSON 404 (admin.go, clients.go, rooms.go)
 	mux.HandleFunc("GET /rooms/{roomID}/messages", s.authed(s.roomMessages))
 	mux.HandleFunc("GET /users/{userID}/rooms", s.authed(s.userRooms))
 	mux.HandleFunc("GET /events", s.authed(s.events))
@@ -336,16 +340,17 @@ func (s *server) routes() http.Handler {
 	for _, path := range []string{"/{$}", "/index.html", "/assets/", dashboard.EventsPath} {
 		mux.Handle("GET "+path, dash)
 	}
-	return mux
+	return s.clientAuth(mux)
 }
 
-// authed admits a request to one of chatbatchd's own endpoints as the
-// batch API admits its own (batch.Service.Authenticate): the API key of the
-// IM-API-KEY header, or IMKit's deprecated API_KEY — never a query
-// parameter: URLs end up in logs and browser history; the page reads GET
-// /events with fetch, which can send the header — and the same
-// -rate-limit, counted per app with the batch API's requests.
-func (s *server) authed(next func(http.ResponseWriter, *http.Request, string)) http.HandlerFunc {
+// authedAny admits a request to one of chatbatchd's own endpoints as the
+// batch API admits its own (batch.Service.Authenticate): a client token
+// (clientAuth put its user in the context), the API key of the IM-API-KEY
+// header, or IMKit's deprecated API_KEY — never a query parameter: URLs
+// end up in logs and browser history; the page reads GET /events with
+// fetch, which can send the header — and the same -rate-limit, counted per
+// app with the batch API's requests.
+func (s *server) authedAny(next func(http.ResponseWriter, *http.Request, batch.Principal)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		p, ok := s.svc.Authenticate(w, r)
 		if !ok {
@@ -357,8 +362,20 @@ func (s *server) authed(next func(http.ResponseWriter, *http.Request, string)) h
 			writeErr(w, http.StatusBadRequest, batch.CodeInvalidParameter, "the query string is malformed: "+err.Error())
 			return
 		}
-		next(w, r, p.AppID)
+		next(w, r, p)
 	}
+}
+
+// authed is authedAny for the operator's endpoints: the API key only; a
+// user's client token is refused with 403.
+func (s *server) authed(next func(http.ResponseWriter, *http.Request, string)) http.HandlerFunc {
+	return s.authedAny(func(w http.ResponseWriter, r *http.Request, p batch.Principal) {
+		if !p.Admin {
+			adminErr(w, http.StatusForbidden, batch.CodeInsufficientPermission, fmt.Sprintf("%s %s is the operator's: send the API key (IM-API-KEY); a user's client token may call POST /messages/batch, GET /rooms, GET /rooms/{id} and its messages/v3", r.Method, r.URL.Path))
+			return
+		}
+		next(w, r, p.AppID)
+	})
 }
 
 func (s *server) roomMessages(w http.ResponseWriter, r *http.Request, app string) {
