@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/chatbatch/chatbatch/adapters/bunstore/bunmysql"
 	"github.com/chatbatch/chatbatch/internal/doccheck"
+	"github.com/chatbatch/chatbatch/store"
 
 	"github.com/chatbatch/chatbatch/internal/testenv"
 )
@@ -38,8 +40,9 @@ import (
 //     server's address; each must answer the documented success (RC 0) or
 //     the status its comment states ("# → 409 BATCH_FINISHED").
 //   - TestDocsProduction runs the production line of docs/chatbatchd.md
-//     and the curls of its section (creating the default sender, a batch
-//     without sender) on a fresh database: PostgreSQL and Redis when
+//     and the curls of its section (users, the first batch without sender,
+//     which the start's default sender makes work, the sender's profile)
+//     on a fresh database: PostgreSQL and Redis when
 //     CHATBATCH_TEST_POSTGRES and CHATBATCH_TEST_REDIS are set (a database
 //     and a Redis database of its own), else SQLite and the in-process
 //     Redis.
@@ -505,17 +508,48 @@ func TestDocsProduction(t *testing.T) {
 		}
 	}
 
-	// The default sender is created, and then a batch without sender is
-	// accepted.
-	sender := slices.IndexFunc(r.ran, func(run curlRun) bool {
-		return strings.Contains(run.cmd.Text, "/admin/clients ") && strings.Contains(run.cmd.Text, `"_id":"system"`) && run.rc == 0
+	// On the fresh database the first batch without sender is accepted:
+	// no documented call created the default sender before it (the start
+	// did); the call that names it afterwards sets its profile.
+	first := slices.IndexFunc(r.ran, func(run curlRun) bool {
+		return strings.Contains(run.cmd.Text, "/messages/batch ") && !strings.Contains(run.cmd.Text, `"sender"`)
 	})
-	if sender < 0 {
-		t.Fatalf("no documented call created the default sender \"system\"")
+	if first < 0 {
+		t.Fatalf("no documented batch without sender")
 	}
-	if !slices.ContainsFunc(r.ran[sender+1:], func(run curlRun) bool {
-		return strings.Contains(run.cmd.Text, "/messages/batch ") && !strings.Contains(run.cmd.Text, `"sender"`) && run.status == 200 && run.rc == 0
-	}) {
-		t.Errorf("no documented batch without sender was accepted (200) after the default sender was created")
+	if run := r.ran[first]; run.status != 200 || run.rc != 0 {
+		t.Errorf("%s: the first batch without sender, on a fresh database = %d (RC %d):\n%s", run.cmd.Pos(), run.status, run.rc, run.body)
+	}
+	if slices.ContainsFunc(r.ran[:first], func(run curlRun) bool { return strings.Contains(run.cmd.Text, `"_id":"system"`) }) {
+		t.Errorf("a documented call creates the default sender before the first batch: the test would not show that the start created it")
+	}
+	if !strings.Contains(p.stderr.String(), "created the default sender") {
+		t.Errorf("the start did not log that it created the default sender")
+	}
+}
+
+// TestDefaultSender: the start creates -default-sender when it is missing
+// (once: a second start finds it), and a batch without sender is sent as
+// it; a bad name is a usage error.
+func TestDefaultSender(t *testing.T) {
+	t.Parallel()
+	db := "sqlite:" + filepath.Join(t.TempDir(), "fresh.db")
+	p := startProc(t, t.TempDir(), []string{"IM_API_KEY=k"}, "-addr", "127.0.0.1:0", "-db", db, "-default-sender", "noreply")
+	aok(t, http.MethodPost, p.url+"/admin/clients", "k", `{"_id":"u1"}`, nil)
+	sendAndWait(t, p.url, "k", `{"messageType":"text","message":"hi","paras":[{"receiver":"u1"}]}`)
+	if msgs := roomMessages(t, p.url, "k", store.DirectRoomID("noreply", "u1")); len(msgs) != 1 || msgs[0].Sender != "noreply" {
+		t.Errorf("the batch without sender: %+v", msgs)
+	}
+	if !strings.Contains(p.stderr.String(), "created the default sender") {
+		t.Errorf("no log line for the default sender's creation")
+	}
+	p.stop(t)
+	q := startProc(t, t.TempDir(), []string{"IM_API_KEY=k"}, "-addr", "127.0.0.1:0", "-db", db, "-default-sender", "noreply")
+	if strings.Contains(q.stderr.String(), "created the default sender") {
+		t.Errorf("the default sender was created again on the second start")
+	}
+	out, err := exec.Command(binary, "-demo", "-default-sender", " padded ").CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), "-default-sender") {
+		t.Errorf("-default-sender ' padded ': %v %s", err, out)
 	}
 }

@@ -88,6 +88,7 @@ type options struct {
 	extraFields    []string // -extra-fields, split
 	clientKey      string
 	tokenTTL       time.Duration
+	defaultSender  string
 }
 
 // imkitMessageFields is -extra-fields' default: the fields of a message
@@ -112,12 +113,63 @@ func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(f
 const usageHead = `chatbatchd: a reference chat server embedding chatbatch's Batch Send Messages API.
 
 Usage: chatbatchd [flags]
+       chatbatchd -healthcheck URL
 
 Every flag can also be set with the environment variable in brackets; a
-flag on the command line wins. The API key comes from IM_API_KEY.
-
-Flags:
+flag on the command line wins. The API key comes from IM_API_KEY only.
+Durations are written 500ms, 30s, 2m, 720h.
 `
+
+// flagGroups order chatbatchd -h by concern; every flag is in one group
+// (TestHelp checks).
+var flagGroups = []struct {
+	title string
+	names []string
+}{
+	{"Server: where it listens and what it is", []string{"addr", "app", "demo", "api", "worker", "healthcheck"}},
+	{"Database and queue", []string{"db", "redis", "queue", "store-timeout", "retention"}},
+	{"Worker", []string{"concurrency", "task-check-interval", "lease", "sweep-interval", "max-retry"}},
+	{"Messages", []string{"default-sender", "extra-fields"}},
+	{"IMKit's clients", []string{"client-key", "token-ttl"}},
+	{"Delivery and push", []string{"deliver", "push", "push-rate", "webhook-url", "webhook-secret", "fcm-credentials", "fcm-tokens", "fcm-endpoint"}},
+	{"Limits", []string{"rate-limit", "max-pending", "max-pending-per-app", "read-timeout", "write-timeout", "idle-timeout", "max-header-bytes"}},
+	{"Observability", []string{"metrics", "metrics-addr", "log-format"}},
+}
+
+// secretFlags never show their value (which may come from the
+// environment) in -h.
+var secretFlags = map[string]bool{"webhook-secret": true}
+
+// printUsage writes -h: the flags by group, each with its type, its
+// default (unless zero or secret) and its help.
+func printUsage(fs *flag.FlagSet, w io.Writer) {
+	fmt.Fprint(w, usageHead)
+	for _, g := range flagGroups {
+		fmt.Fprintf(w, "\n%s:\n", g.title)
+		for _, name := range g.names {
+			f := fs.Lookup(name)
+			if f == nil {
+				continue
+			}
+			typ, help := flag.UnquoteUsage(f)
+			line := "  -" + f.Name
+			if name == "healthcheck" {
+				typ = "URL"
+			}
+			if typ != "" {
+				line += " " + typ
+			}
+			def := f.DefValue
+			if !secretFlags[name] && def != "" && def != "false" && def != "0" && def != "0s" {
+				if typ == "string" || typ == "value" {
+					def = strconv.Quote(def)
+				}
+				help += " (default " + def + ")"
+			}
+			fmt.Fprintf(w, "%s\n    \t%s\n", line, strings.ReplaceAll(help, "\n", "\n    \t"))
+		}
+	}
+}
 
 // parseFlags reads flags and their environment variables.
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*options, error) {
@@ -175,20 +227,20 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*o
 		}
 		return d
 	}
-	fs.StringVar(&o.addr, "addr", envStr("CHATBATCHD_ADDR", "127.0.0.1:8080"), "listen address [CHATBATCHD_ADDR]")
+	fs.StringVar(&o.addr, "addr", envStr("CHATBATCHD_ADDR", "127.0.0.1:8080"), "listen address, host:port; the default answers on this machine only, 0.0.0.0:8080 on every interface [CHATBATCHD_ADDR]")
 	fs.StringVar(&o.db, "db", envStr("CHATBATCHD_DB", "sqlite:chatbatch.db"), "database: sqlite:PATH, sqlite::memory:, postgres://… or mysql://… [CHATBATCHD_DB]")
 	fs.StringVar(&o.redis, "redis", envStr("CHATBATCHD_REDIS", ""), "Redis for the queue: redis://host:port/db, or Redis Sentinel redis-sentinel://host:port,…/db?master=NAME; empty runs an in-process Redis, for development only [CHATBATCHD_REDIS]")
 	fs.BoolVar(&o.api, "api", envBool("CHATBATCHD_API", true), "serve the HTTP API and the web page [CHATBATCHD_API]")
 	fs.BoolVar(&o.worker, "worker", envBool("CHATBATCHD_WORKER", true), "run the queue worker and the sweeper [CHATBATCHD_WORKER]")
-	fs.IntVar(&o.concurrency, "concurrency", envInt("CHATBATCHD_CONCURRENCY", batch.DefaultConcurrency), "chunks the worker processes at once [CHATBATCHD_CONCURRENCY]")
+	fs.IntVar(&o.concurrency, "concurrency", envInt("CHATBATCHD_CONCURRENCY", batch.DefaultConcurrency), "chunks (of up to 500 recipients) the worker processes at once [CHATBATCHD_CONCURRENCY]")
 	fs.DurationVar(&o.pollEvery, "task-check-interval", envDuration("CHATBATCHD_TASK_CHECK_INTERVAL", batch.DefaultTaskCheckInterval), "how often an idle worker looks for new chunks; shorter starts batches sooner and polls Redis more [CHATBATCHD_TASK_CHECK_INTERVAL]")
 	fs.BoolVar(&o.demo, "demo", envBool("CHATBATCHD_DEMO", false), "seed demo users and rooms; API key demo-key unless IM_API_KEY is set [CHATBATCHD_DEMO]")
 	fs.StringVar(&o.push, "push", envStr("CHATBATCHD_PUSH", "log"), "push notifications: log (a log line per notification), webhook (POST them to -webhook-url), fcm (Firebase Cloud Messaging, see -fcm-credentials and -fcm-tokens) or none [CHATBATCHD_PUSH]")
-	fs.Float64Var(&o.pushRate, "push-rate", envFloat("CHATBATCHD_PUSH_RATE", 0), "most push notifications a second, across every worker on this Redis; 0: no limit [CHATBATCHD_PUSH_RATE]")
+	fs.Float64Var(&o.pushRate, "push-rate", envFloat("CHATBATCHD_PUSH_RATE", 0), "most push notifications per second (not per minute, unlike -rate-limit), across every worker on this Redis; 0: no limit [CHATBATCHD_PUSH_RATE]")
 	fs.StringVar(&o.deliver, "deliver", envStr("CHATBATCHD_DELIVER", "redis"), "where delivered messages go: redis (the live stream of this server's page), webhook (POST each chunk to -webhook-url, signed) or none [CHATBATCHD_DELIVER]")
 	fs.StringVar(&o.webhookURL, "webhook-url", envStr("CHATBATCHD_WEBHOOK_URL", ""), "the host endpoint of -deliver webhook and -push webhook [CHATBATCHD_WEBHOOK_URL]")
 	fs.StringVar(&o.webhookKey, "webhook-secret", getenv("CHATBATCHD_WEBHOOK_SECRET"), "the Standard Webhooks secret (whsec_<base64>) that signs -deliver/-push webhook requests; prefer the environment variable, which ps does not show [CHATBATCHD_WEBHOOK_SECRET]")
-	fs.IntVar(&o.rateLimit, "rate-limit", envInt("CHATBATCHD_RATE_LIMIT", 1000), "most API requests a minute per API key (IMKit's documented limit), counted on every endpoint that takes the key (the batch API, admin, rooms, users, /events) and shared by every API process on this Redis; past it 429 RATE_LIMIT_EXCEEDED; 0: no limit [CHATBATCHD_RATE_LIMIT]")
+	fs.IntVar(&o.rateLimit, "rate-limit", envInt("CHATBATCHD_RATE_LIMIT", 1000), "most API requests per minute per app (IMKit's documented limit), counted on every endpoint that takes the key (the batch API, admin, rooms, users, /events) and shared by every API process on this Redis; past it 429 RATE_LIMIT_EXCEEDED; 0: no limit [CHATBATCHD_RATE_LIMIT]")
 	fs.BoolVar(&o.metrics, "metrics", envBool("CHATBATCHD_METRICS", true), "serve GET /metrics (Prometheus text: chatbatch's metrics, asynq's queues, Go runtime); expose it to your scrapers only [CHATBATCHD_METRICS]")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", envStr("CHATBATCHD_METRICS_ADDR", ""), "serve /metrics on this address instead of -addr (for -api=false workers, or an internal-only port) [CHATBATCHD_METRICS_ADDR]")
 	fs.StringVar(&o.fcmCredentials, "fcm-credentials", envStr("CHATBATCHD_FCM_CREDENTIALS", ""), "-push fcm: the Firebase service-account key, a JSON FILE (its project_id is the FCM project) [CHATBATCHD_FCM_CREDENTIALS]")
@@ -196,7 +248,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*o
 	fs.StringVar(&o.fcmTokensFile, "fcm-tokens", envStr("CHATBATCHD_FCM_TOKENS", ""), "-push fcm: the users' device tokens, a JSON FILE {\"<app>\":{\"<user>\":[\"<token>\",…]}} read at start; tokens FCM reports invalid are dropped from memory and logged (the file is not rewritten) [CHATBATCHD_FCM_TOKENS]")
 	fs.StringVar(&o.logFormat, "log-format", envStr("CHATBATCHD_LOG_FORMAT", "text"), "log format: text or json [CHATBATCHD_LOG_FORMAT]")
 	fs.StringVar(&o.queue, "queue", envStr("CHATBATCHD_QUEUE", batch.DefaultQueue), "asynq queue; processes that share a Redis and a database use the same one [CHATBATCHD_QUEUE]")
-	fs.StringVar(&o.app, "app", envStr("CHATBATCHD_APP", "demo"), "the application ID the API key belongs to [CHATBATCHD_APP]")
+	fs.StringVar(&o.app, "app", envStr("CHATBATCHD_APP", "demo"), "the application ID the API key belongs to: every batch, user and room is scoped by it [CHATBATCHD_APP]")
 	fs.DurationVar(&o.readTimeout, "read-timeout", envDuration("CHATBATCHD_READ_TIMEOUT", 30*time.Second), "longest time to read a request, body included [CHATBATCHD_READ_TIMEOUT]")
 	fs.DurationVar(&o.writeTimeout, "write-timeout", envDuration("CHATBATCHD_WRITE_TIMEOUT", 30*time.Second), "longest time to handle a request and write its response (the live stream /events is exempt) [CHATBATCHD_WRITE_TIMEOUT]")
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", envDuration("CHATBATCHD_IDLE_TIMEOUT", 2*time.Minute), "how long an idle keep-alive connection stays open [CHATBATCHD_IDLE_TIMEOUT]")
@@ -206,20 +258,23 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*o
 	fs.DurationVar(&o.lease, "lease", envDuration("CHATBATCHD_LEASE", batch.DefaultLease), "a worker's hold on the chunk it processes; a chunk whose worker died is taken over after it [CHATBATCHD_LEASE]")
 	fs.DurationVar(&o.sweepInterval, "sweep-interval", envDuration("CHATBATCHD_SWEEP_INTERVAL", batch.DefaultSweepInterval), "how often the worker sweeps for lost, archived and abandoned chunks [CHATBATCHD_SWEEP_INTERVAL]")
 	fs.IntVar(&o.maxPending, "max-pending", envInt("CHATBATCHD_MAX_PENDING", defaultMaxPending), "admission control: most recipients due and not yet sent, all apps together; a batch past it is refused with 503 OVERLOADED and a Retry-After from the measured drain rate, nothing stored (the default is about 20 s of one worker on 2 cores: scale it with your workers); 0: no bound [CHATBATCHD_MAX_PENDING]")
-	fs.IntVar(&o.maxPendingApp, "max-pending-per-app", envInt("CHATBATCHD_MAX_PENDING_PER_APP", defaultMaxPending/2), "admission control: the same per app, refused with 429 BACKLOG_FULL; 0: no bound [CHATBATCHD_MAX_PENDING_PER_APP]")
+	fs.IntVar(&o.maxPendingApp, "max-pending-per-app", envInt("CHATBATCHD_MAX_PENDING_PER_APP", defaultMaxPending/2), "admission control: the most recipients due and not yet sent per app, refused with 429 BACKLOG_FULL; 0: no bound [CHATBATCHD_MAX_PENDING_PER_APP]")
 	extra := fs.String("extra-fields", envStr("CHATBATCHD_EXTRA_FIELDS", strings.Join(imkitMessageFields, ",")), "top-level request fields, beyond the API's own, copied verbatim (as JSON) into every message of the batch — IMKit's rich messages; a comma-separated list; '' or none: refuse every unknown field with 400 [CHATBATCHD_EXTRA_FIELDS]")
 	fs.StringVar(&o.clientKey, "client-key", envStr("CHATBATCHD_CLIENT_KEY", ""), "IMKit's client key (IM-CLIENT-KEY): with it, a user's token (IM-Authorization, issued by POST /admin/clients with issueAccessToken) authenticates requests as that user; it is public, like IMKit's; empty: no client tokens are taken (with -demo: demo-client-key) [CHATBATCHD_CLIENT_KEY]")
 	fs.DurationVar(&o.tokenTTL, "token-ttl", envDuration("CHATBATCHD_TOKEN_TTL", 7*24*time.Hour), "how long a client token POST /admin/clients issues is valid (IMKit's: 7 days) [CHATBATCHD_TOKEN_TTL]")
-	fs.IntVar(&o.maxRetry, "max-retry", envInt("CHATBATCHD_MAX_RETRY", batch.DefaultMaxRetry), "retries of a failing chunk before its open recipients are failed; 0: none. Give API and worker processes the same value: the enqueuing process's rides with the task (asynq), the worker's bounds the attempts the database counts, and the smaller wins [CHATBATCHD_MAX_RETRY]")
+	fs.StringVar(&o.defaultSender, "default-sender", envStr("CHATBATCHD_DEFAULT_SENDER", batch.DefaultSender), "the user a batch the API key sends without a sender is sent as (a client token's batches are its user's); created at start when it is missing [CHATBATCHD_DEFAULT_SENDER]")
+	healthcheckURL := fs.String("healthcheck", "", "GET URL and exit 0 on a 2xx answer within 5 s, else 1; starts nothing, takes no other flag (a container health check: chatbatchd -healthcheck http://127.0.0.1:8080/readyz)")
+	fs.IntVar(&o.maxRetry, "max-retry", envInt("CHATBATCHD_MAX_RETRY", batch.DefaultMaxRetry), "retries (a count) of a failing chunk before its open recipients are failed; 0: none. Give API and worker processes the same value: the enqueuing process's rides with the task (asynq), the worker's bounds the attempts the database counts, and the smaller wins [CHATBATCHD_MAX_RETRY]")
 	err := fs.Parse(args)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(stderr, usageHead)
-			fs.SetOutput(stderr)
-			fs.PrintDefaults()
+			printUsage(fs, stderr)
 			return nil, flag.ErrHelp
 		}
 		return nil, usagef("%v (run chatbatchd -h for the flags)", err)
+	}
+	if *healthcheckURL != "" {
+		return nil, usagef("-healthcheck URL takes no other flag: chatbatchd -healthcheck http://127.0.0.1:8080/readyz")
 	}
 	if envErr != nil {
 		return nil, envErr
@@ -264,6 +319,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*o
 		return nil, usagef("-app: must not be empty")
 	case o.queue == "":
 		return nil, usagef("-queue: must not be empty")
+	case checkIDValue("-default-sender", o.defaultSender) != nil:
+		return nil, usagef("%v", checkIDValue("-default-sender", o.defaultSender))
 	}
 	if o.deliver == "webhook" || o.push == "webhook" {
 		// The secret comes from the environment only (a flag would show

@@ -11,6 +11,8 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -20,6 +22,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -561,18 +564,87 @@ func closedPort(t *testing.T) string {
 	return addr
 }
 
+// TestHelp: chatbatchd -h lists every flag once, grouped by concern, with
+// its environment variable, a unit in every help line that counts or
+// paces something, -healthcheck among them, and never the value of a
+// secret from the environment.
 func TestHelp(t *testing.T) {
 	t.Parallel()
-	out, err := exec.Command(binary, "-h").CombinedOutput()
+	cmd := exec.Command(binary, "-h")
+	cmd.Env = append(os.Environ(), "CHATBATCHD_WEBHOOK_SECRET=whsec_c2VjcmV0LXZhbHVlLWZvci10ZXN0cw==")
+	raw, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("chatbatchd -h: %v", err)
 	}
+	out := string(raw)
 	for _, want := range []string{"-addr", "CHATBATCHD_ADDR", "-db", "-redis", "-api", "-worker", "-concurrency", "-task-check-interval", "-demo", "-push", "-log-format",
-		"-fcm-credentials", "CHATBATCHD_FCM_CREDENTIALS", "-fcm-endpoint", "-fcm-tokens",
+		"-fcm-credentials", "CHATBATCHD_FCM_CREDENTIALS", "-fcm-endpoint", "-fcm-tokens", "-healthcheck URL", "-extra-fields", "-client-key", "-token-ttl", "-default-sender",
 		"-store-timeout", "-read-timeout", "-write-timeout", "-idle-timeout", "-max-header-bytes", "IM_API_KEY"} {
-		if !strings.Contains(string(out), want) {
+		if !strings.Contains(out, want) {
 			t.Errorf("-h does not mention %s", want)
 		}
+	}
+	if strings.Contains(out, "c2VjcmV0") {
+		t.Errorf("-h shows the webhook secret of the environment")
+	}
+
+	// Every flag in one group, in the group's order, under its title.
+	var all []string
+	o, err := parseFlags([]string{"-h"}, func(string) string { return "" }, io.Discard)
+	if o != nil || !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("parseFlags(-h) = %v, %v", o, err)
+	}
+	seen := map[string]int{}
+	pos := 0
+	for _, g := range flagGroups {
+		i := strings.Index(out, "\n"+g.title+":\n")
+		if i < pos {
+			t.Errorf("the group %q is missing or out of order", g.title)
+			continue
+		}
+		pos = i
+		for _, name := range g.names {
+			seen[name]++
+			all = append(all, name)
+			j := strings.Index(out[pos:], "\n  -"+name+" ")
+			if j < 0 {
+				j = strings.Index(out[pos:], "\n  -"+name+"\n")
+			}
+			if j < 0 {
+				t.Errorf("-%s is not listed under %q", name, g.title)
+				continue
+			}
+			pos += j
+		}
+	}
+	listed := regexp.MustCompile(`(?m)^  -([a-z-]+)`).FindAllStringSubmatch(out, -1)
+	for _, m := range listed {
+		if seen[m[1]] != 1 {
+			t.Errorf("-%s is in %d groups", m[1], seen[m[1]])
+		}
+	}
+	if len(listed) != len(all) {
+		t.Errorf("-h lists %d flags, the groups %d", len(listed), len(all))
+	}
+
+	// Units: a rate says per what, a size in what.
+	help := func(name string) string {
+		i := strings.Index(out, "\n  -"+name+" ")
+		rest := out[i+1:]
+		if k := strings.Index(rest[1:], "\n  -"); k >= 0 {
+			rest = rest[:k+1]
+		}
+		return rest
+	}
+	for name, unit := range map[string]string{"push-rate": "per second", "rate-limit": "per minute", "max-header-bytes": "in bytes",
+		"max-pending": "recipients", "max-pending-per-app": "recipients", "concurrency": "chunks", "max-retry": "retries"} {
+		if !strings.Contains(help(name), unit) {
+			t.Errorf("-%s's help does not say %q:\n%s", name, unit, help(name))
+		}
+	}
+	// -healthcheck with other flags is a usage error, not a server start.
+	if _, err := parseFlags([]string{"-demo", "-healthcheck", "http://127.0.0.1:8080/readyz"}, func(string) string { return "" }, io.Discard); err == nil || !strings.Contains(err.Error(), "takes no other flag") {
+		t.Errorf("-healthcheck among other flags: %v", err)
 	}
 }
 

@@ -128,6 +128,9 @@ func start(ctx context.Context, o *options, log *slog.Logger, stdout io.Writer) 
 	if err := s.st.Migrate(ctx); err != nil {
 		return nil, fmt.Errorf("-db: migrate: %w", err)
 	}
+	if err := s.ensureDefaultSender(ctx); err != nil {
+		return nil, fmt.Errorf("-db: creating the default sender %q: %w", o.defaultSender, err)
+	}
 	if o.demo {
 		if err := s.seed(ctx); err != nil {
 			return nil, fmt.Errorf("seeding demo data: %w", err)
@@ -201,6 +204,7 @@ func start(ctx context.Context, o *options, log *slog.Logger, stdout io.Writer) 
 		Admission:           &batch.Admission{MaxPending: o.maxPending, MaxPendingPerApp: o.maxPendingApp},
 		Retention:           retention(o.retention),
 		ExtraFields:         o.extraFields,
+		DefaultSender:       o.defaultSender,
 	})
 	if err != nil {
 		// Everything New checks comes from the flags (-extra-fields naming
@@ -245,6 +249,24 @@ func start(ctx context.Context, o *options, log *slog.Logger, stdout io.Writer) 
 	}
 	log.Info("chatbatchd started", "api", o.api, "worker", o.worker, "db", dbKind(o.db), "redis", redisKind(o.redis), "app", o.app)
 	return s, nil
+}
+
+// ensureDefaultSender creates the default sender (-default-sender) when
+// it is missing, so that on a fresh database the first batch that names
+// no sender is sent, not refused with 404 CLIENT_NOT_FOUND. It is a user
+// like any other (its profile is set with POST /admin/clients).
+func (s *server) ensureDefaultSender(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.o.storeTimeout)
+	defer cancel()
+	gone, err := s.st.MissingUsers(ctx, s.o.app, []string{s.o.defaultSender})
+	if err != nil || len(gone) == 0 {
+		return err
+	}
+	if err := s.st.AddUsers(ctx, s.o.app, s.o.defaultSender); err != nil {
+		return err
+	}
+	s.log.Info("created the default sender: batches that name no sender are sent as this user", "user", s.o.defaultSender, "app", s.o.app)
+	return nil
 }
 
 func (s *server) seed(ctx context.Context) error {
