@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -314,4 +315,56 @@ func TestClientTokensOnPostgresAndMySQL(t *testing.T) {
 		p := startProc(t, t.TempDir(), []string{"IM_API_KEY=k"}, "-addr", "127.0.0.1:0", "-db", db, "-app", unique("app"), "-client-key", "ck", "-token-ttl", "1h")
 		checkClients(t, p.url, "k", "ck")
 	})
+}
+
+// TestCORSOrigins: a page of a -cors-origins origin (an IMKit UI on the
+// host's own site) gets its preflight answered and may POST a batch with
+// a client token from the browser; a page of another origin gets neither
+// (403 CROSS_ORIGIN_REQUEST, no Access-Control-Allow-Origin).
+func TestCORSOrigins(t *testing.T) {
+	t.Parallel()
+	const site = "https://chat.example.com"
+	p := startProc(t, t.TempDir(), []string{"IM_API_KEY="}, "-demo", "-addr", "127.0.0.1:0", "-db", "sqlite::memory:", "-cors-origins", site+", http://localhost:5173")
+	var tok issued
+	aok(t, http.MethodPost, p.url+"/admin/clients", "demo-key", `{"_id":"user-a","issueAccessToken":true}`, &tok)
+
+	do := func(method, origin string, body string, headers ...string) *http.Response {
+		t.Helper()
+		req, err := http.NewRequest(method, p.url+"/messages/batch", strings.NewReader(body))
+		must(t, err)
+		req.Header.Set("Origin", origin)
+		for i := 0; i+1 < len(headers); i += 2 {
+			req.Header.Set(headers[i], headers[i+1])
+		}
+		res, err := http.DefaultClient.Do(req)
+		must(t, err)
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		return res
+	}
+	// The preflight of the Vue SDK's batchSendMessage.
+	res := do(http.MethodOptions, site, "", "Access-Control-Request-Method", "POST", "Access-Control-Request-Headers", "content-type,im-authorization,im-client-key,x-timezone")
+	h := res.Header
+	if res.StatusCode != 204 || h.Get("Access-Control-Allow-Origin") != site || !strings.Contains(h.Get("Access-Control-Allow-Methods"), "POST") ||
+		!strings.Contains(h.Get("Access-Control-Allow-Headers"), "im-authorization") || h.Get("Access-Control-Allow-Credentials") != "" {
+		t.Errorf("the preflight = %d %v", res.StatusCode, h)
+	}
+	batch := `{"message":"from the browser","messageType":"text","paras":[{"room":"room-001"}]}`
+	browser := []string{"Sec-Fetch-Site", "cross-site", "Content-Type", "application/json", "IM-CLIENT-KEY", "demo-client-key", "IM-Authorization", tok.Token}
+	res = do(http.MethodPost, site, batch, browser...)
+	if res.StatusCode != 200 || res.Header.Get("Access-Control-Allow-Origin") != site || !strings.Contains(res.Header.Get("Access-Control-Expose-Headers"), "Retry-After") {
+		t.Errorf("the page's POST = %d %v", res.StatusCode, res.Header)
+	}
+	// Another site: no CORS, and the cross-origin check refuses its POST.
+	if res := do(http.MethodOptions, "https://evil.example", "", "Access-Control-Request-Method", "POST"); res.Header.Get("Access-Control-Allow-Origin") != "" || res.StatusCode == 204 {
+		t.Errorf("another site's preflight = %d %v", res.StatusCode, res.Header)
+	}
+	if res := do(http.MethodPost, "https://evil.example", batch, browser...); res.StatusCode != 403 || res.Header.Get("Access-Control-Allow-Origin") != "" {
+		t.Errorf("another site's POST = %d %v", res.StatusCode, res.Header)
+	}
+	// A bad origin is a usage error.
+	out, err := exec.Command(binary, "-demo", "-cors-origins", "chat.example.com").CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), "-cors-origins") {
+		t.Errorf("-cors-origins chat.example.com: %v %s", err, out)
+	}
 }

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"os/signal"
 	"slices"
@@ -89,6 +90,7 @@ type options struct {
 	clientKey      string
 	tokenTTL       time.Duration
 	defaultSender  string
+	corsOrigins    []string // -cors-origins, split and checked
 }
 
 // imkitMessageFields is -extra-fields' default: the fields of a message
@@ -126,7 +128,7 @@ var flagGroups = []struct {
 	title string
 	names []string
 }{
-	{"Server: where it listens and what it is", []string{"addr", "app", "demo", "api", "worker", "healthcheck"}},
+	{"Server: where it listens and what it is", []string{"addr", "app", "demo", "api", "worker", "cors-origins", "healthcheck"}},
 	{"Database and queue", []string{"db", "redis", "queue", "store-timeout", "retention"}},
 	{"Worker", []string{"concurrency", "task-check-interval", "lease", "sweep-interval", "max-retry"}},
 	{"Messages", []string{"default-sender", "extra-fields"}},
@@ -263,6 +265,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*o
 	fs.StringVar(&o.clientKey, "client-key", envStr("CHATBATCHD_CLIENT_KEY", ""), "IMKit's client key (IM-CLIENT-KEY): with it, a user's token (IM-Authorization, issued by POST /admin/clients with issueAccessToken) authenticates requests as that user; it is public, like IMKit's; empty: no client tokens are taken (with -demo: demo-client-key) [CHATBATCHD_CLIENT_KEY]")
 	fs.DurationVar(&o.tokenTTL, "token-ttl", envDuration("CHATBATCHD_TOKEN_TTL", 7*24*time.Hour), "how long a client token POST /admin/clients issues is valid (IMKit's: 7 days) [CHATBATCHD_TOKEN_TTL]")
 	fs.StringVar(&o.defaultSender, "default-sender", envStr("CHATBATCHD_DEFAULT_SENDER", batch.DefaultSender), "the user a batch the API key sends without a sender is sent as (a client token's batches are its user's); created at start when it is missing [CHATBATCHD_DEFAULT_SENDER]")
+	cors := fs.String("cors-origins", envStr("CHATBATCHD_CORS_ORIGINS", ""), "web origins (scheme://host[:port], comma-separated) whose pages may call the API from the browser — an IMKit UI served from another site: CORS preflights are answered for them and their POSTs pass the cross-origin check; empty: none [CHATBATCHD_CORS_ORIGINS]")
 	healthcheckURL := fs.String("healthcheck", "", "GET URL and exit 0 on a 2xx answer within 5 s, else 1; starts nothing, takes no other flag (a container health check: chatbatchd -healthcheck http://127.0.0.1:8080/readyz)")
 	fs.IntVar(&o.maxRetry, "max-retry", envInt("CHATBATCHD_MAX_RETRY", batch.DefaultMaxRetry), "retries (a count) of a failing chunk before its open recipients are failed; 0: none. Give API and worker processes the same value: the enqueuing process's rides with the task (asynq), the worker's bounds the attempts the database counts, and the smaller wins [CHATBATCHD_MAX_RETRY]")
 	err := fs.Parse(args)
@@ -337,6 +340,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*o
 	if o.extraFields, err = splitFields(*extra); err != nil {
 		return nil, err
 	}
+	if o.corsOrigins, err = splitOrigins(*cors); err != nil {
+		return nil, err
+	}
 	o.apiKey = getenv("IM_API_KEY")
 	if o.apiKey == "" && o.api {
 		if !o.demo {
@@ -373,6 +379,24 @@ func splitFields(v string) ([]string, error) {
 			return nil, usagef("-extra-fields: %q is listed twice", f)
 		}
 		out = append(out, f)
+	}
+	return out, nil
+}
+
+// splitOrigins reads -cors-origins: web origins, scheme://host[:port],
+// separated by commas.
+func splitOrigins(v string) ([]string, error) {
+	var out []string
+	for _, o := range strings.Split(v, ",") {
+		o = strings.TrimSpace(o)
+		if o == "" {
+			continue
+		}
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+			return nil, usagef("-cors-origins: %q is not a web origin such as https://chat.example.com (scheme://host[:port], no path)", o)
+		}
+		out = append(out, strings.ToLower(o))
 	}
 	return out, nil
 }

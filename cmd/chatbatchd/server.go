@@ -182,11 +182,18 @@ func start(ctx context.Context, o *options, log *slog.Logger, stdout io.Writer) 
 	if o.rateLimit > 0 {
 		limit = &batch.RateLimit{RequestsPerMinute: o.rateLimit, Limiter: batch.RedisRateLimiter(s.rdb), KeyPrefix: "chatbatchd:ratelimit:"}
 	}
+	cop := http.NewCrossOriginProtection()
+	for _, origin := range o.corsOrigins {
+		if err := cop.AddTrustedOrigin(origin); err != nil {
+			return nil, usagef("-cors-origins: %v", err)
+		}
+	}
 	s.svc, err = batch.New(batch.Config{
-		Store:         s.st,
-		Deliverer:     deliverer,
-		Pusher:        pusher,
-		Authenticator: s.auth,
+		CrossOriginProtection: cop,
+		Store:                 s.st,
+		Deliverer:             deliverer,
+		Pusher:                pusher,
+		Authenticator:         s.auth,
 		// A client token's user, put in the context by clientAuth.
 		AuthenticateRequest: batch.PrincipalFromRequest,
 		Redis:               redisOpt,
@@ -362,7 +369,45 @@ func (s *server) routes() http.Handler {
 	for _, path := range []string{"/{$}", "/index.html", "/assets/", dashboard.EventsPath} {
 		mux.Handle("GET "+path, dash)
 	}
-	return s.clientAuth(mux)
+	return s.allowOrigins(s.clientAuth(mux))
+}
+
+// corsExposed are the answer headers a page of another origin may read.
+var corsExposed = "Retry-After, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, " +
+	"X-RateLimit-Recipients-Limit, X-RateLimit-Recipients-Remaining, X-RateLimit-Recipients-Reset"
+
+// allowOrigins answers CORS for the pages of -cors-origins: their
+// preflights (204 with the methods and the headers asked for: the API's
+// credentials are headers, never cookies, so no header needs holding
+// back) and, on their requests, Access-Control-Allow-Origin. The batch
+// API's cross-origin check trusts the same origins (batch.Config's
+// CrossOriginProtection). Requests from anywhere else pass untouched.
+func (s *server) allowOrigins(next http.Handler) http.Handler {
+	if len(s.o.corsOrigins) == 0 {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		origin := r.Header.Get("Origin")
+		if origin == "" || !slices.Contains(s.o.corsOrigins, strings.ToLower(origin)) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		h := w.Header()
+		h.Add("Vary", "Origin")
+		h.Set("Access-Control-Allow-Origin", origin)
+		if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
+			h.Add("Vary", "Access-Control-Request-Method, Access-Control-Request-Headers")
+			h.Set("Access-Control-Allow-Methods", "GET, POST, DELETE")
+			if req := r.Header.Get("Access-Control-Request-Headers"); req != "" {
+				h.Set("Access-Control-Allow-Headers", req)
+			}
+			h.Set("Access-Control-Max-Age", "600")
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		h.Set("Access-Control-Expose-Headers", corsExposed)
+		next.ServeHTTP(w, r)
+	})
 }
 
 // authedAny admits a request to one of chatbatchd's own endpoints as the
