@@ -1,7 +1,11 @@
 // Package dashboard is an operator's console for the Batch Send Messages
-// API: the app's batches with live progress, a batch's recipients and
-// failures, Cancel and Recall, and a composer with a dry run. It is an
-// http.Handler a host mounts behind its own admin authentication:
+// API: the app's batches with live progress; a batch's content,
+// recipients and failures, Cancel and Recall; a composer from a form and
+// a CSV of recipients (or raw JSON) with a dry-run preview; the history of
+// every batch, filtered and paged; and the queue's health, live, with
+// archived chunks to re-run. Every view has a URL of its own (#/batches,
+// #/batches/{id}, #/compose, #/history, #/queue). It is an http.Handler a
+// host mounts behind its own admin authentication:
 //
 //	dash, err := dashboard.New(dashboard.Options{API: mux})
 //	mux.Handle("/admin/batches/", http.StripPrefix("/admin/batches", adminOnly(dash)))
@@ -70,6 +74,11 @@ type Options struct {
 	// ListLimit is how many of the newest batches the page shows.
 	// Defaults to 20; at most 500.
 	ListLimit int
+	// MaxRecipients is the most recipients one request may have (the
+	// batch handler's Config.MaxRecipients): the composer refuses a
+	// longer CSV before sending it. Defaults to 10,000, the handler's
+	// default.
+	MaxRecipients int
 	// Forward are the request headers the events endpoint passes on to
 	// the API. Defaults to IM-API-KEY, API_KEY, Authorization and Cookie.
 	Forward []string
@@ -128,6 +137,9 @@ func New(o Options) (*Handler, error) {
 		o.ListLimit = 20
 	}
 	o.ListLimit = min(o.ListLimit, 500)
+	if o.MaxRecipients <= 0 {
+		o.MaxRecipients = 10_000
+	}
 	if o.Forward == nil {
 		o.Forward = []string{"IM-API-KEY", "API_KEY", "Authorization", "Cookie"}
 	}

@@ -28,6 +28,8 @@ type fakeAPI struct {
 	keys    []string
 	cookies []string
 	notList bool
+	queue   int // answer the queue's health with this status (0: 200)
+	queues  atomic.Int64
 }
 
 func (f *fakeAPI) setSent(n int) { f.mu.Lock(); f.sent = n; f.mu.Unlock() }
@@ -74,6 +76,13 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		json.NewEncoder(w).Encode(map[string]any{"RC": 0, "RM": "OK", "result": map[string]any{"batches": []any{f.batch()}}})
+	case "/api/messages/batch/-/queue":
+		f.queues.Add(1)
+		if f.queue != 0 {
+			fail(f.queue, "INSUFFICIENT_PERMISSIONS", "only admin principals may see the queue")
+			return
+		}
+		json.NewEncoder(w).Encode(map[string]any{"RC": 0, "RM": "OK", "result": map[string]any{"queue": "chatbatch", "pending": f.sent, "archivedTasks": []any{}}})
 	case "/api/messages/batch/batch-1":
 		json.NewEncoder(w).Encode(map[string]any{"RC": 0, "RM": "OK", "result": f.batch()})
 	case "/api/messages/batch/nope":
@@ -492,5 +501,55 @@ func TestEventsCallTheAPIWithoutTheRequestsValues(t *testing.T) {
 	case <-api.ended:
 	case <-time.After(5 * time.Second):
 		t.Fatal("the in-process call's context did not end within 5 s of the browser leaving")
+	}
+}
+
+// TestEventsQueue: with queue=true the stream carries the queue's health
+// too, polled less often than the list (every 2 s at most); a 403 (not an
+// admin) is reported once and the queue is not asked again, while the
+// list goes on.
+func TestEventsQueue(t *testing.T) {
+	api := &fakeAPI{}
+	api.setSent(4)
+	srv := newDashboard(t, api, dashboard.Options{})
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	s, res := openSSE(t, ctx, srv.URL+"/admin/batches/batch-events?queue=true", map[string]string{"IM-API-KEY": "k"})
+	if s == nil {
+		t.Fatalf("status %d", res.StatusCode)
+	}
+	if m := s.next("ready"); m["queue"] != true {
+		t.Errorf("ready %v", m)
+	}
+	if q := s.next("queue"); q["queue"] != "chatbatch" || q["pending"] != 4.0 {
+		t.Errorf("queue %v", q)
+	}
+	api.setSent(5)
+	s.next("batches")
+	if n := api.queues.Load(); n != 1 {
+		t.Errorf("the queue was asked %d times at once, want 1", n)
+	}
+	if q := s.next("queue"); q["pending"] != 5.0 {
+		t.Errorf("queue after the change %v", q)
+	}
+
+	forbidden := &fakeAPI{queue: 403}
+	srv = newDashboard(t, forbidden, dashboard.Options{})
+	s, res = openSSE(t, ctx, srv.URL+"/admin/batches/batch-events?queue=1", map[string]string{"IM-API-KEY": "k"})
+	if s == nil {
+		t.Fatalf("a 403 of the queue ended the stream: %d", res.StatusCode)
+	}
+	if e := s.next("apierror"); e["of"] != "queue" || e["status"] != 403.0 {
+		t.Errorf("apierror %v", e)
+	}
+	forbidden.setSent(7)
+	if b := s.next("batches")["batches"].([]any)[0].(map[string]any); b["sent"] != 7.0 {
+		t.Errorf("the list after the queue's 403: %v", b)
+	}
+	if n := forbidden.queues.Load(); n != 1 {
+		t.Errorf("the queue was asked %d times after a 403", n)
+	}
+	if res, _ := get(t, srv.URL+"/admin/batches/batch-events?queue=maybe", map[string]string{"IM-API-KEY": "k"}); res.StatusCode != 400 {
+		t.Errorf("queue=maybe: %d", res.StatusCode)
 	}
 }

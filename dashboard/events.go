@@ -13,17 +13,21 @@ import (
 	"time"
 )
 
-// The events endpoint: GET {mount}/batch-events[?batch=ID] streams, as
-// Server-Sent Events,
+// The events endpoint: GET {mount}/batch-events[?batch=ID][&queue=true]
+// streams, as Server-Sent Events,
 //
 //	event: batches  data: the list page (GET {BatchPath}?limit=N's result), whenever it changes
 //	event: batch    data: batch ID's status (GET {BatchPath}/{ID}'s result), whenever it changes
-//	event: apierror data: {"status":…,"of":"list"|"batch","error":{…}} when the API refuses a poll
+//	event: queue    data: the queue's health (GET {BatchPath}/-/queue's result), whenever it changes
+//	event: apierror data: {"status":…,"of":"list"|"batch"|"queue","error":{…}} when the API refuses a poll
 //
 // It polls the batch API in-process every Options.Interval with the
 // credentials of the request (Options.Forward), so the browser sees only
-// what its key or session may see. A first poll the API refuses with 401
-// or 403 ends the request with the API's own answer, not a stream.
+// what its key or session may see. A first poll of the list or the batch
+// the API refuses with 401 or 403 ends the request with the API's own
+// answer, not a stream. The queue is for admin principals: a 403, or a
+// 501 from a server without Redis, is reported once and the queue is not
+// polled again (the list and the batch go on).
 
 // pingEvery keeps proxies from closing an idle stream.
 const pingEvery = 15 * time.Second
@@ -150,9 +154,18 @@ type poller struct {
 	h       *Handler
 	r       *http.Request
 	batchID string
+	queue   bool              // poll the queue's health too
+	queueAt time.Time         // when the queue was last polled
 	last    map[string][]byte // by event name: the data last sent
 	noList  bool              // the API cannot list (501): poll the batch only
 }
+
+// queueSuffix is the queue's health below BatchPath (batch.QueuePath).
+const queueSuffix = "/-/queue"
+
+// queueEvery is how often the queue is polled at most: its health is
+// several calls of asynq's inspector.
+const queueEvery = 2 * time.Second
 
 // poll asks the API and returns the events to send and how long to wait
 // before the next poll; fatal is set for an answer that ends the stream
@@ -166,6 +179,10 @@ func (p *poller) poll(ctx context.Context) (events []string, wait time.Duration,
 	}
 	if p.batchID != "" {
 		targets = append(targets, target{"batch", "batch", p.h.o.BatchPath + "/" + url.PathEscape(p.batchID)})
+	}
+	if p.queue && time.Since(p.queueAt) >= max(queueEvery, p.h.o.Interval)-p.h.o.Interval/2 {
+		p.queueAt = time.Now()
+		targets = append(targets, target{"queue", "queue", p.h.o.BatchPath + queueSuffix})
 	}
 	for _, t := range targets {
 		q := url.Values{}
@@ -184,11 +201,16 @@ func (p *poller) poll(ctx context.Context) (events []string, wait time.Duration,
 			}
 		}
 		if a.status != http.StatusOK {
-			if a.status == http.StatusUnauthorized || a.status == http.StatusForbidden {
+			if a.status == http.StatusUnauthorized || (a.status == http.StatusForbidden && t.of != "queue") {
 				return events, wait, &a
 			}
 			if a.status == http.StatusNotImplemented && t.of == "list" {
 				p.noList = true
+			}
+			if (a.status == http.StatusForbidden || a.status == http.StatusNotImplemented || a.status == http.StatusNotFound) && t.of == "queue" {
+				// Not an admin, no Redis, or an API without the queue:
+				// asking again answers the same.
+				p.queue = false
 			}
 			name, data = "apierror", apiError(t.of, a)
 			wait = retryAfter(a, wait)
@@ -204,14 +226,23 @@ func (p *poller) poll(ctx context.Context) (events []string, wait time.Duration,
 }
 
 func (h *Handler) serveEvents(w http.ResponseWriter, r *http.Request) {
-	for k := range r.URL.Query() {
-		if k != "batch" {
-			writeError(w, http.StatusBadRequest, "INVALID_PARAMETER", fmt.Sprintf("unknown query parameter %q: the events endpoint takes batch only", k))
+	q := r.URL.Query()
+	for k := range q {
+		if k != "batch" && k != "queue" {
+			writeError(w, http.StatusBadRequest, "INVALID_PARAMETER", fmt.Sprintf("unknown query parameter %q: the events endpoint takes batch and queue only", k))
+			return
+		}
+	}
+	withQueue := false
+	if q.Has("queue") {
+		var err error
+		if withQueue, err = strconv.ParseBool(q.Get("queue")); err != nil {
+			writeError(w, http.StatusBadRequest, "INVALID_PARAMETER", fmt.Sprintf("queue: %q is not true or false", q.Get("queue")))
 			return
 		}
 	}
 	ctx := r.Context()
-	p := &poller{h: h, r: r, batchID: r.URL.Query().Get("batch"), last: map[string][]byte{}}
+	p := &poller{h: h, r: r, batchID: q.Get("batch"), queue: withQueue, last: map[string][]byte{}}
 	first, wait, fatal := p.poll(ctx)
 	if fatal != nil {
 		// Not signed in: the API's own answer, for the page to show.
@@ -232,7 +263,7 @@ func (h *Handler) serveEvents(w http.ResponseWriter, r *http.Request) {
 	hd.Set("Content-Type", "text/event-stream; charset=utf-8")
 	hd.Set("Cache-Control", "no-store")
 	hd.Set("X-Accel-Buffering", "no")
-	ready, _ := json.Marshal(map[string]any{"interval": h.o.Interval.Milliseconds(), "batch": p.batchID})
+	ready, _ := json.Marshal(map[string]any{"interval": h.o.Interval.Milliseconds(), "batch": p.batchID, "queue": withQueue})
 	send := func(frames []string) bool {
 		extend()
 		for _, f := range frames {

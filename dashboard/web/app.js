@@ -2,7 +2,13 @@
 // Everything goes through the public HTTP API of the batch handler (and,
 // for the live view, the host's live endpoints), authenticated by the
 // host's session cookie or by an API key kept in sessionStorage and sent
-// as the IM-API-KEY header; never in a URL.
+// as the IM-API-KEY header; never in a URL. Data reaches the page only as
+// text (textContent, el's children): never as HTML.
+//
+// Views have URLs of their own, in the fragment: #/batches (the live list,
+// the JSON composer and the live messages), #/batches/{id} (the same with
+// a batch in detail), #/compose (form and CSV), #/history?… (filters and
+// the page's cursor) and #/queue.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -12,6 +18,7 @@ const sessionAuth = cfg.sessionAuth === "true";
 const liveBase = cfg.liveBase || "";
 const liveLimit = Number(cfg.liveLimit) || 200;
 const KEY_STORAGE = "chatbatch.dashboard.apiKey";
+const maxRecipients = Number(cfg.maxRecipients) || 10000;
 const FINISHED = new Set(["completed", "completed_with_errors", "canceled", "recalled"]);
 
 // ---- authentication and the API -------------------------------------------
@@ -48,8 +55,9 @@ async function envelopeError(res) {
   return new APIError(res.status, error);
 }
 
-// api calls the API and returns the envelope's result, or throws APIError.
-async function api(method, path, body, headers) {
+// apiRaw calls the API and returns the envelope's result with the
+// response (for its headers), or throws APIError.
+async function apiRaw(method, path, body, headers) {
   const h = { Accept: "application/json", ...authHeaders(), ...(headers || {}) };
   if (body !== undefined) h["Content-Type"] = "application/json; charset=utf-8";
   let res;
@@ -61,7 +69,12 @@ async function api(method, path, body, headers) {
   if (!res.ok) throw await envelopeError(res);
   const env = await res.json().catch(() => null);
   if (!env || env.RC !== 0) throw new APIError(res.status, env && env.error);
-  return env.result;
+  return { result: env.result, res };
+}
+
+// api calls the API and returns the envelope's result, or throws APIError.
+async function api(method, path, body, headers) {
+  return (await apiRaw(method, path, body, headers)).result;
 }
 
 function el(tag, props, ...children) {
@@ -303,7 +316,10 @@ function connectList() {
     $("stream-status").textContent = "enter an API key";
     return;
   }
-  const url = "batch-events" + (detailID ? `?batch=${encodeURIComponent(detailID)}` : "");
+  const q = new URLSearchParams();
+  if (detailID) q.set("batch", detailID);
+  if (view === "queue") q.set("queue", "true");
+  const url = "batch-events" + (q.size ? `?${q}` : "");
   listStream = new Stream(url, {
     onState: setStreamState,
     onEvent: (name, v) => {
@@ -313,8 +329,11 @@ function connectList() {
         renderList();
       } else if (name === "batch") {
         updateDetail(v);
+      } else if (name === "queue") {
+        renderQueue(v);
       } else if (name === "apierror") {
         if (v.of === "batch") showError($("d-action-result"), new APIError(v.status, v.error));
+        else if (v.of === "queue") showError($("q-error"), new APIError(v.status, v.error));
         else showError($("batches-error"), new APIError(v.status, v.error));
         if (v.of === "auth") setStreamState("error", new APIError(v.status, v.error));
       }
@@ -332,7 +351,7 @@ function renderList() {
     let tr = tbody.querySelector(`tr[data-batch="${CSS.escape(b.batchID)}"]`);
     if (!tr) {
       tr = el("tr", { dataset: { batch: b.batchID } },
-        el("td", {}, el("button", { type: "button", class: "link", textContent: b.batchID, onclick: () => openDetail(b.batchID) }),
+        el("td", {}, el("button", { type: "button", class: "link", textContent: b.batchID, onclick: () => go(batchHash(b.batchID)) }),
           el("div", { class: "muted small created" })),
         el("td", {}, el("span", { class: "status" })),
         el("td", {}, el("div", { class: "bar" })),
@@ -365,6 +384,8 @@ let recHistory = [];   // offsets of the pages before
 let recNext = null;
 let recTimer = null;
 
+function batchHash(id) { return `#/batches/${encodeURIComponent(id)}`; }
+
 function openDetail(id) {
   detailID = id;
   detail = null;
@@ -372,7 +393,11 @@ function openDetail(id) {
   $("r-status").value = "";
   $("detail").hidden = false;
   $("d-id").textContent = id;
+  $("d-link").href = batchHash(id);
   $("d-status").textContent = "";
+  $("d-content").hidden = true;
+  $("recipients").tBodies[0].replaceChildren();
+  recPage = null;
   hideBox($("d-action-result"));
   const b = listRows.find((x) => x.batchID === id);
   if (b) updateDetail(b);
@@ -383,6 +408,7 @@ function openDetail(id) {
 }
 
 function closeDetail() {
+  if (!detailID) return;
   detailID = "";
   detail = null;
   $("detail").hidden = true;
@@ -414,13 +440,51 @@ function updateDetail(b) {
   $("d-times").textContent = times.join(" · ");
   $("cancel").disabled = FINISHED.has(b.status);
   $("recall").disabled = b.status === "recalled";
+  if (b.message !== undefined) renderContent(b); // the list's entries have no content
+  if (b.sender && !(before && before.sender)) renderRecipients(); // rooms can be named now
   const changed = !before || ["sent", "failed", "canceled", "recalled", "pending", "status"].some((k) => before[k] !== b[k]);
   if (before && changed) scheduleRecipients();
+}
+
+// renderContent shows what the batch sends and who created it.
+function renderContent(b) {
+  $("d-message").textContent = b.message;
+  $("d-type").textContent = b.messageType || "";
+  $("d-sender").textContent = b.sender || "";
+  $("d-created-by").textContent = b.createdBy ? b.createdBy : "an operator (API key)";
+  $("d-push").textContent = b.push ? `yes${b.skipTotalBadge ? ", without the total badge" : ""}` : "no";
+  $("d-send-at").textContent = b.sendAt ? fmtTime(b.sendAt) : "at once";
+  $("d-rate").textContent = b.ratePerMinute ? `${fmtNum(b.ratePerMinute)} recipients a minute` : "as fast as the workers go";
+  for (const [k, v] of [["extra", b.extra], ["fields", b.fields]]) {
+    $(`d-${k}`).textContent = v === undefined ? "" : JSON.stringify(v, null, 2);
+    $(`d-${k}-label`).hidden = $(`d-${k}-value`).hidden = v === undefined;
+  }
+  $("d-content").hidden = false;
+}
+
+// roomLabel names the room of recipient r: a receiver's is the one-on-one
+// room of the batch's sender and the receiver.
+function roomLabel(r) {
+  if (!r.room) return "";
+  if (r.receiver && detail && detail.sender) return `${detail.sender} ↔ ${r.receiver}`;
+  return r.room;
 }
 
 function scheduleRecipients() {
   if (recTimer) return;
   recTimer = setTimeout(() => { recTimer = null; loadRecipients(); }, 1000);
+}
+
+let recPage = null; // the page shown
+
+function renderRecipients() {
+  if (!recPage) return;
+  $("recipients").tBodies[0].replaceChildren(...recPage.recipients.map((r) => el("tr", { dataset: { status: r.status } },
+    el("td", {}, String(r.index)),
+    el("td", {}, r.receiver || ""),
+    el("td", { class: r.receiver ? "" : "mono", title: r.room || "" }, roomLabel(r)),
+    el("td", {}, el("span", { class: "status", dataset: { status: r.status } }, r.status)),
+    el("td", {}, [r.error, r.push ? `push ${r.push}` : "", r.pushError].filter(Boolean).join(" · ")))));
 }
 
 async function loadRecipients() {
@@ -434,13 +498,8 @@ async function loadRecipients() {
     if (id !== detailID) return;
     hideBox($("r-error"));
     recNext = page.nextOffset === undefined ? null : page.nextOffset;
-    const tbody = $("recipients").tBodies[0];
-    tbody.replaceChildren(...page.recipients.map((r) => el("tr", { dataset: { status: r.status } },
-      el("td", {}, String(r.index)),
-      el("td", {}, r.receiver || ""),
-      el("td", { class: "mono" }, r.room || ""),
-      el("td", {}, el("span", { class: "status", dataset: { status: r.status } }, r.status)),
-      el("td", {}, [r.error, r.push ? `push ${r.push}` : "", r.pushError].filter(Boolean).join(" · ")))));
+    recPage = page;
+    renderRecipients();
     const last = page.recipients.length ? page.recipients[page.recipients.length - 1].index : recOffset;
     $("r-range").textContent = page.recipients.length
       ? `#${page.recipients[0].index}–#${last} of ${fmtNum(page.total)}${st ? ` ${st}` : ""}`
@@ -531,7 +590,7 @@ async function send() {
     const box = $("compose-result");
     box.replaceChildren(el("p", {}, `Accepted ${r.batchID}: ${fmtNum(r.count)} recipients.`));
     box.hidden = false;
-    openDetail(r.batchID);
+    go(batchHash(r.batchID));
   } catch (e) {
     showError($("compose-error"), e);
   } finally {
@@ -642,6 +701,526 @@ async function watchUser(ev) {
   }
 }
 
+// ---- CSV ---------------------------------------------------------------------------------
+//
+// parseCSV reads RFC 4180 CSV: fields separated by commas, records by CRLF
+// or LF (a lone CR too), fields in double quotes may hold commas, line
+// breaks and doubled quotes (""); a leading byte order mark is dropped.
+// It returns the records, each with the line it starts on (from 1), and
+// the syntax errors, each with its line. Blank lines are skipped.
+
+function parseCSV(text) {
+  if (text.startsWith("\uFEFF")) text = text.slice(1);
+  const records = [], errors = [];
+  let line = 1, i = 0;
+  const n = text.length;
+  while (i < n) {
+    const start = line;
+    const fields = [];
+    let bad = false;
+    for (;;) {
+      let field = "";
+      if (text[i] === '"') {
+        i++;
+        let closed = false;
+        while (i < n) {
+          const c = text[i];
+          if (c === '"') {
+            if (text[i + 1] === '"') { field += '"'; i += 2; continue; }
+            i++; closed = true; break;
+          }
+          if (c === "\n" || (c === "\r" && text[i + 1] !== "\n")) line++;
+          field += c; i++;
+        }
+        if (!closed) {
+          errors.push({ line: start, fatal: true, message: "a quoted field is not closed: a double quote is missing (the rest of the file was read into it)" });
+          bad = true;
+          break;
+        }
+        if (i < n && text[i] !== "," && text[i] !== "\n" && text[i] !== "\r") {
+          errors.push({ line, message: "text after the closing quote of a field: quote the whole field, and write a quote inside it as \"\"" });
+          bad = true;
+          while (i < n && text[i] !== "\n" && text[i] !== "\r") i++;
+        }
+      } else {
+        while (i < n && text[i] !== "," && text[i] !== "\n" && text[i] !== "\r") {
+          if (text[i] === '"' && !bad) {
+            errors.push({ line, message: "a double quote inside an unquoted field: quote the whole field, and write a quote inside it as \"\"" });
+            bad = true;
+          }
+          field += text[i]; i++;
+        }
+      }
+      fields.push(field);
+      if (i < n && text[i] === ",") { i++; continue; }
+      break;
+    }
+    // the end of the record
+    if (i < n && text[i] === "\r") i++;
+    if (i < n && text[i] === "\n") i++;
+    line++;
+    if (bad) continue;
+    if (fields.length === 1 && fields[0].trim() === "") continue; // a blank line
+    records.push({ line: start, fields });
+  }
+  return { records, errors };
+}
+
+// recipientsFromCSV turns CSV text into paras: a receiver or room column,
+// every other column a $variable$ ("name" and "$name$" both mean $name$).
+// It returns the paras, the CSV line of each, and every problem with its
+// line; a problem marked fatal (the header, an unclosed quote) leaves no
+// recipient to trust, the others leave their line out.
+function recipientsFromCSV(text) {
+  const { records, errors } = parseCSV(text);
+  const paras = [], lines = [];
+  if (!records.length) {
+    if (!errors.length) errors.push({ line: 1, fatal: true, message: "no recipients: paste or upload a CSV with a header line (receiver or room, then variables) and a line per recipient" });
+    return { paras, lines, errors };
+  }
+  const header = records[0];
+  const cols = [];
+  const seen = new Map();
+  let who = 0;
+  header.fields.forEach((raw, j) => {
+    const h = raw.trim();
+    const lower = h.toLowerCase();
+    let col;
+    if (lower === "receiver" || lower === "room") { col = { kind: lower }; who++; }
+    else if (h === "" ) { errors.push({ line: header.line, fatal: true, message: `column ${j + 1} of the header has no name` }); col = { kind: "skip" }; }
+    else {
+      const name = /^\$[^$]+\$$/.test(h) ? h : `$${h}$`;
+      if (name.slice(1, -1).includes("$")) {
+        errors.push({ line: header.line, fatal: true, message: `column ${j + 1}: “${h}” is not a variable name (a name has no $ inside)` });
+        col = { kind: "skip" };
+      } else col = { kind: "var", name };
+    }
+    const key = col.kind === "var" ? col.name : col.kind;
+    if (col.kind !== "skip") {
+      if (seen.has(key)) errors.push({ line: header.line, fatal: true, message: `column ${j + 1} repeats column ${seen.get(key) + 1} (${key})` });
+      else seen.set(key, j);
+    }
+    cols.push(col);
+  });
+  if (who === 0) errors.push({ line: header.line, fatal: true, message: "the header has no receiver or room column: name the column of user IDs “receiver” (or of room IDs “room”)" });
+  for (const rec of records.slice(1)) {
+    if (rec.fields.length !== cols.length) {
+      errors.push({ line: rec.line, message: `${rec.fields.length} fields, but the header has ${cols.length}` });
+      continue;
+    }
+    const p = {};
+    rec.fields.forEach((v, j) => {
+      const c = cols[j];
+      if (c.kind === "receiver" || c.kind === "room") { if (v.trim() !== "") p[c.kind] = v.trim(); }
+      else if (c.kind === "var") p[c.name] = v;
+    });
+    if (who > 0 && !p.receiver && !p.room) {
+      errors.push({ line: rec.line, message: "no receiver or room" });
+      continue;
+    }
+    if (paras.length === maxRecipients) {
+      errors.push({ line: rec.line, message: `more recipients than one request may have (${fmtNum(maxRecipients)}): split the file` });
+      break;
+    }
+    paras.push(p);
+    lines.push(rec.line);
+  }
+  return { paras, lines, errors };
+}
+
+// ---- the form composer ---------------------------------------------------------------------
+
+// One Idempotency-Key per composed request: the same request sent twice
+// (a double click, a retry after a timeout, Send after Send) is one batch.
+let formKey = "", formBody = null;
+
+// composeForm builds the request from the form and the CSV. It returns
+// { body, lines, errors }: body is null when the form itself is wrong.
+function composeForm() {
+  const errors = [];
+  const req = { messageType: $("f-type").value.trim(), message: $("f-message").value };
+  if (!req.message.trim()) errors.push({ field: "message", message: "write the message" });
+  if (!req.messageType) errors.push({ field: "type", message: "give a message type, such as text" });
+  const sender = $("f-sender").value.trim();
+  if (sender) req.sender = sender;
+  if ($("f-push").checked) req.push = true;
+  const extra = $("f-extra").value.trim();
+  if (extra) {
+    try {
+      req.extra = JSON.parse(extra);
+      if (req.extra === null || typeof req.extra !== "object" || Array.isArray(req.extra)) errors.push({ field: "extra", message: "must be a JSON object, such as {\"coupon\": \"$code$\"}" });
+    } catch (e) { errors.push({ field: "extra", message: `is not JSON: ${e.message}` }); }
+  }
+  const at = $("f-send-at").value;
+  if (at) {
+    const d = new Date(at); // local time
+    if (isNaN(d)) errors.push({ field: "send at", message: "is not a time" });
+    else req.sendAt = d.toISOString();
+  }
+  const rate = $("f-rate").value.trim();
+  if (rate) {
+    const r = Number(rate);
+    if (!Number.isInteger(r) || r < 1) errors.push({ field: "rate", message: "must be a whole number of recipients a minute, at least 1" });
+    else req.ratePerMinute = r;
+  }
+  const csv = recipientsFromCSV($("f-csv").value);
+  req.paras = csv.paras;
+  $("f-rows").textContent = csv.paras.length ? `${fmtNum(csv.paras.length)} recipient${csv.paras.length === 1 ? "" : "s"}` : "";
+  return { req, body: JSON.stringify(req), lines: csv.lines, errors: errors.concat(csv.errors) };
+}
+
+// locate maps the API's error details onto CSV lines (paras[i] is the
+// recipient on lines[i]) and form fields.
+function locate(err, lines) {
+  const e = err instanceof APIError ? err.error : { code: "ERROR", message: String(err && err.message || err), details: [] };
+  const out = [];
+  for (const d of Array.isArray(e.details) ? e.details : []) {
+    let i = d && typeof d.index === "number" ? d.index : null;
+    const m = d && typeof d.field === "string" ? /^paras\[(\d+)\]/.exec(d.field) : null;
+    if (i === null && m) i = Number(m[1]);
+    if (i !== null && i < lines.length) {
+      // "paras[3].receiver" is the receiver column of line lines[3]
+      const rest = m ? d.field.slice(m[0].length).replace(/^\./, "") : "";
+      out.push({ line: lines[i], message: describeDetail({ ...d, index: undefined, field: rest || undefined }) });
+    } else {
+      out.push({ message: describeDetail(d) });
+    }
+  }
+  return { code: e.code, status: err && err.status, message: e.message, located: out };
+}
+
+// showProblems lists problems by CSV line, then by field.
+function showProblems(title, code, problems) {
+  const box = $("f-errors");
+  box.replaceChildren();
+  box.dataset.code = code || "";
+  box.append(el("p", { class: "error-title" }, el("strong", {}, title), code ? el("span", { class: "code" }, code) : null));
+  const sorted = [...problems].sort((a, b) => (a.line || 0) - (b.line || 0));
+  const ul = el("ul", { class: "details", id: "f-problems" });
+  for (const p of sorted.slice(0, 100)) {
+    ul.append(el("li", { dataset: { line: p.line ? String(p.line) : "" } },
+      p.line ? el("strong", {}, `line ${p.line}: `) : (p.field ? el("strong", {}, `${p.field}: `) : null), p.message));
+  }
+  if (sorted.length > 100) ul.append(el("li", { class: "muted" }, `… and ${sorted.length - 100} more`));
+  if (sorted.length) box.append(ul);
+  box.hidden = false;
+}
+
+function formReset() {
+  hideBox($("f-errors"));
+  hideBox($("f-result"));
+  $("f-preview-box").hidden = true;
+}
+
+// previewRounds bounds the dry runs of one preview: after a refusal that
+// names recipients (a receiver that does not exist, an ID too long), the
+// preview runs again without them, so that it shows the rows that would
+// go and locates the problems of several kinds at once.
+const previewRounds = 4;
+
+async function formPreview() {
+  formReset();
+  const c = composeForm();
+  if (!c.req.paras.length || c.errors.some((e) => e.field || e.fatal)) {
+    showProblems(`${c.errors.length} problem${c.errors.length === 1 ? "" : "s"} to fix before a preview`, "", c.errors);
+    return;
+  }
+  const problems = [...c.errors];
+  let paras = c.req.paras, lines = c.lines, r = null, last = null;
+  for (let round = 0; round < previewRounds && paras.length; round++) {
+    try {
+      r = await api("POST", `${batchPath}?dryRun=true&previewLimit=10`, JSON.stringify({ ...c.req, paras }));
+      break;
+    } catch (e) {
+      const l = locate(e, lines);
+      last = l;
+      problems.push(...l.located);
+      const bad = new Set(l.located.filter((p) => p.line).map((p) => lines.indexOf(p.line)));
+      if (!bad.size) break; // not about recipients: nothing to preview
+      paras = paras.filter((_, i) => !bad.has(i));
+      lines = lines.filter((_, i) => !bad.has(i));
+    }
+  }
+  if (r) {
+    const bits = [`${fmtNum(r.count)} recipients in ${fmtNum(r.chunks)} chunk${r.chunks === 1 ? "" : "s"}, sent as ${r.sender}`];
+    if (r.sendAt) bits.push(`at ${fmtTime(r.sendAt)}`);
+    if (r.ratePerMinute) bits.push(`paced at ${fmtNum(r.ratePerMinute)}/min`);
+    if (r.estimatedFinishAt) bits.push(`finishing about ${fmtTime(r.estimatedFinishAt)}`);
+    $("f-preview-summary").textContent = bits.join(", ") + (r.count > r.preview.length ? `; the first ${r.preview.length}:` : ":");
+    $("f-preview-rows").replaceChildren(...r.preview.map((m) => el("tr", { dataset: { line: String(lines[m.index]) } },
+      el("td", {}, String(lines[m.index])),
+      el("td", {}, m.receiver ? m.receiver : `room ${m.room}`),
+      el("td", { class: "message" }, m.message))));
+    $("f-preview-box").hidden = false;
+  }
+  if (problems.length || !r) {
+    const n = new Set(problems.filter((p) => p.line).map((p) => p.line)).size;
+    const title = r ? `${n} line${n === 1 ? "" : "s"} left out of the preview: fix ${n === 1 ? "it" : "them"} before sending`
+      : (last ? last.message : "nothing to preview");
+    showProblems(title, r ? "" : last && last.code, problems);
+  }
+}
+
+async function formSend() {
+  formReset();
+  const c = composeForm();
+  if (c.errors.length) {
+    showProblems(`${c.errors.length} problem${c.errors.length === 1 ? "" : "s"} to fix before sending; nothing was sent`, "", c.errors);
+    return;
+  }
+  $("f-send").disabled = true;
+  try {
+    if (c.body !== formBody) { formKey = randomKey(); formBody = c.body; }
+    const { result: r, res } = await apiRaw("POST", batchPath, c.body, { "Idempotency-Key": formKey });
+    const replayed = res.headers.get("Idempotent-Replayed") === "true";
+    const box = $("f-result");
+    box.replaceChildren(el("p", {}, replayed ? `Already sent as ${r.batchID} (${fmtNum(r.count)} recipients): this request was sent before, so it was not sent again. ` : `Accepted ${r.batchID}: ${fmtNum(r.count)} recipients. `,
+      el("a", { href: batchHash(r.batchID), id: "f-result-link" }, "Open the batch")));
+    box.dataset.replayed = String(replayed);
+    box.dataset.batch = r.batchID;
+    box.hidden = false;
+  } catch (e) {
+    const l = locate(e, c.lines);
+    showProblems(`${l.message}; nothing was sent`, l.code, l.located);
+  } finally {
+    $("f-send").disabled = false;
+  }
+}
+
+function formToJSON() {
+  const c = composeForm();
+  $("body").value = JSON.stringify(c.req, null, 2);
+  go("#/batches");
+}
+
+async function readCSVFile() {
+  const f = $("f-file").files[0];
+  if (!f) return;
+  try {
+    const buf = await f.arrayBuffer();
+    // fatal: a file that is not UTF-8 (a spreadsheet's "CSV" in a legacy
+    // encoding) is refused rather than garbled; the BOM is kept for the
+    // parser to drop.
+    $("f-csv").value = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(buf);
+    formReset();
+    composeForm();
+  } catch (e) {
+    showProblems(`${f.name} is not UTF-8 text: save it as “CSV UTF-8” and upload it again`, "", []);
+  }
+  $("f-file").value = "";
+}
+
+function startForm() {
+  $("f-max").textContent = fmtNum(maxRecipients);
+  $("f-preview").addEventListener("click", formPreview);
+  $("f-send").addEventListener("click", formSend);
+  $("f-to-json").addEventListener("click", formToJSON);
+  $("f-file").addEventListener("change", readCSVFile);
+  $("f-csv").addEventListener("input", () => { $("f-rows").textContent = ""; });
+}
+
+// ---- history -------------------------------------------------------------------------------
+
+let histCursors = []; // the cursors of the pages before ("" for the first)
+let histNext = "";
+
+// historyParams reads the filters of a #/history?… fragment.
+function historyParams(query) {
+  const q = new URLSearchParams(query);
+  return { status: q.getAll("status"), from: q.get("from") || "", to: q.get("to") || "", limit: q.get("limit") || "50", cursor: q.get("cursor") || "" };
+}
+
+function historyHash(p) {
+  const q = new URLSearchParams();
+  for (const s of p.status) q.append("status", s);
+  if (p.from) q.set("from", p.from);
+  if (p.to) q.set("to", p.to);
+  if (p.limit && p.limit !== "50") q.set("limit", p.limit);
+  if (p.cursor) q.set("cursor", p.cursor);
+  return `#/history${q.size ? `?${q}` : ""}`;
+}
+
+// dayStart is the start of a local date (YYYY-MM-DD), plus days.
+function dayStart(s, days) {
+  const [y, m, d] = s.split("-").map(Number);
+  return new Date(y, m - 1, d + (days || 0));
+}
+
+let histParams = null;
+
+async function loadHistory(p) {
+  histParams = p;
+  for (const box of $("h-filters").querySelectorAll('input[name="status"]')) box.checked = p.status.includes(box.value);
+  $("h-from").value = p.from;
+  $("h-to").value = p.to;
+  $("h-limit").value = p.limit;
+  const q = new URLSearchParams({ limit: p.limit });
+  for (const s of p.status) q.append("status", s);
+  if (p.from) q.set("createdAfter", new Date(dayStart(p.from).getTime() - 1).toISOString());
+  if (p.to) q.set("createdBefore", dayStart(p.to, 1).toISOString());
+  if (p.cursor) q.set("cursor", p.cursor);
+  try {
+    const page = await api("GET", `${batchPath}?${q}`);
+    if (histParams !== p) return;
+    hideBox($("h-error"));
+    histNext = page.nextCursor || "";
+    $("h-table").tBodies[0].replaceChildren(...page.batches.map((b) => el("tr", { dataset: { batch: b.batchID, status: b.status } },
+      el("td", {}, el("a", { href: batchHash(b.batchID), class: "mono" }, b.batchID)),
+      el("td", {}, el("span", { class: "status", dataset: { status: b.status } }, b.status)),
+      el("td", {}, fmtTime(b.createdAt)),
+      el("td", {}, fmtNum(b.count)),
+      el("td", {}, `${fmtNum(b.sent)} · ${fmtNum(b.failed)}`),
+      el("td", {}, b.sender || ""),
+      el("td", {}, b.createdBy || "operator"))));
+    $("h-empty").hidden = page.batches.length > 0;
+    $("h-older").disabled = !histNext;
+    $("h-newer").disabled = !p.cursor;
+    const n = histCursors.length + 1;
+    $("h-page").textContent = `page ${n}${p.cursor && !histCursors.length ? " (from a link)" : ""} · ${page.batches.length} batch${page.batches.length === 1 ? "" : "es"}`;
+  } catch (e) {
+    if (histParams === p) showError($("h-error"), e);
+  }
+}
+
+function historyFilters(ev) {
+  if (ev) ev.preventDefault();
+  histCursors = [];
+  go(historyHash({
+    status: [...$("h-filters").querySelectorAll('input[name="status"]:checked')].map((x) => x.value),
+    from: $("h-from").value, to: $("h-to").value, limit: $("h-limit").value, cursor: "",
+  }));
+}
+
+async function lookUp(ev) {
+  if (ev) ev.preventDefault();
+  hideBox($("h-lookup-error"));
+  let id = $("h-id").value.trim();
+  const m = /#\/batches\/([^/?#]+)/.exec(id); // a pasted link
+  if (m) id = decodeURIComponent(m[1]);
+  if (!id) return;
+  try {
+    await api("GET", `${batchPath}/${encodeURIComponent(id)}`);
+    go(batchHash(id));
+  } catch (e) {
+    showError($("h-lookup-error"), e);
+  }
+}
+
+function startHistory() {
+  $("h-filters").addEventListener("submit", historyFilters);
+  $("h-clear").addEventListener("click", () => { histCursors = []; go("#/history"); });
+  $("h-lookup").addEventListener("submit", lookUp);
+  $("h-older").addEventListener("click", () => {
+    if (!histNext || !histParams) return;
+    histCursors.push(histParams.cursor);
+    go(historyHash({ ...histParams, cursor: histNext }));
+  });
+  $("h-newer").addEventListener("click", () => {
+    if (!histParams) return;
+    const prev = histCursors.length ? histCursors.pop() : "";
+    go(historyHash({ ...histParams, cursor: prev }));
+  });
+}
+
+// ---- the queue -----------------------------------------------------------------------------
+
+function renderQueue(q) {
+  hideBox($("q-error"));
+  $("q-name").textContent = q.queue;
+  $("q-paused").hidden = !q.paused;
+  const cards = [
+    ["pending", q.pending, "waiting for a worker"], ["scheduled", q.scheduled, "waiting for their time"],
+    ["active", q.active, "being sent"], ["retry", q.retry, "failed, will retry"], ["archived", q.archived, "given up"],
+    ["latency", q.latencyMS < 1000 ? `${q.latencyMS} ms` : fmtDuration(q.latencyMS / 1000), "oldest pending task"],
+    ["workers", `${fmtNum(q.busyWorkers)} / ${fmtNum(q.concurrency)}`, `busy, in ${q.servers} process${q.servers === 1 ? "" : "es"}`],
+    ["today", `${fmtNum(q.processedToday)} · ${fmtNum(q.failedToday)}`, "processed · failed"],
+  ];
+  $("q-cards").replaceChildren(...cards.map(([k, v, note]) => el("div", { class: `card ${k}`, id: `q-card-${k}`, dataset: { value: String(typeof v === "number" ? v : v) } },
+    el("div", { class: "label" }, k), el("div", { class: "value" }, typeof v === "number" ? fmtNum(v) : v), el("div", { class: "muted small" }, note))));
+  renderTasks("q-archived", q.archivedTasks, "Re-run", (t) => t.lastFailedAt ? fmtTime(t.lastFailedAt) : "");
+  renderTasks("q-retry", q.retryTasks, "Run now", (t) => t.nextProcessAt ? fmtTime(t.nextProcessAt) : "");
+  renderTasks("q-active", q.activeTasks, "", () => "");
+}
+
+function renderTasks(id, tasks, action, when) {
+  tasks = tasks || [];
+  $(id).tBodies[0].replaceChildren(...tasks.map((t) => el("tr", { dataset: { task: t.id, state: t.state } },
+    el("td", { class: "mono" }, t.id),
+    el("td", {}, el("a", { href: batchHash(t.batchID), class: "mono" }, t.batchID), ` · ${t.chunk}`),
+    el("td", {}, `${t.retried} / ${t.maxRetry}`),
+    el("td", { class: "error-text" }, t.lastError || ""),
+    el("td", {}, when(t)),
+    el("td", {}, action ? el("button", { type: "button", class: "secondary run", onclick: (ev) => runTask(t.id, ev.currentTarget) }, action) : ""))));
+  $(`${id}-empty`).hidden = tasks.length > 0;
+  $(id).hidden = tasks.length === 0;
+}
+
+async function loadQueue() {
+  try {
+    renderQueue(await api("GET", `${batchPath}/-/queue`));
+  } catch (e) {
+    showError($("q-error"), e);
+  }
+}
+
+async function runTask(id, button) {
+  const box = $("q-action-result");
+  hideBox(box);
+  button.disabled = true;
+  try {
+    const t = await api("POST", `${batchPath}/-/queue/tasks/${encodeURIComponent(id)}/run`);
+    box.className = "notice";
+    box.replaceChildren(el("p", {}, `Task ${t.id} (batch ${t.batchID}, chunk ${t.chunk}) is ${t.state}: a worker runs it next.`));
+    box.hidden = false;
+  } catch (e) {
+    box.className = "error-box";
+    showError(box, e);
+  }
+  loadQueue();
+}
+
+// ---- views ---------------------------------------------------------------------------------
+
+let view = "batches";
+
+// go moves to a fragment; route does the rest (also for Back and links).
+function go(hash) {
+  if (location.hash === hash) route();
+  else location.hash = hash;
+}
+
+function route() {
+  const h = location.hash.replace(/^#/, "") || "/batches";
+  const [path, query] = h.split("?");
+  const parts = path.split("/").filter(Boolean);
+  let next = parts[0] || "batches";
+  if (!["batches", "compose", "history", "queue"].includes(next)) next = "batches";
+  const changed = next !== view;
+  view = next;
+  $("main").dataset.view = view;
+  for (const s of document.querySelectorAll("main > [data-views]")) s.classList.toggle("off", !s.dataset.views.split(" ").includes(view));
+  for (const a of $("nav").querySelectorAll("a")) a.classList.toggle("current", a.dataset.view === view);
+  const titles = { batches: "", compose: "Compose", history: "History", queue: "Queue" };
+  document.title = [titles[view], document.body.dataset.title].filter(Boolean).join(" · ");
+  const first = !routed;
+  routed = true;
+  if (view === "batches") {
+    const id = parts[1] ? decodeURIComponent(parts.slice(1).join("/")) : "";
+    if (id && id !== detailID) { openDetail(id); return; } // openDetail reconnects
+    if (!id && detailID) { closeDetail(); return; }
+  }
+  loadView(query || "");
+  if (changed || first) connectList(); // the stream carries the queue in the queue view only
+}
+
+let routed = false;
+
+// loadView reads what the view shows that is not streamed.
+function loadView(query) {
+  if (view === "history") loadHistory(historyParams(query));
+  if (view === "queue") loadQueue();
+}
+
 // ---- start ----------------------------------------------------------------------------
 
 function useKey(ev) {
@@ -649,6 +1228,7 @@ function useKey(ev) {
   const v = $("api-key").value.trim();
   try { if (v) sessionStorage.setItem(KEY_STORAGE, v); else sessionStorage.removeItem(KEY_STORAGE); } catch { /* private mode */ }
   connectList();
+  loadView((location.hash.split("?")[1]) || "");
   if (liveStream) watchUser();
 }
 
@@ -673,9 +1253,12 @@ $("dry-run").addEventListener("click", dryRun);
 $("send").addEventListener("click", send);
 $("cancel").addEventListener("click", () => act("DELETE", "", "Canceled"));
 $("recall").addEventListener("click", () => act("POST", "/recall", "Recalled"));
-$("close-detail").addEventListener("click", closeDetail);
+$("close-detail").addEventListener("click", () => go("#/batches"));
 $("r-status").addEventListener("change", () => { recOffset = 0; recHistory = []; loadRecipients(); });
 $("r-next").addEventListener("click", () => { if (recNext !== null) { recHistory.push(recOffset); recOffset = recNext; loadRecipients(); } });
 $("r-prev").addEventListener("click", () => { if (recHistory.length) { recOffset = recHistory.pop(); loadRecipients(); } });
 if (cfg.live === "true") $("live-form").addEventListener("submit", watchUser);
-connectList();
+startForm();
+startHistory();
+window.addEventListener("hashchange", route);
+route();
