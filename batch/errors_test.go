@@ -207,6 +207,17 @@ func TestTooManyRecipients(t *testing.T) {
 	bt.Accepted(t, e.Post(t, bt.AdminKey, `{"message":"m","messageType":"text","paras":[{"receiver":"user-a"},{"receiver":"user-b"},{"receiver":"user-c"}]}`))
 }
 
+// A fresh directory without the default sender: the 404 says what the
+// sender is and how to fix it, not only that it is missing.
+func TestMissingDefaultSender(t *testing.T) {
+	t.Parallel()
+	e := bt.NewEnv(t, func(c *batch.Config) { c.DefaultSender = "not-created-yet" })
+	errCase{body: `{"message":"m","messageType":"text","paras":[{"receiver":"user-a"}]}`,
+		Status: 404, code: "CLIENT_NOT_FOUND", msg: `the sender "not-created-yet" does not exist (it is the default sender, Config.DefaultSender, used when a request names none: create that user in the directory, or name a sender that exists)`,
+		details: []batch.Detail{{Field: "sender", Value: "not-created-yet"}}}.run(t, e)
+	e.AssertNothingHappened(t)
+}
+
 func TestMissingVariableStrict(t *testing.T) {
 	t.Parallel()
 	e := bt.NewEnv(t, func(c *batch.Config) { c.StrictVariables = true })

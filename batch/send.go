@@ -375,6 +375,10 @@ func (s *Service) checkRecipients(ctx context.Context, app, sender string, paras
 		msg := fmt.Sprintf("%d receivers do not exist", receivers)
 		if senderMissing {
 			msg = fmt.Sprintf("the sender %q does not exist", sender)
+			if sender == s.cfg.DefaultSender {
+				// A fresh directory's first batch lands here: say what to do.
+				msg += " (it is the default sender, Config.DefaultSender, used when a request names none: create that user in the directory, or name a sender that exists)"
+			}
 			if receivers > 0 {
 				msg += fmt.Sprintf(" and %d receivers do not exist", receivers)
 			}
