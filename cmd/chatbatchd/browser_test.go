@@ -79,12 +79,28 @@ func TestDashboardLiveMessages(t *testing.T) {
 		t.Errorf("user-a's view shows user-b's message: %q", msgs)
 	}
 
+	// A rich message (-extra-fields' defaults) shows its type and fields,
+	// as text: markup in a field is shown, never made an element.
+	sendAndWait(t, p.url, "demo-key", `{"message":"a photo","messageType":"image","originalUrl":"https://cdn.example.com/a.jpg",`+
+		`"sticker":"<img src=x onerror=alert(1)>","paras":[{"receiver":"user-a"}]}`)
+	err = chromedp.Do(ctx,
+		chromedp.WaitVisible(`//ol[@id="messages"]/li[contains(., "a photo")]//span[@class="type" and text()="image"]`),
+		chromedp.WaitVisible(`//ol[@id="messages"]/li[contains(., "a photo")]//ul[@class="fields"]/li[span[@class="field" and text()="originalUrl"] and contains(., '"https://cdn.example.com/a.jpg"')]`),
+		chromedp.WaitVisible(`//ol[@id="messages"]/li[contains(., "a photo")]//ul[@class="fields"]/li[contains(., "<img src=x onerror=alert(1)>")]`),
+	)
+	if err != nil {
+		t.Fatalf("waiting for the rich message's type and fields: %v", err)
+	}
+	if imgs, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("#messages img").length`)); err != nil || imgs != 0 {
+		t.Errorf("the live view holds %d img elements (err %v); want none", imgs, err)
+	}
+
 	// The composer's example (the seed's) goes out; the detail follows it
 	// to completed, and the second message shows up.
 	err = chromedp.Do(ctx,
 		chromedp.Click(chromedp.CSS(`#send`)),
 		chromedp.WaitVisible(`//span[@id="d-status" and text()="completed"]`),
-		chromedp.WaitVisible(`//ol[@id="messages"]/li[2]`),
+		chromedp.WaitVisible(`//ol[@id="messages"]/li[3]`), // the seed's, the photo, this one
 	)
 	if err != nil {
 		t.Fatalf("sending from the composer: %v", err)

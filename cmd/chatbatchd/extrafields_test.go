@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/chatbatch/chatbatch"
 	"github.com/chatbatch/chatbatch/store"
 )
 
@@ -126,6 +127,18 @@ func TestExtraFields(t *testing.T) {
 		out, err := exec.Command(binary, "-demo", "-addr", "127.0.0.1:0", "-db", "sqlite::memory:", "-extra-fields", bad).CombinedOutput()
 		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), "xtraFields") && !strings.Contains(string(out), "-extra-fields") {
 			t.Errorf("-extra-fields %q: %v\n%s", bad, err, out)
+		}
+	}
+}
+
+// TestExtraFieldsInOpenAPI: every field -extra-fields allows by default is
+// a property of the API description's SendRequest, so that a client
+// checked against openapi.yaml may send it.
+func TestExtraFieldsInOpenAPI(t *testing.T) {
+	spec := string(chatbatch.OpenAPI)
+	for _, f := range imkitMessageFields {
+		if !strings.Contains(spec, "\n        "+f+":\n          $ref: '#/components/schemas/IMKitMessageField'\n") {
+			t.Errorf("openapi.yaml's SendRequest has no property %q (an IMKitMessageField)", f)
 		}
 	}
 }

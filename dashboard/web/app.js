@@ -647,11 +647,21 @@ function addMessage(m) {
     // a room the list does not show yet (a first message in a new one-on-one room)
     roomsReload = setTimeout(() => { roomsReload = null; loadRooms(); }, 200);
   }
+  const meta = el("div", { class: "meta" },
+    el("span", { class: "room" }, roomName(m.room)), " · from ", el("span", {}, m.sender), " · ",
+    el("time", { dateTime: m.createdAt }, new Date(m.createdAt).toLocaleTimeString()));
+  if (m.messageType && m.messageType !== "text") meta.append(" · ", el("span", { class: "type" }, m.messageType));
   const li = el("li", { class: "message", dataset: { id: m.id, room: m.room, created: m.createdAt } },
-    el("div", { class: "meta" },
-      el("span", { class: "room" }, roomName(m.room)), " · from ", el("span", {}, m.sender), " · ",
-      el("time", { dateTime: m.createdAt }, new Date(m.createdAt).toLocaleTimeString())),
-    el("div", { class: "text" }, m.message));
+    meta, el("div", { class: "text" }, m.message));
+  // A rich message's fields (originalUrl, sticker, mentions…), as text:
+  // never a link or an image, whose URL the page would then load or open.
+  const fields = Object.entries(m.fields || {});
+  if (fields.length) {
+    li.append(el("ul", { class: "fields" }, ...fields.map(([k, v]) => {
+      const s = JSON.stringify(v);
+      return el("li", {}, el("span", { class: "field" }, k), " ", s.length > 200 ? s.slice(0, 200) + "…" : s);
+    })));
+  }
   const list = $("messages");
   let before = null;
   for (const x of list.children) {
