@@ -17,6 +17,8 @@
 // Server-Sent Events endpoint, GET {mount}/batch-events, which polls the
 // batch API in-process with the browser's credentials and pushes what
 // changed; the browser reads it with fetch, so it can send the header.
+// With Options.RoomNames, GET {mount}/room-names names the rooms of the
+// batch detail's recipients.
 //
 // The assets are embedded: plain HTML, CSS and JavaScript, no build step,
 // nothing from a CDN. The package imports only the standard library (and
@@ -82,6 +84,13 @@ type Options struct {
 	// Forward are the request headers the events endpoint passes on to
 	// the API. Defaults to IM-API-KEY, API_KEY, Authorization and Cookie.
 	Forward []string
+	// RoomNames, optional, names rooms for the batch detail's recipients:
+	// the page asks GET {mount}/room-names?id=…, which calls it with the
+	// browser's request, so the host can authorize it as it does the API
+	// (the dashboard has first checked the request's credentials against
+	// the API). IDs it cannot name are left out of the map. nil: rooms
+	// show by ID.
+	RoomNames func(r *http.Request, roomIDs []string) (map[string]string, error)
 }
 
 // Live locates the host's live message endpoints.
@@ -171,9 +180,10 @@ var indexTemplate = template.Must(template.ParseFS(webFiles, "web/index.html"))
 func (h *Handler) renderIndex() ([]byte, error) {
 	data := struct {
 		Options
-		LiveBase  string
-		LiveLimit int
-	}{Options: h.o}
+		LiveBase     string
+		LiveLimit    int
+		HasRoomNames bool
+	}{Options: h.o, HasRoomNames: h.o.RoomNames != nil}
 	if h.o.Live != nil {
 		data.LiveBase, data.LiveLimit = h.o.Live.Base, h.o.Live.Limit
 	}
@@ -208,6 +218,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		h.serveEvents(w, r)
+		return
+	case p == RoomNamesPath:
+		if r.Method != http.MethodGet {
+			w.Header().Set("Allow", "GET")
+			writeError(w, http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED", "the room names endpoint answers GET only")
+			return
+		}
+		h.serveRoomNames(w, r)
 		return
 	case r.Method != http.MethodGet && r.Method != http.MethodHead:
 		w.Header().Set("Allow", "GET, HEAD")

@@ -321,3 +321,36 @@ func TestDashboardScreenshots(t *testing.T) {
 	))
 	shot("batch-detail.png", `window.scrollTo(0, document.getElementById("detail").offsetTop - 16)`, 1200, 660)
 }
+
+// TestDashboardRoomNames: a batch to a room made with a name (POST
+// /rooms/) shows that name, as text, in the detail's recipients table,
+// with the room's ID in the cell's title; a room without a name shows by
+// its ID. GET /room-names answers 401 without a key.
+func TestDashboardRoomNames(t *testing.T) {
+	t.Parallel()
+	ctx := browser(t, 90*time.Second, 1280, 900)
+	p := startProc(t, t.TempDir(), []string{"IM_API_KEY="}, "-demo", "-addr", "127.0.0.1:0", "-db", "sqlite::memory:")
+	const room = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+	status, env := call(t, http.MethodPost, p.url+"/rooms/", "demo-key",
+		`{"_id":"`+room+`","name":"Support <b>team</b>","roomType":"group","members":["user-a","user-b"]}`)
+	if status != 200 || env.RC != 0 {
+		t.Fatalf("POST /rooms/ = %d %+v", status, env)
+	}
+	if status, env = call(t, http.MethodGet, p.url+"/room-names?id="+room, "", ""); status != 401 {
+		t.Errorf("GET /room-names without a key = %d %+v", status, env)
+	}
+	id := sendAndWait(t, p.url, "demo-key", `{"messageType":"text","message":"hello","paras":[{"room":"`+room+`"},{"room":"room-003"}]}`)
+	openDashboard(t, ctx, p)
+	label := "Support <b>team</b> (0f1e2d3c…)"
+	err := chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS(fmt.Sprintf(`tr[data-batch="%s"] button`, id))),
+		chromedp.WaitVisible(fmt.Sprintf(`//table[@id="recipients"]//tr/td[3][text()=%q and @title=%q]`, label, room)),
+		chromedp.WaitVisible(`//table[@id="recipients"]//tr/td[3][text()="room-003"]`),
+	)
+	if err != nil {
+		t.Fatalf("waiting for the room's name in the recipients table: %v\nserver log:\n%s", err, p.stderr)
+	}
+	if n, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("#recipients b").length`)); err != nil || n != 0 {
+		t.Errorf("the recipients table holds %d b elements (err %v); want none", n, err)
+	}
+}

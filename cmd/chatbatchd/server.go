@@ -366,7 +366,7 @@ func (s *server) routes() http.Handler {
 		mux.Handle("GET /metrics", s.met.handler())
 	}
 	dash := s.dashboardHandler(mux)
-	for _, path := range []string{"/{$}", "/index.html", "/assets/", dashboard.EventsPath} {
+	for _, path := range []string{"/{$}", "/index.html", "/assets/", dashboard.EventsPath, dashboard.RoomNamesPath} {
 		mux.Handle("GET "+path, dash)
 	}
 	return s.allowOrigins(s.clientAuth(mux))

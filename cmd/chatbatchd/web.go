@@ -23,6 +23,8 @@ func (s *server) dashboardHandler(api http.Handler) http.Handler {
 		Example: seed.Template,
 		Live:    &dashboard.Live{},
 		Title:   "chatbatchd",
+		// The names chatbatchd keeps for the app's rooms (POST /rooms).
+		RoomNames: s.admin.roomNames,
 	})
 	if err != nil {
 		panic(err) // the options are constant

@@ -462,12 +462,44 @@ function renderContent(b) {
   $("d-content").hidden = false;
 }
 
+// roomNames are the names GET room-names gave for the rooms of the pages
+// shown (Options.RoomNames); a room it cannot name shows by its ID.
+const roomNamesOn = cfg.roomNames === "true";
+const roomNames = new Map();
+
 // roomLabel names the room of recipient r: a receiver's is the one-on-one
-// room of the batch's sender and the receiver.
+// room of the batch's sender and the receiver; a room para's is its name
+// with the start of its ID, when the host names it.
 function roomLabel(r) {
   if (!r.room) return "";
   if (r.receiver && detail && detail.sender) return `${detail.sender} ↔ ${r.receiver}`;
+  const name = roomNames.get(r.room);
+  if (name) return `${name} (${r.room.slice(0, 8)}…)`;
   return r.room;
+}
+
+// loadRoomNames asks once for the names of the page's room paras not
+// asked about yet and shows the page again with them.
+async function loadRoomNames(page) {
+  if (!roomNamesOn) return;
+  const ids = [...new Set(page.recipients.filter((r) => r.room && !r.receiver && !roomNames.has(r.room)).map((r) => r.room))].slice(0, 200);
+  if (!ids.length) return;
+  for (const id of ids) roomNames.set(id, ""); // asked: not again
+  const q = new URLSearchParams();
+  for (const id of ids) q.append("id", id);
+  try {
+    const res = await fetch(`room-names?${q}`, {
+      headers: { Accept: "application/json", ...authHeaders() },
+      credentials: "same-origin", cache: "no-store",
+    });
+    if (!res.ok) return;
+    const body = await res.json();
+    const names = body && body.names && typeof body.names === "object" ? body.names : {};
+    for (const id of ids) if (typeof names[id] === "string") roomNames.set(id, names[id]);
+  } catch {
+    return; // the rooms show by ID
+  }
+  if (recPage === page) renderRecipients();
 }
 
 function scheduleRecipients() {
@@ -482,7 +514,7 @@ function renderRecipients() {
   $("recipients").tBodies[0].replaceChildren(...recPage.recipients.map((r) => el("tr", { dataset: { status: r.status } },
     el("td", {}, String(r.index)),
     el("td", {}, r.receiver || ""),
-    el("td", { class: r.receiver ? "" : "mono", title: r.room || "" }, roomLabel(r)),
+    el("td", { class: r.receiver || roomNames.get(r.room) ? "" : "mono", title: r.room || "" }, roomLabel(r)),
     el("td", {}, el("span", { class: "status", dataset: { status: r.status } }, r.status)),
     el("td", {}, [r.error, r.push ? `push ${r.push}` : "", r.pushError].filter(Boolean).join(" · ")))));
 }
@@ -500,6 +532,7 @@ async function loadRecipients() {
     recNext = page.nextOffset === undefined ? null : page.nextOffset;
     recPage = page;
     renderRecipients();
+    loadRoomNames(page);
     const last = page.recipients.length ? page.recipients[page.recipients.length - 1].index : recOffset;
     $("r-range").textContent = page.recipients.length
       ? `#${page.recipients[0].index}–#${last} of ${fmtNum(page.total)}${st ? ` ${st}` : ""}`
