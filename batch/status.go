@@ -7,13 +7,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/chatbatch/chatbatch/internal/jsonfields"
 	"github.com/chatbatch/chatbatch/store"
 )
 
@@ -466,22 +466,10 @@ func newIMKitMessage(m store.Message) imkitMessage {
 func (m imkitMessage) MarshalJSON() ([]byte, error) {
 	type plain imkitMessage
 	b, err := json.Marshal(plain(m))
-	if err != nil || len(m.fields) == 0 {
-		return b, err
-	}
-	var known map[string]json.RawMessage
-	if err := json.Unmarshal(b, &known); err != nil {
+	if err != nil {
 		return nil, err
 	}
-	b = b[:len(b)-1]
-	for _, k := range slices.Sorted(maps.Keys(m.fields)) {
-		if _, taken := known[k]; taken {
-			continue
-		}
-		name, _ := json.Marshal(k)
-		b = append(append(append(append(b, ','), name...), ':'), m.fields[k]...)
-	}
-	return append(b, '}'), nil
+	return jsonfields.Append(b, m.fields)
 }
 
 // handleBatchMessages answers IMKit's older GET BasePath?batchID=: the

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"mime"
 	"net/http"
 	"slices"
@@ -24,6 +23,7 @@ import (
 	"github.com/uptrace/bun/schema"
 
 	"github.com/chatbatch/chatbatch/batch"
+	"github.com/chatbatch/chatbatch/internal/jsonfields"
 	"github.com/chatbatch/chatbatch/store"
 )
 
@@ -645,25 +645,10 @@ type messageV3 struct {
 func (m messageV3) MarshalJSON() ([]byte, error) {
 	type plain messageV3
 	b, err := json.Marshal(plain(m))
-	if err != nil || len(m.fields) == 0 {
-		return b, err
-	}
-	var known map[string]json.RawMessage
-	if err := json.Unmarshal(b, &known); err != nil {
+	if err != nil {
 		return nil, err
 	}
-	b = b[:len(b)-1]
-	for _, k := range slices.Sorted(maps.Keys(m.fields)) {
-		if _, ok := known[k]; ok {
-			continue
-		}
-		name, err := json.Marshal(k)
-		if err != nil {
-			return nil, err
-		}
-		b = append(append(append(append(b, ','), name...), ':'), m.fields[k]...)
-	}
-	return append(b, '}'), nil
+	return jsonfields.Append(b, m.fields)
 }
 
 func (a *admin) roomMessagesV3(w http.ResponseWriter, r *http.Request, p batch.Principal) {
