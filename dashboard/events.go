@@ -64,6 +64,19 @@ func (r *recorder) Write(p []byte) (int, error) {
 	return r.body.Write(p)
 }
 
+// relay writes the API's answer as the browser's: its status, body and
+// the headers that explain a refusal, never cached.
+func (a *answer) relay(w http.ResponseWriter) {
+	for _, k := range []string{"Content-Type", "WWW-Authenticate", "Retry-After"} {
+		if v := a.header.Get(k); v != "" {
+			w.Header().Set(k, v)
+		}
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(a.status)
+	_, _ = w.Write(a.body)
+}
+
 // call runs GET path?query on the API with the credentials of orig.
 //
 // The inner request's context ends with ctx but carries none of its
@@ -246,14 +259,7 @@ func (h *Handler) serveEvents(w http.ResponseWriter, r *http.Request) {
 	first, wait, fatal := p.poll(ctx)
 	if fatal != nil {
 		// Not signed in: the API's own answer, for the page to show.
-		for _, k := range []string{"Content-Type", "WWW-Authenticate", "Retry-After"} {
-			if v := fatal.header.Get(k); v != "" {
-				w.Header().Set(k, v)
-			}
-		}
-		w.Header().Set("Cache-Control", "no-store")
-		w.WriteHeader(fatal.status)
-		_, _ = w.Write(fatal.body)
+		fatal.relay(w)
 		return
 	}
 	rc := http.NewResponseController(w)

@@ -47,14 +47,7 @@ func (h *Handler) serveRoomNames(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if a.status != http.StatusOK {
-		for _, k := range []string{"Content-Type", "WWW-Authenticate", "Retry-After"} {
-			if v := a.header.Get(k); v != "" {
-				w.Header().Set(k, v)
-			}
-		}
-		w.Header().Set("Cache-Control", "no-store")
-		w.WriteHeader(a.status)
-		_, _ = w.Write(a.body)
+		a.relay(w)
 		return
 	}
 	names := map[string]string{}

@@ -861,27 +861,43 @@ func (a *admin) profiles(ctx context.Context, app string, ids []string) (map[str
 	if err := a.migrate(ctx); err != nil {
 		return nil, err
 	}
-	for part := range slices.Chunk(ids, 500) {
-		rows, err := a.s.db.QueryContext(ctx, "SELECT id, nickname, avatar_url FROM "+profilesTable+" WHERE app_id = ? AND id IN (?)", app, bun.List(part))
-		if err != nil {
-			return nil, err
+	err := a.queryByIDs(ctx, "SELECT id, nickname, avatar_url FROM "+profilesTable, app, ids, func(rows *sql.Rows) error {
+		var c client
+		var nick, avatar *string
+		if err := rows.Scan(&c.ID, &nick, &avatar); err != nil {
+			return err
 		}
-		err = func() error {
-			defer rows.Close()
-			for rows.Next() {
-				var c client
-				var nick, avatar *string
-				if err := rows.Scan(&c.ID, &nick, &avatar); err != nil {
-					return err
-				}
-				c.Nickname, c.AvatarURL = deref(nick), deref(avatar)
-				out[c.ID] = c
-			}
-			return rows.Err()
-		}()
-		if err != nil {
-			return nil, err
-		}
+		c.Nickname, c.AvatarURL = deref(nick), deref(avatar)
+		out[c.ID] = c
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
+}
+
+// queryByIDs runs q (a SELECT from one of chatbatchd's tables) with
+// "WHERE app_id = ? AND id IN (…)" for ids, 500 at a time, and calls scan
+// for each row.
+func (a *admin) queryByIDs(ctx context.Context, q, app string, ids []string, scan func(*sql.Rows) error) error {
+	for part := range slices.Chunk(ids, 500) {
+		rows, err := a.s.db.QueryContext(ctx, q+" WHERE app_id = ? AND id IN (?)", app, bun.List(part))
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			if err = scan(rows); err != nil {
+				break
+			}
+		}
+		if err == nil {
+			err = rows.Err()
+		}
+		rows.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }

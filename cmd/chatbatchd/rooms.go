@@ -8,7 +8,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/uptrace/bun"
+	"database/sql"
 
 	"github.com/chatbatch/chatbatch/batch"
 	"github.com/chatbatch/chatbatch/store"
@@ -296,26 +296,17 @@ func (a *admin) rooms(ctx context.Context, app string, ids []string) ([]roomOut,
 	}
 	type info struct{ name, typ string }
 	infos := map[string]info{}
-	for part := range slices.Chunk(ids, 500) {
-		rows, err := a.s.db.QueryContext(ctx, "SELECT id, name, room_type FROM "+roomInfoTable+" WHERE app_id = ? AND id IN (?)", app, bun.List(part))
-		if err != nil {
-			return nil, err
+	err = a.queryByIDs(ctx, "SELECT id, name, room_type FROM "+roomInfoTable, app, ids, func(rows *sql.Rows) error {
+		var id string
+		var in info
+		if err := rows.Scan(&id, &in.name, &in.typ); err != nil {
+			return err
 		}
-		err = func() error {
-			defer rows.Close()
-			for rows.Next() {
-				var id string
-				var in info
-				if err := rows.Scan(&id, &in.name, &in.typ); err != nil {
-					return err
-				}
-				infos[id] = in
-			}
-			return rows.Err()
-		}()
-		if err != nil {
-			return nil, err
-		}
+		infos[id] = in
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	last := make(map[string]store.Message, len(ids))
 	users := []string{}
@@ -392,27 +383,18 @@ func (a *admin) roomNames(r *http.Request, ids []string) (map[string]string, err
 		return nil, err
 	}
 	names := map[string]string{}
-	for part := range slices.Chunk(ids, 500) {
-		rows, err := a.s.db.QueryContext(ctx, "SELECT id, name FROM "+roomInfoTable+" WHERE app_id = ? AND id IN (?)", p.AppID, bun.List(part))
-		if err != nil {
-			return nil, err
+	err := a.queryByIDs(ctx, "SELECT id, name FROM "+roomInfoTable, p.AppID, ids, func(rows *sql.Rows) error {
+		var id, name string
+		if err := rows.Scan(&id, &name); err != nil {
+			return err
 		}
-		err = func() error {
-			defer rows.Close()
-			for rows.Next() {
-				var id, name string
-				if err := rows.Scan(&id, &name); err != nil {
-					return err
-				}
-				if name != "" {
-					names[id] = name
-				}
-			}
-			return rows.Err()
-		}()
-		if err != nil {
-			return nil, err
+		if name != "" {
+			names[id] = name
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return names, nil
 }
