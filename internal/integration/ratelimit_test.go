@@ -98,51 +98,85 @@ func seconds(t *testing.T, r *bt.Response, name string) time.Duration {
 func TestRateLimitRequestsOnRedis(t *testing.T) {
 	t.Parallel()
 	redisBackends(t, func(t *testing.T, redis asynq.RedisConnOpt) {
-		prefix := rateLimitPrefix()
-		rl := batch.RateLimit{RequestsPerMinute: 60, RequestBurst: 4}
-		a, b := rateLimitEnv(t, redis, prefix, rl), rateLimitEnv(t, redis, prefix, rl)
-		id := bt.Accepted(t, a.Post(t, bt.AdminKey, bt.TwoReceivers)).BatchID
-		bt.Accepted(t, b.Post(t, bt.AdminKey, bt.TwoReceivers))
-		if r, _ := a.Status(t, bt.AdminKey, id); r.Status != http.StatusOK {
-			t.Fatalf("GET: %d %s", r.Status, r.Raw)
+		// The burst of 4 must be spent within one emission interval (1 s
+		// at 60 a minute), or a request comes back before the 5th and the
+		// headers below are right to differ. A machine too loaded for 5
+		// requests in 0.8 s gets another try with fresh keys, not a
+		// failure; three slow tries fail.
+		for try := 1; ; try++ {
+			if requestLimitOnRedis(t, redis, 800*time.Millisecond) {
+				return
+			}
+			if try == 3 {
+				t.Fatal("three tries could not make 5 requests within 0.8 s: the machine is too loaded for this test")
+			}
+			t.Logf("try %d: the first 5 requests took over 0.8 s; trying again with fresh keys", try)
 		}
-		r := b.Do(t, http.MethodDelete, "/messages/batch/"+id, bt.AdminKey, "", nil) // another store's batch: 404, counted
-		if r.Status != http.StatusNotFound {
-			t.Fatalf("DELETE: %d %s", r.Status, r.Raw)
-		}
-		header(t, r, "X-RateLimit-Limit", "4")
-		header(t, r, "X-RateLimit-Remaining", "0")
-
-		before, tasks := batchesOf(t, a, bt.TestApp), len(a.Enq.All())
-		r = a.Post(t, bt.AdminKey, bt.TwoReceivers)
-		if r.Status != http.StatusTooManyRequests || r.Error == nil || r.Error.Code != batch.CodeRateLimitExceeded {
-			t.Fatalf("the 5th request of a burst of 4: %d %s", r.Status, r.Raw)
-		}
-		header(t, r, "Retry-After", "1")
-		header(t, r, "X-RateLimit-Limit", "4")
-		header(t, r, "X-RateLimit-Remaining", "0")
-		header(t, r, "X-RateLimit-Reset", "4")
-		retry := seconds(t, r, "Retry-After")
-		if n := batchesOf(t, a, bt.TestApp); n != before || len(a.Enq.All()) != tasks {
-			t.Errorf("the refused POST stored %d batches and enqueued %d tasks", n-before, len(a.Enq.All())-tasks)
-		}
-		if r, _ := b.Status(t, bt.AdminKey, id); r.Status != http.StatusTooManyRequests {
-			t.Errorf("the other Service let the 6th request through: %d", r.Status)
-		}
-		r = b.Post(t, bt.OtherKey, bt.TwoReceivers)
-		bt.Accepted(t, r)
-		header(t, r, "X-RateLimit-Remaining", "3")
-
-		time.Sleep(retry)
-		r = a.Post(t, bt.AdminKey, bt.TwoReceivers)
-		bt.Accepted(t, r)
-		time.Sleep(seconds(t, r, "X-RateLimit-Reset"))
-		r, _ = a.Status(t, bt.AdminKey, id)
-		if r.Status != http.StatusOK {
-			t.Fatalf("after the reset: %d %s", r.Status, r.Raw)
-		}
-		header(t, r, "X-RateLimit-Remaining", "3")
 	})
+}
+
+// requestLimitOnRedis runs TestRateLimitRequestsOnRedis's checks once. It
+// returns false as soon as the requests that must fall within one
+// emission interval (the first six) have taken longer than within,
+// leaving the checks that depend on it unmade.
+func requestLimitOnRedis(t *testing.T, redis asynq.RedisConnOpt, within time.Duration) bool {
+	t.Helper()
+	prefix := rateLimitPrefix()
+	rl := batch.RateLimit{RequestsPerMinute: 60, RequestBurst: 4}
+	a, b := rateLimitEnv(t, redis, prefix, rl), rateLimitEnv(t, redis, prefix, rl)
+	began := time.Now()
+	id := bt.Accepted(t, a.Post(t, bt.AdminKey, bt.TwoReceivers)).BatchID
+	bt.Accepted(t, b.Post(t, bt.AdminKey, bt.TwoReceivers))
+	if r, _ := a.Status(t, bt.AdminKey, id); r.Status != http.StatusOK {
+		t.Fatalf("GET: %d %s", r.Status, r.Raw)
+	}
+	r := b.Do(t, http.MethodDelete, "/messages/batch/"+id, bt.AdminKey, "", nil) // another store's batch: 404, counted
+	if r.Status != http.StatusNotFound {
+		t.Fatalf("DELETE: %d %s", r.Status, r.Raw)
+	}
+	if time.Since(began) > within {
+		return false
+	}
+	header(t, r, "X-RateLimit-Limit", "4")
+	header(t, r, "X-RateLimit-Remaining", "0")
+
+	before, tasks := batchesOf(t, a, bt.TestApp), len(a.Enq.All())
+	r = a.Post(t, bt.AdminKey, bt.TwoReceivers)
+	if time.Since(began) > within {
+		return false
+	}
+	if r.Status != http.StatusTooManyRequests || r.Error == nil || r.Error.Code != batch.CodeRateLimitExceeded {
+		t.Fatalf("the 5th request of a burst of 4: %d %s", r.Status, r.Raw)
+	}
+	header(t, r, "Retry-After", "1")
+	header(t, r, "X-RateLimit-Limit", "4")
+	header(t, r, "X-RateLimit-Remaining", "0")
+	header(t, r, "X-RateLimit-Reset", "4")
+	retry := seconds(t, r, "Retry-After")
+	if n := batchesOf(t, a, bt.TestApp); n != before || len(a.Enq.All()) != tasks {
+		t.Errorf("the refused POST stored %d batches and enqueued %d tasks", n-before, len(a.Enq.All())-tasks)
+	}
+	sixth, _ := b.Status(t, bt.AdminKey, id)
+	if time.Since(began) > within {
+		return false
+	}
+	if sixth.Status != http.StatusTooManyRequests {
+		t.Errorf("the other Service let the 6th request through: %d", sixth.Status)
+	}
+	r = b.Post(t, bt.OtherKey, bt.TwoReceivers)
+	bt.Accepted(t, r)
+	header(t, r, "X-RateLimit-Remaining", "3")
+
+	time.Sleep(retry)
+	r = a.Post(t, bt.AdminKey, bt.TwoReceivers)
+	bt.Accepted(t, r)
+	time.Sleep(seconds(t, r, "X-RateLimit-Reset"))
+	r, _ = a.Status(t, bt.AdminKey, id)
+	if r.Status != http.StatusOK {
+		t.Fatalf("after the reset: %d %s", r.Status, r.Raw)
+	}
+	header(t, r, "X-RateLimit-Remaining", "3")
+	return true
 }
 
 // TestRateLimitConcurrentOnRedis: 40 requests at once through two
