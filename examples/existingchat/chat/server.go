@@ -23,6 +23,8 @@ type Server struct {
 	// integrations mount their endpoints.
 	Router chi.Router
 	API    chi.Router
+
+	readHooks []func(context.Context, ReadReceipt) // OnRead
 }
 
 // NewServer builds the router.
@@ -53,6 +55,7 @@ func NewServer(db *DB, auth *Auth, hub *Hub, log *slog.Logger) *Server {
 		r.With(s.user).Post("/conversations", s.createConversation)
 		r.With(s.user).Post("/conversations/{id}/messages", s.postMessage)
 		r.With(s.user).Get("/conversations/{id}/messages", s.history)
+		r.With(s.user).Post("/conversations/{id}/read", s.markRead)
 		r.Get("/ws", s.websocket)
 		s.API = r
 	})
