@@ -33,6 +33,8 @@ type batchStatus struct {
 	FinishedAt *time.Time   `json:"finishedAt,omitempty"`
 	CanceledAt *time.Time   `json:"canceledAt,omitempty"`
 	RecalledAt *time.Time   `json:"recalledAt,omitempty"`
+	// PausedAt is when the batch was paused; absent while it is not.
+	PausedAt *time.Time `json:"pausedAt,omitempty"`
 	// EstimatedFinishAt, for a throttled batch still running, is when its
 	// pace has it end.
 	EstimatedFinishAt *time.Time `json:"estimatedFinishAt,omitempty"`
@@ -68,7 +70,10 @@ func (s *Service) statusOf(b *store.Batch) batchStatus {
 		Sender: b.Sender, CreatedBy: b.CreatedBy, RatePerMinute: b.RatePerMinute,
 	}
 	out.SendAt, out.FinishedAt, out.CanceledAt, out.RecalledAt = optionalTime(b.SendAt), optionalTime(b.FinishedAt), optionalTime(b.CanceledAt), optionalTime(b.RecalledAt)
-	if b.FinishedAt.IsZero() && b.RatePerMinute > 0 {
+	if !b.PausedAt.IsZero() && b.FinishedAt.IsZero() {
+		out.PausedAt = optionalTime(b.PausedAt)
+	}
+	if b.FinishedAt.IsZero() && b.PausedAt.IsZero() && b.RatePerMinute > 0 {
 		start := cmp.Or(b.SendAt, b.CreatedAt)
 		out.EstimatedFinishAt = optionalTime(start.Add(pacedDuration(b.Count, b.RatePerMinute)))
 	}
@@ -343,10 +348,10 @@ func (s *Service) handleList(w http.ResponseWriter, r *http.Request, p Principal
 	}
 	for _, st := range statuses {
 		switch store.Status(st) {
-		case store.StatusScheduled, store.StatusQueued, store.StatusRunning, store.StatusCompleted, store.StatusCompletedWithErrors, store.StatusCanceled, store.StatusRecalled:
+		case store.StatusScheduled, store.StatusQueued, store.StatusRunning, store.StatusPaused, store.StatusCompleted, store.StatusCompletedWithErrors, store.StatusCanceled, store.StatusRecalled:
 			params.Statuses = append(params.Statuses, store.Status(st))
 		default:
-			writeError(w, paramError("status", "%q is not one of scheduled, queued, running, completed, completed_with_errors, canceled, recalled", st))
+			writeError(w, paramError("status", "%q is not one of scheduled, queued, running, paused, completed, completed_with_errors, canceled, recalled", st))
 			return
 		}
 	}

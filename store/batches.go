@@ -85,7 +85,10 @@ type Batches interface {
 	// already, adds one to Attempts and sets LeaseUntil to
 	// p.LeaseUntil: a chunk is either started (and CancelBatch leaves it
 	// to finish) or canceled (and returned Done), never both. A done
-	// chunk is returned unchanged. It returns ErrNotFound like LoadChunk.
+	// chunk is returned unchanged. A chunk not started of a paused batch
+	// (PauseBatch) is not started either, atomically with respect to
+	// PauseBatch: it is returned unchanged, with StartedAt zero and the
+	// batch's PausedAt set. It returns ErrNotFound like LoadChunk.
 	StartChunk(ctx context.Context, p *StartChunkParams) (*Batch, *Chunk, error)
 
 	// RenewChunkLease sets the LeaseUntil of a chunk that is not done to
@@ -119,19 +122,52 @@ type Batches interface {
 	// not done and either not started with NotBefore at or before
 	// p.DueBefore, or started with LeaseUntil before p.LeaseExpiredBefore
 	// (or never set), oldest NotBefore first (then by batch and chunk
-	// number). The chunks come without Recipients and Outcomes. The
-	// sweeper uses it to find chunks whose task was lost or whose worker
-	// died.
+	// number). Chunks not started of a paused batch are left out. The
+	// chunks come without Recipients and Outcomes. The sweeper uses it to
+	// find chunks whose task was lost or whose worker died.
 	PendingChunks(ctx context.Context, p *PendingChunksParams) ([]Chunk, error)
 
 	// Backlog sums, per app, the chunks that are due (NotBefore at or
 	// before p.DueBefore) and not done, and their recipients: the work
 	// before the workers now. Chunks of scheduled or paced batches that
-	// are not due yet do not count. Apps with no such chunk are left
+	// are not due yet do not count, nor chunks not started of a paused
+	// batch. Apps with no such chunk are left
 	// out; the order is unspecified. Admission control (batch's
 	// Config.Admission) reads it every second or so, so it should be one
 	// cheap query (bunstore's uses the pending chunks' index).
 	Backlog(ctx context.Context, p *BacklogParams) ([]AppBacklog, error)
+
+	// Pausing and resuming.
+	//
+	// A pause (POST /messages/batch/{batchID}/pause) stops a batch from
+	// starting chunks until it is resumed; a chunk started before the
+	// pause finishes. The pause is kept in the store, so it survives
+	// restarts and a lost queue.
+
+	// PauseBatch sets the PausedAt of batch p.BatchID of p.AppID to p.At
+	// unless it is set already, and returns the batch after the update.
+	// From then on, until ResumeBatch, StartChunk starts none of the
+	// batch's chunks that are not started, PendingChunks and Backlog
+	// leave those chunks out; chunks started before are left to finish
+	// (and PendingChunks still lists them when their lease runs out).
+	// CancelBatch and RecallBatch work on a paused batch as on any other.
+	// It returns ErrConflict, changing nothing, if the batch is finished
+	// (ChunksDone == Chunks), canceled or recalled, and ErrNotFound if it
+	// does not exist in the app. Pausing a paused batch changes nothing.
+	PauseBatch(ctx context.Context, p *PauseBatchParams) (*Batch, error)
+
+	// ResumeBatch clears the PausedAt of batch p.BatchID of p.AppID and,
+	// in the same transaction, when the batch is paced (RatePerMinute >
+	// 0), moves the NotBefore of each of its chunks neither done nor
+	// started later by p.At minus PausedAt, so that its pace goes on
+	// from where it stopped. It returns the batch after the update and
+	// the chunks neither done nor started (without Recipients and
+	// Outcomes, in chunk order), for the caller to hand to the queue;
+	// resuming a batch that is not paused changes nothing and returns no
+	// chunks. It returns ErrConflict, changing nothing, if the batch is
+	// finished, canceled or recalled, and ErrNotFound if it does not
+	// exist in the app.
+	ResumeBatch(ctx context.Context, p *ResumeBatchParams) (*Batch, []Chunk, error)
 
 	// Canceling and recalling.
 	//
@@ -233,6 +269,20 @@ type RenewChunkLeaseParams struct {
 	Until time.Time
 }
 
+// PauseBatchParams are the arguments of [Batches.PauseBatch].
+type PauseBatchParams struct {
+	AppID, BatchID string
+	// At is the time of the pause (UTC).
+	At time.Time
+}
+
+// ResumeBatchParams are the arguments of [Batches.ResumeBatch].
+type ResumeBatchParams struct {
+	AppID, BatchID string
+	// At is the time of the resume (UTC).
+	At time.Time
+}
+
 // PruneBatchesParams are the arguments of [Batches.PruneBatches].
 type PruneBatchesParams struct {
 	// FinishedBefore selects the batches that finished before it.
@@ -299,6 +349,9 @@ type Batch struct {
 	// RecalledAt is when the batch was recalled (Batches.RecallBatch);
 	// zero if it was not.
 	RecalledAt time.Time
+	// PausedAt is when the batch was paused (Batches.PauseBatch); zero
+	// while it is not paused.
+	PausedAt time.Time
 	// NotifiedAt is when the batch's end was reported
 	// (Batches.MarkDoneNotified); zero before.
 	NotifiedAt time.Time
@@ -342,6 +395,8 @@ func (b *Batch) Status(now time.Time) Status {
 		return StatusCompletedWithErrors
 	case b.ChunksDone >= b.Chunks:
 		return StatusCompleted
+	case !b.PausedAt.IsZero():
+		return StatusPaused
 	case b.ChunksDone > 0:
 		return StatusRunning
 	case !b.SendAt.IsZero() && now.Before(b.SendAt):
@@ -356,9 +411,12 @@ type Status string
 
 // The states of a batch.
 const (
-	StatusScheduled           Status = "scheduled"
-	StatusQueued              Status = "queued"
-	StatusRunning             Status = "running"
+	StatusScheduled Status = "scheduled"
+	StatusQueued    Status = "queued"
+	StatusRunning   Status = "running"
+	// StatusPaused is a batch paused before it finished: no chunk starts
+	// until it is resumed.
+	StatusPaused              Status = "paused"
 	StatusCompleted           Status = "completed"
 	StatusCompletedWithErrors Status = "completed_with_errors"
 	StatusCanceled            Status = "canceled"

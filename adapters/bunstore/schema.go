@@ -280,7 +280,7 @@ func (s *Store) createV1(ctx context.Context, db bun.IConn) error {
 }
 
 // SchemaVersion is the schema version this package's Migrate produces.
-const SchemaVersion = 8
+const SchemaVersion = 9
 
 // migration is one schema version after the first: its steps run in
 // order, each one skipped if what it makes exists already, so that a
@@ -366,6 +366,15 @@ func (s *Store) migrationList() []migration {
 		name:    "finished batches by age, for retention",
 		steps: []step{
 			s.ensureIndex(s.prefix+"batches_finished", s.batches, finished),
+		},
+	}, {
+		version: 9,
+		name:    "paused batches",
+		steps: []step{
+			s.addColumn(s.batches, "paused_at", ct.time+" NULL"),
+			// The chunks not started of a paused batch: StartChunk,
+			// PendingChunks and Backlog read the mark on the chunk's own row.
+			s.addColumn(s.chunks, "paused", ct.boolean+" NOT NULL DEFAULT "+s.falseLit()),
 		},
 	}}
 }

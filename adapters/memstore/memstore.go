@@ -434,7 +434,7 @@ func (s *Store) StartChunk(ctx context.Context, p *store.StartChunkParams) (*sto
 	if err != nil {
 		return nil, nil, err
 	}
-	if !c.Done {
+	if !c.Done && (rec.batch.PausedAt.IsZero() || !c.StartedAt.IsZero()) {
 		if c.StartedAt.IsZero() {
 			c.StartedAt = utc(p.At)
 		}
@@ -505,6 +505,76 @@ func cancelUnstarted(rec *batchRecord, at time.Time) {
 			b.FinishedAt = utc(at)
 		}
 	}
+}
+
+// PauseBatch implements store.Batches.
+func (s *Store) PauseBatch(ctx context.Context, p *store.PauseBatchParams) (*store.Batch, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rec, err := s.batchLocked(p.AppID, p.BatchID)
+	if err != nil {
+		return nil, err
+	}
+	b := &rec.batch
+	if err := stoppedErr("pause", b); err != nil {
+		return nil, err
+	}
+	if b.PausedAt.IsZero() {
+		b.PausedAt = utc(p.At)
+	}
+	return copyBatch(b), nil
+}
+
+// ResumeBatch implements store.Batches.
+func (s *Store) ResumeBatch(ctx context.Context, p *store.ResumeBatchParams) (*store.Batch, []store.Chunk, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rec, err := s.batchLocked(p.AppID, p.BatchID)
+	if err != nil {
+		return nil, nil, err
+	}
+	b := &rec.batch
+	if err := stoppedErr("resume", b); err != nil {
+		return nil, nil, err
+	}
+	if b.PausedAt.IsZero() {
+		return copyBatch(b), nil, nil
+	}
+	shift := time.Duration(0)
+	if b.RatePerMinute > 0 {
+		shift = max(utc(p.At).Sub(b.PausedAt), 0)
+	}
+	b.PausedAt = time.Time{}
+	var out []store.Chunk
+	for i := range rec.chunks {
+		c := &rec.chunks[i]
+		if c.Done || !c.StartedAt.IsZero() {
+			continue
+		}
+		c.NotBefore = c.NotBefore.Add(shift)
+		cc := *c
+		cc.Recipients, cc.Outcomes = nil, nil
+		out = append(out, cc)
+	}
+	return copyBatch(b), out, nil
+}
+
+// stoppedErr is the ErrConflict of pausing or resuming a batch that is
+// finished, canceled or recalled.
+func stoppedErr(op string, b *store.Batch) error {
+	switch {
+	case b.ChunksDone == b.Chunks:
+		return fmt.Errorf("memstore: %s batch %q: already finished: %w", op, b.ID, store.ErrConflict)
+	case !b.CanceledAt.IsZero() || !b.RecalledAt.IsZero():
+		return fmt.Errorf("memstore: %s batch %q: canceled or recalled: %w", op, b.ID, store.ErrConflict)
+	}
+	return nil
 }
 
 // RecallBatch implements store.Batches.
@@ -718,11 +788,12 @@ func (s *Store) PendingChunks(ctx context.Context, p *store.PendingChunksParams)
 	var all []store.Chunk
 	for _, a := range s.apps {
 		for _, rec := range a.batches {
+			paused := !rec.batch.PausedAt.IsZero()
 			for _, c := range rec.chunks {
 				if c.Done {
 					continue
 				}
-				if (c.StartedAt.IsZero() && !c.NotBefore.After(p.DueBefore)) ||
+				if (c.StartedAt.IsZero() && !paused && !c.NotBefore.After(p.DueBefore)) ||
 					(!c.StartedAt.IsZero() && c.LeaseUntil.Before(p.LeaseExpiredBefore)) {
 					c.Recipients, c.Outcomes = nil, nil
 					all = append(all, c)
@@ -750,8 +821,9 @@ func (s *Store) Backlog(ctx context.Context, p *store.BacklogParams) ([]store.Ap
 	for id, a := range s.apps {
 		b := store.AppBacklog{AppID: id}
 		for _, rec := range a.batches {
+			paused := !rec.batch.PausedAt.IsZero()
 			for _, c := range rec.chunks {
-				if !c.Done && !c.NotBefore.After(p.DueBefore) {
+				if !c.Done && !c.NotBefore.After(p.DueBefore) && (!paused || !c.StartedAt.IsZero()) {
 					b.Chunks++
 					b.Recipients += len(c.Recipients)
 				}

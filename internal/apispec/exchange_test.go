@@ -87,7 +87,17 @@ func TestHandlerAnswers(t *testing.T) {
 	want(t, post(bt.AdminKey, "", `{"message":"m","messageType":"t","paras":[{"room":"r"},{"room":"r"},{"room":"r"},{"room":"r"}]}`), 413, "PAYLOAD_TOO_LARGE")
 	want(t, e.Do(t, http.MethodPost, "/messages/batch", bt.AdminKey, "text/plain", strings.NewReader(seedRooms)), 415, "UNSUPPORTED_MEDIA_TYPE")
 
+	// Pause and resume (the paced batch: not started yet), and a list of
+	// paused batches.
+	want(t, e.Do(t, http.MethodPost, "/messages/batch/"+paced.BatchID+"/pause", bt.AdminKey, "", nil), 200, "")
+	want(t, e.Do(t, http.MethodPost, "/messages/batch/"+paced.BatchID+"/pause?x=1", bt.AdminKey, "", nil), 400, "INVALID_PARAMETER")
+	want(t, get("/messages/batch?status=paused"), 200, "")
+	want(t, get("/messages/batch/"+paced.BatchID), 200, "")
+	want(t, e.Do(t, http.MethodPost, "/messages/batch/"+paced.BatchID+"/resume", bt.AdminKey, "", nil), 200, "")
+	want(t, e.Do(t, http.MethodPost, "/messages/batch/batch-20260101-nosuchbatc/pause", bt.AdminKey, "", nil), 404, "BATCH_NOT_FOUND")
+
 	want(t, e.Do(t, http.MethodDelete, "/messages/batch/"+scheduled.BatchID, bt.AdminKey, "", nil), 200, "")
+	want(t, e.Do(t, http.MethodPost, "/messages/batch/"+scheduled.BatchID+"/pause", bt.AdminKey, "", nil), 409, "BATCH_FINISHED")
 	e.ProcessAll(t)
 
 	// Status, recipients, list, messages.
@@ -154,6 +164,8 @@ func TestOutsideTheOperations(t *testing.T) {
 		{http.MethodPost, "/messages/batch/b", "MethodNotAllowed", "GET, HEAD, DELETE", 405},
 		{http.MethodDelete, "/messages/batch/b/recipients", "MethodNotAllowed", "GET, HEAD", 405},
 		{http.MethodGet, "/messages/batch/b/recall", "MethodNotAllowed", "POST", 405},
+		{http.MethodGet, "/messages/batch/b/pause", "MethodNotAllowed", "POST", 405},
+		{http.MethodDelete, "/messages/batch/b/resume", "MethodNotAllowed", "POST", 405},
 		{http.MethodGet, "/messages/batch//recipients", "NoSuchEndpoint", "", 404},
 		{http.MethodGet, "/messages/batch/b/other", "NoSuchEndpoint", "", 404},
 	} {

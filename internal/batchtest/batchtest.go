@@ -362,6 +362,7 @@ type BatchStatus struct {
 	Recalled   int        `json:"recalled"`
 	CreatedAt  time.Time  `json:"createdAt"`
 	FinishedAt *time.Time `json:"finishedAt"`
+	PausedAt   *time.Time `json:"pausedAt"`
 }
 
 type SendResult struct {
@@ -553,6 +554,17 @@ func (e *Env) Recipients(t testing.TB, id, query string) (*Response, RecipientsP
 func (e *Env) Recall(t testing.TB, key, id string) (*Response, BatchStatus) {
 	t.Helper()
 	r := e.Do(t, http.MethodPost, "/messages/batch/"+id+"/recall", key, "", nil)
+	var st BatchStatus
+	if r.Status == 200 {
+		Must(t, json.Unmarshal(r.Result, &st))
+	}
+	return r, st
+}
+
+// Pause POSTs a pause (op "pause") or resume (op "resume") of batch id.
+func (e *Env) Pause(t testing.TB, key, id, op string) (*Response, BatchStatus) {
+	t.Helper()
+	r := e.Do(t, http.MethodPost, "/messages/batch/"+id+"/"+op, key, "", nil)
 	var st BatchStatus
 	if r.Status == 200 {
 		Must(t, json.Unmarshal(r.Result, &st))
