@@ -92,6 +92,12 @@ func (s *Service) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	r = r.WithContext(ctx)
 	switch {
+	case id == "-" && sub == readsPath:
+		if r.Method != http.MethodPost {
+			methodNotAllowed(w, r, "POST")
+			return
+		}
+		s.withPrincipal(w, r, s.handleReads)
 	case id == "-":
 		// QueuePath: no batch ID is "-".
 		s.handleQueue(w, r, sub)

@@ -213,6 +213,36 @@ type Batches interface {
 	// was recalled), oldest recall first, as GetBatch returns them.
 	PendingRecalls(ctx context.Context, p *PendingRecallsParams) ([]*Batch, error)
 
+	// Reads.
+	//
+	// A read is the first time a recipient's message was read, as the
+	// host's read receipts report it (package batch maps a message ID,
+	// "<batchID>-<para index>", back to its recipient and decides which
+	// reads count). Recording reads must stay cheap however many arrive
+	// for one batch: it never writes the batch's row.
+
+	// RecordReads records each of p.Reads of app p.AppID unless its
+	// recipient (batch, para index) has a read already: the first read is
+	// kept, a later one skipped, also within p.Reads. Each read names the
+	// chunk that holds its para index (the caller has looked); a read of
+	// a chunk that does not exist (a batch pruned meanwhile) is skipped.
+	// It returns how many reads it recorded. It must be safe for
+	// concurrent use, and concurrent calls about one batch must not queue
+	// on one row (the batch's): a store may keep a count per chunk, never
+	// per batch. p.Reads is the caller's; the store does not keep it.
+	RecordReads(ctx context.Context, p *RecordReadsParams) (int, error)
+
+	// ReadCounts returns, for each of p.BatchIDs of app p.AppID that has
+	// recorded reads, how many of its recipients have one; batches
+	// without reads, and batches that do not exist, are left out. One
+	// call answers a page of the list, so it should be one query.
+	ReadCounts(ctx context.Context, p *ReadCountsParams) (map[string]int, error)
+
+	// ListReads returns the reads of batch p.BatchID of app p.AppID whose
+	// para index is in [p.From, p.To), in index order (none for a batch
+	// that does not exist).
+	ListReads(ctx context.Context, p *ListReadsParams) ([]Read, error)
+
 	// Reporting finished batches.
 	//
 	// Batches keeps track of which finished batches have been reported to
@@ -241,12 +271,12 @@ type Batches interface {
 
 	// PruneBatches deletes, across apps, up to p.Limit batches that
 	// finished before p.FinishedBefore, oldest FinishedAt first, with
-	// their chunks (recipients and outcomes) and nothing else: never a
+	// their chunks (recipients and outcomes) and reads, and nothing else: never a
 	// message (SaveMessages' rows are the host's). A batch whose end is
 	// not reported yet (NotifiedAt zero) or whose recall is not done
 	// (RecalledAt set and Sent > 0) is kept. It returns how many batches
 	// it deleted; afterwards GetBatch and LoadChunk return ErrNotFound for
-	// them and ListBatches leaves them out. A call deletes few enough rows
+	// them, ListBatches leaves them out and ListReads has none. A call deletes few enough rows
 	// to hold no long lock (the sweep calls it with a small Limit, again
 	// and again); concurrent calls may overlap, each batch is deleted once.
 	PruneBatches(ctx context.Context, p *PruneBatchesParams) (int, error)
@@ -267,6 +297,38 @@ type RenewChunkLeaseParams struct {
 	Ref ChunkRef
 	// Until is the new LeaseUntil (UTC).
 	Until time.Time
+}
+
+// Read is the first read of one recipient's message
+// ([Batches.RecordReads]).
+type Read struct {
+	BatchID string
+	// Chunk is the number of the chunk that holds Index (RecordReads
+	// takes it; ListReads leaves it zero).
+	Chunk int
+	// Index is the recipient's para index.
+	Index int
+	// At is when the message was read (UTC).
+	At time.Time
+}
+
+// RecordReadsParams are the arguments of [Batches.RecordReads].
+type RecordReadsParams struct {
+	AppID string
+	Reads []Read
+}
+
+// ReadCountsParams are the arguments of [Batches.ReadCounts].
+type ReadCountsParams struct {
+	AppID    string
+	BatchIDs []string
+}
+
+// ListReadsParams are the arguments of [Batches.ListReads].
+type ListReadsParams struct {
+	AppID, BatchID string
+	// From and To bound the para indexes: From <= index < To.
+	From, To int
 }
 
 // PauseBatchParams are the arguments of [Batches.PauseBatch].

@@ -1015,6 +1015,11 @@ func (s *Store) PruneBatches(ctx context.Context, p *store.PruneBatchesParams) (
 			if _, err := tx.ExecContext(ctx, "DELETE FROM "+s.chunks+" WHERE app_id = ? AND batch_id IN (?)", app, bun.List(ids)); err != nil {
 				return fmt.Errorf("delete chunks: %w", err)
 			}
+			// After the chunks: a RecordReads waiting on a chunk's lock
+			// then finds it gone and adds no read behind this delete.
+			if _, err := tx.ExecContext(ctx, "DELETE FROM "+s.reads+" WHERE app_id = ? AND batch_id IN (?)", app, bun.List(ids)); err != nil {
+				return fmt.Errorf("delete reads: %w", err)
+			}
 			res, err := tx.ExecContext(ctx, "DELETE FROM "+s.batches+" WHERE app_id = ? AND id IN (?)", app, bun.List(ids))
 			if err != nil {
 				return fmt.Errorf("delete batches: %w", err)

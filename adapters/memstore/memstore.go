@@ -67,6 +67,8 @@ type batchRecord struct {
 	// claimedUntil is the end of the claim on reporting the batch's end
 	// (store.Batches.ClaimDoneNotifications).
 	claimedUntil time.Time
+	// reads are the first reads by para index (store.Batches.RecordReads).
+	reads map[int]time.Time
 }
 
 // New returns an empty Store. opts may be nil.
@@ -575,6 +577,68 @@ func stoppedErr(op string, b *store.Batch) error {
 		return fmt.Errorf("memstore: %s batch %q: canceled or recalled: %w", op, b.ID, store.ErrConflict)
 	}
 	return nil
+}
+
+// RecordReads implements store.Batches.
+func (s *Store) RecordReads(ctx context.Context, p *store.RecordReadsParams) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, r := range p.Reads {
+		rec, _, err := s.chunkLocked(store.ChunkRef{AppID: p.AppID, BatchID: r.BatchID, No: r.Chunk})
+		if err != nil {
+			continue // a pruned batch: skipped
+		}
+		if _, ok := rec.reads[r.Index]; ok {
+			continue
+		}
+		if rec.reads == nil {
+			rec.reads = map[int]time.Time{}
+		}
+		rec.reads[r.Index] = utc(r.At)
+		n++
+	}
+	return n, nil
+}
+
+// ReadCounts implements store.Batches.
+func (s *Store) ReadCounts(ctx context.Context, p *store.ReadCountsParams) (map[string]int, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := map[string]int{}
+	for _, id := range p.BatchIDs {
+		if rec, err := s.batchLocked(p.AppID, id); err == nil && len(rec.reads) > 0 {
+			out[id] = len(rec.reads)
+		}
+	}
+	return out, nil
+}
+
+// ListReads implements store.Batches.
+func (s *Store) ListReads(ctx context.Context, p *store.ListReadsParams) ([]store.Read, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := []store.Read{}
+	rec, err := s.batchLocked(p.AppID, p.BatchID)
+	if err != nil {
+		return out, nil
+	}
+	for idx, at := range rec.reads {
+		if idx >= p.From && idx < p.To {
+			out = append(out, store.Read{BatchID: p.BatchID, Index: idx, At: at})
+		}
+	}
+	slices.SortFunc(out, func(x, y store.Read) int { return cmp.Compare(x.Index, y.Index) })
+	return out, nil
 }
 
 // RecallBatch implements store.Batches.

@@ -117,6 +117,15 @@ func TestHandlerAnswers(t *testing.T) {
 	want(t, get("/messages/batch?batchID="+sent.BatchID), 200, "")
 	want(t, get("/messages/batch?batchID=batch-20260101-nosuchbatc"), 404, "BATCH_NOT_FOUND")
 
+	// Reads.
+	want(t, e.Reads(t, bt.AdminKey, "user-a", sent.BatchID+"-0", sent.BatchID+"-1", "not-ours"), 200, "")
+	want(t, e.Reads(t, bt.AdminKey, "", sent.BatchID+"-0"), 400, "MISSING_PARAMETER")
+	want(t, e.Do(t, http.MethodPost, "/messages/batch/-/reads", bt.AdminKey, bt.JSONContentType, strings.NewReader(`{"userID":1}`)), 400, "INVALID_BODY")
+	want(t, e.Do(t, http.MethodPost, "/messages/batch/-/reads", bt.AdminKey, "text/plain", strings.NewReader(`{}`)), 415, "UNSUPPORTED_MEDIA_TYPE")
+	want(t, get("/messages/batch/"+sent.BatchID+"/recipients?read=true"), 200, "")
+	want(t, get("/messages/batch/"+sent.BatchID+"/recipients?read=false"), 200, "")
+	want(t, get("/messages/batch/"+sent.BatchID+"/recipients?read=true&status=sent"), 400, "INVALID_PARAMETER")
+
 	// Cancel, recall.
 	want(t, e.Do(t, http.MethodDelete, "/messages/batch/"+sent.BatchID, bt.AdminKey, "", nil), 409, "BATCH_FINISHED")
 	want(t, e.Do(t, http.MethodDelete, "/messages/batch/batch-20260101-nosuchbatc", bt.AdminKey, "", nil), 404, "BATCH_NOT_FOUND")
@@ -165,6 +174,7 @@ func TestOutsideTheOperations(t *testing.T) {
 		{http.MethodDelete, "/messages/batch/b/recipients", "MethodNotAllowed", "GET, HEAD", 405},
 		{http.MethodGet, "/messages/batch/b/recall", "MethodNotAllowed", "POST", 405},
 		{http.MethodGet, "/messages/batch/b/pause", "MethodNotAllowed", "POST", 405},
+		{http.MethodGet, "/messages/batch/-/reads", "MethodNotAllowed", "POST", 405},
 		{http.MethodDelete, "/messages/batch/b/resume", "MethodNotAllowed", "POST", 405},
 		{http.MethodGet, "/messages/batch//recipients", "NoSuchEndpoint", "", 404},
 		{http.MethodGet, "/messages/batch/b/other", "NoSuchEndpoint", "", 404},

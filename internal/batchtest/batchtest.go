@@ -363,6 +363,8 @@ type BatchStatus struct {
 	CreatedAt  time.Time  `json:"createdAt"`
 	FinishedAt *time.Time `json:"finishedAt"`
 	PausedAt   *time.Time `json:"pausedAt"`
+	Read       *int       `json:"read"`
+	ReadRate   *float64   `json:"readRate"`
 }
 
 type SendResult struct {
@@ -529,14 +531,15 @@ type RecipientsPage struct {
 	Limit      int    `json:"limit"`
 	NextOffset *int   `json:"nextOffset"`
 	Recipients []struct {
-		Index     int    `json:"index"`
-		Receiver  string `json:"receiver"`
-		Room      string `json:"room"`
-		MessageID string `json:"messageID"`
-		Status    string `json:"status"`
-		Error     string `json:"error"`
-		Push      string `json:"push"`
-		PushError string `json:"pushError"`
+		Index     int        `json:"index"`
+		Receiver  string     `json:"receiver"`
+		Room      string     `json:"room"`
+		MessageID string     `json:"messageID"`
+		Status    string     `json:"status"`
+		Error     string     `json:"error"`
+		Push      string     `json:"push"`
+		PushError string     `json:"pushError"`
+		ReadAt    *time.Time `json:"readAt"`
 	} `json:"recipients"`
 }
 
@@ -559,6 +562,17 @@ func (e *Env) Recall(t testing.TB, key, id string) (*Response, BatchStatus) {
 		Must(t, json.Unmarshal(r.Result, &st))
 	}
 	return r, st
+}
+
+// Reads POSTs message IDs to BasePath/-/reads as userID (omitted when
+// empty) with key.
+func (e *Env) Reads(t testing.TB, key, userID string, ids ...string) *Response {
+	t.Helper()
+	body := map[string]any{"messageIDs": ids}
+	if userID != "" {
+		body["userID"] = userID
+	}
+	return e.Do(t, http.MethodPost, "/messages/batch/-/reads", key, JSONContentType, strings.NewReader(JSONBody(t, body)))
 }
 
 // Pause POSTs a pause (op "pause") or resume (op "resume") of batch id.

@@ -900,6 +900,8 @@ func RunBatches(t *testing.T, newStore func(t *testing.T) store.Batches, opts *O
 		{"PauseConflicts", testPauseConflicts},
 		{"PausePacedBatch", testPausePacedBatch},
 		{"PauseRacesStart", testPauseRacesStart},
+		{"Reads", testReads},
+		{"ReadsConcurrent", testReadsConcurrent},
 		{"IdempotencyKeys", testIdempotencyKeys},
 		{"IdempotencyKeyConcurrentClaims", testIdempotencyConcurrent},
 		{"IdempotencyKeyExpiry", testIdempotencyExpiry},
@@ -2643,5 +2645,127 @@ func testPauseRacesStart(t *testing.T, s store.Batches, _ *Options) {
 		if started[no] == c.StartedAt.IsZero() {
 			t.Errorf("chunk %d: StartChunk said started=%v, the store has StartedAt %v", no, started[no], c.StartedAt)
 		}
+	}
+}
+
+// testReads: the first read of each recipient is kept, later ones (also
+// within one call) skipped; reads of chunks that do not exist are
+// skipped; counts and listings by batch and index range; app isolation;
+// a pruned batch's reads go with it.
+func testReads(t *testing.T, s store.Batches, opts *Options) {
+	ctx := ctxT(t)
+	now := time.Date(2026, 6, 1, 9, 0, 0, 0, time.UTC)
+	b, chunks := newBatch("app1", "batch-reads", now.Add(-time.Hour), 2, 2, 1)
+	must(t, s.CreateBatch(ctx, b, chunks))
+	other, oc := newBatch("app1", "batch-reads-other", now.Add(-time.Hour), 1)
+	must(t, s.CreateBatch(ctx, other, oc))
+	t1, t2 := now, now.Add(time.Minute)
+	rd := func(batch string, chunk, idx int, at time.Time) store.Read {
+		return store.Read{BatchID: batch, Chunk: chunk, Index: idx, At: at}
+	}
+	n, err := s.RecordReads(ctx, &store.RecordReadsParams{AppID: "app1", Reads: []store.Read{
+		rd(b.ID, 0, 0, t1), rd(b.ID, 0, 1, t1), rd(b.ID, 0, 0, t2), rd(b.ID, 1, 3, t1),
+		rd("batch-nope", 0, 0, t1), rd(b.ID, 7, 14, t1), rd(other.ID, 0, 0, t1),
+	}})
+	must(t, err)
+	if n != 4 {
+		t.Errorf("RecordReads recorded %d, want 4 (a repeat and two of chunks that do not exist skipped)", n)
+	}
+	n, err = s.RecordReads(ctx, &store.RecordReadsParams{AppID: "app1", Reads: []store.Read{rd(b.ID, 0, 0, t2), rd(b.ID, 2, 4, t2)}})
+	must(t, err)
+	if n != 1 {
+		t.Errorf("the second RecordReads recorded %d, want 1 (index 0 was read before)", n)
+	}
+	n, err = s.RecordReads(ctx, &store.RecordReadsParams{AppID: "app2", Reads: []store.Read{rd(b.ID, 0, 1, t2)}})
+	must(t, err)
+	if n != 0 {
+		t.Errorf("a read of another app's batch was recorded (%d)", n)
+	}
+	counts, err := s.ReadCounts(ctx, &store.ReadCountsParams{AppID: "app1", BatchIDs: []string{b.ID, other.ID, "batch-nope", "bad\x00id"}})
+	must(t, err)
+	if !reflect.DeepEqual(counts, map[string]int{b.ID: 4, other.ID: 1}) {
+		t.Errorf("ReadCounts = %v, want %s: 4, %s: 1", counts, b.ID, other.ID)
+	}
+	counts, err = s.ReadCounts(ctx, &store.ReadCountsParams{AppID: "app2", BatchIDs: []string{b.ID}})
+	must(t, err)
+	if len(counts) != 0 {
+		t.Errorf("another app's ReadCounts = %v, want none", counts)
+	}
+	list := func(from, to int) []store.Read {
+		t.Helper()
+		got, err := s.ListReads(ctx, &store.ListReadsParams{AppID: "app1", BatchID: b.ID, From: from, To: to})
+		must(t, err)
+		return got
+	}
+	all := list(0, 5)
+	var idx []int
+	for _, r := range all {
+		idx = append(idx, r.Index)
+	}
+	if !slices.Equal(idx, []int{0, 1, 3, 4}) {
+		t.Fatalf("ListReads(0, 5) indexes %v, want [0 1 3 4]", idx)
+	}
+	sameTime(t, "the first read of index 0", all[0].At, t1, opts)
+	sameTime(t, "the read of index 4", all[3].At, t2, opts)
+	if got := list(1, 4); len(got) != 2 || got[0].Index != 1 || got[1].Index != 3 || got[0].BatchID != b.ID {
+		t.Errorf("ListReads(1, 4) = %+v, want indexes 1 and 3", got)
+	}
+	if got, err := s.ListReads(ctx, &store.ListReadsParams{AppID: "app2", BatchID: b.ID, From: 0, To: 5}); err != nil || len(got) != 0 {
+		t.Errorf("another app's ListReads = %+v, %v", got, err)
+	}
+
+	// A pruned batch's reads go with it.
+	for i, c := range chunks {
+		_, err := s.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: c.ChunkRef, Outcomes: outcomes(slices.Repeat([]store.OutcomeStatus{store.OutcomeSent}, len(c.Recipients))...), At: now.Add(-time.Duration(50-i) * time.Minute)})
+		must(t, err)
+	}
+	must(t, s.MarkDoneNotified(ctx, &store.MarkDoneNotifiedParams{AppID: "app1", BatchID: b.ID, At: now}))
+	if n, err := s.PruneBatches(ctx, &store.PruneBatchesParams{FinishedBefore: now, Limit: 10}); err != nil || n != 1 {
+		t.Fatalf("PruneBatches = %d, %v; want the finished batch", n, err)
+	}
+	if got := list(0, 5); len(got) != 0 {
+		t.Errorf("a pruned batch's reads: %+v", got)
+	}
+	counts, err = s.ReadCounts(ctx, &store.ReadCountsParams{AppID: "app1", BatchIDs: []string{b.ID, other.ID}})
+	must(t, err)
+	if !reflect.DeepEqual(counts, map[string]int{other.ID: 1}) {
+		t.Errorf("ReadCounts after the prune = %v, want only %s: 1", counts, other.ID)
+	}
+}
+
+// testReadsConcurrent: callers recording the same reads at once record
+// each exactly once between them.
+func testReadsConcurrent(t *testing.T, s store.Batches, _ *Options) {
+	ctx := ctxT(t)
+	now := time.Now().UTC()
+	b, chunks := newBatch("app1", "batch-reads-race", now, 10, 10, 10, 10, 10)
+	must(t, s.CreateBatch(ctx, b, chunks))
+	var reads []store.Read
+	for i := range 50 {
+		reads = append(reads, store.Read{BatchID: b.ID, Chunk: i / 10, Index: i, At: now})
+	}
+	var total atomic.Int64
+	var wg sync.WaitGroup
+	for w := range 6 {
+		wg.Go(func() {
+			mine := slices.Clone(reads)
+			if w%2 == 1 {
+				slices.Reverse(mine)
+			}
+			n, err := s.RecordReads(ctx, &store.RecordReadsParams{AppID: "app1", Reads: mine})
+			if err != nil {
+				t.Errorf("RecordReads: %v", err)
+			}
+			total.Add(int64(n))
+		})
+	}
+	wg.Wait()
+	if total.Load() != 50 {
+		t.Errorf("concurrent RecordReads recorded %d in all, want 50", total.Load())
+	}
+	counts, err := s.ReadCounts(ctx, &store.ReadCountsParams{AppID: "app1", BatchIDs: []string{b.ID}})
+	must(t, err)
+	if counts[b.ID] != 50 {
+		t.Errorf("ReadCounts = %v, want 50", counts)
 	}
 }
