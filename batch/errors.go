@@ -25,6 +25,7 @@ const (
 	CodeMethodNotAllowed       = "METHOD_NOT_ALLOWED"       // 405
 	CodeIdempotencyInProgress  = "IDEMPOTENCY_IN_PROGRESS"  // 409
 	CodeBatchFinished          = "BATCH_FINISHED"           // 409
+	CodeBatchCanceled          = "BATCH_CANCELED"           // 409: pause or resume of a canceled or recalled batch
 	CodeTaskNotRunnable        = "TASK_NOT_RUNNABLE"        // 409: the task is not archived or retrying
 	CodeIdempotencyKeyReused   = "IDEMPOTENCY_KEY_REUSED"   // 422
 	CodePayloadTooLarge        = "PAYLOAD_TOO_LARGE"        // 413

@@ -32,7 +32,8 @@ import (
 // BasePath/{batchID} (cancel the batch) and POST
 // BasePath/{batchID}/recall (cancel and take back what was sent, when
 // the Messages store implements store.MessageDeleter and the Deliverer
-// delivery.Retractor); to admin principals GET BasePath/-/queue (the
+// delivery.Retractor), POST BasePath/{batchID}/pause and …/resume
+// (hold back the chunks not started, and let them go again); to admin principals GET BasePath/-/queue (the
 // queue's health, QueueStats) and POST
 // BasePath/-/queue/tasks/{taskID}/run (RunQueueTask; both need
 // Config.Redis); and answers everything else with the API's error
@@ -91,10 +92,16 @@ func (s *Service) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	r = r.WithContext(ctx)
 	switch {
+	case id == "-" && sub == readsPath:
+		if r.Method != http.MethodPost {
+			methodNotAllowed(w, r, "POST")
+			return
+		}
+		s.withPrincipal(w, r, s.handleReads)
 	case id == "-":
 		// QueuePath: no batch ID is "-".
 		s.handleQueue(w, r, sub)
-	case id == "" || (sub != "" && sub != "recipients" && sub != "recall"):
+	case id == "" || (sub != "" && sub != "recipients" && sub != "recall" && sub != "pause" && sub != "resume"):
 		writeError(w, newError(http.StatusNotFound, CodeNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
 	case !plausibleID(id):
 		// No batch ID holds a NUL or invalid UTF-8 (batch IDs are ours);
@@ -115,6 +122,14 @@ func (s *Service) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		s.withPrincipal(w, r, func(w http.ResponseWriter, r *http.Request, p Principal) {
 			s.handleRecall(w, r, p, id)
+		})
+	case sub == "pause" || sub == "resume":
+		if r.Method != http.MethodPost {
+			methodNotAllowed(w, r, "POST")
+			return
+		}
+		s.withPrincipal(w, r, func(w http.ResponseWriter, r *http.Request, p Principal) {
+			s.handlePause(w, r, p, id, sub == "pause")
 		})
 	case r.Method == http.MethodGet || r.Method == http.MethodHead:
 		s.withPrincipal(w, r, func(w http.ResponseWriter, r *http.Request, p Principal) {

@@ -105,6 +105,12 @@ func (s *Service) ProcessChunk(ctx context.Context, ref store.ChunkRef) (err err
 	if c.Done {
 		return nil // a duplicate task: another attempt finished it
 	}
+	if c.StartedAt.IsZero() {
+		// Held back: the batch is paused. ResumeBatch hands the chunk to
+		// the queue again.
+		log.DebugContext(ctx, "batch: chunk of a paused batch not started")
+		return nil
+	}
 	sp.SetAttributes(attrAttempt.Int(c.Attempts), attrCount.Int(len(c.Recipients)))
 	if c.Attempts == 1 {
 		s.tel.queueLag.Record(ctx, seconds(max(0, now.Sub(c.NotBefore))), metric.WithAttributes(attrApp.String(ref.AppID)))

@@ -27,6 +27,7 @@ type Service struct {
 	tel         *telemetry
 	opt         optional
 	adm         *admitter
+	reads       readCache // what MarkRead needs of the batches read
 }
 
 // optional holds the optional interfaces of the seams a host implements

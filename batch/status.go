@@ -33,6 +33,8 @@ type batchStatus struct {
 	FinishedAt *time.Time   `json:"finishedAt,omitempty"`
 	CanceledAt *time.Time   `json:"canceledAt,omitempty"`
 	RecalledAt *time.Time   `json:"recalledAt,omitempty"`
+	// PausedAt is when the batch was paused; absent while it is not.
+	PausedAt *time.Time `json:"pausedAt,omitempty"`
 	// EstimatedFinishAt, for a throttled batch still running, is when its
 	// pace has it end.
 	EstimatedFinishAt *time.Time `json:"estimatedFinishAt,omitempty"`
@@ -42,6 +44,11 @@ type batchStatus struct {
 	CreatedBy string `json:"createdBy,omitempty"`
 	// RatePerMinute is the pace of a throttled batch.
 	RatePerMinute int `json:"ratePerMinute,omitempty"`
+	// Read is how many recipients read their message (MarkRead),
+	// ReadRate that ÷ the messages delivered (sent + recalled); both
+	// absent when the store could not count them.
+	Read     *int     `json:"read,omitempty"`
+	ReadRate *float64 `json:"readRate,omitempty"`
 	*batchContent
 }
 
@@ -68,18 +75,45 @@ func (s *Service) statusOf(b *store.Batch) batchStatus {
 		Sender: b.Sender, CreatedBy: b.CreatedBy, RatePerMinute: b.RatePerMinute,
 	}
 	out.SendAt, out.FinishedAt, out.CanceledAt, out.RecalledAt = optionalTime(b.SendAt), optionalTime(b.FinishedAt), optionalTime(b.CanceledAt), optionalTime(b.RecalledAt)
-	if b.FinishedAt.IsZero() && b.RatePerMinute > 0 {
+	if !b.PausedAt.IsZero() && b.FinishedAt.IsZero() {
+		out.PausedAt = optionalTime(b.PausedAt)
+	}
+	if b.FinishedAt.IsZero() && b.PausedAt.IsZero() && b.RatePerMinute > 0 {
 		start := cmp.Or(b.SendAt, b.CreatedAt)
 		out.EstimatedFinishAt = optionalTime(start.Add(pacedDuration(b.Count, b.RatePerMinute)))
 	}
 	return out
 }
 
-// detailOf is b as the answers about one batch show it: its status and
-// its content, decoded from the stored payload (left out, and logged, if
-// the payload cannot be read).
+// withReads sets out's read and readRate from read, b's read count.
+func (out *batchStatus) withReads(read int, b *store.Batch) {
+	rate := readRate(read, b)
+	out.Read, out.ReadRate = &read, &rate
+}
+
+// readCounts returns the read counts of bs (ReadCounts), logging a
+// failure: the answer then goes without them.
+func (s *Service) readCounts(ctx context.Context, app string, bs ...*store.Batch) (map[string]int, bool) {
+	ids := make([]string, len(bs))
+	for i, b := range bs {
+		ids[i] = b.ID
+	}
+	counts, err := s.cfg.Batches.ReadCounts(ctx, &store.ReadCountsParams{AppID: app, BatchIDs: ids})
+	if err != nil {
+		s.log.WarnContext(ctx, "batch: counting reads failed; answering without them", "app", app, "err", err)
+		return nil, false
+	}
+	return counts, true
+}
+
+// detailOf is b as the answers about one batch show it: its status, its
+// reads and its content, decoded from the stored payload (left out, and
+// logged, if the payload cannot be read).
 func (s *Service) detailOf(ctx context.Context, b *store.Batch) batchStatus {
 	out := s.statusOf(b)
+	if counts, ok := s.readCounts(ctx, b.AppID, b); ok {
+		out.withReads(counts[b.ID], b)
+	}
 	var pl payload
 	if err := json.Unmarshal(b.Payload, &pl); err != nil {
 		s.log.WarnContext(ctx, "batch: a stored batch payload cannot be decoded; its status is answered without its content", "app", b.AppID, "batch", b.ID, "err", err)
@@ -194,11 +228,14 @@ type recipient struct {
 	// for a push notification.
 	Push      string `json:"push,omitempty"`
 	PushError string `json:"pushError,omitempty"`
+	// ReadAt is when the recipient first read its message (MarkRead).
+	ReadAt *time.Time `json:"readAt,omitempty"`
 }
 
 type recipientsPage struct {
 	BatchID    string      `json:"batchID"`
 	Status     string      `json:"status,omitempty"`
+	Read       *bool       `json:"read,omitempty"`
 	Offset     int         `json:"offset"`
 	Limit      int         `json:"limit"`
 	Total      int         `json:"total"`
@@ -220,7 +257,7 @@ var recipientStatuses = map[string]bool{"pending": true, "sent": true, "failed":
 // repeats a recipient, even with a status filter whose matches change.
 func (s *Service) handleRecipients(w http.ResponseWriter, r *http.Request, p Principal, id string) {
 	q := r.URL.Query()
-	if err := queryParams(q, "offset", "limit", "status"); err != nil {
+	if err := queryParams(q, "offset", "limit", "status", "read"); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -230,10 +267,21 @@ func (s *Service) handleRecipients(w http.ResponseWriter, r *http.Request, p Pri
 		limit, aerr = intParam(q, "limit", defaultRecipientsLimit, 1, maxRecipientsLimit)
 		if aerr == nil {
 			status := q.Get("status")
-			if q.Has("status") && !recipientStatuses[status] {
+			var read *bool
+			if q.Has("read") {
+				var b bool
+				if b, aerr = boolParam(q, "read"); aerr == nil {
+					read = &b
+				}
+			}
+			switch {
+			case aerr != nil:
+			case q.Has("status") && !recipientStatuses[status]:
 				aerr = paramError("status", "%q is not one of pending, sent, failed, canceled, recalled", status)
-			} else {
-				page, err := s.recipients(r.Context(), p, id, offset, limit, status)
+			case read != nil && q.Has("status"):
+				aerr = paramError("read", "cannot be combined with status: read=true is every recipient who read, read=false every sent one who did not")
+			default:
+				page, err := s.recipients(r.Context(), p, id, offset, limit, status, read)
 				if err == nil {
 					writeOK(w, page)
 					return
@@ -245,13 +293,18 @@ func (s *Service) handleRecipients(w http.ResponseWriter, r *http.Request, p Pri
 	writeError(w, aerr)
 }
 
-func (s *Service) recipients(ctx context.Context, p Principal, id string, offset, limit int, status string) (*recipientsPage, error) {
+func (s *Service) recipients(ctx context.Context, p Principal, id string, offset, limit int, status string, read *bool) (*recipientsPage, error) {
 	app := p.AppID
 	b, err := s.getBatch(ctx, p, id)
 	if err != nil {
 		return nil, err
 	}
-	page := &recipientsPage{BatchID: id, Status: status, Offset: offset, Limit: limit, Recipients: []recipient{}}
+	page := &recipientsPage{BatchID: id, Status: status, Read: read, Offset: offset, Limit: limit, Recipients: []recipient{}}
+	counts, err := s.cfg.Batches.ReadCounts(ctx, &store.ReadCountsParams{AppID: app, BatchIDs: []string{id}})
+	if err != nil {
+		return nil, err
+	}
+	nRead := counts[id]
 	switch status {
 	case "":
 		page.Total = b.Count
@@ -264,7 +317,13 @@ func (s *Service) recipients(ctx context.Context, p Principal, id string, offset
 	case "canceled":
 		page.Total = b.Canceled
 	}
-	if offset >= b.Count || b.Chunks == 0 {
+	if read != nil && *read {
+		page.Total = nRead
+	} else if read != nil {
+		// Sent and not read; a recall in progress may make it inexact.
+		page.Total = max(b.Sent-nRead, 0)
+	}
+	if offset >= b.Count || b.Chunks == 0 || (read != nil && *read && nRead == 0) {
 		return page, nil
 	}
 	// Chunks are ChunkSize long (as the batch was created) but the last;
@@ -282,6 +341,18 @@ func (s *Service) recipients(ctx context.Context, p Principal, id string, offset
 				return nil, err
 			}
 		}
+		var readAt map[int]time.Time
+		if nRead > 0 {
+			// The chunk's reads: one range of the reads' key.
+			rs, err := s.cfg.Batches.ListReads(ctx, &store.ListReadsParams{AppID: app, BatchID: id, From: c.Start, To: c.Start + len(c.Recipients)})
+			if err != nil {
+				return nil, err
+			}
+			readAt = make(map[int]time.Time, len(rs))
+			for _, r := range rs {
+				readAt[r.Index] = r.At
+			}
+		}
 		for i, rc := range c.Recipients {
 			idx := c.Start + i
 			if idx < offset {
@@ -296,7 +367,13 @@ func (s *Service) recipients(ctx context.Context, p Principal, id string, offset
 					e.Room = o.Room
 				}
 			}
+			if at, ok := readAt[idx]; ok {
+				e.ReadAt = optionalTime(at)
+			}
 			if status != "" && e.Status != status {
+				continue
+			}
+			if read != nil && (*read != (e.ReadAt != nil) || (!*read && e.Status != string(store.OutcomeSent))) {
 				continue
 			}
 			if len(page.Recipients) == limit {
@@ -343,10 +420,10 @@ func (s *Service) handleList(w http.ResponseWriter, r *http.Request, p Principal
 	}
 	for _, st := range statuses {
 		switch store.Status(st) {
-		case store.StatusScheduled, store.StatusQueued, store.StatusRunning, store.StatusCompleted, store.StatusCompletedWithErrors, store.StatusCanceled, store.StatusRecalled:
+		case store.StatusScheduled, store.StatusQueued, store.StatusRunning, store.StatusPaused, store.StatusCompleted, store.StatusCompletedWithErrors, store.StatusCanceled, store.StatusRecalled:
 			params.Statuses = append(params.Statuses, store.Status(st))
 		default:
-			writeError(w, paramError("status", "%q is not one of scheduled, queued, running, completed, completed_with_errors, canceled, recalled", st))
+			writeError(w, paramError("status", "%q is not one of scheduled, queued, running, paused, completed, completed_with_errors, canceled, recalled", st))
 			return
 		}
 	}
@@ -380,15 +457,33 @@ func (s *Service) handleList(w http.ResponseWriter, r *http.Request, p Principal
 		return
 	}
 	out := batchList{Batches: []batchStatus{}}
-	for i, b := range bs {
-		if i == limit {
-			last := bs[i-1]
-			out.NextCursor = encodeCursor(last.CreatedAt, last.ID)
-			break
+	if len(bs) > limit {
+		last := bs[limit-1]
+		out.NextCursor = encodeCursor(last.CreatedAt, last.ID)
+		bs = bs[:limit]
+	}
+	var counts map[string]int
+	if len(bs) > 0 {
+		// One query for the page's reads.
+		if counts, err = s.cfg.Batches.ReadCounts(r.Context(), &store.ReadCountsParams{AppID: p.AppID, BatchIDs: batchIDs(bs)}); err != nil {
+			writeError(w, s.storeError(r.Context(), "read counts", err))
+			return
 		}
-		out.Batches = append(out.Batches, s.statusOf(b))
+	}
+	for _, b := range bs {
+		st := s.statusOf(b)
+		st.withReads(counts[b.ID], b)
+		out.Batches = append(out.Batches, st)
 	}
 	writeOK(w, out)
+}
+
+func batchIDs(bs []*store.Batch) []string {
+	ids := make([]string, len(bs))
+	for i, b := range bs {
+		ids[i] = b.ID
+	}
+	return ids
 }
 
 // A cursor is the creation time and ID of the last batch of a page,

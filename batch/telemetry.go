@@ -76,6 +76,7 @@ type telemetry struct {
 	backlog          metric.Int64Gauge
 	drainRate        metric.Float64Gauge
 	admissionRefused metric.Int64Counter
+	reads            metric.Int64Counter
 }
 
 // durationBuckets suit both an accept (milliseconds) and a chunk or a
@@ -130,6 +131,10 @@ func newTelemetry(c *Config) (*telemetry, error) {
 	}
 	if t.admissionRefused, err = m.Int64Counter("chatbatch.admission.refused", metric.WithUnit("{request}"),
 		metric.WithDescription("POSTs refused because the backlog was at its bound: chatbatch.admission.bound = app (429 BACKLOG_FULL) or total (503 OVERLOADED).")); err != nil {
+		return nil, err
+	}
+	if t.reads, err = m.Int64Counter("chatbatch.reads", metric.WithUnit("{read}"),
+		metric.WithDescription("Recipients whose message was read for the first time, as the host reported it (MarkRead, POST …/-/reads).")); err != nil {
 		return nil, err
 	}
 	return t, nil

@@ -85,7 +85,10 @@ type Batches interface {
 	// already, adds one to Attempts and sets LeaseUntil to
 	// p.LeaseUntil: a chunk is either started (and CancelBatch leaves it
 	// to finish) or canceled (and returned Done), never both. A done
-	// chunk is returned unchanged. It returns ErrNotFound like LoadChunk.
+	// chunk is returned unchanged. A chunk not started of a paused batch
+	// (PauseBatch) is not started either, atomically with respect to
+	// PauseBatch: it is returned unchanged, with StartedAt zero and the
+	// batch's PausedAt set. It returns ErrNotFound like LoadChunk.
 	StartChunk(ctx context.Context, p *StartChunkParams) (*Batch, *Chunk, error)
 
 	// RenewChunkLease sets the LeaseUntil of a chunk that is not done to
@@ -119,19 +122,52 @@ type Batches interface {
 	// not done and either not started with NotBefore at or before
 	// p.DueBefore, or started with LeaseUntil before p.LeaseExpiredBefore
 	// (or never set), oldest NotBefore first (then by batch and chunk
-	// number). The chunks come without Recipients and Outcomes. The
-	// sweeper uses it to find chunks whose task was lost or whose worker
-	// died.
+	// number). Chunks not started of a paused batch are left out. The
+	// chunks come without Recipients and Outcomes. The sweeper uses it to
+	// find chunks whose task was lost or whose worker died.
 	PendingChunks(ctx context.Context, p *PendingChunksParams) ([]Chunk, error)
 
 	// Backlog sums, per app, the chunks that are due (NotBefore at or
 	// before p.DueBefore) and not done, and their recipients: the work
 	// before the workers now. Chunks of scheduled or paced batches that
-	// are not due yet do not count. Apps with no such chunk are left
+	// are not due yet do not count, nor chunks not started of a paused
+	// batch. Apps with no such chunk are left
 	// out; the order is unspecified. Admission control (batch's
 	// Config.Admission) reads it every second or so, so it should be one
 	// cheap query (bunstore's uses the pending chunks' index).
 	Backlog(ctx context.Context, p *BacklogParams) ([]AppBacklog, error)
+
+	// Pausing and resuming.
+	//
+	// A pause (POST /messages/batch/{batchID}/pause) stops a batch from
+	// starting chunks until it is resumed; a chunk started before the
+	// pause finishes. The pause is kept in the store, so it survives
+	// restarts and a lost queue.
+
+	// PauseBatch sets the PausedAt of batch p.BatchID of p.AppID to p.At
+	// unless it is set already, and returns the batch after the update.
+	// From then on, until ResumeBatch, StartChunk starts none of the
+	// batch's chunks that are not started, PendingChunks and Backlog
+	// leave those chunks out; chunks started before are left to finish
+	// (and PendingChunks still lists them when their lease runs out).
+	// CancelBatch and RecallBatch work on a paused batch as on any other.
+	// It returns ErrConflict, changing nothing, if the batch is finished
+	// (ChunksDone == Chunks), canceled or recalled, and ErrNotFound if it
+	// does not exist in the app. Pausing a paused batch changes nothing.
+	PauseBatch(ctx context.Context, p *PauseBatchParams) (*Batch, error)
+
+	// ResumeBatch clears the PausedAt of batch p.BatchID of p.AppID and,
+	// in the same transaction, when the batch is paced (RatePerMinute >
+	// 0), moves the NotBefore of each of its chunks neither done nor
+	// started later by p.At minus PausedAt, so that its pace goes on
+	// from where it stopped. It returns the batch after the update and
+	// the chunks neither done nor started (without Recipients and
+	// Outcomes, in chunk order), for the caller to hand to the queue;
+	// resuming a batch that is not paused changes nothing and returns no
+	// chunks. It returns ErrConflict, changing nothing, if the batch is
+	// finished, canceled or recalled, and ErrNotFound if it does not
+	// exist in the app.
+	ResumeBatch(ctx context.Context, p *ResumeBatchParams) (*Batch, []Chunk, error)
 
 	// Canceling and recalling.
 	//
@@ -177,6 +213,36 @@ type Batches interface {
 	// was recalled), oldest recall first, as GetBatch returns them.
 	PendingRecalls(ctx context.Context, p *PendingRecallsParams) ([]*Batch, error)
 
+	// Reads.
+	//
+	// A read is the first time a recipient's message was read, as the
+	// host's read receipts report it (package batch maps a message ID,
+	// "<batchID>-<para index>", back to its recipient and decides which
+	// reads count). Recording reads must stay cheap however many arrive
+	// for one batch: it never writes the batch's row.
+
+	// RecordReads records each of p.Reads of app p.AppID unless its
+	// recipient (batch, para index) has a read already: the first read is
+	// kept, a later one skipped, also within p.Reads. Each read names the
+	// chunk that holds its para index (the caller has looked); a read of
+	// a chunk that does not exist (a batch pruned meanwhile) is skipped.
+	// It returns how many reads it recorded. It must be safe for
+	// concurrent use, and concurrent calls about one batch must not queue
+	// on one row (the batch's): a store may keep a count per chunk, never
+	// per batch. p.Reads is the caller's; the store does not keep it.
+	RecordReads(ctx context.Context, p *RecordReadsParams) (int, error)
+
+	// ReadCounts returns, for each of p.BatchIDs of app p.AppID that has
+	// recorded reads, how many of its recipients have one; batches
+	// without reads, and batches that do not exist, are left out. One
+	// call answers a page of the list, so it should be one query.
+	ReadCounts(ctx context.Context, p *ReadCountsParams) (map[string]int, error)
+
+	// ListReads returns the reads of batch p.BatchID of app p.AppID whose
+	// para index is in [p.From, p.To), in index order (none for a batch
+	// that does not exist).
+	ListReads(ctx context.Context, p *ListReadsParams) ([]Read, error)
+
 	// Reporting finished batches.
 	//
 	// Batches keeps track of which finished batches have been reported to
@@ -205,12 +271,12 @@ type Batches interface {
 
 	// PruneBatches deletes, across apps, up to p.Limit batches that
 	// finished before p.FinishedBefore, oldest FinishedAt first, with
-	// their chunks (recipients and outcomes) and nothing else: never a
+	// their chunks (recipients and outcomes) and reads, and nothing else: never a
 	// message (SaveMessages' rows are the host's). A batch whose end is
 	// not reported yet (NotifiedAt zero) or whose recall is not done
 	// (RecalledAt set and Sent > 0) is kept. It returns how many batches
 	// it deleted; afterwards GetBatch and LoadChunk return ErrNotFound for
-	// them and ListBatches leaves them out. A call deletes few enough rows
+	// them, ListBatches leaves them out and ListReads has none. A call deletes few enough rows
 	// to hold no long lock (the sweep calls it with a small Limit, again
 	// and again); concurrent calls may overlap, each batch is deleted once.
 	PruneBatches(ctx context.Context, p *PruneBatchesParams) (int, error)
@@ -231,6 +297,52 @@ type RenewChunkLeaseParams struct {
 	Ref ChunkRef
 	// Until is the new LeaseUntil (UTC).
 	Until time.Time
+}
+
+// Read is the first read of one recipient's message
+// ([Batches.RecordReads]).
+type Read struct {
+	BatchID string
+	// Chunk is the number of the chunk that holds Index (RecordReads
+	// takes it; ListReads leaves it zero).
+	Chunk int
+	// Index is the recipient's para index.
+	Index int
+	// At is when the message was read (UTC).
+	At time.Time
+}
+
+// RecordReadsParams are the arguments of [Batches.RecordReads].
+type RecordReadsParams struct {
+	AppID string
+	Reads []Read
+}
+
+// ReadCountsParams are the arguments of [Batches.ReadCounts].
+type ReadCountsParams struct {
+	AppID    string
+	BatchIDs []string
+}
+
+// ListReadsParams are the arguments of [Batches.ListReads].
+type ListReadsParams struct {
+	AppID, BatchID string
+	// From and To bound the para indexes: From <= index < To.
+	From, To int
+}
+
+// PauseBatchParams are the arguments of [Batches.PauseBatch].
+type PauseBatchParams struct {
+	AppID, BatchID string
+	// At is the time of the pause (UTC).
+	At time.Time
+}
+
+// ResumeBatchParams are the arguments of [Batches.ResumeBatch].
+type ResumeBatchParams struct {
+	AppID, BatchID string
+	// At is the time of the resume (UTC).
+	At time.Time
 }
 
 // PruneBatchesParams are the arguments of [Batches.PruneBatches].
@@ -299,6 +411,9 @@ type Batch struct {
 	// RecalledAt is when the batch was recalled (Batches.RecallBatch);
 	// zero if it was not.
 	RecalledAt time.Time
+	// PausedAt is when the batch was paused (Batches.PauseBatch); zero
+	// while it is not paused.
+	PausedAt time.Time
 	// NotifiedAt is when the batch's end was reported
 	// (Batches.MarkDoneNotified); zero before.
 	NotifiedAt time.Time
@@ -342,6 +457,8 @@ func (b *Batch) Status(now time.Time) Status {
 		return StatusCompletedWithErrors
 	case b.ChunksDone >= b.Chunks:
 		return StatusCompleted
+	case !b.PausedAt.IsZero():
+		return StatusPaused
 	case b.ChunksDone > 0:
 		return StatusRunning
 	case !b.SendAt.IsZero() && now.Before(b.SendAt):
@@ -356,9 +473,12 @@ type Status string
 
 // The states of a batch.
 const (
-	StatusScheduled           Status = "scheduled"
-	StatusQueued              Status = "queued"
-	StatusRunning             Status = "running"
+	StatusScheduled Status = "scheduled"
+	StatusQueued    Status = "queued"
+	StatusRunning   Status = "running"
+	// StatusPaused is a batch paused before it finished: no chunk starts
+	// until it is resumed.
+	StatusPaused              Status = "paused"
 	StatusCompleted           Status = "completed"
 	StatusCompletedWithErrors Status = "completed_with_errors"
 	StatusCanceled            Status = "canceled"

@@ -18,7 +18,7 @@ import (
 
 const (
 	batchColumns     = "app_id, id, sender, count, chunks, payload, created_at, send_at, finished_at, sent, failed, canceled, chunks_done"
-	batchReadColumns = "sender, count, chunks, payload, created_at, send_at, finished_at, canceled_at, sent, failed, canceled, chunks_done, notified_at, push_failed, recalled_at, recalled, rate_per_minute, created_by"
+	batchReadColumns = "sender, count, chunks, payload, created_at, send_at, finished_at, canceled_at, sent, failed, canceled, chunks_done, notified_at, push_failed, recalled_at, recalled, rate_per_minute, created_by, paused_at"
 	chunkColumns     = "app_id, batch_id, chunk_no, start_index, size, recipients, not_before"
 	chunkReadColumns = "start_index, recipients, not_before, started_at, attempts, lease_until, done, outcomes"
 )
@@ -124,8 +124,8 @@ func (s *Store) readBatch(ctx context.Context, db bun.IConn, app, id string) (*s
 
 // batchScan receives the batchReadColumns of one row.
 type batchScan struct {
-	b                                                     store.Batch
-	created, sendAt, finished, cancel, notified, recalled dbTime
+	b                                                             store.Batch
+	created, sendAt, finished, cancel, notified, recalled, paused dbTime
 }
 
 func newBatchScan(app, id string) *batchScan {
@@ -135,12 +135,12 @@ func newBatchScan(app, id string) *batchScan {
 // dest returns the scan destinations of batchReadColumns, in order.
 func (x *batchScan) dest() []any {
 	b := &x.b
-	return []any{&b.Sender, &b.Count, &b.Chunks, &b.Payload, &x.created, &x.sendAt, &x.finished, &x.cancel, &b.Sent, &b.Failed, &b.Canceled, &b.ChunksDone, &x.notified, &b.PushFailed, &x.recalled, &b.Recalled, &b.RatePerMinute, &b.CreatedBy}
+	return []any{&b.Sender, &b.Count, &b.Chunks, &b.Payload, &x.created, &x.sendAt, &x.finished, &x.cancel, &b.Sent, &b.Failed, &b.Canceled, &b.ChunksDone, &x.notified, &b.PushFailed, &x.recalled, &b.Recalled, &b.RatePerMinute, &b.CreatedBy, &x.paused}
 }
 
 func (x *batchScan) batch() *store.Batch {
 	x.b.CreatedAt, x.b.SendAt, x.b.FinishedAt, x.b.CanceledAt, x.b.NotifiedAt = x.created.t, x.sendAt.t, x.finished.t, x.cancel.t, x.notified.t
-	x.b.RecalledAt = x.recalled.t
+	x.b.RecalledAt, x.b.PausedAt = x.recalled.t, x.paused.t
 	return &x.b
 }
 
@@ -188,7 +188,11 @@ func (s *Store) LoadChunk(ctx context.Context, ref store.ChunkRef) (*store.Chunk
 // StartChunk implements store.Batches. The UPDATE starts a chunk only if
 // it is not done; CancelBatch's UPDATE of the same row requires it to be
 // neither done nor started, so whichever commits first wins the row and
-// the other's condition no longer holds. On PostgreSQL (pgx) the UPDATE
+// the other's condition no longer holds. A chunk not started is started
+// only if it is not paused: PauseBatch marks the batch's chunks not
+// started paused (the chunks' own column, so that the condition is on the
+// row the UPDATE locks), and the two UPDATEs of the row exclude each other
+// as with a cancel. On PostgreSQL (pgx) the UPDATE
 // returns the chunk joined with its batch: one round trip. Otherwise, and
 // when the UPDATE matched no row (a chunk done before), a SELECT of the
 // chunk and its batch follows.
@@ -208,7 +212,7 @@ func (s *Store) StartChunk(ctx context.Context, p *store.StartChunkParams) (*sto
 		}
 	} else {
 		_, err := s.db.ExecContext(ctx, "UPDATE "+s.chunks+" SET started_at = COALESCE(started_at, ?), attempts = attempts + 1, lease_until = ?"+
-			" WHERE app_id = ? AND batch_id = ? AND chunk_no = ? AND done = "+s.falseLit(),
+			" WHERE app_id = ? AND batch_id = ? AND chunk_no = ? AND done = "+s.falseLit()+" AND (started_at IS NOT NULL OR paused = "+s.falseLit()+")",
 			toDB(p.At), toDB(p.LeaseUntil), ref.AppID, ref.BatchID, ref.No)
 		if err != nil {
 			return nil, nil, s.fail(ctx, op, err)
@@ -395,6 +399,148 @@ func (s *Store) cancelUnstarted(ctx context.Context, tx bun.Tx, app, id string) 
 		recipients += c.size
 	}
 	return len(found), recipients, nil
+}
+
+// PauseBatch implements store.Batches in one transaction, locking like
+// CancelBatch (the chunks, then the batch): the chunks neither done nor
+// started are marked paused — StartChunk's UPDATE of the same row
+// requires the mark unset, so a chunk is either started or held back —
+// then paused_at is set unless the batch is finished, canceled or
+// recalled, and the batch read back (an ErrConflict rolls it all back).
+func (s *Store) PauseBatch(ctx context.Context, p *store.PauseBatchParams) (*store.Batch, error) {
+	const op = "pause batch"
+	if err := begin(ctx, op); err != nil {
+		return nil, err
+	}
+	if unstorable(p.AppID, p.BatchID) {
+		return nil, fmt.Errorf("bunstore: %s %q: %w", op, p.BatchID, store.ErrNotFound)
+	}
+	var after *store.Batch
+	err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+		if _, err := tx.ExecContext(ctx, "UPDATE "+s.chunks+" SET paused = "+s.trueLit()+" WHERE app_id = ? AND batch_id = ? AND done = "+s.falseLit()+" AND started_at IS NULL",
+			p.AppID, p.BatchID); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, "UPDATE "+s.batches+" SET paused_at = COALESCE(paused_at, ?) WHERE app_id = ? AND id = ?"+running,
+			toDB(p.At), p.AppID, p.BatchID); err != nil {
+			return err
+		}
+		var err error
+		if after, err = s.readBatch(ctx, tx, p.AppID, p.BatchID); err != nil {
+			return err
+		}
+		return stoppedErr(after)
+	})
+	if err != nil {
+		return nil, s.fail(ctx, op, err)
+	}
+	return after, nil
+}
+
+// running is the condition of a batch that may be paused or resumed.
+const running = " AND chunks_done < chunks AND canceled_at IS NULL AND recalled_at IS NULL"
+
+// stoppedErr is the ErrConflict of pausing or resuming b, read after the
+// UPDATE, when it is finished, canceled or recalled.
+func stoppedErr(b *store.Batch) error {
+	switch {
+	case b.ChunksDone >= b.Chunks:
+		return fmt.Errorf("batch %q already finished: %w", b.ID, store.ErrConflict)
+	case !b.CanceledAt.IsZero() || !b.RecalledAt.IsZero():
+		return fmt.Errorf("batch %q is canceled or recalled: %w", b.ID, store.ErrConflict)
+	}
+	return nil
+}
+
+// ResumeBatch implements store.Batches in one transaction: the paused
+// chunks are read under their row locks (the chunks first, as
+// everywhere), their mark cleared (and for a paced batch each one's
+// not_before moved by the pause's length: one UPDATE per chunk, a paced
+// batch has a chunk a minute), then the batch's paused_at.
+func (s *Store) ResumeBatch(ctx context.Context, p *store.ResumeBatchParams) (*store.Batch, []store.Chunk, error) {
+	const op = "resume batch"
+	if err := begin(ctx, op); err != nil {
+		return nil, nil, err
+	}
+	if unstorable(p.AppID, p.BatchID) {
+		return nil, nil, fmt.Errorf("bunstore: %s %q: %w", op, p.BatchID, store.ErrNotFound)
+	}
+	forUpdate := " FOR UPDATE"
+	if s.kind == dialect.SQLite {
+		forUpdate = ""
+	}
+	var after *store.Batch
+	var chunks []store.Chunk
+	err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+		rows, err := tx.QueryContext(ctx, "SELECT chunk_no, start_index, not_before, attempts FROM "+s.chunks+
+			" WHERE app_id = ? AND batch_id = ? AND done = "+s.falseLit()+" AND started_at IS NULL ORDER BY chunk_no"+forUpdate, p.AppID, p.BatchID)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			c := store.Chunk{ChunkRef: store.ChunkRef{AppID: p.AppID, BatchID: p.BatchID}}
+			var nb dbTime
+			if err := rows.Scan(&c.No, &c.Start, &nb, &c.Attempts); err != nil {
+				rows.Close()
+				return err
+			}
+			c.NotBefore = nb.t
+			chunks = append(chunks, c)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		var paused dbTime
+		var rate int
+		err = tx.QueryRowContext(ctx, "SELECT paused_at, rate_per_minute FROM "+s.batches+" WHERE app_id = ? AND id = ?"+forUpdate, p.AppID, p.BatchID).Scan(&paused, &rate)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("batch %q: %w", p.BatchID, store.ErrNotFound)
+		}
+		if err != nil {
+			return err
+		}
+		if after, err = s.readBatch(ctx, tx, p.AppID, p.BatchID); err != nil {
+			return err
+		}
+		if err := stoppedErr(after); err != nil {
+			return err
+		}
+		if paused.t.IsZero() {
+			chunks = nil
+			return nil
+		}
+		shift := time.Duration(0)
+		if rate > 0 {
+			shift = max(p.At.Sub(paused.t), 0)
+		}
+		if shift == 0 {
+			if _, err := tx.ExecContext(ctx, "UPDATE "+s.chunks+" SET paused = "+s.falseLit()+" WHERE app_id = ? AND batch_id = ? AND done = "+s.falseLit()+" AND started_at IS NULL",
+				p.AppID, p.BatchID); err != nil {
+				return err
+			}
+		}
+		for i := range chunks {
+			if shift == 0 {
+				break
+			}
+			c := &chunks[i]
+			c.NotBefore = c.NotBefore.Add(shift)
+			if _, err := tx.ExecContext(ctx, "UPDATE "+s.chunks+" SET paused = "+s.falseLit()+", not_before = ? WHERE app_id = ? AND batch_id = ? AND chunk_no = ?",
+				toDB(c.NotBefore), p.AppID, p.BatchID, c.No); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.ExecContext(ctx, "UPDATE "+s.batches+" SET paused_at = NULL WHERE app_id = ? AND id = ?", p.AppID, p.BatchID); err != nil {
+			return err
+		}
+		after.PausedAt = time.Time{}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, s.fail(ctx, op, err)
+	}
+	return after, chunks, nil
 }
 
 // RecallBatch implements store.Batches in one transaction, locking like
@@ -645,7 +791,7 @@ func (s *Store) Backlog(ctx context.Context, p *store.BacklogParams) ([]store.Ap
 		return nil, err
 	}
 	rows, err := s.db.QueryContext(ctx, "SELECT app_id, COUNT(*), COALESCE(SUM(size), 0) FROM "+s.chunks+
-		" WHERE done = "+s.falseLit()+" AND not_before <= ? GROUP BY app_id", toDB(p.DueBefore))
+		" WHERE done = "+s.falseLit()+" AND not_before <= ? AND (started_at IS NOT NULL OR paused = "+s.falseLit()+") GROUP BY app_id", toDB(p.DueBefore))
 	if err != nil {
 		return nil, s.fail(ctx, op, err)
 	}
@@ -682,7 +828,7 @@ func (s *Store) PendingChunks(ctx context.Context, p *store.PendingChunksParams)
 	}
 	const cols = "SELECT app_id, batch_id, chunk_no, start_index, not_before, started_at, attempts, lease_until FROM "
 	const order = " ORDER BY not_before, batch_id, chunk_no, app_id"
-	due, err := s.pendingChunks(ctx, cols+s.chunks+" WHERE done = "+s.falseLit()+" AND not_before <= ? AND started_at IS NULL"+order,
+	due, err := s.pendingChunks(ctx, cols+s.chunks+" WHERE done = "+s.falseLit()+" AND not_before <= ? AND started_at IS NULL AND paused = "+s.falseLit()+order,
 		toDB(p.DueBefore), p.Limit)
 	if err != nil {
 		return nil, s.fail(ctx, op, err)
@@ -869,6 +1015,11 @@ func (s *Store) PruneBatches(ctx context.Context, p *store.PruneBatchesParams) (
 			if _, err := tx.ExecContext(ctx, "DELETE FROM "+s.chunks+" WHERE app_id = ? AND batch_id IN (?)", app, bun.List(ids)); err != nil {
 				return fmt.Errorf("delete chunks: %w", err)
 			}
+			// After the chunks: a RecordReads waiting on a chunk's lock
+			// then finds it gone and adds no read behind this delete.
+			if _, err := tx.ExecContext(ctx, "DELETE FROM "+s.reads+" WHERE app_id = ? AND batch_id IN (?)", app, bun.List(ids)); err != nil {
+				return fmt.Errorf("delete reads: %w", err)
+			}
 			res, err := tx.ExecContext(ctx, "DELETE FROM "+s.batches+" WHERE app_id = ? AND id IN (?)", app, bun.List(ids))
 			if err != nil {
 				return fmt.Errorf("delete batches: %w", err)
@@ -931,12 +1082,14 @@ func (s *Store) ListBatches(ctx context.Context, p *store.ListBatchesParams) ([]
 				ors = append(ors, "(recalled_at IS NULL AND canceled_at IS NULL AND chunks_done >= chunks AND failed = 0)")
 			case store.StatusCompletedWithErrors:
 				ors = append(ors, "(recalled_at IS NULL AND canceled_at IS NULL AND chunks_done >= chunks AND failed > 0)")
+			case store.StatusPaused:
+				ors = append(ors, "(recalled_at IS NULL AND canceled_at IS NULL AND chunks_done < chunks AND paused_at IS NOT NULL)")
 			case store.StatusRunning:
-				ors = append(ors, "(recalled_at IS NULL AND canceled_at IS NULL AND chunks_done < chunks AND chunks_done > 0)")
+				ors = append(ors, "(recalled_at IS NULL AND canceled_at IS NULL AND chunks_done < chunks AND paused_at IS NULL AND chunks_done > 0)")
 			case store.StatusScheduled:
-				ors, args = append(ors, "(recalled_at IS NULL AND canceled_at IS NULL AND chunks_done = 0 AND chunks_done < chunks AND send_at IS NOT NULL AND send_at > ?)"), append(args, now)
+				ors, args = append(ors, "(recalled_at IS NULL AND canceled_at IS NULL AND chunks_done = 0 AND chunks_done < chunks AND paused_at IS NULL AND send_at IS NOT NULL AND send_at > ?)"), append(args, now)
 			case store.StatusQueued:
-				ors, args = append(ors, "(recalled_at IS NULL AND canceled_at IS NULL AND chunks_done = 0 AND chunks_done < chunks AND (send_at IS NULL OR send_at <= ?))"), append(args, now)
+				ors, args = append(ors, "(recalled_at IS NULL AND canceled_at IS NULL AND chunks_done = 0 AND chunks_done < chunks AND paused_at IS NULL AND (send_at IS NULL OR send_at <= ?))"), append(args, now)
 			default:
 				return nil, fmt.Errorf("bunstore: %s: unknown status %q", op, st)
 			}

@@ -122,7 +122,7 @@ type Store struct {
 	pg  pgStatements
 
 	// Table names, prefixed once here so that queries only concatenate.
-	users, rooms, members, messages, batches, chunks, keys, migrations string
+	users, rooms, members, messages, batches, chunks, keys, reads, migrations string
 }
 
 // New returns a Store on db, which must use the PostgreSQL (pgdialect),
@@ -158,6 +158,7 @@ func New(db *bun.DB, opts *Options) (*Store, error) {
 	s.batches = s.prefix + "batches"
 	s.chunks = s.prefix + "chunks"
 	s.keys = s.prefix + "idempotency_keys"
+	s.reads = s.prefix + "batch_reads"
 	s.migrations = s.prefix + "schema_migrations"
 	if isPgx(db.DB.Driver()) && s.kind == dialect.PG {
 		s.pgx = true

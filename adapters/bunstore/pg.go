@@ -41,7 +41,7 @@ type pgStatements struct {
 func (s *Store) preparePG() {
 	q := &s.pg
 	q.startChunk = "WITH s AS (UPDATE " + s.chunks + " SET started_at = COALESCE(started_at, $4), attempts = attempts + 1, lease_until = $5" +
-		" WHERE app_id = $1 AND batch_id = $2 AND chunk_no = $3 AND done = FALSE" +
+		" WHERE app_id = $1 AND batch_id = $2 AND chunk_no = $3 AND done = FALSE AND (started_at IS NOT NULL OR paused = FALSE)" +
 		" RETURNING " + chunkReadColumns + ")" +
 		" SELECT " + prefixed("s.", chunkReadColumns) + ", " + prefixed("b.", batchReadColumns) +
 		" FROM s JOIN " + s.batches + " b ON b.app_id = $1 AND b.id = $2"

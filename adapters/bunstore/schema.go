@@ -280,7 +280,7 @@ func (s *Store) createV1(ctx context.Context, db bun.IConn) error {
 }
 
 // SchemaVersion is the schema version this package's Migrate produces.
-const SchemaVersion = 8
+const SchemaVersion = 10
 
 // migration is one schema version after the first: its steps run in
 // order, each one skipped if what it makes exists already, so that a
@@ -366,6 +366,28 @@ func (s *Store) migrationList() []migration {
 		name:    "finished batches by age, for retention",
 		steps: []step{
 			s.ensureIndex(s.prefix+"batches_finished", s.batches, finished),
+		},
+	}, {
+		version: 9,
+		name:    "paused batches",
+		steps: []step{
+			s.addColumn(s.batches, "paused_at", ct.time+" NULL"),
+			// The chunks not started of a paused batch: StartChunk,
+			// PendingChunks and Backlog read the mark on the chunk's own row.
+			s.addColumn(s.chunks, "paused", ct.boolean+" NOT NULL DEFAULT "+s.falseLit()),
+		},
+	}, {
+		version: 10,
+		name:    "reads",
+		steps: []step{
+			// The first read of each recipient (RecordReads), by para
+			// index; no foreign key: PruneBatches deletes them itself.
+			{sql: "CREATE TABLE IF NOT EXISTS " + s.reads + " (app_id " + ct.id + " NOT NULL, batch_id " + ct.id + " NOT NULL, idx " + ct.integer + " NOT NULL, read_at " + ct.time + " NOT NULL," +
+				" PRIMARY KEY (app_id, batch_id, idx))" + ct.tableSuffix},
+			// How many of the chunk's recipients have a read: counted per
+			// chunk, never per batch, so that reads never queue on the
+			// batch's row ("reads" is reserved in MySQL).
+			s.addColumn(s.chunks, "read_count", ct.integer+" NOT NULL DEFAULT 0"),
 		},
 	}}
 }

@@ -67,6 +67,8 @@ type batchRecord struct {
 	// claimedUntil is the end of the claim on reporting the batch's end
 	// (store.Batches.ClaimDoneNotifications).
 	claimedUntil time.Time
+	// reads are the first reads by para index (store.Batches.RecordReads).
+	reads map[int]time.Time
 }
 
 // New returns an empty Store. opts may be nil.
@@ -434,7 +436,7 @@ func (s *Store) StartChunk(ctx context.Context, p *store.StartChunkParams) (*sto
 	if err != nil {
 		return nil, nil, err
 	}
-	if !c.Done {
+	if !c.Done && (rec.batch.PausedAt.IsZero() || !c.StartedAt.IsZero()) {
 		if c.StartedAt.IsZero() {
 			c.StartedAt = utc(p.At)
 		}
@@ -505,6 +507,138 @@ func cancelUnstarted(rec *batchRecord, at time.Time) {
 			b.FinishedAt = utc(at)
 		}
 	}
+}
+
+// PauseBatch implements store.Batches.
+func (s *Store) PauseBatch(ctx context.Context, p *store.PauseBatchParams) (*store.Batch, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rec, err := s.batchLocked(p.AppID, p.BatchID)
+	if err != nil {
+		return nil, err
+	}
+	b := &rec.batch
+	if err := stoppedErr("pause", b); err != nil {
+		return nil, err
+	}
+	if b.PausedAt.IsZero() {
+		b.PausedAt = utc(p.At)
+	}
+	return copyBatch(b), nil
+}
+
+// ResumeBatch implements store.Batches.
+func (s *Store) ResumeBatch(ctx context.Context, p *store.ResumeBatchParams) (*store.Batch, []store.Chunk, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rec, err := s.batchLocked(p.AppID, p.BatchID)
+	if err != nil {
+		return nil, nil, err
+	}
+	b := &rec.batch
+	if err := stoppedErr("resume", b); err != nil {
+		return nil, nil, err
+	}
+	if b.PausedAt.IsZero() {
+		return copyBatch(b), nil, nil
+	}
+	shift := time.Duration(0)
+	if b.RatePerMinute > 0 {
+		shift = max(utc(p.At).Sub(b.PausedAt), 0)
+	}
+	b.PausedAt = time.Time{}
+	var out []store.Chunk
+	for i := range rec.chunks {
+		c := &rec.chunks[i]
+		if c.Done || !c.StartedAt.IsZero() {
+			continue
+		}
+		c.NotBefore = c.NotBefore.Add(shift)
+		cc := *c
+		cc.Recipients, cc.Outcomes = nil, nil
+		out = append(out, cc)
+	}
+	return copyBatch(b), out, nil
+}
+
+// stoppedErr is the ErrConflict of pausing or resuming a batch that is
+// finished, canceled or recalled.
+func stoppedErr(op string, b *store.Batch) error {
+	switch {
+	case b.ChunksDone == b.Chunks:
+		return fmt.Errorf("memstore: %s batch %q: already finished: %w", op, b.ID, store.ErrConflict)
+	case !b.CanceledAt.IsZero() || !b.RecalledAt.IsZero():
+		return fmt.Errorf("memstore: %s batch %q: canceled or recalled: %w", op, b.ID, store.ErrConflict)
+	}
+	return nil
+}
+
+// RecordReads implements store.Batches.
+func (s *Store) RecordReads(ctx context.Context, p *store.RecordReadsParams) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, r := range p.Reads {
+		rec, _, err := s.chunkLocked(store.ChunkRef{AppID: p.AppID, BatchID: r.BatchID, No: r.Chunk})
+		if err != nil {
+			continue // a pruned batch: skipped
+		}
+		if _, ok := rec.reads[r.Index]; ok {
+			continue
+		}
+		if rec.reads == nil {
+			rec.reads = map[int]time.Time{}
+		}
+		rec.reads[r.Index] = utc(r.At)
+		n++
+	}
+	return n, nil
+}
+
+// ReadCounts implements store.Batches.
+func (s *Store) ReadCounts(ctx context.Context, p *store.ReadCountsParams) (map[string]int, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := map[string]int{}
+	for _, id := range p.BatchIDs {
+		if rec, err := s.batchLocked(p.AppID, id); err == nil && len(rec.reads) > 0 {
+			out[id] = len(rec.reads)
+		}
+	}
+	return out, nil
+}
+
+// ListReads implements store.Batches.
+func (s *Store) ListReads(ctx context.Context, p *store.ListReadsParams) ([]store.Read, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := []store.Read{}
+	rec, err := s.batchLocked(p.AppID, p.BatchID)
+	if err != nil {
+		return out, nil
+	}
+	for idx, at := range rec.reads {
+		if idx >= p.From && idx < p.To {
+			out = append(out, store.Read{BatchID: p.BatchID, Index: idx, At: at})
+		}
+	}
+	slices.SortFunc(out, func(x, y store.Read) int { return cmp.Compare(x.Index, y.Index) })
+	return out, nil
 }
 
 // RecallBatch implements store.Batches.
@@ -718,11 +852,12 @@ func (s *Store) PendingChunks(ctx context.Context, p *store.PendingChunksParams)
 	var all []store.Chunk
 	for _, a := range s.apps {
 		for _, rec := range a.batches {
+			paused := !rec.batch.PausedAt.IsZero()
 			for _, c := range rec.chunks {
 				if c.Done {
 					continue
 				}
-				if (c.StartedAt.IsZero() && !c.NotBefore.After(p.DueBefore)) ||
+				if (c.StartedAt.IsZero() && !paused && !c.NotBefore.After(p.DueBefore)) ||
 					(!c.StartedAt.IsZero() && c.LeaseUntil.Before(p.LeaseExpiredBefore)) {
 					c.Recipients, c.Outcomes = nil, nil
 					all = append(all, c)
@@ -750,8 +885,9 @@ func (s *Store) Backlog(ctx context.Context, p *store.BacklogParams) ([]store.Ap
 	for id, a := range s.apps {
 		b := store.AppBacklog{AppID: id}
 		for _, rec := range a.batches {
+			paused := !rec.batch.PausedAt.IsZero()
 			for _, c := range rec.chunks {
-				if !c.Done && !c.NotBefore.After(p.DueBefore) {
+				if !c.Done && !c.NotBefore.After(p.DueBefore) && (!paused || !c.StartedAt.IsZero()) {
 					b.Chunks++
 					b.Recipients += len(c.Recipients)
 				}

@@ -13,6 +13,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -567,5 +568,94 @@ func TestFaultRedisFlushedAndRestarted(t *testing.T) {
 	if took > recoveryBound+10*time.Second {
 		t.Errorf("after the Redis restart the batch finished %v later, want within %v", took, recoveryBound+10*time.Second)
 	}
+	e.verify(id, n)
+}
+
+// TestFaultPausedBatchSurvives (issue 24): a batch paused mid-way stays
+// paused through a SIGKILL of its worker (the chunk it was sending is
+// finished by the next worker, nothing else starts), a FLUSHALL, a Redis
+// restarted empty and a new API process; once resumed it completes with
+// every message stored exactly once.
+func TestFaultPausedBatchSurvives(t *testing.T) {
+	t.Parallel()
+	e := newFaultEnv(t)
+	r := startOwnRedis(t)
+	api := e.api(e.db, r.url())
+	pg, db := proxied(t, e.db)
+	pg.SetLatency(10 * time.Millisecond) // chunks slow enough to kill in flight
+	w := e.worker(db, r.url(), "-concurrency", "1")
+	const n = 10000
+	id := e.post(api, bigBatch(n))
+	// Wait for a chunk in flight past the first thousand recipients: the
+	// pause and the kill come while a worker sends it.
+	deadline := time.Now().Add(60 * time.Second)
+	flying := -1
+	for flying < 0 {
+		err := e.sql.QueryRow("SELECT chunk_no FROM chatbatch_chunks WHERE app_id = $1 AND batch_id = $2 AND started_at IS NOT NULL AND NOT done AND start_index >= 1000 ORDER BY chunk_no LIMIT 1", e.app, id).Scan(&flying)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no chunk past the first 1000 recipients was ever in flight")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	control := func(p *proc, op string) envelope {
+		t.Helper()
+		status, env, _, err := tryCall(http.MethodPost, p.url+"/messages/batch/"+id+"/"+op, "k", "", 30*time.Second)
+		if err != nil || status != 200 {
+			t.Fatalf("%s = %d %+v %v", op, status, env, err)
+		}
+		return env
+	}
+	var st struct {
+		Status string
+		Sent   int
+	}
+	must(t, json.Unmarshal(control(api, "pause").Result, &st))
+	if st.Status != "paused" {
+		t.Fatalf("after pause: %+v", st)
+	}
+	kill(t, w) // in the middle of a chunk, most likely
+	r.flushAll()
+	r.stop()
+	time.Sleep(time.Second)
+	r.start()
+	kill(t, api)
+	api = e.api(e.db, r.url())
+	pg.SetLatency(0)
+	e.worker(db, r.url())
+
+	// The dead worker's chunk is finished after a lease and a sweep; then
+	// nothing moves.
+	time.Sleep(recoveryBound)
+	before, err := e.batch(id)
+	must(t, err)
+	time.Sleep(3 * time.Second)
+	after, err := e.batch(id)
+	must(t, err)
+	var inFlight, held int
+	must(t, e.sql.QueryRow("SELECT COUNT(*) FILTER (WHERE started_at IS NOT NULL AND NOT done), COUNT(*) FILTER (WHERE paused) FROM chatbatch_chunks WHERE app_id = $1 AND batch_id = $2", e.app, id).
+		Scan(&inFlight, &held))
+	var flyingDone bool
+	must(t, e.sql.QueryRow("SELECT done FROM chatbatch_chunks WHERE app_id = $1 AND batch_id = $2 AND chunk_no = $3", e.app, id, flying).Scan(&flyingDone))
+	t.Logf("paused: %d of %d sent, %d chunks held, %d in flight; chunk %d, in flight at the pause and the kill, done: %v", after.sent, n, held, inFlight, flying, flyingDone)
+	if !flyingDone {
+		t.Errorf("chunk %d, in flight when the batch was paused and its worker killed, was not finished by the next worker", flying)
+	}
+	if after.sent != before.sent || after.finished || after.sent >= n || inFlight != 0 || held == 0 {
+		t.Fatalf("while paused through kill, FLUSHALL and restarts: %+v then %+v, %d in flight, %d held; want no progress after the chunk in flight, none in flight, chunks held", before, after, inFlight, held)
+	}
+	status, env, _, err := tryCall(http.MethodGet, api.url+"/messages/batch/"+id, "k", "", 30*time.Second)
+	must(t, err)
+	must(t, json.Unmarshal(env.Result, &st))
+	if status != 200 || st.Status != "paused" {
+		t.Fatalf("the new API process answers %d %+v, want paused", status, st)
+	}
+
+	resumed := time.Now()
+	control(api, "resume")
+	took := e.waitDone(id, 90*time.Second)
+	t.Logf("resumed: the batch finished %v later (%v after the pause)", took.Round(10*time.Millisecond), time.Since(resumed).Round(10*time.Millisecond))
 	e.verify(id, n)
 }

@@ -254,6 +254,14 @@ function renderBar(bar, b) {
   bar.title = [...SEGMENTS, "pending"].map((s) => `${s} ${fmtNum(b[s])}`).join(" · ");
 }
 
+// readRateText is the read rate beside the progress bar: read ÷ delivered.
+function readRateText(b) {
+  if (b.read === undefined || b.readRate === undefined) return "";
+  const delivered = (b.sent || 0) + (b.recalled || 0);
+  if (!delivered) return "read —";
+  return `read ${(b.readRate * 100).toFixed(1)} % (${fmtNum(b.read)} of ${fmtNum(delivered)})`;
+}
+
 // ---- rate and ETA -------------------------------------------------------------
 
 const samples = new Map(); // batchID → { t0, d0, t, d }
@@ -268,6 +276,7 @@ function observe(b) {
 
 function rateText(b) {
   if (b.status === "scheduled") return b.sendAt ? `starts ${fmtTime(b.sendAt)}` : "scheduled";
+  if (b.status === "paused") return "paused: nothing new starts until it is resumed";
   if (FINISHED.has(b.status)) {
     if (b.finishedAt && b.createdAt && b.status !== "canceled" && b.status !== "recalled") {
       const start = new Date(b.sendAt || b.createdAt), end = new Date(b.finishedAt);
@@ -391,6 +400,7 @@ function openDetail(id) {
   detail = null;
   recOffset = 0; recHistory = []; recNext = null;
   $("r-status").value = "";
+  $("r-read").value = "";
   $("detail").hidden = false;
   $("d-id").textContent = id;
   $("d-link").href = batchHash(id);
@@ -426,23 +436,27 @@ function updateDetail(b) {
   renderBar($("d-bar"), b);
   const dl = $("d-counters");
   dl.replaceChildren();
-  for (const k of ["count", "sent", "failed", "canceled", "recalled", "pending", "pushFailed"]) {
-    dl.append(el("dt", {}, k), el("dd", { id: `d-${k}`, class: k }, fmtNum(b[k])));
+  for (const k of ["count", "sent", "failed", "canceled", "recalled", "pending", "pushFailed", "read"]) {
+    dl.append(el("dt", {}, k), el("dd", { id: `d-${k}`, class: k }, b[k] === undefined ? "—" : fmtNum(b[k])));
   }
+  $("d-read").textContent = readRateText(b);
   const times = [`created ${fmtTime(b.createdAt)}`];
   if (b.sendAt) times.push(`send at ${fmtTime(b.sendAt)}`);
   if (b.estimatedFinishAt) times.push(`estimated finish ${fmtTime(b.estimatedFinishAt)}`);
   if (b.finishedAt) times.push(`finished ${fmtTime(b.finishedAt)}`);
   if (b.canceledAt) times.push(`canceled ${fmtTime(b.canceledAt)}`);
   if (b.recalledAt) times.push(`recalled ${fmtTime(b.recalledAt)}`);
+  if (b.pausedAt) times.push(`paused ${fmtTime(b.pausedAt)}`);
   const rate = rateText(b);
   if (!FINISHED.has(b.status) && rate) times.push(rate);
   $("d-times").textContent = times.join(" · ");
   $("cancel").disabled = FINISHED.has(b.status);
   $("recall").disabled = b.status === "recalled";
+  $("pause").disabled = FINISHED.has(b.status) || b.status === "paused";
+  $("resume").disabled = b.status !== "paused";
   if (b.message !== undefined) renderContent(b); // the list's entries have no content
   if (b.sender && !(before && before.sender)) renderRecipients(); // rooms can be named now
-  const changed = !before || ["sent", "failed", "canceled", "recalled", "pending", "status"].some((k) => before[k] !== b[k]);
+  const changed = !before || ["sent", "failed", "canceled", "recalled", "pending", "status", "read"].some((k) => before[k] !== b[k]);
   if (before && changed) scheduleRecipients();
 }
 
@@ -511,11 +525,12 @@ let recPage = null; // the page shown
 
 function renderRecipients() {
   if (!recPage) return;
-  $("recipients").tBodies[0].replaceChildren(...recPage.recipients.map((r) => el("tr", { dataset: { status: r.status } },
+  $("recipients").tBodies[0].replaceChildren(...recPage.recipients.map((r) => el("tr", { dataset: { status: r.status, read: r.readAt ? "true" : "false" } },
     el("td", {}, String(r.index)),
     el("td", {}, r.receiver || ""),
     el("td", { class: r.receiver || roomNames.get(r.room) ? "" : "mono", title: r.room || "" }, roomLabel(r)),
     el("td", {}, el("span", { class: "status", dataset: { status: r.status } }, r.status)),
+    el("td", { class: "read", title: r.readAt || "" }, r.readAt ? `read ${fmtTime(r.readAt)}` : (r.status === "sent" ? "unread" : "")),
     el("td", {}, [r.error, r.push ? `push ${r.push}` : "", r.pushError].filter(Boolean).join(" · ")))));
 }
 
@@ -525,6 +540,8 @@ async function loadRecipients() {
   const q = new URLSearchParams({ limit: "50", offset: String(recOffset) });
   const st = $("r-status").value;
   if (st) q.set("status", st);
+  const rd = $("r-read").value; // the API takes read or status, not both
+  if (rd && !st) q.set("read", rd);
   try {
     const page = await api("GET", `${batchPath}/${encodeURIComponent(id)}/recipients?${q}`);
     if (id !== detailID) return;
@@ -535,8 +552,8 @@ async function loadRecipients() {
     loadRoomNames(page);
     const last = page.recipients.length ? page.recipients[page.recipients.length - 1].index : recOffset;
     $("r-range").textContent = page.recipients.length
-      ? `#${page.recipients[0].index}–#${last} of ${fmtNum(page.total)}${st ? ` ${st}` : ""}`
-      : `none of ${fmtNum(page.total)}${st ? ` ${st}` : ""}`;
+      ? `#${page.recipients[0].index}–#${last} of ${fmtNum(page.total)}${st ? ` ${st}` : ""}${rd && !st ? (rd === "true" ? " read" : " unread") : ""}`
+      : `none of ${fmtNum(page.total)}${st ? ` ${st}` : ""}${rd && !st ? (rd === "true" ? " read" : " unread") : ""}`;
     $("r-prev").disabled = recHistory.length === 0;
     $("r-next").disabled = recNext === null;
   } catch (e) {
@@ -1296,8 +1313,11 @@ $("dry-run").addEventListener("click", dryRun);
 $("send").addEventListener("click", send);
 $("cancel").addEventListener("click", () => act("DELETE", "", "Canceled"));
 $("recall").addEventListener("click", () => act("POST", "/recall", "Recalled"));
+$("pause").addEventListener("click", () => act("POST", "/pause", "Paused"));
+$("resume").addEventListener("click", () => act("POST", "/resume", "Resumed"));
 $("close-detail").addEventListener("click", () => go("#/batches"));
-$("r-status").addEventListener("change", () => { recOffset = 0; recHistory = []; loadRecipients(); });
+$("r-status").addEventListener("change", () => { $("r-read").value = ""; recOffset = 0; recHistory = []; loadRecipients(); });
+$("r-read").addEventListener("change", () => { $("r-status").value = ""; recOffset = 0; recHistory = []; loadRecipients(); });
 $("r-next").addEventListener("click", () => { if (recNext !== null) { recHistory.push(recOffset); recOffset = recNext; loadRecipients(); } });
 $("r-prev").addEventListener("click", () => { if (recHistory.length) { recOffset = recHistory.pop(); loadRecipients(); } });
 if (cfg.live === "true") $("live-form").addEventListener("submit", watchUser);

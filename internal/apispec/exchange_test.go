@@ -87,7 +87,17 @@ func TestHandlerAnswers(t *testing.T) {
 	want(t, post(bt.AdminKey, "", `{"message":"m","messageType":"t","paras":[{"room":"r"},{"room":"r"},{"room":"r"},{"room":"r"}]}`), 413, "PAYLOAD_TOO_LARGE")
 	want(t, e.Do(t, http.MethodPost, "/messages/batch", bt.AdminKey, "text/plain", strings.NewReader(seedRooms)), 415, "UNSUPPORTED_MEDIA_TYPE")
 
+	// Pause and resume (the paced batch: not started yet), and a list of
+	// paused batches.
+	want(t, e.Do(t, http.MethodPost, "/messages/batch/"+paced.BatchID+"/pause", bt.AdminKey, "", nil), 200, "")
+	want(t, e.Do(t, http.MethodPost, "/messages/batch/"+paced.BatchID+"/pause?x=1", bt.AdminKey, "", nil), 400, "INVALID_PARAMETER")
+	want(t, get("/messages/batch?status=paused"), 200, "")
+	want(t, get("/messages/batch/"+paced.BatchID), 200, "")
+	want(t, e.Do(t, http.MethodPost, "/messages/batch/"+paced.BatchID+"/resume", bt.AdminKey, "", nil), 200, "")
+	want(t, e.Do(t, http.MethodPost, "/messages/batch/batch-20260101-nosuchbatc/pause", bt.AdminKey, "", nil), 404, "BATCH_NOT_FOUND")
+
 	want(t, e.Do(t, http.MethodDelete, "/messages/batch/"+scheduled.BatchID, bt.AdminKey, "", nil), 200, "")
+	want(t, e.Do(t, http.MethodPost, "/messages/batch/"+scheduled.BatchID+"/pause", bt.AdminKey, "", nil), 409, "BATCH_FINISHED")
 	e.ProcessAll(t)
 
 	// Status, recipients, list, messages.
@@ -106,6 +116,15 @@ func TestHandlerAnswers(t *testing.T) {
 	want(t, get("/messages/batch?batchID="+sent.BatchID+"&limit=1"), 200, "")
 	want(t, get("/messages/batch?batchID="+sent.BatchID), 200, "")
 	want(t, get("/messages/batch?batchID=batch-20260101-nosuchbatc"), 404, "BATCH_NOT_FOUND")
+
+	// Reads.
+	want(t, e.Reads(t, bt.AdminKey, "user-a", sent.BatchID+"-0", sent.BatchID+"-1", "not-ours"), 200, "")
+	want(t, e.Reads(t, bt.AdminKey, "", sent.BatchID+"-0"), 400, "MISSING_PARAMETER")
+	want(t, e.Do(t, http.MethodPost, "/messages/batch/-/reads", bt.AdminKey, bt.JSONContentType, strings.NewReader(`{"userID":1}`)), 400, "INVALID_BODY")
+	want(t, e.Do(t, http.MethodPost, "/messages/batch/-/reads", bt.AdminKey, "text/plain", strings.NewReader(`{}`)), 415, "UNSUPPORTED_MEDIA_TYPE")
+	want(t, get("/messages/batch/"+sent.BatchID+"/recipients?read=true"), 200, "")
+	want(t, get("/messages/batch/"+sent.BatchID+"/recipients?read=false"), 200, "")
+	want(t, get("/messages/batch/"+sent.BatchID+"/recipients?read=true&status=sent"), 400, "INVALID_PARAMETER")
 
 	// Cancel, recall.
 	want(t, e.Do(t, http.MethodDelete, "/messages/batch/"+sent.BatchID, bt.AdminKey, "", nil), 409, "BATCH_FINISHED")
@@ -154,6 +173,9 @@ func TestOutsideTheOperations(t *testing.T) {
 		{http.MethodPost, "/messages/batch/b", "MethodNotAllowed", "GET, HEAD, DELETE", 405},
 		{http.MethodDelete, "/messages/batch/b/recipients", "MethodNotAllowed", "GET, HEAD", 405},
 		{http.MethodGet, "/messages/batch/b/recall", "MethodNotAllowed", "POST", 405},
+		{http.MethodGet, "/messages/batch/b/pause", "MethodNotAllowed", "POST", 405},
+		{http.MethodGet, "/messages/batch/-/reads", "MethodNotAllowed", "POST", 405},
+		{http.MethodDelete, "/messages/batch/b/resume", "MethodNotAllowed", "POST", 405},
 		{http.MethodGet, "/messages/batch//recipients", "NoSuchEndpoint", "", 404},
 		{http.MethodGet, "/messages/batch/b/other", "NoSuchEndpoint", "", 404},
 	} {

@@ -362,6 +362,9 @@ type BatchStatus struct {
 	Recalled   int        `json:"recalled"`
 	CreatedAt  time.Time  `json:"createdAt"`
 	FinishedAt *time.Time `json:"finishedAt"`
+	PausedAt   *time.Time `json:"pausedAt"`
+	Read       *int       `json:"read"`
+	ReadRate   *float64   `json:"readRate"`
 }
 
 type SendResult struct {
@@ -528,14 +531,15 @@ type RecipientsPage struct {
 	Limit      int    `json:"limit"`
 	NextOffset *int   `json:"nextOffset"`
 	Recipients []struct {
-		Index     int    `json:"index"`
-		Receiver  string `json:"receiver"`
-		Room      string `json:"room"`
-		MessageID string `json:"messageID"`
-		Status    string `json:"status"`
-		Error     string `json:"error"`
-		Push      string `json:"push"`
-		PushError string `json:"pushError"`
+		Index     int        `json:"index"`
+		Receiver  string     `json:"receiver"`
+		Room      string     `json:"room"`
+		MessageID string     `json:"messageID"`
+		Status    string     `json:"status"`
+		Error     string     `json:"error"`
+		Push      string     `json:"push"`
+		PushError string     `json:"pushError"`
+		ReadAt    *time.Time `json:"readAt"`
 	} `json:"recipients"`
 }
 
@@ -553,6 +557,28 @@ func (e *Env) Recipients(t testing.TB, id, query string) (*Response, RecipientsP
 func (e *Env) Recall(t testing.TB, key, id string) (*Response, BatchStatus) {
 	t.Helper()
 	r := e.Do(t, http.MethodPost, "/messages/batch/"+id+"/recall", key, "", nil)
+	var st BatchStatus
+	if r.Status == 200 {
+		Must(t, json.Unmarshal(r.Result, &st))
+	}
+	return r, st
+}
+
+// Reads POSTs message IDs to BasePath/-/reads as userID (omitted when
+// empty) with key.
+func (e *Env) Reads(t testing.TB, key, userID string, ids ...string) *Response {
+	t.Helper()
+	body := map[string]any{"messageIDs": ids}
+	if userID != "" {
+		body["userID"] = userID
+	}
+	return e.Do(t, http.MethodPost, "/messages/batch/-/reads", key, JSONContentType, strings.NewReader(JSONBody(t, body)))
+}
+
+// Pause POSTs a pause (op "pause") or resume (op "resume") of batch id.
+func (e *Env) Pause(t testing.TB, key, id, op string) (*Response, BatchStatus) {
+	t.Helper()
+	r := e.Do(t, http.MethodPost, "/messages/batch/"+id+"/"+op, key, "", nil)
 	var st BatchStatus
 	if r.Status == 200 {
 		Must(t, json.Unmarshal(r.Result, &st))

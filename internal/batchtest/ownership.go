@@ -59,6 +59,7 @@ func CheckOwnershipByCreator(t *testing.T, e *Env) {
 		for _, c := range []struct{ method, path string }{
 			{http.MethodGet, path}, {http.MethodGet, path + "/recipients"}, {http.MethodGet, "/messages/batch?batchID=" + id},
 			{http.MethodDelete, path}, {http.MethodPost, path + "/recall"},
+			{http.MethodPost, path + "/pause"}, {http.MethodPost, path + "/resume"},
 		} {
 			if r := as(user, c.method, c.path); r.Status != 404 || r.Error.Code != "BATCH_NOT_FOUND" {
 				t.Errorf("user %s: %s %s of the operator's batch = %d %s, want 404 BATCH_NOT_FOUND", user, c.method, c.path, r.Status, r.Raw)
@@ -78,6 +79,11 @@ func CheckOwnershipByCreator(t *testing.T, e *Env) {
 	for _, id := range []string{asSystem, asUserA} {
 		if _, st := e.Status(t, AdminKey, id); st.Status != "queued" {
 			t.Errorf("the operator's batch %s is %s after the users' attempts, want queued", id, st.Status)
+		}
+	}
+	for _, op := range []string{"pause", "resume"} {
+		if r := as("user-a", http.MethodPost, "/messages/batch/"+own+"/"+op); r.Status != 200 {
+			t.Errorf("user-a: %s of its own batch: %d %s", op, r.Status, r.Raw)
 		}
 	}
 	if r := as("user-a", http.MethodDelete, "/messages/batch/"+own); r.Status != 200 {

@@ -896,6 +896,12 @@ func RunBatches(t *testing.T, newStore func(t *testing.T) store.Batches, opts *O
 		{"CancelFinishedBatch", testCancelFinished},
 		{"CancelRacesStart", testCancelRacesStart},
 		{"CancelAppIsolation", testCancelAppIsolation},
+		{"PauseResume", testPauseResume},
+		{"PauseConflicts", testPauseConflicts},
+		{"PausePacedBatch", testPausePacedBatch},
+		{"PauseRacesStart", testPauseRacesStart},
+		{"Reads", testReads},
+		{"ReadsConcurrent", testReadsConcurrent},
 		{"IdempotencyKeys", testIdempotencyKeys},
 		{"IdempotencyKeyConcurrentClaims", testIdempotencyConcurrent},
 		{"IdempotencyKeyExpiry", testIdempotencyExpiry},
@@ -2422,5 +2428,344 @@ func testDirectRoomsConcurrent(t *testing.T, s store.Directory, _ *Options) {
 				t.Errorf("concurrent DirectRooms for %s = %+v; the user's rooms are %q", u, rr, rooms)
 			}
 		}
+	}
+}
+
+// testPauseResume: a paused batch starts no chunk it had not started
+// (StartChunk hands it back unchanged), the sweep and the backlog leave
+// those chunks out, a started chunk finishes; resume hands the chunks
+// not started back, once.
+func testPauseResume(t *testing.T, s store.Batches, opts *Options) {
+	ctx := ctxT(t)
+	created := time.Date(2026, 4, 10, 9, 0, 0, 0, time.UTC)
+	b, chunks := newBatch("app1", "batch-pause", created, 2, 3, 2, 1)
+	must(t, s.CreateBatch(ctx, b, chunks))
+	_, err := s.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: chunks[0].ChunkRef, Outcomes: outcomes(store.OutcomeSent, store.OutcomeSent), At: created})
+	must(t, err)
+	_, _, err = s.StartChunk(ctx, startParams(chunks[1].ChunkRef, created))
+	must(t, err)
+
+	at := created.Add(time.Minute)
+	paused, err := s.PauseBatch(ctx, &store.PauseBatchParams{AppID: "app1", BatchID: b.ID, At: at})
+	must(t, err)
+	sameTime(t, "PausedAt", paused.PausedAt, at, opts)
+	if st := paused.Status(at); st != store.StatusPaused || paused.ChunksDone != 1 || paused.Sent != 2 {
+		t.Errorf("after pause: status %s, %+v; want paused with its counters", st, paused)
+	}
+	again, err := s.PauseBatch(ctx, &store.PauseBatchParams{AppID: "app1", BatchID: b.ID, At: at.Add(time.Minute)})
+	must(t, err)
+	sameTime(t, "PausedAt after a second pause", again.PausedAt, at, opts)
+
+	// A worker's task for chunk 2 finds the batch paused: not started.
+	gotB, c2, err := s.StartChunk(ctx, startParams(chunks[2].ChunkRef, at))
+	must(t, err)
+	if c2.Done || !c2.StartedAt.IsZero() || c2.Attempts != 0 || gotB.PausedAt.IsZero() {
+		t.Errorf("StartChunk of a paused batch's chunk: chunk %+v, batch PausedAt %v; want it unchanged and the batch paused", c2, gotB.PausedAt)
+	}
+	// The chunk in flight goes on: a retry starts it again.
+	_, c1, err := s.StartChunk(ctx, startParams(chunks[1].ChunkRef, at))
+	must(t, err)
+	if c1.Attempts != 2 {
+		t.Errorf("a started chunk of a paused batch: attempts %d, want 2 (started again)", c1.Attempts)
+	}
+	late := at.Add(time.Hour)
+	pending, err := s.PendingChunks(ctx, pendingParams(late, 10))
+	must(t, err)
+	if got := refsOf(pending); !slices.Equal(got, []store.ChunkRef{chunks[1].ChunkRef}) {
+		t.Errorf("PendingChunks of a paused batch = %v, want only the started chunk whose lease ran out", got)
+	}
+	bl, err := s.Backlog(ctx, &store.BacklogParams{DueBefore: late})
+	must(t, err)
+	if len(bl) != 1 || bl[0].Chunks != 1 || bl[0].Recipients != 3 {
+		t.Errorf("Backlog of a paused batch = %+v, want the started chunk only (1 chunk, 3 recipients)", bl)
+	}
+	listed, err := s.ListBatches(ctx, &store.ListBatchesParams{AppID: "app1", Now: late, Limit: 10, Statuses: []store.Status{store.StatusPaused}})
+	must(t, err)
+	if len(listed) != 1 || listed[0].ID != b.ID || listed[0].PausedAt.IsZero() {
+		t.Errorf("ListBatches(paused) = %+v", listed)
+	}
+	running, err := s.ListBatches(ctx, &store.ListBatchesParams{AppID: "app1", Now: late, Limit: 10, Statuses: []store.Status{store.StatusRunning, store.StatusQueued}})
+	must(t, err)
+	if len(running) != 0 {
+		t.Errorf("ListBatches(running, queued) lists a paused batch: %+v", running)
+	}
+
+	// Resume: the chunks not started come back, their NotBefore kept (not paced).
+	resumed, rest, err := s.ResumeBatch(ctx, &store.ResumeBatchParams{AppID: "app1", BatchID: b.ID, At: late})
+	must(t, err)
+	if !resumed.PausedAt.IsZero() || resumed.Status(late) != store.StatusRunning {
+		t.Errorf("after resume: %+v (status %s)", resumed, resumed.Status(late))
+	}
+	if got := refsOf(rest); !slices.Equal(got, []store.ChunkRef{chunks[2].ChunkRef, chunks[3].ChunkRef}) {
+		t.Fatalf("ResumeBatch returned chunks %v, want 2 and 3", got)
+	}
+	for _, c := range rest {
+		sameTime(t, "NotBefore of an unpaced batch's chunk after resume", c.NotBefore, created, opts)
+		if c.Recipients != nil || c.Outcomes != nil {
+			t.Errorf("ResumeBatch returned chunk %d with recipients or outcomes", c.No)
+		}
+	}
+	_, rest, err = s.ResumeBatch(ctx, &store.ResumeBatchParams{AppID: "app1", BatchID: b.ID, At: late})
+	must(t, err)
+	if len(rest) != 0 {
+		t.Errorf("resuming a batch that is not paused returned chunks %v", refsOf(rest))
+	}
+	_, c2, err = s.StartChunk(ctx, startParams(chunks[2].ChunkRef, late))
+	must(t, err)
+	if c2.StartedAt.IsZero() || c2.Attempts != 1 {
+		t.Errorf("StartChunk after resume: %+v, want started", c2)
+	}
+	pending, err = s.PendingChunks(ctx, pendingParams(late, 10))
+	must(t, err)
+	if !slices.Contains(refsOf(pending), chunks[3].ChunkRef) {
+		t.Errorf("PendingChunks after resume = %v, want chunk 3 due again", refsOf(pending))
+	}
+}
+
+// testPauseConflicts: a finished, canceled or recalled batch is neither
+// paused nor resumed (ErrConflict, nothing changed); a missing one is
+// ErrNotFound; a paused batch can be canceled, which cancels its chunks
+// not started.
+func testPauseConflicts(t *testing.T, s store.Batches, _ *Options) {
+	ctx := ctxT(t)
+	now := time.Date(2026, 4, 10, 9, 0, 0, 0, time.UTC)
+	fin, fc := newBatch("app1", "batch-pause-finished", now, 1)
+	must(t, s.CreateBatch(ctx, fin, fc))
+	_, err := s.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: fc[0].ChunkRef, Outcomes: outcomes(store.OutcomeSent), At: now})
+	must(t, err)
+	_, err = s.PauseBatch(ctx, &store.PauseBatchParams{AppID: "app1", BatchID: fin.ID, At: now})
+	wantErr(t, err, store.ErrConflict, "pausing a finished batch")
+	_, _, err = s.ResumeBatch(ctx, &store.ResumeBatchParams{AppID: "app1", BatchID: fin.ID, At: now})
+	wantErr(t, err, store.ErrConflict, "resuming a finished batch")
+	got, err := s.GetBatch(ctx, "app1", fin.ID)
+	must(t, err)
+	if !got.PausedAt.IsZero() {
+		t.Errorf("a refused pause paused the batch: %+v", got)
+	}
+
+	// Canceled while a chunk runs: not finished, but nothing to pause.
+	cb, cc := newBatch("app1", "batch-pause-canceled", now, 1, 1)
+	must(t, s.CreateBatch(ctx, cb, cc))
+	_, _, err = s.StartChunk(ctx, startParams(cc[0].ChunkRef, now))
+	must(t, err)
+	_, err = s.CancelBatch(ctx, &store.CancelBatchParams{AppID: "app1", BatchID: cb.ID, At: now})
+	must(t, err)
+	_, err = s.PauseBatch(ctx, &store.PauseBatchParams{AppID: "app1", BatchID: cb.ID, At: now})
+	wantErr(t, err, store.ErrConflict, "pausing a canceled batch")
+
+	_, err = s.PauseBatch(ctx, &store.PauseBatchParams{AppID: "app1", BatchID: "batch-nope", At: now})
+	wantErr(t, err, store.ErrNotFound, "pausing a missing batch")
+	_, _, err = s.ResumeBatch(ctx, &store.ResumeBatchParams{AppID: "app1", BatchID: "batch-nope", At: now})
+	wantErr(t, err, store.ErrNotFound, "resuming a missing batch")
+	_, err = s.PauseBatch(ctx, &store.PauseBatchParams{AppID: "app2", BatchID: fin.ID, At: now})
+	wantErr(t, err, store.ErrNotFound, "pausing another app's batch")
+
+	// A paused batch is canceled as any other; its chunks not started end canceled.
+	pb, pc := newBatch("app1", "batch-pause-then-cancel", now, 2, 2)
+	must(t, s.CreateBatch(ctx, pb, pc))
+	_, err = s.PauseBatch(ctx, &store.PauseBatchParams{AppID: "app1", BatchID: pb.ID, At: now})
+	must(t, err)
+	after, err := s.CancelBatch(ctx, &store.CancelBatchParams{AppID: "app1", BatchID: pb.ID, At: now})
+	must(t, err)
+	if after.Canceled != 4 || after.ChunksDone != 2 || after.FinishedAt.IsZero() || after.Status(now) != store.StatusCanceled {
+		t.Errorf("canceling a paused batch: %+v (status %s)", after, after.Status(now))
+	}
+	_, _, err = s.ResumeBatch(ctx, &store.ResumeBatchParams{AppID: "app1", BatchID: pb.ID, At: now})
+	wantErr(t, err, store.ErrConflict, "resuming a canceled batch")
+}
+
+// testPausePacedBatch: resuming a paced batch moves its chunks not
+// started later by the pause's length, so its pace goes on from where it
+// stopped.
+func testPausePacedBatch(t *testing.T, s store.Batches, opts *Options) {
+	ctx := ctxT(t)
+	created := time.Date(2026, 4, 10, 9, 0, 0, 0, time.UTC)
+	b, chunks := newBatch("app1", "batch-pause-paced", created, 2, 2, 2)
+	b.RatePerMinute = 2
+	for i := range chunks {
+		chunks[i].NotBefore = created.Add(time.Duration(i) * time.Minute)
+	}
+	must(t, s.CreateBatch(ctx, b, chunks))
+	_, _, err := s.StartChunk(ctx, startParams(chunks[0].ChunkRef, created))
+	must(t, err)
+	pausedAt := created.Add(30 * time.Second)
+	_, err = s.PauseBatch(ctx, &store.PauseBatchParams{AppID: "app1", BatchID: b.ID, At: pausedAt})
+	must(t, err)
+	resumeAt := pausedAt.Add(10 * time.Minute)
+	_, rest, err := s.ResumeBatch(ctx, &store.ResumeBatchParams{AppID: "app1", BatchID: b.ID, At: resumeAt})
+	must(t, err)
+	if len(rest) != 2 {
+		t.Fatalf("ResumeBatch returned %d chunks, want 2", len(rest))
+	}
+	for _, c := range rest {
+		want := created.Add(time.Duration(c.No)*time.Minute + 10*time.Minute)
+		sameTime(t, fmt.Sprintf("chunk %d's NotBefore returned", c.No), c.NotBefore, want, opts)
+		stored, err := s.LoadChunk(ctx, c.ChunkRef)
+		must(t, err)
+		sameTime(t, fmt.Sprintf("chunk %d's NotBefore stored", c.No), stored.NotBefore, want, opts)
+	}
+	first, err := s.LoadChunk(ctx, chunks[0].ChunkRef)
+	must(t, err)
+	sameTime(t, "the started chunk's NotBefore", first.NotBefore, created, opts)
+}
+
+// testPauseRacesStart pauses while workers start chunks: every chunk
+// ends either started (and left to finish) or not started, handed back
+// with the batch paused.
+func testPauseRacesStart(t *testing.T, s store.Batches, _ *Options) {
+	ctx := ctxT(t)
+	const n = 10
+	now := time.Now().UTC()
+	b, chunks := newBatch("app1", "batch-race-pause", now, slices.Repeat([]int{2}, n)...)
+	must(t, s.CreateBatch(ctx, b, chunks))
+	started := make([]bool, n)
+	var wg sync.WaitGroup
+	for no := range n {
+		wg.Go(func() {
+			gb, c, err := s.StartChunk(ctx, startParams(chunks[no].ChunkRef, now))
+			if err != nil {
+				t.Errorf("StartChunk: %v", err)
+				return
+			}
+			started[no] = !c.StartedAt.IsZero()
+			if !started[no] && gb.PausedAt.IsZero() {
+				t.Errorf("chunk %d not started, yet its batch is not paused", no)
+			}
+		})
+	}
+	wg.Go(func() {
+		if _, err := s.PauseBatch(ctx, &store.PauseBatchParams{AppID: "app1", BatchID: b.ID, At: now}); err != nil {
+			t.Errorf("PauseBatch: %v", err)
+		}
+	})
+	wg.Wait()
+	for no := range n {
+		c, err := s.LoadChunk(ctx, chunks[no].ChunkRef)
+		must(t, err)
+		if started[no] == c.StartedAt.IsZero() {
+			t.Errorf("chunk %d: StartChunk said started=%v, the store has StartedAt %v", no, started[no], c.StartedAt)
+		}
+	}
+}
+
+// testReads: the first read of each recipient is kept, later ones (also
+// within one call) skipped; reads of chunks that do not exist are
+// skipped; counts and listings by batch and index range; app isolation;
+// a pruned batch's reads go with it.
+func testReads(t *testing.T, s store.Batches, opts *Options) {
+	ctx := ctxT(t)
+	now := time.Date(2026, 6, 1, 9, 0, 0, 0, time.UTC)
+	b, chunks := newBatch("app1", "batch-reads", now.Add(-time.Hour), 2, 2, 1)
+	must(t, s.CreateBatch(ctx, b, chunks))
+	other, oc := newBatch("app1", "batch-reads-other", now.Add(-time.Hour), 1)
+	must(t, s.CreateBatch(ctx, other, oc))
+	t1, t2 := now, now.Add(time.Minute)
+	rd := func(batch string, chunk, idx int, at time.Time) store.Read {
+		return store.Read{BatchID: batch, Chunk: chunk, Index: idx, At: at}
+	}
+	n, err := s.RecordReads(ctx, &store.RecordReadsParams{AppID: "app1", Reads: []store.Read{
+		rd(b.ID, 0, 0, t1), rd(b.ID, 0, 1, t1), rd(b.ID, 0, 0, t2), rd(b.ID, 1, 3, t1),
+		rd("batch-nope", 0, 0, t1), rd(b.ID, 7, 14, t1), rd(other.ID, 0, 0, t1),
+	}})
+	must(t, err)
+	if n != 4 {
+		t.Errorf("RecordReads recorded %d, want 4 (a repeat and two of chunks that do not exist skipped)", n)
+	}
+	n, err = s.RecordReads(ctx, &store.RecordReadsParams{AppID: "app1", Reads: []store.Read{rd(b.ID, 0, 0, t2), rd(b.ID, 2, 4, t2)}})
+	must(t, err)
+	if n != 1 {
+		t.Errorf("the second RecordReads recorded %d, want 1 (index 0 was read before)", n)
+	}
+	n, err = s.RecordReads(ctx, &store.RecordReadsParams{AppID: "app2", Reads: []store.Read{rd(b.ID, 0, 1, t2)}})
+	must(t, err)
+	if n != 0 {
+		t.Errorf("a read of another app's batch was recorded (%d)", n)
+	}
+	counts, err := s.ReadCounts(ctx, &store.ReadCountsParams{AppID: "app1", BatchIDs: []string{b.ID, other.ID, "batch-nope", "bad\x00id"}})
+	must(t, err)
+	if !reflect.DeepEqual(counts, map[string]int{b.ID: 4, other.ID: 1}) {
+		t.Errorf("ReadCounts = %v, want %s: 4, %s: 1", counts, b.ID, other.ID)
+	}
+	counts, err = s.ReadCounts(ctx, &store.ReadCountsParams{AppID: "app2", BatchIDs: []string{b.ID}})
+	must(t, err)
+	if len(counts) != 0 {
+		t.Errorf("another app's ReadCounts = %v, want none", counts)
+	}
+	list := func(from, to int) []store.Read {
+		t.Helper()
+		got, err := s.ListReads(ctx, &store.ListReadsParams{AppID: "app1", BatchID: b.ID, From: from, To: to})
+		must(t, err)
+		return got
+	}
+	all := list(0, 5)
+	var idx []int
+	for _, r := range all {
+		idx = append(idx, r.Index)
+	}
+	if !slices.Equal(idx, []int{0, 1, 3, 4}) {
+		t.Fatalf("ListReads(0, 5) indexes %v, want [0 1 3 4]", idx)
+	}
+	sameTime(t, "the first read of index 0", all[0].At, t1, opts)
+	sameTime(t, "the read of index 4", all[3].At, t2, opts)
+	if got := list(1, 4); len(got) != 2 || got[0].Index != 1 || got[1].Index != 3 || got[0].BatchID != b.ID {
+		t.Errorf("ListReads(1, 4) = %+v, want indexes 1 and 3", got)
+	}
+	if got, err := s.ListReads(ctx, &store.ListReadsParams{AppID: "app2", BatchID: b.ID, From: 0, To: 5}); err != nil || len(got) != 0 {
+		t.Errorf("another app's ListReads = %+v, %v", got, err)
+	}
+
+	// A pruned batch's reads go with it.
+	for i, c := range chunks {
+		_, err := s.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: c.ChunkRef, Outcomes: outcomes(slices.Repeat([]store.OutcomeStatus{store.OutcomeSent}, len(c.Recipients))...), At: now.Add(-time.Duration(50-i) * time.Minute)})
+		must(t, err)
+	}
+	must(t, s.MarkDoneNotified(ctx, &store.MarkDoneNotifiedParams{AppID: "app1", BatchID: b.ID, At: now}))
+	if n, err := s.PruneBatches(ctx, &store.PruneBatchesParams{FinishedBefore: now, Limit: 10}); err != nil || n != 1 {
+		t.Fatalf("PruneBatches = %d, %v; want the finished batch", n, err)
+	}
+	if got := list(0, 5); len(got) != 0 {
+		t.Errorf("a pruned batch's reads: %+v", got)
+	}
+	counts, err = s.ReadCounts(ctx, &store.ReadCountsParams{AppID: "app1", BatchIDs: []string{b.ID, other.ID}})
+	must(t, err)
+	if !reflect.DeepEqual(counts, map[string]int{other.ID: 1}) {
+		t.Errorf("ReadCounts after the prune = %v, want only %s: 1", counts, other.ID)
+	}
+}
+
+// testReadsConcurrent: callers recording the same reads at once record
+// each exactly once between them.
+func testReadsConcurrent(t *testing.T, s store.Batches, _ *Options) {
+	ctx := ctxT(t)
+	now := time.Now().UTC()
+	b, chunks := newBatch("app1", "batch-reads-race", now, 10, 10, 10, 10, 10)
+	must(t, s.CreateBatch(ctx, b, chunks))
+	var reads []store.Read
+	for i := range 50 {
+		reads = append(reads, store.Read{BatchID: b.ID, Chunk: i / 10, Index: i, At: now})
+	}
+	var total atomic.Int64
+	var wg sync.WaitGroup
+	for w := range 6 {
+		wg.Go(func() {
+			mine := slices.Clone(reads)
+			if w%2 == 1 {
+				slices.Reverse(mine)
+			}
+			n, err := s.RecordReads(ctx, &store.RecordReadsParams{AppID: "app1", Reads: mine})
+			if err != nil {
+				t.Errorf("RecordReads: %v", err)
+			}
+			total.Add(int64(n))
+		})
+	}
+	wg.Wait()
+	if total.Load() != 50 {
+		t.Errorf("concurrent RecordReads recorded %d in all, want 50", total.Load())
+	}
+	counts, err := s.ReadCounts(ctx, &store.ReadCountsParams{AppID: "app1", BatchIDs: []string{b.ID}})
+	must(t, err)
+	if counts[b.ID] != 50 {
+		t.Errorf("ReadCounts = %v, want 50", counts)
 	}
 }
