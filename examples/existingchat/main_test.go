@@ -353,3 +353,67 @@ func hostCode(out map[string]any) string {
 	c, _ := e["code"].(string)
 	return c
 }
+
+// TestReadRates: the chat server's own read receipts reach chatbatch
+// through batchwire's read hook: a receiver reading its conversation is a
+// read of its recipient (status read/readRate, recipients readAt and
+// read=), a second receipt changes nothing, a message of the chat's own
+// is not chatbatch's, and a group member's read counts once for the room.
+func TestReadRates(t *testing.T) {
+	h := startHost(t)
+	aliceTok, _ := h.account("alice")
+	h.account("bob")
+	carolTok, _ := h.account("carol")
+	systemTok, _ := h.account("system")
+	group := h.must(201, "POST", "/api/v1/conversations", systemTok,
+		map[string]any{"kind": "group", "title": "news", "members": []string{"bob", "carol"}})["id"].(string)
+
+	out := h.must(200, "POST", "/api/v1/messages/batch", "admin", `{"messageType":"text","message":"Hi $name$","sender":"system","paras":[`+
+		`{"receiver":"alice","$name$":"Alice"},{"receiver":"bob","$name$":"Bob"},{"room":"`+group+`","$name$":"all"}]}`)
+	batchID := out["result"].(map[string]any)["batchID"].(string)
+	if st := h.waitBatch(batchID, "admin"); st["sent"].(float64) != 3 || st["read"].(float64) != 0 {
+		t.Fatalf("batch status %v, want 3 sent, 0 read", st)
+	}
+
+	// Alice's direct conversation with system: the batch's message, then
+	// one of her own; she reads up to her own.
+	conv := h.must(200, "GET", "/api/v1/conversations", aliceTok, nil)["conversations"].([]any)[0].(map[string]any)["id"].(string)
+	own := h.must(201, "POST", "/api/v1/conversations/"+conv+"/messages", aliceTok, map[string]string{"body": "thanks"})["id"].(string)
+	for range 2 { // the second receipt moves nothing
+		h.must(200, "POST", "/api/v1/conversations/"+conv+"/read", aliceTok, map[string]string{"upTo": own})
+	}
+	// Carol reads the group: the room's recipient is read. Bob reads
+	// nothing.
+	hist := h.must(200, "GET", "/api/v1/conversations/"+group+"/messages", carolTok, nil)["messages"].([]any)
+	h.must(200, "POST", "/api/v1/conversations/"+group+"/read", carolTok, map[string]string{"upTo": hist[0].(map[string]any)["id"].(string)})
+
+	st := h.must(200, "GET", "/api/v1/messages/batch/"+batchID, "admin", nil)["result"].(map[string]any)
+	if st["read"].(float64) != 2 || st["readRate"].(float64) < 0.666 || st["readRate"].(float64) > 0.667 {
+		t.Errorf("status read %v, readRate %v; want 2 and 2/3", st["read"], st["readRate"])
+	}
+	read := h.must(200, "GET", "/api/v1/messages/batch/"+batchID+"/recipients?read=true", "admin", nil)["result"].(map[string]any)["recipients"].([]any)
+	var who []string
+	for _, r := range read {
+		r := r.(map[string]any)
+		if r["readAt"] == nil {
+			t.Errorf("read=true lists %v without readAt", r)
+		}
+		who = append(who, cmpOr(r["receiver"], r["room"]))
+	}
+	if !slices.Equal(who, []string{"alice", group}) {
+		t.Errorf("read=true lists %v, want alice and the group", who)
+	}
+	unread := h.must(200, "GET", "/api/v1/messages/batch/"+batchID+"/recipients?read=false", "admin", nil)["result"].(map[string]any)["recipients"].([]any)
+	if len(unread) != 1 || unread[0].(map[string]any)["receiver"] != "bob" {
+		t.Errorf("read=false lists %v, want bob", unread)
+	}
+}
+
+func cmpOr(vs ...any) string {
+	for _, v := range vs {
+		if s, _ := v.(string); s != "" {
+			return s
+		}
+	}
+	return ""
+}

@@ -89,7 +89,38 @@ func New(ctx context.Context, srv *chat.Server, opts Options) (*Batch, error) {
 		bdb.Close()
 		return nil, err
 	}
-	return &Batch{Service: svc, Store: st, Batches: batches, bunDB: bdb}, nil
+	b := &Batch{Service: svc, Store: st, Batches: batches, bunDB: bdb}
+	srv.OnRead(b.readHook(app, cmp.Or(opts.Logger, slog.Default())))
+	return b, nil
+}
+
+// readHook is the chat server's read hook: of the messages a member's
+// read marker newly passed, those chatbatch sent (their external_id is
+// chatbatch's message ID, "<batchID>-<index>") are reads of its
+// recipients, reported with one MarkRead; chatbatch decides which count
+// (the receiver's, a room member's other than the sender). The receipt
+// is the chat server's and stands whatever chatbatch answers; a failed
+// report is retried once, then logged (the marker has moved, so the
+// same receipt does not come again).
+func (b *Batch) readHook(app string, log *slog.Logger) func(context.Context, chat.ReadReceipt) {
+	return func(ctx context.Context, rr chat.ReadReceipt) {
+		var ids []string
+		for _, m := range rr.Messages {
+			if m.ExternalID != "" {
+				ids = append(ids, m.ExternalID)
+			}
+		}
+		if len(ids) == 0 {
+			return
+		}
+		_, err := b.Service.MarkRead(ctx, app, rr.Reader.Handle, ids...)
+		if err != nil && ctx.Err() == nil {
+			_, err = b.Service.MarkRead(ctx, app, rr.Reader.Handle, ids...)
+		}
+		if err != nil {
+			log.WarnContext(ctx, "batchwire: reads not reported to chatbatch", "reader", rr.Reader.Handle, "messages", len(ids), "err", err)
+		}
+	}
 }
 
 // Mount puts the batch API on the chat server's /api/v1 router. The
