@@ -126,7 +126,12 @@ func (h *host) account(handle string) (string, chat.Account) {
 // waitBatch polls the batch's status until no recipient is pending.
 func (h *host) waitBatch(id, auth string) map[string]any {
 	h.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	return h.waitBatchFor(id, auth, 30*time.Second)
+}
+
+func (h *host) waitBatchFor(id, auth string, limit time.Duration) map[string]any {
+	h.t.Helper()
+	deadline := time.Now().Add(limit)
 	for {
 		res := h.must(200, "GET", "/api/v1/messages/batch/"+id, auth, nil)["result"].(map[string]any)
 		if res["pending"].(float64) == 0 {
