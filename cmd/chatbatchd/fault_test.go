@@ -582,7 +582,7 @@ func TestFaultRedisFlushedAndRestarted(t *testing.T) {
 // later), and every recipient is stored exactly once.
 func TestFaultSIGTERMMidChunk(t *testing.T) {
 	t.Parallel()
-	const asynqShutdown = 10 * time.Second // cmd/chatbatchd/server.go
+	const asynqShutdown = workerShutdownTimeout
 	for _, c := range []struct {
 		name   string
 		stall  bool // the chunk cannot finish before the shutdown timeout
