@@ -228,7 +228,7 @@ func (b *bench) runDatabase(ctx context.Context, d *database, primary bool) (err
 	}()
 	poolA := max(o.backlog, 10*o.recipients)
 	needA := false
-	for _, s := range []string{"worker-a", "worker-c", "e2e-10x", "e2e-a", "naive", "latency", "memory", "load"} {
+	for _, s := range []string{"worker-a", "worker-c", "e2e-10x", "e2e-a", "naive", "latency", "memory", "load", "workers"} {
 		needA = needA || o.has(s)
 	}
 	seedStart := time.Now()
@@ -345,6 +345,13 @@ func (b *bench) runDatabase(ctx context.Context, d *database, primary bool) (err
 	if o.has("load") && primary {
 		if err := b.load(ctx, h, poolA); err != nil {
 			return fmt.Errorf("load: %w", err)
+		}
+	}
+	if o.has("workers") {
+		if why := b.workersSupported(d); why != "" {
+			b.rows = append(b.rows, row{scenario: "workers", label: "skipped: " + why, db: db, cb: "—", base: "—", ratio: "—"})
+		} else if err := b.workers(ctx, h); err != nil {
+			return fmt.Errorf("workers: %w", err)
 		}
 	}
 	// The bookkeeping scenarios (retention.go), each in tables of its own.

@@ -17,6 +17,15 @@ import (
 // reports and that every run was verified — never the speed, which the
 // machine decides.
 
+// TestMain lets the workers scenario start this test binary as its
+// worker processes, as it starts chatbatch-bench.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == workerProcessFlag {
+		os.Exit(workerProcessMain(os.Args[2:], os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
 func runBench(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	var out, errb bytes.Buffer
@@ -62,7 +71,7 @@ func checkReport(t *testing.T, code int, stdout, stderr string, dbs []string, wa
 	}
 }
 
-var allScenarios = []string{"worker-a", "worker-b", "worker-c", "floor", "e2e-10x", "e2e-a", "e2e-b", "naive", "latency", "stats", "memory", "load", "bytes", "retention", "plans"}
+var allScenarios = []string{"worker-a", "worker-b", "worker-c", "floor", "e2e-10x", "e2e-a", "e2e-b", "naive", "latency", "stats", "memory", "load", "bytes", "retention", "plans", "workers"}
 
 // tinyLoad keeps the load scenario short in tests, and tinyBookkeeping
 // the retention (40 batches of one recipient a cycle) and plans ones.
@@ -196,7 +205,12 @@ func TestRunServices(t *testing.T) {
 				want = append(want, "retention", "plans")
 			}
 			if c.name == "postgres" {
-				want = append(want, "floor", "stats", "memory", "load")
+				want = append(want, "floor", "stats", "memory", "load", "workers")
+				for _, n := range []string{"1 worker process ×", "2 worker processes ×", "4 worker processes ×", "4 worker processes: CPU in cores of PostgreSQL's backends", "4 worker processes: recipients per CPU-second of PostgreSQL's backends", "4 worker processes: CPU in cores of every postgres process"} {
+					if !strings.Contains(stdout, n) {
+						t.Errorf("the workers scenario has no row %q:\n%s", n, stdout)
+					}
+				}
 				if !strings.Contains(stdout, "pgx CopyFrom, 4 streams (ceiling) | postgres") {
 					t.Errorf("no pgx CopyFrom rows:\n%s", stdout)
 				}
@@ -274,7 +288,7 @@ func TestQuickDefaults(t *testing.T) {
 	if o.runs != 2 || o.recipients != 1000 || o.backlog != 5000 || o.has("stats") || !o.has("memory") || len(o.memorySizes) != 2 || o.copyStreams != 10 {
 		t.Errorf("-quick -runs=2 = %+v", o)
 	}
-	if !o.has("bytes") || o.has("retention") || o.has("plans") || o.retentionRecipients != 20_000 || !slices.Equal(o.planSizes, []int{1000, 10_000}) {
+	if !o.has("bytes") || o.has("retention") || o.has("plans") || o.has("workers") || o.retentionRecipients != 20_000 || !slices.Equal(o.planSizes, []int{1000, 10_000}) {
 		t.Errorf("-quick: bytes %v, retention %v (%d recipients), plans %v (%v); want bytes only, 20,000 and [1000 10000]",
 			o.has("bytes"), o.has("retention"), o.retentionRecipients, o.has("plans"), o.planSizes)
 	}

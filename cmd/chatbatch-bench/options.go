@@ -34,11 +34,12 @@ var scenarios = []scenarioInfo{
 	{"load", "8 accept latency under load: -load-clients clients posting -load-recipients batches back to back for -load-duration while the worker runs; every batch verified; first database only"},
 	{"bytes", "9 bookkeeping bytes per recipient (batches + chunks + idempotency-keys tables) vs the message rows' bytes per recipient, after -backlog recipients of (a) sent through the API with an Idempotency-Key each; fresh tables"},
 	{"retention", "10 (not in the default set) two cycles of -retention-recipients sent as 2,000 batches of (a) and pruned by the library's own sweep (a second Service whose clock is past Config.Retention): bookkeeping size after each step, each Sweep call timed, pruned batches answer 404 and their messages stay; fresh tables"},
+	{"workers", "12 (not in the default set) sizing: -backlog recipients of (a) accepted with no worker running, drained by 1, 2 and 4 worker processes (this binary again, each a Service.Run with -concurrency) on the one PostgreSQL; the rate, and the CPU of every postgres process, of the workers' own backends and of the worker processes, read from /proc; PostgreSQL on this machine and a real Redis only"},
 	{"plans", "11 (not in the default set) the plans of the store's own ListBatches, PendingChunks and PruneBatches SELECTs, captured as sent, at each of -plan-sizes finished batches (cloned by INSERT … SELECT); fresh tables"},
 }
 
 // optIn are the scenarios that run only when named (or with "all").
-var optIn = []string{"retention", "plans"}
+var optIn = []string{"retention", "plans", "workers"}
 
 func scenarioNames() []string {
 	var names []string

@@ -21,6 +21,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -658,4 +659,101 @@ func TestFaultPausedBatchSurvives(t *testing.T) {
 	took := e.waitDone(id, 90*time.Second)
 	t.Logf("resumed: the batch finished %v later (%v after the pause)", took.Round(10*time.Millisecond), time.Since(resumed).Round(10*time.Millisecond))
 	e.verify(id, n)
+}
+
+// TestFaultSIGTERMMidChunk stops a worker with SIGTERM (a rolling restart,
+// Kubernetes ending a pod) while it processes a chunk. asynq stops taking
+// tasks and waits up to chatbatchd's ShutdownTimeout (10 s) for the chunk:
+// one that finishes in that time is recorded done; one that cannot — its
+// database stops answering just before the SIGTERM — is handed back to the
+// queue (asynq requeues its task) and the process exits anyway. Either
+// way the process exits 0 within the shutdown timeout and a little, the
+// next worker runs what is left (the released chunk at once, not a lease
+// later), and every recipient is stored exactly once.
+func TestFaultSIGTERMMidChunk(t *testing.T) {
+	t.Parallel()
+	const asynqShutdown = workerShutdownTimeout
+	for _, c := range []struct {
+		name   string
+		stall  bool // the chunk cannot finish before the shutdown timeout
+		finish bool // the chunk in flight is done when the process has exited
+	}{
+		{"chunk finishes", false, true},
+		{"chunk released", true, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			e := newFaultEnv(t)
+			api := e.api(e.db, e.redis)
+			// Slow chunks, one at a time, so that the SIGTERM finds one in flight.
+			pg, db := proxied(t, e.db)
+			pg.SetLatency(10 * time.Millisecond)
+			args := []string{"-concurrency", "1", "-lease", "10s"}
+			if c.stall {
+				// A store call waits longer than the shutdown timeout, so
+				// that the chunk is still running when asynq gives up on it
+				// (with the default 5 s, the chunk's attempt fails first and
+				// is retried: the same outcome by another path).
+				args = append(args, "-store-timeout", "30s")
+			}
+			w := e.worker(db, e.redis, args...)
+			const n = 6000
+			id := e.post(api, bigBatch(n))
+			var chunk int
+			for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+				err := e.sql.QueryRow("SELECT chunk_no FROM chatbatch_chunks WHERE app_id = $1 AND batch_id = $2 AND started_at IS NOT NULL AND NOT done", e.app, id).Scan(&chunk)
+				if err == nil {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("no chunk in flight after a minute: %v", err)
+				}
+			}
+			if c.stall {
+				pg.SetMode(faultproxy.Blackhole)
+			}
+			start := time.Now()
+			must(t, w.cmd.Process.Signal(syscall.SIGTERM))
+			select {
+			case <-w.done:
+			case <-time.After(asynqShutdown + 20*time.Second):
+				t.Fatalf("the worker did not exit %v after SIGTERM:\n%s", asynqShutdown+20*time.Second, w.stderr)
+			}
+			took := time.Since(start)
+			if w.exit != 0 {
+				t.Fatalf("the worker exited with %d after SIGTERM:\n%s", w.exit, w.stderr)
+			}
+			var done bool
+			var attempts int
+			must(t, e.sql.QueryRow("SELECT done, attempts FROM chatbatch_chunks WHERE app_id = $1 AND batch_id = $2 AND chunk_no = $3", e.app, id, chunk).Scan(&done, &attempts))
+			released := strings.Contains(w.stderr.String(), "Quitting worker")
+			t.Logf("chunk %d in flight at SIGTERM: the worker exited after %v; the chunk done: %v, released to the queue: %v",
+				chunk, took.Round(10*time.Millisecond), done, released)
+			if done != c.finish || released == c.finish {
+				t.Errorf("after SIGTERM chunk %d is done=%v, released=%v; want done=%v, released=%v\n%s", chunk, done, released, c.finish, !c.finish, w.stderr)
+			}
+			if c.finish && took > asynqShutdown {
+				t.Errorf("the worker took %v to stop, want less than the shutdown timeout (%v): the chunk should have finished", took, asynqShutdown)
+			}
+			if !c.finish && (took < asynqShutdown || took > asynqShutdown+10*time.Second) {
+				t.Errorf("the worker took %v to stop, want the shutdown timeout (%v) and a little", took, asynqShutdown)
+			}
+			// The next worker (its database healthy) finishes the batch.
+			pg.SetMode(faultproxy.Pass)
+			pg.SetLatency(0)
+			restart := time.Now()
+			e.worker(e.db, e.redis, "-lease", "10s")
+			finished := e.waitDone(id, 90*time.Second)
+			t.Logf("the batch finished %v after the next worker started (%v after its start)", finished.Round(10*time.Millisecond), time.Since(restart).Round(10*time.Millisecond))
+			if !c.finish && finished > 8*time.Second {
+				// 10 s is the lease: a released chunk must not wait for it.
+				t.Errorf("the released chunk waited %v for the next worker, want it taken at once (before the 10 s lease ran out)", finished)
+			}
+			must(t, e.sql.QueryRow("SELECT done, attempts FROM chatbatch_chunks WHERE app_id = $1 AND batch_id = $2 AND chunk_no = $3", e.app, id, chunk).Scan(&done, &attempts))
+			if !done || (!c.finish && attempts < 2) {
+				t.Errorf("chunk %d: done=%v after %d attempts", chunk, done, attempts)
+			}
+			e.verify(id, n)
+		})
+	}
 }

@@ -437,5 +437,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return 0
 }
 
-// shutdownTimeout bounds the graceful stop.
+// shutdownTimeout bounds the graceful stop of the HTTP side.
 const shutdownTimeout = 15 * time.Second
+
+// workerShutdownTimeout is how long a stopping worker waits for the chunks
+// it runs (asynq's ShutdownTimeout); a chunk not done by then goes back to
+// the queue. A container's grace period must outlast it
+// (deploy/kubernetes, TestKubernetesManifests).
+const workerShutdownTimeout = 10 * time.Second

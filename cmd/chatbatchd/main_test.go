@@ -1004,7 +1004,7 @@ func metricValue(text, name string, labels ...string) float64 {
 // TestMetrics scrapes GET /metrics after a batch: chatbatch's counters
 // and histograms, asynq's queue metrics and the Go runtime's, in
 // Prometheus text; and a worker-only process serves its own on
-// -metrics-addr.
+// -metrics-addr, with /healthz and /readyz.
 func TestMetrics(t *testing.T) {
 	t.Parallel()
 	queue := unique("q")
@@ -1045,6 +1045,15 @@ func TestMetrics(t *testing.T) {
 	sendAndWait(t, api.url, "k", seed.Template)
 	if v := metricValue(scrape(t, "http://"+addr+"/metrics"), "chatbatch_recipients_total", `chatbatch_outcome="sent"`); v != 2 {
 		t.Errorf("the worker's chatbatch_recipients_total{sent} = %v, want 2", v)
+	}
+	// Its probes (deploy/kubernetes/worker.yaml) are on the same port.
+	for _, path := range []string{"/healthz", "/readyz"} {
+		res, err := http.Get("http://" + addr + path)
+		must(t, err)
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK {
+			t.Errorf("the worker's GET %s = %d, want 200", path, res.StatusCode)
+		}
 	}
 	res, err := http.Get(api.url + "/metrics")
 	must(t, err)

@@ -200,7 +200,7 @@ func start(ctx context.Context, o *options, log *slog.Logger, stdout io.Writer) 
 		Queue:               o.queue,
 		Concurrency:         o.concurrency,
 		TaskCheckInterval:   o.pollEvery,
-		ServerConfig:        asynq.Config{ShutdownTimeout: 10 * time.Second},
+		ServerConfig:        asynq.Config{ShutdownTimeout: workerShutdownTimeout},
 		StoreTimeout:        o.storeTimeout,
 		Lease:               o.lease,
 		SweepInterval:       o.sweepInterval,
@@ -250,6 +250,11 @@ func start(ctx context.Context, o *options, log *slog.Logger, stdout io.Writer) 
 	if metricsLn != nil {
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", s.met.handler())
+		// A worker-only process serves nothing else: its probes come here.
+		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+			writeResult(w, map[string]string{"status": "ok"})
+		})
+		mux.HandleFunc("GET /readyz", s.ready)
 		s.metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go func() { _ = s.metricsSrv.Serve(metricsLn) }()
 		fmt.Fprintf(stdout, "chatbatchd metrics on http://%s/metrics\n", metricsLn.Addr())

@@ -11,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/chatbatch/chatbatch/batch"
 	"github.com/chatbatch/chatbatch/examples/existingchat/batchwire"
@@ -32,6 +34,11 @@ type config struct {
 	AdminKey      string
 	SessionSecret string
 	API, Worker   bool
+	// Queue is chatbatch's asynq queue ("" for chatbatch's default).
+	Queue string
+	// Bus is the Redis pub/sub channel the hubs of all processes share;
+	// "" keeps events in the process (one process only).
+	Bus string
 }
 
 func main() {
@@ -41,6 +48,8 @@ func main() {
 	flag.StringVar(&cfg.Redis, "redis", cmp.Or(os.Getenv("REDIS_URL"), "redis://127.0.0.1:6379/0"), "Redis for chatbatch's queue: redis://host:port/db or host:port (REDIS_URL)")
 	flag.BoolVar(&cfg.API, "api", true, "serve HTTP (the chat API, its websockets and the batch API)")
 	flag.BoolVar(&cfg.Worker, "worker", true, "run chatbatch's worker (queue consumer and sweeper) in this process")
+	flag.StringVar(&cfg.Queue, "queue", os.Getenv("CHATBATCH_QUEUE"), "chatbatch's asynq queue, when several deployments share a Redis (CHATBATCH_QUEUE; default chatbatch's)")
+	flag.StringVar(&cfg.Bus, "bus", envOr("HUB_BUS", "existingchat:hub"), `the Redis pub/sub channel on which every process's hub publishes and the API processes subscribe; "" or none: events stay in this process, which must then run the API and the worker (HUB_BUS)`)
 	flag.Parse()
 	cfg.AdminKey, cfg.SessionSecret = os.Getenv("ADMIN_KEY"), os.Getenv("SESSION_SECRET")
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
@@ -52,12 +61,25 @@ func main() {
 	}
 }
 
+func envOr(key, def string) string {
+	if v, ok := os.LookupEnv(key); ok {
+		return v
+	}
+	return def
+}
+
 func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	if cfg.DB == "" || cfg.SessionSecret == "" {
 		return errors.New("set DATABASE_URL (or -db) and SESSION_SECRET")
 	}
 	if !cfg.API && !cfg.Worker {
 		return errors.New("nothing to do: -api=false and -worker=false")
+	}
+	if cfg.Bus == "none" {
+		cfg.Bus = ""
+	}
+	if cfg.Bus == "" && cfg.API != cfg.Worker {
+		return errors.New("-api=false or -worker=false needs -bus: without it a worker's messages reach only its own process's websockets")
 	}
 	db, err := chat.Open(ctx, cfg.DB, "")
 	if err != nil {
@@ -76,22 +98,36 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		return err
 	}
 	defer a.batch.Close()
+	defer a.Close()
 
 	errc := make(chan error, 2)
 	if cfg.Worker {
 		go func() { errc <- a.batch.Service.Run(ctx) }()
 	}
 	if cfg.API {
-		hs := &http.Server{Addr: cfg.Addr, Handler: a.srv, ReadHeaderTimeout: 10 * time.Second}
+		if a.bus != nil {
+			// Subscribed before the first websocket is accepted.
+			if _, err := a.bus.Subscribe(ctx, a.srv.Hub); err != nil {
+				return err
+			}
+		}
+		ln, err := net.Listen("tcp", cfg.Addr)
+		if err != nil {
+			return err
+		}
+		hs := &http.Server{Handler: a.srv, ReadHeaderTimeout: 10 * time.Second}
 		go func() {
 			<-ctx.Done()
+			// Websockets are hijacked connections, which Shutdown does not
+			// wait for: close them, and their clients reconnect elsewhere.
+			a.srv.Hub.DropAll()
 			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			hs.Shutdown(sctx)
 		}()
 		go func() {
-			log.Info("existingchat listening", "addr", cfg.Addr, "worker", cfg.Worker)
-			if err := hs.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+			log.Info("existingchat listening", "addr", ln.Addr().String(), "worker", cfg.Worker, "bus", cfg.Bus)
+			if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 				errc <- err
 				return
 			}
@@ -117,22 +153,48 @@ func redisOpt(s string) (asynq.RedisConnOpt, error) {
 type app struct {
 	srv   *chat.Server
 	batch *batchwire.Batch
+	bus   *chat.RedisBus // nil without cfg.Bus
+	rdb   redis.UniversalClient
 }
 
-func newApp(ctx context.Context, db *chat.DB, cfg config, redis asynq.RedisConnOpt, log *slog.Logger, configure func(*batch.Config)) (*app, error) {
+// Close closes the bus's Redis client.
+func (a *app) Close() error {
+	if a.rdb != nil {
+		return a.rdb.Close()
+	}
+	return nil
+}
+
+func newApp(ctx context.Context, db *chat.DB, cfg config, redisConn asynq.RedisConnOpt, log *slog.Logger, configure func(*batch.Config)) (*app, error) {
 	// The chat server, as it was before chatbatch.
 	sessions := &chat.Sessions{Secret: []byte(cfg.SessionSecret)}
 	auth := &chat.Auth{Sessions: sessions, AdminKey: cfg.AdminKey}
 	hub := chat.NewHub(db.Members, log)
 	srv := chat.NewServer(db, auth, hub, log)
+	a := &app{srv: srv}
+	if cfg.Bus != "" { // the hubs of all processes, on one Redis channel
+		rdb, ok := redisConn.MakeRedisClient().(redis.UniversalClient)
+		if !ok {
+			return nil, errors.New("the bus needs a go-redis client")
+		}
+		a.rdb, a.bus = rdb, chat.NewRedisBus(rdb, cfg.Bus)
+		hub.UseBus(a.bus)
+	}
 
 	// ---- chatbatch: the whole embedding ----
-	b, err := batchwire.New(ctx, srv, batchwire.Options{Redis: redis, Logger: log, Configure: configure})
+	b, err := batchwire.New(ctx, srv, batchwire.Options{Redis: redisConn, Logger: log, Configure: func(c *batch.Config) {
+		c.Queue = cmp.Or(cfg.Queue, c.Queue)
+		if configure != nil {
+			configure(c)
+		}
+	}})
 	if err != nil {
+		a.Close()
 		return nil, fmt.Errorf("chatbatch: %w", err)
 	}
 	b.Mount(srv) // POST/GET /api/v1/messages/batch…
 	// ---- end of chatbatch ----
 
-	return &app{srv: srv, batch: b}, nil
+	a.batch = b
+	return a, nil
 }

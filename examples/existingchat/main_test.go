@@ -126,7 +126,12 @@ func (h *host) account(handle string) (string, chat.Account) {
 // waitBatch polls the batch's status until no recipient is pending.
 func (h *host) waitBatch(id, auth string) map[string]any {
 	h.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	return h.waitBatchFor(id, auth, 30*time.Second)
+}
+
+func (h *host) waitBatchFor(id, auth string, limit time.Duration) map[string]any {
+	h.t.Helper()
+	deadline := time.Now().Add(limit)
 	for {
 		res := h.must(200, "GET", "/api/v1/messages/batch/"+id, auth, nil)["result"].(map[string]any)
 		if res["pending"].(float64) == 0 {
@@ -398,7 +403,9 @@ func TestReadRates(t *testing.T) {
 		if r["readAt"] == nil {
 			t.Errorf("read=true lists %v without readAt", r)
 		}
-		who = append(who, cmpOr(r["receiver"], r["room"]))
+		receiver, _ := r["receiver"].(string)
+		room, _ := r["room"].(string)
+		who = append(who, cmpOr(receiver, room))
 	}
 	if !slices.Equal(who, []string{"alice", group}) {
 		t.Errorf("read=true lists %v, want alice and the group", who)
@@ -407,13 +414,4 @@ func TestReadRates(t *testing.T) {
 	if len(unread) != 1 || unread[0].(map[string]any)["receiver"] != "bob" {
 		t.Errorf("read=false lists %v, want bob", unread)
 	}
-}
-
-func cmpOr(vs ...any) string {
-	for _, v := range vs {
-		if s, _ := v.(string); s != "" {
-			return s
-		}
-	}
-	return ""
 }
