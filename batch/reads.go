@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"go.opentelemetry.io/otel/metric"
 
@@ -55,50 +56,78 @@ const readsPath = "reads"
 // reads of recipients read before are ignored, never an error; an error
 // is the store's (retry the call: it is idempotent) or an empty userID.
 // Call it from the host's own read-receipt path, with as many IDs at a
-// time as it has: a call costs one store look-up per chunk touched, not
-// per read.
+// time as it has; MarkReads takes the reads of many users at once.
 func (s *Service) MarkRead(ctx context.Context, app, userID string, messageIDs ...string) (int, error) {
 	if userID == "" {
 		return 0, errors.New("batch: MarkRead: userID is empty")
 	}
-	if app == "" || len(messageIDs) == 0 {
+	reads := make([]ReadReceipt, len(messageIDs))
+	for i, id := range messageIDs {
+		reads[i] = ReadReceipt{UserID: userID, MessageID: id}
+	}
+	return s.MarkReads(ctx, app, reads)
+}
+
+// ReadReceipt is one read the host saw: a user read a message.
+type ReadReceipt struct {
+	// UserID is the user who read the message.
+	UserID string
+	// MessageID is the message's ID (a chatbatch message's is
+	// "<batchID>-<para index>"; any other is ignored).
+	MessageID string
+	// At is when the user read it; zero means now.
+	At time.Time
+}
+
+// MarkReads is MarkRead for the reads of many users at once (a host
+// that buffers its read receipts and flushes them now and then): it
+// records the first read of each recipient among reads and returns how
+// many it recorded. A call costs one look-up per chunk the reads fall in
+// (cached per batch: its sender and chunk size) and one store call, so
+// large calls are cheap per read; reads with an empty UserID are
+// ignored. reads is the caller's; MarkReads does not keep it.
+func (s *Service) MarkReads(ctx context.Context, app string, reads []ReadReceipt) (int, error) {
+	if app == "" || len(reads) == 0 {
 		return 0, nil
 	}
 	type ref struct {
-		idx int
-		id  string
+		idx  int
+		user string
+		id   string
+		at   time.Time
 	}
 	byBatch := map[string][]ref{}
 	var order []string
-	for _, id := range messageIDs {
-		batchID, idx, ok := parseMessageID(id)
-		if !ok {
+	now := s.cfg.Now().UTC()
+	for _, r := range reads {
+		batchID, idx, ok := parseMessageID(r.MessageID)
+		if !ok || r.UserID == "" {
 			continue
 		}
 		if byBatch[batchID] == nil {
 			order = append(order, batchID)
 		}
-		byBatch[batchID] = append(byBatch[batchID], ref{idx, id})
+		at := now
+		if !r.At.IsZero() {
+			at = r.At.UTC()
+		}
+		byBatch[batchID] = append(byBatch[batchID], ref{idx, r.UserID, r.MessageID, at})
 	}
-	now := s.cfg.Now().UTC()
-	var reads []store.Read
+	var out []store.Read
 	for _, batchID := range order {
 		info, err := s.readInfo(ctx, app, batchID)
 		if errors.Is(err, store.ErrNotFound) {
 			continue
 		}
 		if err != nil {
-			return 0, fmt.Errorf("batch: MarkRead: %w", err)
-		}
-		if userID == info.sender {
-			continue // the sender reading its own messages
+			return 0, fmt.Errorf("batch: MarkReads: %w", err)
 		}
 		refs := byBatch[batchID]
-		slices.SortFunc(refs, func(a, b ref) int { return a.idx - b.idx })
+		slices.SortStableFunc(refs, func(a, b ref) int { return a.idx - b.idx })
 		var c *store.Chunk
 		for _, r := range refs {
-			if r.idx >= info.count {
-				continue
+			if r.idx >= info.count || r.user == info.sender {
+				continue // past the batch, or the sender reading its own
 			}
 			no := r.idx / info.size
 			if c == nil || c.No != no {
@@ -111,7 +140,7 @@ func (s *Service) MarkRead(ctx context.Context, app, userID string, messageIDs .
 					continue
 				}
 				if err != nil {
-					return 0, fmt.Errorf("batch: MarkRead: %w", err)
+					return 0, fmt.Errorf("batch: MarkReads: %w", err)
 				}
 			}
 			i := r.idx - c.Start
@@ -119,20 +148,20 @@ func (s *Service) MarkRead(ctx context.Context, app, userID string, messageIDs .
 				continue // not processed yet
 			}
 			o, rc := c.Outcomes[i], c.Recipients[i]
-			if o.Status != store.OutcomeSent || o.MessageID != r.id || (rc.Room == "" && rc.Receiver != userID) {
+			if o.Status != store.OutcomeSent || o.MessageID != r.id || (rc.Room == "" && rc.Receiver != r.user) {
 				continue
 			}
-			reads = append(reads, store.Read{BatchID: batchID, Chunk: no, Index: r.idx, At: now})
+			out = append(out, store.Read{BatchID: batchID, Chunk: no, Index: r.idx, At: r.at})
 		}
 	}
-	if len(reads) == 0 {
+	if len(out) == 0 {
 		return 0, nil
 	}
 	n, err := bounded(ctx, s, "RecordReads", func(ctx context.Context) (int, error) {
-		return s.cfg.Batches.RecordReads(ctx, &store.RecordReadsParams{AppID: app, Reads: reads})
+		return s.cfg.Batches.RecordReads(ctx, &store.RecordReadsParams{AppID: app, Reads: out})
 	})
 	if err != nil {
-		return 0, fmt.Errorf("batch: MarkRead: %w", err)
+		return 0, fmt.Errorf("batch: MarkReads: %w", err)
 	}
 	if n > 0 {
 		s.tel.reads.Add(ctx, int64(n), metric.WithAttributes(attrApp.String(app)))

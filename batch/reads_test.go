@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chatbatch/chatbatch/batch"
 	bt "github.com/chatbatch/chatbatch/internal/batchtest"
@@ -149,5 +150,29 @@ func TestReadsEndpoint(t *testing.T) {
 	}
 	if _, st := e.Status(t, bt.AdminKey, id); st.Read == nil || *st.Read != 2 {
 		t.Errorf("read after the endpoint's reports: %v, want 2", st.Read)
+	}
+}
+
+// TestMarkReads: the reads of several users in one call, each with the
+// time the host saw it; reads without a user are ignored.
+func TestMarkReads(t *testing.T) {
+	t.Parallel()
+	e := bt.NewEnv(t, func(c *batch.Config) { c.ChunkSize = 3 })
+	id := bt.Accepted(t, e.Post(t, bt.AdminKey, bt.EightRecipients)).BatchID
+	e.ProcessAll(t)
+	at := time.Date(2026, 6, 1, 9, 30, 0, 0, time.FixedZone("UTC+8", 8*3600))
+	n, err := e.Svc.MarkReads(t.Context(), bt.TestApp, []batch.ReadReceipt{
+		{UserID: "user-c", MessageID: id + "-2", At: at},
+		{UserID: "user-d", MessageID: id + "-3"},
+		{UserID: "user-c", MessageID: id + "-6"}, // room-003, user-c's
+		{UserID: "", MessageID: id + "-0"},
+		{UserID: "user-a", MessageID: id + "-3"}, // user-d's message
+	})
+	if err != nil || n != 3 {
+		t.Fatalf("MarkReads = %d, %v; want 3", n, err)
+	}
+	_, page := e.Recipients(t, id, "?read=true")
+	if page.Total != 3 || len(page.Recipients) != 3 || page.Recipients[0].Index != 2 || !page.Recipients[0].ReadAt.Equal(at) || page.Recipients[0].ReadAt.Location() != time.UTC {
+		t.Errorf("read=true: %+v; want indexes 2, 3, 6, the first read at %v in UTC", page, at)
 	}
 }

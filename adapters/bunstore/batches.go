@@ -978,7 +978,11 @@ func (s *Store) MarkDoneNotified(ctx context.Context, p *store.MarkDoneNotifiedP
 // prunable batches by the batches_finished index, then their chunks by
 // the chunks' primary key, then the batch rows, app by app. Concurrent
 // calls that pick the same batches wait on their row locks and delete
-// nothing twice; only what this call deleted is counted.
+// nothing twice; only what this call deleted is counted. A batch's reads
+// can be as many as its recipients: those of the batches picked are
+// deleted first, before the transaction, readsSlice para indexes a
+// statement (pruneReads), so that the transaction deletes only the few
+// recorded in between.
 func (s *Store) PruneBatches(ctx context.Context, p *store.PruneBatchesParams) (int, error) {
 	const op = "prune batches"
 	if err := begin(ctx, op); err != nil {
@@ -987,10 +991,13 @@ func (s *Store) PruneBatches(ctx context.Context, p *store.PruneBatchesParams) (
 	if p.Limit <= 0 {
 		return 0, nil
 	}
+	const prunable = " WHERE finished_at IS NOT NULL AND finished_at < ? AND notified_at IS NOT NULL AND (recalled_at IS NULL OR sent = 0) ORDER BY finished_at, id"
+	if err := s.pruneReads(ctx, prunable, p); err != nil {
+		return 0, s.fail(ctx, op, err)
+	}
 	pruned := 0
 	err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
-		q, args := limited("SELECT app_id, id FROM "+s.batches+" WHERE finished_at IS NOT NULL AND finished_at < ? AND notified_at IS NOT NULL"+
-			" AND (recalled_at IS NULL OR sent = 0) ORDER BY finished_at, id", []any{toDB(p.FinishedBefore)}, p.Limit)
+		q, args := limited("SELECT app_id, id FROM "+s.batches+prunable, []any{toDB(p.FinishedBefore)}, p.Limit)
 		rows, err := tx.QueryContext(ctx, q, args...)
 		if err != nil {
 			return err
@@ -1036,6 +1043,58 @@ func (s *Store) PruneBatches(ctx context.Context, p *store.PruneBatchesParams) (
 		return 0, s.fail(ctx, op, err)
 	}
 	return pruned, nil
+}
+
+// readsSlice is how many para indexes' reads one statement of
+// pruneReads deletes at most.
+const readsSlice = 2000
+
+// pruneReads deletes the reads of the batches PruneBatches is about to
+// pick (prunable is its condition and order), readsSlice para indexes a
+// statement, each committed on its own: a batch of 10,000 read
+// recipients is five short deletes, not one long one inside the prune's
+// transaction. Only batches with reads are visited (their chunks'
+// read_count). A batch the transaction then keeps after all (recalled in
+// between, its recall not done) keeps its read counts without the
+// reads' times until it is pruned.
+func (s *Store) pruneReads(ctx context.Context, prunable string, p *store.PruneBatchesParams) error {
+	q, args := limited("SELECT app_id, id, count FROM "+s.batches+prunable, []any{toDB(p.FinishedBefore)}, p.Limit)
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return err
+	}
+	type cand struct {
+		app, id string
+		count   int
+	}
+	var cands []cand
+	for rows.Next() {
+		var c cand
+		if err := rows.Scan(&c.app, &c.id, &c.count); err != nil {
+			rows.Close()
+			return err
+		}
+		cands = append(cands, c)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, c := range cands {
+		var read int
+		if err := s.db.QueryRowContext(ctx, "SELECT COALESCE(SUM(read_count), 0) FROM "+s.chunks+" WHERE app_id = ? AND batch_id = ?", c.app, c.id).Scan(&read); err != nil {
+			return err
+		}
+		if read == 0 {
+			continue
+		}
+		for lo := 0; lo < c.count; lo += readsSlice {
+			if _, err := s.db.ExecContext(ctx, "DELETE FROM "+s.reads+" WHERE app_id = ? AND batch_id = ? AND idx >= ? AND idx < ?", c.app, c.id, lo, lo+readsSlice); err != nil {
+				return fmt.Errorf("delete reads: %w", err)
+			}
+		}
+	}
+	return nil
 }
 
 // ListBatches implements store.Batches: one query on the

@@ -358,7 +358,7 @@ func (b *bench) runDatabase(ctx context.Context, d *database, primary bool) (err
 	for _, s := range []struct {
 		name string
 		run  func(context.Context, *database) error
-	}{{"bytes", b.bytesScenario}, {"retention", b.retention}, {"plans", b.plans}} {
+	}{{"bytes", b.bytesScenario}, {"retention", b.retention}, {"plans", b.plans}, {"reads", b.reads}} {
 		if o.has(s.name) {
 			if err := s.run(ctx, d); err != nil {
 				return fmt.Errorf("%s: %w", s.name, err)

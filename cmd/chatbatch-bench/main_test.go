@@ -71,7 +71,7 @@ func checkReport(t *testing.T, code int, stdout, stderr string, dbs []string, wa
 	}
 }
 
-var allScenarios = []string{"worker-a", "worker-b", "worker-c", "floor", "e2e-10x", "e2e-a", "e2e-b", "naive", "latency", "stats", "memory", "load", "bytes", "retention", "plans", "workers"}
+var allScenarios = []string{"worker-a", "worker-b", "worker-c", "floor", "e2e-10x", "e2e-a", "e2e-b", "naive", "latency", "stats", "memory", "load", "bytes", "retention", "plans", "workers", "reads"}
 
 // tinyLoad keeps the load scenario short in tests, and tinyBookkeeping
 // the retention (40 batches of one recipient a cycle) and plans ones.
@@ -123,6 +123,13 @@ func checkBookkeeping(t *testing.T, stdout, db string, scens ...string) {
 					t.Errorf("%s: no row of prune %s with its checks in:\n%s", db, n, stdout)
 				}
 			}
+		case "reads":
+			// The scenario fails the run unless every read was recorded
+			// once, a second pass recorded none and (PostgreSQL) no batch
+			// row was written; the row says how it compared.
+			if count("`reads` 12 first reads recorded by Service.MarkReads", " reads/s | ", " sent/s | ", "≤ 0.50× the send's time") != 1 {
+				t.Errorf("%s: no reads row in:\n%s", db, stdout)
+			}
 		case "plans":
 			for _, q := range planQueries {
 				for _, size := range []string{"20", "60"} {
@@ -147,7 +154,7 @@ func TestRunSQLiteMiniredis(t *testing.T) {
 	code, stdout, stderr := runBench(t, append([]string{"-redis=mem", "-runs=2", "-recipients=300", "-backlog=900",
 		"-memory-sizes=300,900", "-concurrency=4", "-scenarios=all", "-cpuprofile=" + cpu, "-memprofile=" + mem}, append(tinyLoad, tinyBookkeeping...)...)...)
 	checkReport(t, code, stdout, stderr, []string{"sqlite"}, allScenarios)
-	checkBookkeeping(t, stdout, "sqlite", "bytes", "retention", "plans")
+	checkBookkeeping(t, stdout, "sqlite", "bytes", "retention", "plans", "reads")
 	if !strings.Contains(stdout, "- sqlite: the dbstat virtual table") {
 		t.Errorf("the notes do not say how SQLite's sizes are measured:\n%s", stdout)
 	}
@@ -202,7 +209,7 @@ func TestRunServices(t *testing.T) {
 			code, stdout, stderr := runBench(t, args...)
 			want := []string{"worker-a", "worker-b", "worker-c", "e2e-10x", "e2e-a", "e2e-b", "naive", "latency", "bytes"}
 			if c.name != "redis" {
-				want = append(want, "retention", "plans")
+				want = append(want, "retention", "plans", "reads")
 			}
 			if c.name == "postgres" {
 				want = append(want, "floor", "stats", "memory", "load", "workers")
@@ -288,7 +295,7 @@ func TestQuickDefaults(t *testing.T) {
 	if o.runs != 2 || o.recipients != 1000 || o.backlog != 5000 || o.has("stats") || !o.has("memory") || len(o.memorySizes) != 2 || o.copyStreams != 10 {
 		t.Errorf("-quick -runs=2 = %+v", o)
 	}
-	if !o.has("bytes") || o.has("retention") || o.has("plans") || o.has("workers") || o.retentionRecipients != 20_000 || !slices.Equal(o.planSizes, []int{1000, 10_000}) {
+	if !o.has("bytes") || o.has("retention") || o.has("plans") || o.has("workers") || o.has("reads") || o.retentionRecipients != 20_000 || !slices.Equal(o.planSizes, []int{1000, 10_000}) {
 		t.Errorf("-quick: bytes %v, retention %v (%d recipients), plans %v (%v); want bytes only, 20,000 and [1000 10000]",
 			o.has("bytes"), o.has("retention"), o.retentionRecipients, o.has("plans"), o.planSizes)
 	}
@@ -297,11 +304,11 @@ func TestQuickDefaults(t *testing.T) {
 		t.Errorf("-quick -scenarios=stats: %v %+v", err, o)
 	}
 	o, err = parseFlags(nil, &bytes.Buffer{})
-	if err != nil || !o.has("bytes") || !o.has("stats") || o.has("retention") || o.has("plans") || o.retentionRecipients != 1_000_000 || !slices.Equal(o.planSizes, []int{10_000, 1_000_000}) {
+	if err != nil || !o.has("bytes") || !o.has("stats") || o.has("retention") || o.has("plans") || o.has("reads") || o.retentionRecipients != 1_000_000 || !slices.Equal(o.planSizes, []int{10_000, 1_000_000}) {
 		t.Errorf("defaults: %v %+v", err, o)
 	}
 	o, err = parseFlags([]string{"-scenarios=all", "-plan-sizes=500,20,500"}, &bytes.Buffer{})
-	if err != nil || !o.has("retention") || !o.has("plans") || !slices.Equal(o.planSizes, []int{20, 500}) {
+	if err != nil || !o.has("retention") || !o.has("plans") || !o.has("reads") || !slices.Equal(o.planSizes, []int{20, 500}) {
 		t.Errorf("-scenarios=all -plan-sizes=500,20,500: %v %+v", err, o)
 	}
 }

@@ -36,10 +36,11 @@ var scenarios = []scenarioInfo{
 	{"retention", "10 (not in the default set) two cycles of -retention-recipients sent as 2,000 batches of (a) and pruned by the library's own sweep (a second Service whose clock is past Config.Retention): bookkeeping size after each step, each Sweep call timed, pruned batches answer 404 and their messages stay; fresh tables"},
 	{"workers", "12 (not in the default set) sizing: -backlog recipients of (a) accepted with no worker running, drained by 1, 2 and 4 worker processes (this binary again, each a Service.Run with -concurrency) on the one PostgreSQL; the rate, and the CPU of every postgres process, of the workers' own backends and of the worker processes, read from /proc; PostgreSQL on this machine and a real Redis only"},
 	{"plans", "11 (not in the default set) the plans of the store's own ListBatches, PendingChunks and PruneBatches SELECTs, captured as sent, at each of -plan-sizes finished batches (cloned by INSERT … SELECT); fresh tables"},
+	{"reads", "13 (not in the default set) read receipts: -backlog recipients of (a) sent, then the first read of each recorded through Service.MarkReads (1,000 a call, -concurrency at once), timed against the send; every read recorded once, a second pass records none, no batch row written (PostgreSQL: xmin); fresh tables"},
 }
 
 // optIn are the scenarios that run only when named (or with "all").
-var optIn = []string{"retention", "plans", "workers"}
+var optIn = []string{"retention", "plans", "workers", "reads"}
 
 func scenarioNames() []string {
 	var names []string
@@ -111,7 +112,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.recipients, "recipients", maxRecipients, "recipients per request (at most 10000)")
 	fs.IntVar(&o.backlog, "backlog", 100_000, "recipients accepted before the worker starts, in the worker-rate and stats scenarios")
 	fs.IntVar(&o.runs, "runs", 3, "repetitions of each scenario")
-	scen := fs.String("scenarios", "", "comma-separated `list` of scenarios (default all but "+strings.Join(optIn, " and ")+"; \"all\": every one): "+strings.Join(scenarioNames(), ", "))
+	scen := fs.String("scenarios", "", "comma-separated `list` of scenarios (default all but "+strings.Join(optIn, ", ")+"; \"all\": every one): "+strings.Join(scenarioNames(), ", "))
 	fs.BoolVar(&o.quick, "quick", false, "a short run (under a minute): -runs 1 -recipients 1000 -backlog 5000 -memory-sizes 5000,20000 -load-clients 4 -load-recipients 100 -load-duration 2s -retention-recipients 20000 -plan-sizes 1000,10000, no stats scenario")
 	fs.BoolVar(&o.strict, "strict", false, "exit with status 3 when a target is missed")
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of each chatbatch run to `file` (one file per run, named file.DB.SCENARIO.RUN)")

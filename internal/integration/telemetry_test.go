@@ -281,3 +281,20 @@ func TestTelemetryErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestTelemetryReads: the first reads MarkRead records are counted once
+// (chatbatch.reads); repeats and reads that do not count are not.
+func TestTelemetryReads(t *testing.T) {
+	t.Parallel()
+	o := newOtelEnv(t)
+	res := bt.Accepted(t, o.Post(t, bt.AdminKey, seed.Template))
+	bt.Must(t, o.Svc.Processor().ProcessTask(t.Context(), o.Enq.All()[0].Task))
+	for range 2 {
+		if _, err := o.Svc.MarkRead(t.Context(), bt.TestApp, "user-a", res.BatchID+"-0", res.BatchID+"-1", "not-ours"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := o.sums(t)["chatbatch.reads{}"]; got != 1 {
+		t.Errorf("chatbatch.reads = %d, want 1 (user-a's own message, once)", got)
+	}
+}

@@ -902,6 +902,7 @@ func RunBatches(t *testing.T, newStore func(t *testing.T) store.Batches, opts *O
 		{"PauseRacesStart", testPauseRacesStart},
 		{"Reads", testReads},
 		{"ReadsConcurrent", testReadsConcurrent},
+		{"PruneReads", testPruneReads},
 		{"IdempotencyKeys", testIdempotencyKeys},
 		{"IdempotencyKeyConcurrentClaims", testIdempotencyConcurrent},
 		{"IdempotencyKeyExpiry", testIdempotencyExpiry},
@@ -2767,5 +2768,36 @@ func testReadsConcurrent(t *testing.T, s store.Batches, _ *Options) {
 	must(t, err)
 	if counts[b.ID] != 50 {
 		t.Errorf("ReadCounts = %v, want 50", counts)
+	}
+}
+
+// testPruneReads: a batch whose every one of 4,500 recipients read is
+// pruned with all its reads.
+func testPruneReads(t *testing.T, s store.Batches, _ *Options) {
+	ctx := ctxT(t)
+	now := time.Date(2026, 6, 1, 9, 0, 0, 0, time.UTC)
+	b, chunks := newBatch("app1", "batch-prune-reads", now.Add(-time.Hour), slices.Repeat([]int{500}, 9)...)
+	must(t, s.CreateBatch(ctx, b, chunks))
+	var reads []store.Read
+	for _, c := range chunks {
+		_, err := s.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: c.ChunkRef, Outcomes: outcomes(slices.Repeat([]store.OutcomeStatus{store.OutcomeSent}, 500)...), At: now.Add(-time.Minute)})
+		must(t, err)
+		for i := range 500 {
+			reads = append(reads, store.Read{BatchID: b.ID, Chunk: c.No, Index: c.Start + i, At: now})
+		}
+	}
+	n, err := s.RecordReads(ctx, &store.RecordReadsParams{AppID: "app1", Reads: reads})
+	must(t, err)
+	if n != 4500 {
+		t.Fatalf("RecordReads recorded %d, want 4500", n)
+	}
+	must(t, s.MarkDoneNotified(ctx, &store.MarkDoneNotifiedParams{AppID: "app1", BatchID: b.ID, At: now}))
+	if n, err := s.PruneBatches(ctx, &store.PruneBatchesParams{FinishedBefore: now, Limit: 10}); err != nil || n != 1 {
+		t.Fatalf("PruneBatches = %d, %v", n, err)
+	}
+	left, err := s.ListReads(ctx, &store.ListReadsParams{AppID: "app1", BatchID: b.ID, From: 0, To: 4500})
+	must(t, err)
+	if len(left) != 0 {
+		t.Errorf("%d reads of the pruned batch left", len(left))
 	}
 }
