@@ -58,9 +58,14 @@ func (b *RedisBus) Subscribe(ctx context.Context, h *Hub) (<-chan struct{}, erro
 		return nil, fmt.Errorf("chat: subscribe to the bus %q: %w", b.channel, err)
 	}
 	done := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() { ps.Close() }) // Receive does not watch ctx
 	go func() {
 		defer close(done)
-		defer ps.Close()
+		defer func() {
+			if stop() { // the loop ended before ctx: close here
+				ps.Close()
+			}
+		}()
 		broken := false
 		for {
 			msg, err := ps.Receive(ctx)
