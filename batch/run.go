@@ -11,9 +11,11 @@ import (
 
 // Run processes chunks with an asynq server on Config.Redis and sweeps
 // every Config.SweepInterval, until ctx is canceled. Then it stops taking
-// tasks, waits for running chunks up to ServerConfig.ShutdownTimeout
-// (asynq returns unfinished ones to the queue) and returns nil. Hosts
-// that run their own asynq server use Processor and Sweep instead.
+// tasks at once (even while a sweep waits on the store), waits for
+// running chunks up to ServerConfig.ShutdownTimeout (asynq returns
+// unfinished ones to the queue) and for a sweep in progress up to
+// Config.StoreTimeout, and returns nil. Hosts that run their own asynq
+// server use Processor and Sweep instead.
 func (s *Service) Run(ctx context.Context) error {
 	if s.cfg.Redis == nil {
 		return fmt.Errorf("batch: Run needs Config.Redis")
@@ -39,20 +41,36 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	s.log.InfoContext(ctx, "batch worker started", "queue", s.cfg.Queue, "concurrency", sc.Concurrency)
 
-	tick := time.NewTicker(s.cfg.SweepInterval)
-	defer tick.Stop()
-	for {
-		if _, err := s.Sweep(ctx); err != nil && ctx.Err() == nil {
-			s.log.WarnContext(ctx, "batch: sweep failed", "err", err)
+	sweeper := make(chan struct{})
+	go func() {
+		defer close(sweeper)
+		tick := time.NewTicker(s.cfg.SweepInterval)
+		defer tick.Stop()
+		for {
+			if _, err := s.Sweep(ctx); err != nil && ctx.Err() == nil {
+				s.log.WarnContext(ctx, "batch: sweep failed", "err", err)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
 		}
-		select {
-		case <-ctx.Done():
-			srv.Shutdown()
-			s.log.InfoContext(ctx, "batch worker stopped")
-			return nil
-		case <-tick.C:
-		}
+	}()
+	<-ctx.Done()
+	// Stop taking chunks first, whatever the sweep is doing: a sweep that
+	// waits on an unreachable database must not keep the worker taking
+	// chunks after it was told to stop (a rolling restart's SIGTERM).
+	srv.Shutdown()
+	select {
+	case <-sweeper:
+	case <-time.After(s.cfg.StoreTimeout):
+		// Its store call ends on its own (StoreTimeout bounds each);
+		// the caller need not wait for it.
+		s.log.WarnContext(ctx, "batch: Run returns while a sweep still waits on the store")
 	}
+	s.log.InfoContext(ctx, "batch worker stopped")
+	return nil
 }
 
 // asynqLogger sends asynq's logs to slog.

@@ -340,3 +340,61 @@ func TestSweepRunsChunkRetryingAfterStoreFailure(t *testing.T) {
 		})
 	})
 }
+
+// stuckSweep is a store whose PendingChunks, once armed, blocks without
+// regard to its context until released: a sweep waiting on a database
+// that stopped answering.
+type stuckSweep struct {
+	store.Store
+	armed   atomic.Bool
+	entered chan struct{}
+	release chan struct{}
+	once    sync.Once
+}
+
+func (s *stuckSweep) PendingChunks(ctx context.Context, p *store.PendingChunksParams) ([]store.Chunk, error) {
+	if s.armed.Load() {
+		s.once.Do(func() { close(s.entered) })
+		<-s.release
+	}
+	return s.Store.PendingChunks(ctx, p)
+}
+
+// TestRunStopsWhileSweepIsStuck: Run, told to stop while its sweep waits
+// on the store, stops taking chunks and returns within the shutdown
+// timeout plus StoreTimeout, not when the store answers. (Before, the
+// sweep ran in Run's own loop, and a worker whose database stalled went
+// on taking chunks for as long as the sweep waited.)
+func TestRunStopsWhileSweepIsStuck(t *testing.T) {
+	t.Parallel()
+	redisBackends(t, func(t *testing.T, redis asynq.RedisConnOpt) {
+		stuck := &stuckSweep{entered: make(chan struct{}), release: make(chan struct{})}
+		defer close(stuck.release)
+		svc, _, _ := recoveryEnv(t, redis, func(st store.Store) store.Store { stuck.Store = st; return stuck }, func(c *batch.Config) {
+			c.StoreTimeout = time.Second
+			c.ServerConfig.ShutdownTimeout = time.Second
+		})
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() { done <- svc.Run(ctx) }()
+		stuck.armed.Store(true)
+		select {
+		case <-stuck.entered:
+		case <-time.After(10 * time.Second):
+			t.Fatal("no sweep reached PendingChunks")
+		}
+		cancel()
+		stopped := time.Now()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			if took := time.Since(stopped); took > 4*time.Second {
+				t.Errorf("Run returned %v after the cancel, want within the shutdown timeout + StoreTimeout (2 s) and a margin", took)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("Run did not return within 10 s of the cancel while its sweep was stuck in the store")
+		}
+	})
+}
