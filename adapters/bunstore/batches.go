@@ -1059,6 +1059,9 @@ const readsSlice = 2000
 // reads' times until it is pruned.
 func (s *Store) pruneReads(ctx context.Context, prunable string, p *store.PruneBatchesParams) error {
 	q, args := limited("SELECT app_id, id, count FROM "+s.batches+prunable, []any{toDB(p.FinishedBefore)}, p.Limit)
+	// One query: the batches PruneBatches picks, those with reads.
+	q = "SELECT x.app_id, x.id, x.count FROM (" + q + ") x WHERE EXISTS (SELECT 1 FROM " + s.chunks +
+		" c WHERE c.app_id = x.app_id AND c.batch_id = x.id AND c.read_count > 0)"
 	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return err
@@ -1081,13 +1084,6 @@ func (s *Store) pruneReads(ctx context.Context, prunable string, p *store.PruneB
 		return err
 	}
 	for _, c := range cands {
-		var read int
-		if err := s.db.QueryRowContext(ctx, "SELECT COALESCE(SUM(read_count), 0) FROM "+s.chunks+" WHERE app_id = ? AND batch_id = ?", c.app, c.id).Scan(&read); err != nil {
-			return err
-		}
-		if read == 0 {
-			continue
-		}
 		for lo := 0; lo < c.count; lo += readsSlice {
 			if _, err := s.db.ExecContext(ctx, "DELETE FROM "+s.reads+" WHERE app_id = ? AND batch_id = ? AND idx >= ? AND idx < ?", c.app, c.id, lo, lo+readsSlice); err != nil {
 				return fmt.Errorf("delete reads: %w", err)
