@@ -36,8 +36,13 @@
 //     "<batchID>-<para index>", saved (idempotently), delivered and, if
 //     asked, pushed; CompleteChunk records every recipient's outcome.
 //  6. GET /messages/batch/{id}, …/recipients and DELETE (status.go)
-//     report and cancel; OnBatchDone reports the end.
-//  7. Sweep (recovery.go), every two seconds under Run (run.go),
+//     report and cancel; POST …/pause and …/resume (pause.go) hold the
+//     chunks not started back and let them go; POST …/recall (recall.go)
+//     takes back what was sent; OnBatchDone reports the end.
+//  7. The host reports its read receipts (reads.go: Service.MarkRead,
+//     MarkReads, POST …/-/reads); the first read of each recipient is
+//     recorded, and the status reports read and readRate.
+//  8. Sweep (recovery.go), every two seconds under Run (run.go),
 //     re-enqueues the chunks whose worker died, whose task was lost or
 //     archived, and makes the OnBatchDone calls a crashed process did not
 //     make.

@@ -1053,18 +1053,16 @@ const readsSlice = 2000
 // pick (prunable is its condition and order), readsSlice para indexes a
 // statement, each committed on its own: a batch of 10,000 read
 // recipients is five short deletes, not one long one inside the prune's
-// transaction. Only batches with reads are visited (found in the same
-// query as the candidates). A batch the transaction then keeps after all (recalled in
+// transaction. Only batches with reads are visited (their chunks'
+// read_count). A batch the transaction then keeps after all (recalled in
 // between, its recall not done) keeps its read counts without the
 // reads' times until it is pruned.
 func (s *Store) pruneReads(ctx context.Context, prunable string, p *store.PruneBatchesParams) error {
-	// One query: the batches the prune is about to pick (its condition,
-	// order and limit, on the batches_finished index), kept only if they
-	// have a read (one probe of the reads' primary key each) — not a
-	// query per candidate, which made a sweep 100 round trips longer.
-	inner, args := limited("SELECT app_id, id, count FROM "+s.batches+prunable, []any{toDB(p.FinishedBefore)}, p.Limit)
-	rows, err := s.db.QueryContext(ctx, "SELECT c.app_id, c.id, c.count FROM ("+inner+") c WHERE EXISTS (SELECT 1 FROM "+s.reads+
-		" r WHERE r.app_id = c.app_id AND r.batch_id = c.id)", args...)
+	q, args := limited("SELECT app_id, id, count FROM "+s.batches+prunable, []any{toDB(p.FinishedBefore)}, p.Limit)
+	// One query: the batches PruneBatches picks, those with reads.
+	q = "SELECT x.app_id, x.id, x.count FROM (" + q + ") x WHERE EXISTS (SELECT 1 FROM " + s.chunks +
+		" c WHERE c.app_id = x.app_id AND c.batch_id = x.id AND c.read_count > 0)"
+	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return err
 	}

@@ -35,6 +35,7 @@ type pgStatements struct {
 	startChunk, completeChunk, insertChunks string
 	saveMessages, saveNewMessages           string
 	directRooms                             string
+	recordReads                             string
 	existing                                map[string]string // by table + "." + column
 }
 
@@ -87,6 +88,20 @@ func (s *Store) preparePG() {
 		" CROSS JOIN LATERAL (SELECT $2::text AS u UNION SELECT q.b) v ORDER BY c.id, v.u ON CONFLICT DO NOTHING)" +
 		" SELECT q.ord, (SELECT ok FROM a) IS NOT NULL, q.user_ok IS NOT NULL, q.members, q.room_ok IS NOT NULL, c.id IS NOT NULL" +
 		" FROM q LEFT JOIN created c ON c.id = q.room AND q.may_create"
+	// RecordReads in one statement: the chunks locked in (batch, chunk)
+	// order (a chunk pruned meanwhile drops its reads), the reads of the
+	// locked chunks inserted skipping recorded ones, and each chunk's
+	// read_count moved by its rows inserted; the sum is returned. Reads
+	// of a chunk are inserted only under its lock, so concurrent calls
+	// never wait on each other's inserts in a cycle.
+	q.recordReads = "WITH r AS (SELECT * FROM unnest($2::text[], $3::int4[], $4::int4[], $5::timestamptz[]) AS r(batch_id, chunk_no, idx, read_at))," +
+		" locked AS (SELECT c.batch_id, c.chunk_no FROM " + s.chunks + " c WHERE c.app_id = $1 AND (c.batch_id, c.chunk_no) IN (SELECT batch_id, chunk_no FROM r)" +
+		" ORDER BY c.batch_id, c.chunk_no FOR UPDATE)," +
+		" ins AS (INSERT INTO " + s.reads + " (app_id, batch_id, idx, read_at) SELECT $1, r.batch_id, r.idx, r.read_at FROM r JOIN locked l ON l.batch_id = r.batch_id AND l.chunk_no = r.chunk_no" +
+		" ORDER BY r.batch_id, r.idx ON CONFLICT DO NOTHING RETURNING batch_id, idx)," +
+		" n AS (SELECT r.batch_id, r.chunk_no, count(*) AS n FROM ins JOIN r ON r.batch_id = ins.batch_id AND r.idx = ins.idx GROUP BY r.batch_id, r.chunk_no)," +
+		" upd AS (UPDATE " + s.chunks + " c SET read_count = c.read_count + n.n FROM n WHERE c.app_id = $1 AND c.batch_id = n.batch_id AND c.chunk_no = n.chunk_no RETURNING n.n)" +
+		" SELECT COALESCE(SUM(n), 0) FROM upd"
 	q.existing = map[string]string{}
 	for _, t := range []struct{ table, col string }{{s.users, "id"}, {s.rooms, "id"}} {
 		q.existing[t.table+"."+t.col] = "SELECT q.id FROM unnest($2::text[]) AS q(id)" +
@@ -121,6 +136,19 @@ func (s *Store) pgCompleteChunk(ctx context.Context, p *store.CompleteChunkParam
 		return nil, err
 	}
 	return bs.batch(), nil
+}
+
+// pgRecordReads is RecordReads in one statement; reads are distinct by
+// (batch, index) and storable.
+func (s *Store) pgRecordReads(ctx context.Context, app string, reads []store.Read) (int, error) {
+	n := len(reads)
+	batches, chunks, idx, at := make([]string, n), make([]int32, n), make([]int32, n), make([]time.Time, n)
+	for i, r := range reads {
+		batches[i], chunks[i], idx[i], at[i] = r.BatchID, int32(r.Chunk), int32(r.Index), pgTime(r.At)
+	}
+	var recorded int64
+	err := s.db.DB.QueryRowContext(ctx, s.pg.recordReads, app, batches, chunks, idx, at).Scan(&recorded)
+	return int(recorded), err
 }
 
 // pgTime is a time as the store keeps it (UTC, microseconds), for pgx.

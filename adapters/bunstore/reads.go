@@ -21,7 +21,8 @@ import (
 // recipients read before (INSERT … ON CONFLICT DO NOTHING, MySQL's ON
 // DUPLICATE KEY UPDATE with no change), and the chunk's read_count moved
 // by the rows inserted. The batch's row is never written: reads of one
-// batch spread over its chunks' rows.
+// batch spread over its chunks' rows. On PostgreSQL through pgx it is one
+// statement with array parameters (pgRecordReads).
 func (s *Store) RecordReads(ctx context.Context, p *store.RecordReadsParams) (int, error) {
 	const op = "record reads"
 	if err := begin(ctx, op); err != nil {
@@ -55,6 +56,17 @@ func (s *Store) RecordReads(ctx context.Context, p *store.RecordReadsParams) (in
 		keys = append(keys, k)
 	}
 	slices.SortFunc(keys, func(a, b key) int { return cmp.Or(cmp.Compare(a.batch, b.batch), cmp.Compare(a.chunk, b.chunk)) })
+	if s.pgx {
+		var all []store.Read
+		for _, k := range keys {
+			all = append(all, groups[k]...)
+		}
+		n, err := s.pgRecordReads(ctx, p.AppID, all)
+		if err != nil {
+			return 0, s.fail(ctx, op, err)
+		}
+		return n, nil
+	}
 	forUpdate := " FOR UPDATE"
 	if s.kind == dialect.SQLite {
 		forUpdate = ""

@@ -78,9 +78,11 @@ func (b *bench) reads(ctx context.Context, d *database) (err error) {
 		if err != nil {
 			return err
 		}
+		stopProfile := b.profile(d.label(), "reads", rep)
 		t0 := time.Now()
 		recorded, err := h.markAll(ctx, receipts)
 		took := time.Since(t0)
+		stopProfile()
 		if err != nil {
 			return err
 		}
