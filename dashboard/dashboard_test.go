@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -253,6 +254,32 @@ func (s *sse) next(want string) map[string]any {
 	}
 }
 
+// nextEach returns the next event of each of wants, in whichever order
+// they come (one poll may see a change in the batch before the list).
+func (s *sse) nextEach(wants ...string) map[string]map[string]any {
+	s.t.Helper()
+	got := map[string]map[string]any{}
+	for len(got) < len(wants) {
+		select {
+		case ev, ok := <-s.events:
+			if !ok {
+				s.t.Fatalf("the stream ended before the events %v (got %v)", wants, got)
+			}
+			if _, seen := got[ev[0]]; seen || !slices.Contains(wants, ev[0]) {
+				continue
+			}
+			var m map[string]any
+			if err := json.Unmarshal([]byte(ev[1]), &m); err != nil {
+				s.t.Fatalf("event %s: %v: %s", ev[0], err, ev[1])
+			}
+			got[ev[0]] = m
+		case <-time.After(5 * time.Second):
+			s.t.Fatalf("not every one of %v within 5 s (got %v)", wants, got)
+		}
+	}
+	return got
+}
+
 func TestEventsStreamChanges(t *testing.T) {
 	api := &fakeAPI{}
 	api.setSent(3)
@@ -288,10 +315,11 @@ func TestEventsStreamChanges(t *testing.T) {
 	default:
 	}
 	api.setSent(10)
-	if b := s.next("batches")["batches"].([]any)[0].(map[string]any); b["sent"] != 10.0 || b["status"] != "completed" {
+	changed := s.nextEach("batches", "batch")
+	if b := changed["batches"]["batches"].([]any)[0].(map[string]any); b["sent"] != 10.0 || b["status"] != "completed" {
 		t.Errorf("after the change: %v", b)
 	}
-	if b := s.next("batch"); b["status"] != "completed" {
+	if b := changed["batch"]; b["status"] != "completed" {
 		t.Errorf("batch after the change %v", b)
 	}
 	// The credentials reached the API; nothing else did.
