@@ -1,7 +1,12 @@
 package bunstore
 
 import (
+	"bytes"
+	"compress/flate"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"reflect"
 	"strings"
@@ -146,6 +151,8 @@ func FuzzRecipients(f *testing.F) {
 		}
 		// Decoding anything never panics.
 		_, _ = decodeRecipients(recipientsV2 + fmt.Sprint(len(name)) + ";" + value)
+		_, _ = decodeRecipients(packedPrefix + value)
+		_, _ = decodeOutcomes(packedPrefix + value)
 	})
 }
 
@@ -225,4 +232,158 @@ func TestOutcomesRoundTrip(t *testing.T) {
 			t.Errorf("decodeOutcomes(%q) = %#v, want an error", bad, got)
 		}
 	}
+}
+
+// benchChunk is a chunk of 500 recipients of a two-variable template, as
+// chatbatch-bench sends them, and its outcomes.
+func benchChunk() ([]store.Recipient, []store.Outcome) {
+	var rs []store.Recipient
+	var os []store.Outcome
+	for i := range 500 {
+		n := 31234 + i
+		receiver := fmt.Sprintf("ua%07d", n)
+		rs = append(rs, store.Recipient{Receiver: receiver, Vars: map[string]string{"name": fmt.Sprint("Name ", n), "orderId": fmt.Sprintf("ORD-%07d", n)}})
+		os = append(os, store.Outcome{Status: store.OutcomeSent, Room: store.DirectRoomID("sender-1", receiver), MessageID: fmt.Sprint("b3f0c8e0a1d2b3c4-", i)})
+	}
+	os[7] = store.Outcome{Status: store.OutcomeFailed, Error: "room was deleted"}
+	return rs, os
+}
+
+func TestLargeChunksArePacked(t *testing.T) {
+	rs, os := benchChunk()
+	encR, encO := encodeRecipients(rs), encodeOutcomes(os)
+	for name, c := range map[string]struct {
+		enc     string
+		compact []byte
+		maxSize int // bytes a recipient, packed
+	}{
+		"recipients": {encR, compactRecipients(rs), 12},
+		"outcomes":   {encO, compactOutcomes(os), 30},
+	} {
+		if !strings.HasPrefix(c.enc, packedPrefix) {
+			t.Fatalf("%s of 500 encoded as %.40q…, want it packed", name, c.enc)
+		}
+		if per := len(c.enc) / 500; per > c.maxSize {
+			t.Errorf("%s packed: %d bytes a recipient (compact: %d), want at most %d", name, per, len(c.compact)/500, c.maxSize)
+		}
+		if !plainText(c.enc) || strings.ContainsAny(c.enc, "'\"\\\n") {
+			t.Errorf("%s packed is not plain text without quotes: %.60q", name, c.enc)
+		}
+		got, err := unpackText(c.enc)
+		if err != nil || got != string(c.compact) {
+			t.Errorf("%s: unpack = %.40q, %v; want the compact form", name, got, err)
+		}
+	}
+	gotR, err := decodeRecipients(encR)
+	if err != nil || !reflect.DeepEqual(gotR, rs) {
+		t.Errorf("recipients round trip: %v", err)
+	}
+	gotO, err := decodeOutcomes(encO)
+	if err != nil || !reflect.DeepEqual(gotO, os) {
+		t.Errorf("outcomes round trip: %v", err)
+	}
+	if encodeRecipients(gotR) != encR {
+		t.Error("packed recipients are not deterministic")
+	}
+	// The compact form of earlier versions is still read.
+	if got, err := decodeRecipients(string(compactRecipients(rs))); err != nil || !reflect.DeepEqual(got, rs) {
+		t.Errorf("unpacked recipients: %v", err)
+	}
+	if got, err := decodeOutcomes(string(compactOutcomes(os))); err != nil || !reflect.DeepEqual(got, os) {
+		t.Errorf("unpacked outcomes: %v", err)
+	}
+}
+
+func TestPackOnlyWhatShrinks(t *testing.T) {
+	small := []store.Recipient{{Receiver: "user-a", Vars: map[string]string{"name": "Alice"}}}
+	if enc := encodeRecipients(small); strings.HasPrefix(enc, packedPrefix) {
+		t.Errorf("one recipient packed: %q", enc)
+	}
+	// Text that does not compress (random bytes, as a room ID might be)
+	// stays as it is.
+	var rs []store.Recipient
+	for i := range 40 {
+		rs = append(rs, store.Recipient{Room: fmt.Sprintf("%x", sha256.Sum256([]byte{byte(i)}))})
+	}
+	enc := encodeRecipients(rs)
+	if len(enc) < packAbove {
+		t.Fatalf("test chunk of %d bytes is under packAbove", len(enc))
+	}
+	// Hex compresses to about half; base64 gives back a third: still
+	// smaller, so it is packed — the point is that the result is never
+	// larger than the compact form.
+	if c := compactRecipients(rs); len(enc) > len(c) {
+		t.Errorf("packed %d bytes from %d", len(enc), len(c))
+	}
+	raw := make([]byte, 4096)
+	for i := range raw {
+		raw[i] = byte(i*7919%251) ^ byte(i>>3)
+	}
+	b64 := base64.StdEncoding.EncodeToString(raw) // high entropy, plain text
+	if got := packText([]byte(b64)); got != b64 {
+		t.Errorf("incompressible text packed to %d bytes from %d", len(got), len(b64))
+	}
+}
+
+func TestUnpackMalformed(t *testing.T) {
+	_, os := benchChunk()
+	good := encodeOutcomes(os)
+	twice := packedPrefix + base64.RawStdEncoding.EncodeToString(deflate(t, []byte(good)))
+	for name, s := range map[string]string{
+		"not base64":   packedPrefix + "@@@@",
+		"not deflate":  packedPrefix + base64.RawStdEncoding.EncodeToString([]byte("plain words, not deflate")),
+		"truncated":    good[:len(good)/2],
+		"packed twice": twice,
+	} {
+		if got, err := decodeOutcomes(s); !errors.Is(err, errMalformedPacked) {
+			t.Errorf("%s: decodeOutcomes = %d outcomes, %v; want errMalformedPacked", name, len(got), err)
+		}
+		if got, err := decodeRecipients(s); !errors.Is(err, errMalformedPacked) {
+			t.Errorf("%s: decodeRecipients = %d recipients, %v; want errMalformedPacked", name, len(got), err)
+		}
+	}
+}
+
+func deflate(t *testing.T, b []byte) []byte {
+	var z bytes.Buffer
+	w, err := flate.NewWriter(&z, flate.BestSpeed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return z.Bytes()
+}
+
+func BenchmarkChunkCodec(b *testing.B) {
+	rs, os := benchChunk()
+	encR, encO := encodeRecipients(rs), encodeOutcomes(os)
+	b.Run("encode-recipients", func(b *testing.B) {
+		for b.Loop() {
+			encodeRecipients(rs)
+		}
+	})
+	b.Run("decode-recipients", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := decodeRecipients(encR); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("encode-outcomes", func(b *testing.B) {
+		for b.Loop() {
+			encodeOutcomes(os)
+		}
+	})
+	b.Run("decode-outcomes", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := decodeOutcomes(encO); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

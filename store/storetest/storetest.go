@@ -1586,6 +1586,24 @@ func testLargeBatch(t *testing.T, s store.Batches, _ *Options) {
 	if last.Start != 9500 || len(last.Recipients) != 500 || !reflect.DeepEqual(last.Recipients, chunks[19].Recipients) {
 		t.Errorf("last chunk: start %d, %d recipients; want 9500 and 500 equal to the ones written", last.Start, len(last.Recipients))
 	}
+	// 500 outcomes, as the worker completes a full chunk: sent to
+	// one-on-one rooms, some failed, one with its push failed.
+	os := make([]store.Outcome, 500)
+	for i := range os {
+		os[i] = store.Outcome{Status: store.OutcomeSent, Room: store.DirectRoomID("system", fmt.Sprintf("user-%d", 9500+i)), MessageID: fmt.Sprintf("%s-%d", b.ID, 9500+i)}
+		if i%97 == 3 {
+			os[i] = store.Outcome{Status: store.OutcomeFailed, Error: fmt.Sprintf("user \"user-%d\" 不存在", 9500+i)}
+		}
+	}
+	os[42].Push, os[42].PushError = store.PushFailed, "token expired"
+	ref := store.ChunkRef{AppID: "app1", BatchID: b.ID, No: 19}
+	_, err = s.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: ref, Outcomes: os, At: time.Now().UTC()})
+	must(t, err)
+	done, err := s.LoadChunk(ctx, ref)
+	must(t, err)
+	if !done.Done || !reflect.DeepEqual(done.Outcomes, os) {
+		t.Errorf("chunk of 500 completed: done=%v, %d outcomes, equal to the ones written: %v", done.Done, len(done.Outcomes), reflect.DeepEqual(done.Outcomes, os))
+	}
 }
 
 func testBatchesContextCanceled(t *testing.T, s store.Batches, _ *Options) {

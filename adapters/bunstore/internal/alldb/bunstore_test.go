@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -708,4 +709,49 @@ func TestPostgresSavesByCopy(t *testing.T) {
 	if string(got[0].Extra) != `{"k":1}` || got[0].Text != "hi 4" || got[0].Index != 4 || !got[0].CreatedAt.Equal(msg(4).CreatedAt) {
 		t.Fatalf("stored %+v, want %+v", got[0], msg(4))
 	}
+}
+
+// TestChunksArePacked checks on each database that a chunk of 500
+// recipients is stored packed ("~z;", see bunstore's chunkcodec.go), and
+// that a chunk stored by an earlier version, in the compact form
+// unpacked, is still read.
+func TestChunksArePacked(t *testing.T) {
+	forEach(t, func(t *testing.T, be *backend, db *bun.DB) {
+		ctx := t.Context()
+		s := newStore(t, db, nil)
+		b := &store.Batch{ID: "b-packed", AppID: "app", Sender: "system", Chunks: 1, Count: 500, CreatedAt: time.Now().UTC(), Payload: []byte(`{}`)}
+		c := store.Chunk{ChunkRef: store.ChunkRef{AppID: "app", BatchID: b.ID}, NotBefore: b.CreatedAt}
+		for i := range 500 {
+			c.Recipients = append(c.Recipients, store.Recipient{Receiver: fmt.Sprintf("user-%d", i), Vars: map[string]string{"name": fmt.Sprintf("名字 %d", i)}})
+		}
+		if err := s.CreateBatch(ctx, b, []store.Chunk{c}); err != nil {
+			t.Fatal(err)
+		}
+		chunks := s.TablePrefix() + "chunks"
+		var raw string
+		if err := db.QueryRowContext(ctx, "SELECT recipients FROM "+chunks+" WHERE batch_id = ?", b.ID).Scan(&raw); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasPrefix(raw, "~z;") || len(raw) > 500*12 {
+			t.Errorf("recipients column of 500 recipients: %d bytes, %.20q…; want packed, at most 12 bytes a recipient", len(raw), raw)
+		}
+		// What an earlier version wrote for the same chunk: the compact
+		// form, unpacked.
+		var compact strings.Builder
+		compact.WriteString("~2;1;4:name;500;")
+		for i := range 500 {
+			r, v := fmt.Sprintf("user-%d", i), fmt.Sprintf("名字 %d", i)
+			fmt.Fprintf(&compact, "m%d:%s0:%d:%s", len(r), r, len(v), v)
+		}
+		if _, err := db.ExecContext(ctx, "UPDATE "+chunks+" SET recipients = ? WHERE batch_id = ?", compact.String(), b.ID); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.LoadChunk(ctx, c.ChunkRef)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got.Recipients, c.Recipients) {
+			t.Errorf("a chunk in the unpacked compact form read back as %d recipients, not the ones written", len(got.Recipients))
+		}
+	})
 }
