@@ -33,7 +33,7 @@ var scenarios = []scenarioInfo{
 	{"memory", "6 worker heap (max HeapInuse while running) at growing backlogs, and Redis memory per queued batch"},
 	{"load", "8 accept latency under load: -load-clients clients posting -load-recipients batches back to back for -load-duration while the worker runs; every batch verified; first database only"},
 	{"bytes", "9 bookkeeping bytes per recipient (batches + chunks + idempotency-keys tables) vs the message rows' bytes per recipient, after -backlog recipients of (a) sent through the API with an Idempotency-Key each; fresh tables"},
-	{"retention", "10 (not in the default set) two cycles of -retention-recipients sent as 2,000 batches of (a) and pruned by the library's own sweep (a second Service whose clock is past Config.Retention): bookkeeping size after each step, each Sweep call timed, pruned batches answer 404 and their messages stay; fresh tables"},
+	{"retention", "10 (not in the default set) -retention-cycles (2) cycles of -retention-recipients sent as 2,000 batches of (a) and pruned by the library's own sweep (a second Service whose clock is past Config.Retention): bookkeeping size after each step, each Sweep call timed, pruned batches answer 404 and their messages stay; fresh tables"},
 	{"workers", "12 (not in the default set) sizing: -backlog recipients of (a) accepted with no worker running, drained by 1, 2 and 4 worker processes (this binary again, each a Service.Run with -concurrency) on the one PostgreSQL; the rate, and the CPU of every postgres process, of the workers' own backends and of the worker processes, read from /proc; PostgreSQL on this machine and a real Redis only"},
 	{"plans", "11 (not in the default set) the plans of the store's own ListBatches, PendingChunks and PruneBatches SELECTs, captured as sent, at each of -plan-sizes finished batches (cloned by INSERT … SELECT); fresh tables"},
 	{"reads", "13 (not in the default set) read receipts: -backlog recipients of (a) sent, then the first read of each recorded through Service.MarkReads (1,000 a call, -concurrency at once), timed against the send; every read recorded once, a second pass records none, no batch row written (PostgreSQL: xmin); fresh tables"},
@@ -72,6 +72,7 @@ type options struct {
 	loadDuration        time.Duration
 	loadMaxPending      int
 	retentionRecipients int
+	retentionCycles     int
 	planSizes           []int
 }
 
@@ -125,6 +126,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.loadDuration, "load-duration", 60*time.Second, "how long the load scenario's clients post")
 	fs.IntVar(&o.loadMaxPending, "load-max-pending", 200_000, "admission control in the load scenario (batch.Admission.MaxPending; chatbatchd's default): refused POSTs wait their Retry-After and post again; 0: off")
 	fs.IntVar(&o.retentionRecipients, "retention-recipients", 1_000_000, "recipients of each cycle of the retention scenario, sent as 2,000 batches (at least 1 recipient each)")
+	fs.IntVar(&o.retentionCycles, "retention-cycles", 2, "send-and-prune cycles of the retention scenario (at least 2: the second shows whether the space is reused)")
 	planSizes := fs.String("plan-sizes", "10000,1000000", "finished batches at which the plans scenario explains the store's queries; the largest is compared with the smallest")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -184,6 +186,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, usagef("-load-clients, -load-recipients (1–%d) and -load-duration must be positive", maxRecipients)
 	case o.retentionRecipients < 1:
 		return nil, usagef("-retention-recipients must be at least 1, not %d", o.retentionRecipients)
+	case o.retentionCycles < 2:
+		return nil, usagef("-retention-cycles must be at least 2, not %d", o.retentionCycles)
 	case o.redis == "":
 		return nil, usagef("-redis is empty; give host:port, redis://… or mem")
 	case o.postgres == "" && o.mysql == "" && !o.sqlite:
