@@ -98,11 +98,14 @@ func (h *harness) runPlain(ctx context.Context, bbs []baselineBatch, withRooms b
 		jobs = append(jobs, j)
 	}
 	counts, total := countsOf(bbs)
+	h.phaseCPU = startCPU()
 	start := time.Now()
-	if err := h.d.runJobs(ctx, jobs, h.conc); err != nil {
+	err := h.d.runJobs(ctx, jobs, h.conc)
+	elapsed := time.Since(start)
+	h.phaseCPU.stop()
+	if err != nil {
 		return 0, fmt.Errorf("plain INSERT: %w", err)
 	}
-	elapsed := time.Since(start)
 	if err := h.verifyBaseline(ctx, counts); err != nil {
 		return 0, fmt.Errorf("plain INSERT: %w", err)
 	}
@@ -134,11 +137,14 @@ func (h *harness) runCopy(ctx context.Context, bbs []baselineBatch, withRooms bo
 	}
 	defer closeAll()
 	counts, total := countsOf(bbs)
+	h.phaseCPU = startCPU()
 	start := time.Now()
-	if err := runCopies(ctx, conns, jobs); err != nil {
+	err = runCopies(ctx, conns, jobs)
+	elapsed := time.Since(start)
+	h.phaseCPU.stop()
+	if err != nil {
 		return 0, fmt.Errorf("pgx CopyFrom: %w", err)
 	}
-	elapsed := time.Since(start)
 	if err := h.verifyBaseline(ctx, counts); err != nil {
 		return 0, fmt.Errorf("pgx CopyFrom: %w", err)
 	}

@@ -464,9 +464,6 @@ func (b *bench) workerRep(ctx context.Context, h *harness, scen string, rep int,
 		var err error
 		// (b) needs fresh receivers for every contender: each creates rooms.
 		p := splitPlan(o.backlog, o.recipients, paraFor(scen, b.fresh(), 0))
-		// The machine's CPU: around the baselines' whole run, and around
-		// chatbatch's worker phase (h.workerCPU), not its accept.
-		cpu := startCPU()
 		switch c {
 		case "chatbatch":
 			if withRooms {
@@ -486,11 +483,11 @@ func (b *bench) workerRep(ctx context.Context, h *harness, scen string, rep int,
 			return err
 		}
 		s.add(c, rate)
-		if c == "chatbatch" || c == "floor" {
-			cpu = h.workerCPU
-		}
-		if ms, ok := cpu.perThousand(o.backlog); ok {
+		// The machine's CPU over the span the rate was timed over: the
+		// baselines' statements, chatbatch's worker phase (not its accept).
+		if ms, self, ok := h.phaseCPU.perThousand(o.backlog); ok {
 			s.add("cpu-"+c, ms)
+			s.add("self-"+c, self)
 		}
 		b.logf("%s: %s run %d/%d: %-9s %s msgs/s", h.d.label(), scen, rep+1, o.runs, c, fmtRate(rate))
 	}
@@ -509,10 +506,10 @@ func (b *bench) workerRate(ctx context.Context, h *harness, p plan, scen string,
 		return 0, err
 	}
 	stop := b.profile(h.d.label(), scen, rep)
-	h.workerCPU = startCPU()
+	h.phaseCPU = startCPU()
 	h.startWorker()
 	_, err = h.waitDone(ctx, bs)
-	h.workerCPU.stop()
+	h.phaseCPU.stop()
 	stopErr := h.stopWorker()
 	stop()
 	if err != nil {

@@ -62,10 +62,10 @@ func (b *bench) floorRate(ctx context.Context, h *harness, p plan, rep int) (flo
 		return 0, err
 	}
 	before := msgs.saved.Load()
-	h.workerCPU = startCPU()
+	h.phaseCPU = startCPU()
 	h.startWorkerOf(svc)
 	_, err = h.waitDone(ctx, bs)
-	h.workerCPU.stop()
+	h.phaseCPU.stop()
 	if stopErr := h.stopWorker(); err == nil {
 		err = stopErr
 	}
@@ -110,6 +110,17 @@ func (b *bench) floorRows(db string, s series) {
 	}
 	if len(s["cpu-copy"]) > 0 {
 		b.rows = append(b.rows, cpuRow("1 machine CPU per 1,000 recipients, pgx CopyFrom vs plain INSERT", s["cpu-copy"], s["cpu-plain"]))
+	}
+	// Where the CPU goes: the bench process (Go; and SQLite, in process)
+	// and the rest of the machine (the database server, Redis).
+	process := "Go"
+	if db == "sqlite" {
+		process = "Go and SQLite"
+	}
+	for _, c := range []struct{ name, what string }{{"chatbatch", "worker (a)"}, {"floor", "worker (a) without the message write"}} {
+		if len(s["self-"+c.name]) > 0 && len(s["self-plain"]) > 0 {
+			b.rows = append(b.rows, cpuRow("1 of that, the bench process's ("+process+") per 1,000 recipients: "+c.what+" vs plain INSERT's client", s["self-"+c.name], s["self-plain"]))
+		}
 	}
 	// The bound: with every core busy, rate = cores ÷ CPU per recipient,
 	// so chatbatch ÷ plain can reach at most plain's CPU ÷ chatbatch's.
@@ -156,31 +167,41 @@ func machineCPU() (busy time.Duration, ok bool) {
 // architecture Go supports.
 const clockTicks = 100
 
-// cpuMeter measures the machine's busy CPU over a span.
+// cpuMeter measures the machine's busy CPU over a span, and the bench
+// process's own (the Go side: chatbatch's worker, or a baseline's
+// client; SQLite runs in it too).
 type cpuMeter struct {
-	start, end time.Duration
-	ok, ended  bool
+	start, end         time.Duration
+	selfStart, selfEnd time.Duration
+	ok, ended          bool
 }
 
 func startCPU() cpuMeter {
 	busy, ok := machineCPU()
-	return cpuMeter{start: busy, ok: ok}
+	self, selfOK := procCPU(os.Getpid())
+	return cpuMeter{start: busy, selfStart: self, ok: ok && selfOK}
 }
 
 // stop ends the span (perThousand ends it if stop was not called).
 func (m *cpuMeter) stop() {
+	var selfOK bool
 	m.end, m.ended = machineCPU()
-	m.ok = m.ok && m.ended
+	m.selfEnd, selfOK = procCPU(os.Getpid())
+	m.ok = m.ok && m.ended && selfOK
 }
 
-// perThousand returns the busy CPU of the span per 1,000 recipients, in
-// milliseconds; ok is false where /proc/stat is not to be read.
-func (m cpuMeter) perThousand(recipients int) (ms float64, ok bool) {
+// perThousand returns the machine's busy CPU of the span per 1,000
+// recipients, and the bench process's share of it, in milliseconds; ok
+// is false where /proc is not to be read.
+func (m cpuMeter) perThousand(recipients int) (ms, selfMs float64, ok bool) {
 	if !m.ended {
 		m.stop()
 	}
 	if !m.ok || recipients == 0 {
-		return 0, false
+		return 0, 0, false
 	}
-	return float64(m.end-m.start) / float64(time.Millisecond) * 1000 / float64(recipients), true
+	per := func(d time.Duration) float64 {
+		return float64(d) / float64(time.Millisecond) * 1000 / float64(recipients)
+	}
+	return per(m.end - m.start), per(m.selfEnd - m.selfStart), true
 }

@@ -47,7 +47,10 @@ type harness struct {
 
 	floor     *batch.Service // the floor scenario's (floor.go)
 	floorMsgs *discardMessages
-	workerCPU cpuMeter // the machine's CPU over the last worker phase (workerRate, floorRate)
+	// phaseCPU is the machine's CPU over the span the last rate was timed
+	// over: a baseline's statements (runPlain, runCopy) or a worker phase
+	// (workerRate, floorRate), never the rows' preparation or verification.
+	phaseCPU cpuMeter
 }
 
 func randomName(tag string) string {
