@@ -457,7 +457,7 @@ func (b *bench) workerRep(ctx context.Context, h *harness, scen string, rep int,
 		contenders = []string{"plain", "copy", "chatbatch"}
 	}
 	if scen == "worker-a" && o.has("floor") {
-		contenders = append(contenders, "floor")
+		contenders = append(contenders, "floor", "unchecked")
 	}
 	for _, c := range rotate(contenders, rep) {
 		var rate float64
@@ -476,8 +476,8 @@ func (b *bench) workerRep(ctx context.Context, h *harness, scen string, rep int,
 			rate, err = h.runPlain(ctx, baselineBatches(p), withRooms)
 		case "copy":
 			rate, err = h.runCopy(ctx, baselineBatches(p), withRooms)
-		case "floor":
-			rate, err = b.floorRate(ctx, h, p, rep)
+		case "floor", "unchecked":
+			rate, err = b.floorRate(ctx, h, p, c == "unchecked")
 		}
 		if err != nil {
 			return err

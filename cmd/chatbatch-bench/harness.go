@@ -45,8 +45,7 @@ type harness struct {
 	// then measure the keys' table too.
 	idemKeys bool
 
-	floor     *batch.Service // the floor scenario's (floor.go)
-	floorMsgs *discardMessages
+	floors map[bool]floorContender // the floor scenario's, by unchecked (floor.go)
 	// phaseCPU is the machine's CPU over the span the last rate was timed
 	// over: a baseline's statements (runPlain, runCopy) or a worker phase
 	// (workerRate, floorRate), never the rows' preparation or verification.
@@ -153,6 +152,9 @@ func (h *harness) close(ctx context.Context, keep bool) error {
 	}
 	if h.svc != nil {
 		errs = append(errs, h.svc.Close())
+	}
+	for _, c := range h.floors {
+		errs = append(errs, c.svc.Close())
 	}
 	if keep {
 		return errors.Join(errs...)

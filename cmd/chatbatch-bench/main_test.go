@@ -223,7 +223,8 @@ func TestRunServices(t *testing.T) {
 				}
 				if _, err := os.Stat("/proc/stat"); err == nil {
 					for _, n := range []string{"where the cores are saturated: plain's CPU per recipient ÷ chatbatch's | postgres",
-						"of that, the bench process's (Go) per 1,000 recipients: worker (a) vs plain INSERT's client | postgres"} {
+						"of that, the bench process's (Go) per 1,000 recipients: worker (a) vs plain INSERT's client | postgres",
+						"worker (a) without the message write nor the send-time check vs plain INSERT | postgres"} {
 						if !strings.Contains(stdout, n) {
 							t.Errorf("the floor scenario has no row %q:\n%s", n, stdout)
 						}
