@@ -189,9 +189,9 @@ func (s *Store) TablePrefix() string { return s.prefix }
 // in an order in which they can be dropped (children before parents).
 func (s *Store) Tables() []string {
 	if s.bookkeepingOnly {
-		return []string{s.migrations, s.keys, s.chunks, s.batches}
+		return []string{s.migrations, s.keys, s.reads, s.chunks, s.batches}
 	}
-	return []string{s.migrations, s.keys, s.chunks, s.batches, s.messages, s.members, s.rooms, s.users}
+	return []string{s.migrations, s.keys, s.reads, s.chunks, s.batches, s.messages, s.members, s.rooms, s.users}
 }
 
 // Ping checks that the database answers.

@@ -120,6 +120,6 @@ func Example_bookkeepingOnly() {
 	_, err = batches.MissingUsers(ctx, "app1", []string{"alice"})
 	fmt.Println("Directory methods refused:", errors.Is(err, bunstore.ErrBookkeepingOnly))
 	// Output:
-	// tables: [chatbatch_schema_migrations chatbatch_idempotency_keys chatbatch_chunks chatbatch_batches]
+	// tables: [chatbatch_schema_migrations chatbatch_idempotency_keys chatbatch_batch_reads chatbatch_chunks chatbatch_batches]
 	// Directory methods refused: true
 }

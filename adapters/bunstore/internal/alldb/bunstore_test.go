@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect"
 
 	"github.com/chatbatch/chatbatch/adapters/bunstore"
 	"github.com/chatbatch/chatbatch/adapters/bunstore/bunopen"
@@ -242,7 +243,7 @@ func TestBookkeepingOnly(t *testing.T) {
 		ctx := t.Context()
 		s := newStore(t, db, &bunstore.Options{BookkeepingOnly: true})
 		p := s.TablePrefix()
-		if got := s.Tables(); !slices.Equal(got, []string{p + "schema_migrations", p + "idempotency_keys", p + "chunks", p + "batches"}) {
+		if got := s.Tables(); !slices.Equal(got, []string{p + "schema_migrations", p + "idempotency_keys", p + "batch_reads", p + "chunks", p + "batches"}) {
 			t.Errorf("Tables() = %q", got)
 		}
 		for _, name := range []string{"users", "rooms", "room_members", "messages"} {
@@ -754,4 +755,59 @@ func TestChunksArePacked(t *testing.T) {
 			t.Errorf("a chunk in the unpacked compact form read back as %d recipients, not the ones written", len(got.Recipients))
 		}
 	})
+}
+
+// TestTablesAreWhatMigrateCreates checks that Tables names every table
+// Migrate creates under the prefix and no other: hosts and tests drop a
+// store's tables by it, and a table it missed was left behind.
+func TestTablesAreWhatMigrateCreates(t *testing.T) {
+	forEach(t, func(t *testing.T, _ *backend, db *bun.DB) {
+		for _, bookkeepingOnly := range []bool{false, true} {
+			s := newStore(t, db, &bunstore.Options{BookkeepingOnly: bookkeepingOnly})
+			got := prefixedTables(t, db, s.TablePrefix())
+			want := slices.Sorted(slices.Values(s.Tables()))
+			if !slices.Equal(got, want) {
+				t.Errorf("BookkeepingOnly %v: Migrate created %q, Tables() = %q", bookkeepingOnly, got, want)
+			}
+			for _, table := range s.Tables() {
+				if _, err := db.ExecContext(t.Context(), "DROP TABLE "+table); err != nil {
+					t.Fatalf("drop %s: %v", table, err)
+				}
+			}
+			if left := prefixedTables(t, db, s.TablePrefix()); len(left) > 0 {
+				t.Errorf("BookkeepingOnly %v: after dropping Tables(), left %q", bookkeepingOnly, left)
+			}
+		}
+	})
+}
+
+// prefixedTables lists, sorted, the tables of db's schema whose names
+// start with prefix.
+func prefixedTables(t *testing.T, db *bun.DB, prefix string) []string {
+	t.Helper()
+	q := "SELECT name FROM sqlite_master WHERE type = 'table' AND substr(name, 1, length(?)) = ?"
+	switch db.Dialect().Name() {
+	case dialect.PG:
+		q = "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND left(tablename, length(?)) = ?"
+	case dialect.MySQL:
+		q = "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE() AND LEFT(table_name, CHAR_LENGTH(?)) = ?"
+	}
+	rows, err := db.QueryContext(t.Context(), q, prefix, prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, name)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(out)
+	return out
 }
