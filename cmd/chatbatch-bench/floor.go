@@ -38,15 +38,18 @@ type floorContender struct {
 }
 
 // uncheckedDirectory is the store's Directory without the send-time
-// check: it answers every one-on-one pair with the pair's room ID and
-// reads nothing. Only the floor scenario uses it, to measure what the
-// check costs; chatbatch always checks.
-type uncheckedDirectory struct{ store.Directory }
+// check: it answers every one-on-one pair with the room ID the store
+// names it by and reads nothing. Only the floor scenario uses it, to
+// measure what the check costs; chatbatch always checks.
+type uncheckedDirectory struct {
+	store.Directory
+	namer store.DirectRoomNamer
+}
 
-func (uncheckedDirectory) DirectRooms(_ context.Context, _, a string, bs []string) ([]store.DirectRoomResult, error) {
+func (d uncheckedDirectory) DirectRooms(_ context.Context, _, a string, bs []string) ([]store.DirectRoomResult, error) {
 	out := make([]store.DirectRoomResult, len(bs))
 	for i, b := range bs {
-		out[i].Room = store.DirectRoomID(a, b)
+		out[i].Room = d.namer.DirectRoomID(a, b)
 	}
 	return out, nil
 }
@@ -62,7 +65,7 @@ func (h *harness) floorService(unchecked bool) (floorContender, error) {
 	c := floorContender{msgs: &discardMessages{}}
 	cfg.Messages = c.msgs
 	if unchecked {
-		cfg.Directory = uncheckedDirectory{h.st}
+		cfg.Directory = uncheckedDirectory{h.st, h.st}
 	}
 	svc, err := batch.New(cfg)
 	if err != nil {
