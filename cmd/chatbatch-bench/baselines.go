@@ -98,6 +98,9 @@ func (h *harness) runPlain(ctx context.Context, bbs []baselineBatch, withRooms b
 		jobs = append(jobs, j)
 	}
 	counts, total := countsOf(bbs)
+	if err := h.quiet(ctx); err != nil {
+		return 0, err
+	}
 	h.phaseCPU = startCPU()
 	start := time.Now()
 	err := h.d.runJobs(ctx, jobs, h.conc)
@@ -137,6 +140,9 @@ func (h *harness) runCopy(ctx context.Context, bbs []baselineBatch, withRooms bo
 	}
 	defer closeAll()
 	counts, total := countsOf(bbs)
+	if err := h.quiet(ctx); err != nil {
+		return 0, err
+	}
 	h.phaseCPU = startCPU()
 	start := time.Now()
 	err = runCopies(ctx, conns, jobs)
@@ -198,6 +204,9 @@ func (h *harness) runNaive(ctx context.Context, bbs []baselineBatch) (float64, e
 		Logger:            nopLogger{},
 		LogLevel:          asynq.FatalLevel,
 	})
+	if err := h.quiet(ctx); err != nil {
+		return 0, err
+	}
 	if err := srv.Start(handler); err != nil {
 		return 0, fmt.Errorf("naive: start asynq server: %w", err)
 	}

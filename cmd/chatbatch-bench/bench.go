@@ -202,6 +202,17 @@ type series map[string][]float64
 
 func (s series) add(k string, v float64) { s[k] = append(s[k], v) }
 
+// addCPU records what m measured for contender c, per 1,000 of the
+// recipients: the machine's busy CPU as "cpu-"+c and the bench process's
+// share as "self-"+c (nothing where /proc is not to be read, or m
+// measured nothing).
+func (s series) addCPU(c string, m cpuMeter, recipients int) {
+	if ms, self, ok := m.perThousand(recipients); ok {
+		s.add("cpu-"+c, ms)
+		s.add("self-"+c, self)
+	}
+}
+
 func rotate(cs []string, rep int) []string {
 	n := len(cs)
 	out := make([]string, n)
@@ -307,6 +318,7 @@ func (b *bench) runDatabase(ctx context.Context, d *database, primary bool) (err
 		}
 		s := res[scen]
 		b.rows = append(b.rows, ratioRow(scen, labels[scen]+" vs plain INSERT", db, s["chatbatch"], s["plain"], targets[scen]))
+		b.boundRows(scen, labels[scen], db, s)
 		if d.name == "postgres" {
 			b.rows = append(b.rows, ratioRow(scen, labels[scen]+" vs pgx CopyFrom, "+strconv.Itoa(o.copyStreams)+" streams (ceiling)", db, s["chatbatch"], s["copy"], 0))
 		}
@@ -485,11 +497,8 @@ func (b *bench) workerRep(ctx context.Context, h *harness, scen string, rep int,
 		s.add(c, rate)
 		// The machine's CPU over the span the rate was timed over: the
 		// baselines' statements, chatbatch's worker phase (not its accept).
-		if ms, self, ok := h.phaseCPU.perThousand(o.backlog); ok {
-			s.add("cpu-"+c, ms)
-			s.add("self-"+c, self)
-		}
-		b.logf("%s: %s run %d/%d: %-9s %s msgs/s", h.d.label(), scen, rep+1, o.runs, c, fmtRate(rate))
+		s.addCPU(c, h.phaseCPU, o.backlog)
+		b.logf("%s: %s run %d/%d: %-9s %s msgs/s (%v waited for a quiet machine)", h.d.label(), scen, rep+1, o.runs, c, fmtRate(rate), h.waited.Round(time.Millisecond))
 	}
 	return nil
 }
@@ -503,6 +512,9 @@ func (b *bench) workerRate(ctx context.Context, h *harness, p plan, scen string,
 	}
 	bs, err := h.acceptPlan(ctx, p)
 	if err != nil {
+		return 0, err
+	}
+	if err := h.quiet(ctx); err != nil {
 		return 0, err
 	}
 	stop := b.profile(h.d.label(), scen, rep)
@@ -556,6 +568,7 @@ func (b *bench) e2eRep(ctx context.Context, h *harness, scen string, rep int, s 
 		p := splitPlan(requests*o.recipients, o.recipients, paraFor(scen, b.fresh(), 0))
 		var rate float64
 		var err error
+		h.phaseCPU = cpuMeter{} // the naive contender measures none
 		switch c {
 		case "chatbatch":
 			if scen == "e2e-b" {
@@ -580,7 +593,8 @@ func (b *bench) e2eRep(ctx context.Context, h *harness, scen string, rep int, s 
 			return fmt.Errorf("%s: %w", c, err)
 		}
 		s.add(c, rate)
-		b.logf("%s: %s run %d/%d: %-9s %s msgs/s", h.d.label(), scen, rep+1, o.runs, c, fmtRate(rate))
+		s.addCPU(c, h.phaseCPU, requests*o.recipients)
+		b.logf("%s: %s run %d/%d: %-9s %s msgs/s (%v waited for a quiet machine)", h.d.label(), scen, rep+1, o.runs, c, fmtRate(rate), h.waited.Round(time.Millisecond))
 	}
 	return nil
 }
@@ -598,11 +612,15 @@ func (b *bench) endToEnd(ctx context.Context, h *harness, p plan, scen string, r
 		bodies[k], firsts[k] = requestBody(ps), ps[0]
 		total += len(ps)
 	}
+	if err := h.quiet(ctx); err != nil {
+		return 0, 0, err
+	}
 	h.startWorker()
 	time.Sleep(workerWarmup)
 	stop := b.profile(h.d.label(), scen, rep)
 	bs := make([]acceptedBatch, len(bodies))
 	errs := make([]error, len(bodies))
+	h.phaseCPU = startCPU()
 	start := time.Now()
 	var wg sync.WaitGroup
 	for k, body := range bodies {
@@ -614,6 +632,7 @@ func (b *bench) endToEnd(ctx context.Context, h *harness, p plan, scen string, r
 		return 0, 0, err
 	}
 	last, err := h.waitDone(ctx, bs)
+	h.phaseCPU.stop()
 	stop()
 	if stopErr := h.stopWorker(); err == nil {
 		err = stopErr
