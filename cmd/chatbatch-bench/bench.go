@@ -231,6 +231,7 @@ func (b *bench) runDatabase(ctx context.Context, d *database, primary bool) (err
 	if err != nil {
 		return err
 	}
+	h.quietMax = o.quiet
 	h.streams = o.copyStreams
 	defer func() {
 		if cerr := h.close(context.WithoutCancel(ctx), o.keep); cerr != nil && err == nil {
@@ -679,6 +680,7 @@ func (b *bench) statsRep(ctx context.Context, d *database, rep int) (unanalyzed,
 	if err != nil {
 		return 0, 0, err
 	}
+	h.quietMax = o.quiet
 	defer func() {
 		if cerr := h.close(context.WithoutCancel(ctx), o.keep); cerr != nil && err == nil {
 			err = cerr

@@ -50,9 +50,10 @@ type harness struct {
 	// over: a baseline's statements (runPlain, runCopy) or a worker phase
 	// (workerRate, floorRate), never the rows' preparation or verification.
 	phaseCPU cpuMeter
-	// waited is how long the last contender waited for a quiet machine
-	// before its measured span (quiet).
-	waited time.Duration
+	// quietMax bounds how long quiet waits for a quiet machine before a
+	// contender's measured span (-quiet; 0: it does not wait), and waited
+	// is how long the last contender waited.
+	quietMax, waited time.Duration
 }
 
 func randomName(tag string) string {
@@ -567,14 +568,11 @@ func (h *harness) verifyBaseline(ctx context.Context, counts map[string]int) err
 	return nil
 }
 
-// quietMax bounds quiet's wait: a machine busy with something else for
-// longer is measured as it is.
-const quietMax = 30 * time.Second
-
-// quiet waits until the machine is quiet (waitQuiet) before a
-// contender's measured span, and records the wait in h.waited.
+// quiet waits until the machine is quiet (waitQuiet), at most
+// h.quietMax, before a contender's measured span, and records the wait in
+// h.waited.
 func (h *harness) quiet(ctx context.Context) error {
-	w, err := waitQuiet(ctx, quietMax)
+	w, err := waitQuiet(ctx, h.quietMax)
 	h.waited = w
 	return err
 }

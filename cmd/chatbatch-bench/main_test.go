@@ -5,8 +5,10 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,7 +31,9 @@ func TestMain(m *testing.M) {
 func runBench(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	var out, errb bytes.Buffer
-	code = run(t.Context(), args, &out, &errb)
+	// The tests share the machine with each other: waiting for it to be
+	// quiet would only make them slow.
+	code = run(t.Context(), append([]string{"-quiet=0"}, args...), &out, &errb)
 	return code, out.String(), errb.String()
 }
 
@@ -158,7 +162,7 @@ func TestRunSQLiteMiniredis(t *testing.T) {
 	if !strings.Contains(stdout, "- sqlite: the dbstat virtual table") {
 		t.Errorf("the notes do not say how SQLite's sizes are measured:\n%s", stdout)
 	}
-	if !strings.Contains(stdout, "chatbatch-bench -redis=mem -runs=2") {
+	if !strings.Contains(stdout, "chatbatch-bench -quiet=0 -redis=mem -runs=2") {
 		t.Errorf("the command line is not at the top:\n%s", stdout)
 	}
 	if !strings.Contains(stderr, "WARNING: -redis=mem") {
@@ -261,6 +265,7 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"-recipients=10001"}, "-recipients must be between 1 and 10000"},
 		{[]string{"-recipients=0"}, "-recipients must be between 1 and 10000"},
 		{[]string{"-backlog=-5"}, "-backlog must be at least 1"},
+		{[]string{"-quiet=-1s"}, "-quiet must not be negative"},
 		{[]string{"-concurrency=0"}, "-concurrency must be at least 1"},
 		{[]string{"-scenarios=worker-a,warp"}, `unknown scenario "warp"`},
 		{[]string{"-scenarios=,"}, "-scenarios is empty"},
@@ -299,7 +304,7 @@ func TestQuickDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.runs != 2 || o.recipients != 1000 || o.backlog != 5000 || o.has("stats") || !o.has("memory") || len(o.memorySizes) != 2 || o.copyStreams != 10 {
+	if o.runs != 2 || o.quiet != 2*time.Second || o.recipients != 1000 || o.backlog != 5000 || o.has("stats") || !o.has("memory") || len(o.memorySizes) != 2 || o.copyStreams != 10 {
 		t.Errorf("-quick -runs=2 = %+v", o)
 	}
 	if !o.has("bytes") || o.has("retention") || o.has("plans") || o.has("workers") || o.has("reads") || o.retentionRecipients != 20_000 || !slices.Equal(o.planSizes, []int{1000, 10_000}) {
@@ -311,7 +316,7 @@ func TestQuickDefaults(t *testing.T) {
 		t.Errorf("-quick -scenarios=stats: %v %+v", err, o)
 	}
 	o, err = parseFlags(nil, &bytes.Buffer{})
-	if err != nil || !o.has("bytes") || !o.has("stats") || o.has("retention") || o.has("plans") || o.has("reads") || o.retentionRecipients != 1_000_000 || !slices.Equal(o.planSizes, []int{10_000, 1_000_000}) {
+	if err != nil || o.quiet != 30*time.Second || !o.has("bytes") || !o.has("stats") || o.has("retention") || o.has("plans") || o.has("reads") || o.retentionRecipients != 1_000_000 || !slices.Equal(o.planSizes, []int{10_000, 1_000_000}) {
 		t.Errorf("defaults: %v %+v", err, o)
 	}
 	o, err = parseFlags([]string{"-scenarios=all", "-plan-sizes=500,20,500"}, &bytes.Buffer{})
@@ -396,5 +401,38 @@ func TestSpread(t *testing.T) {
 	}
 	if got := median([]float64{4, 1, 3, 2}); got != 2.5 {
 		t.Errorf("median = %v", got)
+	}
+}
+
+// TestWaitQuietWaitsWhileBusy keeps every core busy and checks that
+// waitQuiet waits its whole bound, then returns at once with a bound of 0.
+func TestWaitQuietWaitsWhileBusy(t *testing.T) {
+	if _, _, _, ok := machineTicks(); !ok {
+		testenv.Skip(t, "no /proc/stat: waitQuiet does not wait here")
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range runtime.GOMAXPROCS(0) {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+			}
+		})
+	}
+	waited, err := waitQuiet(t.Context(), 600*time.Millisecond)
+	close(stop)
+	wg.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if waited < 600*time.Millisecond {
+		t.Errorf("waitQuiet returned after %v with every core busy; want it to wait its 600ms", waited)
+	}
+	if waited, err := waitQuiet(t.Context(), 0); err != nil || waited > 50*time.Millisecond {
+		t.Errorf("waitQuiet(0) = %v, %v; want no wait", waited, err)
 	}
 }

@@ -61,6 +61,7 @@ type options struct {
 	runs                int
 	scenarios           map[string]bool
 	quick, strict       bool
+	quiet               time.Duration
 	cpuprofile          string
 	memprofile          string
 	memorySizes         []int
@@ -114,7 +115,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.backlog, "backlog", 100_000, "recipients accepted before the worker starts, in the worker-rate and stats scenarios")
 	fs.IntVar(&o.runs, "runs", 3, "repetitions of each scenario")
 	scen := fs.String("scenarios", "", "comma-separated `list` of scenarios (default all but "+strings.Join(optIn, ", ")+"; \"all\": every one): "+strings.Join(scenarioNames(), ", "))
-	fs.BoolVar(&o.quick, "quick", false, "a short run (under a minute): -runs 1 -recipients 1000 -backlog 5000 -memory-sizes 5000,20000 -load-clients 4 -load-recipients 100 -load-duration 2s -retention-recipients 20000 -plan-sizes 1000,10000, no stats scenario")
+	fs.BoolVar(&o.quick, "quick", false, "a short run (under a minute): -runs 1 -quiet 2s -recipients 1000 -backlog 5000 -memory-sizes 5000,20000 -load-clients 4 -load-recipients 100 -load-duration 2s -retention-recipients 20000 -plan-sizes 1000,10000, no stats scenario")
+	fs.DurationVar(&o.quiet, "quiet", 30*time.Second, "before each contender's measured span, wait up to this long for the machine to be quiet (what ran before it no longer keeping the cores or the disk busy); 0: do not wait")
 	fs.BoolVar(&o.strict, "strict", false, "exit with status 3 when a target is missed")
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of each chatbatch run to `file` (one file per run, named file.DB.SCENARIO.RUN)")
 	fs.StringVar(&o.memprofile, "memprofile", "", "write heap profiles before and after each chatbatch run to `file`.DB.SCENARIO.RUN[.before] (compare with pprof -base)")
@@ -145,6 +147,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if o.quick {
 		if !set["runs"] {
 			o.runs = 1
+		}
+		if !set["quiet"] {
+			o.quiet = 2 * time.Second
 		}
 		if !set["recipients"] {
 			o.recipients = 1000
@@ -180,6 +185,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, usagef("-backlog must be at least 1, not %d", o.backlog)
 	case o.copyStreams < 0:
 		return nil, usagef("-copy-streams must not be negative, not %d", o.copyStreams)
+	case o.quiet < 0:
+		return nil, usagef("-quiet must not be negative, not %v", o.quiet)
 	case o.runs < 1:
 		return nil, usagef("-runs must be at least 1, not %d", o.runs)
 	case o.loadClients < 1 || o.loadRecipients < 1 || o.loadRecipients > maxRecipients || o.loadDuration <= 0 || o.loadMaxPending < 0:
