@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -410,21 +411,16 @@ func TestWaitQuietWaitsWhileBusy(t *testing.T) {
 	if _, _, _, ok := machineTicks(); !ok {
 		testenv.Skip(t, "no /proc/stat: waitQuiet does not wait here")
 	}
-	stop := make(chan struct{})
+	var stop atomic.Bool
 	var wg sync.WaitGroup
 	for range runtime.GOMAXPROCS(0) {
 		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
+			for !stop.Load() { // spin: keep a core busy
 			}
 		})
 	}
 	waited, err := waitQuiet(t.Context(), 600*time.Millisecond)
-	close(stop)
+	stop.Store(true)
 	wg.Wait()
 	if err != nil {
 		t.Fatal(err)
