@@ -105,6 +105,16 @@ type Options struct {
 	// own Directory and Messages to batch.Config beside this Store as
 	// Batches. Defaults to false.
 	BookkeepingOnly bool
+
+	// DirectoryCache is how many facts about the directory (this user
+	// exists; this pair's one-on-one room exists with both as members)
+	// the store remembers, so that sends to receivers seen before do not
+	// look them up again; two generations of this many are kept, about
+	// 20 bytes each. The cache follows every removal from the directory
+	// tables, whoever makes it (see schema version 11), so a send never
+	// goes to a user or room removed before it was checked. PostgreSQL and
+	// SQLite only; negative: off. Defaults to DefaultDirectoryCache.
+	DirectoryCache int
 }
 
 // Store is a store.Store on a SQL database. It is safe for concurrent use
@@ -120,9 +130,10 @@ type Store struct {
 	// store then uses its own statements with bind parameters (pg.go).
 	pgx bool
 	pg  pgStatements
+	dir *dirCache // nil: no directory cache
 
 	// Table names, prefixed once here so that queries only concatenate.
-	users, rooms, members, messages, batches, chunks, keys, reads, migrations string
+	users, rooms, members, messages, batches, chunks, keys, reads, migrations, epochs string
 }
 
 // New returns a Store on db, which must use the PostgreSQL (pgdialect),
@@ -160,6 +171,13 @@ func New(db *bun.DB, opts *Options) (*Store, error) {
 	s.keys = s.prefix + "idempotency_keys"
 	s.reads = s.prefix + "batch_reads"
 	s.migrations = s.prefix + "schema_migrations"
+	s.epochs = s.prefix + "directory_epochs"
+	if n := o.DirectoryCache; n >= 0 && s.cachesDirectory() {
+		if n == 0 {
+			n = DefaultDirectoryCache
+		}
+		s.dir = newDirCache(n)
+	}
 	if isPgx(db.DB.Driver()) && s.kind == dialect.PG {
 		s.pgx = true
 		s.preparePG()
@@ -191,7 +209,34 @@ func (s *Store) Tables() []string {
 	if s.bookkeepingOnly {
 		return []string{s.migrations, s.keys, s.reads, s.chunks, s.batches}
 	}
-	return []string{s.migrations, s.keys, s.reads, s.chunks, s.batches, s.messages, s.members, s.rooms, s.users}
+	tables := []string{s.migrations, s.keys, s.reads, s.chunks, s.batches, s.messages, s.members, s.rooms, s.users}
+	if s.kind != dialect.MySQL {
+		// Last: the directory tables' triggers write it.
+		tables = append(tables, s.epochs)
+	}
+	return tables
+}
+
+// Drop removes what Migrate created: every table of Tables (with its
+// data) and, on PostgreSQL, the trigger function of schema version 11.
+// For tests on a throwaway prefix, and for uninstalling.
+func (s *Store) Drop(ctx context.Context) error {
+	if err := begin(ctx, "drop"); err != nil {
+		return err
+	}
+	stmts := make([]string, 0, len(s.Tables())+1)
+	for _, t := range s.Tables() {
+		stmts = append(stmts, "DROP TABLE IF EXISTS "+t)
+	}
+	if s.kind == dialect.PG {
+		stmts = append(stmts, "DROP FUNCTION IF EXISTS "+s.prefix+"directory_changed()")
+	}
+	for _, q := range stmts {
+		if _, err := s.db.ExecContext(ctx, q); err != nil {
+			return s.fail(ctx, "drop", err)
+		}
+	}
+	return nil
 }
 
 // Ping checks that the database answers.

@@ -41,12 +41,26 @@ func (s *Store) missing(ctx context.Context, op, table, app string, ids []string
 		return nil, err
 	}
 	uniq := dedupe(ids)
-	found, err := s.existing(ctx, s.db, table, "id", app, uniq)
+	kind := byte(factRoom)
+	if table == s.users {
+		kind = factUser
+	}
+	// IDs the directory cache knows exist are not looked up.
+	view, err := s.directoryView(ctx, app)
 	if err != nil {
 		return nil, s.fail(ctx, op, err)
 	}
+	lookup := uniq
+	if view != nil {
+		lookup = slices.DeleteFunc(slices.Clone(uniq), func(id string) bool { return view.has(kind, id) })
+	}
+	found, err := s.existing(ctx, s.db, table, "id", app, lookup)
+	if err != nil {
+		return nil, s.fail(ctx, op, err)
+	}
+	view.addIDs(kind, slices.Collect(maps.Keys(found)))
 	out := []string{}
-	for _, id := range uniq {
+	for _, id := range lookup {
 		if !found[id] {
 			out = append(out, id)
 		}
@@ -260,6 +274,11 @@ func (s *Store) DirectRooms(ctx context.Context, app, a string, bs []string) ([]
 	if err := s.full(ctx, op); err != nil {
 		return nil, err
 	}
+	view, err := s.directoryView(ctx, app)
+	if err != nil {
+		return nil, s.fail(ctx, op, err)
+	}
+	senderKnown := view.hasUser(a)
 	byB := make(map[string]*pairState, len(bs))
 	var open []*pairState
 	for _, b := range bs {
@@ -273,6 +292,11 @@ func (s *Store) DirectRooms(ctx context.Context, app, a string, bs []string) ([]
 			continue
 		}
 		p.room = s.directRoomID(a, b)
+		if view.has(factPair, a, b) {
+			p.done, p.res = true, store.DirectRoomResult{Room: p.room}
+			continue
+		}
+		p.userKnown = view.hasUser(b)
 		open = append(open, p)
 	}
 	for round := 0; round < 3 && len(open) > 0; round++ {
@@ -281,11 +305,10 @@ func (s *Store) DirectRooms(ctx context.Context, app, a string, bs []string) ([]
 			p.mayCreate = !claimed[p.room]
 			claimed[p.room] = true
 		}
-		var err error
 		if s.pgx {
-			err = s.pgDirectRoomRound(ctx, app, a, open)
+			err = s.pgDirectRoomRound(ctx, app, a, senderKnown, open)
 		} else {
-			err = s.directRoomRound(ctx, app, a, open)
+			err = s.directRoomRound(ctx, app, a, senderKnown, open)
 		}
 		if err != nil {
 			return nil, s.fail(ctx, op, err)
@@ -300,15 +323,21 @@ func (s *Store) DirectRooms(ctx context.Context, app, a string, bs []string) ([]
 		p.res = store.DirectRoomResult{Room: room, Err: err}
 	}
 	out := make([]store.DirectRoomResult, len(bs))
+	var ok []string
 	for i, b := range bs {
 		out[i] = byB[b].res
+		if out[i].Err == nil && view != nil {
+			ok = append(ok, b)
+		}
 	}
+	view.addPairs(a, dedupe(ok))
 	return out, nil
 }
 
 // pairState is one distinct receiver of a DirectRooms call.
 type pairState struct {
 	b, room   string
+	userKnown bool // the directory cache knows b is a user
 	mayCreate bool // the one pair of this round allowed to create room
 	done      bool
 	res       store.DirectRoomResult
@@ -353,17 +382,25 @@ func (p *pairState) fail(a string, err error) {
 // call created. A concurrent creator of the same room makes the insert
 // wait for its commit (MySQL) or runs strictly before or after (SQLite),
 // so its members are seen and none are added to its room.
-func (s *Store) directRoomRound(ctx context.Context, app, a string, pairs []*pairState) error {
+func (s *Store) directRoomRound(ctx context.Context, app, a string, senderKnown bool, pairs []*pairState) error {
 	users := make([]string, 0, len(pairs)+1)
 	rooms := make([]string, 0, len(pairs))
-	users = append(users, a)
+	if !senderKnown {
+		users = append(users, a)
+	}
 	for _, p := range pairs {
-		users = append(users, p.b)
+		if !p.userKnown {
+			users = append(users, p.b)
+		}
 		rooms = append(rooms, p.room)
 	}
 	found, members, err := s.lookupPairs(ctx, app, dedupe(users), dedupe(rooms))
 	if err != nil {
 		return err
+	}
+	found[a] = found[a] || senderKnown
+	for _, p := range pairs {
+		found[p.b] = found[p.b] || p.userKnown
 	}
 	var create []*pairState
 	for _, p := range pairs {

@@ -70,16 +70,18 @@ func (s *Store) preparePG() {
 	// receivers allowed to ($5: one per room ID), in room ID order so
 	// that concurrent creators never wait for each other in a cycle.
 	// The room itself is looked up only when the pair are not both its
-	// members (members reference rooms: if they are, it exists).
+	// members (members reference rooms: if they are, it exists). Users
+	// the directory cache knows ($6: the sender, $7: each receiver) are
+	// not looked up.
 	q.directRooms = "WITH q AS (SELECT q.*, CASE WHEN q.members = q.pair_size THEN 1" +
 		" ELSE (SELECT 1 FROM " + s.rooms + " r WHERE r.app_id = $1 AND r.id = q.room) END AS room_ok" +
 		" FROM (SELECT q.ord, q.b, q.room, q.may_create, CASE WHEN q.b = $2 THEN 1 ELSE 2 END AS pair_size," +
-		" (SELECT 1 FROM " + s.users + " u WHERE u.app_id = $1 AND u.id = q.b) AS user_ok," +
+		" CASE WHEN q.user_known THEN 1 ELSE (SELECT 1 FROM " + s.users + " u WHERE u.app_id = $1 AND u.id = q.b) END AS user_ok," +
 		" (SELECT count(*) FROM " + s.members + " m WHERE m.app_id = $1 AND m.room_id = q.room AND m.user_id IN ($2, q.b)) AS members" +
 		// OFFSET 0 keeps the inner query from being merged into the outer
 		// one, which would compute members again inside the CASE.
-		" FROM unnest($3::text[], $4::text[], $5::bool[]) WITH ORDINALITY AS q(b, room, may_create, ord) OFFSET 0) q)," +
-		" a AS (SELECT (SELECT 1 FROM " + s.users + " WHERE app_id = $1 AND id = $2) AS ok)," +
+		" FROM unnest($3::text[], $4::text[], $5::bool[], $7::bool[]) WITH ORDINALITY AS q(b, room, may_create, user_known, ord) OFFSET 0) q)," +
+		" a AS (SELECT CASE WHEN $6 THEN 1 ELSE (SELECT 1 FROM " + s.users + " WHERE app_id = $1 AND id = $2) END AS ok)," +
 		" created AS (INSERT INTO " + s.rooms + " (app_id, id)" +
 		" SELECT $1, q.room FROM q, a WHERE a.ok IS NOT NULL AND q.may_create AND q.user_ok IS NOT NULL AND q.room_ok IS NULL" +
 		" ORDER BY q.room ON CONFLICT DO NOTHING RETURNING id)," +
@@ -238,12 +240,12 @@ func (s *Store) pgCopyMessages(ctx context.Context, copier pgcopy.Func, app stri
 }
 
 // pgDirectRoomRound runs one round of DirectRooms in one statement.
-func (s *Store) pgDirectRoomRound(ctx context.Context, app, a string, pairs []*pairState) error {
-	bs, rooms, mayCreate := make([]string, len(pairs)), make([]string, len(pairs)), make([]bool, len(pairs))
+func (s *Store) pgDirectRoomRound(ctx context.Context, app, a string, senderKnown bool, pairs []*pairState) error {
+	bs, rooms, mayCreate, known := make([]string, len(pairs)), make([]string, len(pairs)), make([]bool, len(pairs)), make([]bool, len(pairs))
 	for i, p := range pairs {
-		bs[i], rooms[i], mayCreate[i] = p.b, p.room, p.mayCreate
+		bs[i], rooms[i], mayCreate[i], known[i] = p.b, p.room, p.mayCreate, p.userKnown
 	}
-	rows, err := s.db.DB.QueryContext(ctx, s.pg.directRooms, app, a, bs, rooms, mayCreate)
+	rows, err := s.db.DB.QueryContext(ctx, s.pg.directRooms, app, a, bs, rooms, mayCreate, senderKnown, known)
 	if err != nil {
 		return err
 	}

@@ -280,7 +280,7 @@ func (s *Store) createV1(ctx context.Context, db bun.IConn) error {
 }
 
 // SchemaVersion is the schema version this package's Migrate produces.
-const SchemaVersion = 10
+const SchemaVersion = 11
 
 // migration is one schema version after the first: its steps run in
 // order, each one skipped if what it makes exists already, so that a
@@ -389,7 +389,55 @@ func (s *Store) migrationList() []migration {
 			// batch's row ("reads" is reserved in MySQL).
 			s.addColumn(s.chunks, "read_count", ct.integer+" NOT NULL DEFAULT 0"),
 		},
+	}, {
+		version: 11,
+		name:    "directory changes counted, for the directory cache",
+		steps:   s.directoryTriggers(),
 	}}
+}
+
+// directoryTriggers are the steps of schema version 11: a count per
+// application of the rows removed from (or changed in) the users, rooms
+// and room_members tables, kept by triggers so that changes made with
+// the host's own SQL count too. The directory cache (dircache.go)
+// believes what it learned only while the count is unchanged. None on
+// MySQL/MariaDB, whose cache is off, nor in a BookkeepingOnly store.
+func (s *Store) directoryTriggers() []step {
+	if !s.cachesDirectory() {
+		return nil
+	}
+	ct := types[s.kind]
+	steps := []step{{sql: "CREATE TABLE IF NOT EXISTS " + s.epochs + " (app_id " + ct.id + " NOT NULL PRIMARY KEY, epoch BIGINT NOT NULL)"}}
+	tables := []string{s.users, s.rooms, s.members}
+	if s.kind == dialect.PG {
+		// One statement-level trigger per event: a DELETE of 10,000
+		// memberships bumps each app's count once, apps in order (so two
+		// such statements never wait for each other's rows in a cycle).
+		// TRUNCATE has no rows to say which app: it bumps the '' row,
+		// which counts for every app.
+		fn := s.prefix + "directory_changed"
+		steps = append(steps, step{sql: "CREATE OR REPLACE FUNCTION " + fn + "() RETURNS trigger LANGUAGE plpgsql AS $f$ BEGIN" +
+			" IF TG_OP = 'TRUNCATE' THEN" +
+			" INSERT INTO " + s.epochs + " AS e (app_id, epoch) VALUES ('', 1) ON CONFLICT (app_id) DO UPDATE SET epoch = e.epoch + 1;" +
+			" ELSE" +
+			" INSERT INTO " + s.epochs + " AS e (app_id, epoch) SELECT DISTINCT app_id, 1 FROM old_rows ORDER BY app_id ON CONFLICT (app_id) DO UPDATE SET epoch = e.epoch + 1;" +
+			" END IF; RETURN NULL; END $f$"})
+		for _, t := range tables {
+			for _, ev := range []string{"DELETE", "UPDATE"} {
+				steps = append(steps, step{sql: "CREATE TRIGGER " + t + "_" + strings.ToLower(ev) + "d AFTER " + ev + " ON " + t +
+					" REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE PROCEDURE " + fn + "()"})
+			}
+			steps = append(steps, step{sql: "CREATE TRIGGER " + t + "_truncated AFTER TRUNCATE ON " + t + " FOR EACH STATEMENT EXECUTE PROCEDURE " + fn + "()"})
+		}
+		return steps
+	}
+	for _, t := range tables {
+		for _, ev := range []string{"DELETE", "UPDATE"} {
+			steps = append(steps, step{sql: "CREATE TRIGGER IF NOT EXISTS " + t + "_" + strings.ToLower(ev) + "d AFTER " + ev + " ON " + t + " BEGIN" +
+				" INSERT INTO " + s.epochs + " (app_id, epoch) VALUES (OLD.app_id, 1) ON CONFLICT (app_id) DO UPDATE SET epoch = epoch + 1; END"})
+		}
+	}
+	return steps
 }
 
 // createIndex is CREATE INDEX for a migration step (IF NOT EXISTS where the

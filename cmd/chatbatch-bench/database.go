@@ -282,14 +282,3 @@ func (d *database) countMessages(ctx context.Context, table, batchID string) (ro
 	err = d.sql.QueryRowContext(ctx, q, appID, batchID+"-", batchID+".", batchID).Scan(&rows, &distinct)
 	return rows, distinct, err
 }
-
-// dropTables drops tables (children first).
-func (d *database) dropTables(ctx context.Context, tables []string) error {
-	var errs []error
-	for _, t := range tables {
-		if _, err := d.sql.ExecContext(ctx, "DROP TABLE IF EXISTS "+t); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
-}

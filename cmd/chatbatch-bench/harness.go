@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -168,7 +169,7 @@ func (h *harness) close(ctx context.Context, keep bool) error {
 	}
 	for _, st := range []*bunstore.Store{h.base, h.st} {
 		if st != nil {
-			errs = append(errs, h.d.dropTables(ctx, st.Tables()))
+			errs = append(errs, st.Drop(ctx))
 		}
 	}
 	return errors.Join(errs...)
@@ -290,8 +291,37 @@ func excerpt(b []byte) string {
 	return string(b)
 }
 
+// warmDirectory resolves every receiver's one-on-one room of p through
+// the store, as an earlier send to them would have: the directory cache
+// then knows them.
+func (h *harness) warmDirectory(ctx context.Context, p plan) error {
+	for k := range p.requests {
+		var bs []string
+		for _, q := range p.gen(k) {
+			if q.room == "" {
+				bs = append(bs, q.receiver)
+			}
+		}
+		for part := range slices.Chunk(bs, batch.DefaultChunkSize) {
+			rs, err := h.st.DirectRooms(ctx, appID, sender, part)
+			if err != nil {
+				return err
+			}
+			for _, r := range rs {
+				if r.Err != nil {
+					return r.Err
+				}
+			}
+		}
+	}
+	return nil
+}
+
 // acceptPlan posts every request of p from a few goroutines (not measured).
+// The store's directory cache starts empty (a first send to these
+// receivers): only what this accept looked up is known to the worker.
 func (h *harness) acceptPlan(ctx context.Context, p plan) ([]acceptedBatch, error) {
+	h.st.ForgetDirectory()
 	out := make([]acceptedBatch, p.requests)
 	errs := make([]error, p.requests)
 	next := make(chan int)

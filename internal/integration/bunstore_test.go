@@ -70,9 +70,7 @@ func (b *sqlBackend) newBunstore(t testing.TB) *bunstore.Store {
 	bt.Must(t, err)
 	bt.Must(t, st.Migrate(t.Context()))
 	t.Cleanup(func() {
-		for _, table := range st.Tables() {
-			_, _ = db.ExecContext(context.Background(), "DROP TABLE IF EXISTS "+table)
-		}
+		_ = st.Drop(context.Background())
 	})
 	return st
 }

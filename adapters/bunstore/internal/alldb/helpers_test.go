@@ -134,10 +134,8 @@ func dropTables(tb testing.TB, db *bun.DB, s *bunstore.Store) {
 	tb.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		for _, table := range s.Tables() {
-			if _, err := db.ExecContext(ctx, "DROP TABLE IF EXISTS "+table); err != nil {
-				tb.Errorf("drop %s: %v", table, err)
-			}
+		if err := s.Drop(ctx); err != nil {
+			tb.Error(err)
 		}
 	})
 }

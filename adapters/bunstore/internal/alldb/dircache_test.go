@@ -1,0 +1,183 @@
+package alldb_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect"
+
+	"github.com/chatbatch/chatbatch/adapters/bunstore"
+	"github.com/chatbatch/chatbatch/store"
+)
+
+// TestDirectoryCacheFollowsRemovals warms the directory cache (a pair's
+// room, a user, a room) and then removes what it knows, each time in
+// another way: the host's own SQL (DELETE, UPDATE of a key, TRUNCATE),
+// and this store's methods called through a second Store on the same
+// tables, as another process would. Every removal must be seen by the
+// next look-up, as if there were no cache.
+func TestDirectoryCacheFollowsRemovals(t *testing.T) {
+	forEach(t, func(t *testing.T, _ *backend, db *bun.DB) {
+		ctx := t.Context()
+		s := newStore(t, db, nil)
+		other, err := bunstore.New(db, &bunstore.Options{TablePrefix: s.TablePrefix()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		const app, sys = "app", "sys"
+		users := []string{"u-del", "u-member", "u-rekey", "u-method", "u-trunc", "u-room"}
+		must(t, s.AddUsers(ctx, app, append(users, sys)...))
+		must(t, s.AddRoom(ctx, app, "g-del", "u-del"))
+		must(t, s.AddRoom(ctx, app, "g-method", "u-del"))
+		room := func(u string) string { return s.DirectRoomID(sys, u) }
+		exec := func(q string, args ...any) {
+			t.Helper()
+			if _, err := db.ExecContext(ctx, q, args...); err != nil {
+				t.Fatalf("%s: %v", q, err)
+			}
+		}
+		// warm asks twice, so that the second answer can come from the
+		// cache, and checks both say the pair is fine.
+		warm := func(u string) {
+			t.Helper()
+			for range 2 {
+				rs, err := s.DirectRooms(ctx, app, sys, []string{u})
+				if err != nil || rs[0].Err != nil || rs[0].Room != room(u) {
+					t.Fatalf("DirectRooms(%s) before the removal = %+v, %v", u, rs, err)
+				}
+				if missing, err := s.MissingUsers(ctx, app, []string{u}); err != nil || len(missing) != 0 {
+					t.Fatalf("MissingUsers(%s) before the removal = %q, %v", u, missing, err)
+				}
+			}
+		}
+		refused := func(what, u string, want error) {
+			t.Helper()
+			rs, err := s.DirectRooms(ctx, app, sys, []string{u})
+			if err != nil || !errors.Is(rs[0].Err, want) {
+				t.Errorf("after %s: DirectRooms(%s) = %+v, %v; want %v", what, u, rs, err, want)
+			}
+		}
+		userGone := func(what, u string) {
+			t.Helper()
+			refused(what, u, store.ErrNotFound)
+			if missing, err := s.MissingUsers(ctx, app, []string{u}); err != nil || !slices.Equal(missing, []string{u}) {
+				t.Errorf("after %s: MissingUsers(%s) = %q, %v; want it missing", what, u, missing, err)
+			}
+		}
+
+		warm("u-del")
+		exec("DELETE FROM "+s.TablePrefix()+"users WHERE app_id = ? AND id = ?", app, "u-del")
+		userGone("the host's DELETE of the user", "u-del")
+
+		warm("u-member")
+		exec("DELETE FROM "+s.TablePrefix()+"room_members WHERE app_id = ? AND room_id = ? AND user_id = ?", app, room("u-member"), "u-member")
+		refused("the host's DELETE of a membership", "u-member", store.ErrConflict)
+
+		warm("u-rekey")
+		exec("UPDATE "+s.TablePrefix()+"users SET id = ? WHERE app_id = ? AND id = ?", "u-rekeyed", app, "u-rekey")
+		userGone("the host's UPDATE of the user's ID", "u-rekey")
+
+		warm("u-method")
+		must(t, other.DeleteUser(ctx, app, "u-method"))
+		userGone("DeleteUser by another Store", "u-method")
+
+		warm("u-room")
+		must(t, other.AddRoom(ctx, app, room("u-room"), sys, "someone-else"))
+		refused("AddRoom replacing the room's members, by another Store", "u-room", store.ErrConflict)
+
+		for _, g := range []string{"g-del", "g-method"} {
+			for range 2 {
+				if missing, err := s.MissingRooms(ctx, app, []string{g}); err != nil || len(missing) != 0 {
+					t.Fatalf("MissingRooms(%s) before the removal = %q, %v", g, missing, err)
+				}
+			}
+		}
+		exec("DELETE FROM "+s.TablePrefix()+"room_members WHERE app_id = ? AND room_id = ?", app, "g-del")
+		exec("DELETE FROM "+s.TablePrefix()+"rooms WHERE app_id = ? AND id = ?", app, "g-del")
+		must(t, other.DeleteRoom(ctx, app, "g-method"))
+		if missing, err := s.MissingRooms(ctx, app, []string{"g-del", "g-method"}); err != nil || !slices.Equal(missing, []string{"g-del", "g-method"}) {
+			t.Errorf("after the rooms' removal: MissingRooms = %q, %v; want both", missing, err)
+		}
+
+		warm("u-trunc")
+		if db.Dialect().Name() == dialect.PG {
+			exec("TRUNCATE " + s.TablePrefix() + "users")
+		} else {
+			exec("DELETE FROM " + s.TablePrefix() + "users")
+		}
+		userGone("the host's TRUNCATE of the users", "u-trunc")
+	})
+}
+
+// TestDirectoryCacheAnswers shows that the cache, not a look-up, answers
+// for what it knows: with the triggers that count removals switched off,
+// a removed user is still believed by a store with the cache and not by
+// one without it (DirectoryCache < 0). MySQL has no cache: both look up.
+func TestDirectoryCacheAnswers(t *testing.T) {
+	forEach(t, func(t *testing.T, _ *backend, db *bun.DB) {
+		ctx := t.Context()
+		cached := newStore(t, db, nil)
+		uncached, err := bunstore.New(db, &bunstore.Options{TablePrefix: cached.TablePrefix(), DirectoryCache: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		const app, sys = "app", "sys"
+		must(t, cached.AddUsers(ctx, app, sys, "u"))
+		for _, s := range []*bunstore.Store{cached, uncached} {
+			if rs, err := s.DirectRooms(ctx, app, sys, []string{"u"}); err != nil || rs[0].Err != nil {
+				t.Fatalf("DirectRooms = %+v, %v", rs, err)
+			}
+		}
+		kind := db.Dialect().Name()
+		// A removal the triggers do not see, on one connection (released
+		// before the look-ups: an in-memory SQLite pool has only one).
+		removeUnseen := func() error {
+			conn, err := db.Conn(ctx)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			users := cached.TablePrefix() + "users"
+			switch kind {
+			case dialect.PG:
+				_, err = conn.ExecContext(ctx, "SET session_replication_role = replica")
+				defer conn.ExecContext(context.WithoutCancel(ctx), "RESET session_replication_role")
+			case dialect.SQLite:
+				_, err = conn.ExecContext(ctx, "DROP TRIGGER "+users+"_deleted")
+			}
+			if err != nil {
+				return err
+			}
+			_, err = conn.ExecContext(ctx, "DELETE FROM "+users+" WHERE app_id = ? AND id = ?", app, "u")
+			return err
+		}
+		must(t, removeUnseen())
+		rs, err := uncached.DirectRooms(ctx, app, sys, []string{"u"})
+		if err != nil || !errors.Is(rs[0].Err, store.ErrNotFound) {
+			t.Errorf("without the cache: DirectRooms = %+v, %v; want ErrNotFound", rs, err)
+		}
+		rs, err = cached.DirectRooms(ctx, app, sys, []string{"u"})
+		switch {
+		case err != nil:
+			t.Fatal(err)
+		case kind == dialect.MySQL && !errors.Is(rs[0].Err, store.ErrNotFound):
+			t.Errorf("MySQL (no cache): DirectRooms = %+v; want ErrNotFound", rs)
+		case kind != dialect.MySQL && rs[0].Err != nil:
+			t.Errorf("with the cache: DirectRooms = %+v; want the remembered room", rs)
+		}
+		cached.ForgetDirectory()
+		if rs, err := cached.DirectRooms(ctx, app, sys, []string{"u"}); err != nil || !errors.Is(rs[0].Err, store.ErrNotFound) {
+			t.Errorf("after ForgetDirectory: DirectRooms = %+v, %v; want ErrNotFound", rs, err)
+		}
+	})
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
