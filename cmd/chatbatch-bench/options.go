@@ -20,7 +20,7 @@ type scenarioInfo struct {
 
 // scenarios lists every scenario in the order they run and print.
 var scenarios = []scenarioInfo{
-	{"worker-a", "1 worker rate, receivers whose one-on-one rooms exist (a): backlog accepted with the worker stopped, then first chunk started → last chunk done"},
+	{"worker-a", "1 worker rate, receivers whose one-on-one rooms exist (a): backlog accepted with the worker stopped, then first chunk started → last chunk done; a first send (the directory cache emptied before the accept) and, but on MySQL, a repeat send (the rooms known to it)"},
 	{"worker-b", "1 worker rate, receivers without rooms (b): the worker creates every room; the baseline writes rooms + members + messages"},
 	{"worker-c", "1 worker rate, room paras (c), rooms of 2 members"},
 	{"floor", "1 worker rate (a) with a Messages that stores nothing, and again without the send-time check of receivers and rooms too, run with worker-a: what the worker's other store calls cost, each contender's CPU and the bound it sets"},
