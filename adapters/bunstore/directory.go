@@ -679,7 +679,9 @@ func (s *Store) DeleteUser(ctx context.Context, app, id string) error {
 }
 
 // AddRoom creates room id in app, or replaces its members if it exists.
-// Members need not be users yet.
+// Members need not be users yet. Only the members no longer listed are
+// deleted: a removal makes the directory cache forget what it knew of the
+// app, and a host that re-adds a room with the same members removes no one.
 func (s *Store) AddRoom(ctx context.Context, app, id string, members ...string) error {
 	const op = "add room"
 	if err := s.full(ctx, op); err != nil {
@@ -693,7 +695,13 @@ func (s *Store) AddRoom(ctx context.Context, app, id string, members ...string) 
 		if _, err := tx.ExecContext(ctx, s.insertIgnore(s.rooms, "app_id, id", "(?, ?)"), app, id); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, "DELETE FROM "+s.members+" WHERE app_id = ? AND room_id = ?", app, id); err != nil {
+		drop := "DELETE FROM " + s.members + " WHERE app_id = ? AND room_id = ?"
+		args := []any{app, id}
+		if len(members) > 0 {
+			drop += " AND user_id NOT IN (?)"
+			args = append(args, bun.List(members))
+		}
+		if _, err := tx.ExecContext(ctx, drop, args...); err != nil {
 			return err
 		}
 		for part := range slices.Chunk(members, maxRowsPerInsert) {
@@ -701,7 +709,7 @@ func (s *Store) AddRoom(ctx context.Context, app, id string, members ...string) 
 			for i, m := range part {
 				rows[i] = row{app, id, m}
 			}
-			if _, err := tx.ExecContext(ctx, "INSERT INTO "+s.members+" (app_id, room_id, user_id) VALUES ?", bun.List(rows)); err != nil {
+			if _, err := tx.ExecContext(ctx, s.insertIgnore(s.members, "app_id, room_id, user_id", "?"), bun.List(rows)); err != nil {
 				return err
 			}
 		}

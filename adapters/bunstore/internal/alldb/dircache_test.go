@@ -181,3 +181,57 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// TestDirectoryCountsOnlyRemovals reads the count the triggers keep:
+// adding users, rooms and members leaves it, and so does re-adding a room
+// with the members it has (AddRoom deletes only the members no longer
+// listed); dropping a member, a user or a room moves it, for that app
+// only.
+func TestDirectoryCountsOnlyRemovals(t *testing.T) {
+	forEach(t, func(t *testing.T, _ *backend, db *bun.DB) {
+		if db.Dialect().Name() == dialect.MySQL {
+			t.Skip("no directory cache on MySQL/MariaDB, hence no count")
+		}
+		ctx := t.Context()
+		s := newStore(t, db, nil)
+		count := func(app string) int64 {
+			t.Helper()
+			var n int64
+			if err := db.QueryRowContext(ctx, "SELECT COALESCE(SUM(epoch), 0) FROM "+s.TablePrefix()+"directory_epochs WHERE app_id = ?", app).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+		// step checks that what moved the app's count (by any amount: a
+		// statement's or a row's removals count, as the database fires
+		// triggers) or left it.
+		last := map[string]int64{}
+		step := func(what string, err error, app string, moves bool) {
+			t.Helper()
+			if err != nil {
+				t.Fatalf("%s: %v", what, err)
+			}
+			got := count(app)
+			if moved := got > last[app]; moved != moves || got < last[app] {
+				t.Errorf("after %s: count of %s %d → %d; want it moved: %v", what, app, last[app], got, moves)
+			}
+			last[app] = got
+		}
+		step("AddUsers", s.AddUsers(ctx, "app", "a", "b", "c"), "app", false)
+		step("AddRoom", s.AddRoom(ctx, "app", "r", "a", "b"), "app", false)
+		_, err := s.DirectRooms(ctx, "app", "a", []string{"b", "c"})
+		step("DirectRooms creating rooms", err, "app", false)
+		step("AddRoom with the same members", s.AddRoom(ctx, "app", "r", "b", "a"), "app", false)
+		step("AddRoom with one more member", s.AddRoom(ctx, "app", "r", "a", "b", "c"), "app", false)
+		step("AddRoom dropping a member", s.AddRoom(ctx, "app", "r", "a", "b"), "app", true)
+		step("DeleteUser", s.DeleteUser(ctx, "app", "c"), "app", true)
+		step("DeleteRoom", s.DeleteRoom(ctx, "app", "r"), "app", true)
+		step("another app's users added", s.AddUsers(ctx, "other", "x"), "other", false)
+		step("another app's DeleteUser", s.DeleteUser(ctx, "other", "x"), "other", true)
+		step("another app's DeleteUser, seen from app", nil, "app", false)
+		members, err := s.RoomMembers(ctx, "app", []string{s.DirectRoomID("a", "b")})
+		if err != nil || len(members[s.DirectRoomID("a", "b")]) != 2 {
+			t.Errorf("the pair's room after all that: %v, %v", members, err)
+		}
+	})
+}
