@@ -64,39 +64,21 @@ const (
 	factPair = 'p' // parts: app, a, b (a is the sender)
 )
 
-func (c *dirCache) key(kind byte, epoch int64, parts ...string) dirKey {
-	var e [9]byte
-	e[0] = kind
-	binary.LittleEndian.PutUint64(e[1:], uint64(epoch))
-	var k dirKey
-	for i, seed := range []maphash.Seed{c.seed1, c.seed2} {
-		var h maphash.Hash
-		h.SetSeed(seed)
-		h.Write(e[:])
-		for _, p := range parts {
-			// IDs hold no NUL byte (unstorable), so NUL separates them
-			// unambiguously.
-			h.WriteString(p)
-			h.WriteByte(0)
-		}
-		k[i] = h.Sum64()
-	}
-	return k
-}
-
-// has reports whether the fact is known; a fact of the older generation
-// moves to the current one.
-func (c *dirCache) has(k dirKey) bool {
+// has reports for each key whether the fact is known, under one lock; a
+// fact of the older generation moves to the current one.
+func (c *dirCache) has(keys []dirKey) []bool {
+	out := make([]bool, len(keys))
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, ok := c.cur[k]; ok {
-		return true
+	for i, k := range keys {
+		if _, ok := c.cur[k]; ok {
+			out[i] = true
+		} else if _, ok := c.old[k]; ok {
+			c.addLocked(k)
+			out[i] = true
+		}
 	}
-	if _, ok := c.old[k]; ok {
-		c.addLocked(k)
-		return true
-	}
-	return false
+	return out
 }
 
 func (c *dirCache) add(keys ...dirKey) {
@@ -141,36 +123,39 @@ func (s *Store) directoryView(ctx context.Context, app string) (*dirView, error)
 	return &dirView{c: s.dir, app: app, epoch: epoch}, nil
 }
 
-func (v *dirView) hasUser(u string) bool { return v.has(factUser, u) }
-
-func (v *dirView) has(kind byte, ids ...string) bool {
-	return v != nil && v.c.has(v.c.key(kind, v.epoch, append([]string{v.app}, ids...)...))
+// keys returns the keys of the facts of kind about each of ids (for
+// factPair, about the pair of a and each ID), hashed outside the lock.
+func (v *dirView) keys(kind byte, a string, ids []string) []dirKey {
+	out := make([]dirKey, len(ids))
+	buf := make([]byte, 0, 128)
+	for i, id := range ids {
+		// IDs hold no NUL byte (unstorable), so NUL separates them
+		// unambiguously.
+		buf = append(binary.LittleEndian.AppendUint64(append(buf[:0], kind), uint64(v.epoch)), v.app...)
+		if kind == factPair {
+			buf = append(append(buf, 0), a...)
+		}
+		buf = append(append(buf, 0), id...)
+		out[i] = dirKey{maphash.Bytes(v.c.seed1, buf), maphash.Bytes(v.c.seed2, buf)}
+	}
+	return out
 }
 
-// addIDs records that each of ids (users or rooms, by kind) exists.
-func (v *dirView) addIDs(kind byte, ids []string) {
+// has reports for each of ids whether the fact of kind is known (see
+// keys); all false without a cache.
+func (v *dirView) has(kind byte, a string, ids []string) []bool {
+	if v == nil {
+		return make([]bool, len(ids))
+	}
+	return v.c.has(v.keys(kind, a, ids))
+}
+
+// add records the facts of kind about ids (see keys).
+func (v *dirView) add(kind byte, a string, ids []string) {
 	if v == nil || len(ids) == 0 {
 		return
 	}
-	keys := make([]dirKey, len(ids))
-	for i, id := range ids {
-		keys[i] = v.c.key(kind, v.epoch, v.app, id)
-	}
-	v.c.add(keys...)
-}
-
-// addPairs records that a and each of bs are users, and that the pair's
-// one-on-one room exists with both as members.
-func (v *dirView) addPairs(a string, bs []string) {
-	if v == nil || len(bs) == 0 {
-		return
-	}
-	keys := make([]dirKey, 0, 2*len(bs)+1)
-	keys = append(keys, v.c.key(factUser, v.epoch, v.app, a))
-	for _, b := range bs {
-		keys = append(keys, v.c.key(factPair, v.epoch, v.app, a, b), v.c.key(factUser, v.epoch, v.app, b))
-	}
-	v.c.add(keys...)
+	v.c.add(v.keys(kind, a, ids)...)
 }
 
 // ForgetDirectory drops every fact the store remembers about users and

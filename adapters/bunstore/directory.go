@@ -52,13 +52,19 @@ func (s *Store) missing(ctx context.Context, op, table, app string, ids []string
 	}
 	lookup := uniq
 	if view != nil {
-		lookup = slices.DeleteFunc(slices.Clone(uniq), func(id string) bool { return view.has(kind, id) })
+		known := view.has(kind, "", uniq)
+		lookup = make([]string, 0, len(uniq))
+		for i, id := range uniq {
+			if !known[i] {
+				lookup = append(lookup, id)
+			}
+		}
 	}
 	found, err := s.existing(ctx, s.db, table, "id", app, lookup)
 	if err != nil {
 		return nil, s.fail(ctx, op, err)
 	}
-	view.addIDs(kind, slices.Collect(maps.Keys(found)))
+	view.add(kind, "", slices.Collect(maps.Keys(found)))
 	out := []string{}
 	for _, id := range lookup {
 		if !found[id] {
@@ -278,10 +284,11 @@ func (s *Store) DirectRooms(ctx context.Context, app, a string, bs []string) ([]
 	if err != nil {
 		return nil, s.fail(ctx, op, err)
 	}
-	senderKnown := view.hasUser(a)
+	senderKnown := view.has(factUser, "", []string{a})[0]
+	pairKnown := view.has(factPair, a, bs)
 	byB := make(map[string]*pairState, len(bs))
 	var open []*pairState
-	for _, b := range bs {
+	for i, b := range bs {
 		if byB[b] != nil {
 			continue
 		}
@@ -292,12 +299,22 @@ func (s *Store) DirectRooms(ctx context.Context, app, a string, bs []string) ([]
 			continue
 		}
 		p.room = s.directRoomID(a, b)
-		if view.has(factPair, a, b) {
+		if pairKnown[i] {
 			p.done, p.res = true, store.DirectRoomResult{Room: p.room}
 			continue
 		}
-		p.userKnown = view.hasUser(b)
 		open = append(open, p)
+	}
+	// Receivers known to be users are not looked up: MissingUsers saw
+	// them when the request was accepted.
+	if view != nil && len(open) > 0 {
+		receivers := make([]string, len(open))
+		for i, p := range open {
+			receivers[i] = p.b
+		}
+		for i, known := range view.has(factUser, "", receivers) {
+			open[i].userKnown = known
+		}
 	}
 	for round := 0; round < 3 && len(open) > 0; round++ {
 		claimed := make(map[string]bool, len(open))
@@ -330,7 +347,8 @@ func (s *Store) DirectRooms(ctx context.Context, app, a string, bs []string) ([]
 			ok = append(ok, b)
 		}
 	}
-	view.addPairs(a, dedupe(ok))
+	// A pair's fact implies its users': only the pairs are recorded.
+	view.add(factPair, a, dedupe(ok))
 	return out, nil
 }
 
