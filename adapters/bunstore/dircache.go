@@ -11,8 +11,8 @@ import (
 
 // The directory cache: what the store has seen to hold in the directory
 // (a user exists; a room exists; a pair's one-on-one room exists with
-// both as members),
-// so that DirectRooms does not look it up again. The send-time check of
+// both as members), so that MissingUsers, MissingRooms and DirectRooms
+// do not look it up again. The send-time check of
 // receivers and rooms costs the database about as much as writing the
 // messages does (three index probes a recipient), and a platform's
 // batches go to the same users again and again; the receivers of a
@@ -30,7 +30,10 @@ import (
 // worst makes the fact expire early), and a removal committed after the
 // count was read bumps it past the fact's. The one window a look-up has
 // too — a removal committed between the check and the message's write —
-// is the same either way.
+// is the same either way. The count only grows, so a database restored
+// from a backup behind a running process can reach a count again with
+// other rows: restart the processes (or call ForgetDirectory) after a
+// restore.
 //
 // MySQL/MariaDB has no cache: CREATE TRIGGER there needs the SUPER
 // privilege when binary logging is on (as on most managed servers), and
