@@ -291,9 +291,10 @@ func excerpt(b []byte) string {
 	return string(b)
 }
 
-// warmDirectory resolves every receiver's one-on-one room of p through
-// the store, as an earlier send to them would have: the directory cache
-// then knows them.
+// warmDirectory looks up p's users and resolves every receiver's
+// one-on-one room through the store, as an earlier send to them would
+// have (its accept, then its chunks): the directory cache then knows
+// them.
 func (h *harness) warmDirectory(ctx context.Context, p plan) error {
 	for k := range p.requests {
 		var bs []string
@@ -301,6 +302,9 @@ func (h *harness) warmDirectory(ctx context.Context, p plan) error {
 			if q.room == "" {
 				bs = append(bs, q.receiver)
 			}
+		}
+		if _, err := h.st.MissingUsers(ctx, appID, append(bs, sender)); err != nil {
+			return err
 		}
 		for part := range slices.Chunk(bs, batch.DefaultChunkSize) {
 			rs, err := h.st.DirectRooms(ctx, appID, sender, part)

@@ -25,7 +25,7 @@ var scenarios = []scenarioInfo{
 	{"worker-c", "1 worker rate, room paras (c), rooms of 2 members"},
 	{"floor", "1 worker rate (a) with a Messages that stores nothing, and again without the send-time check of receivers and rooms too, run with worker-a: what the worker's other store calls cost, each contender's CPU and the bound it sets"},
 	{"e2e-10x", "2 end to end, 10 concurrent requests (a): first POST → every batch completed"},
-	{"e2e-a", "2 end to end, one request (a)"},
+	{"e2e-a", "2 end to end, one request (a); a first send (the directory cache emptied before it) and, but on MySQL, a repeat send (the rooms known to it)"},
 	{"e2e-b", "2 end to end, one request (b)"},
 	{"naive", "3 chatbatch end to end, one request (a), vs one asynq task per recipient each doing one INSERT"},
 	{"latency", "4 start latency of one batch: first chunk's started_at − the client's 200 response"},
