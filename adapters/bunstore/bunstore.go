@@ -109,8 +109,9 @@ type Options struct {
 	// DirectoryCache is how many facts about the directory (this user
 	// exists; this pair's one-on-one room exists with both as members)
 	// the store remembers, so that sends to receivers seen before do not
-	// look them up again; two generations of this many are kept, about
-	// 20 bytes each. The cache follows every removal from the directory
+	// look them up again: a fixed array of 16 bytes a fact (rounded up to
+	// a power of two), allocated on the first fact; newer facts push out
+	// older ones. The cache follows every removal from the directory
 	// tables, whoever makes it (see schema version 11), so a send never
 	// goes to a user or room removed before it was checked. PostgreSQL and
 	// SQLite only; negative: off. Defaults to DefaultDirectoryCache.

@@ -40,11 +40,11 @@ import (
 // its cascaded deletes fire no triggers. A BookkeepingOnly store has no
 // directory tables and so no cache either.
 type dirCache struct {
-	max          int // facts per generation
 	seed1, seed2 maphash.Seed
+	size         int // slots, a power of two
 
-	mu       sync.Mutex
-	cur, old map[dirKey]struct{}
+	mu    sync.Mutex
+	slots []dirKey // nil until the first fact; the zero key is an empty slot
 }
 
 // dirKey is a 128-bit hash of a fact and the count it holds under, with
@@ -52,12 +52,22 @@ type dirCache struct {
 // collisions at once.
 type dirKey [2]uint64
 
-// DefaultDirectoryCache is Options.DirectoryCache's default: facts per
-// generation (two generations are kept), about 20 MB at most.
-const DefaultDirectoryCache = 500_000
+// DefaultDirectoryCache is Options.DirectoryCache's default: 524,288
+// facts, 8 MiB — a campaign to 100,000 receivers (their users and pairs)
+// fits with few facts pushed out.
+const DefaultDirectoryCache = 1 << 19
 
-func newDirCache(max int) *dirCache {
-	return &dirCache{max: max, seed1: maphash.MakeSeed(), seed2: maphash.MakeSeed(), cur: map[dirKey]struct{}{}}
+// newDirCache returns a cache of at least n slots (n > 0). The slots are
+// a fixed array, 16 bytes each, allocated on the first fact: the memory
+// is known in advance, never grows with the directory, and holds no
+// pointers for the garbage collector to scan. Each key may sit in one of
+// two slots (a 2-way set); a new fact pushes out the set's older one.
+func newDirCache(n int) *dirCache {
+	size := 2
+	for size < n {
+		size <<= 1
+	}
+	return &dirCache{seed1: maphash.MakeSeed(), seed2: maphash.MakeSeed(), size: size}
 }
 
 // Kinds of fact.
@@ -68,16 +78,24 @@ const (
 )
 
 // has reports for each key whether the fact is known, under one lock; a
-// fact of the older generation moves to the current one.
+// fact found in its set's second slot moves to the first.
 func (c *dirCache) has(keys []dirKey) []bool {
 	out := make([]bool, len(keys))
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.slots == nil {
+		return out
+	}
 	for i, k := range keys {
-		if _, ok := c.cur[k]; ok {
+		if k == (dirKey{}) {
+			continue // the empty slot's value: never a fact
+		}
+		set := c.set(k)
+		switch k {
+		case set[0]:
 			out[i] = true
-		} else if _, ok := c.old[k]; ok {
-			c.addLocked(k)
+		case set[1]:
+			set[0], set[1] = k, set[0]
 			out[i] = true
 		}
 	}
@@ -87,22 +105,29 @@ func (c *dirCache) has(keys []dirKey) []bool {
 func (c *dirCache) add(keys ...dirKey) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.slots == nil {
+		c.slots = make([]dirKey, c.size)
+	}
 	for _, k := range keys {
-		c.addLocked(k)
+		if k == (dirKey{}) {
+			continue // the empty slot's value: never stored
+		}
+		if set := c.set(k); k != set[0] {
+			set[0], set[1] = k, set[0] // k first; the older fact second, or out
+		}
 	}
 }
 
-func (c *dirCache) addLocked(k dirKey) {
-	if len(c.cur) >= c.max {
-		c.old, c.cur = c.cur, make(map[dirKey]struct{}, len(c.cur))
-	}
-	c.cur[k] = struct{}{}
+// set is k's two slots.
+func (c *dirCache) set(k dirKey) []dirKey {
+	i := int(k[0]&uint64(c.size-1)) &^ 1
+	return c.slots[i : i+2 : i+2]
 }
 
 func (c *dirCache) reset() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.cur, c.old = map[dirKey]struct{}{}, nil
+	clear(c.slots)
 }
 
 // dirView is the cache as of one reading of an application's count.
