@@ -33,6 +33,7 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/chatbatch/chatbatch"
+	"github.com/chatbatch/chatbatch/adapters/bunstore"
 	"github.com/chatbatch/chatbatch/adapters/bunstore/bunopen"
 	"github.com/chatbatch/chatbatch/adapters/webhook"
 	"github.com/chatbatch/chatbatch/internal/apispec"
@@ -667,12 +668,30 @@ func TestKillWorker(t *testing.T) {
 		rd = "redis://" + rd
 	}
 	dir := t.TempDir()
-	common := []string{"-db", "sqlite:" + filepath.Join(dir, "chat.db"), "-redis", rd, "-queue", unique("q"), "-app", unique("app")}
+	app := unique("app")
+	common := []string{"-db", "sqlite:" + filepath.Join(dir, "chat.db"), "-redis", rd, "-queue", unique("q"), "-app", app}
 	api := startProc(t, dir, []string{"IM_API_KEY=k"}, append([]string{"-demo", "-worker=false", "-addr", "127.0.0.1:0"}, common...)...)
 	victim := startProc(t, dir, []string{"IM_API_KEY="}, append([]string{"-api=false", "-concurrency", "1"}, common...)...)
 
-	const n = 10000 // 20 chunks: time to kill the worker half-way
-	status, env := call(t, http.MethodPost, api.url+"/messages/batch", "k", bigBatch(n))
+	// 20 chunks to 10,000 users of their own, whose rooms the worker
+	// creates: time to kill the worker half-way. (To one user, whose room
+	// the directory cache knows after the first chunk, the worker could
+	// finish before a loaded machine reads its first progress line.)
+	const n = 10000
+	receivers := make([]string, n)
+	paras := make([]string, n)
+	for i := range receivers {
+		receivers[i] = fmt.Sprintf("kw-%05d", i)
+		paras[i] = fmt.Sprintf(`{"receiver":%q,"$n$":%d}`, receivers[i], i)
+	}
+	users, err := bunopen.Open(t.Context(), "sqlite:"+filepath.Join(dir, "chat.db"))
+	must(t, err)
+	directory, err := bunstore.New(users, nil)
+	must(t, err)
+	must(t, directory.AddUsers(t.Context(), app, receivers...))
+	must(t, users.Close())
+	body := `{"messageType":"text","message":"secret body #$n$","paras":[` + strings.Join(paras, ",") + `]}`
+	status, env := call(t, http.MethodPost, api.url+"/messages/batch", "k", body)
 	if status != 200 {
 		t.Fatalf("POST = %d %+v", status, env)
 	}
