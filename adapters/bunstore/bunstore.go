@@ -211,7 +211,7 @@ func (s *Store) Tables() []string {
 		return []string{s.migrations, s.keys, s.reads, s.chunks, s.batches}
 	}
 	tables := []string{s.migrations, s.keys, s.reads, s.chunks, s.batches, s.messages, s.members, s.rooms, s.users}
-	if s.kind != dialect.MySQL {
+	if s.cachesDirectory() {
 		// Last: the directory tables' triggers write it.
 		tables = append(tables, s.epochs)
 	}
@@ -225,11 +225,12 @@ func (s *Store) Drop(ctx context.Context) error {
 	if err := begin(ctx, "drop"); err != nil {
 		return err
 	}
-	stmts := make([]string, 0, len(s.Tables())+1)
-	for _, t := range s.Tables() {
+	tables := s.Tables()
+	stmts := make([]string, 0, len(tables)+1)
+	for _, t := range tables {
 		stmts = append(stmts, "DROP TABLE IF EXISTS "+t)
 	}
-	if s.kind == dialect.PG {
+	if s.kind == dialect.PG && s.cachesDirectory() {
 		stmts = append(stmts, "DROP FUNCTION IF EXISTS "+s.prefix+"directory_changed()")
 	}
 	for _, q := range stmts {
