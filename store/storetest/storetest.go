@@ -142,7 +142,7 @@ func sameTime(t *testing.T, what string, got, want time.Time, opts *Options) {
 // Test data that exercises encodings: multi-byte UTF-8, emoji, quotes,
 // backslashes, JSON-looking text and dollar signs.
 const (
-	tricky      = "Hi Alice,您的訂單 ORD-001 已出貨! 🚀 \"quoted\" \\ back\\slash $name$ 'single' <b>&amp;</b>\n\ttab ŞĞÜ"
+	tricky      = "Hi Alice,您的訂單 ORD-001 已出貨! 🚀 \"quoted\" \\ back\\slash $name$ 'single' <b>&amp;</b>\n\ttab ŞĞÜ ?x ? $1 :name"
 	trickyExtra = `{"title":"系統公告 🎉","nested":{"q":"\"x\"","bs":"a\\b","nl":"l1\nl2"},"list":[1,2.50,true,null,"$orderId$"],"empty":{}}`
 )
 
@@ -2088,7 +2088,7 @@ func testIdempotencyExpiry(t *testing.T, s store.Batches, _ *Options) {
 }
 
 // trickyIDs are IDs that break naive SQL or array-literal building.
-var trickyIDs = []string{`it's`, `say "hi"`, `back\slash`, `{a,b}`, `a,b`, `NULL`, `null`, ` padded `, `用戶-🚀`, `%_wild*`, `semi;colon--`}
+var trickyIDs = []string{`it's`, `say "hi"`, `back\slash`, `{a,b}`, `a,b`, `NULL`, `null`, ` padded `, `用戶-🚀`, `%_wild*`, `semi;colon--`, `what?`}
 
 func testTrickyIDs(t *testing.T, s store.Directory, _ *Options) {
 	ctx := ctxT(t)
