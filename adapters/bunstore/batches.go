@@ -80,7 +80,7 @@ func (s *Store) CreateBatch(ctx context.Context, b *store.Batch, chunks []store.
 				sizes[i] = 64 + len(b.AppID) + len(b.ID) + len(recipients[i])
 			}
 			for _, st := range s.bulkInserts(s.chunks, chunkColumns, "", rows, sizes) {
-				if _, err := tx.ExecContext(ctx, st); err != nil {
+				if _, err := tx.ExecContext(ctx, "?", st); err != nil {
 					return err
 				}
 			}

@@ -450,7 +450,7 @@ func (s *Store) directRoomRound(ctx context.Context, app, a string, senderKnown 
 			rooms[i], sizes[i], ids[i] = row{app, p.room}, 16+len(app)+len(p.room), p.room
 		}
 		for _, st := range s.bulkInserts(s.rooms, "app_id, id", "(app_id, id)", rooms, sizes) {
-			if _, err := tx.ExecContext(ctx, st); err != nil {
+			if _, err := tx.ExecContext(ctx, "?", st); err != nil {
 				return err
 			}
 		}
@@ -472,7 +472,7 @@ func (s *Store) directRoomRound(ctx context.Context, app, a string, senderKnown 
 			}
 		}
 		for _, st := range s.bulkInserts(s.members, "app_id, room_id, user_id", "(app_id, room_id, user_id)", rows, msizes) {
-			if _, err := tx.ExecContext(ctx, st); err != nil {
+			if _, err := tx.ExecContext(ctx, "?", st); err != nil {
 				return err
 			}
 		}

@@ -93,7 +93,7 @@ func (s *Store) RecordReads(ctx context.Context, p *store.RecordReadsParams) (in
 			}
 			n := int64(0)
 			for _, st := range s.bulkInserts(s.reads, cols, "(app_id, batch_id, idx)", rows, sizes) {
-				res, err := tx.ExecContext(ctx, st)
+				res, err := tx.ExecContext(ctx, "?", st)
 				if err != nil {
 					return err
 				}

@@ -811,3 +811,40 @@ func prefixedTables(t *testing.T, db *bun.DB, prefix string) []string {
 	slices.Sort(out)
 	return out
 }
+
+// TestNamedArgsLeaveValuesAlone: a host's bun.DB may carry named
+// arguments (WithNamedArg), which make bun read ?name and \? in a
+// statement's text. Values the store writes into its statements must
+// come back as they went in: a message's text, and the IDs of the rooms
+// and members DirectRooms creates.
+func TestNamedArgsLeaveValuesAlone(t *testing.T) {
+	forEach(t, func(t *testing.T, _ *backend, db *bun.DB) {
+		ctx := t.Context()
+		s := newStore(t, db.WithNamedArg("tenant", "REPLACED"), nil)
+		const text = `Hi ?tenant, \? ?0 ? ?tenant?`
+		const receiver = `u?tenant\?`
+		if err := s.AddUsers(ctx, "app", "system", receiver); err != nil {
+			t.Fatal(err)
+		}
+		res, err := s.DirectRooms(ctx, "app", "system", []string{receiver})
+		if err != nil || res[0].Err != nil {
+			t.Fatalf("DirectRooms = %v, %v", res, err)
+		}
+		members, err := s.RoomMembers(ctx, "app", []string{res[0].Room})
+		if err != nil || !slices.Contains(members[res[0].Room], receiver) {
+			t.Fatalf("room %q has members %q (%v), want %q among them", res[0].Room, members[res[0].Room], err, receiver)
+		}
+		m := store.Message{ID: "m?tenant", AppID: "app", RoomID: res[0].Room, Receiver: receiver, Sender: "system", Type: "text", Text: text,
+			CreatedAt: time.Date(2026, 4, 10, 9, 0, 0, 0, time.UTC)}
+		if err := s.SaveMessages(ctx, "app", []store.Message{m}); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.RoomMessages(ctx, "app", res[0].Room, 0)
+		if err != nil || len(got) != 1 {
+			t.Fatalf("RoomMessages = %v, %v", got, err)
+		}
+		if got[0].ID != m.ID || got[0].Text != text || got[0].Receiver != receiver {
+			t.Errorf("stored ID %q, text %q, receiver %q; want %q, %q, %q", got[0].ID, got[0].Text, got[0].Receiver, m.ID, text, receiver)
+		}
+	})
+}
