@@ -3,10 +3,11 @@ package bunstore
 import (
 	"fmt"
 	"time"
-	"unicode/utf8"
 
 	"github.com/uptrace/bun/dialect"
 	"github.com/uptrace/bun/schema"
+
+	"github.com/chatbatch/chatbatch/adapters/bunstore/internal/sqltext"
 )
 
 // dbTime is a time.Time as the store writes and reads it: UTC, truncated
@@ -107,29 +108,5 @@ func (n nullString) AppendQuery(gen schema.QueryGen, b []byte) ([]byte, error) {
 	if !n.valid {
 		return append(b, "NULL"...), nil
 	}
-	return appendString(gen, b, n.s), nil
-}
-
-// appendString writes s as a quoted SQL literal, as gen's dialect does.
-// Most values (IDs, a rendered message) hold no quote, backslash or NUL
-// and are valid UTF-8: for those every dialect's literal is s between
-// quotes, written here in one copy. The dialects' own AppendString goes
-// rune by rune; on MySQL it was a sixth of the worker's CPU, writing the
-// messages of a chunk. The rest goes to the dialect.
-func appendString(gen schema.QueryGen, b []byte, s string) []byte {
-	ascii := true
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case c == '\'', c == '\\', c == 0:
-			return gen.Dialect().AppendString(b, s)
-		case c >= utf8.RuneSelf:
-			ascii = false
-		}
-	}
-	if !ascii && !utf8.ValidString(s) {
-		return gen.Dialect().AppendString(b, s)
-	}
-	b = append(b, '\'')
-	b = append(b, s...)
-	return append(b, '\'')
+	return sqltext.AppendString(gen, b, n.s), nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/uptrace/bun/dialect/pgdialect"
 	"github.com/uptrace/bun/schema"
 
+	"github.com/chatbatch/chatbatch/adapters/bunstore/internal/sqltext"
 	"github.com/chatbatch/chatbatch/store"
 )
 
@@ -110,7 +111,7 @@ func (s *Store) existing(ctx context.Context, db bun.IConn, table, col, app stri
 		step = pgLookupBatch
 	default:
 		lookup = func(part []string) (*sql.Rows, error) {
-			return db.QueryContext(ctx, "SELECT "+col+" FROM "+table+" WHERE app_id = ? AND "+col+" IN (?)", app, idList(part))
+			return db.QueryContext(ctx, "SELECT "+col+" FROM "+table+" WHERE app_id = ? AND "+col+" IN (?)", app, sqltext.IDList(part))
 		}
 	}
 	parallel := 1
@@ -533,7 +534,7 @@ func (s *Store) roomMembers(ctx context.Context, app string, roomIDs []string) (
 	if unstorable(app) {
 		return out, nil
 	}
-	step, match := inLookupBatch, func(part []string) any { return idList(part) }
+	step, match := inLookupBatch, func(part []string) any { return sqltext.IDList(part) }
 	q := "SELECT r.id, m.user_id FROM " + s.rooms + " r LEFT JOIN " + s.members + " m ON m.app_id = r.app_id AND m.room_id = r.id WHERE r.app_id = ? AND r.id IN (?)"
 	if s.kind == dialect.PG {
 		// As in existing: one array parameter plans and parses far faster
@@ -593,7 +594,7 @@ func (s *Store) lookupPairs(ctx context.Context, app string, users, rooms []stri
 	users, rooms = append(users, ""), append(rooms, "")
 	rows, err := s.db.QueryContext(ctx, "SELECT 0, id, id FROM "+s.users+" WHERE app_id = ? AND id IN (?)"+
 		" UNION ALL SELECT 1, room_id, user_id FROM "+s.members+" WHERE app_id = ? AND room_id IN (?)",
-		app, idList(users), app, idList(rooms))
+		app, sqltext.IDList(users), app, sqltext.IDList(rooms))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -681,31 +682,12 @@ func (r row) AppendQuery(gen schema.QueryGen, b []byte) ([]byte, error) {
 			b = append(b, ", "...)
 		}
 		if str, ok := v.(string); ok {
-			b = appendString(gen, b, str)
+			b = sqltext.AppendString(gen, b, str)
 			continue
 		}
 		b = gen.Append(b, v)
 	}
 	return append(b, ')'), nil
-}
-
-// idList is a list of IDs that bun writes as 'a', 'b', … for an IN (?),
-// as bun.List does, through appendString: the send-time look-ups write
-// a chunk's receivers and rooms this way.
-type idList []string
-
-// AppendQuery implements schema.QueryAppender.
-func (l idList) AppendQuery(gen schema.QueryGen, b []byte) ([]byte, error) {
-	if len(l) == 0 {
-		return append(b, "NULL"...), nil // as bun.List: IN (NULL) matches nothing
-	}
-	for i, id := range l {
-		if i > 0 {
-			b = append(b, ", "...)
-		}
-		b = appendString(gen, b, id)
-	}
-	return b, nil
 }
 
 // DeleteUser removes a user of app. Their rooms and memberships stay, as

@@ -1,4 +1,4 @@
-package bunstore
+package alldb_test
 
 import (
 	"math/rand/v2"
@@ -9,14 +9,16 @@ import (
 	"github.com/uptrace/bun/dialect/pgdialect"
 	"github.com/uptrace/bun/dialect/sqlitedialect"
 	"github.com/uptrace/bun/schema"
+
+	"github.com/chatbatch/chatbatch/adapters/bunstore/internal/sqltext"
 )
 
-// TestAppendStringAsDialect checks that appendString's one-copy path
+// TestSQLTextAsDialect checks that sqltext.AppendString's one-copy path
 // writes what each dialect's own AppendString writes, for the strings it
 // takes (plain ASCII and UTF-8) and those it hands on (quotes,
 // backslashes, NUL, invalid UTF-8), and for random strings of those bytes;
-// and that idList writes a list as bun.List does.
-func TestAppendStringAsDialect(t *testing.T) {
+// and that sqltext.IDList writes a list as bun.List does.
+func TestSQLTextAsDialect(t *testing.T) {
 	cases := []string{
 		"", "user-0000001", "dm:sender-1:user-0000001", "Hello $name$, your order shipped",
 		"héllo wörld ✓ 你好 🎉", "it's", `back\slash`, "nul\x00byte", "bad\xffutf8", "\xe4\xbd",
@@ -35,8 +37,8 @@ func TestAppendStringAsDialect(t *testing.T) {
 		gen := schema.NewQueryGen(d)
 		for _, s := range cases {
 			want := string(d.AppendString([]byte("x"), s))
-			if got := string(appendString(gen, []byte("x"), s)); got != want {
-				t.Errorf("%s: appendString(%q) = %q, the dialect writes %q", d.Name(), s, got, want)
+			if got := string(sqltext.AppendString(gen, []byte("x"), s)); got != want {
+				t.Errorf("%s: AppendString(%q) = %q, the dialect writes %q", d.Name(), s, got, want)
 			}
 		}
 		for _, l := range [][]string{nil, {}, {"a"}, cases[:40], cases[40:]} {
@@ -44,8 +46,8 @@ func TestAppendStringAsDialect(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got, _ := idList(l).AppendQuery(gen, nil); string(got) != string(want) {
-				t.Errorf("%s: idList(%q) writes %q, bun.List %q", d.Name(), l, got, want)
+			if got, _ := sqltext.IDList(l).AppendQuery(gen, nil); string(got) != string(want) {
+				t.Errorf("%s: IDList(%q) writes %q, bun.List %q", d.Name(), l, got, want)
 			}
 		}
 	}
