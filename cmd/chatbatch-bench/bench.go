@@ -479,7 +479,7 @@ func (b *bench) workerRep(ctx context.Context, h *harness, scen string, rep int,
 		contenders = append(contenders, "repeat")
 	}
 	if scen == "worker-a" && o.has("floor") {
-		contenders = append(contenders, "floor", "unchecked")
+		contenders = append(contenders, "floor", "unchecked", "nocheck")
 	}
 	for _, c := range rotate(contenders, rep) {
 		var rate float64
@@ -498,8 +498,8 @@ func (b *bench) workerRep(ctx context.Context, h *harness, scen string, rep int,
 			rate, err = h.runPlain(ctx, baselineBatches(p), withRooms)
 		case "copy":
 			rate, err = h.runCopy(ctx, baselineBatches(p), withRooms)
-		case "floor", "unchecked":
-			rate, err = b.floorRate(ctx, h, p, c == "unchecked")
+		case "floor", "unchecked", "nocheck":
+			rate, err = b.floorRate(ctx, h, p, floorKinds[c])
 		}
 		if err != nil {
 			return err

@@ -46,7 +46,7 @@ type harness struct {
 	// then measure the keys' table too.
 	idemKeys bool
 
-	floors map[bool]floorContender // the floor scenario's, by unchecked (floor.go)
+	floors map[floorKind]floorContender // the floor scenario's contenders (floor.go)
 	// phaseCPU is the machine's CPU over the span the last rate was timed
 	// over: a baseline's statements (runPlain, runCopy) or a worker phase
 	// (workerRate, floorRate), never the rows' preparation or verification.

@@ -230,7 +230,8 @@ func TestRunServices(t *testing.T) {
 					for _, n := range []string{"1 worker rate (a) receivers, rooms exist, 600 backlog: CPU bound where the cores are saturated",
 						"2 end to end, 10 concurrent × 300 (a): bound with the database on cores of its own",
 						"of that, the bench process's (Go) per 1,000 recipients: worker (a) vs plain INSERT's client | postgres",
-						"worker (a) without the message write nor the send-time check vs plain INSERT | postgres"} {
+						"worker (a) without the message write nor the send-time check vs plain INSERT | postgres",
+						"worker (a) with the message write, without the send-time check vs plain INSERT | postgres"} {
 						if !strings.Contains(stdout, n) {
 							t.Errorf("the floor scenario has no row %q:\n%s", n, stdout)
 						}
