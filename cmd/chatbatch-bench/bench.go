@@ -262,7 +262,7 @@ func (b *bench) runDatabase(ctx context.Context, d *database, primary bool) (err
 	// statistics.
 	for _, t := range h.st.Tables() {
 		if err := d.settle(ctx, t); err != nil {
-			return fmt.Errorf("analyze %s: %w", t, err)
+			return fmt.Errorf("settle (vacuum, analyze) %s: %w", t, err)
 		}
 	}
 	b.logf("%s: seeded and analyzed in %v (prefix %s, queue %s)", db, time.Since(seedStart).Round(time.Millisecond), h.prefix, h.queue)

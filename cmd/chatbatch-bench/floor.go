@@ -13,14 +13,17 @@ import (
 	"github.com/chatbatch/chatbatch/store"
 )
 
-// The floor scenario answers how fast the worker could go if writing the
-// messages cost nothing: a second Service on the same store and queue
-// whose Messages stores nothing runs every other store call of a chunk
-// (start, the recipients' users and rooms, complete) over the same
-// backlog as worker-a, as a fourth contender in worker-a's runs; a third
-// does that without the send-time check too, and a fourth writes the
-// messages but does not check (what a send to receivers the directory
-// cache knows costs: on MySQL, which has no cache, what one would give).
+// The floor scenario answers how fast the worker could go if parts of a
+// chunk cost nothing. Three more Services on the same store and queue
+// run over the same backlog as worker-a, as contenders in worker-a's
+// runs:
+//   - "floor": its Messages stores nothing, so it runs every other store
+//     call of a chunk (start, the recipients' users and rooms, complete);
+//   - "unchecked": the same without the send-time check either;
+//   - "nocheck": it writes the messages but does not check (what a send
+//     to receivers the directory cache knows costs; on MySQL, which has
+//     no cache, what one would give).
+//
 // From their rates and the machine's CPU per recipient of each contender
 // (all processes: the bench, Redis, the database) the bench derives the
 // bound on chatbatch ÷ plain INSERT on a machine whose cores they share.
