@@ -55,6 +55,7 @@ import (
 	"hash/fnv"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"unicode/utf8"
 
 	"github.com/uptrace/bun"
@@ -112,9 +113,10 @@ type Options struct {
 	// look them up again: a fixed array of 16 bytes a fact (rounded up to
 	// a power of two), allocated on the first fact; newer facts push out
 	// older ones. The cache follows every removal from the directory
-	// tables, whoever makes it (see schema version 11), so a send never
-	// goes to a user or room removed before it was checked. PostgreSQL and
-	// SQLite only; negative: off. Defaults to DefaultDirectoryCache.
+	// tables, whoever makes it (see schema versions 11 and 12), so a send
+	// never goes to a user or room removed before it was checked. On
+	// MySQL/MariaDB only where the server allowed its triggers
+	// (CachesDirectory). Negative: off. Defaults to DefaultDirectoryCache.
 	DirectoryCache int
 }
 
@@ -132,6 +134,9 @@ type Store struct {
 	pgx bool
 	pg  pgStatements
 	dir *dirCache // nil: no directory cache
+	// mysqlTriggers caches, on MySQL, whether the directory triggers
+	// exist (triggersUnknown, triggersFound, triggersMissing).
+	mysqlTriggers atomic.Int32
 
 	// Table names, prefixed once here so that queries only concatenate.
 	users, rooms, members, messages, batches, chunks, keys, reads, migrations, epochs string

@@ -6,6 +6,7 @@ import (
 	"hash/maphash"
 	"sync"
 
+	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect"
 )
 
@@ -35,10 +36,11 @@ import (
 // other rows: restart the processes (or call ForgetDirectory) after a
 // restore.
 //
-// MySQL/MariaDB has no cache: CREATE TRIGGER there needs the SUPER
-// privilege when binary logging is on (as on most managed servers), and
-// its cascaded deletes fire no triggers. A BookkeepingOnly store has no
-// directory tables and so no cache either.
+// On MySQL/MariaDB the triggers are per row (schema version 12) and the
+// server may refuse them (CREATE TRIGGER needs SUPER where binary logging
+// is on): the cache is on only where all of them exist
+// (CachesDirectory). A BookkeepingOnly store has no directory tables and
+// so no cache either.
 type dirCache struct {
 	seed1, seed2 maphash.Seed
 	size         int // slots, a power of two
@@ -140,12 +142,12 @@ type dirView struct {
 // directoryView reads app's count of directory changes; it returns nil
 // (every method a no-op) when the store has no cache.
 func (s *Store) directoryView(ctx context.Context, app string) (*dirView, error) {
-	if s.dir == nil {
-		return nil, nil
+	if on, err := s.CachesDirectory(ctx); !on || err != nil {
+		return nil, err
 	}
 	var epoch int64
 	// The '' row counts TRUNCATEs (PostgreSQL), which change every app.
-	if err := s.db.QueryRowContext(ctx, "SELECT CAST(COALESCE(SUM(epoch), 0) AS BIGINT) FROM "+s.epochs+" WHERE app_id IN (?, '')", app).Scan(&epoch); err != nil {
+	if err := s.db.QueryRowContext(ctx, "SELECT CAST(COALESCE(SUM(epoch), 0) AS "+types[s.kind].int64Cast+") FROM "+s.epochs+" WHERE app_id IN (?, '')", app).Scan(&epoch); err != nil {
 		return nil, err
 	}
 	return &dirView{c: s.dir, app: app, epoch: epoch}, nil
@@ -197,7 +199,50 @@ func (s *Store) ForgetDirectory() {
 	}
 }
 
-// cachesDirectory reports whether a store of this kind keeps the cache.
+// cachesDirectory reports whether a store of this kind may keep the cache
+// (on MySQL/MariaDB, only where its triggers exist: CachesDirectory).
 func (s *Store) cachesDirectory() bool {
-	return !s.bookkeepingOnly && s.kind != dialect.MySQL
+	return !s.bookkeepingOnly
 }
+
+// CachesDirectory reports whether the store keeps the directory cache
+// (Options.DirectoryCache): false in a BookkeepingOnly store, with a
+// negative DirectoryCache, and on MySQL/MariaDB where the server refused
+// the triggers of schema version 12 (see Migrate). On MySQL it looks the
+// triggers up once per process, and again after each Migrate; every
+// trigger must exist for the cache to be on.
+func (s *Store) CachesDirectory(ctx context.Context) (bool, error) {
+	if s.dir == nil {
+		return false, nil
+	}
+	if s.kind != dialect.MySQL {
+		return true, nil
+	}
+	switch s.mysqlTriggers.Load() {
+	case triggersFound:
+		return true, nil
+	case triggersMissing:
+		return false, nil
+	}
+	var names []any
+	for _, t := range s.directoryTables() {
+		names = append(names, t.name+"_deleted", t.name+"_updated")
+	}
+	var n int
+	if err := s.db.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = DATABASE() AND TRIGGER_NAME IN (?)", bun.List(names)).Scan(&n); err != nil {
+		return false, s.fail(ctx, "look up the directory triggers", err)
+	}
+	state := triggersMissing
+	if n == len(names) {
+		state = triggersFound
+	}
+	s.mysqlTriggers.Store(state)
+	return state == triggersFound, nil
+}
+
+// The states of Store.mysqlTriggers.
+const (
+	triggersUnknown int32 = iota // not looked up since New or the last Migrate
+	triggersFound
+	triggersMissing
+)

@@ -3,13 +3,17 @@ package alldb_test
 import (
 	"context"
 	"errors"
+	"os"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect"
 
 	"github.com/chatbatch/chatbatch/adapters/bunstore"
+	"github.com/chatbatch/chatbatch/adapters/bunstore/bunopen"
+	"github.com/chatbatch/chatbatch/internal/testenv"
 	"github.com/chatbatch/chatbatch/store"
 )
 
@@ -28,7 +32,7 @@ func TestDirectoryCacheFollowsRemovals(t *testing.T) {
 			t.Fatal(err)
 		}
 		const app, sys = "app", "sys"
-		users := []string{"u-del", "u-member", "u-rekey", "u-method", "u-trunc", "u-room"}
+		users := []string{"u-del", "u-member", "u-rekey", "u-method", "u-trunc", "u-room", "u-cascade"}
 		must(t, s.AddUsers(ctx, app, append(users, sys)...))
 		must(t, s.AddRoom(ctx, app, "g-del", "u-del"))
 		must(t, s.AddRoom(ctx, app, "g-method", "u-del"))
@@ -80,6 +84,18 @@ func TestDirectoryCacheFollowsRemovals(t *testing.T) {
 		exec("UPDATE "+s.TablePrefix()+"users SET id = ? WHERE app_id = ? AND id = ?", "u-rekeyed", app, "u-rekey")
 		userGone("the host's UPDATE of the user's ID", "u-rekey")
 
+		// The room's deletion takes its members by cascade, which fires
+		// no trigger on MySQL: the room's own deletion must count. The
+		// next look-up finds the pair without a room and makes it again.
+		warm("u-cascade")
+		exec("DELETE FROM "+s.TablePrefix()+"rooms WHERE app_id = ? AND id = ?", app, room("u-cascade"))
+		if rs, err := s.DirectRooms(ctx, app, sys, []string{"u-cascade"}); err != nil || rs[0].Err != nil {
+			t.Errorf("after the host's DELETE of the pair's room: DirectRooms = %+v, %v", rs, err)
+		}
+		if m, err := s.RoomMembers(ctx, app, []string{room("u-cascade")}); err != nil || len(m[room("u-cascade")]) != 2 {
+			t.Errorf("after the host's DELETE of the pair's room and a send: its members = %q, %v; want the room made again with both", m, err)
+		}
+
 		warm("u-method")
 		must(t, other.DeleteUser(ctx, app, "u-method"))
 		userGone("DeleteUser by another Store", "u-method")
@@ -115,7 +131,7 @@ func TestDirectoryCacheFollowsRemovals(t *testing.T) {
 // TestDirectoryCacheAnswers shows that the cache, not a look-up, answers
 // for what it knows: with the triggers that count removals switched off,
 // a removed user is still believed by a store with the cache and not by
-// one without it (DirectoryCache < 0). MySQL has no cache: both look up.
+// one without it (DirectoryCache < 0).
 func TestDirectoryCacheAnswers(t *testing.T) {
 	forEach(t, func(t *testing.T, _ *backend, db *bun.DB) {
 		ctx := t.Context()
@@ -145,7 +161,7 @@ func TestDirectoryCacheAnswers(t *testing.T) {
 			case dialect.PG:
 				_, err = conn.ExecContext(ctx, "SET session_replication_role = replica")
 				defer conn.ExecContext(context.WithoutCancel(ctx), "RESET session_replication_role")
-			case dialect.SQLite:
+			default:
 				_, err = conn.ExecContext(ctx, "DROP TRIGGER "+users+"_deleted")
 			}
 			if err != nil {
@@ -160,13 +176,8 @@ func TestDirectoryCacheAnswers(t *testing.T) {
 			t.Errorf("without the cache: DirectRooms = %+v, %v; want ErrNotFound", rs, err)
 		}
 		rs, err = cached.DirectRooms(ctx, app, sys, []string{"u"})
-		switch {
-		case err != nil:
-			t.Fatal(err)
-		case kind == dialect.MySQL && !errors.Is(rs[0].Err, store.ErrNotFound):
-			t.Errorf("MySQL (no cache): DirectRooms = %+v; want ErrNotFound", rs)
-		case kind != dialect.MySQL && rs[0].Err != nil:
-			t.Errorf("with the cache: DirectRooms = %+v; want the remembered room", rs)
+		if err != nil || rs[0].Err != nil {
+			t.Errorf("with the cache: DirectRooms = %+v, %v; want the remembered room", rs, err)
 		}
 		cached.ForgetDirectory()
 		if rs, err := cached.DirectRooms(ctx, app, sys, []string{"u"}); err != nil || !errors.Is(rs[0].Err, store.ErrNotFound) {
@@ -191,13 +202,6 @@ func TestDirectoryCountsOnlyRemovals(t *testing.T) {
 	forEach(t, func(t *testing.T, _ *backend, db *bun.DB) {
 		ctx := t.Context()
 		s := newStore(t, db, nil)
-		if db.Dialect().Name() == dialect.MySQL {
-			// No directory cache on MySQL/MariaDB, hence no count.
-			if tableExists(ctx, db, s.TablePrefix()+"directory_epochs") {
-				t.Error("MySQL has a directory_epochs table, but no cache")
-			}
-			return
-		}
 		count := func(app string) int64 {
 			t.Helper()
 			var n int64
@@ -222,6 +226,14 @@ func TestDirectoryCountsOnlyRemovals(t *testing.T) {
 			last[app] = got
 		}
 		step("AddUsers", s.AddUsers(ctx, "app", "a", "b", "c"), "app", false)
+		// On MySQL an existing row's INSERT … ON DUPLICATE KEY UPDATE
+		// (AddUsers) fires the UPDATE trigger: only a changed key may
+		// count there. (PostgreSQL's and SQLite's count every UPDATE.)
+		step("AddUsers of existing users", s.AddUsers(ctx, "app", "a", "b"), "app", false)
+		if db.Dialect().Name() == dialect.MySQL {
+			_, err := db.ExecContext(ctx, "UPDATE "+s.TablePrefix()+"users SET id = id WHERE app_id = ?", "app")
+			step("an UPDATE that leaves the keys", err, "app", false)
+		}
 		step("AddRoom", s.AddRoom(ctx, "app", "r", "a", "b"), "app", false)
 		_, err := s.DirectRooms(ctx, "app", "a", []string{"b", "c"})
 		step("DirectRooms creating rooms", err, "app", false)
@@ -238,4 +250,75 @@ func TestDirectoryCountsOnlyRemovals(t *testing.T) {
 			t.Errorf("the pair's room after all that: %v, %v", members, err)
 		}
 	})
+}
+
+// TestMySQLTriggersRefused migrates as a user the server refuses CREATE
+// TRIGGER (as a managed server with binary logging refuses it to all but
+// SUPER): Migrate succeeds without the triggers, the store keeps no
+// directory cache and still answers every look-up. A later Migrate by a
+// user who may create them adds them, and the cache is on.
+func TestMySQLTriggersRefused(t *testing.T) {
+	dsn := os.Getenv(envMySQL)
+	if dsn == "" {
+		testenv.Skip(t, "set %s=… to run against MySQL/MariaDB", envMySQL)
+	}
+	ctx := t.Context()
+	admin := backends[len(backends)-1].get(t)
+	native, _ := mysqlForms(dsn)
+	_, hostDB, _ := strings.Cut(native, "@")
+	dbName, _, _ := strings.Cut(hostDB[strings.Index(hostDB, ")/")+2:], "?")
+	user := "cb" + strings.TrimSuffix(randomPrefix(), "_")
+	exec := func(q string) {
+		t.Helper()
+		if _, err := admin.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	exec("CREATE USER '" + user + "'@'%' IDENTIFIED BY 'pw'")
+	t.Cleanup(func() { admin.ExecContext(context.Background(), "DROP USER '"+user+"'@'%'") })
+	exec("GRANT ALL PRIVILEGES ON `" + dbName + "`.* TO '" + user + "'@'%'")
+	exec("REVOKE TRIGGER ON `" + dbName + "`.* FROM '" + user + "'@'%'")
+
+	db, err := bunopen.Open(ctx, user+":pw@"+hostDB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() }) // after newStore's Drop
+	s := newStore(t, db, nil)        // Migrate as the user without TRIGGER
+	if on, err := s.CachesDirectory(ctx); err != nil || on {
+		t.Errorf("migrated without the TRIGGER privilege: CachesDirectory = %v, %v; want false", on, err)
+	}
+	var triggers int
+	if err := admin.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = DATABASE() AND EVENT_OBJECT_TABLE LIKE ?", s.TablePrefix()+"%").Scan(&triggers); err != nil || triggers != 0 {
+		t.Fatalf("triggers after the refused migration: %d, %v; want none", triggers, err)
+	}
+	var version int
+	if err := db.QueryRowContext(ctx, "SELECT MAX(version) FROM "+s.TablePrefix()+"schema_migrations").Scan(&version); err != nil || version != bunstore.SchemaVersion {
+		t.Errorf("schema version after the refused triggers: %d, %v; want %d", version, err, bunstore.SchemaVersion)
+	}
+	// Without the cache every answer is a look-up, and right.
+	const app = "app"
+	must(t, s.AddUsers(ctx, app, "sys", "u"))
+	for range 2 {
+		if rs, err := s.DirectRooms(ctx, app, "sys", []string{"u"}); err != nil || rs[0].Err != nil {
+			t.Fatalf("DirectRooms without the cache = %+v, %v", rs, err)
+		}
+	}
+	must(t, s.DeleteUser(ctx, app, "u"))
+	if rs, err := s.DirectRooms(ctx, app, "sys", []string{"u"}); err != nil || !errors.Is(rs[0].Err, store.ErrNotFound) {
+		t.Errorf("after DeleteUser, without the cache: DirectRooms = %+v, %v; want ErrNotFound", rs, err)
+	}
+
+	// The administrator's Migrate adds the refused triggers.
+	s2, err := bunstore.New(admin, &bunstore.Options{TablePrefix: s.TablePrefix()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	must(t, s2.Migrate(ctx))
+	if on, err := s2.CachesDirectory(ctx); err != nil || !on {
+		t.Errorf("after Migrate by a user who may create triggers: CachesDirectory = %v, %v; want true", on, err)
+	}
+	if err := admin.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = DATABASE() AND EVENT_OBJECT_TABLE LIKE ?", s.TablePrefix()+"%").Scan(&triggers); err != nil || triggers != 6 {
+		t.Errorf("triggers after the administrator's Migrate: %d, %v; want 6", triggers, err)
+	}
 }
