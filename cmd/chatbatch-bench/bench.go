@@ -473,9 +473,9 @@ func (b *bench) workerRep(ctx context.Context, h *harness, scen string, rep int,
 	if h.d.name == "postgres" {
 		contenders = []string{"plain", "copy", "chatbatch"}
 	}
-	if scen == "worker-a" && h.d.name != "mysql" {
+	if scen == "worker-a" && h.caches {
 		// A repeat send: the receivers' rooms known to bunstore's
-		// directory cache (none on MySQL).
+		// directory cache (where it has one).
 		contenders = append(contenders, "repeat")
 	}
 	if scen == "worker-a" && o.has("floor") {
@@ -486,6 +486,9 @@ func (b *bench) workerRep(ctx context.Context, h *harness, scen string, rep int,
 		var err error
 		// (b) needs fresh receivers for every contender: each creates rooms.
 		p := splitPlan(o.backlog, o.recipients, paraFor(scen, b.fresh(), 0))
+		if err := h.emptyMessages(ctx); err != nil {
+			return err
+		}
 		switch c {
 		case "chatbatch", "repeat":
 			if withRooms {
@@ -578,7 +581,7 @@ func (b *bench) e2eRep(ctx context.Context, h *harness, scen string, rep int, s 
 		}
 	}
 	contenders = append(contenders, "chatbatch")
-	if scen == "e2e-a" && h.d.name != "mysql" {
+	if scen == "e2e-a" && h.caches {
 		contenders = append(contenders, "repeat") // as in workerRep
 	}
 	if scen == "e2e-a" && o.has("naive") {
@@ -589,6 +592,9 @@ func (b *bench) e2eRep(ctx context.Context, h *harness, scen string, rep int, s 
 		var rate float64
 		var err error
 		h.phaseCPU = cpuMeter{} // the naive contender measures none
+		if err := h.emptyMessages(ctx); err != nil {
+			return err
+		}
 		switch c {
 		case "chatbatch":
 			if scen == "e2e-b" {
