@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"strings"
@@ -73,10 +74,11 @@ func init() { pgcopy.Register(copyFrom) }
 
 // copyFrom is bunstore's COPY (see pgcopy.Func) on a connection of pgx's
 // database/sql driver.
-func copyFrom(ctx context.Context, driverConn any, table string, cols []string, next func() ([]any, error)) (int64, error) {
+func copyFrom(ctx context.Context, driverConn any, sql string, data io.Reader) (int64, error) {
 	c, ok := driverConn.(*stdlib.Conn)
 	if !ok {
 		return 0, fmt.Errorf("bunpostgres: COPY needs a connection of pgx's database/sql driver, not %T", driverConn)
 	}
-	return c.Conn().CopyFrom(ctx, pgx.Identifier{table}, cols, pgx.CopyFromFunc(next))
+	tag, err := c.Conn().PgConn().CopyFrom(ctx, data, sql)
+	return tag.RowsAffected(), err
 }

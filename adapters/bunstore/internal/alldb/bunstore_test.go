@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"reflect"
 	"slices"
 	"strings"
@@ -670,9 +671,9 @@ func TestPostgresSavesByCopy(t *testing.T) {
 	}
 	var mu sync.Mutex
 	var calls []call
-	pgcopy.Register(func(ctx context.Context, dc any, tbl string, cols []string, next func() ([]any, error)) (int64, error) {
-		n, err := copier(ctx, dc, tbl, cols, next)
-		if tbl == table {
+	pgcopy.Register(func(ctx context.Context, dc any, sql string, data io.Reader) (int64, error) {
+		n, err := copier(ctx, dc, sql, data)
+		if strings.Contains(sql, s.TablePrefix()+"messages ") {
 			mu.Lock()
 			calls = append(calls, call{n, err})
 			mu.Unlock()
@@ -692,10 +693,10 @@ func TestPostgresSavesByCopy(t *testing.T) {
 		t.Fatal(err)
 	}
 	mu.Lock()
-	defer mu.Unlock()
 	if len(calls) != 2 || calls[0].rows != 3 || calls[0].err != nil || calls[1].err == nil {
 		t.Fatalf("COPY calls on %s = %+v; want 3 rows copied, then one failed on the stored ID", table, calls)
 	}
+	mu.Unlock()
 	got, err := s.RoomMessages(ctx, "app", "room", 0)
 	if err != nil {
 		t.Fatal(err)
@@ -709,6 +710,37 @@ func TestPostgresSavesByCopy(t *testing.T) {
 	}
 	if string(got[0].Extra) != `{"k":1}` || got[0].Text != "hi 4" || got[0].Index != 4 || !got[0].CreatedAt.Equal(msg(4).CreatedAt) {
 		t.Fatalf("stored %+v, want %+v", got[0], msg(4))
+	}
+
+	// COPY's binary rows are bunstore's own (pgCopyRows): NULLs, long
+	// and multi-byte text, Fields, negative and large indexes, times
+	// before 2000 and after 2100 to the microsecond come back as written.
+	odd := []store.Message{
+		{ID: "odd-1", RoomID: "room2", Receiver: "ü", Sender: "s", Type: "text", Text: strings.Repeat("名字 \\ '\t\n", 5000), BatchID: "b2", Index: -7,
+			CreatedAt: time.Date(1969, 7, 20, 20, 17, 40, 123456789, time.UTC)},
+		{ID: "odd-2", RoomID: "room2", Receiver: "r", Sender: "s", Type: "", Text: "", Extra: json.RawMessage(`[]`), Fields: map[string]json.RawMessage{"a": json.RawMessage(`{"b": [1, 2]}`)},
+			BatchID: "b2", Index: 1<<31 - 1, CreatedAt: time.Date(2150, 1, 2, 3, 4, 5, 999999000, time.FixedZone("x", 3600))},
+	}
+	if err := s.SaveMessages(ctx, "app", odd); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	if len(calls) != 3 || calls[2].rows != 2 || calls[2].err != nil {
+		t.Fatalf("COPY calls on %s = %+v; want a third, of 2 rows", table, calls)
+	}
+	mu.Unlock()
+	back, err := s.GetMessages(ctx, "app", []string{"odd-1", "odd-2"})
+	if err != nil || len(back) != 2 {
+		t.Fatalf("GetMessages = %d, %v", len(back), err)
+	}
+	byID := map[string]store.Message{back[0].ID: back[0], back[1].ID: back[1]}
+	for _, want := range odd {
+		got := byID[want.ID]
+		if got.ID != want.ID || got.Text != want.Text || got.Type != want.Type || got.Receiver != want.Receiver || got.Index != want.Index ||
+			string(got.Extra) != string(want.Extra) || (got.Extra == nil) != (want.Extra == nil) ||
+			!got.CreatedAt.Equal(want.CreatedAt.Truncate(time.Microsecond)) || len(got.Fields) != len(want.Fields) || string(got.Fields["a"]) != string(want.Fields["a"]) {
+			t.Errorf("stored by COPY: %.300v\nwant %.300v", got, want)
+		}
 	}
 }
 

@@ -8,15 +8,15 @@ package pgcopy
 
 import (
 	"context"
+	"io"
 	"sync/atomic"
 )
 
-// Func copies rows into the columns cols of table (an unquoted,
-// lower-case identifier) on the pgx connection driverConn (what
-// sql.Conn.Raw passes: a *stdlib.Conn), in one COPY: all rows or, on an
-// error, none. next returns one row's values at a time, and nil, nil
-// after the last. It returns how many rows were copied.
-type Func func(ctx context.Context, driverConn any, table string, cols []string, next func() ([]any, error)) (int64, error)
+// Func runs sql, a COPY … FROM STDIN, on the pgx connection driverConn
+// (what sql.Conn.Raw passes: a *stdlib.Conn) with data as its input, in
+// the format sql names; all rows are copied or, on an error, none. It
+// returns how many rows were copied.
+type Func func(ctx context.Context, driverConn any, sql string, data io.Reader) (int64, error)
 
 var registered atomic.Pointer[Func]
 
