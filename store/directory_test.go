@@ -8,7 +8,8 @@ import (
 
 // TestDirectRoomID pins IMKit's client scheme: the lower-case hex MD5 of
 // the lower-cased IDs, sorted, joined with "_" (the wanted sums are
-// md5sum's of those strings), whichever order the pair comes in.
+// MD5 sums of those strings computed outside Go, by md5sum and Python's
+// hashlib), whichever order the pair comes in.
 func TestDirectRoomID(t *testing.T) {
 	long := string(make([]byte, 200))
 	for _, c := range []struct{ a, b, want string }{
