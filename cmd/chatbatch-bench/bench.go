@@ -689,6 +689,8 @@ func (b *bench) endToEnd(ctx context.Context, h *harness, p plan, scen string, r
 			return 0, 0, err
 		}
 		latency = first.Sub(bs[0].respAt)
+		b.logf("%s: %s run %d/%d: accepted (POST to its 200) in %s, done %s after its 200", h.d.label(), scen, rep+1, b.o.runs,
+			fmtMs(float64(bs[0].respAt.Sub(start))/float64(time.Millisecond)), fmtMs(float64(last.Sub(bs[0].respAt))/float64(time.Millisecond)))
 	}
 	return float64(total) / last.Sub(start).Seconds(), latency, nil
 }
