@@ -428,7 +428,10 @@ func (s *Store) directoryTriggers() []step {
 	}
 	ct := types[s.kind]
 	steps := []step{{sql: "CREATE TABLE IF NOT EXISTS " + s.epochs + " (app_id " + ct.id + " NOT NULL PRIMARY KEY, epoch BIGINT NOT NULL)"}}
-	tables := []string{s.users, s.rooms, s.members}
+	var tables []string
+	for _, t := range s.directoryTables() {
+		tables = append(tables, t.name)
+	}
 	if s.kind == dialect.PG {
 		// One statement-level trigger per event: a DELETE of 10,000
 		// memberships bumps each app's count once, apps in order (so two
