@@ -30,9 +30,10 @@
 //
 // On PostgreSQL through pgx (what bunpostgres.Open uses) the worker's path is four
 // statements per chunk, each with bind parameters and whole columns bound
-// as arrays: start the chunk and read its batch, find or create the
-// one-on-one rooms, save the messages (by COPY when bunpostgres is linked:
-// see internal/pgcopy), record the outcomes and counters.
+// as arrays: start the chunk and read its batch, find the one-on-one rooms
+// (a fifth creates those that are missing), save the messages (by COPY
+// when bunpostgres is linked: see internal/pgcopy), record the outcomes
+// and counters.
 // Their look-ups probe primary keys once per ID, so they plan the same
 // with or without table statistics (a fresh deployment that bulk-loaded
 // its users before autovacuum analyzed them is as fast as an analyzed

@@ -317,6 +317,12 @@ func (s *Store) DirectRooms(ctx context.Context, app, a string, bs []string) ([]
 			open[i].userKnown = known
 		}
 	}
+	if s.pgx && senderKnown && len(open) > 0 {
+		if err := s.pgSettlePairsWithRooms(ctx, app, a, open); err != nil {
+			return nil, s.fail(ctx, op, err)
+		}
+		open = slices.DeleteFunc(open, func(p *pairState) bool { return p.done })
+	}
 	for round := 0; round < 3 && len(open) > 0; round++ {
 		claimed := make(map[string]bool, len(open))
 		for _, p := range open {

@@ -36,7 +36,7 @@ type pgStatements struct {
 	startChunk, completeChunk, insertChunks string
 	saveMessages, saveNewMessages           string
 	copyMessages                            string // COPY … FROM STDIN (FORMAT binary) into the messages (pgCopyRows)
-	directRooms                             string
+	directRooms, pairMembers                string
 	recordReads                             string
 	existing                                map[string]string // by table + "." + column
 }
@@ -93,6 +93,15 @@ func (s *Store) preparePG() {
 		" CROSS JOIN LATERAL (SELECT $2::text AS u UNION SELECT q.b) v ORDER BY c.id, v.u ON CONFLICT DO NOTHING)" +
 		" SELECT q.ord, (SELECT ok FROM a) IS NOT NULL, q.user_ok IS NOT NULL, q.members, q.room_ok IS NOT NULL, c.id IS NOT NULL" +
 		" FROM q LEFT JOIN created c ON c.id = q.room AND q.may_create"
+	// For the pairs of $2 (rooms) and $3 (receivers), one row per member
+	// of the pair's room who is the sender ($4) or the receiver, with the
+	// pair's ordinal. The LATERAL subquery's OFFSET 0 keeps it
+	// from being pulled up into a join, so the plan is a range probe of
+	// the members' primary key per pair whatever the statistics say, as
+	// with the scalar subqueries above.
+	q.pairMembers = "SELECT q.ord FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS q(room, b, ord)" +
+		" CROSS JOIN LATERAL (SELECT 1 FROM " + s.members + " m WHERE m.app_id = $1 AND m.room_id = q.room" +
+		" AND (m.user_id = $4 OR m.user_id = q.b) OFFSET 0) m"
 	// RecordReads in one statement: the chunks locked in (batch, chunk)
 	// order (a chunk pruned meanwhile drops its reads), the reads of the
 	// locked chunks inserted skipping recorded ones, and each chunk's
@@ -298,6 +307,60 @@ func (s *Store) pgDirectRoomRound(ctx context.Context, app, a string, senderKnow
 		pairs[ord-1].settle(a, l)
 	}
 	return rows.Err()
+}
+
+// pgSettlePairsWithRooms settles, in one read-only statement, the pairs
+// whose room exists with one or both of them as members; DirectRooms runs it before its
+// rounds when the users are known (the sender and, for a pair to be
+// settled, its receiver: members need not be users). A send to receivers
+// whose rooms exist, which is most of them, ends here. Per 500 pairs it
+// costs the server about 60 % of the round statement, which counts each
+// pair's members with an aggregate and carries the room creation
+// (docs/benchmarks.md); a chunk whose rooms are all new pays for it on
+// top of the round.
+func (s *Store) pgSettlePairsWithRooms(ctx context.Context, app, a string, pairs []*pairState) error {
+	var probe []*pairState
+	for _, p := range pairs {
+		if p.userKnown {
+			probe = append(probe, p)
+		}
+	}
+	if len(probe) == 0 {
+		return nil
+	}
+	rooms, bs := make([]string, len(probe)), make([]string, len(probe))
+	for i, p := range probe {
+		rooms[i], bs[i] = p.room, p.b
+	}
+	rows, err := s.db.DB.QueryContext(ctx, s.pg.pairMembers, app, rooms, bs, a)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	members := make([]int, len(probe))
+	for rows.Next() {
+		var ord int
+		if err := rows.Scan(&ord); err != nil {
+			return err
+		}
+		if ord < 1 || ord > len(probe) {
+			return fmt.Errorf("complete pairs: row %d of %d", ord, len(probe))
+		}
+		members[ord-1]++
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for i, p := range probe {
+		// A member means the room exists (members reference rooms): it
+		// is the pair's, or another pair's if one of them is missing
+		// (ErrConflict). With none, the rounds tell a missing room from
+		// a room of others.
+		if members[i] > 0 {
+			p.settle(a, pairLookup{senderOK: true, userOK: true, roomOK: true, members: members[i]})
+		}
+	}
+	return nil
 }
 
 // pgInsertChunks writes a new batch's chunk rows in one statement;

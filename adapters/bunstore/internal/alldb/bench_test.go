@@ -15,6 +15,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/uptrace/bun/dialect"
 
+	"github.com/chatbatch/chatbatch/adapters/bunstore"
 	"github.com/chatbatch/chatbatch/store"
 )
 
@@ -267,4 +269,72 @@ func baselineTx(ctx context.Context, db *sql.DB, fn func(*sql.Tx) error) error {
 		return err
 	}
 	return tx.Commit()
+}
+
+// BenchmarkDirectRooms is the worker's check of a chunk on a first send:
+// 500 receivers, looked up with the users known (the accept's
+// MissingUsers saw them, untimed) and the pairs not; their rooms exist
+// ("exist", worker (a)) or are made by the call ("new", worker (b)).
+// Each call takes 500 receivers no call took before, among 50,000 of
+// each kind.
+func BenchmarkDirectRooms(b *testing.B) {
+	const pool = 50000
+	for _, bb := range benchBackends {
+		b.Run(bb.name, func(b *testing.B) {
+			db := bb.b.get(b)
+			s := newStore(b, db, nil)
+			ctx := context.Background()
+			users := make([]string, 2*pool)
+			for i := range users {
+				users[i] = fmt.Sprintf("user-%06d", i)
+			}
+			if err := s.AddUsers(ctx, "app", append(users, "system")...); err != nil {
+				b.Fatal(err)
+			}
+			// The rooms that exist are made through a store without the
+			// cache, so that s has not seen them.
+			maker, err := bunstore.New(db, &bunstore.Options{TablePrefix: s.TablePrefix(), DirectoryCache: -1})
+			if err != nil {
+				b.Fatal(err)
+			}
+			for part := range slices.Chunk(users[:pool], 500) {
+				if _, err := maker.DirectRooms(ctx, "app", "system", part); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if db.Dialect().Name() == dialect.PG {
+				if _, err := db.ExecContext(ctx, "VACUUM (ANALYZE) "+s.TablePrefix()+"users, "+s.TablePrefix()+"rooms, "+s.TablePrefix()+"room_members"); err != nil {
+					b.Fatal(err)
+				}
+			}
+			for _, mode := range []struct {
+				name  string
+				users []string
+			}{{"exist", users[:pool]}, {"new", users[pool:]}} {
+				b.Run(mode.name, func(b *testing.B) {
+					if b.N > pool/500 {
+						b.Fatalf("-benchtime %dx: at most %dx, one call per 500 of the %d receivers", b.N, pool/500, pool)
+					}
+					for i := range b.N {
+						part := mode.users[i*500 : (i+1)*500]
+						b.StopTimer()
+						if missing, err := s.MissingUsers(ctx, "app", append([]string{"system"}, part...)); err != nil || len(missing) > 0 {
+							b.Fatal(missing, err)
+						}
+						b.StartTimer()
+						rs, err := s.DirectRooms(ctx, "app", "system", part)
+						if err != nil {
+							b.Fatal(err)
+						}
+						for _, r := range rs {
+							if r.Err != nil {
+								b.Fatal(r.Err)
+							}
+						}
+					}
+					reportRows(b, 500)
+				})
+			}
+		})
+	}
 }

@@ -324,3 +324,65 @@ func TestMySQLTriggersRefused(t *testing.T) {
 		t.Errorf("triggers after the administrator's Migrate: %d, %v; want 6", triggers, err)
 	}
 }
+
+// TestDirectRoomsAfterAccept calls DirectRooms as the worker does after a
+// request was accepted: MissingUsers has just seen the sender and the
+// receivers, so the store knows them but not their pairs. (On PostgreSQL
+// that is when DirectRooms first asks which pairs' rooms are complete, in
+// a statement of its own.) Only a room with both of the pair as members
+// may be answered: a room under the pair's ID with one of them and
+// someone else, or with one of them alone, is another pair's
+// (ErrConflict); a pair without a room gets one.
+func TestDirectRoomsAfterAccept(t *testing.T) {
+	forEach(t, func(t *testing.T, _ *backend, db *bun.DB) {
+		ctx := t.Context()
+		s := newStore(t, db, nil)
+		// The rooms that exist are made through a second Store, so that
+		// s has not seen them.
+		other, err := bunstore.New(db, &bunstore.Options{TablePrefix: s.TablePrefix(), DirectoryCache: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		const app, sys = "app", "sys"
+		receivers := []string{"u-exists", "u-new", "u-other", "u-half", sys, "u-case", "U-CASE", "u-exists"}
+		must(t, s.AddUsers(ctx, app, receivers...))
+		for _, u := range []string{"u-exists", sys, "u-case"} {
+			if _, err := other.DirectRoom(ctx, app, sys, u); err != nil {
+				t.Fatal(err)
+			}
+		}
+		must(t, other.AddRoom(ctx, app, s.DirectRoomID(sys, "u-other"), sys, "someone-else"))
+		must(t, other.AddRoom(ctx, app, s.DirectRoomID(sys, "u-half"), "u-half"))
+		if missing, err := s.MissingUsers(ctx, app, append([]string{sys}, receivers...)); err != nil || len(missing) != 0 {
+			t.Fatalf("MissingUsers = %q, %v", missing, err)
+		}
+		rs, err := s.DirectRooms(ctx, app, sys, receivers)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, u := range receivers {
+			var want error
+			switch u {
+			case "u-other", "u-half", "U-CASE":
+				want = store.ErrConflict
+			}
+			switch r := rs[i]; {
+			case want != nil && !errors.Is(r.Err, want):
+				t.Errorf("DirectRooms: %s → %+v; want %v", u, r, want)
+			case want == nil && (r.Err != nil || r.Room != s.DirectRoomID(sys, u)):
+				t.Errorf("DirectRooms: %s → %+v; want room %s", u, r, s.DirectRoomID(sys, u))
+			}
+		}
+		m, err := s.RoomMembers(ctx, app, []string{s.DirectRoomID(sys, "u-new"), s.DirectRoomID(sys, "u-half")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		slices.Sort(m[s.DirectRoomID(sys, "u-new")])
+		if got := m[s.DirectRoomID(sys, "u-new")]; !slices.Equal(got, []string{sys, "u-new"}) {
+			t.Errorf("the new pair's room has members %q; want both", got)
+		}
+		if got := m[s.DirectRoomID(sys, "u-half")]; !slices.Equal(got, []string{"u-half"}) {
+			t.Errorf("the conflicting room's members became %q; want it left alone", got)
+		}
+	})
+}
