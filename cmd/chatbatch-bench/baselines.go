@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/chatbatch/chatbatch/store"
 )
@@ -153,6 +155,85 @@ func (h *harness) runCopy(ctx context.Context, bbs []baselineBatch, withRooms bo
 	}
 	if err := h.verifyBaseline(ctx, counts); err != nil {
 		return 0, fmt.Errorf("pgx CopyFrom: %w", err)
+	}
+	return float64(total) / elapsed.Seconds(), nil
+}
+
+// runLeast is the least a first send to receivers of (a) does on
+// PostgreSQL, as a baseline: per unit of 500 recipients, one statement
+// that finds each pair's members in chatbatch's directory (a range probe
+// of the members' primary key per pair, as bunstore's) and one pgx
+// CopyFrom of the unit's messages; nothing else (no rendering, no chunk
+// bookkeeping, no queue), the room IDs and rows prepared before the
+// clock. h.conc units at a time, each on a connection of its own. Every
+// pair must have both members. It returns recipients per second.
+func (h *harness) runLeast(ctx context.Context, bbs []baselineBatch) (float64, error) {
+	type leastUnit struct {
+		rooms, receivers []string
+		messages         [][]any
+	}
+	units := h.baselineRows(bbs, false)
+	work := make([]leastUnit, len(units))
+	i := 0
+	for _, b := range bbs {
+		for lo := 0; lo < len(b.paras); lo += unit {
+			u := &work[i]
+			for _, p := range b.paras[lo:min(lo+unit, len(b.paras))] {
+				u.rooms = append(u.rooms, store.DirectRoomID(sender, p.receiver))
+				u.receivers = append(u.receivers, p.receiver)
+			}
+			u.messages = units[i].messages
+			i++
+		}
+	}
+	probe := "SELECT count(*) FROM unnest($2::text[], $3::text[]) AS q(room, b) CROSS JOIN LATERAL (SELECT 1 FROM " + h.table("room_members") +
+		" m WHERE m.app_id = $1 AND m.room_id = q.room AND (m.user_id = $4 OR m.user_id = q.b) OFFSET 0) m"
+	conns, closeAll, err := h.d.pgConns(ctx, min(h.conc, len(work)))
+	if err != nil {
+		return 0, err
+	}
+	defer closeAll()
+	counts, total := countsOf(bbs)
+	if err := h.quiet(ctx); err != nil {
+		return 0, err
+	}
+	h.phaseCPU = startCPU()
+	start := time.Now()
+	var next atomic.Int64
+	errs := make([]error, len(conns))
+	var wg sync.WaitGroup
+	for c, conn := range conns {
+		wg.Go(func() {
+			for {
+				k := int(next.Add(1)) - 1
+				if k >= len(work) {
+					return
+				}
+				u := work[k]
+				var members int
+				if err := conn.QueryRow(ctx, probe, appID, u.rooms, u.receivers, sender).Scan(&members); err != nil {
+					errs[c] = fmt.Errorf("probe: %w", err)
+					return
+				}
+				if members != 2*len(u.rooms) {
+					errs[c] = fmt.Errorf("probe: %d members of %d pairs, want %d", members, len(u.rooms), 2*len(u.rooms))
+					return
+				}
+				if _, err := conn.CopyFrom(ctx, pgx.Identifier{h.baseTable("messages")}, messageColumnList, pgx.CopyFromRows(u.messages)); err != nil {
+					errs[c] = fmt.Errorf("copy: %w", err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	h.phaseCPU.stop()
+	if err := errors.Join(errs...); err != nil {
+		return 0, fmt.Errorf("probe and COPY: %w", err)
+	}
+	if err := h.verifyBaseline(ctx, counts); err != nil {
+		return 0, fmt.Errorf("probe and COPY: %w", err)
 	}
 	return float64(total) / elapsed.Seconds(), nil
 }

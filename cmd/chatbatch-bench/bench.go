@@ -480,6 +480,9 @@ func (b *bench) workerRep(ctx context.Context, h *harness, scen string, rep int,
 	}
 	if scen == "worker-a" && o.has("floor") {
 		contenders = append(contenders, "floor", "unchecked", "nocheck")
+		if h.d.name == "postgres" {
+			contenders = append(contenders, "least")
+		}
 	}
 	for _, c := range rotate(contenders, rep) {
 		var rate float64
@@ -501,6 +504,8 @@ func (b *bench) workerRep(ctx context.Context, h *harness, scen string, rep int,
 			rate, err = h.runPlain(ctx, baselineBatches(p), withRooms)
 		case "copy":
 			rate, err = h.runCopy(ctx, baselineBatches(p), withRooms)
+		case "least":
+			rate, err = h.runLeast(ctx, baselineBatches(p))
 		case "floor", "unchecked", "nocheck":
 			rate, err = b.floorRate(ctx, h, p, floorKinds[c])
 		}

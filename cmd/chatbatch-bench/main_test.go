@@ -226,6 +226,12 @@ func TestRunServices(t *testing.T) {
 				if !strings.Contains(stdout, "pgx CopyFrom, 4 streams (ceiling) | postgres") {
 					t.Errorf("no pgx CopyFrom rows:\n%s", stdout)
 				}
+				for _, n := range []string{"the least a first send does, without chatbatch: per 500 recipients one probe of the pairs' members and one pgx CopyFrom, nothing else, vs plain INSERT | postgres",
+					"a first send, vs the least a first send does | postgres"} {
+					if !strings.Contains(stdout, n) {
+						t.Errorf("the floor scenario has no row %q:\n%s", n, stdout)
+					}
+				}
 				if _, err := os.Stat("/proc/stat"); err == nil {
 					for _, n := range []string{"1 worker rate (a) receivers, rooms exist, 600 backlog: CPU bound where the cores are saturated",
 						"2 end to end, 10 concurrent × 300 (a): bound with the database on cores of its own",
