@@ -479,10 +479,7 @@ func (b *bench) workerRep(ctx context.Context, h *harness, scen string, rep int,
 		contenders = append(contenders, "repeat")
 	}
 	if scen == "worker-a" && o.has("floor") {
-		contenders = append(contenders, "floor", "unchecked", "nocheck")
-		if h.d.name == "postgres" {
-			contenders = append(contenders, "least")
-		}
+		contenders = append(contenders, "floor", "unchecked", "nocheck", "least")
 	}
 	for _, c := range rotate(contenders, rep) {
 		var rate float64

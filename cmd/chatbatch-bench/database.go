@@ -148,10 +148,13 @@ func parseTime(v any) (time.Time, error) {
 	}
 }
 
-// statement is one SQL statement with its bind arguments.
+// statement is one SQL statement with its bind arguments. A statement
+// with count set is a query of one number, which must come out as want.
 type statement struct {
 	query string
 	args  []any
+	count bool
+	want  int64
 }
 
 // job is statements one goroutine runs in order.
@@ -172,9 +175,25 @@ func (d *database) insertStatements(table string, cols []string, rows [][]any, p
 		for _, r := range rows[lo:hi] {
 			args = append(args, r...)
 		}
-		stmts = append(stmts, statement{q, args})
+		stmts = append(stmts, statement{query: q, args: args})
 	}
 	return stmts
+}
+
+// run runs st through database/sql.
+func (d *database) run(ctx context.Context, st statement) error {
+	if !st.count {
+		_, err := d.sql.ExecContext(ctx, st.query, st.args...)
+		return err
+	}
+	var n int64
+	if err := d.sql.QueryRowContext(ctx, st.query, st.args...).Scan(&n); err != nil {
+		return err
+	}
+	if n != st.want {
+		return fmt.Errorf("%.60s…: %d, want %d", st.query, n, st.want)
+	}
+	return nil
 }
 
 // runJobs runs jobs on conc goroutines through database/sql.
@@ -189,7 +208,7 @@ func (d *database) runJobs(ctx context.Context, jobs []job, conc int) error {
 		wg.Go(func() {
 			for j := range ch {
 				for _, st := range j {
-					if _, err := d.sql.ExecContext(ctx, st.query, st.args...); err != nil {
+					if err := d.run(ctx, st); err != nil {
 						once.Do(func() { firstErr = err; cancel() })
 						break
 					}

@@ -23,7 +23,7 @@ var scenarios = []scenarioInfo{
 	{"worker-a", "1 worker rate, receivers whose one-on-one rooms exist (a): backlog accepted with the worker stopped, then first chunk started → last chunk done; a first send (the directory cache emptied before the accept) and a repeat send (the rooms known to it; not where the store keeps no cache)"},
 	{"worker-b", "1 worker rate, receivers without rooms (b): the worker creates every room; the baseline writes rooms + members + messages"},
 	{"worker-c", "1 worker rate, room paras (c), rooms of 2 members"},
-	{"floor", "1 worker rate (a) with a Messages that stores nothing, again without the send-time check of receivers and rooms too, and writing but not checking, run with worker-a: what the worker's other store calls cost, what the check costs, each contender's CPU and the bound it sets; on PostgreSQL also the least a first send does without chatbatch (per 500 recipients one probe of the pairs' members and one pgx CopyFrom)"},
+	{"floor", "1 worker rate (a) with a Messages that stores nothing, again without the send-time check of receivers and rooms too, and writing but not checking, run with worker-a: what the worker's other store calls cost, what the check costs, each contender's CPU and the bound it sets; and the least a first send does, without chatbatch (per 500 recipients one look-up of the pairs' members and the messages' write: pgx CopyFrom on PostgreSQL, the plain INSERT's statements elsewhere)"},
 	{"e2e-10x", "2 end to end, 10 concurrent requests (a): first POST → every batch completed"},
 	{"e2e-a", "2 end to end, one request (a); a first send (the directory cache emptied before it) and a repeat send (the rooms known to it; not where the store keeps no cache)"},
 	{"e2e-b", "2 end to end, one request (b)"},
