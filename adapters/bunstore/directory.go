@@ -99,11 +99,15 @@ func (s *Store) existing(ctx context.Context, db bun.IConn, table, col, app stri
 	onPool := db == bun.IConn(s.db)
 	var lookup func(part []string) (*sql.Rows, error)
 	step := inLookupBatch
+	// absent: lookup returns the IDs of its part that are not there,
+	// rather than those that are (nearly all of them, usually: fewer
+	// rows to send and to scan).
+	absent := false
 	switch {
-	case s.pgx && onPool && s.pg.existing[table+"."+col] != "":
-		q := s.pg.existing[table+"."+col]
+	case s.pgx && onPool && s.pg.absent[table+"."+col] != "":
+		q := s.pg.absent[table+"."+col]
 		lookup = func(part []string) (*sql.Rows, error) { return s.db.DB.QueryContext(ctx, q, app, part) }
-		step = pgLookupBatch
+		step, absent = pgLookupBatch, true
 	case s.kind == dialect.PG:
 		lookup = func(part []string) (*sql.Rows, error) {
 			return db.QueryContext(ctx, "SELECT t."+col+" FROM unnest(?::text[]) AS q(id) JOIN "+table+" t ON t.app_id = ? AND t."+col+" = q.id", pgdialect.Array(part), app)
@@ -131,6 +135,13 @@ func (s *Store) existing(ctx context.Context, db bun.IConn, table, col, app stri
 		var got []string
 		if err := scanStrings(rows, func(id string) { got = append(got, id) }); err != nil {
 			return err
+		}
+		if absent {
+			missing := make(map[string]bool, len(got))
+			for _, id := range got {
+				missing[id] = true
+			}
+			got = slices.DeleteFunc(slices.Clone(part), func(id string) bool { return missing[id] })
 		}
 		mu.Lock()
 		defer mu.Unlock()

@@ -38,7 +38,7 @@ type pgStatements struct {
 	copyMessages                            string // COPY … FROM STDIN (FORMAT binary) into the messages (pgCopyRows)
 	directRooms, pairMembers                string
 	recordReads                             string
-	existing                                map[string]string // by table + "." + column
+	absent                                  map[string]string // by table + "." + column
 }
 
 func (s *Store) preparePG() {
@@ -116,10 +116,12 @@ func (s *Store) preparePG() {
 		" n AS (SELECT r.batch_id, r.chunk_no, count(*) AS n FROM ins JOIN r ON r.batch_id = ins.batch_id AND r.idx = ins.idx GROUP BY r.batch_id, r.chunk_no)," +
 		" upd AS (UPDATE " + s.chunks + " c SET read_count = c.read_count + n.n FROM n WHERE c.app_id = $1 AND c.batch_id = n.batch_id AND c.chunk_no = n.chunk_no RETURNING n.n)" +
 		" SELECT COALESCE(SUM(n), 0) FROM upd"
-	q.existing = map[string]string{}
+	// The IDs of $2 that are not in the table: a look-up returns the
+	// few that are missing rather than the many that exist.
+	q.absent = map[string]string{}
 	for _, t := range []struct{ table, col string }{{s.users, "id"}, {s.rooms, "id"}} {
-		q.existing[t.table+"."+t.col] = "SELECT q.id FROM unnest($2::text[]) AS q(id)" +
-			" WHERE (SELECT 1 FROM " + t.table + " t WHERE t.app_id = $1 AND t." + t.col + " = q.id LIMIT 1) IS NOT NULL"
+		q.absent[t.table+"."+t.col] = "SELECT q.id FROM unnest($2::text[]) AS q(id)" +
+			" WHERE (SELECT 1 FROM " + t.table + " t WHERE t.app_id = $1 AND t." + t.col + " = q.id LIMIT 1) IS NULL"
 	}
 }
 

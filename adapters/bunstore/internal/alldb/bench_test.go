@@ -338,3 +338,41 @@ func BenchmarkDirectRooms(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkMissingUsers is the accept's look-up of a request's 10,000
+// receivers, all of them users, among 100,000, by a store without the
+// directory cache (so that every call looks them all up).
+func BenchmarkMissingUsers(b *testing.B) {
+	const pool, per = 100000, 10000
+	for _, bb := range benchBackends {
+		b.Run(bb.name, func(b *testing.B) {
+			db := bb.b.get(b)
+			seed := newStore(b, db, nil)
+			ctx := context.Background()
+			users := make([]string, pool)
+			for i := range users {
+				users[i] = fmt.Sprintf("user-%06d", i)
+			}
+			if err := seed.AddUsers(ctx, "app", users...); err != nil {
+				b.Fatal(err)
+			}
+			if db.Dialect().Name() == dialect.PG {
+				if _, err := db.ExecContext(ctx, "VACUUM (ANALYZE) "+seed.TablePrefix()+"users"); err != nil {
+					b.Fatal(err)
+				}
+			}
+			s, err := bunstore.New(db, &bunstore.Options{TablePrefix: seed.TablePrefix(), DirectoryCache: -1})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			for i := range b.N {
+				lo := i * per % pool
+				if missing, err := s.MissingUsers(ctx, "app", users[lo:lo+per]); err != nil || len(missing) > 0 {
+					b.Fatal(missing, err)
+				}
+			}
+			reportRows(b, per)
+		})
+	}
+}
