@@ -312,14 +312,14 @@ func (s *Store) pgDirectRoomRound(ctx context.Context, app, a string, senderKnow
 }
 
 // pgSettlePairsWithRooms settles, in one read-only statement, the pairs
-// whose room exists with one or both of them as members; DirectRooms runs it before its
-// rounds when the users are known (the sender and, for a pair to be
-// settled, its receiver: members need not be users). A send to receivers
-// whose rooms exist, which is most of them, ends here. Per 500 pairs it
-// costs the server about 60 % of the round statement, which counts each
-// pair's members with an aggregate and carries the room creation
-// (docs/benchmarks.md); a chunk whose rooms are all new pays for it on
-// top of the round.
+// whose room exists with one or both of them as members. DirectRooms
+// runs it before its rounds when the users are known (the sender and,
+// for a pair to be settled, its receiver: members need not be users). A
+// send to receivers whose rooms exist, which is most of them, ends here.
+// Per 500 pairs it costs the server about 60 % of the round statement,
+// which counts each pair's members with an aggregate and carries the room
+// creation (docs/benchmarks.md); a chunk whose rooms are all new pays for
+// it on top of the round.
 func (s *Store) pgSettlePairsWithRooms(ctx context.Context, app, a string, pairs []*pairState) error {
 	var probe []*pairState
 	for _, p := range pairs {
@@ -346,7 +346,7 @@ func (s *Store) pgSettlePairsWithRooms(ctx context.Context, app, a string, pairs
 			return err
 		}
 		if ord < 1 || ord > len(probe) {
-			return fmt.Errorf("complete pairs: row %d of %d", ord, len(probe))
+			return fmt.Errorf("pair members: row %d of %d", ord, len(probe))
 		}
 		members[ord-1]++
 	}
