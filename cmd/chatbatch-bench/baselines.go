@@ -99,20 +99,27 @@ func (h *harness) runPlain(ctx context.Context, bbs []baselineBatch, withRooms b
 		j = append(j, h.d.insertStatements(h.baseTable("messages"), messageColumnList, u.messages, unit)...)
 		jobs = append(jobs, j)
 	}
+	return h.timeBaseline(ctx, "plain INSERT", bbs, func() error { return h.d.runJobs(ctx, jobs, h.conc) })
+}
+
+// timeBaseline times run, a baseline writing bbs' rows, once the machine
+// is quiet, with the machine's CPU read around it (h.phaseCPU), checks
+// that every row was stored once, and returns recipients per second.
+func (h *harness) timeBaseline(ctx context.Context, name string, bbs []baselineBatch, run func() error) (float64, error) {
 	counts, total := countsOf(bbs)
 	if err := h.quiet(ctx); err != nil {
 		return 0, err
 	}
 	h.phaseCPU = startCPU()
 	start := time.Now()
-	err := h.d.runJobs(ctx, jobs, h.conc)
+	err := run()
 	elapsed := time.Since(start)
 	h.phaseCPU.stop()
 	if err != nil {
-		return 0, fmt.Errorf("plain INSERT: %w", err)
+		return 0, fmt.Errorf("%s: %w", name, err)
 	}
 	if err := h.verifyBaseline(ctx, counts); err != nil {
-		return 0, fmt.Errorf("plain INSERT: %w", err)
+		return 0, fmt.Errorf("%s: %w", name, err)
 	}
 	return float64(total) / elapsed.Seconds(), nil
 }
@@ -141,22 +148,7 @@ func (h *harness) runCopy(ctx context.Context, bbs []baselineBatch, withRooms bo
 		return 0, err
 	}
 	defer closeAll()
-	counts, total := countsOf(bbs)
-	if err := h.quiet(ctx); err != nil {
-		return 0, err
-	}
-	h.phaseCPU = startCPU()
-	start := time.Now()
-	err = runCopies(ctx, conns, jobs)
-	elapsed := time.Since(start)
-	h.phaseCPU.stop()
-	if err != nil {
-		return 0, fmt.Errorf("pgx CopyFrom: %w", err)
-	}
-	if err := h.verifyBaseline(ctx, counts); err != nil {
-		return 0, fmt.Errorf("pgx CopyFrom: %w", err)
-	}
-	return float64(total) / elapsed.Seconds(), nil
+	return h.timeBaseline(ctx, "pgx CopyFrom", bbs, func() error { return runCopies(ctx, conns, jobs) })
 }
 
 // runLeast is the least a first send to receivers of (a) does, as a
@@ -193,7 +185,6 @@ func (h *harness) runLeast(ctx context.Context, bbs []baselineBatch) (float64, e
 			i++
 		}
 	}
-	counts, total := countsOf(bbs)
 	var run func() error
 	if h.d.name == "postgres" {
 		probe := "SELECT count(*) FROM unnest($2::text[], $3::text[]) AS q(room, b) CROSS JOIN LATERAL (SELECT 1 FROM " + h.table("room_members") +
@@ -244,21 +235,7 @@ func (h *harness) runLeast(ctx context.Context, bbs []baselineBatch) (float64, e
 		}
 		run = func() error { return h.d.runJobs(ctx, jobs, h.conc) }
 	}
-	if err := h.quiet(ctx); err != nil {
-		return 0, err
-	}
-	h.phaseCPU = startCPU()
-	start := time.Now()
-	err := run()
-	elapsed := time.Since(start)
-	h.phaseCPU.stop()
-	if err != nil {
-		return 0, fmt.Errorf("least: %w", err)
-	}
-	if err := h.verifyBaseline(ctx, counts); err != nil {
-		return 0, fmt.Errorf("least: %w", err)
-	}
-	return float64(total) / elapsed.Seconds(), nil
+	return h.timeBaseline(ctx, "least", bbs, run)
 }
 
 // naiveTask is the payload of the naive design's task: one recipient.
