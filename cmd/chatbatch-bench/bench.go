@@ -504,7 +504,7 @@ func (b *bench) workerRep(ctx context.Context, h *harness, scen string, rep int,
 		case "least":
 			rate, err = h.runLeast(ctx, baselineBatches(p))
 		case "floor", "unchecked", "nocheck":
-			rate, err = b.floorRate(ctx, h, p, floorKinds[c])
+			rate, err = b.floorRate(ctx, h, p, c, rep)
 		}
 		if err != nil {
 			return err

@@ -109,9 +109,10 @@ func (h *harness) floorService(kind floorKind) (floorContender, error) {
 // floorRate is workerRate with a floor contender's worker: the plan is
 // accepted through the API as usual; the batches must complete with
 // every recipient sent and every message handed to SaveMessages (stored
-// exactly once, for floorNoCheck).
-func (b *bench) floorRate(ctx context.Context, h *harness, p plan, kind floorKind) (float64, error) {
-	c, err := h.floorService(kind)
+// exactly once, for floorNoCheck). -cpuprofile profiles it as the
+// scenario "floor-<name>".
+func (b *bench) floorRate(ctx context.Context, h *harness, p plan, name string, rep int) (float64, error) {
+	c, err := h.floorService(floorKinds[name])
 	if err != nil {
 		return 0, err
 	}
@@ -130,10 +131,12 @@ func (b *bench) floorRate(ctx context.Context, h *harness, p plan, kind floorKin
 	if err := h.quiet(ctx); err != nil {
 		return 0, err
 	}
+	stopProfile := b.profile(h.d.label(), "floor-"+name, rep)
 	h.phaseCPU = startCPU()
 	h.startWorkerOf(svc)
 	_, err = h.waitDone(ctx, bs)
 	h.phaseCPU.stop()
+	stopProfile()
 	if stopErr := h.stopWorker(); err == nil {
 		err = stopErr
 	}

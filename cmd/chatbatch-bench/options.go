@@ -118,7 +118,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&o.quick, "quick", false, "a short run (under a minute): -runs 1 -quiet 2s -recipients 1000 -backlog 5000 -memory-sizes 5000,20000 -load-clients 4 -load-recipients 100 -load-duration 2s -retention-recipients 20000 -plan-sizes 1000,10000, no stats scenario")
 	fs.DurationVar(&o.quiet, "quiet", 30*time.Second, "before each contender's measured span, wait up to this long for the machine to be quiet (what ran before it no longer keeping the cores or the disk busy); 0: do not wait")
 	fs.BoolVar(&o.strict, "strict", false, "exit with status 3 when a target is missed")
-	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of each chatbatch run to `file` (one file per run, named file.DB.SCENARIO.RUN)")
+	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of each chatbatch run (and floor contender) to `file` (one file per run, named file.DB.SCENARIO.RUN; floor contenders as SCENARIO floor-NAME)")
 	fs.StringVar(&o.memprofile, "memprofile", "", "write heap profiles before and after each chatbatch run to `file`.DB.SCENARIO.RUN[.before] (compare with pprof -base)")
 	sizes := fs.String("memory-sizes", "10000,100000,1000000", "backlogs (recipients) of the memory scenario; the last is compared with the first")
 	fs.IntVar(&o.copyStreams, "copy-streams", 0, "connections of the pgx CopyFrom baseline (default: -concurrency)")
