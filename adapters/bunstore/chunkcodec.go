@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"compress/flate"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -269,11 +270,12 @@ func decodeRecipientsJSON(s string) ([]store.Recipient, error) {
 // form instead of JSON (a chunk of 500 takes about a third of the bytes:
 // the column is written once per chunk, on the worker's hot path):
 //
-//	~2;2;s32:c4c8fcc8e02e576e239f81e9f9a90d210+16:batch-20261130-00:f0:0+0:16:room was deleted
+//	~2;2;s#xMj8yOAuV24jn4Hp+akNIQ0+16:batch-20261130-00:f0:0+0:16:room was deleted
 //
 // that is "~2;", the number of outcomes, then per outcome its status ("s"
 // sent, "f" failed, "c" canceled, or "x" and the status written out),
-// its room, its message ID as the length of the prefix it shares with
+// its room (here c4c8fcc8e02e576e239f81e9f9a90d21, written as a hex
+// room ID, below), its message ID as the length of the prefix it shares with
 // the previous message ID, "+" and the rest (message IDs of a chunk
 // differ only in their last digits), and its error. Strings are written
 // as in the recipients' form. Outcomes stored by earlier versions are
@@ -283,19 +285,80 @@ func decodeRecipientsJSON(s string) ([]store.Recipient, error) {
 // after each outcome's error its push state: "-" none, "p" pending, "s"
 // sent, "f" failed and the push error, or "x" and the state written out.
 // Chunks without push states keep the "~2;" form (and its bytes).
+//
+// A room ID of 32 lowercase hexadecimal digits — a one-on-one room's,
+// as store.DirectRoomID names it — is written as "#" and the 22 base64
+// characters (standard alphabet, no padding) of its 16 bytes instead of
+// as a string: 23 bytes instead of 35. A chunk whose rooms are mostly
+// such IDs is then stored unpacked, at about the bytes DEFLATE got (28
+// a recipient packed, 32 this way), without its CPU: DEFLATE was the
+// largest part of a chunk's bookkeeping on the worker (docs/benchmarks.md),
+// and base64 text shrinks by little more than base64 grows it again.
 const (
-	outcomesV2 = "~2;"
-	outcomesV3 = "~3;"
+	outcomesV2  = "~2;"
+	outcomesV3  = "~3;"
+	hexRoomMark = '#'
+	hexRoomLen  = 32
 )
+
+var hexRoomText = base64.RawStdEncoding // 16 bytes → 22 characters
 
 // encodeOutcomes writes os in the compact form, or as JSON when a string
 // cannot be written as it is (see encodeRecipients), packed (see
-// packText).
+// packText) unless most rooms are written as hex room IDs.
 func encodeOutcomes(os []store.Outcome) string {
-	return packText(compactOutcomes(os))
+	b, hexRooms := compactOutcomes(os)
+	if hexRooms > 0 && 2*hexRooms >= len(os) {
+		return string(b)
+	}
+	return packText(b)
 }
 
-func compactOutcomes(os []store.Outcome) []byte {
+// hexDigit maps a lowercase hexadecimal digit to its value and every
+// other byte to 0xff.
+var hexDigit = func() (t [256]byte) {
+	for i := range t {
+		t[i] = 0xff
+	}
+	for c := '0'; c <= '9'; c++ {
+		t[c] = byte(c - '0')
+	}
+	for c := 'a'; c <= 'f'; c++ {
+		t[c] = byte(c-'a') + 10
+	}
+	return t
+}()
+
+// hexRoomBytes returns the bytes of room if it is 32 lowercase
+// hexadecimal digits.
+func hexRoomBytes(room string) (raw [hexRoomLen / 2]byte, ok bool) {
+	if len(room) != hexRoomLen {
+		return raw, false
+	}
+	for i := range raw {
+		hi, lo := hexDigit[room[2*i]], hexDigit[room[2*i+1]]
+		if hi|lo > 0xf {
+			return raw, false
+		}
+		raw[i] = hi<<4 | lo
+	}
+	return raw, true
+}
+
+// appendRoom writes an outcome's room: a hex room ID as hexRoomMark and
+// its bytes in base64, anything else as a token. It reports which.
+func appendRoom(b []byte, room string) ([]byte, bool) {
+	raw, ok := hexRoomBytes(room)
+	if !ok {
+		return appendToken(b, room), false
+	}
+	b = append(b, hexRoomMark)
+	return hexRoomText.AppendEncode(b, raw[:]), true
+}
+
+// compactOutcomes returns os in the compact form (or JSON) and how many
+// rooms it wrote as hex room IDs.
+func compactOutcomes(os []store.Outcome) ([]byte, int) {
 	size := len(outcomesV2) + 16
 	push := false
 	for i := range os {
@@ -303,7 +366,7 @@ func compactOutcomes(os []store.Outcome) []byte {
 		if !plainText(string(o.Status)) || !plainText(o.Room) || !plainText(o.MessageID) || !plainText(o.Error) ||
 			!plainText(string(o.Push)) || !plainText(o.PushError) {
 			b, _ := json.Marshal(os) // strings always marshal
-			return b
+			return b, 0
 		}
 		push = push || o.Push != "" || o.PushError != ""
 		size += len(o.Room) + len(o.MessageID) + len(o.Error) + len(o.PushError) + 32
@@ -317,6 +380,7 @@ func compactOutcomes(os []store.Outcome) []byte {
 	b = strconv.AppendInt(b, int64(len(os)), 10)
 	b = append(b, ';')
 	prev := ""
+	hexRooms := 0
 	for i := range os {
 		o := &os[i]
 		switch o.Status {
@@ -330,7 +394,10 @@ func compactOutcomes(os []store.Outcome) []byte {
 			b = append(b, 'x')
 			b = appendToken(b, string(o.Status))
 		}
-		b = appendToken(b, o.Room)
+		var isHex bool
+		if b, isHex = appendRoom(b, o.Room); isHex {
+			hexRooms++
+		}
 		shared := commonPrefix(prev, o.MessageID)
 		b = strconv.AppendInt(b, int64(shared), 10)
 		b = append(b, '+')
@@ -355,7 +422,7 @@ func compactOutcomes(os []store.Outcome) []byte {
 			}
 		}
 	}
-	return b
+	return b, hexRooms
 }
 
 // commonPrefix returns the length of the longest common prefix of a and
@@ -393,6 +460,10 @@ func decodeOutcomes(s string) ([]store.Outcome, error) {
 	}
 	out := make([]store.Outcome, 0, min(n, len(s)))
 	prev := ""
+	// Hex room IDs are written out into one buffer; the outcomes' rooms
+	// are slices of it, made a string once at the end.
+	var hexRooms []byte
+	var hexAt []int // indexes in out of the outcomes whose room is in hexRooms
 	for range n {
 		var o store.Outcome
 		switch d.next() {
@@ -407,7 +478,12 @@ func decodeOutcomes(s string) ([]store.Outcome, error) {
 		default:
 			d.err = errMalformedOutcomes
 		}
-		o.Room = d.token()
+		if d.peek() == hexRoomMark {
+			hexRooms = d.hexRoom(hexRooms, n)
+			hexAt = append(hexAt, len(out))
+		} else {
+			o.Room = d.token()
+		}
 		shared := d.count('+')
 		rest := d.token()
 		if d.err != nil || shared > len(prev) {
@@ -444,7 +520,32 @@ func decodeOutcomes(s string) ([]store.Outcome, error) {
 	if d.pos != len(s) {
 		return nil, errMalformedOutcomes
 	}
+	rooms := string(hexRooms)
+	for k, i := range hexAt {
+		out[i].Room = rooms[k*hexRoomLen : (k+1)*hexRoomLen]
+	}
 	return out, nil
+}
+
+// hexRoom reads a room written by appendRoom as a hex room ID and
+// appends its hex digits to buf (made for n rooms on first use).
+func (d *recipientDecoder) hexRoom(buf []byte, n int) []byte {
+	d.next() // hexRoomMark
+	end := d.pos + hexRoomText.EncodedLen(hexRoomLen/2)
+	var raw [hexRoomLen / 2]byte
+	if d.err != nil || end > len(d.s) {
+		d.err = errMalformedOutcomes
+		return buf
+	}
+	if k, err := hexRoomText.Decode(raw[:], []byte(d.s[d.pos:end])); err != nil || k != len(raw) {
+		d.err = errMalformedOutcomes
+		return buf
+	}
+	d.pos = end
+	if buf == nil {
+		buf = make([]byte, 0, n*hexRoomLen)
+	}
+	return hex.AppendEncode(buf, raw[:])
 }
 
 var errMalformedOutcomes = errors.New("malformed outcomes column")
@@ -456,10 +557,13 @@ var errMalformedOutcomes = errors.New("malformed outcomes column")
 // differ in a few digits, message IDs, the room IDs' hex): the
 // recipients of a chunk of 500 with a two-variable template take a
 // quarter of their compact form's bytes (41 → 10 bytes a recipient), its
-// outcomes two thirds (44 → 28; a room ID's hex is most of them).
-// PostgreSQL's TOAST compressed these columns, less well; InnoDB and
-// SQLite stored them as they came. DEFLATE at its fastest level costs about
-// 0.2 ms a chunk of 500 to write and 0.1 ms to read. Base64 keeps the
+// outcomes in rooms named by the request less than a third. (Outcomes in
+// one-on-one rooms are not packed: see hexRoomMark.) PostgreSQL's TOAST
+// compressed these columns, less well, and now leaves them as they are
+// (schema version 13); InnoDB and SQLite store them as they come. DEFLATE
+// at its fastest level costs about 0.2 ms a chunk of 500 to write and
+// 0.1 ms to read, measured alone; two to three times that in a busy
+// worker. Base64 keeps the
 // column text, as on every database it is. Text under packAbove bytes,
 // and text that would not shrink, is stored as it is, so small chunks
 // stay readable in a SQL shell; chunks stored before this form are read

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -171,6 +172,11 @@ func TestOutcomesRoundTrip(t *testing.T) {
 			{Status: "weird:status", Room: "1:2", MessageID: "名字-1", Error: "+;~2;"},
 			{Status: store.OutcomeSent, MessageID: "名前-2"}, // shares a partial character with the previous ID
 			{Status: "", MessageID: ""},
+			// Near hex room IDs, written as strings.
+			{Status: store.OutcomeSent, Room: "C4C8FCC8E02E576E239F81E9F9A90D21", MessageID: "m-1"},
+			{Status: store.OutcomeSent, Room: "c4c8fcc8e02e576e239f81e9f9a90d2", MessageID: "m-2"},
+			{Status: store.OutcomeSent, Room: "c4c8fcc8e02e576e239f81e9f9a90d2g", MessageID: "m-3"},
+			{Status: store.OutcomeSent, Room: "#xMj8yOAuV24jn4Hp+akNIQ", MessageID: "m-4"},
 		},
 		"push": {
 			{Status: store.OutcomeSent, Room: "r", MessageID: "b-0", Push: store.PushSent},
@@ -208,7 +214,7 @@ func TestOutcomesRoundTrip(t *testing.T) {
 		{Status: store.OutcomeSent, Room: "c4c8fcc8e02e576e239f81e9f9a90d21", MessageID: "batch-20261130-0"},
 		{Status: store.OutcomeFailed, Error: "room was deleted"},
 	}
-	if got, want := encodeOutcomes(ex), "~2;2;s32:c4c8fcc8e02e576e239f81e9f9a90d210+16:batch-20261130-00:f0:0+0:16:room was deleted"; got != want {
+	if got, want := encodeOutcomes(ex), "~2;2;s#xMj8yOAuV24jn4Hp+akNIQ0+16:batch-20261130-00:f0:0+0:16:room was deleted"; got != want {
 		t.Errorf("encodeOutcomes = %q, want %q", got, want)
 	}
 	// Earlier versions' JSON, and the fallback for text a column cannot hold.
@@ -227,7 +233,8 @@ func TestOutcomesRoundTrip(t *testing.T) {
 	if got, want := encodeOutcomes(withPush), "~3;2;s1:r0+3:b-00:f10:token gonef0:0+0:1:e-"; got != want {
 		t.Errorf("encodeOutcomes with push = %q, want %q", got, want)
 	}
-	for _, bad := range []string{"~2;", "~2;1;", "~2;1;q0:0+0:0:", "~2;1;s0:5+0:0:", "~2;1;s0:0+0:0:x", "~2;2;s0:0+0:0:", "~3;1;s0:0+0:0:", "~3;1;s0:0+0:0:q", "~3;1;s0:0+0:0:f"} {
+	for _, bad := range []string{"~2;", "~2;1;", "~2;1;q0:0+0:0:", "~2;1;s0:5+0:0:", "~2;1;s0:0+0:0:x", "~2;2;s0:0+0:0:", "~3;1;s0:0+0:0:", "~3;1;s0:0+0:0:q", "~3;1;s0:0+0:0:f",
+		"~2;1;s#xMj8yOAuV24jn4Hp", "~2;1;s#xMj8yOAuV24jn4Hp+akN!Q0+0:0:", "~2;1;s#0+0:0:"} {
 		if got, err := decodeOutcomes(bad); err == nil {
 			t.Errorf("decodeOutcomes(%q) = %#v, want an error", bad, got)
 		}
@@ -258,7 +265,6 @@ func TestLargeChunksArePacked(t *testing.T) {
 		maxSize int // bytes a recipient, packed
 	}{
 		"recipients": {encR, compactRecipients(rs), 12},
-		"outcomes":   {encO, compactOutcomes(os), 30},
 	} {
 		if !strings.HasPrefix(c.enc, packedPrefix) {
 			t.Fatalf("%s of 500 encoded as %.40q…, want it packed", name, c.enc)
@@ -278,9 +284,39 @@ func TestLargeChunksArePacked(t *testing.T) {
 	if err != nil || !reflect.DeepEqual(gotR, rs) {
 		t.Errorf("recipients round trip: %v", err)
 	}
+	// Outcomes in one-on-one rooms are written with their room IDs as
+	// bytes, unpacked, at about the bytes packing got.
+	compactO, hexRooms := compactOutcomes(os)
+	if hexRooms != len(os)-1 || encO != string(compactO) {
+		t.Errorf("outcomes of 500 in one-on-one rooms: %d hex rooms, encoded as %.40q…; want %d, unpacked", hexRooms, encO, len(os)-1)
+	}
+	if per := len(encO) / 500; per > 33 {
+		t.Errorf("outcomes: %d bytes a recipient, want at most 33", per)
+	}
+	if !plainText(encO) || strings.ContainsAny(encO, "'\"\\\n") {
+		t.Errorf("outcomes are not plain text without quotes: %.60q", encO)
+	}
 	gotO, err := decodeOutcomes(encO)
 	if err != nil || !reflect.DeepEqual(gotO, os) {
 		t.Errorf("outcomes round trip: %v", err)
+	}
+	// Outcomes in rooms named by the request (room paras) are packed.
+	named := slices.Clone(os)
+	for i := range named {
+		if named[i].Room != "" {
+			named[i].Room = fmt.Sprintf("room-%05d", 7*i%40)
+		}
+	}
+	encN := encodeOutcomes(named)
+	if !strings.HasPrefix(encN, packedPrefix) || len(encN)/500 > 12 {
+		t.Errorf("outcomes in named rooms: %d bytes a recipient, %.20q…; want packed, at most 12", len(encN)/500, encN)
+	}
+	if got, err := decodeOutcomes(encN); err != nil || !reflect.DeepEqual(got, named) {
+		t.Errorf("named-room outcomes round trip: %v", err)
+	}
+	// Packed outcomes with hex rooms (a mix) are read too.
+	if got, err := decodeOutcomes(packText(compactO)); err != nil || !reflect.DeepEqual(got, os) {
+		t.Errorf("packed hex-room outcomes: %v", err)
 	}
 	if encodeRecipients(gotR) != encR {
 		t.Error("packed recipients are not deterministic")
@@ -289,9 +325,7 @@ func TestLargeChunksArePacked(t *testing.T) {
 	if got, err := decodeRecipients(string(compactRecipients(rs))); err != nil || !reflect.DeepEqual(got, rs) {
 		t.Errorf("unpacked recipients: %v", err)
 	}
-	if got, err := decodeOutcomes(string(compactOutcomes(os))); err != nil || !reflect.DeepEqual(got, os) {
-		t.Errorf("unpacked outcomes: %v", err)
-	}
+
 }
 
 func TestPackOnlyWhatShrinks(t *testing.T) {
@@ -327,7 +361,11 @@ func TestPackOnlyWhatShrinks(t *testing.T) {
 
 func TestUnpackMalformed(t *testing.T) {
 	_, os := benchChunk()
-	good := encodeOutcomes(os)
+	compact, _ := compactOutcomes(os)
+	good := packText(compact)
+	if !strings.HasPrefix(good, packedPrefix) {
+		t.Fatalf("test chunk not packed: %.40q", good)
+	}
 	twice := packedPrefix + base64.RawStdEncoding.EncodeToString(deflate(t, []byte(good)))
 	for name, s := range map[string]string{
 		"not base64":   packedPrefix + "@@@@",

@@ -880,3 +880,75 @@ func TestNamedArgsLeaveValuesAlone(t *testing.T) {
 		}
 	})
 }
+
+// TestPostgresChunkColumnsNotCompressedAgain: on PostgreSQL a chunk's
+// recipients and outcomes are STORAGE EXTERNAL (schema version 13),
+// whether Migrate or the host's own tool applied Migrations, so TOAST
+// does not try to compress what bunstore already packed or wrote in a
+// form that does not compress; and a chunk of 500 written as such is
+// stored at its own size.
+func TestPostgresChunkColumnsNotCompressedAgain(t *testing.T) {
+	db := backends[2].get(t)
+	ctx := t.Context()
+	migrated := newStore(t, db, nil)
+	bySQL := unmigratedStore(t, db)
+	for _, m := range bySQL.Migrations() {
+		for _, q := range m.Statements {
+			if _, err := db.ExecContext(ctx, q); err != nil {
+				t.Fatalf("version %d: %s: %v", m.Version, q, err)
+			}
+		}
+	}
+	for name, s := range map[string]*bunstore.Store{"Migrate": migrated, "Migrations": bySQL} {
+		table := strings.ToLower(s.TablePrefix() + "chunks")
+		rows, err := db.QueryContext(ctx, "SELECT attname, attstorage FROM pg_attribute WHERE attrelid = ?::regclass AND attname IN ('recipients', 'outcomes') ORDER BY attname", table)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]string{}
+		for rows.Next() {
+			var col, storage string
+			if err := rows.Scan(&col, &storage); err != nil {
+				t.Fatal(err)
+			}
+			got[col] = storage
+		}
+		rows.Close()
+		if got["recipients"] != "e" || got["outcomes"] != "e" {
+			t.Errorf("%s: storage of %s's recipients and outcomes = %v; want e (EXTERNAL) for both", name, table, got)
+		}
+	}
+
+	// Outcomes of 500 one-on-one rooms: stored at the size written.
+	now := time.Now().UTC()
+	var rs []store.Recipient
+	for i := range 500 {
+		rs = append(rs, store.Recipient{Receiver: fmt.Sprint("u", i)})
+	}
+	b := &store.Batch{AppID: "app", ID: "b", Sender: "s", Count: 500, Chunks: 1, Payload: []byte("{}"), CreatedAt: now}
+	if err := migrated.CreateBatch(ctx, b, []store.Chunk{{Recipients: rs, NotBefore: now}}); err != nil {
+		t.Fatal(err)
+	}
+	ref := store.ChunkRef{AppID: "app", BatchID: "b"}
+	if _, _, err := migrated.StartChunk(ctx, &store.StartChunkParams{Ref: ref, At: now, LeaseUntil: now.Add(time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	os := make([]store.Outcome, 500)
+	for i, r := range rs {
+		os[i] = store.Outcome{Status: store.OutcomeSent, Room: store.DirectRoomID("s", r.Receiver), MessageID: fmt.Sprint("b-", i)}
+	}
+	if _, err := migrated.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: ref, Outcomes: os, At: now}); err != nil {
+		t.Fatal(err)
+	}
+	var length, stored int
+	if err := db.QueryRowContext(ctx, "SELECT octet_length(outcomes), pg_column_size(outcomes) FROM "+migrated.TablePrefix()+"chunks WHERE batch_id = 'b'").Scan(&length, &stored); err != nil {
+		t.Fatal(err)
+	}
+	if length < 500*25 || stored < length {
+		t.Errorf("outcomes of 500: %d bytes, stored in %d; want them written as hex room IDs (at least 25 bytes each) and not compressed", length, stored)
+	}
+	c, err := migrated.LoadChunk(ctx, ref)
+	if err != nil || !reflect.DeepEqual(c.Outcomes, os) {
+		t.Errorf("the chunk's outcomes read back: %v (equal: %v)", err, c != nil && reflect.DeepEqual(c.Outcomes, os))
+	}
+}
