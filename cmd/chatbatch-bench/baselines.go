@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -14,6 +15,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/chatbatch/chatbatch/batch"
 	"github.com/chatbatch/chatbatch/store"
 )
 
@@ -252,8 +254,8 @@ type naiveTask struct {
 const workerWarmup = 300 * time.Millisecond
 
 // runNaive is the naive design, end to end: one asynq task per recipient
-// (same Redis, its own queue, h.conc workers, the same 50 ms idle poll as
-// chatbatch's worker), each rendering its message and INSERTing its one
+// (same Redis, its own queue, h.conc workers, the same idle poll as
+// chatbatch's worker, -task-check-interval), each rendering its message and INSERTing its one
 // row with bind parameters. The clock runs from the first enqueue to the
 // last row stored.
 func (h *harness) runNaive(ctx context.Context, bbs []baselineBatch) (float64, error) {
@@ -281,7 +283,7 @@ func (h *harness) runNaive(ctx context.Context, bbs []baselineBatch) (float64, e
 	srv := asynq.NewServer(h.redis.opt, asynq.Config{
 		Concurrency:       h.conc,
 		Queues:            map[string]int{queue: 1},
-		TaskCheckInterval: 50 * time.Millisecond,
+		TaskCheckInterval: cmp.Or(h.taskCheck, batch.DefaultTaskCheckInterval),
 		Logger:            nopLogger{},
 		LogLevel:          asynq.FatalLevel,
 	})

@@ -232,6 +232,7 @@ func (b *bench) runDatabase(ctx context.Context, d *database, primary bool) (err
 		return err
 	}
 	h.quietMax = o.quiet
+	h.taskCheck = o.taskCheckInterval
 	h.streams = o.copyStreams
 	defer func() {
 		if cerr := h.close(context.WithoutCancel(ctx), o.keep); cerr != nil && err == nil {
@@ -720,6 +721,7 @@ func (b *bench) statsRep(ctx context.Context, d *database, rep int) (unanalyzed,
 		return 0, 0, err
 	}
 	h.quietMax = o.quiet
+	h.taskCheck = o.taskCheckInterval
 	defer func() {
 		if cerr := h.close(context.WithoutCancel(ctx), o.keep); cerr != nil && err == nil {
 			err = cerr

@@ -32,16 +32,19 @@ type harness struct {
 	redis   *redisTarget
 	conc    int
 	streams int // pgx CopyFrom connections
-	prefix  string
-	st      *bunstore.Store
-	caches  bool            // st keeps a directory cache (not on a MySQL server that refused its triggers)
-	base    *bunstore.Store // the baselines' tables
-	queue   string
-	svc     *batch.Service
-	srv     *httptest.Server
-	client  *http.Client
-	tracker *tracker
-	worker  *workerHandle
+	// taskCheck is the worker's batch.Config.TaskCheckInterval (0: its
+	// default), and the naive baseline's idle poll.
+	taskCheck time.Duration
+	prefix    string
+	st        *bunstore.Store
+	caches    bool            // st keeps a directory cache (not on a MySQL server that refused its triggers)
+	base      *bunstore.Store // the baselines' tables
+	queue     string
+	svc       *batch.Service
+	srv       *httptest.Server
+	client    *http.Client
+	tracker   *tracker
+	worker    *workerHandle
 	// idemKeys makes every POST carry a fresh Idempotency-Key, as a
 	// careful client's does: the bookkeeping scenarios (retention.go)
 	// then measure the keys' table too.
@@ -100,14 +103,15 @@ func newHarness(ctx context.Context, d *database, r *redisTarget, conc int, tag 
 // SQLite with room for its one writer at a time.
 func (h *harness) config() batch.Config {
 	c := batch.Config{
-		Store:         h.st,
-		Deliverer:     delivery.Discard{},
-		Authenticator: batch.NewStaticKeys(map[string]batch.Principal{apiKey: {AppID: appID, Admin: true}}),
-		Redis:         h.redis.opt,
-		Queue:         h.queue,
-		Concurrency:   h.conc,
-		Logger:        slog.New(slog.DiscardHandler),
-		OnBatchDone:   h.tracker.onDone,
+		Store:             h.st,
+		Deliverer:         delivery.Discard{},
+		Authenticator:     batch.NewStaticKeys(map[string]batch.Principal{apiKey: {AppID: appID, Admin: true}}),
+		Redis:             h.redis.opt,
+		Queue:             h.queue,
+		Concurrency:       h.conc,
+		TaskCheckInterval: h.taskCheck,
+		Logger:            slog.New(slog.DiscardHandler),
+		OnBatchDone:       h.tracker.onDone,
 	}
 	if h.d.name == "sqlite" {
 		// A POST's CreateBatch waits for SQLite's write lock behind the

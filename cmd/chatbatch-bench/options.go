@@ -56,6 +56,7 @@ type options struct {
 	sqlite              bool
 	redis               string
 	concurrency         int
+	taskCheckInterval   time.Duration
 	recipients          int
 	backlog             int
 	runs                int
@@ -111,6 +112,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&o.sqlite, "sqlite", true, "benchmark SQLite (a file in a temporary directory, WAL)")
 	fs.StringVar(&o.redis, "redis", "127.0.0.1:6379", "Redis `address` (host:port or redis://…); \"mem\": an in-process miniredis (numbers not comparable)")
 	fs.IntVar(&o.concurrency, "concurrency", 10, "worker concurrency (chunks at once), and goroutines of every baseline")
+	fs.DurationVar(&o.taskCheckInterval, "task-check-interval", 0, "the worker's batch.Config.TaskCheckInterval, how long an idle worker waits before it polls the queue again (and the naive baseline's); 0: its default, batch.DefaultTaskCheckInterval")
 	fs.IntVar(&o.recipients, "recipients", maxRecipients, "recipients per request (at most 10000)")
 	fs.IntVar(&o.backlog, "backlog", 100_000, "recipients accepted before the worker starts, in the worker-rate and stats scenarios")
 	fs.IntVar(&o.runs, "runs", 3, "repetitions of each scenario")
