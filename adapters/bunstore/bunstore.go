@@ -134,7 +134,10 @@ type Store struct {
 	// store then uses its own statements with bind parameters (pg.go).
 	pgx bool
 	pg  pgStatements
-	dir *dirCache // nil: no directory cache
+	// pairProbe decides when DirectRooms runs its read-only probe first
+	// (pgSettlePairsWithRooms).
+	pairProbe probeGate
+	dir       *dirCache // nil: no directory cache
 	// mysqlTriggers caches, on MySQL, whether the directory triggers
 	// exist (triggersUnknown, triggersFound, triggersMissing).
 	mysqlTriggers atomic.Int32

@@ -335,6 +335,17 @@ func TestMySQLTriggersRefused(t *testing.T) {
 // (ErrConflict); a pair without a room gets one.
 func TestDirectRoomsAfterAccept(t *testing.T) {
 	forEach(t, func(t *testing.T, _ *backend, db *bun.DB) {
+		// Also after a call whose pairs were all new, which turns the
+		// PostgreSQL probe away for the next calls: the rounds alone
+		// must answer the same.
+		for name, afterNewPairs := range map[string]bool{"first": false, "after-new-pairs": true} {
+			t.Run(name, func(t *testing.T) { testDirectRoomsAfterAccept(t, db, afterNewPairs) })
+		}
+	})
+}
+
+func testDirectRoomsAfterAccept(t *testing.T, db *bun.DB, afterNewPairs bool) {
+	{
 		ctx := t.Context()
 		s := newStore(t, db, nil)
 		// The rooms that exist are made through a second Store, so that
@@ -353,6 +364,16 @@ func TestDirectRoomsAfterAccept(t *testing.T) {
 		}
 		must(t, other.AddRoom(ctx, app, s.DirectRoomID(sys, "u-other"), sys, "someone-else"))
 		must(t, other.AddRoom(ctx, app, s.DirectRoomID(sys, "u-half"), "u-half"))
+		if afterNewPairs {
+			fresh := []string{"f-0", "f-1", "f-2", "f-3"}
+			must(t, s.AddUsers(ctx, app, fresh...))
+			if missing, err := s.MissingUsers(ctx, app, append([]string{sys}, fresh...)); err != nil || len(missing) != 0 {
+				t.Fatalf("MissingUsers = %q, %v", missing, err)
+			}
+			if rs, err := s.DirectRooms(ctx, app, sys, fresh); err != nil || rs[0].Err != nil {
+				t.Fatalf("DirectRooms of new pairs = %+v, %v", rs, err)
+			}
+		}
 		if missing, err := s.MissingUsers(ctx, app, append([]string{sys}, receivers...)); err != nil || len(missing) != 0 {
 			t.Fatalf("MissingUsers = %q, %v", missing, err)
 		}
@@ -384,5 +405,5 @@ func TestDirectRoomsAfterAccept(t *testing.T) {
 		if got := m[s.DirectRoomID(sys, "u-half")]; !slices.Equal(got, []string{"u-half"}) {
 			t.Errorf("the conflicting room's members became %q; want it left alone", got)
 		}
-	})
+	}
 }
