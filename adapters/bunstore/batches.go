@@ -79,7 +79,7 @@ func (s *Store) CreateBatch(ctx context.Context, b *store.Batch, chunks []store.
 				rows[i] = row{b.AppID, b.ID, i, c.Start, len(c.Recipients), recipients[i], toDB(c.NotBefore)}
 				sizes[i] = 64 + len(b.AppID) + len(b.ID) + len(recipients[i])
 			}
-			for _, st := range s.bulkInserts(s.chunks, chunkColumns, "", rows, sizes) {
+			for _, st := range bulkInserts(s, s.chunks, chunkColumns, "", rows, sizes) {
 				if _, err := tx.ExecContext(ctx, "?", st); err != nil {
 					return err
 				}

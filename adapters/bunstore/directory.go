@@ -528,7 +528,7 @@ func (s *Store) directRoomRound(ctx context.Context, app, a string, senderKnown 
 		for i, p := range create {
 			rooms[i], sizes[i], ids[i] = row{app, p.room}, 16+len(app)+len(p.room), p.room
 		}
-		for _, st := range s.bulkInserts(s.rooms, "app_id, id", "(app_id, id)", rooms, sizes) {
+		for _, st := range bulkInserts(s, s.rooms, "app_id, id", "(app_id, id)", rooms, sizes) {
 			if _, err := tx.ExecContext(ctx, "?", st); err != nil {
 				return err
 			}
@@ -550,7 +550,7 @@ func (s *Store) directRoomRound(ctx context.Context, app, a string, senderKnown 
 				msizes = append(msizes, 16+len(app)+len(p.room)+len(u))
 			}
 		}
-		for _, st := range s.bulkInserts(s.members, "app_id, room_id, user_id", "(app_id, room_id, user_id)", rows, msizes) {
+		for _, st := range bulkInserts(s, s.members, "app_id, room_id, user_id", "(app_id, room_id, user_id)", rows, msizes) {
 			if _, err := tx.ExecContext(ctx, "?", st); err != nil {
 				return err
 			}

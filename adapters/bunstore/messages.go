@@ -8,11 +8,14 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect"
+	"github.com/uptrace/bun/schema"
 
+	"github.com/chatbatch/chatbatch/adapters/bunstore/internal/sqltext"
 	"github.com/chatbatch/chatbatch/store"
 )
 
@@ -78,16 +81,16 @@ func (s *Store) saveMessages(ctx context.Context, app string, msgs []store.Messa
 		// One statement, however many messages: no transaction needed.
 		return s.pgSaveMessages(ctx, app, msgs, fields, skipStored)
 	}
-	rows := make([]row, len(msgs))
+	rows := make([]messageRow, len(msgs))
 	sizes := make([]int, len(msgs))
 	for i := range msgs {
-		rows[i], sizes[i] = messageRow(app, &msgs[i], fields[i])
+		rows[i], sizes[i] = newMessageRow(app, &msgs[i], fields[i])
 	}
 	conflictKey := ""
 	if skipStored {
 		conflictKey = "(app_id, id)"
 	}
-	stmts := s.bulkInserts(s.messages, messageColumns, conflictKey, rows, sizes)
+	stmts := bulkInserts(s, s.messages, messageColumns, conflictKey, rows, sizes)
 	if len(stmts) == 1 {
 		_, err := s.db.ExecContext(ctx, "?", stmts[0])
 		return err
@@ -114,15 +117,50 @@ func checkMessage(app string, m *store.Message) (nullString, error) {
 	return encodeFields(m.Fields)
 }
 
-// messageRow turns m (checked, with its Fields encoded) into the values
-// of messageColumns and an estimate of their size in SQL.
-func messageRow(app string, m *store.Message, fields nullString) (row, int) {
-	extra := nullString{}
-	if m.Extra != nil {
-		extra = someString(string(m.Extra))
-	}
+// messageRow is a message (checked, with its Fields encoded) as the
+// values of messageColumns. It writes them into the SQL itself, rather
+// than as a row of values that bun writes one by one: a chunk's 500
+// messages are 6,000 values, each boxed into an interface and written
+// through bun's generic appender: half of the 0.5 ms it took to write
+// 500 (BenchmarkMessageRows).
+type messageRow struct {
+	app    string
+	m      *store.Message
+	fields nullString
+}
+
+// newMessageRow returns m's row and an estimate of its size in SQL.
+func newMessageRow(app string, m *store.Message, fields nullString) (messageRow, int) {
 	size := 64 + len(app) + len(m.ID) + len(m.RoomID) + len(m.Receiver) + len(m.Sender) + len(m.Type) + len(m.Text) + len(m.Extra) + len(fields.s) + len(m.BatchID)
-	return row{app, m.ID, m.RoomID, m.Receiver, m.Sender, m.Type, m.Text, extra, fields, m.BatchID, m.Index, toDB(m.CreatedAt)}, size
+	return messageRow{app, m, fields}, size
+}
+
+// AppendQuery implements schema.QueryAppender, as row does for the same
+// values.
+func (r messageRow) AppendQuery(gen schema.QueryGen, b []byte) ([]byte, error) {
+	m := r.m
+	b = append(b, '(')
+	for i, v := range [...]string{r.app, m.ID, m.RoomID, m.Receiver, m.Sender, m.Type, m.Text} {
+		if i > 0 {
+			b = append(b, ", "...)
+		}
+		b = sqltext.AppendString(gen, b, v)
+	}
+	b = append(b, ", "...)
+	if m.Extra != nil {
+		b = sqltext.AppendString(gen, b, string(m.Extra))
+	} else {
+		b = append(b, "NULL"...)
+	}
+	b = append(b, ", "...)
+	b, _ = r.fields.AppendQuery(gen, b)
+	b = append(b, ", "...)
+	b = sqltext.AppendString(gen, b, m.BatchID)
+	b = append(b, ", "...)
+	b = strconv.AppendInt(b, int64(m.Index), 10)
+	b = append(b, ", "...)
+	b, _ = toDB(m.CreatedAt).AppendQuery(gen, b)
+	return append(b, ')'), nil
 }
 
 // encodeFields writes Fields as one JSON object with its values verbatim
@@ -176,7 +214,7 @@ func decodeFields(s *string) (map[string]json.RawMessage, error) {
 // ExecContext(ctx, "?", st): as an argument, bun copies it once and never
 // reads it for placeholders, which it would on a DB with named arguments
 // (WithNamedArg), taking ?name and \? inside the values for its own.
-func (s *Store) bulkInserts(table, cols, conflictKey string, rows []row, sizes []int) []bun.Safe {
+func bulkInserts[R schema.QueryAppender](s *Store, table, cols, conflictKey string, rows []R, sizes []int) []bun.Safe {
 	head := "INSERT INTO " + table + " (" + cols + ") VALUES "
 	tail := ""
 	if conflictKey != "" {
@@ -190,7 +228,7 @@ func (s *Store) bulkInserts(table, cols, conflictKey string, rows []row, sizes [
 	}
 	gen := s.db.QueryGen()
 	var stmts []bun.Safe
-	write := func(rows []row, bytes int) {
+	write := func(rows []R, bytes int) {
 		// Escaping only grows a value that holds quotes or backslashes.
 		b := make([]byte, 0, len(head)+bytes+bytes/8+len(tail))
 		b = append(b, head...)

@@ -92,7 +92,7 @@ func (s *Store) RecordReads(ctx context.Context, p *store.RecordReadsParams) (in
 				sizes[i] = 48 + len(p.AppID) + len(k.batch)
 			}
 			n := int64(0)
-			for _, st := range s.bulkInserts(s.reads, cols, "(app_id, batch_id, idx)", rows, sizes) {
+			for _, st := range bulkInserts(s, s.reads, cols, "(app_id, batch_id, idx)", rows, sizes) {
 				res, err := tx.ExecContext(ctx, "?", st)
 				if err != nil {
 					return err
