@@ -23,7 +23,9 @@ func TestProbeGate(t *testing.T) {
 		t.Fatal("after probeSkips skipped calls: skipped, want probed again")
 	}
 	g.record(250, 500) // half: worth it
-	if !g.try() || !g.try() {
-		t.Fatal("after a probe that settled half: skipped, want probed")
+	for i := range 2 {
+		if !g.try() {
+			t.Fatalf("call %d after a probe that settled half: skipped, want probed", i)
+		}
 	}
 }
