@@ -528,7 +528,9 @@ func decodeOutcomes(s string) ([]store.Outcome, error) {
 }
 
 // hexRoom reads a room written by appendRoom as a hex room ID and
-// appends its hex digits to buf (made for n rooms on first use).
+// appends its hex digits to buf (made on first use for the n rooms the
+// column says it holds, as many as its length allows: a damaged count
+// must not allocate more than the column could hold).
 func (d *recipientDecoder) hexRoom(buf []byte, n int) []byte {
 	d.next() // hexRoomMark
 	end := d.pos + hexRoomText.EncodedLen(hexRoomLen/2)
@@ -543,7 +545,7 @@ func (d *recipientDecoder) hexRoom(buf []byte, n int) []byte {
 	}
 	d.pos = end
 	if buf == nil {
-		buf = make([]byte, 0, n*hexRoomLen)
+		buf = make([]byte, 0, min(n, len(d.s)/(1+len(raw)*4/3))*hexRoomLen)
 	}
 	return hex.AppendEncode(buf, raw[:])
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -424,4 +425,23 @@ func BenchmarkChunkCodec(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestOutcomesHugeCountNoHugeAllocation: a damaged column whose count
+// says a billion outcomes fails to decode without allocating for them.
+func TestOutcomesHugeCountNoHugeAllocation(t *testing.T) {
+	bad := outcomesV2 + "999999999;s#xMj8yOAuV24jn4Hp+akNIQ0+1:m0:"
+	allocs := testing.AllocsPerRun(5, func() {
+		if _, err := decodeOutcomes(bad); err == nil {
+			t.Fatal("decoded a column of 1 outcome that says 999,999,999")
+		}
+	})
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	before := ms.TotalAlloc
+	_, _ = decodeOutcomes(bad)
+	runtime.ReadMemStats(&ms)
+	if grew := ms.TotalAlloc - before; grew > 1<<20 {
+		t.Errorf("decoding allocated %d bytes (%v allocations a run), want under 1 MiB", grew, allocs)
+	}
 }
