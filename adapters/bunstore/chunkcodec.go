@@ -533,8 +533,9 @@ func decodeOutcomes(s string) ([]store.Outcome, error) {
 // must not allocate more than the column could hold).
 func (d *recipientDecoder) hexRoom(buf []byte, n int) []byte {
 	d.next() // hexRoomMark
-	end := d.pos + hexRoomText.EncodedLen(hexRoomLen/2)
 	var raw [hexRoomLen / 2]byte
+	size := hexRoomText.EncodedLen(len(raw))
+	end := d.pos + size
 	if d.err != nil || end > len(d.s) {
 		d.err = errMalformedOutcomes
 		return buf
@@ -545,7 +546,7 @@ func (d *recipientDecoder) hexRoom(buf []byte, n int) []byte {
 	}
 	d.pos = end
 	if buf == nil {
-		buf = make([]byte, 0, min(n, len(d.s)/(1+len(raw)*4/3))*hexRoomLen)
+		buf = make([]byte, 0, min(n, len(d.s)/(1+size))*hexRoomLen)
 	}
 	return hex.AppendEncode(buf, raw[:])
 }
