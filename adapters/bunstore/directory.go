@@ -391,8 +391,14 @@ func (s *Store) DirectRooms(ctx context.Context, app, a string, bs []string) ([]
 			ok = append(ok, b)
 		}
 	}
-	// A pair's fact implies its users': only the pairs are recorded.
+	// A pair's fact implies its users': only the pairs are recorded, and
+	// the sender's own fact, which MissingUsers recorded when the request
+	// was accepted and newer facts may have pushed out since: without it
+	// every later call for this sender would skip the PostgreSQL probe.
 	view.add(factPair, a, dedupe(ok))
+	if !senderKnown && len(ok) > 0 {
+		view.add(factUser, "", []string{a})
+	}
 	return out, nil
 }
 

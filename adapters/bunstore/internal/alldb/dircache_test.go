@@ -407,3 +407,44 @@ func testDirectRoomsAfterAccept(t *testing.T, db *bun.DB, afterNewPairs bool) {
 		}
 	}
 }
+
+// TestDirectRoomsLearnsSender: a DirectRooms call that settles its pairs
+// records the sender as a user too. MissingUsers records it when a
+// request is accepted, but newer facts can push it out of the cache, and
+// without it every later chunk of the sender skipped the PostgreSQL
+// probe for the round statement (docs/benchmarks.md). The users table is
+// then renamed away: MissingUsers must answer for the sender without it,
+// and a user the store has not seen must still be looked up (an error).
+func TestDirectRoomsLearnsSender(t *testing.T) {
+	forEach(t, func(t *testing.T, _ *backend, db *bun.DB) {
+		ctx := t.Context()
+		s := newStore(t, db, nil)
+		const app, sys = "app", "sys"
+		receivers := []string{"u-1", "u-2", "u-3"}
+		must(t, s.AddUsers(ctx, app, append([]string{sys, "u-unseen"}, receivers...)...))
+		rs, err := s.DirectRooms(ctx, app, sys, receivers)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, r := range rs {
+			if r.Err != nil || r.Room != s.DirectRoomID(sys, receivers[i]) {
+				t.Fatalf("DirectRooms: %s → %+v", receivers[i], r)
+			}
+		}
+		users, hidden := s.TablePrefix()+"users", s.TablePrefix()+"users_hidden"
+		if _, err := db.ExecContext(ctx, "ALTER TABLE "+users+" RENAME TO "+hidden); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if _, err := db.ExecContext(context.Background(), "ALTER TABLE "+hidden+" RENAME TO "+users); err != nil {
+				t.Error(err)
+			}
+		})
+		if missing, err := s.MissingUsers(ctx, app, []string{sys}); err != nil || len(missing) != 0 {
+			t.Errorf("MissingUsers(the sender) after DirectRooms = %q, %v; want none, answered from the cache", missing, err)
+		}
+		if _, err := s.MissingUsers(ctx, app, []string{"u-unseen"}); err == nil {
+			t.Error("MissingUsers(a user not seen) without the users table: no error, want the look-up's")
+		}
+	})
+}
