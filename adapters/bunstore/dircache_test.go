@@ -83,8 +83,8 @@ func TestDirCacheLoad(t *testing.T) {
 			out++
 		}
 	}
-	if max := len(keys) / 200; out > max { // 0.5 %
-		t.Fatalf("%d of %d facts pushed out, want at most %d", out, len(keys), max)
+	if limit := len(keys) / 200; out > limit { // 0.5 %
+		t.Fatalf("%d of %d facts pushed out, want at most %d", out, len(keys), limit)
 	}
 	t.Logf("%d of %d facts pushed out", out, len(keys))
 }

@@ -352,13 +352,16 @@ func (s *Store) DirectRooms(ctx context.Context, app, a string, bs []string) ([]
 			open[i].userKnown = known
 		}
 	}
-	if s.pgx && senderKnown && len(open) > 0 && s.pairProbe.try() {
-		probed := len(open)
+	// The probe settles pairs whose receivers are known users; a call
+	// with none (receivers accepted by another process) neither probes
+	// nor tells the gate anything.
+	if probed := probeable(open); s.pgx && senderKnown && probed > 0 && s.pairProbe.try() {
+		before := len(open)
 		if err := s.pgSettlePairsWithRooms(ctx, app, a, open); err != nil {
 			return nil, s.fail(ctx, op, err)
 		}
 		open = slices.DeleteFunc(open, func(p *pairState) bool { return p.done })
-		s.pairProbe.record(probed-len(open), probed)
+		s.pairProbe.record(before-len(open), probed)
 	}
 	for round := 0; round < 3 && len(open) > 0; round++ {
 		claimed := make(map[string]bool, len(open))
@@ -435,6 +438,18 @@ func (g *probeGate) record(settled, probed int) {
 	} else {
 		g.skips.Store(0)
 	}
+}
+
+// probeable counts the pairs the probe can settle: those whose receiver
+// the directory cache knows is a user.
+func probeable(pairs []*pairState) int {
+	n := 0
+	for _, p := range pairs {
+		if p.userKnown {
+			n++
+		}
+	}
+	return n
 }
 
 // pairState is one distinct receiver of a DirectRooms call.
