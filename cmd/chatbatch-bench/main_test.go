@@ -160,6 +160,9 @@ func TestRunSQLiteMiniredis(t *testing.T) {
 		"-memory-sizes=300,900", "-concurrency=4", "-scenarios=all", "-cpuprofile=" + cpu, "-memprofile=" + mem}, append(tinyLoad, tinyBookkeeping...)...)...)
 	checkReport(t, code, stdout, stderr, []string{"sqlite"}, allScenarios)
 	checkBookkeeping(t, stdout, "sqlite", "bytes", "retention", "plans", "reads")
+	if !strings.Contains(stdout, "2 end to end, 10 concurrent × 300 (a) vs the least it does | sqlite") {
+		t.Errorf("the floor scenario has no end-to-end least on SQLite:\n%s", stdout)
+	}
 	if !strings.Contains(stdout, "- sqlite: the dbstat virtual table") {
 		t.Errorf("the notes do not say how SQLite's sizes are measured:\n%s", stdout)
 	}
@@ -227,7 +230,9 @@ func TestRunServices(t *testing.T) {
 					t.Errorf("no pgx CopyFrom rows:\n%s", stdout)
 				}
 				for _, n := range []string{"the least a first send does, without chatbatch: per 500 recipients one look-up of the pairs' members and the messages' write (pgx CopyFrom on PostgreSQL), nothing else, vs plain INSERT | postgres",
-					"a first send, vs the least a first send does | postgres"} {
+					"a first send, vs the least a first send does | postgres",
+					"2 end to end, 10 concurrent × 300 (a): the least it does, without chatbatch: each request's receivers looked up",
+					"2 end to end, 1 × 300 (a) vs the least it does | postgres"} {
 					if !strings.Contains(stdout, n) {
 						t.Errorf("the floor scenario has no row %q:\n%s", n, stdout)
 					}
