@@ -227,15 +227,21 @@ func (h *harness) usersExist(ids []string) []job {
 		return jobs
 	}
 	for part := range slices.Chunk(ids, unit) {
-		args := make([]any, 0, 1+len(part))
-		args = append(args, appID)
-		for _, id := range part {
-			args = append(args, id)
-		}
-		jobs = append(jobs, job{{query: "SELECT count(*) FROM " + h.table("users") + " WHERE app_id = ? AND id IN (" + strings.Repeat("?, ", len(part)-1) + "?)",
-			args: args, count: true, want: int64(len(part))}})
+		jobs = append(jobs, job{countIn(h.table("users"), "id", part, len(part))})
 	}
 	return jobs
+}
+
+// countIn is a statement that counts the app's rows of table whose col
+// is one of ids, bound as parameters, and fails unless it finds want.
+func countIn(table, col string, ids []string, want int) statement {
+	args := make([]any, 0, 1+len(ids))
+	args = append(args, appID)
+	for _, id := range ids {
+		args = append(args, id)
+	}
+	return statement{query: "SELECT count(*) FROM " + table + " WHERE app_id = ? AND " + col + " IN (" + strings.Repeat("?, ", len(ids)-1) + "?)",
+		args: args, count: true, want: int64(want)}
 }
 
 // leastWrites prepares runLeast's work: per unit of 500 recipients the
@@ -299,13 +305,7 @@ func (h *harness) leastWrites(ctx context.Context, bbs []baselineBatch) (run fun
 	} else {
 		jobs := make([]job, len(work))
 		for k, u := range work {
-			args := make([]any, 0, 1+len(u.rooms))
-			args = append(args, appID)
-			for _, r := range u.rooms {
-				args = append(args, r)
-			}
-			probe := statement{query: "SELECT count(*) FROM " + h.table("room_members") + " WHERE app_id = ? AND room_id IN (" + strings.Repeat("?, ", len(u.rooms)-1) + "?)",
-				args: args, count: true, want: int64(2 * len(u.rooms))}
+			probe := countIn(h.table("room_members"), "room_id", u.rooms, 2*len(u.rooms))
 			jobs[k] = append(job{probe}, h.d.insertStatements(h.baseTable("messages"), messageColumnList, u.messages, unit)...)
 		}
 		run = func() error { return h.d.runJobs(ctx, jobs, h.conc) }

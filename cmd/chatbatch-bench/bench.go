@@ -227,12 +227,10 @@ func (b *bench) runDatabase(ctx context.Context, d *database, primary bool) (err
 	o := b.o
 	db := d.label()
 	b.logf("%s: setting up", db)
-	h, err := newHarness(ctx, d, b.redis, o.concurrency, "")
+	h, err := b.timedHarness(ctx, d, "")
 	if err != nil {
 		return err
 	}
-	h.quietMax = o.quiet
-	h.taskCheck = o.taskCheckInterval
 	h.streams = o.copyStreams
 	defer func() {
 		if cerr := h.close(context.WithoutCancel(ctx), o.keep); cerr != nil && err == nil {
@@ -724,14 +722,24 @@ func (b *bench) stats(ctx context.Context, d *database) error {
 	return nil
 }
 
+// timedHarness is a harness for the scenarios that time contenders:
+// -concurrency, -quiet and -task-check-interval applied.
+func (b *bench) timedHarness(ctx context.Context, d *database, tag string) (*harness, error) {
+	h, err := newHarness(ctx, d, b.redis, b.o.concurrency, tag)
+	if err != nil {
+		return nil, err
+	}
+	h.quietMax = b.o.quiet
+	h.taskCheck = b.o.taskCheckInterval
+	return h, nil
+}
+
 func (b *bench) statsRep(ctx context.Context, d *database, rep int) (unanalyzed, analyzed float64, err error) {
 	o := b.o
-	h, err := newHarness(ctx, d, b.redis, o.concurrency, "s")
+	h, err := b.timedHarness(ctx, d, "s")
 	if err != nil {
 		return 0, 0, err
 	}
-	h.quietMax = o.quiet
-	h.taskCheck = o.taskCheckInterval
 	defer func() {
 		if cerr := h.close(context.WithoutCancel(ctx), o.keep); cerr != nil && err == nil {
 			err = cerr
