@@ -50,13 +50,19 @@ func countsOf(bbs []baselineBatch) (map[string]int, int) {
 	return m, total
 }
 
-// unit is 500 recipients of one batch: what one chunk (and one baseline
-// statement) covers.
-const unit = 500
+// unit is what one chunk covers, batch.DefaultChunkSize recipients of
+// one batch (the harness runs chatbatch's default configuration): the
+// baselines split their work into the same units.
+const unit = batch.DefaultChunkSize
+
+// stmtRows is the most rows one baseline INSERT writes, as many as
+// bunstore's own multi-row INSERTs take (its maxRowsPerInsert); the
+// members of (b), two a recipient, go 2 × stmtRows at a time.
+const stmtRows = 500
 
 // baselineRows are the rows a baseline writes for bbs: messages and, for
 // receivers without rooms (withRooms), the rooms and their members, in
-// units of 500 recipients.
+// units.
 type unitRows struct {
 	rooms, members, messages [][]any
 }
@@ -97,9 +103,9 @@ func (h *harness) runPlain(ctx context.Context, bbs []baselineBatch, withRooms b
 	var jobs []job
 	for _, u := range units {
 		var j job
-		j = append(j, h.d.insertStatements(h.baseTable("rooms"), roomCols, u.rooms, unit)...)
-		j = append(j, h.d.insertStatements(h.baseTable("room_members"), memberCols, u.members, 2*unit)...)
-		j = append(j, h.d.insertStatements(h.baseTable("messages"), messageColumnList, u.messages, unit)...)
+		j = append(j, h.d.insertStatements(h.baseTable("rooms"), roomCols, u.rooms, stmtRows)...)
+		j = append(j, h.d.insertStatements(h.baseTable("room_members"), memberCols, u.members, 2*stmtRows)...)
+		j = append(j, h.d.insertStatements(h.baseTable("messages"), messageColumnList, u.messages, stmtRows)...)
 		jobs = append(jobs, j)
 	}
 	return h.timeBaseline(ctx, "plain INSERT", bbs, func() error { return h.d.runJobs(ctx, jobs, h.conc) })
@@ -155,7 +161,7 @@ func (h *harness) runCopy(ctx context.Context, bbs []baselineBatch, withRooms bo
 }
 
 // runLeast is the least a first send to receivers of (a) does, as a
-// baseline: per unit of 500 recipients, one statement that counts the
+// baseline: per unit (a chunk's recipients), one statement that counts the
 // pairs' members in chatbatch's directory, and the unit's messages written
 // — by one pgx CopyFrom on PostgreSQL, by the plain INSERT baseline's
 // statements elsewhere. Nothing else: no rendering, no chunk bookkeeping,
@@ -216,7 +222,7 @@ func (h *harness) runLeastEndToEnd(ctx context.Context, bbs []baselineBatch) (fl
 // usersExist is the cheapest look-up of ids (distinct) in chatbatch's
 // users table that fails unless all are there, in parts that may run at
 // once (one statement each): counts over arrays of a quarter of ids on
-// PostgreSQL, over IN lists of 500 elsewhere.
+// PostgreSQL, over IN lists of stmtRows elsewhere.
 func (h *harness) usersExist(ids []string) []job {
 	var jobs []job
 	if h.d.name == "postgres" {
@@ -226,7 +232,7 @@ func (h *harness) usersExist(ids []string) []job {
 		}
 		return jobs
 	}
-	for part := range slices.Chunk(ids, unit) {
+	for part := range slices.Chunk(ids, stmtRows) {
 		jobs = append(jobs, job{countIn(h.table("users"), "id", part, len(part))})
 	}
 	return jobs
@@ -244,7 +250,7 @@ func countIn(table, col string, ids []string, want int) statement {
 		args: args, count: true, want: int64(want)}
 }
 
-// leastWrites prepares runLeast's work: per unit of 500 recipients the
+// leastWrites prepares runLeast's work: per unit (a chunk's recipients) the
 // pairs' members counted and the messages written, h.conc units at a
 // time. closeAll releases what run uses, after it.
 func (h *harness) leastWrites(ctx context.Context, bbs []baselineBatch) (run func() error, closeAll func(), err error) {
@@ -306,7 +312,7 @@ func (h *harness) leastWrites(ctx context.Context, bbs []baselineBatch) (run fun
 		jobs := make([]job, len(work))
 		for k, u := range work {
 			probe := countIn(h.table("room_members"), "room_id", u.rooms, 2*len(u.rooms))
-			jobs[k] = append(job{probe}, h.d.insertStatements(h.baseTable("messages"), messageColumnList, u.messages, unit)...)
+			jobs[k] = append(job{probe}, h.d.insertStatements(h.baseTable("messages"), messageColumnList, u.messages, stmtRows)...)
 		}
 		run = func() error { return h.d.runJobs(ctx, jobs, h.conc) }
 	}
