@@ -91,7 +91,7 @@ type Config struct {
 	MaxRetry int
 
 	// ChunkSize is the number of recipients per chunk (one queue task).
-	// Defaults to DefaultChunkSize (500).
+	// Defaults to DefaultChunkSize (1,000).
 	ChunkSize int
 	// MaxRecipients is the largest number of paras one request may carry;
 	// more is answered with 413 PAYLOAD_TOO_LARGE. Defaults to
@@ -303,7 +303,7 @@ const (
 	DefaultConcurrency       = 10
 	DefaultTaskCheckInterval = 50 * time.Millisecond
 	DefaultMaxRetry          = 10
-	DefaultChunkSize         = 500
+	DefaultChunkSize         = 1000
 	DefaultMaxRecipients     = 10_000
 	DefaultMaxBodyBytes      = 8 << 20
 	DefaultMaxIDLength       = 255
