@@ -91,7 +91,8 @@ type Config struct {
 	MaxRetry int
 
 	// ChunkSize is the number of recipients per chunk (one queue task).
-	// Defaults to DefaultChunkSize (1,000).
+	// Defaults to DefaultChunkSize (1,000), or MaxRecipients if that is
+	// smaller.
 	ChunkSize int
 	// MaxRecipients is the largest number of paras one request may carry;
 	// more is answered with 413 PAYLOAD_TOO_LARGE. Defaults to
@@ -261,8 +262,15 @@ func (c *Config) withDefaults() {
 	case NoRetry:
 		c.MaxRetry = 0
 	}
-	c.ChunkSize = orDefault(c.ChunkSize, DefaultChunkSize)
 	c.MaxRecipients = orDefault(c.MaxRecipients, DefaultMaxRecipients)
+	if c.ChunkSize == 0 {
+		// A request of MaxRecipients fits one chunk when MaxRecipients is
+		// below the default chunk: no need to set both.
+		c.ChunkSize = DefaultChunkSize
+		if c.MaxRecipients > 0 {
+			c.ChunkSize = min(c.ChunkSize, c.MaxRecipients)
+		}
+	}
 	c.MaxBodyBytes = orDefault(c.MaxBodyBytes, DefaultMaxBodyBytes)
 	c.MaxIDLength = orDefault(c.MaxIDLength, DefaultMaxIDLength)
 	c.DefaultSender = orDefault(c.DefaultSender, DefaultSender)

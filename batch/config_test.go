@@ -1,6 +1,7 @@
 package batch_test
 
 import (
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -62,5 +63,27 @@ func TestConfigValidation(t *testing.T) {
 	split.Store, split.Directory, split.Messages, split.Batches = nil, st, st, st
 	if _, err := batch.New(split); err != nil {
 		t.Errorf("New with Directory, Messages and Batches: %v", err)
+	}
+}
+
+// TestDefaultChunkSize: a request is cut into chunks of
+// DefaultChunkSize, one task each, unless Config.MaxRecipients is
+// smaller: then the default chunk is MaxRecipients (a Config that only
+// lowers MaxRecipients stays valid).
+func TestDefaultChunkSize(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct{ maxRecipients, n, tasks int }{
+		{0, 2*batch.DefaultChunkSize + 1, 3},
+		{0, batch.DefaultChunkSize, 1},
+		{300, 300, 1},
+	} {
+		e := bt.NewEnv(t, func(cfg *batch.Config) { cfg.MaxRecipients = c.maxRecipients })
+		r := e.Do(t, http.MethodPost, "/messages/batch", bt.AdminKey, bt.JSONContentType, strings.NewReader(receivers(c.n, "")))
+		if r.Status != 200 {
+			t.Fatalf("MaxRecipients %d, %d recipients: POST = %d %s", c.maxRecipients, c.n, r.Status, r.Raw)
+		}
+		if got := len(e.Enq.All()); got != c.tasks {
+			t.Errorf("MaxRecipients %d, %d recipients: %d tasks, want %d", c.maxRecipients, c.n, got, c.tasks)
+		}
 	}
 }

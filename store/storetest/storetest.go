@@ -1570,39 +1570,39 @@ func testPendingChunks(t *testing.T, s store.Batches, _ *Options) {
 
 func testLargeBatch(t *testing.T, s store.Batches, _ *Options) {
 	ctx := ctxT(t)
-	sizes := make([]int, 20)
-	for i := range sizes {
-		sizes[i] = 500
-	}
-	b, chunks := newBatch("app1", "batch-10k", time.Now().UTC(), sizes...)
+	// A request of 10,000 (batch.DefaultMaxRecipients) in chunks of 1,000
+	// (batch.DefaultChunkSize), as package batch cuts it by default.
+	const size, chunkCount = 1000, 10
+	b, chunks := newBatch("app1", "batch-10k", time.Now().UTC(), slices.Repeat([]int{size}, chunkCount)...)
 	must(t, s.CreateBatch(ctx, b, chunks))
 	got, err := s.GetBatch(ctx, "app1", b.ID)
 	must(t, err)
-	if got.Count != 10000 || got.Chunks != 20 {
+	if got.Count != size*chunkCount || got.Chunks != chunkCount {
 		t.Fatalf("batch of 10,000 recipients: count %d chunks %d", got.Count, got.Chunks)
 	}
-	last, err := s.LoadChunk(ctx, store.ChunkRef{AppID: "app1", BatchID: b.ID, No: 19})
+	ref := store.ChunkRef{AppID: "app1", BatchID: b.ID, No: chunkCount - 1}
+	const start = size * (chunkCount - 1)
+	last, err := s.LoadChunk(ctx, ref)
 	must(t, err)
-	if last.Start != 9500 || len(last.Recipients) != 500 || !reflect.DeepEqual(last.Recipients, chunks[19].Recipients) {
-		t.Errorf("last chunk: start %d, %d recipients; want 9500 and 500 equal to the ones written", last.Start, len(last.Recipients))
+	if last.Start != start || len(last.Recipients) != size || !reflect.DeepEqual(last.Recipients, chunks[chunkCount-1].Recipients) {
+		t.Errorf("last chunk: start %d, %d recipients; want %d and %d equal to the ones written", last.Start, len(last.Recipients), start, size)
 	}
-	// 500 outcomes, as the worker completes a full chunk: sent to
+	// A full chunk's outcomes, as the worker completes it: sent to
 	// one-on-one rooms, some failed, one with its push failed.
-	os := make([]store.Outcome, 500)
+	os := make([]store.Outcome, size)
 	for i := range os {
-		os[i] = store.Outcome{Status: store.OutcomeSent, Room: store.DirectRoomID("system", fmt.Sprintf("user-%d", 9500+i)), MessageID: fmt.Sprintf("%s-%d", b.ID, 9500+i)}
+		os[i] = store.Outcome{Status: store.OutcomeSent, Room: store.DirectRoomID("system", fmt.Sprintf("user-%d", start+i)), MessageID: fmt.Sprintf("%s-%d", b.ID, start+i)}
 		if i%97 == 3 {
-			os[i] = store.Outcome{Status: store.OutcomeFailed, Error: fmt.Sprintf("user \"user-%d\" 不存在", 9500+i)}
+			os[i] = store.Outcome{Status: store.OutcomeFailed, Error: fmt.Sprintf("user \"user-%d\" 不存在", start+i)}
 		}
 	}
 	os[42].Push, os[42].PushError = store.PushFailed, "token expired"
-	ref := store.ChunkRef{AppID: "app1", BatchID: b.ID, No: 19}
 	_, err = s.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: ref, Outcomes: os, At: time.Now().UTC()})
 	must(t, err)
 	done, err := s.LoadChunk(ctx, ref)
 	must(t, err)
 	if !done.Done || !reflect.DeepEqual(done.Outcomes, os) {
-		t.Errorf("chunk of 500 completed: done=%v, %d outcomes, equal to the ones written: %v", done.Done, len(done.Outcomes), reflect.DeepEqual(done.Outcomes, os))
+		t.Errorf("chunk of %d completed: done=%v, %d outcomes, equal to the ones written: %v", size, done.Done, len(done.Outcomes), reflect.DeepEqual(done.Outcomes, os))
 	}
 }
 

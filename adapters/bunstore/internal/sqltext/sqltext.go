@@ -1,6 +1,6 @@
 // Package sqltext writes values into SQL text as bun's dialects do, but
 // in one copy where it can. On MySQL and SQLite bunstore's statements
-// carry their values inline, a chunk's 500 messages at a time, and the
+// carry their values inline, 500 messages a statement, and the
 // dialects' own string writer goes rune by rune: on MySQL it was a sixth
 // of the worker's CPU. Its tests (that the text is byte for byte the
 // dialects' own) live in adapters/bunstore/internal/alldb, which may
