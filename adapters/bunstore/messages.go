@@ -119,8 +119,8 @@ func checkMessage(app string, m *store.Message) (nullString, error) {
 
 // messageRow is a message (checked, with its Fields encoded) as the
 // values of messageColumns. It writes them into the SQL itself, rather
-// than as a row of values that bun writes one by one: 500 messages (one
-// statement's worth) are 6,000 values, each boxed into an interface and written
+// than as a row of values that bun writes one by one: a statement's 500
+// messages are 6,000 values, each boxed into an interface and written
 // through bun's generic appender: half of the 0.5 ms it took to write
 // 500 (BenchmarkMessageRows).
 type messageRow struct {

@@ -161,13 +161,13 @@ func (h *harness) runCopy(ctx context.Context, bbs []baselineBatch, withRooms bo
 }
 
 // runLeast is the least a first send to receivers of (a) does, as a
-// baseline: per unit (a chunk's recipients), one statement that counts the
-// pairs' members in chatbatch's directory, and the unit's messages written
-// — by one pgx CopyFrom on PostgreSQL, by the plain INSERT baseline's
-// statements elsewhere. Nothing else: no rendering, no chunk bookkeeping,
-// no queue; the room IDs and rows are prepared before the clock. h.conc
-// units at a time. Every pair must have both members. It returns
-// recipients per second.
+// baseline: per unit (a chunk of recipients), one statement that counts
+// the pairs' members in chatbatch's directory, and the unit's messages
+// written — by one pgx CopyFrom on PostgreSQL, by the plain INSERT
+// baseline's statements elsewhere. Nothing else: no rendering, no chunk
+// bookkeeping, no queue; the room IDs and rows are prepared before the
+// clock. h.conc units at a time. Every pair must have both members. It
+// returns recipients per second.
 //
 // The count is the cheapest form of the look-up on each database: on
 // PostgreSQL a range probe of the members' primary key per pair, as
@@ -250,8 +250,8 @@ func countIn(table, col string, ids []string, want int) statement {
 		args: args, count: true, want: int64(want)}
 }
 
-// leastWrites prepares runLeast's work: per unit (a chunk's recipients) the
-// pairs' members counted and the messages written, h.conc units at a
+// leastWrites prepares runLeast's work: per unit (a chunk of recipients)
+// the pairs' members counted and the messages written, h.conc units at a
 // time. closeAll releases what run uses, after it.
 func (h *harness) leastWrites(ctx context.Context, bbs []baselineBatch) (run func() error, closeAll func(), err error) {
 	units := h.baselineRows(bbs, false)

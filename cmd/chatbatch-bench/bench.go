@@ -325,7 +325,7 @@ func (b *bench) runDatabase(ctx context.Context, d *database, primary bool) (err
 		b.boundRows(scen, labels[scen], db, s)
 		if strings.HasPrefix(scen, "e2e") && len(s["least"]) > 0 {
 			b.rows = append(b.rows,
-				ratioRow(scen, labels[scen]+": the least it does, without chatbatch: each request's receivers looked up, then per chunk's recipients one look-up of the pairs' members and the messages' write, vs plain INSERT", db, s["least"], s["plain"], 0),
+				ratioRow(scen, labels[scen]+": the least it does, without chatbatch: each request's receivers looked up, then per chunk of recipients, one look-up of the pairs' members and the messages' write, vs plain INSERT", db, s["least"], s["plain"], 0),
 				ratioRow(scen, labels[scen]+" vs the least it does", db, s["chatbatch"], s["least"], 0))
 		}
 		if d.name == "postgres" {

@@ -25,10 +25,10 @@ import (
 //     send that measures it).
 //
 // A baseline joins them, "least" (runLeast): the least a first send
-// does, without chatbatch — per chunk's recipients one look-up of the pairs'
-// members and the messages' write (pgx CopyFrom on PostgreSQL, the plain
-// INSERT's statements elsewhere): what a first
-// send cannot skip, and nothing else. Its rate vs plain INSERT is the
+// does, without chatbatch — per chunk of recipients, one look-up of the
+// pairs' members and the messages' write (pgx CopyFrom on PostgreSQL, the
+// plain INSERT's statements elsewhere): what a first send cannot skip,
+// and nothing else. Its rate vs plain INSERT is the
 // bound a first send can reach on the machine, measured rather than
 // derived from where chatbatch's CPU goes.
 //
@@ -176,7 +176,7 @@ func (b *bench) floorRows(db string, s series) {
 	b.rows = append(b.rows, ratioRow("floor", "1 worker rate (a) without the message write nor the send-time check of receivers and rooms (starting and completing chunks, the queue) vs plain INSERT", db, s["unchecked"], s["plain"], 0))
 	b.rows = append(b.rows, ratioRow("floor", "1 worker rate (a) with the message write, without the send-time check (what a send to receivers the directory cache knows costs) vs plain INSERT", db, s["nocheck"], s["plain"], 0))
 	if len(s["least"]) > 0 {
-		b.rows = append(b.rows, ratioRow("floor", "1 the least a first send does, without chatbatch: per chunk's recipients one look-up of the pairs' members and the messages' write (pgx CopyFrom on PostgreSQL), nothing else, vs plain INSERT", db, s["least"], s["plain"], 0))
+		b.rows = append(b.rows, ratioRow("floor", "1 the least a first send does, without chatbatch: per chunk of recipients, one look-up of the pairs' members and the messages' write (pgx CopyFrom on PostgreSQL), nothing else, vs plain INSERT", db, s["least"], s["plain"], 0))
 		b.rows = append(b.rows, ratioRow("floor", "1 worker rate (a), a first send, vs the least a first send does", db, s["chatbatch"], s["least"], 0))
 	}
 	if len(s["cpu-chatbatch"]) == 0 || len(s["cpu-plain"]) == 0 {

@@ -229,7 +229,7 @@ func TestRunServices(t *testing.T) {
 				if !strings.Contains(stdout, "pgx CopyFrom, 4 streams (ceiling) | postgres") {
 					t.Errorf("no pgx CopyFrom rows:\n%s", stdout)
 				}
-				for _, n := range []string{"the least a first send does, without chatbatch: per chunk's recipients one look-up of the pairs' members and the messages' write (pgx CopyFrom on PostgreSQL), nothing else, vs plain INSERT | postgres",
+				for _, n := range []string{"the least a first send does, without chatbatch: per chunk of recipients, one look-up of the pairs' members and the messages' write (pgx CopyFrom on PostgreSQL), nothing else, vs plain INSERT | postgres",
 					"a first send, vs the least a first send does | postgres",
 					"2 end to end, 10 concurrent × 300 (a): the least it does, without chatbatch: each request's receivers looked up",
 					"2 end to end, 1 × 300 (a) vs the least it does | postgres"} {
