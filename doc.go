@@ -42,7 +42,7 @@
 //     the body decoded strictly and validated, and every receiver and room
 //     checked in bulk. A request that fails any check stores and enqueues
 //     nothing.
-//  2. The batch and its chunks (ChunkSize recipients each, default 1,000)
+//  2. The batch and its chunks (ChunkSize recipients each, default 500)
 //     are stored in one transaction, then one asynq task per chunk is
 //     enqueued with the task ID "<batchID>:<chunkNo>". The client gets
 //     {"RC":0,"RM":"OK","result":{"batchID":…,"count":…}}: the batch is

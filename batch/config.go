@@ -91,7 +91,7 @@ type Config struct {
 	MaxRetry int
 
 	// ChunkSize is the number of recipients per chunk (one queue task).
-	// Defaults to DefaultChunkSize (1,000), or MaxRecipients if that is
+	// Defaults to DefaultChunkSize (500), or MaxRecipients if that is
 	// smaller.
 	ChunkSize int
 	// MaxRecipients is the largest number of paras one request may carry;
@@ -311,7 +311,7 @@ const (
 	DefaultConcurrency       = 10
 	DefaultTaskCheckInterval = 50 * time.Millisecond
 	DefaultMaxRetry          = 10
-	DefaultChunkSize         = 1000
+	DefaultChunkSize         = 500
 	DefaultMaxRecipients     = 10_000
 	DefaultMaxBodyBytes      = 8 << 20
 	DefaultMaxIDLength       = 255

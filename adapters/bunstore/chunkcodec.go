@@ -24,7 +24,7 @@ import (
 // length-prefixed form rather than as JSON: writing and reading it costs
 // no escaping and no per-field allocation (the decoded strings are
 // slices of the column's one string), which matters at 10,000
-// recipients per request and 1,000 per chunk. It is text, so it fits the
+// recipients per request and 500 per chunk. It is text, so it fits the
 // column type on every database (and a chunk of more than a few
 // recipients is then compressed, see packText):
 //

@@ -234,7 +234,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*o
 	fs.StringVar(&o.redis, "redis", envStr("CHATBATCHD_REDIS", ""), "Redis for the queue: redis://host:port/db, or Redis Sentinel redis-sentinel://host:port,…/db?master=NAME; empty runs an in-process Redis, for development only [CHATBATCHD_REDIS]")
 	fs.BoolVar(&o.api, "api", envBool("CHATBATCHD_API", true), "serve the HTTP API and the web page [CHATBATCHD_API]")
 	fs.BoolVar(&o.worker, "worker", envBool("CHATBATCHD_WORKER", true), "run the queue worker and the sweeper [CHATBATCHD_WORKER]")
-	fs.IntVar(&o.concurrency, "concurrency", envInt("CHATBATCHD_CONCURRENCY", batch.DefaultConcurrency), "chunks (of up to 1,000 recipients) the worker processes at once [CHATBATCHD_CONCURRENCY]")
+	fs.IntVar(&o.concurrency, "concurrency", envInt("CHATBATCHD_CONCURRENCY", batch.DefaultConcurrency), "chunks (of up to 500 recipients) the worker processes at once [CHATBATCHD_CONCURRENCY]")
 	fs.DurationVar(&o.pollEvery, "task-check-interval", envDuration("CHATBATCHD_TASK_CHECK_INTERVAL", batch.DefaultTaskCheckInterval), "how often an idle worker looks for new chunks; shorter starts batches sooner and polls Redis more [CHATBATCHD_TASK_CHECK_INTERVAL]")
 	fs.BoolVar(&o.demo, "demo", envBool("CHATBATCHD_DEMO", false), "seed demo users and rooms; API key demo-key unless IM_API_KEY is set [CHATBATCHD_DEMO]")
 	fs.StringVar(&o.push, "push", envStr("CHATBATCHD_PUSH", "log"), "push notifications: log (a log line per notification), webhook (POST them to -webhook-url), fcm (Firebase Cloud Messaging, see -fcm-credentials and -fcm-tokens) or none [CHATBATCHD_PUSH]")

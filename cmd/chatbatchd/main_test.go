@@ -673,11 +673,10 @@ func TestKillWorker(t *testing.T) {
 	api := startProc(t, dir, []string{"IM_API_KEY=k"}, append([]string{"-demo", "-worker=false", "-addr", "127.0.0.1:0"}, common...)...)
 	victim := startProc(t, dir, []string{"IM_API_KEY="}, append([]string{"-api=false", "-concurrency", "1"}, common...)...)
 
-	// 10 chunks (of the default 1,000) to 10,000 users of their own,
-	// whose rooms the worker creates: time to kill the worker half-way.
-	// (To one user, whose room the directory cache knows after the first
-	// chunk, the worker could finish before a loaded machine reads its
-	// first progress line.)
+	// 20 chunks to 10,000 users of their own, whose rooms the worker
+	// creates: time to kill the worker half-way. (To one user, whose room
+	// the directory cache knows after the first chunk, the worker could
+	// finish before a loaded machine reads its first progress line.)
 	const n = 10000
 	receivers := make([]string, n)
 	paras := make([]string, n)

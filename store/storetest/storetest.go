@@ -1570,9 +1570,9 @@ func testPendingChunks(t *testing.T, s store.Batches, _ *Options) {
 
 func testLargeBatch(t *testing.T, s store.Batches, _ *Options) {
 	ctx := ctxT(t)
-	// A request of 10,000 (batch.DefaultMaxRecipients) in chunks of 1,000
+	// A request of 10,000 (batch.DefaultMaxRecipients) in chunks of 500
 	// (batch.DefaultChunkSize), as package batch cuts it by default.
-	const size, chunkCount = 1000, 10
+	const size, chunkCount = 500, 20
 	b, chunks := newBatch("app1", "batch-10k", time.Now().UTC(), slices.Repeat([]int{size}, chunkCount)...)
 	must(t, s.CreateBatch(ctx, b, chunks))
 	got, err := s.GetBatch(ctx, "app1", b.ID)
