@@ -37,22 +37,34 @@ func (d dbTime) AppendQuery(gen schema.QueryGen, b []byte) ([]byte, error) {
 	if d.t.IsZero() {
 		return append(b, "NULL"...), nil
 	}
+	b = append(b, '\'')
+	b = d.appendText(gen.Dialect().Name(), b)
+	return append(b, '\''), nil
+}
+
+// appendText appends the time (not zero) as the text of a literal of the
+// dialect, without the quotes.
+func (d dbTime) appendText(kind dialect.Name, b []byte) []byte {
 	t := d.t.UTC().Truncate(time.Microsecond)
-	switch gen.Dialect().Name() {
+	switch kind {
 	case dialect.SQLite:
-		b = append(b, '\'')
 		b = t.AppendFormat(b, sqliteTimeLayout)
-		return append(b, "Z'"...), nil
+		return append(b, 'Z')
 	case dialect.MySQL:
 		// DATETIME(6) has no zone: the store's convention is UTC.
-		b = append(b, '\'')
-		b = t.AppendFormat(b, "2006-01-02 15:04:05.000000")
-		return append(b, '\''), nil
+		return t.AppendFormat(b, "2006-01-02 15:04:05.000000")
 	default:
-		b = append(b, '\'')
-		b = t.AppendFormat(b, "2006-01-02 15:04:05.000000+00:00")
-		return append(b, '\''), nil
+		return t.AppendFormat(b, "2006-01-02 15:04:05.000000+00:00")
 	}
+}
+
+// text is the time as a bind parameter that stores what AppendQuery's
+// literal does: the same text, or nil for the zero time.
+func (d dbTime) text(kind dialect.Name) any {
+	if d.t.IsZero() {
+		return nil
+	}
+	return string(d.appendText(kind, make([]byte, 0, 32)))
 }
 
 // Scan implements sql.Scanner for the types the three drivers return:

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/uptrace/bun/dialect"
 	"github.com/uptrace/bun/dialect/pgdialect"
 	"github.com/uptrace/bun/schema"
 
@@ -76,6 +77,17 @@ func BenchmarkMessageRows(b *testing.B) {
 				r, _ := newMessageRow("app", &msgs[i], nullString{})
 				buf, _ = r.AppendQuery(gen, buf)
 			}
+		}
+	})
+	// The prepared INSERT's bind parameters (SQLite, MySQL).
+	b.Run("messageArgs", func(b *testing.B) {
+		rows := make([]messageRow, len(msgs))
+		for i := range msgs {
+			rows[i], _ = newMessageRow("app", &msgs[i], nullString{})
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			_ = messageArgs(dialect.MySQL, rows)
 		}
 	})
 }

@@ -2,6 +2,7 @@ package alldb_test
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -951,4 +952,205 @@ func TestPostgresChunkColumnsNotCompressedAgain(t *testing.T) {
 	if err != nil || !reflect.DeepEqual(c.Outcomes, os) {
 		t.Errorf("the chunk's outcomes read back: %v (equal: %v)", err, c != nil && reflect.DeepEqual(c.Outcomes, os))
 	}
+}
+
+// TestMessageWriteForms checks that a message reads back byte for byte
+// the same whichever way SaveMessages wrote it: a full statement of 500
+// through the prepared INSERT with bind parameters (SQLite, MySQL), a
+// smaller one with the values in the SQL text, or COPY (PostgreSQL). The
+// values are the ones either form could get wrong: quotes, backslashes,
+// placeholder look-alikes, NULL against empty, times in other zones and
+// below a microsecond.
+func TestMessageWriteForms(t *testing.T) {
+	forEach(t, func(t *testing.T, be *backend, db *bun.DB) {
+		ctx := t.Context()
+		s := newStore(t, db, nil)
+		const n = 500
+		zone := time.FixedZone("UTC-3", -3*3600)
+		msgs := func(batch string) []store.Message {
+			out := make([]store.Message, n)
+			for i := range out {
+				m := store.Message{
+					ID: fmt.Sprintf("%s-%d", batch, i), AppID: "app", RoomID: fmt.Sprintf("room-%d", i%7), Receiver: fmt.Sprintf("u'%d\\", i),
+					Sender: `s"x`, Type: "text", BatchID: batch, Index: i,
+					Text:      []string{"plain", `it's "quoted"`, `back\slash \' \\`, "? $1 :name %s", "", "é 日本 🎉\nline\ttab"}[i%6],
+					CreatedAt: time.Date(2026, 4, 10, 17, 30, 15, 123456789+i, zone),
+				}
+				switch i % 4 {
+				case 1:
+					m.Extra = json.RawMessage(`{"k": "v\\"q\\\\", "n": 1}`)
+				case 2:
+					m.Extra = json.RawMessage(`{}`)
+					m.Fields = map[string]json.RawMessage{}
+				case 3:
+					m.Fields = map[string]json.RawMessage{"x": json.RawMessage(`[1, "<&>'"]`)}
+				}
+				out[i] = m
+			}
+			return out
+		}
+		full := msgs("full")
+		if err := s.SaveMessages(ctx, "app", full); err != nil {
+			t.Fatal(err)
+		}
+		parts := msgs("parts")
+		for _, part := range [][]store.Message{parts[:250], parts[250:]} {
+			if err := s.SaveMessages(ctx, "app", part); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cols := "app_id, room_id, receiver, sender, type, text, extra, fields, idx, created_at"
+		if db.Dialect().Name() == dialect.SQLite {
+			cols += ", typeof(extra), typeof(fields), typeof(idx), typeof(created_at)"
+		}
+		param := "?"
+		if db.Dialect().Name() == dialect.PG {
+			param = "$1"
+		}
+		read := func(batch string) [][]sql.NullString {
+			rows, err := db.DB.QueryContext(ctx, "SELECT "+cols+" FROM "+s.TablePrefix()+"messages WHERE batch_id = "+param+" ORDER BY idx", batch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rows.Close()
+			var out [][]sql.NullString
+			for rows.Next() {
+				r := make([]sql.NullString, strings.Count(cols, ",")+1)
+				dest := make([]any, len(r))
+				for i := range r {
+					dest[i] = &r[i]
+				}
+				if err := rows.Scan(dest...); err != nil {
+					t.Fatal(err)
+				}
+				out = append(out, r)
+			}
+			if err := rows.Err(); err != nil {
+				t.Fatal(err)
+			}
+			return out
+		}
+		a, b := read("full"), read("parts")
+		if len(a) != n || len(b) != n {
+			t.Fatalf("read back %d and %d rows, want %d each", len(a), len(b), n)
+		}
+		if !reflect.DeepEqual(a, b) {
+			for i := range a {
+				if !reflect.DeepEqual(a[i], b[i]) {
+					t.Fatalf("row %d differs between the forms:\none statement of 500: %v\nstatements of 250:   %v", i, a[i], b[i])
+				}
+			}
+		}
+		// And through the API, against what was saved.
+		got, err := s.RoomMessages(ctx, "app", "room-1", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		byID := map[string]store.Message{}
+		for _, m := range got {
+			byID[m.ID] = m
+		}
+		for _, want := range append(full, parts...) {
+			if want.RoomID != "room-1" {
+				continue
+			}
+			m, ok := byID[want.ID]
+			if !ok {
+				t.Fatalf("message %s not read back", want.ID)
+			}
+			if m.Text != want.Text || m.Receiver != want.Receiver || m.Sender != want.Sender || string(m.Extra) != string(want.Extra) ||
+				!reflect.DeepEqual(m.Fields, want.Fields) || !m.CreatedAt.Equal(want.CreatedAt.Truncate(time.Microsecond)) {
+				t.Fatalf("message %s read back as %+v, saved %+v", want.ID, m, want)
+			}
+		}
+	})
+}
+
+// TestPreparedMessageInsert: on SQLite and MySQL a full statement of 500
+// messages goes through the INSERT that bunstore prepares once per
+// connection, not through bun (so a bun.QueryHook does not see it), and a
+// smaller one is written into the SQL and goes through bun;
+// TestMessageWriteForms checks that both store the same. A repeated ID
+// fails the prepared INSERT as a whole, and the retry that skips stored
+// IDs stores the rest.
+func TestPreparedMessageInsert(t *testing.T) {
+	forEach(t, func(t *testing.T, be *backend, db *bun.DB) {
+		// On PostgreSQL (pgx) bunstore writes messages with its own
+		// statements, never through bun: no INSERT is seen at all.
+		viaBun := 1
+		if db.Dialect().Name() == dialect.PG {
+			viaBun = 0
+		}
+		ctx := t.Context()
+		hook := &insertCounter{}
+		s := newStore(t, db.WithQueryHook(hook), nil)
+		table := s.TablePrefix() + "messages"
+		msgs := func(prefix string, n int) []store.Message {
+			out := make([]store.Message, n)
+			for i := range out {
+				out[i] = store.Message{ID: fmt.Sprintf("%s-%d", prefix, i), AppID: "app", RoomID: "room", Sender: "s", Type: "text", Text: "hi", CreatedAt: time.Now()}
+			}
+			return out
+		}
+		count := func() int {
+			var n int
+			if err := db.QueryRowContext(ctx, "SELECT count(*) FROM "+table).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+		if err := s.SaveMessages(ctx, "app", msgs("small", 499)); err != nil {
+			t.Fatal(err)
+		}
+		if got := hook.inserts(table); got != viaBun {
+			t.Errorf("499 messages: %d INSERTs through bun, want %d (the values in the SQL)", got, viaBun)
+		}
+		full := msgs("full", 500)
+		if err := s.SaveMessages(ctx, "app", full); err != nil {
+			t.Fatal(err)
+		}
+		if got := hook.inserts(table); got != viaBun {
+			t.Errorf("500 messages: %d INSERTs through bun in all, want still %d (the prepared INSERT bypasses bun)", got, viaBun)
+		}
+		if n := count(); n != 999 {
+			t.Fatalf("%d messages stored, want 999", n)
+		}
+		full[0].ID = "full-new"
+		if err := s.SaveMessages(ctx, "app", full); err != nil {
+			t.Fatal(err)
+		}
+		if n := count(); n != 1000 {
+			t.Fatalf("%d messages stored after saving 499 again with one new, want 1000", n)
+		}
+		if got := hook.inserts(table); got != 2*viaBun {
+			t.Errorf("after a repeat: %d INSERTs through bun, want %d (the retry skipping stored IDs)", got, 2*viaBun)
+		}
+	})
+}
+
+// insertCounter is a bun.QueryHook that counts INSERTs by table.
+type insertCounter struct {
+	mu      sync.Mutex
+	queries []string
+}
+
+func (c *insertCounter) BeforeQuery(ctx context.Context, e *bun.QueryEvent) context.Context {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.queries = append(c.queries, e.Query)
+	return ctx
+}
+
+func (c *insertCounter) AfterQuery(context.Context, *bun.QueryEvent) {}
+
+func (c *insertCounter) inserts(table string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, q := range c.queries {
+		if strings.HasPrefix(q, "INSERT INTO "+table+" ") {
+			n++
+		}
+	}
+	return n
 }
