@@ -160,14 +160,21 @@ func (h *harness) runCopy(ctx context.Context, bbs []baselineBatch, withRooms bo
 	return h.timeBaseline(ctx, "pgx CopyFrom", bbs, func() error { return runCopies(ctx, conns, jobs) })
 }
 
-// runLeast is the least a first send to receivers of (a) does, as a
-// baseline: per unit (a chunk of recipients), one statement that counts
-// the pairs' members in chatbatch's directory, and the unit's messages
-// written — by one pgx CopyFrom on PostgreSQL, by the plain INSERT
-// baseline's statements elsewhere. Nothing else: no rendering, no chunk
-// bookkeeping, no queue; the room IDs and rows are prepared before the
-// clock. h.conc units at a time. Every pair must have both members. It
-// returns recipients per second.
+// runLeast is the least a first send does, as a baseline: per unit (a
+// chunk of recipients), one statement that counts the pairs' members,
+// and the unit's messages written — by one pgx CopyFrom on PostgreSQL,
+// by the plain INSERT baseline's statements elsewhere. Nothing else: no
+// rendering, no chunk bookkeeping, no queue; the room IDs and rows are
+// prepared before the clock. h.conc units at a time. It returns
+// recipients per second.
+//
+// For receivers of (a) every pair must have both members, in
+// chatbatch's directory. For (b) (withRooms) the count must find none, in
+// the baseline's directory, and the unit then creates the rooms and their
+// members there with the plain INSERT baseline's statements (the
+// cheapest form: they skip the ON CONFLICT a store needs against
+// concurrent creators). The receivers are not looked up in either: the
+// accept looked them up, and chatbatch's directory cache remembers them.
 //
 // The count is the cheapest form of the look-up on each database: on
 // PostgreSQL a range probe of the members' primary key per pair, as
@@ -175,8 +182,8 @@ func (h *harness) runCopy(ctx context.Context, bbs []baselineBatch, withRooms bo
 // statistics); elsewhere the rooms' members by IN over that key, with
 // bind parameters (bunstore reads them as rows, and also the users it
 // does not know).
-func (h *harness) runLeast(ctx context.Context, bbs []baselineBatch) (float64, error) {
-	run, closeAll, err := h.leastWrites(ctx, bbs)
+func (h *harness) runLeast(ctx context.Context, bbs []baselineBatch, withRooms bool) (float64, error) {
+	run, closeAll, err := h.leastWrites(ctx, bbs, withRooms)
 	if err != nil {
 		return 0, err
 	}
@@ -191,7 +198,7 @@ func (h *harness) runLeast(ctx context.Context, bbs []baselineBatch) (float64, e
 // leaves out (decoding the request, storing it durably before the 202,
 // the queue, the chunks' bookkeeping) is what chatbatch adds to it.
 func (h *harness) runLeastEndToEnd(ctx context.Context, bbs []baselineBatch) (float64, error) {
-	write, closeAll, err := h.leastWrites(ctx, bbs)
+	write, closeAll, err := h.leastWrites(ctx, bbs, false)
 	if err != nil {
 		return 0, err
 	}
@@ -251,13 +258,21 @@ func countIn(table, col string, ids []string, want int) statement {
 }
 
 // leastWrites prepares runLeast's work: per unit (a chunk of recipients)
-// the pairs' members counted and the messages written, h.conc units at a
-// time. closeAll releases what run uses, after it.
-func (h *harness) leastWrites(ctx context.Context, bbs []baselineBatch) (run func() error, closeAll func(), err error) {
-	units := h.baselineRows(bbs, false)
+// the pairs' members counted, for (b) (withRooms) the rooms and members
+// inserted, and the messages written, h.conc units at a time. closeAll
+// releases what run uses, after it.
+func (h *harness) leastWrites(ctx context.Context, bbs []baselineBatch, withRooms bool) (run func() error, closeAll func(), err error) {
+	units := h.baselineRows(bbs, withRooms)
 	type leastUnit struct {
 		rooms, receivers []string
+		create           []statement // (b): the rooms and their members
 		messages         [][]any
+	}
+	// (a) finds both members of every pair in chatbatch's directory; (b)
+	// finds none in the baseline's, where it creates them.
+	members, perPair := h.table("room_members"), 2
+	if withRooms {
+		members, perPair = h.baseTable("room_members"), 0
 	}
 	work := make([]leastUnit, len(units))
 	i := 0
@@ -268,13 +283,15 @@ func (h *harness) leastWrites(ctx context.Context, bbs []baselineBatch) (run fun
 				u.rooms = append(u.rooms, store.DirectRoomID(sender, p.receiver))
 				u.receivers = append(u.receivers, p.receiver)
 			}
+			u.create = append(h.d.insertStatements(h.baseTable("rooms"), roomCols, units[i].rooms, stmtRows),
+				h.d.insertStatements(h.baseTable("room_members"), memberCols, units[i].members, 2*stmtRows)...)
 			u.messages = units[i].messages
 			i++
 		}
 	}
 	closeAll = func() {}
 	if h.d.name == "postgres" {
-		probe := "SELECT count(*) FROM unnest($2::text[], $3::text[]) AS q(room, b) CROSS JOIN LATERAL (SELECT 1 FROM " + h.table("room_members") +
+		probe := "SELECT count(*) FROM unnest($2::text[], $3::text[]) AS q(room, b) CROSS JOIN LATERAL (SELECT 1 FROM " + members +
 			" m WHERE m.app_id = $1 AND m.room_id = q.room AND (m.user_id = $4 OR m.user_id = q.b) OFFSET 0) m"
 		var conns []*pgx.Conn
 		conns, closeAll, err = h.d.pgConns(ctx, min(h.conc, len(work)))
@@ -289,14 +306,20 @@ func (h *harness) leastWrites(ctx context.Context, bbs []baselineBatch) (run fun
 				wg.Go(func() {
 					for k := int(next.Add(1)) - 1; k < len(work); k = int(next.Add(1)) - 1 {
 						u := work[k]
-						var members int
-						if err := conn.QueryRow(ctx, probe, appID, u.rooms, u.receivers, sender).Scan(&members); err != nil {
+						var found int
+						if err := conn.QueryRow(ctx, probe, appID, u.rooms, u.receivers, sender).Scan(&found); err != nil {
 							errs[c] = fmt.Errorf("probe: %w", err)
 							return
 						}
-						if members != 2*len(u.rooms) {
-							errs[c] = fmt.Errorf("probe: %d members of %d pairs, want %d", members, len(u.rooms), 2*len(u.rooms))
+						if want := perPair * len(u.rooms); found != want {
+							errs[c] = fmt.Errorf("probe: %d members of %d pairs, want %d", found, len(u.rooms), want)
 							return
+						}
+						for _, st := range u.create {
+							if _, err := conn.Exec(ctx, st.query, st.args...); err != nil {
+								errs[c] = fmt.Errorf("create rooms: %w", err)
+								return
+							}
 						}
 						if _, err := conn.CopyFrom(ctx, pgx.Identifier{h.baseTable("messages")}, messageColumnList, pgx.CopyFromRows(u.messages)); err != nil {
 							errs[c] = fmt.Errorf("copy: %w", err)
@@ -311,8 +334,8 @@ func (h *harness) leastWrites(ctx context.Context, bbs []baselineBatch) (run fun
 	} else {
 		jobs := make([]job, len(work))
 		for k, u := range work {
-			probe := countIn(h.table("room_members"), "room_id", u.rooms, 2*len(u.rooms))
-			jobs[k] = append(job{probe}, h.d.insertStatements(h.baseTable("messages"), messageColumnList, u.messages, stmtRows)...)
+			jobs[k] = append(append(job{countIn(members, "room_id", u.rooms, perPair*len(u.rooms))}, u.create...),
+				h.d.insertStatements(h.baseTable("messages"), messageColumnList, u.messages, stmtRows)...)
 		}
 		run = func() error { return h.d.runJobs(ctx, jobs, h.conc) }
 	}

@@ -30,7 +30,9 @@ import (
 // plain INSERT's statements elsewhere): what a first send cannot skip,
 // and nothing else. Its rate vs plain INSERT is the
 // bound a first send can reach on the machine, measured rather than
-// derived from where chatbatch's CPU goes.
+// derived from where chatbatch's CPU goes. worker-b has its own: the
+// look-up finds no rooms, and the rooms and their members are inserted
+// before the messages.
 //
 // From their rates and the machine's CPU per recipient of each contender
 // (all processes: the bench, Redis, the database) the bench derives the

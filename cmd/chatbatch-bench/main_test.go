@@ -163,6 +163,9 @@ func TestRunSQLiteMiniredis(t *testing.T) {
 	if !strings.Contains(stdout, "2 end to end, 10 concurrent × 300 (a) vs the least it does | sqlite") {
 		t.Errorf("the floor scenario has no end-to-end least on SQLite:\n%s", stdout)
 	}
+	if !strings.Contains(stdout, "1 worker rate (b) receivers, rooms created, 900 backlog vs the least it does | sqlite") {
+		t.Errorf("the floor scenario has no least of (b) on SQLite:\n%s", stdout)
+	}
 	if !strings.Contains(stdout, "- sqlite: the dbstat virtual table") {
 		t.Errorf("the notes do not say how SQLite's sizes are measured:\n%s", stdout)
 	}
@@ -232,7 +235,8 @@ func TestRunServices(t *testing.T) {
 				for _, n := range []string{"the least a first send does, without chatbatch: per chunk of recipients, one look-up of the pairs' members and the messages' write (pgx CopyFrom on PostgreSQL), nothing else, vs plain INSERT | postgres",
 					"a first send, vs the least a first send does | postgres",
 					"2 end to end, 10 concurrent × 300 (a): the least it does, without chatbatch: each request's receivers looked up",
-					"2 end to end, 1 × 300 (a) vs the least it does | postgres"} {
+					"2 end to end, 1 × 300 (a) vs the least it does | postgres",
+					"1 worker rate (b) receivers, rooms created, 600 backlog: the least it does, without chatbatch: per chunk of recipients, one look-up of the pairs' members (none found)"} {
 					if !strings.Contains(stdout, n) {
 						t.Errorf("the floor scenario has no row %q:\n%s", n, stdout)
 					}
@@ -260,6 +264,9 @@ func TestRunServices(t *testing.T) {
 			// (worker-a's and e2e-a's rows).
 			if n := strings.Count(stdout, "a repeat send (the rooms known to the directory cache) vs plain INSERT | "+db+" |"); n != 2 {
 				t.Errorf("%s has %d repeat send rows, want 2 (worker-a, e2e-a):\n%s", db, n, stdout)
+			}
+			if !strings.Contains(stdout, "1 worker rate (b) receivers, rooms created, 600 backlog vs the least it does | "+db+" |") {
+				t.Errorf("%s has no least of (b):\n%s", db, stdout)
 			}
 			checkReport(t, code, stdout, stderr, []string{db}, want)
 			checkBookkeeping(t, stdout, db, want...)
