@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -340,6 +341,109 @@ func (h *harness) leastWrites(ctx context.Context, bbs []baselineBatch, withRoom
 		run = func() error { return h.d.runJobs(ctx, jobs, h.conc) }
 	}
 	return run, closeAll, nil
+}
+
+// runKept is the messages' write with chatbatch's own bookkeeping of
+// each chunk and nothing else, as a baseline for room paras (c), whose
+// send-time check the directory cache answers: per unit (a chunk of
+// recipients), bunstore's StartChunk, the unit's messages written as
+// runLeast writes them (one pgx CopyFrom on PostgreSQL, the plain INSERT
+// baseline's statements elsewhere), and bunstore's CompleteChunk with
+// every recipient sent — the two writes a chunk adds to the messages'
+// (claimed before any side effect, its outcomes recorded after). No
+// queue, no rendering, no check; the batches and their chunk rows are
+// stored, as the accept stores them, before the clock. h.conc units at a
+// time. It returns recipients per second.
+func (h *harness) runKept(ctx context.Context, bbs []baselineBatch) (float64, error) {
+	units := h.baselineRows(bbs, false)
+	type keptUnit struct {
+		ref      store.ChunkRef
+		outcomes []store.Outcome
+		messages [][]any
+	}
+	var work []keptUnit
+	now := time.Now().UTC()
+	for _, b := range bbs {
+		var chunks []store.Chunk
+		for lo := 0; lo < len(b.paras); lo += unit {
+			u := keptUnit{ref: store.ChunkRef{AppID: appID, BatchID: b.id, No: len(chunks)}, messages: units[len(work)].messages}
+			c := store.Chunk{ChunkRef: u.ref, Start: lo, NotBefore: now}
+			for i, p := range b.paras[lo:min(lo+unit, len(b.paras))] {
+				c.Recipients = append(c.Recipients, store.Recipient{Receiver: p.storedReceiver(), Room: p.room,
+					Vars: map[string]string{"name": varName(p.n), "orderId": varOrderID(p.n)}})
+				u.outcomes = append(u.outcomes, store.Outcome{Status: store.OutcomeSent, Room: p.roomOf(), MessageID: b.id + "-" + strconv.Itoa(lo+i)})
+			}
+			chunks = append(chunks, c)
+			work = append(work, u)
+		}
+		bt := &store.Batch{ID: b.id, AppID: appID, Sender: sender, Count: len(b.paras), Chunks: len(chunks), Payload: []byte(`{}`), CreatedAt: now}
+		if err := h.base.CreateBatch(ctx, bt, chunks); err != nil {
+			return 0, fmt.Errorf("kept: store the batch: %w", err)
+		}
+	}
+	var conns []*pgx.Conn
+	if h.d.name == "postgres" {
+		var closeAll func()
+		var err error
+		if conns, closeAll, err = h.d.pgConns(ctx, min(h.conc, len(work))); err != nil {
+			return 0, err
+		}
+		defer closeAll()
+	}
+	write := func(c int, u keptUnit) error {
+		if conns != nil {
+			_, err := conns[c].CopyFrom(ctx, pgx.Identifier{h.baseTable("messages")}, messageColumnList, pgx.CopyFromRows(u.messages))
+			return err
+		}
+		for _, st := range h.d.insertStatements(h.baseTable("messages"), messageColumnList, u.messages, stmtRows) {
+			if err := h.d.run(ctx, st); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	run := func() error {
+		var next atomic.Int64
+		errs := make([]error, min(h.conc, len(work)))
+		var wg sync.WaitGroup
+		for c := range errs {
+			wg.Go(func() {
+				for k := int(next.Add(1)) - 1; k < len(work); k = int(next.Add(1)) - 1 {
+					u := work[k]
+					at := time.Now().UTC()
+					if _, _, err := h.base.StartChunk(ctx, &store.StartChunkParams{Ref: u.ref, At: at, LeaseUntil: at.Add(time.Minute)}); err != nil {
+						errs[c] = fmt.Errorf("start: %w", err)
+						return
+					}
+					if err := write(c, u); err != nil {
+						errs[c] = fmt.Errorf("write: %w", err)
+						return
+					}
+					if _, err := h.base.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: u.ref, Outcomes: u.outcomes, At: time.Now().UTC()}); err != nil {
+						errs[c] = fmt.Errorf("complete: %w", err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		return errors.Join(errs...)
+	}
+	rate, err := h.timeBaseline(ctx, "kept", bbs, run)
+	if err != nil {
+		return 0, err
+	}
+	// Every batch ran to its end through the bookkeeping.
+	for _, b := range bbs {
+		got, err := h.base.GetBatch(ctx, appID, b.id)
+		if err != nil {
+			return 0, fmt.Errorf("kept: %w", err)
+		}
+		if got.FinishedAt.IsZero() || got.Sent != len(b.paras) {
+			return 0, fmt.Errorf("kept: batch %s: sent %d of %d, finished %v", b.id, got.Sent, len(b.paras), got.FinishedAt)
+		}
+	}
+	return rate, nil
 }
 
 // naiveTask is the payload of the naive design's task: one recipient.

@@ -32,7 +32,10 @@ import (
 // bound a first send can reach on the machine, measured rather than
 // derived from where chatbatch's CPU goes. worker-b has its own: the
 // look-up finds no rooms, and the rooms and their members are inserted
-// before the messages.
+// before the messages. worker-c's least is the write alone (its rooms are
+// known since the accept), the plain INSERT and pgx CopyFrom baselines;
+// "kept" (runKept) adds to it chatbatch's start and completion of each
+// chunk, to tell what the chunks' bookkeeping costs from the rest.
 //
 // From their rates and the machine's CPU per recipient of each contender
 // (all processes: the bench, Redis, the database) the bench derives the

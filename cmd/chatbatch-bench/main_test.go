@@ -166,6 +166,9 @@ func TestRunSQLiteMiniredis(t *testing.T) {
 	if !strings.Contains(stdout, "1 worker rate (b) receivers, rooms created, 900 backlog vs the least it does | sqlite") {
 		t.Errorf("the floor scenario has no least of (b) on SQLite:\n%s", stdout)
 	}
+	if !strings.Contains(stdout, "1 worker rate (c) room paras, 900 backlog vs the write with the chunks' bookkeeping | sqlite") {
+		t.Errorf("the floor scenario has no write with the chunks' bookkeeping in (c) on SQLite:\n%s", stdout)
+	}
 	if !strings.Contains(stdout, "- sqlite: the dbstat virtual table") {
 		t.Errorf("the notes do not say how SQLite's sizes are measured:\n%s", stdout)
 	}
@@ -267,6 +270,9 @@ func TestRunServices(t *testing.T) {
 			}
 			if !strings.Contains(stdout, "1 worker rate (b) receivers, rooms created, 600 backlog vs the least it does | "+db+" |") {
 				t.Errorf("%s has no least of (b):\n%s", db, stdout)
+			}
+			if !strings.Contains(stdout, "1 worker rate (c) room paras, 600 backlog vs the write with the chunks' bookkeeping | "+db+" |") {
+				t.Errorf("%s has no write with the chunks' bookkeeping in (c):\n%s", db, stdout)
 			}
 			checkReport(t, code, stdout, stderr, []string{db}, want)
 			checkBookkeeping(t, stdout, db, want...)
