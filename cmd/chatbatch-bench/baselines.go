@@ -300,37 +300,25 @@ func (h *harness) leastWrites(ctx context.Context, bbs []baselineBatch, withRoom
 			return nil, nil, err
 		}
 		run = func() error {
-			var next atomic.Int64
-			errs := make([]error, len(conns))
-			var wg sync.WaitGroup
-			for c, conn := range conns {
-				wg.Go(func() {
-					for k := int(next.Add(1)) - 1; k < len(work); k = int(next.Add(1)) - 1 {
-						u := work[k]
-						var found int
-						if err := conn.QueryRow(ctx, probe, appID, u.rooms, u.receivers, sender).Scan(&found); err != nil {
-							errs[c] = fmt.Errorf("probe: %w", err)
-							return
-						}
-						if want := perPair * len(u.rooms); found != want {
-							errs[c] = fmt.Errorf("probe: %d members of %d pairs, want %d", found, len(u.rooms), want)
-							return
-						}
-						for _, st := range u.create {
-							if _, err := conn.Exec(ctx, st.query, st.args...); err != nil {
-								errs[c] = fmt.Errorf("create rooms: %w", err)
-								return
-							}
-						}
-						if _, err := conn.CopyFrom(ctx, pgx.Identifier{h.baseTable("messages")}, messageColumnList, pgx.CopyFromRows(u.messages)); err != nil {
-							errs[c] = fmt.Errorf("copy: %w", err)
-							return
-						}
+			return eachUnit(len(work), len(conns), func(c, k int) error {
+				u, conn := work[k], conns[c]
+				var found int
+				if err := conn.QueryRow(ctx, probe, appID, u.rooms, u.receivers, sender).Scan(&found); err != nil {
+					return fmt.Errorf("probe: %w", err)
+				}
+				if want := perPair * len(u.rooms); found != want {
+					return fmt.Errorf("probe: %d members of %d pairs, want %d", found, len(u.rooms), want)
+				}
+				for _, st := range u.create {
+					if _, err := conn.Exec(ctx, st.query, st.args...); err != nil {
+						return fmt.Errorf("create rooms: %w", err)
 					}
-				})
-			}
-			wg.Wait()
-			return errors.Join(errs...)
+				}
+				if _, err := conn.CopyFrom(ctx, pgx.Identifier{h.baseTable("messages")}, messageColumnList, pgx.CopyFromRows(u.messages)); err != nil {
+					return fmt.Errorf("copy: %w", err)
+				}
+				return nil
+			})
 		}
 	} else {
 		jobs := make([]job, len(work))
@@ -403,31 +391,19 @@ func (h *harness) runKept(ctx context.Context, bbs []baselineBatch) (float64, er
 		return nil
 	}
 	run := func() error {
-		var next atomic.Int64
-		errs := make([]error, min(h.conc, len(work)))
-		var wg sync.WaitGroup
-		for c := range errs {
-			wg.Go(func() {
-				for k := int(next.Add(1)) - 1; k < len(work); k = int(next.Add(1)) - 1 {
-					u := work[k]
-					at := time.Now().UTC()
-					if _, _, err := h.base.StartChunk(ctx, &store.StartChunkParams{Ref: u.ref, At: at, LeaseUntil: at.Add(time.Minute)}); err != nil {
-						errs[c] = fmt.Errorf("start: %w", err)
-						return
-					}
-					if err := write(c, u); err != nil {
-						errs[c] = fmt.Errorf("write: %w", err)
-						return
-					}
-					if _, err := h.base.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: u.ref, Outcomes: u.outcomes, At: time.Now().UTC()}); err != nil {
-						errs[c] = fmt.Errorf("complete: %w", err)
-						return
-					}
-				}
-			})
-		}
-		wg.Wait()
-		return errors.Join(errs...)
+		return eachUnit(len(work), min(h.conc, len(work)), func(c, k int) error {
+			u, at := work[k], time.Now().UTC()
+			if _, _, err := h.base.StartChunk(ctx, &store.StartChunkParams{Ref: u.ref, At: at, LeaseUntil: at.Add(time.Minute)}); err != nil {
+				return fmt.Errorf("start: %w", err)
+			}
+			if err := write(c, u); err != nil {
+				return fmt.Errorf("write: %w", err)
+			}
+			if _, err := h.base.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: u.ref, Outcomes: u.outcomes, At: time.Now().UTC()}); err != nil {
+				return fmt.Errorf("complete: %w", err)
+			}
+			return nil
+		})
 	}
 	rate, err := h.timeBaseline(ctx, "kept", bbs, run)
 	if err != nil {
@@ -444,6 +420,28 @@ func (h *harness) runKept(ctx context.Context, bbs []baselineBatch) (float64, er
 		}
 	}
 	return rate, nil
+}
+
+// eachUnit runs fn(w, k) for every unit k in [0, n) on workers
+// goroutines, each taking the next unit as it finishes one; w is the
+// goroutine's index (for a connection of its own). A goroutine stops at
+// its first error; the errors are joined.
+func eachUnit(n, workers int, fn func(w, k int) error) error {
+	var next atomic.Int64
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for w := range errs {
+		wg.Go(func() {
+			for k := int(next.Add(1)) - 1; k < n; k = int(next.Add(1)) - 1 {
+				if err := fn(w, k); err != nil {
+					errs[w] = err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // naiveTask is the payload of the naive design's task: one recipient.
