@@ -186,7 +186,8 @@ type Options struct {
 	// delivery.ErrPermanent).
 	Badge func(ctx context.Context, app, user string) (int, error)
 	// Client sends the requests, to FCM and to the token endpoint.
-	// Defaults to a new http.Client; redirects are never followed.
+	// Defaults to a new http.Client with a transport of its own (a clone
+	// of http.DefaultTransport); redirects are never followed.
 	Client *http.Client
 	// Timeout bounds one request to FCM and one access-token fetch.
 	// Defaults to DefaultTimeout.
@@ -241,7 +242,14 @@ func New(o *Options) (*Pusher, error) {
 	if p.conc <= 0 {
 		p.conc = DefaultConcurrency
 	}
+	// A transport of its own, as the webhook adapter's: a call of
+	// http.DefaultTransport.CloseIdleConnections elsewhere in the process
+	// would otherwise break a send that had just picked an idle
+	// connection (POSTs are not retried by the transport).
 	c := http.Client{}
+	if t, ok := http.DefaultTransport.(*http.Transport); ok {
+		c.Transport = t.Clone()
+	}
 	if o.Client != nil {
 		c = *o.Client
 	}

@@ -818,6 +818,31 @@ func TestConcurrency(t *testing.T) {
 	}
 }
 
+// TestOwnTransport: the default client — FCM's requests and the token
+// endpoint's — has a transport of its own, not http.DefaultTransport,
+// whose idle connections anything else in the program may close under a
+// POST in flight (httptest.Server.Close does). Not parallel: it swaps
+// http.DefaultTransport for one that fails every request.
+func TestOwnTransport(t *testing.T) {
+	e := newEnv(t)
+	p := e.pusher(t, e.options(map[string][]string{"u": {"tok"}}))
+	orig := http.DefaultTransport
+	http.DefaultTransport = failingTransport{}
+	defer func() { http.DefaultTransport = orig }()
+	if err := p.Push(t.Context(), []delivery.Notification{note("u", "m")}); err != nil {
+		t.Fatalf("the pusher's requests went through http.DefaultTransport: %v", err)
+	}
+	if got := e.fcm.received(); len(got) != 1 {
+		t.Errorf("FCM received %d messages, want 1", len(got))
+	}
+}
+
+type failingTransport struct{}
+
+func (failingTransport) RoundTrip(*http.Request) (*http.Response, error) {
+	return nil, errors.New("http.DefaultTransport used")
+}
+
 // TestTimeout: a hanging FCM or token endpoint fails the call transiently
 // within Timeout; a canceled context ends the wait at once.
 func TestTimeout(t *testing.T) {

@@ -74,8 +74,10 @@ type Options struct {
 	// MaxBodyBytes is the largest request body; a chunk whose JSON is
 	// larger is split. Defaults to DefaultMaxBodyBytes.
 	MaxBodyBytes int
-	// Client sends the requests. Defaults to a client with no redirects to
-	// other hosts; a given client gets the same redirect rule.
+	// Client sends the requests. Defaults to a client with a transport of
+	// its own (a clone of http.DefaultTransport, when that is an
+	// *http.Transport) and no redirects to other hosts; a given client gets
+	// the same redirect rule.
 	Client *http.Client
 	// Now returns the current time (the signature's timestamp). Defaults
 	// to time.Now.
@@ -123,7 +125,14 @@ func newPoster(o *Options) (*poster, error) {
 	if p.now == nil {
 		p.now = time.Now
 	}
+	// A transport of its own: whatever else in the process calls
+	// http.DefaultTransport.CloseIdleConnections (httptest.Server.Close
+	// does) would otherwise break a POST that had just picked an idle
+	// connection, and the transport retries no POST.
 	c := http.Client{}
+	if t, ok := http.DefaultTransport.(*http.Transport); ok {
+		c.Transport = t.Clone()
+	}
 	if o.Client != nil {
 		c = *o.Client
 	}

@@ -451,3 +451,30 @@ func TestRetract(t *testing.T) {
 		t.Errorf("the receiver answered %d requests and has %d failures left, want 1 request answered with its 503", r.calls-calls, len(r.fail))
 	}
 }
+
+// TestOwnTransport: the default client's connections are the adapter's
+// own, not http.DefaultTransport's. Whatever else in the program closes
+// that transport's idle connections — httptest.Server.Close does, so in
+// tests every other test's server — can break a POST in flight on it
+// (the transport retries no POST), and once failed the conformance
+// suite's concurrent test in CI. Not parallel: it swaps
+// http.DefaultTransport for one that fails every request.
+func TestOwnTransport(t *testing.T) {
+	r := newReceiver(t)
+	d, err := webhook.NewDeliverer(&webhook.Options{URL: r.srv.URL, Secrets: []string{secret}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	orig := http.DefaultTransport
+	http.DefaultTransport = failingTransport{}
+	defer func() { http.DefaultTransport = orig }()
+	if err := d.Deliver(t.Context(), messages(2)); err != nil {
+		t.Fatalf("the deliverer's requests went through http.DefaultTransport: %v", err)
+	}
+}
+
+type failingTransport struct{}
+
+func (failingTransport) RoundTrip(*http.Request) (*http.Response, error) {
+	return nil, errors.New("http.DefaultTransport used")
+}
