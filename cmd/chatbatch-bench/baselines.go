@@ -341,14 +341,10 @@ func (h *harness) leastWrites(ctx context.Context, bbs []baselineBatch, withRoom
 // (claimed before any side effect, its outcomes recorded after). No
 // queue, no rendering, no check; the batches and their chunk rows are
 // stored, as the accept stores them, before the clock. h.conc units at a
-// time. It returns recipients per second.
+// time. It returns recipients per second. -kept-shape writes the same
+// bookkeeping in other shapes (keptshapes.go).
 func (h *harness) runKept(ctx context.Context, bbs []baselineBatch) (float64, error) {
 	units := h.baselineRows(bbs, false)
-	type keptUnit struct {
-		ref      store.ChunkRef
-		outcomes []store.Outcome
-		messages [][]any
-	}
 	var work []keptUnit
 	now := time.Now().UTC()
 	for _, b := range bbs {
@@ -361,6 +357,7 @@ func (h *harness) runKept(ctx context.Context, bbs []baselineBatch) (float64, er
 					Vars: map[string]string{"name": varName(p.n), "orderId": varOrderID(p.n)}})
 				u.outcomes = append(u.outcomes, store.Outcome{Status: store.OutcomeSent, Room: p.roomOf(), MessageID: b.id + "-" + strconv.Itoa(lo+i)})
 			}
+			u.chunk = c
 			chunks = append(chunks, c)
 			work = append(work, u)
 		}
@@ -368,6 +365,9 @@ func (h *harness) runKept(ctx context.Context, bbs []baselineBatch) (float64, er
 		if err := h.base.CreateBatch(ctx, bt, chunks); err != nil {
 			return 0, fmt.Errorf("kept: store the batch: %w", err)
 		}
+	}
+	if h.keptShape != keptStore {
+		return h.runKeptShape(ctx, bbs, work)
 	}
 	var conns []*pgx.Conn
 	if h.d.name == "postgres" {
@@ -409,17 +409,31 @@ func (h *harness) runKept(ctx context.Context, bbs []baselineBatch) (float64, er
 	if err != nil {
 		return 0, err
 	}
-	// Every batch ran to its end through the bookkeeping.
+	return rate, h.checkKeptBatches(ctx, bbs)
+}
+
+// keptUnit is one chunk of the kept contender: its row as the accept
+// stores it, the outcomes it completes with, and its messages' rows.
+type keptUnit struct {
+	ref      store.ChunkRef
+	chunk    store.Chunk
+	outcomes []store.Outcome
+	messages [][]any
+}
+
+// checkKeptBatches checks that every batch ran to its end through the
+// bookkeeping.
+func (h *harness) checkKeptBatches(ctx context.Context, bbs []baselineBatch) error {
 	for _, b := range bbs {
 		got, err := h.base.GetBatch(ctx, appID, b.id)
 		if err != nil {
-			return 0, fmt.Errorf("kept: %w", err)
+			return fmt.Errorf("kept: %w", err)
 		}
 		if got.FinishedAt.IsZero() || got.Sent != len(b.paras) {
-			return 0, fmt.Errorf("kept: batch %s: sent %d of %d, finished %v", b.id, got.Sent, len(b.paras), got.FinishedAt)
+			return fmt.Errorf("kept: batch %s: sent %d of %d, finished %v", b.id, got.Sent, len(b.paras), got.FinishedAt)
 		}
 	}
-	return rate, nil
+	return nil
 }
 
 // eachUnit runs fn(w, k) for every unit k in [0, n) on workers

@@ -84,7 +84,11 @@ func (b *bench) main(ctx context.Context) int {
 			fmt.Fprintln(b.log, "chatbatch-bench:", err)
 			return 1
 		}
-		defer os.RemoveAll(dir)
+		if b.o.keep {
+			fmt.Fprintln(b.log, "chatbatch-bench: -keep: the SQLite database stays in", dir)
+		} else {
+			defer os.RemoveAll(dir)
+		}
 		b.o.sqliteDSN = "sqlite:" + filepath.Join(dir, "bench.db")
 	}
 	for _, c := range []struct{ name, dsn string }{{"postgres", b.o.postgres}, {"mysql", b.o.mysql}, {"sqlite", b.o.sqliteDSN}} {
@@ -330,8 +334,8 @@ func (b *bench) runDatabase(ctx context.Context, d *database, primary bool) (err
 		}
 		if scen == "worker-c" && len(s["kept"]) > 0 {
 			b.rows = append(b.rows,
-				ratioRow(scen, labels[scen]+": the messages' write (pgx CopyFrom on PostgreSQL) with chatbatch's start and completion of each chunk (its StartChunk and CompleteChunk), nothing else, vs plain INSERT", db, s["kept"], s["plain"], 0),
-				ratioRow(scen, labels[scen]+" vs the write with the chunks' bookkeeping", db, s["chatbatch"], s["kept"], 0))
+				ratioRow(scen, labels[scen]+": "+o.keptShape.label()+", vs plain INSERT", db, s["kept"], s["plain"], 0),
+				ratioRow(scen, labels[scen]+" vs "+o.keptShape.short(), db, s["chatbatch"], s["kept"], 0))
 		}
 		if strings.HasPrefix(scen, "e2e") && len(s["least"]) > 0 {
 			b.rows = append(b.rows,
@@ -751,6 +755,7 @@ func (b *bench) timedHarness(ctx context.Context, d *database, tag string) (*har
 	}
 	h.quietMax = b.o.quiet
 	h.taskCheck = b.o.taskCheckInterval
+	h.keptShape = b.o.keptShape
 	return h, nil
 }
 

@@ -59,6 +59,9 @@ type harness struct {
 	// contender's measured span (-quiet; 0: it does not wait), and waited
 	// is how long the last contender waited.
 	quietMax, waited time.Duration
+	// keptShape is how the kept contender writes the chunks' bookkeeping
+	// (-kept-shape; keptshapes.go).
+	keptShape keptShape
 }
 
 func randomName(tag string) string {
@@ -66,7 +69,7 @@ func randomName(tag string) string {
 }
 
 func newHarness(ctx context.Context, d *database, r *redisTarget, conc int, tag string) (h *harness, err error) {
-	h = &harness{d: d, redis: r, conc: conc, streams: conc, tracker: newTracker()}
+	h = &harness{d: d, redis: r, conc: conc, streams: conc, tracker: newTracker(), keptShape: keptStore}
 	defer func() {
 		if err != nil {
 			h.close(context.WithoutCancel(ctx), false)

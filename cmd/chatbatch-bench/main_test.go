@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -311,6 +312,8 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"-retention-recipients=0"}, "-retention-recipients must be at least 1"},
 		{[]string{"-plan-sizes=10,x"}, `-plan-sizes: "x" is not a positive number`},
 		{[]string{"-plan-sizes=0"}, `-plan-sizes: "0" is not a positive number`},
+		{[]string{"-kept-shape=two-tx"}, `-kept-shape: unknown shape "two-tx"`},
+		{[]string{"-kept-shape=one-tx", "-postgres=postgres://x"}, "-kept-shape one-tx is for SQLite and MySQL"},
 	} {
 		code, stdout, stderr := runBench(t, c.args...)
 		if code != 2 || !strings.Contains(stderr, c.want) || stdout != "" {
@@ -410,6 +413,86 @@ func TestVerificationCatches(t *testing.T) {
 	}
 	if err := h.verify(ctx, bs); err == nil || !strings.Contains(err.Error(), "2 messages stored (2 distinct IDs), want 3") {
 		t.Errorf("verify with a message missing = %v", err)
+	}
+}
+
+// TestKeptShapes runs the kept contender in each -kept-shape on SQLite
+// and (CHATBATCH_TEST_MYSQL) MySQL, and checks in the tables that each
+// shape wrote what it says: the store's and one-tx's outcomes in the
+// chunks' rows, small-rows' in a table of their own (dropped afterwards),
+// none's nowhere.
+func TestKeptShapes(t *testing.T) {
+	t.Parallel()
+	dbs := map[string]string{"sqlite": "sqlite:" + filepath.Join(t.TempDir(), "k.db")}
+	if v := os.Getenv("CHATBATCH_TEST_MYSQL"); v != "" {
+		dbs["mysql"] = v
+	} else {
+		t.Run("mysql", func(t *testing.T) {
+			testenv.Skip(t, "set CHATBATCH_TEST_MYSQL to run the kept shapes on MySQL")
+		})
+	}
+	for name, dsn := range dbs {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			ctx := t.Context()
+			r, err := openRedis(ctx, "mem")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.close()
+			d, err := openDatabase(ctx, name, dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.close()
+			h, err := newHarness(ctx, d, r, 3, "k")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer h.close(context.Background(), false)
+			outcomes := map[keptShape]string{}
+			for _, shape := range keptShapes {
+				h.keptShape = shape
+				if err := h.emptyMessages(ctx); err != nil {
+					t.Fatal(err)
+				}
+				bbs := baselineBatches(splitPlan(2*unit+7, 2*unit+7, paraFor("worker-c", "", 0)))
+				rate, err := h.runKept(ctx, bbs)
+				if err != nil || rate <= 0 {
+					t.Fatalf("%s: rate %v, %v", shape, rate, err)
+				}
+				var done, chunks int
+				var text sql.NullString
+				if err := d.sql.QueryRowContext(ctx, "SELECT COUNT(*), SUM(done), MAX(outcomes) FROM "+h.baseTable("chunks")+" WHERE batch_id = ?", bbs[0].id).Scan(&chunks, &done, &text); err != nil {
+					t.Fatalf("%s: %v", shape, err)
+				}
+				outcomes[shape] = text.String
+				want := chunks // done: the chunks' rows are completed
+				if shape == keptSmallRows || shape == keptNone {
+					want = 0 // their claims and outcomes are elsewhere, or nowhere
+				}
+				if chunks != 3 || done != want {
+					t.Errorf("%s: %d of %d chunks done, want %d of 3", shape, done, chunks, want)
+				}
+				b, err := h.base.GetBatch(ctx, appID, bbs[0].id)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if finished := !b.FinishedAt.IsZero(); finished != (shape != keptNone) || b.Sent != map[bool]int{true: 2*unit + 7}[finished] {
+					t.Errorf("%s: batch finished %v with %d sent", shape, finished, b.Sent)
+				}
+				for _, tb := range []string{"kept_claims", "kept_outcomes"} {
+					if _, err := d.sql.ExecContext(ctx, "SELECT 1 FROM "+h.baseTable(tb)); err == nil {
+						t.Errorf("%s: table %s left behind", shape, tb)
+					}
+				}
+			}
+			// one-tx writes the outcomes text the store writes (the batch
+			// IDs within differ, so compare the sizes).
+			if s, o := len(outcomes[keptStore]), len(outcomes[keptOneTx]); s == 0 || o < s*9/10 || o > s*11/10 {
+				t.Errorf("outcomes: the store's %d bytes, one-tx's %d", s, o)
+			}
+		})
 	}
 }
 

@@ -76,6 +76,7 @@ type options struct {
 	retentionRecipients int
 	retentionCycles     int
 	planSizes           []int
+	keptShape           keptShape
 }
 
 func (o *options) has(s string) bool { return o.scenarios[s] }
@@ -124,13 +125,14 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.memprofile, "memprofile", "", "write heap profiles before and after each chatbatch run to `file`.DB.SCENARIO.RUN[.before] (compare with pprof -base)")
 	sizes := fs.String("memory-sizes", "10000,100000,1000000", "backlogs (recipients) of the memory scenario; the last is compared with the first")
 	fs.IntVar(&o.copyStreams, "copy-streams", 0, "connections of the pgx CopyFrom baseline (default: -concurrency)")
-	fs.BoolVar(&o.keep, "keep", false, "keep the tables and queues afterwards (for inspection)")
+	fs.BoolVar(&o.keep, "keep", false, "keep the tables and queues afterwards, and SQLite's temporary directory (for inspection)")
 	fs.IntVar(&o.loadClients, "load-clients", 32, "clients of the load scenario")
 	fs.IntVar(&o.loadRecipients, "load-recipients", 1000, "recipients per batch in the load scenario")
 	fs.DurationVar(&o.loadDuration, "load-duration", 60*time.Second, "how long the load scenario's clients post")
 	fs.IntVar(&o.loadMaxPending, "load-max-pending", 200_000, "admission control in the load scenario (batch.Admission.MaxPending; chatbatchd's default): refused POSTs wait their Retry-After and post again; 0: off")
 	fs.IntVar(&o.retentionRecipients, "retention-recipients", 1_000_000, "recipients of each cycle of the retention scenario, sent as 2,000 batches (at least 1 recipient each)")
 	fs.IntVar(&o.retentionCycles, "retention-cycles", 2, "send-and-prune cycles of the retention scenario (at least 2: the second shows whether the space is reused)")
+	shape := fs.String("kept-shape", string(keptStore), "how worker-c's kept contender (with floor) writes the chunks' bookkeeping, on SQLite and MySQL: store (bunstore's StartChunk and CompleteChunk), one-tx (the same statements and the messages in one transaction a chunk), small-rows (the claim and the outcomes in rows of their own, without the recipients), none (the messages alone: a control)")
 	planSizes := fs.String("plan-sizes", "10000,1000000", "finished batches at which the plans scenario explains the store's queries; the largest is compared with the smallest")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -201,6 +203,13 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, usagef("-redis is empty; give host:port, redis://… or mem")
 	case o.postgres == "" && o.mysql == "" && !o.sqlite:
 		return nil, usagef("no database: give -postgres, -mysql, or leave -sqlite on")
+	}
+	o.keptShape = keptShape(*shape)
+	switch {
+	case !slices.Contains(keptShapes, o.keptShape):
+		return nil, usagef("-kept-shape: unknown shape %q; known: store, one-tx, small-rows, none", *shape)
+	case o.keptShape != keptStore && o.postgres != "":
+		return nil, usagef("-kept-shape %s is for SQLite and MySQL; on PostgreSQL kept writes by COPY: leave -postgres out", *shape)
 	}
 	if o.copyStreams == 0 {
 		o.copyStreams = o.concurrency
