@@ -183,13 +183,34 @@ func (h *harness) runCopy(ctx context.Context, bbs []baselineBatch, withRooms bo
 // statistics); elsewhere the rooms' members by IN over that key, with
 // bind parameters (bunstore reads them as rows, and also the users it
 // does not know).
-func (h *harness) runLeast(ctx context.Context, bbs []baselineBatch, withRooms bool) (float64, error) {
-	run, closeAll, err := h.leastWrites(ctx, bbs, withRooms)
+//
+// With kept (the contender "leastkept") each unit is also a chunk of a
+// batch stored before the clock, as the accept stores it, and is
+// claimed with bunstore's StartChunk before its look-up and completed
+// with its CompleteChunk after its write, as runKept does: the least a
+// worker that keeps exactly-once bookkeeping does.
+func (h *harness) runLeast(ctx context.Context, bbs []baselineBatch, withRooms, kept bool) (float64, error) {
+	var units []keptUnit
+	if kept {
+		var err error
+		if units, err = h.storeKeptBatches(ctx, bbs); err != nil {
+			return 0, err
+		}
+	}
+	run, closeAll, err := h.leastWrites(ctx, bbs, withRooms, units)
 	if err != nil {
 		return 0, err
 	}
 	defer closeAll()
-	return h.timeBaseline(ctx, "least", bbs, run)
+	name := "least"
+	if kept {
+		name = "least with the bookkeeping"
+	}
+	rate, err := h.timeBaseline(ctx, name, bbs, run)
+	if err != nil || !kept {
+		return rate, err
+	}
+	return rate, h.checkKeptBatches(ctx, bbs)
 }
 
 // runLeastEndToEnd is the least requests of (a) do end to end: what
@@ -199,7 +220,7 @@ func (h *harness) runLeast(ctx context.Context, bbs []baselineBatch, withRooms b
 // leaves out (decoding the request, storing it durably before the 202,
 // the queue, the chunks' bookkeeping) is what chatbatch adds to it.
 func (h *harness) runLeastEndToEnd(ctx context.Context, bbs []baselineBatch) (float64, error) {
-	write, closeAll, err := h.leastWrites(ctx, bbs, false)
+	write, closeAll, err := h.leastWrites(ctx, bbs, false, nil)
 	if err != nil {
 		return 0, err
 	}
@@ -260,9 +281,10 @@ func countIn(table, col string, ids []string, want int) statement {
 
 // leastWrites prepares runLeast's work: per unit (a chunk of recipients)
 // the pairs' members counted, for (b) (withRooms) the rooms and members
-// inserted, and the messages written, h.conc units at a time. closeAll
-// releases what run uses, after it.
-func (h *harness) leastWrites(ctx context.Context, bbs []baselineBatch, withRooms bool) (run func() error, closeAll func(), err error) {
+// inserted, and the messages written, h.conc units at a time; with kept
+// (the units' chunks, stored) each unit claimed before and completed
+// after, through bunstore. closeAll releases what run uses, after it.
+func (h *harness) leastWrites(ctx context.Context, bbs []baselineBatch, withRooms bool, kept []keptUnit) (run func() error, closeAll func(), err error) {
 	units := h.baselineRows(bbs, withRooms)
 	type leastUnit struct {
 		rooms, receivers []string
@@ -300,7 +322,7 @@ func (h *harness) leastWrites(ctx context.Context, bbs []baselineBatch, withRoom
 			return nil, nil, err
 		}
 		run = func() error {
-			return eachUnit(len(work), len(conns), func(c, k int) error {
+			return eachUnit(len(work), len(conns), keptAround(ctx, h, kept, func(c, k int) error {
 				u, conn := work[k], conns[c]
 				var found int
 				if err := conn.QueryRow(ctx, probe, appID, u.rooms, u.receivers, sender).Scan(&found); err != nil {
@@ -318,7 +340,7 @@ func (h *harness) leastWrites(ctx context.Context, bbs []baselineBatch, withRoom
 					return fmt.Errorf("copy: %w", err)
 				}
 				return nil
-			})
+			}))
 		}
 	} else {
 		jobs := make([]job, len(work))
@@ -327,8 +349,43 @@ func (h *harness) leastWrites(ctx context.Context, bbs []baselineBatch, withRoom
 				h.d.insertStatements(h.baseTable("messages"), messageColumnList, u.messages, stmtRows)...)
 		}
 		run = func() error { return h.d.runJobs(ctx, jobs, h.conc) }
+		if kept != nil {
+			run = func() error {
+				return eachUnit(len(jobs), min(h.conc, len(jobs)), keptAround(ctx, h, kept, func(_, k int) error {
+					for _, st := range jobs[k] {
+						if err := h.d.run(ctx, st); err != nil {
+							return err
+						}
+					}
+					return nil
+				}))
+			}
+		}
 	}
 	return run, closeAll, nil
+}
+
+// keptAround wraps an eachUnit function of unit k: with kept (the
+// units' chunks, stored) bunstore's StartChunk claims unit k's chunk
+// before it and CompleteChunk records its outcomes, every recipient
+// sent, after it; without, it is fn.
+func keptAround(ctx context.Context, h *harness, kept []keptUnit, fn func(w, k int) error) func(w, k int) error {
+	if kept == nil {
+		return fn
+	}
+	return func(w, k int) error {
+		u, at := kept[k], time.Now().UTC()
+		if _, _, err := h.base.StartChunk(ctx, &store.StartChunkParams{Ref: u.ref, At: at, LeaseUntil: at.Add(time.Minute)}); err != nil {
+			return fmt.Errorf("start: %w", err)
+		}
+		if err := fn(w, k); err != nil {
+			return err
+		}
+		if _, err := h.base.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: u.ref, Outcomes: u.outcomes, At: time.Now().UTC()}); err != nil {
+			return fmt.Errorf("complete: %w", err)
+		}
+		return nil
+	}
 }
 
 // runKept is the messages' write with chatbatch's own bookkeeping of
@@ -344,6 +401,53 @@ func (h *harness) leastWrites(ctx context.Context, bbs []baselineBatch, withRoom
 // time. It returns recipients per second. -kept-shape writes the same
 // bookkeeping in other shapes (keptshapes.go).
 func (h *harness) runKept(ctx context.Context, bbs []baselineBatch) (float64, error) {
+	work, err := h.storeKeptBatches(ctx, bbs)
+	if err != nil {
+		return 0, err
+	}
+	if h.keptShape != keptStore {
+		return h.runKeptShape(ctx, bbs, work)
+	}
+	var conns []*pgx.Conn
+	if h.d.name == "postgres" {
+		var closeAll func()
+		if conns, closeAll, err = h.d.pgConns(ctx, min(h.conc, len(work))); err != nil {
+			return 0, err
+		}
+		defer closeAll()
+	}
+	write := func(c int, u keptUnit) error {
+		if conns != nil {
+			_, err := conns[c].CopyFrom(ctx, pgx.Identifier{h.baseTable("messages")}, messageColumnList, pgx.CopyFromRows(u.messages))
+			return err
+		}
+		for _, st := range h.d.insertStatements(h.baseTable("messages"), messageColumnList, u.messages, stmtRows) {
+			if err := h.d.run(ctx, st); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	run := func() error {
+		return eachUnit(len(work), min(h.conc, len(work)), keptAround(ctx, h, work, func(c, k int) error {
+			if err := write(c, work[k]); err != nil {
+				return fmt.Errorf("write: %w", err)
+			}
+			return nil
+		}))
+	}
+	rate, err := h.timeBaseline(ctx, "kept", bbs, run)
+	if err != nil {
+		return 0, err
+	}
+	return rate, h.checkKeptBatches(ctx, bbs)
+}
+
+// storeKeptBatches stores bbs as the accept stores them — each batch and
+// its chunks of unit recipients, every recipient with its vars — and
+// returns their chunks in order with their messages' rows and the
+// outcomes that complete them (every recipient sent).
+func (h *harness) storeKeptBatches(ctx context.Context, bbs []baselineBatch) ([]keptUnit, error) {
 	units := h.baselineRows(bbs, false)
 	var work []keptUnit
 	now := time.Now().UTC()
@@ -363,53 +467,10 @@ func (h *harness) runKept(ctx context.Context, bbs []baselineBatch) (float64, er
 		}
 		bt := &store.Batch{ID: b.id, AppID: appID, Sender: sender, Count: len(b.paras), Chunks: len(chunks), Payload: []byte(`{}`), CreatedAt: now}
 		if err := h.base.CreateBatch(ctx, bt, chunks); err != nil {
-			return 0, fmt.Errorf("kept: store the batch: %w", err)
+			return nil, fmt.Errorf("kept: store the batch: %w", err)
 		}
 	}
-	if h.keptShape != keptStore {
-		return h.runKeptShape(ctx, bbs, work)
-	}
-	var conns []*pgx.Conn
-	if h.d.name == "postgres" {
-		var closeAll func()
-		var err error
-		if conns, closeAll, err = h.d.pgConns(ctx, min(h.conc, len(work))); err != nil {
-			return 0, err
-		}
-		defer closeAll()
-	}
-	write := func(c int, u keptUnit) error {
-		if conns != nil {
-			_, err := conns[c].CopyFrom(ctx, pgx.Identifier{h.baseTable("messages")}, messageColumnList, pgx.CopyFromRows(u.messages))
-			return err
-		}
-		for _, st := range h.d.insertStatements(h.baseTable("messages"), messageColumnList, u.messages, stmtRows) {
-			if err := h.d.run(ctx, st); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	run := func() error {
-		return eachUnit(len(work), min(h.conc, len(work)), func(c, k int) error {
-			u, at := work[k], time.Now().UTC()
-			if _, _, err := h.base.StartChunk(ctx, &store.StartChunkParams{Ref: u.ref, At: at, LeaseUntil: at.Add(time.Minute)}); err != nil {
-				return fmt.Errorf("start: %w", err)
-			}
-			if err := write(c, u); err != nil {
-				return fmt.Errorf("write: %w", err)
-			}
-			if _, err := h.base.CompleteChunk(ctx, &store.CompleteChunkParams{Ref: u.ref, Outcomes: u.outcomes, At: time.Now().UTC()}); err != nil {
-				return fmt.Errorf("complete: %w", err)
-			}
-			return nil
-		})
-	}
-	rate, err := h.timeBaseline(ctx, "kept", bbs, run)
-	if err != nil {
-		return 0, err
-	}
-	return rate, h.checkKeptBatches(ctx, bbs)
+	return work, nil
 }
 
 // keptUnit is one chunk of the kept contender: its row as the accept
