@@ -283,7 +283,9 @@ func countIn(table, col string, ids []string, want int) statement {
 // the pairs' members counted, for (b) (withRooms) the rooms and members
 // inserted, and the messages written, h.conc units at a time; with kept
 // (the units' chunks, stored) each unit claimed before and completed
-// after, through bunstore. closeAll releases what run uses, after it.
+// after, through bunstore — kept[k] is unit k's chunk, as both walk bbs
+// in order, unit recipients at a time. closeAll releases what run uses,
+// after it.
 func (h *harness) leastWrites(ctx context.Context, bbs []baselineBatch, withRooms bool, kept []keptUnit) (run func() error, closeAll func(), err error) {
 	units := h.baselineRows(bbs, withRooms)
 	type leastUnit struct {

@@ -372,26 +372,38 @@ func TestQuickDefaults(t *testing.T) {
 	}
 }
 
+// testHarness is a harness on the database name at dsn and an
+// in-process Redis, closed (its tables dropped) when t ends.
+func testHarness(t *testing.T, name, dsn string, conc int, tag string) (*harness, *database) {
+	t.Helper()
+	r, err := openRedis(t.Context(), "mem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.close)
+	d, err := openDatabase(t.Context(), name, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.close)
+	h, err := newHarness(t.Context(), d, r, conc, tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := h.close(context.Background(), false); err != nil {
+			t.Error(err)
+		}
+	})
+	return h, d
+}
+
 // TestVerificationCatches checks that verification fails for batches and
 // baseline rows that are not all there.
 func TestVerificationCatches(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	r, err := openRedis(ctx, "mem")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.close()
-	d, err := openDatabase(ctx, "sqlite", "sqlite:"+filepath.Join(t.TempDir(), "v.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.close()
-	h, err := newHarness(ctx, d, r, 2, "v")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.close(context.Background(), false)
+	h, d := testHarness(t, "sqlite", "sqlite:"+filepath.Join(t.TempDir(), "v.db"), 2, "v")
 	if err := h.seedPoolA(ctx, 10); err != nil {
 		t.Fatal(err)
 	}
@@ -447,21 +459,7 @@ func TestKeptShapes(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			ctx := t.Context()
-			r, err := openRedis(ctx, "mem")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer r.close()
-			d, err := openDatabase(ctx, name, dsn)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer d.close()
-			h, err := newHarness(ctx, d, r, 3, "k")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer h.close(context.Background(), false)
+			h, d := testHarness(t, name, dsn, 3, "k")
 			outcomes := map[keptShape]string{}
 			for _, shape := range keptShapes {
 				h.keptShape = shape
