@@ -246,12 +246,11 @@ func New(o *Options) (*Pusher, error) {
 	// http.DefaultTransport.CloseIdleConnections elsewhere in the process
 	// would otherwise break a send that had just picked an idle
 	// connection (POSTs are not retried by the transport).
-	c := http.Client{}
-	if t, ok := http.DefaultTransport.(*http.Transport); ok {
-		c.Transport = t.Clone()
-	}
+	var c http.Client
 	if o.Client != nil {
 		c = *o.Client
+	} else if t, ok := http.DefaultTransport.(*http.Transport); ok {
+		c.Transport = t.Clone()
 	}
 	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	p.client = &c

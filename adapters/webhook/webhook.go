@@ -129,12 +129,11 @@ func newPoster(o *Options) (*poster, error) {
 	// http.DefaultTransport.CloseIdleConnections (httptest.Server.Close
 	// does) would otherwise break a POST that had just picked an idle
 	// connection, and the transport retries no POST.
-	c := http.Client{}
-	if t, ok := http.DefaultTransport.(*http.Transport); ok {
-		c.Transport = t.Clone()
-	}
+	var c http.Client
 	if o.Client != nil {
 		c = *o.Client
+	} else if t, ok := http.DefaultTransport.(*http.Transport); ok {
+		c.Transport = t.Clone()
 	}
 	c.CheckRedirect = func(req *http.Request, via []*http.Request) error {
 		if len(via) > 0 && req.URL.Host != via[0].URL.Host {
