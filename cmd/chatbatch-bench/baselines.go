@@ -190,14 +190,15 @@ func (h *harness) runCopy(ctx context.Context, bbs []baselineBatch, withRooms bo
 // with its CompleteChunk after its write, as runKept does: the least a
 // worker that keeps exactly-once bookkeeping does.
 func (h *harness) runLeast(ctx context.Context, bbs []baselineBatch, withRooms, kept bool) (float64, error) {
+	rows := h.baselineRows(bbs, withRooms)
 	var units []keptUnit
 	if kept {
 		var err error
-		if units, err = h.storeKeptBatches(ctx, bbs); err != nil {
+		if units, err = h.storeKeptBatches(ctx, bbs, rows); err != nil {
 			return 0, err
 		}
 	}
-	run, closeAll, err := h.leastWrites(ctx, bbs, withRooms, units)
+	run, closeAll, err := h.leastWrites(ctx, bbs, rows, withRooms, units)
 	if err != nil {
 		return 0, err
 	}
@@ -220,7 +221,7 @@ func (h *harness) runLeast(ctx context.Context, bbs []baselineBatch, withRooms, 
 // leaves out (decoding the request, storing it durably before the 202,
 // the queue, the chunks' bookkeeping) is what chatbatch adds to it.
 func (h *harness) runLeastEndToEnd(ctx context.Context, bbs []baselineBatch) (float64, error) {
-	write, closeAll, err := h.leastWrites(ctx, bbs, false, nil)
+	write, closeAll, err := h.leastWrites(ctx, bbs, h.baselineRows(bbs, false), false, nil)
 	if err != nil {
 		return 0, err
 	}
@@ -279,15 +280,14 @@ func countIn(table, col string, ids []string, want int) statement {
 		args: args, count: true, want: int64(want)}
 }
 
-// leastWrites prepares runLeast's work: per unit (a chunk of recipients)
-// the pairs' members counted, for (b) (withRooms) the rooms and members
-// inserted, and the messages written, h.conc units at a time; with kept
-// (the units' chunks, stored) each unit claimed before and completed
-// after, through bunstore — kept[k] is unit k's chunk, as both walk bbs
-// in order, unit recipients at a time. closeAll releases what run uses,
-// after it.
-func (h *harness) leastWrites(ctx context.Context, bbs []baselineBatch, withRooms bool, kept []keptUnit) (run func() error, closeAll func(), err error) {
-	units := h.baselineRows(bbs, withRooms)
+// leastWrites prepares runLeast's work on units (bbs' rows, baselineRows
+// with withRooms): per unit (a chunk of recipients) the pairs' members
+// counted, for (b) (withRooms) the rooms and members inserted, and the
+// messages written, h.conc units at a time; with kept (the units'
+// chunks, stored) each unit claimed before and completed after, through
+// bunstore — kept[k] is unit k's chunk, as both walk bbs in order, unit
+// recipients at a time. closeAll releases what run uses, after it.
+func (h *harness) leastWrites(ctx context.Context, bbs []baselineBatch, units []unitRows, withRooms bool, kept []keptUnit) (run func() error, closeAll func(), err error) {
 	type leastUnit struct {
 		rooms, receivers []string
 		create           []statement // (b): the rooms and their members
@@ -403,7 +403,7 @@ func keptAround(ctx context.Context, h *harness, kept []keptUnit, fn func(w, k i
 // time. It returns recipients per second. -kept-shape writes the same
 // bookkeeping in other shapes (keptshapes.go).
 func (h *harness) runKept(ctx context.Context, bbs []baselineBatch) (float64, error) {
-	work, err := h.storeKeptBatches(ctx, bbs)
+	work, err := h.storeKeptBatches(ctx, bbs, h.baselineRows(bbs, false))
 	if err != nil {
 		return 0, err
 	}
@@ -447,10 +447,10 @@ func (h *harness) runKept(ctx context.Context, bbs []baselineBatch) (float64, er
 
 // storeKeptBatches stores bbs as the accept stores them — each batch and
 // its chunks of unit recipients, every recipient with its vars — and
-// returns their chunks in order with their messages' rows and the
-// outcomes that complete them (every recipient sent).
-func (h *harness) storeKeptBatches(ctx context.Context, bbs []baselineBatch) ([]keptUnit, error) {
-	units := h.baselineRows(bbs, false)
+// returns their chunks in order with their messages' rows (of units,
+// bbs' baselineRows) and the outcomes that complete them (every
+// recipient sent).
+func (h *harness) storeKeptBatches(ctx context.Context, bbs []baselineBatch, units []unitRows) ([]keptUnit, error) {
 	var work []keptUnit
 	now := time.Now().UTC()
 	for _, b := range bbs {
