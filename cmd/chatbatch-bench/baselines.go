@@ -220,14 +220,28 @@ func (h *harness) runLeast(ctx context.Context, bbs []baselineBatch, withRooms, 
 // runLeast's work. It parses no request and queues nothing: what it
 // leaves out (decoding the request, storing it durably before the 202,
 // the queue, the chunks' bookkeeping) is what chatbatch adds to it.
-func (h *harness) runLeastEndToEnd(ctx context.Context, bbs []baselineBatch) (float64, error) {
-	write, closeAll, err := h.leastWrites(ctx, bbs, h.baselineRows(bbs, false), false, nil)
+//
+// With kept (the contender "leastkept") each request's accept also
+// stores its batch and chunks through bunstore's CreateBatch after its
+// look-up, inside the clock, as chatbatch's accept stores them before
+// its 202, and runLeast's work is then leastkept's (each chunk claimed
+// and completed through bunstore): the least end to end that keeps
+// exactly-once bookkeeping, leaving out only the request's decoding,
+// the rendering and the queue.
+func (h *harness) runLeastEndToEnd(ctx context.Context, bbs []baselineBatch, kept bool) (float64, error) {
+	rows := h.baselineRows(bbs, false)
+	var units []keptUnit
+	var batches []keptBatch
+	if kept {
+		units, batches = keptBatches(bbs, rows, time.Now().UTC())
+	}
+	write, closeAll, err := h.leastWrites(ctx, bbs, rows, false, units)
 	if err != nil {
 		return 0, err
 	}
 	defer closeAll()
-	var checks []job
-	for _, b := range bbs {
+	checks := make([][]job, len(bbs))
+	for k, b := range bbs {
 		seen := map[string]bool{}
 		var ids []string
 		for _, p := range b.paras {
@@ -236,17 +250,34 @@ func (h *harness) runLeastEndToEnd(ctx context.Context, bbs []baselineBatch) (fl
 				ids = append(ids, p.receiver)
 			}
 		}
-		checks = append(checks, h.usersExist(ids)...)
+		checks[k] = h.usersExist(ids)
 	}
 	run := func() error {
-		// Each request's parts at once, as bunstore looks a request's
-		// receivers up in up to four parts at once.
-		if err := h.d.runJobs(ctx, checks, 4*len(bbs)); err != nil {
-			return fmt.Errorf("users: %w", err)
+		// The requests' accepts at once, each looking its receivers up
+		// in up to four parts at once, as bunstore does, and then (kept)
+		// storing its batch.
+		if err := eachUnit(len(bbs), len(bbs), func(_, k int) error {
+			if err := h.d.runJobs(ctx, checks[k], 4); err != nil {
+				return fmt.Errorf("users: %w", err)
+			}
+			if kept {
+				return h.createKeptBatch(ctx, batches[k])
+			}
+			return nil
+		}); err != nil {
+			return err
 		}
 		return write()
 	}
-	return h.timeBaseline(ctx, "least", bbs, run)
+	name := "least"
+	if kept {
+		name = "least with the bookkeeping"
+	}
+	rate, err := h.timeBaseline(ctx, name, bbs, run)
+	if err != nil || !kept {
+		return rate, err
+	}
+	return rate, h.checkKeptBatches(ctx, bbs)
 }
 
 // usersExist is the cheapest look-up of ids (distinct) in chatbatch's
@@ -445,14 +476,26 @@ func (h *harness) runKept(ctx context.Context, bbs []baselineBatch) (float64, er
 	return rate, h.checkKeptBatches(ctx, bbs)
 }
 
-// storeKeptBatches stores bbs as the accept stores them — each batch and
-// its chunks of unit recipients, every recipient with its vars — and
-// returns their chunks in order with their messages' rows (of units,
-// bbs' baselineRows) and the outcomes that complete them (every
-// recipient sent).
+// storeKeptBatches stores bbs as the accept stores them (keptBatches)
+// and returns their chunks in order, as keptBatches does.
 func (h *harness) storeKeptBatches(ctx context.Context, bbs []baselineBatch, units []unitRows) ([]keptUnit, error) {
+	work, batches := keptBatches(bbs, units, time.Now().UTC())
+	for _, kb := range batches {
+		if err := h.createKeptBatch(ctx, kb); err != nil {
+			return nil, err
+		}
+	}
+	return work, nil
+}
+
+// keptBatches is bbs as the accept stores them — each batch and its
+// chunks of unit recipients, every recipient with its vars, created at
+// now — in order, and their chunks in order with their messages' rows
+// (of units, bbs' baselineRows) and the outcomes that complete them
+// (every recipient sent).
+func keptBatches(bbs []baselineBatch, units []unitRows, now time.Time) ([]keptUnit, []keptBatch) {
 	var work []keptUnit
-	now := time.Now().UTC()
+	var batches []keptBatch
 	for _, b := range bbs {
 		var chunks []store.Chunk
 		for lo := 0; lo < len(b.paras); lo += unit {
@@ -467,12 +510,26 @@ func (h *harness) storeKeptBatches(ctx context.Context, bbs []baselineBatch, uni
 			chunks = append(chunks, c)
 			work = append(work, u)
 		}
-		bt := &store.Batch{ID: b.id, AppID: appID, Sender: sender, Count: len(b.paras), Chunks: len(chunks), Payload: []byte(`{}`), CreatedAt: now}
-		if err := h.base.CreateBatch(ctx, bt, chunks); err != nil {
-			return nil, fmt.Errorf("kept: store the batch: %w", err)
-		}
+		batches = append(batches, keptBatch{
+			batch:  &store.Batch{ID: b.id, AppID: appID, Sender: sender, Count: len(b.paras), Chunks: len(chunks), Payload: []byte(`{}`), CreatedAt: now},
+			chunks: chunks,
+		})
 	}
-	return work, nil
+	return work, batches
+}
+
+// keptBatch is one batch of keptBatches and its chunks.
+type keptBatch struct {
+	batch  *store.Batch
+	chunks []store.Chunk
+}
+
+// createKeptBatch stores kb through bunstore's CreateBatch.
+func (h *harness) createKeptBatch(ctx context.Context, kb keptBatch) error {
+	if err := h.base.CreateBatch(ctx, kb.batch, kb.chunks); err != nil {
+		return fmt.Errorf("kept: store the batch: %w", err)
+	}
+	return nil
 }
 
 // keptUnit is one chunk of the kept contender: its row as the accept

@@ -168,7 +168,9 @@ func TestRunSQLiteMiniredis(t *testing.T) {
 		t.Errorf("the floor scenario has no least of (b) on SQLite:\n%s", stdout)
 	}
 	for _, n := range []string{"1 worker rate (a), a first send, vs the least a first send does with the chunks' bookkeeping | sqlite",
-		"1 worker rate (b) receivers, rooms created, 900 backlog vs the least it does with the chunks' bookkeeping | sqlite"} {
+		"1 worker rate (b) receivers, rooms created, 900 backlog vs the least it does with the chunks' bookkeeping | sqlite",
+		"2 end to end, 10 concurrent × 300 (a) vs the least it does with the bookkeeping | sqlite",
+		"2 end to end, 1 × 300 (a) vs the least it does with the bookkeeping | sqlite"} {
 		if !strings.Contains(stdout, n) {
 			t.Errorf("the floor scenario has no row %q:\n%s", n, stdout)
 		}
@@ -283,6 +285,9 @@ func TestRunServices(t *testing.T) {
 			}
 			if !strings.Contains(stdout, "1 worker rate (a), a first send, vs the least a first send does with the chunks' bookkeeping | "+db+" |") {
 				t.Errorf("%s has no least of (a) with the chunks' bookkeeping:\n%s", db, stdout)
+			}
+			if !strings.Contains(stdout, "2 end to end, 10 concurrent × 300 (a) vs the least it does with the bookkeeping | "+db+" |") {
+				t.Errorf("%s has no end-to-end least with the bookkeeping:\n%s", db, stdout)
 			}
 			if !strings.Contains(stdout, "1 worker rate (c) room paras, 600 backlog vs the write with the chunks' bookkeeping | "+db+" |") {
 				t.Errorf("%s has no write with the chunks' bookkeeping in (c):\n%s", db, stdout)
