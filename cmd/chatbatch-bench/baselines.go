@@ -203,28 +203,20 @@ func (h *harness) runLeast(ctx context.Context, bbs []baselineBatch, withRooms, 
 		return 0, err
 	}
 	defer closeAll()
-	name := "least"
-	if kept {
-		name = "least with the bookkeeping"
-	}
-	rate, err := h.timeBaseline(ctx, name, bbs, run)
-	if err != nil || !kept {
-		return rate, err
-	}
-	return rate, h.checkKeptBatches(ctx, bbs)
+	return h.timeLeast(ctx, bbs, kept, run)
 }
 
 // runLeastEndToEnd is the least requests of (a) do end to end: what
 // accepting each request cannot skip — its receivers looked up, all of
 // them users, the requests at once as their accepts would run — and then
 // runLeast's work. It parses no request and queues nothing: what it
-// leaves out (decoding the request, storing it durably before the 202,
+// leaves out (decoding the request, storing it durably before the 200,
 // the queue, the chunks' bookkeeping) is what chatbatch adds to it.
 //
 // With kept (the contender "leastkept") each request's accept also
 // stores its batch and chunks through bunstore's CreateBatch after its
 // look-up, inside the clock, as chatbatch's accept stores them before
-// its 202, and runLeast's work is then leastkept's (each chunk claimed
+// its 200, and runLeast's work is then leastkept's (each chunk claimed
 // and completed through bunstore): the least end to end that keeps
 // exactly-once bookkeeping, leaving out only the request's decoding,
 // the rendering and the queue.
@@ -269,6 +261,12 @@ func (h *harness) runLeastEndToEnd(ctx context.Context, bbs []baselineBatch, kep
 		}
 		return write()
 	}
+	return h.timeLeast(ctx, bbs, kept, run)
+}
+
+// timeLeast times run, a least's work on bbs, and with kept (leastkept)
+// checks that every batch ran to its end through the bookkeeping.
+func (h *harness) timeLeast(ctx context.Context, bbs []baselineBatch, kept bool, run func() error) (float64, error) {
 	name := "least"
 	if kept {
 		name = "least with the bookkeeping"
