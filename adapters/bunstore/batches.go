@@ -59,7 +59,7 @@ func (s *Store) CreateBatch(ctx context.Context, b *store.Batch, chunks []store.
 		cols += ", created_by"
 		batchRow = append(batchRow, b.CreatedBy)
 	}
-	err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+	err := s.inAcceptTx(ctx, func(ctx context.Context, tx bun.Tx) error {
 		if _, err := tx.ExecContext(ctx, "INSERT INTO "+s.batches+" ("+cols+") VALUES ?", batchRow); err != nil {
 			if isUniqueViolation(err) {
 				return fmt.Errorf("batch %q exists: %w (%w)", b.ID, store.ErrConflict, err)
@@ -211,6 +211,9 @@ func (s *Store) StartChunk(ctx context.Context, p *store.StartChunkParams) (*sto
 			return b, c, s.fail(ctx, fmt.Sprintf("%s: batch %q chunk %d", op, ref.BatchID, ref.No), err)
 		}
 	} else {
+		if err := s.accepts.wait(ctx); err != nil {
+			return nil, nil, s.fail(ctx, op, err)
+		}
 		_, err := s.db.ExecContext(ctx, "UPDATE "+s.chunks+" SET started_at = COALESCE(started_at, ?), attempts = attempts + 1, lease_until = ?"+
 			" WHERE app_id = ? AND batch_id = ? AND chunk_no = ? AND done = "+s.falseLit()+" AND (started_at IS NOT NULL OR paused = "+s.falseLit()+")",
 			toDB(p.At), toDB(p.LeaseUntil), ref.AppID, ref.BatchID, ref.No)

@@ -49,6 +49,15 @@
 // is why Migrate refuses a PostgreSQL session without
 // standard_conforming_strings or a MySQL session with NO_BACKSLASH_ESCAPES:
 // both would change how backslashes in the literals are read.
+//
+// SQLite writes one transaction at a time, and a writer that finds the
+// lock taken sleeps and retries (busy_timeout) while writers arriving
+// later may get it first: under the worker's steady chunks a POST could
+// wait seconds for its CreateBatch. So on SQLite a Store lets the
+// accept's writes (CreateBatch, ClaimIdempotencyKey) go first: while one
+// is pending, the Store's other writes wait before they begin, in Go.
+// This orders one Store's writers; other processes on the same file still
+// meet SQLite's busy handler.
 package bunstore
 
 import (
@@ -154,6 +163,11 @@ type Store struct {
 		stmt *sql.Stmt
 	}
 
+	// accepts, on SQLite, lets the accept's writes (CreateBatch,
+	// ClaimIdempotencyKey) ahead of the others (acceptFirst); nil
+	// elsewhere, where writers do not share one lock.
+	accepts *acceptFirst
+
 	// Table names, prefixed once here so that queries only concatenate.
 	users, rooms, members, messages, batches, chunks, keys, reads, migrations, epochs string
 }
@@ -199,6 +213,9 @@ func New(db *bun.DB, opts *Options) (*Store, error) {
 			n = DefaultDirectoryCache
 		}
 		s.dir = newDirCache(n)
+	}
+	if s.kind == dialect.SQLite {
+		s.accepts = newAcceptFirst()
 	}
 	if isPgx(db.DB.Driver()) && s.kind == dialect.PG {
 		s.pgx = true
@@ -411,6 +428,20 @@ func lockKey(prefix string) int64 {
 // later be run by the sweeper. Once fn has succeeded with ctx still live,
 // the outcome is the COMMIT's own.
 func (s *Store) inTx(ctx context.Context, fn func(ctx context.Context, tx bun.Tx) error) error {
+	if err := s.accepts.wait(ctx); err != nil {
+		return err
+	}
+	return s.runTx(ctx, fn)
+}
+
+// inAcceptTx is inTx for the accept's writes, which the others wait for
+// (acceptFirst).
+func (s *Store) inAcceptTx(ctx context.Context, fn func(ctx context.Context, tx bun.Tx) error) error {
+	defer s.accepts.enter()()
+	return s.runTx(ctx, fn)
+}
+
+func (s *Store) runTx(ctx context.Context, fn func(ctx context.Context, tx bun.Tx) error) error {
 	txCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	stop := context.AfterFunc(ctx, cancel)
@@ -431,4 +462,59 @@ func (s *Store) inTx(ctx context.Context, fn func(ctx context.Context, tx bun.Tx
 		return ctx.Err()
 	}
 	return tx.Commit()
+}
+
+// acceptFirst lets the accept's writes on SQLite ahead of the worker's.
+// SQLite has one write lock, and a writer that finds it taken sleeps and
+// retries (busy_timeout) while other writers, arriving later, may get it
+// first: under a worker's steady chunks a POST's CreateBatch could wait
+// seconds. While an accept's write is pending, other writes wait before
+// they start, so the accept waits at most for the writes already
+// started. Its methods are no-ops on a nil *acceptFirst.
+type acceptFirst struct {
+	mu      sync.Mutex
+	pending int
+	clear   chan struct{} // closed when pending falls to 0
+}
+
+func newAcceptFirst() *acceptFirst {
+	c := make(chan struct{})
+	close(c)
+	return &acceptFirst{clear: c}
+}
+
+// enter marks an accept's write pending until the returned func is called.
+func (a *acceptFirst) enter() (leave func()) {
+	if a == nil {
+		return func() {}
+	}
+	a.mu.Lock()
+	if a.pending == 0 {
+		a.clear = make(chan struct{})
+	}
+	a.pending++
+	a.mu.Unlock()
+	return func() {
+		a.mu.Lock()
+		if a.pending--; a.pending == 0 {
+			close(a.clear)
+		}
+		a.mu.Unlock()
+	}
+}
+
+// wait returns when no accept's write is pending, or with ctx's error.
+func (a *acceptFirst) wait(ctx context.Context) error {
+	if a == nil {
+		return nil
+	}
+	a.mu.Lock()
+	c := a.clear
+	a.mu.Unlock()
+	select {
+	case <-c:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

@@ -32,7 +32,7 @@ func (s *Store) ClaimIdempotencyKey(ctx context.Context, p *store.ClaimIdempoten
 		return nil, fmt.Errorf("bunstore: %s: a value contains a NUL byte or invalid UTF-8", op)
 	}
 	var existing *store.IdempotencyRecord
-	err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+	err := s.inAcceptTx(ctx, func(ctx context.Context, tx bun.Tx) error {
 		res, err := tx.ExecContext(ctx, s.insertIgnore(s.keys, "app_id, idem_key, request_hash, created_at, expires_at", "(?, ?, ?, ?, ?)"),
 			rec.AppID, rec.Key, rec.RequestHash, toDB(rec.CreatedAt), toDB(rec.ExpiresAt))
 		if err != nil {
