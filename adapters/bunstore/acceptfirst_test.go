@@ -8,8 +8,8 @@ import (
 )
 
 // TestAcceptFirst: while an accept's write is pending, other writes wait;
-// they go on when the last pending one leaves, or give up with their
-// context. A nil acceptFirst (not SQLite) never waits.
+// they go on when the last pending one leaves or after maxWait, or give
+// up with their context. A nil acceptFirst (not SQLite) never waits.
 func TestAcceptFirst(t *testing.T) {
 	var none *acceptFirst
 	defer none.enter()()
@@ -17,7 +17,7 @@ func TestAcceptFirst(t *testing.T) {
 		t.Fatalf("nil: wait = %v, want nil", err)
 	}
 
-	a := newAcceptFirst()
+	a := newAcceptFirst(time.Hour)
 	if err := a.wait(t.Context()); err != nil {
 		t.Fatalf("nothing pending: wait = %v, want nil", err)
 	}
@@ -57,5 +57,16 @@ func TestAcceptFirst(t *testing.T) {
 	leave()
 	if err := a.wait(t.Context()); err != nil {
 		t.Fatalf("cleared again: wait = %v, want nil", err)
+	}
+
+	// A stream of accepts holds no write back for longer than maxWait.
+	b := newAcceptFirst(50 * time.Millisecond)
+	defer b.enter()()
+	start := time.Now()
+	if err := b.wait(t.Context()); err != nil {
+		t.Fatalf("pending past maxWait: wait = %v, want nil", err)
+	}
+	if waited := time.Since(start); waited < 50*time.Millisecond {
+		t.Fatalf("pending: wait returned after %v, before maxWait (50ms)", waited)
 	}
 }

@@ -71,6 +71,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unicode/utf8"
 
 	"github.com/uptrace/bun"
@@ -215,7 +216,7 @@ func New(db *bun.DB, opts *Options) (*Store, error) {
 		s.dir = newDirCache(n)
 	}
 	if s.kind == dialect.SQLite {
-		s.accepts = newAcceptFirst()
+		s.accepts = newAcceptFirst(acceptFirstMaxWait)
 	}
 	if isPgx(db.DB.Driver()) && s.kind == dialect.PG {
 		s.pgx = true
@@ -426,7 +427,8 @@ func lockKey(prefix string) int64 {
 // received it leaves the caller unable to tell whether the transaction
 // happened, and a batch stored while CreateBatch reported an error would
 // later be run by the sweeper. Once fn has succeeded with ctx still live,
-// the outcome is the COMMIT's own.
+// the outcome is the COMMIT's own. On SQLite it first waits for the
+// accept's pending writes (acceptFirst).
 func (s *Store) inTx(ctx context.Context, fn func(ctx context.Context, tx bun.Tx) error) error {
 	if err := s.accepts.wait(ctx); err != nil {
 		return err
@@ -441,6 +443,7 @@ func (s *Store) inAcceptTx(ctx context.Context, fn func(ctx context.Context, tx 
 	return s.runTx(ctx, fn)
 }
 
+// runTx is inTx without the wait for the accept's writes.
 func (s *Store) runTx(ctx context.Context, fn func(ctx context.Context, tx bun.Tx) error) error {
 	txCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
@@ -470,17 +473,25 @@ func (s *Store) runTx(ctx context.Context, fn func(ctx context.Context, tx bun.T
 // first: under a worker's steady chunks a POST's CreateBatch could wait
 // seconds. While an accept's write is pending, other writes wait before
 // they start, so the accept waits at most for the writes already
-// started. Its methods are no-ops on a nil *acceptFirst.
+// started. A write waits at most maxWait, then meets the busy handler as
+// before, so that a stream of accepts cannot stall the worker. Its
+// methods are no-ops on a nil *acceptFirst.
 type acceptFirst struct {
+	maxWait time.Duration
 	mu      sync.Mutex
 	pending int
 	clear   chan struct{} // closed when pending falls to 0
 }
 
-func newAcceptFirst() *acceptFirst {
+// acceptFirstMaxWait is acceptFirst's maxWait: several times the longest
+// wait of an accept seen under load (under 0.5 s), and well inside the
+// default StoreTimeout (5 s) that bounds a worker's store call.
+const acceptFirstMaxWait = time.Second
+
+func newAcceptFirst(maxWait time.Duration) *acceptFirst {
 	c := make(chan struct{})
 	close(c)
-	return &acceptFirst{clear: c}
+	return &acceptFirst{maxWait: maxWait, clear: c}
 }
 
 // enter marks an accept's write pending until the returned func is called.
@@ -503,7 +514,8 @@ func (a *acceptFirst) enter() (leave func()) {
 	}
 }
 
-// wait returns when no accept's write is pending, or with ctx's error.
+// wait returns when no accept's write is pending or after maxWait, or
+// with ctx's error.
 func (a *acceptFirst) wait(ctx context.Context) error {
 	if a == nil {
 		return nil
@@ -514,7 +526,15 @@ func (a *acceptFirst) wait(ctx context.Context) error {
 	select {
 	case <-c:
 		return nil
+	default:
+	}
+	t := time.NewTimer(a.maxWait)
+	defer t.Stop()
+	select {
+	case <-c:
+	case <-t.C:
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	return nil
 }
