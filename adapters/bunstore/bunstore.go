@@ -55,9 +55,9 @@
 // later may get it first: under the worker's steady chunks a POST could
 // wait seconds for its CreateBatch. So on SQLite a Store lets the
 // accept's writes (CreateBatch, ClaimIdempotencyKey) go first: while one
-// is pending, the Store's other writes wait before they begin, in Go.
-// This orders one Store's writers; other processes on the same file still
-// meet SQLite's busy handler.
+// is pending, the Store's other writes wait before they begin, in Go,
+// for at most a second. This orders one Store's writers; other processes
+// on the same file still meet SQLite's busy handler.
 package bunstore
 
 import (
