@@ -181,7 +181,32 @@ func (d *database) insertStatements(table string, cols []string, rows [][]any, p
 }
 
 // run runs st through database/sql.
+//
+// On SQLite a statement that SQLite's busy handler gave up on (it waited
+// busy_timeout for the write lock while other writers got it first; the
+// statement wrote nothing) runs again, up to busyRetries times: the
+// baselines' ten writers on SQLite's one lock once starved one of them
+// for the whole 10 s, and the baseline's rate is what it takes to write
+// the rows, not whether SQLite's sleeps were fair to each of them.
 func (d *database) run(ctx context.Context, st statement) error {
+	for try := 0; ; try++ {
+		err := d.runOnce(ctx, st)
+		if err == nil || d.name != "sqlite" || try == busyRetries || ctx.Err() != nil || !sqliteBusy(err) {
+			return err
+		}
+	}
+}
+
+// busyRetries is how many times run runs a statement again on SQLITE_BUSY.
+const busyRetries = 3
+
+// sqliteBusy reports whether err is SQLite's SQLITE_BUSY ("database is
+// locked").
+func sqliteBusy(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "SQLITE_BUSY")
+}
+
+func (d *database) runOnce(ctx context.Context, st statement) error {
 	if !st.count {
 		_, err := d.sql.ExecContext(ctx, st.query, st.args...)
 		return err
