@@ -473,7 +473,11 @@ func (s *Store) runTx(ctx context.Context, fn func(ctx context.Context, tx bun.T
 // first: under a worker's steady chunks a POST's CreateBatch could wait
 // seconds. While an accept's write is pending, other writes wait before
 // they start, so the accept waits at most for the writes already
-// started. A write waits at most maxWait, then meets the busy handler as
+// started. The writes that wait are every transaction (inTx) and
+// StartChunk's claim, which are a chunk's writes but for a checkpoint
+// after failed pushes. The rarer single statements (a lease renewal, a
+// checkpoint, some of the sweep's) do not, and meet the busy handler as
+// before. A write waits at most maxWait, then meets the busy handler as
 // before, so that a stream of accepts cannot stall the worker. Its
 // methods are no-ops on a nil *acceptFirst.
 type acceptFirst struct {

@@ -222,8 +222,8 @@ func (h *harness) keptOutcomes(ctx context.Context, u keptUnit) (string, error) 
 	c.BatchID, c.No, c.Start = "kept-outcomes-"+strings.ToLower(rand.Text()[:10]), 0, 0
 	now := time.Now().UTC()
 	b := &store.Batch{ID: c.BatchID, AppID: c.AppID, Sender: sender, Count: len(c.Recipients), Chunks: 1, Payload: []byte(`{}`), CreatedAt: now}
-	if err := h.base.CreateBatch(ctx, b, []store.Chunk{c}); err != nil {
-		return "", fmt.Errorf("kept: outcomes: %w", err)
+	if err := h.createKeptBatch(ctx, keptBatch{batch: b, chunks: []store.Chunk{c}}); err != nil {
+		return "", fmt.Errorf("outcomes: %w", err)
 	}
 	if _, _, err := h.base.StartChunk(ctx, &store.StartChunkParams{Ref: c.ChunkRef, At: now, LeaseUntil: now.Add(time.Minute)}); err != nil {
 		return "", fmt.Errorf("kept: outcomes: %w", err)
